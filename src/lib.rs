@@ -1,4 +1,26 @@
 //! stickyroute: a sticky-session HTTP load balancer for pools of Java-style application servers.
+//!
+//! # Layout
+//!
+//! - [`config`]: `balancer.yaml` -> validated [`config::Config`];
+//! - [`session`]: finding the session id in a request, its pin route, rewriting it;
+//! - [`binder`]: translate / rename / backend rebinding decisions;
+//! - [`backends`]: nodes, pools and the hot-swapped routing [`backends::Snapshot`];
+//! - [`balance`]: selecting the node (sticky hit, new session, failover);
+//! - [`upstream`]: keep-alive connections to nodes;
+//! - [`proxy`]: the request path;
+//! - [`server`]: listeners, TLS, graceful shutdown;
+//! - [`balancer`]: the shared state handle;
+//! - [`store`]: session stores for the `rename` binder;
+//! - [`demo`]: the demo node and `stickyroute demo`.
 
+pub mod backends;
+pub mod balance;
+pub mod balancer;
+pub mod binder;
+pub mod config;
 pub mod demo;
+pub mod proxy;
+pub mod session;
 pub mod store;
+pub mod upstream;

@@ -1,1 +1,2 @@
 //! The demo: a Tomcat-like demo application server and the `stickyroute demo` command.
+pub mod node;

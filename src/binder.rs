@@ -1,0 +1,394 @@
+//! Binders: how a session id is rebound when its session moves to another node.
+//!
+//! Three kinds (see DESIGN.md, "Binders"):
+//! - `translate`: the backend keeps its id (`X.jvm1`), the client holds `X.jvm1.jvm2`;
+//! - `rename`: the store renames `X.jvm1` to `X.jvm2` and everybody uses the new id;
+//! - `backend`: the balancer only reroutes; the application server renames and says so in its
+//!   `Set-Cookie`.
+//!
+//! Everything here is pure: which id to forward, which id the client must hold, and how to
+//! rewrite the response's `Set-Cookie` and `Location` headers. The store call of `rename` lives
+//! in `proxy`, the store itself in `store`.
+
+use cookie::{Cookie, SameSite};
+
+use crate::session::{find_path_param, pin_route, replace_range, strip_last_route};
+
+/// The pool's binder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinderKind {
+    Translate,
+    Rename,
+    Backend,
+}
+
+impl BinderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BinderKind::Translate => "translate",
+            BinderKind::Rename => "rename",
+            BinderKind::Backend => "backend",
+        }
+    }
+}
+
+/// The backend-facing id of a client-facing id. Only `translate` differs: an id with two or
+/// more separators carries a translation suffix, which is stripped (`X.jvm1.jvm2` -> `X.jvm1`).
+pub fn backend_facing(kind: BinderKind, client_id: &str, sep: char) -> &str {
+    if kind == BinderKind::Translate && client_id.matches(sep).count() >= 2 {
+        strip_last_route(client_id, sep).unwrap_or(client_id)
+    } else {
+        client_id
+    }
+}
+
+/// The ids of a request after failover to `new_route`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebind {
+    /// The id forwarded to the new node.
+    pub forward_id: String,
+    /// The id the client must hold from now on.
+    pub client_id: String,
+    /// `Some((old, new))`: the store must rename the session before forwarding.
+    pub rename: Option<(String, String)>,
+}
+
+/// Decides the ids of a failed-over session. `backend_id` is the backend-facing id.
+pub fn rebind(kind: BinderKind, backend_id: &str, new_route: &str, sep: char) -> Rebind {
+    match kind {
+        BinderKind::Translate => {
+            let home = pin_route(backend_id, sep);
+            let client_id = if home == Some(new_route) {
+                backend_id.to_string()
+            } else {
+                format!("{backend_id}{sep}{new_route}")
+            };
+            Rebind {
+                forward_id: backend_id.to_string(),
+                client_id,
+                rename: None,
+            }
+        }
+        BinderKind::Rename => {
+            let base = strip_last_route(backend_id, sep).unwrap_or(backend_id);
+            let new_id = format!("{base}{sep}{new_route}");
+            let rename = (new_id != backend_id).then(|| (backend_id.to_string(), new_id.clone()));
+            Rebind {
+                forward_id: new_id.clone(),
+                client_id: new_id,
+                rename,
+            }
+        }
+        BinderKind::Backend => Rebind {
+            forward_id: backend_id.to_string(),
+            client_id: backend_id.to_string(),
+            rename: None,
+        },
+    }
+}
+
+/// Attributes of a `Set-Cookie` the balancer writes when the backend sent none to copy from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieDefaults {
+    /// `Path`: the application's context path (a different path leaves the browser with two
+    /// cookies of the same name).
+    pub path: String,
+    pub http_only: bool,
+    pub same_site: Option<SameSite>,
+}
+
+/// What the response must tell the client about its session id.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponsePlan<'a> {
+    pub binder: BinderKind,
+    /// The session cookie name the client used (or the first configured name).
+    pub cookie_name: &'a str,
+    /// The id forwarded to the backend (`None`: no session in the request).
+    pub forward_id: Option<&'a str>,
+    /// The id the client must hold after this response.
+    pub client_id: Option<&'a str>,
+    /// The client's id changed in this request (failover): it must receive a `Set-Cookie`.
+    pub client_changed: bool,
+    /// The client connection is TLS: cookies the balancer writes get `Secure`.
+    pub secure: bool,
+}
+
+/// What happened to the response's session cookies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetCookieOutcome {
+    /// Session ids the backend issued or re-issued, as the client will hold them.
+    pub issued: Vec<String>,
+    /// The balancer appended a `Set-Cookie` of its own.
+    pub added: bool,
+    /// A backend `Set-Cookie` was rewritten to the client-facing id.
+    pub rewritten: bool,
+}
+
+/// Rewrites the response's `Set-Cookie` values (`values`: every `Set-Cookie` header, in order)
+/// and returns what happened. Rules (DESIGN.md "Binders"):
+/// - a backend cookie re-issuing the forwarded id is rewritten to the client-facing id (keeping
+///   its attributes) under `translate`;
+/// - any other session cookie from the backend (a new id, a valve rename) passes untouched and
+///   wins: the balancer adds none of its own;
+/// - otherwise, when the client's id changed, one `Set-Cookie` is appended with `defaults`.
+pub fn rewrite_set_cookies(
+    values: &mut Vec<String>,
+    plan: &ResponsePlan<'_>,
+    defaults: &CookieDefaults,
+) -> SetCookieOutcome {
+    let mut outcome = SetCookieOutcome::default();
+    let mut backend_set_session = false;
+    for value in values.iter_mut() {
+        let Ok(parsed) = Cookie::parse(value.as_str()) else {
+            continue;
+        };
+        if parsed.name() != plan.cookie_name {
+            continue;
+        }
+        backend_set_session = true;
+        let backend_value = parsed.value();
+        if backend_value.is_empty() {
+            continue; // the application deletes its session cookie: pass through
+        }
+        let reissues_forwarded = plan.forward_id == Some(backend_value);
+        if plan.binder == BinderKind::Translate && reissues_forwarded {
+            if let Some(client_id) = plan.client_id.filter(|c| *c != backend_value) {
+                let mut rewritten = parsed.into_owned();
+                rewritten.set_value(client_id.to_string());
+                *value = rewritten.to_string();
+                outcome.rewritten = true;
+                outcome.issued.push(client_id.to_string());
+                continue;
+            }
+        }
+        outcome.issued.push(backend_value.to_string());
+    }
+    if plan.client_changed && !backend_set_session {
+        if let Some(client_id) = plan.client_id {
+            let mut c = Cookie::new(plan.cookie_name.to_string(), client_id.to_string());
+            c.set_path(defaults.path.clone());
+            if defaults.http_only {
+                c.set_http_only(true);
+            }
+            if plan.secure {
+                c.set_secure(true);
+            }
+            if let Some(same_site) = defaults.same_site {
+                c.set_same_site(same_site);
+            }
+            values.push(c.to_string());
+            outcome.added = true;
+            outcome.issued.push(client_id.to_string());
+        }
+    }
+    outcome
+}
+
+/// Rewrites `;param=<from>` to `;param=<to>` in a URL or path (a `Location` header, a request
+/// path). Returns `None` when the parameter is absent or carries another id.
+pub fn rewrite_path_param(url: &str, param: &str, from: &str, to: &str) -> Option<String> {
+    let (start, end) = find_path_param(url, param)?;
+    (&url[start..end] == from).then(|| replace_range(url, start, end, to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use BinderKind::*;
+
+    #[test]
+    fn backend_facing_table() {
+        let cases = [
+            (Translate, "X.jvm1", "X.jvm1"),
+            (Translate, "X.jvm1.jvm2", "X.jvm1"),
+            (Translate, "X", "X"),
+            (Translate, "X.", "X."),
+            (Translate, "X.a.b.c", "X.a.b"),
+            (Rename, "X.jvm1.jvm2", "X.jvm1.jvm2"),
+            (Backend, "X.jvm1.jvm2", "X.jvm1.jvm2"),
+        ];
+        for (kind, client, want) in cases {
+            assert_eq!(backend_facing(kind, client, '.'), want, "{kind:?} {client}");
+        }
+    }
+
+    #[test]
+    fn rebind_table() {
+        // (binder, backend id, new route, forward, client, rename)
+        let cases: &[(BinderKind, &str, &str, &str, &str, Option<(&str, &str)>)] = &[
+            (Translate, "X.jvm1", "jvm2", "X.jvm1", "X.jvm1.jvm2", None),
+            (Translate, "X.jvm1", "jvm1", "X.jvm1", "X.jvm1", None),
+            (Translate, "X", "jvm2", "X", "X.jvm2", None),
+            (Rename, "X.jvm1", "jvm2", "X.jvm2", "X.jvm2", Some(("X.jvm1", "X.jvm2"))),
+            (Rename, "X.jvm2", "jvm2", "X.jvm2", "X.jvm2", None),
+            (Rename, "X", "jvm2", "X.jvm2", "X.jvm2", Some(("X", "X.jvm2"))),
+            (Backend, "X.jvm1", "jvm2", "X.jvm1", "X.jvm1", None),
+        ];
+        for (kind, backend, route, forward, client, rename) in cases {
+            let got = rebind(*kind, backend, route, '.');
+            assert_eq!(got.forward_id, *forward, "{kind:?} {backend} -> {route}");
+            assert_eq!(got.client_id, *client, "{kind:?} {backend} -> {route}");
+            let want_rename = rename.map(|(a, b)| (a.to_string(), b.to_string()));
+            assert_eq!(got.rename, want_rename, "{kind:?} {backend} -> {route}");
+        }
+    }
+
+    #[test]
+    fn translate_second_failover_and_collapse() {
+        // X.jvm1 -> failover to jvm2 -> client X.jvm1.jvm2; jvm2 dies: failover from X.jvm1 again.
+        let first = rebind(Translate, "X.jvm1", "jvm2", '.');
+        assert_eq!(first.client_id, "X.jvm1.jvm2");
+        let backend = backend_facing(Translate, &first.client_id, '.');
+        assert_eq!(rebind(Translate, backend, "jvm3", '.').client_id, "X.jvm1.jvm3");
+        assert_eq!(rebind(Translate, backend, "jvm1", '.').client_id, "X.jvm1");
+    }
+
+    fn defaults() -> CookieDefaults {
+        CookieDefaults {
+            path: "/app".into(),
+            http_only: true,
+            same_site: Some(SameSite::Lax),
+        }
+    }
+
+    fn plan<'a>(
+        binder: BinderKind,
+        forward: &'a str,
+        client: &'a str,
+        changed: bool,
+    ) -> ResponsePlan<'a> {
+        ResponsePlan {
+            binder,
+            cookie_name: "JSESSIONID",
+            forward_id: Some(forward),
+            client_id: Some(client),
+            client_changed: changed,
+            secure: false,
+        }
+    }
+
+    #[test]
+    fn set_cookie_table() {
+        // (plan, backend Set-Cookies, resulting Set-Cookies, added, rewritten)
+        let cases: Vec<(ResponsePlan, Vec<&str>, Vec<&str>, bool, bool)> = vec![
+            // failover, backend silent: one cookie added with defaults
+            (
+                plan(Translate, "X.jvm1", "X.jvm1.jvm2", true),
+                vec![],
+                vec!["JSESSIONID=X.jvm1.jvm2; HttpOnly; SameSite=Lax; Path=/app"],
+                true,
+                false,
+            ),
+            // failover, backend re-issues the forwarded id: rewritten, attributes kept
+            (
+                plan(Translate, "X.jvm1", "X.jvm1.jvm2", true),
+                vec!["JSESSIONID=X.jvm1; Path=/shop; HttpOnly"],
+                vec!["JSESSIONID=X.jvm1.jvm2; HttpOnly; Path=/shop"],
+                false,
+                true,
+            ),
+            // sticky hit on translated id, backend re-issues: rewritten, nothing added
+            (
+                plan(Translate, "X.jvm1", "X.jvm1.jvm2", false),
+                vec!["JSESSIONID=X.jvm1; Path=/"],
+                vec!["JSESSIONID=X.jvm1.jvm2; Path=/"],
+                false,
+                true,
+            ),
+            // new login id from the answering node passes untouched and wins
+            (
+                plan(Translate, "X.jvm1", "X.jvm1.jvm2", true),
+                vec!["JSESSIONID=NEW.jvm2; Path=/app; HttpOnly"],
+                vec!["JSESSIONID=NEW.jvm2; Path=/app; HttpOnly"],
+                false,
+                false,
+            ),
+            // other cookies are never touched
+            (
+                plan(Translate, "X.jvm1", "X.jvm1", false),
+                vec!["theme=dark; Path=/"],
+                vec!["theme=dark; Path=/"],
+                false,
+                false,
+            ),
+            // rename: add the new id when the backend is silent
+            (
+                plan(Rename, "X.jvm2", "X.jvm2", true),
+                vec![],
+                vec!["JSESSIONID=X.jvm2; HttpOnly; SameSite=Lax; Path=/app"],
+                true,
+                false,
+            ),
+            // backend binder: valve answered with its own cookie; nothing of ours
+            (
+                plan(Backend, "X.jvm1", "X.jvm1", false),
+                vec!["JSESSIONID=X.jvm2; Path=/app; HttpOnly"],
+                vec!["JSESSIONID=X.jvm2; Path=/app; HttpOnly"],
+                false,
+                false,
+            ),
+            // a deleting cookie passes through
+            (
+                plan(Translate, "X.jvm1", "X.jvm1.jvm2", true),
+                vec!["JSESSIONID=; Max-Age=0; Path=/app"],
+                vec!["JSESSIONID=; Max-Age=0; Path=/app"],
+                false,
+                false,
+            ),
+        ];
+        for (plan, input, want, added, rewritten) in cases {
+            let mut values: Vec<String> = input.iter().map(|s| s.to_string()).collect();
+            let out = rewrite_set_cookies(&mut values, &plan, &defaults());
+            assert_eq!(values, want, "{input:?}");
+            assert_eq!(out.added, added, "{input:?}");
+            assert_eq!(out.rewritten, rewritten, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn secure_on_tls() {
+        let mut p = plan(Translate, "X.jvm1", "X.jvm1.jvm2", true);
+        p.secure = true;
+        let mut values = vec![];
+        rewrite_set_cookies(&mut values, &p, &defaults());
+        assert!(values[0].contains("Secure"), "{values:?}");
+    }
+
+    #[test]
+    fn location_rewrite() {
+        let cases = [
+            ("/app/next;jsessionid=X.jvm1?a=1", Some("/app/next;jsessionid=X.jvm1.jvm2?a=1")),
+            ("http://h/app;jsessionid=X.jvm1", Some("http://h/app;jsessionid=X.jvm1.jvm2")),
+            ("/app/next;jsessionid=Y.jvm1", None),
+            ("/app/next", None),
+        ];
+        for (loc, want) in cases {
+            let got = rewrite_path_param(loc, "jsessionid", "X.jvm1", "X.jvm1.jvm2");
+            assert_eq!(got.as_deref(), want, "{loc}");
+        }
+    }
+
+    proptest! {
+        /// Whatever chain of failovers a session goes through, `translate` always recovers the
+        /// backend-facing id exactly from the id the client holds.
+        #[test]
+        fn translate_recovers_backend_id(
+            base in "[A-F0-9]{1,32}",
+            home in "[a-z][a-z0-9_-]{0,8}",
+            hops in proptest::collection::vec("[a-z][a-z0-9_-]{0,8}", 0..6),
+        ) {
+            let backend_id = format!("{base}.{home}");
+            let mut client = backend_id.clone();
+            for hop in &hops {
+                let current_backend = backend_facing(Translate, &client, '.').to_string();
+                prop_assert_eq!(&current_backend, &backend_id);
+                let r = rebind(Translate, &current_backend, hop, '.');
+                prop_assert_eq!(&r.forward_id, &backend_id);
+                client = r.client_id;
+                prop_assert_eq!(pin_route(&client, '.'), Some(hop.as_str()));
+            }
+            prop_assert_eq!(backend_facing(Translate, &client, '.'), backend_id.as_str());
+        }
+    }
+}

@@ -1,0 +1,1267 @@
+//! `balancer.yaml`: parsing and validation.
+//!
+//! Two layers: raw serde structs (`deny_unknown_fields`, defaults) read the YAML, then
+//! [`Config::from_yaml`] validates them into typed values (`SocketAddr`, `Duration`, enums).
+//! Every error names the file, the line and the key: serde errors carry a location and, through
+//! `serde_path_to_error`, the key path; validation errors find their key's line with
+//! [`KeyLocator`], which walks the YAML events once.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cookie::SameSite;
+use http::HeaderName;
+use serde::Deserialize;
+
+use crate::backends::NodeState;
+use crate::binder::{BinderKind, CookieDefaults};
+use crate::session::SessionSettings;
+use crate::store::{JdbcTable, OnStoreError, StoreConfig, StoreKind};
+
+/// A configuration error: where, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Key path such as `pools[0].nodes[1].weight`; empty for the document itself.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (for messages and reload).
+    pub source: String,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: Option<AdminConfig>,
+    pub session: SessionConfig,
+    pub registry: RegistryConfig,
+    pub pools: Vec<PoolConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    /// Connections served at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// A client must send its complete request head within this time (slow-client guard).
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; larger ones get `431`.
+    pub max_header_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// Bearer token required for changes; `None`: changes are open (loopback only by default).
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub settings: SessionSettings,
+    /// A session unseen for this long is forgotten by the registry (Tomcat default: 30 min).
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    pub max_sessions: usize,
+}
+
+/// How new sessions are spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceKind {
+    /// Power of two choices on in-flight requests, weighted.
+    P2c,
+    /// Weighted round robin.
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// Allow failover into another domain when the session's domain has no node up.
+    pub cross_domain: bool,
+    /// Nodes tried for one request (connect failures move to the next candidate).
+    pub max_attempts: usize,
+    /// A node marked down by a passive failure is retried after this long.
+    pub recover_after: Duration,
+    /// Retry idempotent requests without a body on another node after a failure past sending.
+    pub retry_idempotent: bool,
+    /// Request header naming the original id and route on a failed-over request.
+    pub header: HeaderName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// Until the response head arrives.
+    pub response: Duration,
+    /// An idle pooled upstream connection is closed after this long.
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Accepted statuses; empty means any 2xx.
+    pub expect_status: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub route: String,
+    /// As written (host:port); `addr` is what it resolved to.
+    pub address: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Replication domain; nodes without one share the default domain `""`.
+    pub domain: String,
+    pub redirect: Option<String>,
+    pub state: NodeState,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Lower-case host names without port; empty matches every host.
+    pub hosts: Vec<String>,
+    pub path_prefix: String,
+    pub binder: BinderKind,
+    pub balance: BalanceKind,
+    pub failover: FailoverConfig,
+    pub timeouts: Timeouts,
+    pub cookie: CookieDefaults,
+    pub store: Option<StoreConfig>,
+    pub health: Option<HealthConfig>,
+    /// Response statuses that count as a passive failure of the node.
+    pub fail_on_status: Vec<u16>,
+    pub nodes: Vec<NodeConfig>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw layer
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listeners: Vec<RawListener>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    registry: RawRegistry,
+    #[serde(default)]
+    pools: Vec<RawPool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    bind: String,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_header_read_timeout", with = "duration")]
+    header_read_timeout: Duration,
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    bind: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSession {
+    cookies: Vec<String>,
+    path_param: Option<String>,
+    separator: String,
+    #[serde(with = "duration")]
+    idle_timeout: Duration,
+}
+
+impl Default for RawSession {
+    fn default() -> Self {
+        RawSession {
+            cookies: vec!["JSESSIONID".into()],
+            path_param: Some("jsessionid".into()),
+            separator: ".".into(),
+            idle_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRegistry {
+    max_sessions: usize,
+}
+
+impl Default for RawRegistry {
+    fn default() -> Self {
+        RawRegistry {
+            max_sessions: 1_000_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: String,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default = "default_path_prefix")]
+    path_prefix: String,
+    #[serde(default)]
+    binder: RawBinder,
+    #[serde(default)]
+    balance: RawBalance,
+    #[serde(default)]
+    failover: RawFailover,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    cookie: RawCookie,
+    #[serde(default)]
+    store: Option<RawStore>,
+    #[serde(default)]
+    health: Option<RawHealth>,
+    #[serde(default)]
+    fail_on_status: Vec<u16>,
+    #[serde(default)]
+    nodes: Vec<RawNode>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawBinder {
+    #[default]
+    Translate,
+    Rename,
+    Backend,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawBalance {
+    #[default]
+    P2c,
+    RoundRobin,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFailover {
+    cross_domain: bool,
+    max_attempts: usize,
+    #[serde(with = "duration")]
+    recover_after: Duration,
+    retry_idempotent: bool,
+    header: String,
+}
+
+impl Default for RawFailover {
+    fn default() -> Self {
+        RawFailover {
+            cross_domain: false,
+            max_attempts: 3,
+            recover_after: Duration::from_secs(10),
+            retry_idempotent: false,
+            header: "X-Session-Failover-From".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimeouts {
+    #[serde(with = "duration")]
+    connect: Duration,
+    #[serde(with = "duration")]
+    response: Duration,
+    #[serde(with = "duration")]
+    idle: Duration,
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        RawTimeouts {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCookie {
+    path: String,
+    http_only: bool,
+    same_site: Option<RawSameSite>,
+}
+
+impl Default for RawCookie {
+    fn default() -> Self {
+        RawCookie {
+            path: "/".into(),
+            http_only: true,
+            same_site: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawSameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawStoreKind {
+    Memory,
+    Redis,
+    Postgres,
+    Mysql,
+    Http,
+}
+
+#[derive(Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "snake_case")]
+enum RawOnStoreError {
+    #[default]
+    ForwardOldId,
+    Fail,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    kind: RawStoreKind,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default, rename = "sessionTable")]
+    session_table: Option<String>,
+    #[serde(default, rename = "sessionIdCol")]
+    session_id_col: Option<String>,
+    #[serde(default, rename = "sessionAppCol")]
+    session_app_col: Option<String>,
+    #[serde(default, rename = "sessionDataCol")]
+    session_data_col: Option<String>,
+    #[serde(default, rename = "sessionValidCol")]
+    session_valid_col: Option<String>,
+    #[serde(default, rename = "sessionMaxInactiveCol")]
+    session_max_inactive_col: Option<String>,
+    #[serde(default, rename = "sessionLastAccessedCol")]
+    session_last_accessed_col: Option<String>,
+    #[serde(default)]
+    app_name: Option<String>,
+    #[serde(default = "default_store_timeout", with = "duration")]
+    timeout: Duration,
+    #[serde(default = "default_store_pool_size")]
+    pool_size: u32,
+    #[serde(default)]
+    on_store_error: RawOnStoreError,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: String,
+    #[serde(default = "default_health_interval", with = "duration")]
+    interval: Duration,
+    #[serde(default = "default_health_timeout", with = "duration")]
+    timeout: Duration,
+    #[serde(default = "default_rise")]
+    rise: u32,
+    #[serde(default = "default_fall")]
+    fall: u32,
+    #[serde(default)]
+    expect_status: Vec<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    route: String,
+    address: String,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    redirect: Option<String>,
+    #[serde(default)]
+    state: RawNodeState,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawNodeState {
+    #[default]
+    Active,
+    Draining,
+    Disabled,
+    Standby,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_path_prefix() -> String {
+    "/".into()
+}
+fn default_store_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_store_pool_size() -> u32 {
+    8
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_weight() -> u32 {
+    1
+}
+
+/// Durations written as `250ms`, `10s`, `30m`, `1h 30m`.
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text.trim())
+            .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. 250ms, 10s, 30m"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Locating keys
+
+/// Maps key paths (`pools[0].nodes[1].route`) to the 1-based line where they are written.
+pub struct KeyLocator {
+    lines: HashMap<String, usize>,
+}
+
+impl KeyLocator {
+    /// Walks the YAML events of `text` once. A text that does not parse yields an empty map.
+    pub fn new(text: &str) -> Self {
+        use saphyr_parser::{Event, Parser};
+        enum Frame {
+            Map { key: Option<String> },
+            Seq { index: usize },
+        }
+        fn path_of(stack: &[(Frame, String)]) -> String {
+            stack.last().map(|(_, p)| p.clone()).unwrap_or_default()
+        }
+        fn child(parent: &str, frame: &Frame) -> Option<String> {
+            match frame {
+                Frame::Map { key: Some(k) } if parent.is_empty() => Some(k.clone()),
+                Frame::Map { key: Some(k) } => Some(format!("{parent}.{k}")),
+                Frame::Map { key: None } => None,
+                Frame::Seq { index } => Some(format!("{parent}[{index}]")),
+            }
+        }
+        let mut lines = HashMap::new();
+        // Each frame carries the path of the container it opens.
+        let mut stack: Vec<(Frame, String)> = Vec::new();
+        for item in Parser::new_from_str(text) {
+            let Ok((event, span)) = item else { break };
+            let line = span.start.line();
+            match event {
+                Event::Scalar(value, ..) => {
+                    let parent = path_of(&stack);
+                    match stack.last_mut() {
+                        Some((Frame::Map { key }, _)) if key.is_none() => {
+                            let k = value.to_string();
+                            let path = if parent.is_empty() {
+                                k.clone()
+                            } else {
+                                format!("{parent}.{k}")
+                            };
+                            lines.entry(path).or_insert(line);
+                            *key = Some(k);
+                        }
+                        Some((frame, _)) => {
+                            if let Some(p) = child(&parent, frame) {
+                                lines.entry(p).or_insert(line);
+                            }
+                            advance(frame);
+                        }
+                        None => {}
+                    }
+                }
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    let parent = path_of(&stack);
+                    let path = match stack.last() {
+                        Some((frame, _)) => child(&parent, frame).unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    lines.entry(path.clone()).or_insert(line);
+                    let frame = if matches!(event, Event::MappingStart(..)) {
+                        Frame::Map { key: None }
+                    } else {
+                        Frame::Seq { index: 0 }
+                    };
+                    stack.push((frame, path));
+                }
+                Event::MappingEnd | Event::SequenceEnd => {
+                    stack.pop();
+                    if let Some((frame, _)) = stack.last_mut() {
+                        advance(frame);
+                    }
+                }
+                _ => {}
+            }
+        }
+        fn advance(frame: &mut Frame) {
+            match frame {
+                Frame::Map { key } => *key = None,
+                Frame::Seq { index } => *index += 1,
+            }
+        }
+        KeyLocator { lines }
+    }
+
+    /// Line of `key`, or of its nearest written ancestor (a defaulted key is not written).
+    pub fn line(&self, key: &str) -> Option<usize> {
+        let mut k = key;
+        loop {
+            if let Some(l) = self.lines.get(k) {
+                return Some(*l);
+            }
+            let Some(cut) = k.rfind(['.', '[']) else {
+                return self.lines.get("").copied(); // the document itself
+            };
+            k = &k[..cut];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation
+
+struct Ctx<'a> {
+    file: &'a str,
+    locator: KeyLocator,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let key = key.into();
+        ConfigError {
+            file: self.file.to_string(),
+            line: self.locator.line(&key),
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: None,
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::from_yaml(&text, &file)
+    }
+
+    /// Parses and validates YAML text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = serde_norway::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.location().map(|l| l.line());
+            // serde_norway appends " at line L column C"; the line is already shown.
+            let mut message = inner.to_string();
+            if let Some(cut) = message.find(" at line ") {
+                message.truncate(cut);
+            }
+            // ... and prefixes the path, which the key already shows.
+            if let Some((prefix, rest)) = message.split_once(": ") {
+                if !prefix.contains(' ') {
+                    message = rest.to_string();
+                }
+            }
+            ConfigError {
+                file: file.to_string(),
+                line,
+                key: if key == "." { String::new() } else { key },
+                message,
+            }
+        })?;
+        let ctx = Ctx {
+            file,
+            locator: KeyLocator::new(text),
+        };
+        validate(raw, &ctx, file)
+    }
+
+    /// The pool with this name.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// One-line summary for `stickyroute check`.
+    pub fn summary(&self) -> String {
+        let pools: Vec<String> = self
+            .pools
+            .iter()
+            .map(|p| {
+                let routes: Vec<&str> = p.nodes.iter().map(|n| n.route.as_str()).collect();
+                format!("{} ({}: {})", p.name, p.binder.as_str(), routes.join(", "))
+            })
+            .collect();
+        format!(
+            "{}: ok, {} listener(s), {} pool(s): {}",
+            self.source,
+            self.listeners.len(),
+            self.pools.len(),
+            pools.join("; ")
+        )
+    }
+}
+
+fn parse_addr(ctx: &Ctx, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(ctx.err(key, format!("address {text:?} needs a port (host:port)")));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| ctx.err(key, format!("address {text:?} resolves to nothing"))),
+        Err(e) => Err(ctx.err(key, format!("invalid address {text:?}: {e}"))),
+    }
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError> {
+    if raw.listeners.is_empty() {
+        return Err(ctx.err("listeners", "at least one listener is required"));
+    }
+    let mut listeners = Vec::new();
+    let mut binds = HashSet::new();
+    for (i, l) in raw.listeners.into_iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        let bind = parse_addr(ctx, &format!("{key}.bind"), &l.bind)?;
+        if !binds.insert(bind) {
+            return Err(ctx.err(format!("{key}.bind"), format!("{bind} is bound twice")));
+        }
+        if l.max_connections == 0 {
+            return Err(ctx.err(format!("{key}.max_connections"), "must be at least 1"));
+        }
+        if l.max_header_bytes < 8192 {
+            return Err(ctx.err(
+                format!("{key}.max_header_bytes"),
+                "must be at least 8192 (the HTTP/1 parser's minimum buffer)",
+            ));
+        }
+        if l.header_read_timeout.is_zero() {
+            return Err(ctx.err(format!("{key}.header_read_timeout"), "must not be zero"));
+        }
+        listeners.push(ListenerConfig {
+            bind,
+            tls: l.tls.map(|t| TlsConfig {
+                cert: t.cert,
+                key: t.key,
+            }),
+            max_connections: l.max_connections,
+            header_read_timeout: l.header_read_timeout,
+            max_header_bytes: l.max_header_bytes,
+        });
+    }
+
+    let admin = match raw.admin {
+        None => None,
+        Some(a) => {
+            let bind = parse_addr(ctx, "admin.bind", &a.bind)?;
+            if binds.contains(&bind) {
+                return Err(ctx.err(
+                    "admin.bind",
+                    format!("{bind} is also a proxy listener; the admin listener must be apart"),
+                ));
+            }
+            if a.token.as_deref() == Some("") {
+                return Err(ctx.err("admin.token", "must not be empty (omit it instead)"));
+            }
+            Some(AdminConfig {
+                bind,
+                token: a.token,
+            })
+        }
+    };
+
+    let s = raw.session;
+    let mut sep_chars = s.separator.chars();
+    let separator = match (sep_chars.next(), sep_chars.next()) {
+        (Some(c), None) if c.is_ascii_punctuation() && c != ';' && c != ',' => c,
+        _ => {
+            return Err(ctx.err(
+                "session.separator",
+                format!("must be one punctuation character, got {:?}", s.separator),
+            ))
+        }
+    };
+    if s.cookies.is_empty() && s.path_param.is_none() {
+        return Err(ctx.err(
+            "session.cookies",
+            "no cookie names and no path_param: sessions could never be found",
+        ));
+    }
+    for (i, name) in s.cookies.iter().enumerate() {
+        if !is_token(name) {
+            return Err(ctx.err(
+                format!("session.cookies[{i}]"),
+                format!("{name:?} is not a valid cookie name"),
+            ));
+        }
+    }
+    if let Some(p) = &s.path_param {
+        if !is_token(p) || p.contains('=') {
+            return Err(ctx.err("session.path_param", format!("{p:?} is not a valid name")));
+        }
+    }
+    if s.idle_timeout.is_zero() {
+        return Err(ctx.err("session.idle_timeout", "must not be zero"));
+    }
+    let session = SessionConfig {
+        settings: SessionSettings {
+            cookies: s.cookies,
+            path_param: s.path_param,
+            separator,
+        },
+        idle_timeout: s.idle_timeout,
+    };
+    if raw.registry.max_sessions == 0 {
+        return Err(ctx.err("registry.max_sessions", "must be at least 1"));
+    }
+
+    if raw.pools.is_empty() {
+        return Err(ctx.err("pools", "at least one pool is required"));
+    }
+    let mut pools = Vec::new();
+    let mut pool_names = HashSet::new();
+    for (pi, p) in raw.pools.into_iter().enumerate() {
+        let key = format!("pools[{pi}]");
+        if p.name.is_empty() {
+            return Err(ctx.err(format!("{key}.name"), "must not be empty"));
+        }
+        if !pool_names.insert(p.name.clone()) {
+            return Err(ctx.err(
+                format!("{key}.name"),
+                format!("pool name {:?} is used twice", p.name),
+            ));
+        }
+        pools.push(validate_pool(p, &key, separator, ctx)?);
+    }
+    Ok(Config {
+        source: file.to_string(),
+        listeners,
+        admin,
+        session,
+        registry: RegistryConfig {
+            max_sessions: raw.registry.max_sessions,
+        },
+        pools,
+    })
+}
+
+fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConfig, ConfigError> {
+    if !p.path_prefix.starts_with('/') {
+        return Err(ctx.err(format!("{key}.path_prefix"), "must start with /"));
+    }
+    let mut hosts = Vec::new();
+    for (i, h) in p.hosts.iter().enumerate() {
+        let host = h.trim().to_ascii_lowercase();
+        if host.is_empty() || host.contains(['/', ' ']) {
+            return Err(ctx.err(format!("{key}.hosts[{i}]"), format!("invalid host {h:?}")));
+        }
+        hosts.push(host);
+    }
+    if p.nodes.is_empty() {
+        return Err(ctx.err(format!("{key}.nodes"), "a pool needs at least one node"));
+    }
+    let mut nodes = Vec::new();
+    let mut routes = HashSet::new();
+    for (ni, n) in p.nodes.iter().enumerate() {
+        let nkey = format!("{key}.nodes[{ni}]");
+        if n.route.is_empty() {
+            return Err(ctx.err(format!("{nkey}.route"), "must not be empty"));
+        }
+        if n.route.contains(sep) {
+            return Err(ctx.err(
+                format!("{nkey}.route"),
+                format!("route {:?} contains the separator {sep:?}", n.route),
+            ));
+        }
+        if !crate::session::is_valid_id(&n.route) {
+            return Err(ctx.err(
+                format!("{nkey}.route"),
+                format!("route {:?} has characters a cookie cannot carry", n.route),
+            ));
+        }
+        if !routes.insert(n.route.clone()) {
+            return Err(ctx.err(
+                format!("{nkey}.route"),
+                format!("duplicate route {:?}", n.route),
+            ));
+        }
+        if n.weight == 0 {
+            return Err(ctx.err(format!("{nkey}.weight"), "must be at least 1"));
+        }
+        let addr = parse_addr(ctx, &format!("{nkey}.address"), &n.address)?;
+        nodes.push(NodeConfig {
+            route: n.route.clone(),
+            address: n.address.clone(),
+            addr,
+            weight: n.weight,
+            domain: n.domain.clone().unwrap_or_default(),
+            redirect: n.redirect.clone(),
+            state: match n.state {
+                RawNodeState::Active => NodeState::Active,
+                RawNodeState::Draining => NodeState::Draining,
+                RawNodeState::Disabled => NodeState::Disabled,
+                RawNodeState::Standby => NodeState::Standby,
+            },
+        });
+    }
+    for (ni, n) in nodes.iter().enumerate() {
+        if let Some(target) = &n.redirect {
+            if !routes.contains(target) {
+                return Err(ctx.err(
+                    format!("{key}.nodes[{ni}].redirect"),
+                    format!("redirect {target:?} names no node of pool {:?}", p.name),
+                ));
+            }
+            if target == &n.route {
+                return Err(ctx.err(
+                    format!("{key}.nodes[{ni}].redirect"),
+                    "a node cannot redirect to itself",
+                ));
+            }
+        }
+    }
+
+    let f = &p.failover;
+    if f.max_attempts == 0 {
+        return Err(ctx.err(format!("{key}.failover.max_attempts"), "must be at least 1"));
+    }
+    let header = HeaderName::from_bytes(f.header.as_bytes()).map_err(|_| {
+        ctx.err(
+            format!("{key}.failover.header"),
+            format!("{:?} is not a valid header name", f.header),
+        )
+    })?;
+    let t = &p.timeouts;
+    for (name, d) in [
+        ("connect", t.connect),
+        ("response", t.response),
+        ("idle", t.idle),
+    ] {
+        if d.is_zero() {
+            return Err(ctx.err(format!("{key}.timeouts.{name}"), "must not be zero"));
+        }
+    }
+    if !p.cookie.path.starts_with('/') || p.cookie.path.contains([';', ' ']) {
+        return Err(ctx.err(format!("{key}.cookie.path"), "must be a path starting with /"));
+    }
+    let binder = match p.binder {
+        RawBinder::Translate => BinderKind::Translate,
+        RawBinder::Rename => BinderKind::Rename,
+        RawBinder::Backend => BinderKind::Backend,
+    };
+    let store = match &p.store {
+        None if binder == BinderKind::Rename => {
+            return Err(ctx.err(
+                format!("{key}.store"),
+                "binder `rename` needs a session store (store: { kind: redis, url: … })",
+            ))
+        }
+        None => None,
+        Some(s) => Some(validate_store(s, &format!("{key}.store"), ctx)?),
+    };
+    let health = match &p.health {
+        None => None,
+        Some(h) => {
+            let hkey = format!("{key}.health");
+            if !h.path.starts_with('/') || h.path.contains(['\r', '\n', ' ']) {
+                return Err(ctx.err(format!("{hkey}.path"), "must be a path starting with /"));
+            }
+            if h.interval.is_zero() {
+                return Err(ctx.err(format!("{hkey}.interval"), "must not be zero"));
+            }
+            if h.timeout.is_zero() {
+                return Err(ctx.err(format!("{hkey}.timeout"), "must not be zero"));
+            }
+            if h.rise == 0 {
+                return Err(ctx.err(format!("{hkey}.rise"), "must be at least 1"));
+            }
+            if h.fall == 0 {
+                return Err(ctx.err(format!("{hkey}.fall"), "must be at least 1"));
+            }
+            for (i, s) in h.expect_status.iter().enumerate() {
+                if !(100..=599).contains(s) {
+                    return Err(ctx.err(format!("{hkey}.expect_status[{i}]"), "not a status"));
+                }
+            }
+            Some(HealthConfig {
+                path: h.path.clone(),
+                interval: h.interval,
+                timeout: h.timeout,
+                rise: h.rise,
+                fall: h.fall,
+                expect_status: h.expect_status.clone(),
+            })
+        }
+    };
+    for (i, s) in p.fail_on_status.iter().enumerate() {
+        if !(100..=599).contains(s) {
+            return Err(ctx.err(format!("{key}.fail_on_status[{i}]"), "not a status"));
+        }
+    }
+    Ok(PoolConfig {
+        name: p.name,
+        hosts,
+        path_prefix: p.path_prefix,
+        binder,
+        balance: match p.balance {
+            RawBalance::P2c => BalanceKind::P2c,
+            RawBalance::RoundRobin => BalanceKind::RoundRobin,
+        },
+        failover: FailoverConfig {
+            cross_domain: f.cross_domain,
+            max_attempts: f.max_attempts,
+            recover_after: f.recover_after,
+            retry_idempotent: f.retry_idempotent,
+            header,
+        },
+        timeouts: Timeouts {
+            connect: t.connect,
+            response: t.response,
+            idle: t.idle,
+        },
+        cookie: CookieDefaults {
+            path: p.cookie.path.clone(),
+            http_only: p.cookie.http_only,
+            same_site: p.cookie.same_site.map(|s| match s {
+                RawSameSite::Strict => SameSite::Strict,
+                RawSameSite::Lax => SameSite::Lax,
+                RawSameSite::None => SameSite::None,
+            }),
+        },
+        store,
+        health,
+        fail_on_status: p.fail_on_status,
+        nodes,
+    })
+}
+
+fn validate_store(s: &RawStore, key: &str, ctx: &Ctx) -> Result<StoreConfig, ConfigError> {
+    let url = |schemes: &[&str]| -> Result<String, ConfigError> {
+        let url = s
+            .url
+            .clone()
+            .ok_or_else(|| ctx.err(format!("{key}.url"), "this store kind needs a url"))?;
+        if !schemes.iter().any(|sc| url.starts_with(&format!("{sc}://"))) {
+            return Err(ctx.err(
+                format!("{key}.url"),
+                format!("url must start with {}://", schemes.join(":// or ")),
+            ));
+        }
+        Ok(url)
+    };
+    let table = || JdbcTable {
+        table: s.session_table.clone().unwrap_or_else(|| "tomcat_sessions".into()),
+        id_col: s.session_id_col.clone().unwrap_or_else(|| "session_id".into()),
+        app_col: s.session_app_col.clone().unwrap_or_else(|| "app_name".into()),
+        data_col: s.session_data_col.clone().unwrap_or_else(|| "session_data".into()),
+        valid_col: s.session_valid_col.clone().unwrap_or_else(|| "valid_session".into()),
+        max_inactive_col: s
+            .session_max_inactive_col
+            .clone()
+            .unwrap_or_else(|| "max_inactive".into()),
+        last_access_col: s
+            .session_last_accessed_col
+            .clone()
+            .unwrap_or_else(|| "last_access".into()),
+        app_name: s.app_name.clone(),
+    };
+    let kind = match s.kind {
+        RawStoreKind::Memory => StoreKind::Memory,
+        RawStoreKind::Redis => {
+            let key_pattern = s.key.clone().unwrap_or_else(|| "session:{id}".into());
+            if !key_pattern.contains("{id}") {
+                return Err(ctx.err(format!("{key}.key"), "key pattern must contain {id}"));
+            }
+            StoreKind::Redis {
+                url: url(&["redis", "rediss"])?,
+                key: key_pattern,
+            }
+        }
+        RawStoreKind::Postgres => StoreKind::Postgres {
+            url: url(&["postgres", "postgresql"])?,
+            table: table(),
+        },
+        RawStoreKind::Mysql => StoreKind::Mysql {
+            url: url(&["mysql", "mariadb"])?,
+            table: table(),
+        },
+        RawStoreKind::Http => StoreKind::Http {
+            url: url(&["http"])?,
+            app: s.app_name.clone(),
+        },
+    };
+    if let StoreKind::Postgres { table, .. } | StoreKind::Mysql { table, .. } = &kind {
+        let cols = [
+            ("sessionTable", &table.table),
+            ("sessionIdCol", &table.id_col),
+            ("sessionAppCol", &table.app_col),
+            ("sessionDataCol", &table.data_col),
+            ("sessionValidCol", &table.valid_col),
+            ("sessionMaxInactiveCol", &table.max_inactive_col),
+            ("sessionLastAccessedCol", &table.last_access_col),
+        ];
+        for (name, value) in cols {
+            let ok = value
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            if !ok {
+                return Err(ctx.err(
+                    format!("{key}.{name}"),
+                    format!("{value:?} is not a plain SQL identifier"),
+                ));
+            }
+        }
+    }
+    if s.timeout.is_zero() {
+        return Err(ctx.err(format!("{key}.timeout"), "must not be zero"));
+    }
+    if s.pool_size == 0 {
+        return Err(ctx.err(format!("{key}.pool_size"), "must be at least 1"));
+    }
+    Ok(StoreConfig {
+        kind,
+        timeout: s.timeout,
+        pool_size: s.pool_size,
+        on_error: match s.on_store_error {
+            RawOnStoreError::ForwardOldId => OnStoreError::ForwardOldId,
+            RawOnStoreError::Fail => OnStoreError::Fail,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listeners:
+  - bind: "127.0.0.1:8080"
+pools:
+  - name: app
+    nodes:
+      - { route: jvm1, address: "127.0.0.1:18081", domain: a, redirect: jvm2 }
+      - { route: jvm2, address: "127.0.0.1:18082", domain: a }
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.binder, BinderKind::Translate);
+        assert_eq!(p.failover.max_attempts, 3);
+        assert_eq!(p.nodes[0].redirect.as_deref(), Some("jvm2"));
+        assert_eq!(c.session.settings.separator, '.');
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn example_balancer_yaml_is_valid() {
+        let text = include_str!("../balancer.yaml");
+        Config::from_yaml(text, "balancer.yaml").unwrap();
+    }
+
+    /// Each invalid config: (yaml, expected line, expected key, message fragment).
+    #[test]
+    fn invalid_configs_name_file_line_and_key() {
+        let node = |extra: &str| {
+            format!(
+                "listeners:\n  - bind: \"127.0.0.1:8080\"\npools:\n  - name: app\n    nodes:\n      - route: jvm1\n        address: \"127.0.0.1:1\"\n{extra}"
+            )
+        };
+        let cases: Vec<(String, usize, &str, &str)> = vec![
+            (
+                node("      - route: jvm1\n        address: \"127.0.0.1:2\"\n"),
+                8,
+                "pools[0].nodes[1].route",
+                "duplicate route",
+            ),
+            (
+                node("      - route: jvm.2\n        address: \"127.0.0.1:2\"\n"),
+                8,
+                "pools[0].nodes[1].route",
+                "separator",
+            ),
+            (
+                node("      - route: jvm2\n        address: \"127.0.0.1:2\"\n        redirect: jvm9\n"),
+                10,
+                "pools[0].nodes[1].redirect",
+                "names no node",
+            ),
+            (
+                node("      - route: jvm2\n        address: \"127.0.0.1:2\"\n        weight: 0\n"),
+                10,
+                "pools[0].nodes[1].weight",
+                "at least 1",
+            ),
+            (
+                node("      - route: jvm2\n        address: \"not an address\"\n"),
+                9,
+                "pools[0].nodes[1].address",
+                "needs a port",
+            ),
+            (
+                node("      - route: jvm2\n        address: \"127.0.0.1:2\"\n        colour: red\n"),
+                10,
+                "pools[0].nodes[1].colour",
+                "unknown field `colour`",
+            ),
+            (
+                "listeners:\n  - bind: \"127.0.0.1:8080\"\npools: []\n".to_string(),
+                3,
+                "pools",
+                "at least one pool",
+            ),
+            (
+                "listeners:\n  - bind: \"127.0.0.1:8080\"\n".to_string(),
+                1,
+                "pools",
+                "at least one pool",
+            ),
+            (
+                node("    failover:\n      recover_after: soon\n"),
+                9,
+                "pools[0].failover.recover_after",
+                "invalid duration",
+            ),
+            (
+                node("    binder: rename\n"),
+                4,
+                "pools[0].store",
+                "needs a session store",
+            ),
+        ];
+        for (yaml, line, key, fragment) in cases {
+            let err = Config::from_yaml(&yaml, "bad.yaml").unwrap_err();
+            assert_eq!(err.file, "bad.yaml");
+            assert_eq!(err.key, key, "{yaml}\n{err}");
+            assert!(err.message.contains(fragment), "{err}");
+            assert_eq!(err.line, Some(line), "{yaml}\n{err}");
+            let shown = err.to_string();
+            assert!(shown.starts_with("bad.yaml:"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn locator_finds_nested_keys() {
+        let text = "a:\n  b:\n    - x: 1\n      y: 2\n    - { x: 3, y: 4 }\nc: 5\n";
+        let loc = KeyLocator::new(text);
+        assert_eq!(loc.line("a"), Some(1));
+        assert_eq!(loc.line("a.b"), Some(2));
+        assert_eq!(loc.line("a.b[0].y"), Some(4));
+        assert_eq!(loc.line("a.b[1].x"), Some(5));
+        assert_eq!(loc.line("c"), Some(6));
+        assert_eq!(loc.line("a.b[1].missing"), Some(5));
+    }
+}

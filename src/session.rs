@@ -1,0 +1,372 @@
+//! Session ids in requests: finding the id (cookies, then the `;jsessionid=` path parameter),
+//! splitting off its pin route, and rewriting it in the forwarded request.
+//!
+//! This is the first decision on every request, so the `Cookie` header is parsed by hand here:
+//! the `cookie` crate allocates a `Cookie` per pair and percent-decodes values, which costs more
+//! than the whole proxy decision; here we only borrow slices of the header. `Set-Cookie` (rarer,
+//! and with attributes that matter) goes through the `cookie` crate in `binder`.
+//!
+//! Nothing here fails: a malformed header means "no session", never an error.
+
+/// Where the balancer looks for session ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSettings {
+    /// Cookie names, tried in order (case-sensitive, as RFC 6265 and Tomcat treat them).
+    pub cookies: Vec<String>,
+    /// Name of the `;name=` path parameter (matched case-insensitively); `None` disables it.
+    pub path_param: Option<String>,
+    /// The character before the route (`.` by default).
+    pub separator: char,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            cookies: vec!["JSESSIONID".to_string()],
+            path_param: Some("jsessionid".to_string()),
+            separator: '.',
+        }
+    }
+}
+
+/// Longest session id accepted; longer values are ignored (treated as no session).
+pub const MAX_SESSION_ID_BYTES: usize = 256;
+
+/// Where in the request a session id was found: enough to rewrite it in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdLocation {
+    /// In `Cookie` header line `header` (index among the request's `Cookie` lines), value at
+    /// bytes `start..end` of that line; `name` is the index into [`SessionSettings::cookies`].
+    Cookie {
+        name: usize,
+        header: usize,
+        start: usize,
+        end: usize,
+    },
+    /// In the request path, value at bytes `start..end` of the path.
+    PathParam { start: usize, end: usize },
+}
+
+/// A session id found in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundId<'a> {
+    /// The client-facing id as the client sent it (quotes removed).
+    pub id: &'a str,
+    pub location: IdLocation,
+}
+
+/// The pin route: the text after the **last** separator, or `None` when the id has no separator
+/// or the route is empty.
+pub fn pin_route(id: &str, sep: char) -> Option<&str> {
+    let (_, route) = id.rsplit_once(sep)?;
+    (!route.is_empty()).then_some(route)
+}
+
+/// The id without its last `sep`-segment (`X.jvm1.jvm2` -> `X.jvm1`); `None` without separator.
+pub fn strip_last_route(id: &str, sep: char) -> Option<&str> {
+    id.rsplit_once(sep).map(|(base, _)| base)
+}
+
+/// Is `value` acceptable as a session id? Printable ASCII without the characters that would
+/// break a cookie or a path (`;`, `,`, `"`, `\`, space), not empty, bounded in size.
+pub fn is_valid_id(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= MAX_SESSION_ID_BYTES
+        && value
+            .bytes()
+            .all(|b| (0x21..0x7f).contains(&b) && !matches!(b, b';' | b',' | b'"' | b'\\'))
+}
+
+/// Iterates the `name=value` pairs of one `Cookie` header line as `(name, value, value_start,
+/// value_end)` byte offsets into `line`. Pairs without `=` are skipped; a value in double quotes
+/// is returned without them.
+pub fn cookie_pairs(line: &str) -> impl Iterator<Item = (&str, &str, usize, usize)> {
+    let base = line.as_ptr() as usize;
+    line.split(';').filter_map(move |pair| {
+        let (name, value) = pair.split_once('=')?;
+        let name = name.trim_matches([' ', '\t']);
+        let mut value = value.trim_matches([' ', '\t']);
+        if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+            value = &value[1..value.len() - 1];
+        }
+        let start = value.as_ptr() as usize - base;
+        Some((name, value, start, start + value.len()))
+    })
+}
+
+/// Finds the session id of a request.
+///
+/// Cookie names are tried in configured order; among several cookies of one name (a browser
+/// sends one per matching `Path`), the first whose pin route satisfies `is_live` wins, else the
+/// first. Then the path parameter. `cookie_lines` are the request's `Cookie` header values
+/// (lines that are not UTF-8 are passed as `None` and ignored).
+pub fn find_session<'a>(
+    settings: &SessionSettings,
+    cookie_lines: &[Option<&'a str>],
+    path: &'a str,
+    is_live: impl Fn(&str) -> bool,
+) -> Option<FoundId<'a>> {
+    for (name_idx, wanted) in settings.cookies.iter().enumerate() {
+        let mut first: Option<FoundId<'a>> = None;
+        for (line_idx, line) in cookie_lines.iter().enumerate() {
+            let Some(line) = line else { continue };
+            for (name, value, start, end) in cookie_pairs(line) {
+                if name != wanted || !is_valid_id(value) {
+                    continue;
+                }
+                let found = FoundId {
+                    id: value,
+                    location: IdLocation::Cookie {
+                        name: name_idx,
+                        header: line_idx,
+                        start,
+                        end,
+                    },
+                };
+                if pin_route(value, settings.separator).is_some_and(&is_live) {
+                    return Some(found);
+                }
+                first.get_or_insert(found);
+            }
+        }
+        if first.is_some() {
+            return first;
+        }
+    }
+    let param = settings.path_param.as_deref()?;
+    find_path_param(path, param).map(|(start, end)| FoundId {
+        id: &path[start..end],
+        location: IdLocation::PathParam { start, end },
+    })
+}
+
+/// Finds `;param=value` in a path (name case-insensitive; value ends at `;`, `?`, `/` or `#`)
+/// and returns the byte range of a valid value.
+pub fn find_path_param(path: &str, param: &str) -> Option<(usize, usize)> {
+    let bytes = path.as_bytes();
+    let mut from = 0;
+    while let Some(pos) = path[from..].find(';') {
+        let name_start = from + pos + 1;
+        let rest = &path[name_start..];
+        if rest.len() > param.len()
+            && rest.as_bytes()[param.len()] == b'='
+            && rest.as_bytes()[..param.len()].eq_ignore_ascii_case(param.as_bytes())
+        {
+            let start = name_start + param.len() + 1;
+            let end = bytes[start..]
+                .iter()
+                .position(|b| matches!(b, b';' | b'?' | b'/' | b'#'))
+                .map_or(bytes.len(), |p| start + p);
+            if is_valid_id(&path[start..end]) {
+                return Some((start, end));
+            }
+        }
+        from = name_start;
+    }
+    None
+}
+
+/// Rewrites `Cookie` header lines so that the session cookie found at `loc` carries `new_id`
+/// and no other cookie of that name is forwarded (the backend must see exactly one id).
+/// Every other cookie is kept byte-exact. Returns `None` when nothing needs to change.
+pub fn rewrite_cookie_lines(
+    lines: &[Option<&str>],
+    cookie_name: &str,
+    loc: &IdLocation,
+    new_id: &str,
+) -> Option<Vec<String>> {
+    let IdLocation::Cookie {
+        header, start, end, ..
+    } = *loc
+    else {
+        return None;
+    };
+    let duplicates = lines.iter().enumerate().any(|(i, line)| {
+        line.is_some_and(|l| {
+            cookie_pairs(l).any(|(n, _, s, _)| n == cookie_name && (i != header || s != start))
+        })
+    });
+    let unchanged = lines[header].is_some_and(|l| &l[start..end] == new_id);
+    if unchanged && !duplicates {
+        return None;
+    }
+    let out = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let line = (*line)?;
+            let mut kept: Vec<String> = Vec::new();
+            for pair in line.split(';') {
+                let Some((name, _)) = pair.split_once('=') else {
+                    kept.push(pair.trim_matches([' ', '\t']).to_string());
+                    continue;
+                };
+                let pair_start = pair.as_ptr() as usize - line.as_ptr() as usize;
+                let pair_end = pair_start + pair.len();
+                if name.trim_matches([' ', '\t']) != cookie_name {
+                    kept.push(pair.trim_matches([' ', '\t']).to_string());
+                } else if i == header && pair_start <= start && end <= pair_end {
+                    kept.push(format!("{cookie_name}={new_id}"));
+                }
+            }
+            kept.retain(|p| !p.is_empty());
+            (!kept.is_empty()).then(|| kept.join("; "))
+        })
+        .collect();
+    Some(out)
+}
+
+/// Replaces the byte range `start..end` of `s` with `with`.
+pub fn replace_range(s: &str, start: usize, end: usize, with: &str) -> String {
+    let mut out = String::with_capacity(s.len() + with.len());
+    out.push_str(&s[..start]);
+    out.push_str(with);
+    out.push_str(&s[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> SessionSettings {
+        SessionSettings::default()
+    }
+
+    #[test]
+    fn pin_route_cases() {
+        let cases = [
+            ("ABC.jvm1", Some("jvm1")),
+            ("ABC.jvm1.jvm2", Some("jvm2")),
+            ("ABC", None),
+            ("ABC.", None),
+            (".jvm1", Some("jvm1")),
+            ("", None),
+        ];
+        for (id, want) in cases {
+            assert_eq!(pin_route(id, '.'), want, "{id}");
+        }
+        assert_eq!(pin_route("ABC-n1", '-'), Some("n1"));
+    }
+
+    #[test]
+    fn strip_last_route_cases() {
+        assert_eq!(strip_last_route("X.jvm1.jvm2", '.'), Some("X.jvm1"));
+        assert_eq!(strip_last_route("X.jvm1", '.'), Some("X"));
+        assert_eq!(strip_last_route("X", '.'), None);
+    }
+
+    #[test]
+    fn find_session_table() {
+        let live = |r: &str| r != "dead";
+        // (cookie lines, path, expected id)
+        let cases: &[(&[&str], &str, Option<&str>)] = &[
+            (&[], "/", None),
+            (&["JSESSIONID=ABC.jvm2"], "/", Some("ABC.jvm2")),
+            (&["a=1; JSESSIONID=ABC.jvm2; b=2"], "/", Some("ABC.jvm2")),
+            (&["a=1", "JSESSIONID=ABC.jvm3"], "/", Some("ABC.jvm3")),
+            (&["JSESSIONID=\"ABC.jvm2\""], "/", Some("ABC.jvm2")),
+            (&["jsessionid=ABC.jvm2"], "/", None), // cookie names are case-sensitive
+            (&["JSESSIONID=X.dead; JSESSIONID=Y.jvm1"], "/", Some("Y.jvm1")),
+            (&["JSESSIONID=X.dead; JSESSIONID=Y.dead"], "/", Some("X.dead")),
+            (&["JSESSIONID=ABC"], "/", Some("ABC")),
+            (&["JSESSIONID="], "/", None),
+            (&["garbage;;;==;"], "/", None),
+            (&["JSESSIONID=a b"], "/", None),
+            (&["JSESSIONID=\u{e9}t\u{e9}"], "/", None),
+            (&[], "/app/x;jsessionid=ABC.jvm3", Some("ABC.jvm3")),
+            (&[], "/app/x;JSESSIONID=ABC.jvm3?q=1", Some("ABC.jvm3")),
+            (&[], "/app/x;jsessionid=ABC.jvm3/more", Some("ABC.jvm3")),
+            (&[], "/app/x;jsessionid=ABC.jvm3;other=1", Some("ABC.jvm3")),
+            (&[], "/app/x;jsessionid=ABC.jvm3#frag", Some("ABC.jvm3")),
+            (&[], "/app/x;jsessionid=", None),
+            (&[], "/app/x;jsessionidx=ABC.jvm3", None),
+            (&["JSESSIONID=C.jvm1"], "/x;jsessionid=P.jvm2", Some("C.jvm1")),
+        ];
+        for (lines, path, want) in cases {
+            let lines: Vec<Option<&str>> = lines.iter().map(|l| Some(*l)).collect();
+            let got = find_session(&settings(), &lines, path, live).map(|f| f.id);
+            assert_eq!(got, *want, "cookies {lines:?} path {path}");
+        }
+    }
+
+    #[test]
+    fn cookie_names_tried_in_order() {
+        let s = SessionSettings {
+            cookies: vec!["SESSION".into(), "JSESSIONID".into()],
+            ..settings()
+        };
+        let lines = [Some("JSESSIONID=A.jvm1; SESSION=B.jvm2")];
+        let found = find_session(&s, &lines, "/", |_| true).unwrap();
+        assert_eq!(found.id, "B.jvm2");
+        assert!(matches!(found.location, IdLocation::Cookie { name: 0, .. }));
+    }
+
+    #[test]
+    fn path_param_disabled() {
+        let s = SessionSettings {
+            path_param: None,
+            ..settings()
+        };
+        assert_eq!(find_session(&s, &[], "/x;jsessionid=A.b", |_| true), None);
+    }
+
+    #[test]
+    fn non_utf8_cookie_line_is_ignored() {
+        let lines = [None, Some("JSESSIONID=A.jvm1")];
+        let found = find_session(&settings(), &lines, "/", |_| true).unwrap();
+        assert_eq!(found.id, "A.jvm1");
+        assert!(matches!(found.location, IdLocation::Cookie { header: 1, .. }));
+    }
+
+    fn rewrite(lines: &[&str], new_id: &str) -> Option<Vec<String>> {
+        let lines: Vec<Option<&str>> = lines.iter().map(|l| Some(*l)).collect();
+        let found = find_session(&settings(), &lines, "/", |r| r != "dead")?;
+        rewrite_cookie_lines(&lines, "JSESSIONID", &found.location, new_id)
+    }
+
+    #[test]
+    fn rewrite_cookie_table() {
+        let cases: &[(&[&str], &str, Option<&[&str]>)] = &[
+            (&["JSESSIONID=X.jvm1"], "X.jvm1", None),
+            (&["JSESSIONID=X.jvm1.jvm2"], "X.jvm1", Some(&["JSESSIONID=X.jvm1"])),
+            (
+                &["a=1;JSESSIONID=X.jvm1.jvm2; b=\"q v\""],
+                "X.jvm1",
+                Some(&["a=1; JSESSIONID=X.jvm1; b=\"q v\""]),
+            ),
+            (
+                &["JSESSIONID=X.dead; JSESSIONID=Y.jvm1"],
+                "Y.jvm1",
+                Some(&["JSESSIONID=Y.jvm1"]),
+            ),
+            (
+                &["JSESSIONID=Y.jvm1", "other=1; JSESSIONID=Z.dead"],
+                "Y.jvm1",
+                Some(&["JSESSIONID=Y.jvm1", "other=1"]),
+            ),
+            (&["JSESSIONID=\"X.jvm1\""], "X.jvm2", Some(&["JSESSIONID=X.jvm2"])),
+        ];
+        for (lines, new_id, want) in cases {
+            let got = rewrite(lines, new_id);
+            let want = want.map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(got, want, "{lines:?} -> {new_id}");
+        }
+    }
+
+    #[test]
+    fn replace_range_in_path() {
+        let path = "/app/x;jsessionid=X.jvm1.jvm2?q=1";
+        let (s, e) = find_path_param(path, "jsessionid").unwrap();
+        assert_eq!(replace_range(path, s, e, "X.jvm1"), "/app/x;jsessionid=X.jvm1?q=1");
+    }
+
+    #[test]
+    fn valid_ids() {
+        assert!(is_valid_id("4F1CA9D2E6B7.jvm2"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id(&"A".repeat(MAX_SESSION_ID_BYTES + 1)));
+        assert!(!is_valid_id("a,b"));
+        assert!(!is_valid_id("a\"b"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Upstream connections: a keep-alive pool per node, and the body type forwarded upstream.
+//!
+//! Our own pool rather than hyper-util's legacy `Client`, for one reason of correctness: the
+//! request path must know whether a request was *sent*. We connect (or check out) first and only
+//! then hand over the request, so a refused connection moves the untouched request, streaming
+//! body included, to the next node; and hyper's `try_send_request` returns a request that a
+//! closing pooled connection did not send. A connection goes back to the pool when its response
+//! body ends (see `proxy::ResponseBody`).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Idle connections kept per node.
+pub const MAX_IDLE_PER_NODE: usize = 512;
+
+/// The body of a forwarded request: the client's own stream, or nothing (a retried request).
+#[derive(Debug)]
+pub enum ForwardBody {
+    Incoming(Incoming),
+    Empty,
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ForwardBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            ForwardBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ForwardBody::Incoming(b) => b.is_end_stream(),
+            ForwardBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ForwardBody::Incoming(b) => b.size_hint(),
+            ForwardBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+pub type Sender = http1::SendRequest<ForwardBody>;
+
+/// Why no connection could be had. Nothing was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr} timed out after {after:?}")]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Keep-alive connections of one node.
+#[derive(Debug, Default)]
+pub struct UpstreamPool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl UpstreamPool {
+    /// A ready connection: the most recently used idle one that is still open and younger than
+    /// `idle_timeout`, else a new one.
+    pub async fn checkout(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(mut idle) = idle else { break };
+            if idle.since.elapsed() > idle_timeout || idle.sender.is_closed() {
+                continue;
+            }
+            if idle.sender.is_ready() || idle.sender.ready().await.is_ok() {
+                return Ok(idle.sender);
+            }
+        }
+        connect(addr, connect_timeout).await
+    }
+
+    /// Returns a connection whose exchange is complete.
+    pub fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_NODE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops every idle connection (a node removed or known dead).
+    pub fn clear(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Opens a new HTTP/1.1 connection (upgrades allowed) and spawns its driver task.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout { addr, after: timeout }),
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "upstream connection closed");
+        }
+    });
+    Ok(sender)
+}
