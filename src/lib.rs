@@ -22,5 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod proxy;
 pub mod session;
+pub mod server;
 pub mod store;
+pub mod tls;
 pub mod upstream;

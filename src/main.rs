@@ -1,1 +1,151 @@
-fn main() {}
+//! The `stickyroute` binary: parses the command line and calls the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use stickyroute::config::Config;
+use stickyroute::server::Running;
+
+/// Exit code for a configuration error (EX_USAGE would be 64; `check` uses 1 as the issue asks).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "stickyroute", version, about = "Sticky-session load balancer for Tomcat-style application servers")]
+struct Cli {
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the balancer.
+    Serve {
+        /// Configuration file.
+        #[arg(short, long, default_value = "balancer.yaml")]
+        config: PathBuf,
+        /// Time in-flight requests get to finish on SIGTERM / SIGINT.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: Duration,
+    },
+    /// Validate a configuration file: exit 0 with a summary, or 1 with the error.
+    Check {
+        #[arg(short, long, default_value = "balancer.yaml")]
+        config: PathBuf,
+    },
+    /// Run one Tomcat-like demo application server.
+    DemoNode {
+        /// The node's jvmRoute.
+        #[arg(long, default_value = "jvm1")]
+        route: String,
+        #[arg(long, default_value = "127.0.0.1:18081")]
+        listen: SocketAddr,
+        /// memory | redis://… | postgres://… | mysql://…
+        #[arg(long, default_value = "memory")]
+        store: String,
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        session_timeout: Duration,
+        /// Behave like Tomcat's JvmRouteBinderValve (rename a foreign-route session).
+        #[arg(long)]
+        binder_valve: bool,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!("{}", c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Serve { config, grace } => {
+            init_tracing(cli.log_format);
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let running = match Running::start_with_grace(cfg, grace).await {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let token = running.shutdown_token();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutdown requested");
+                token.cancel();
+            });
+            running.wait().await;
+            ExitCode::SUCCESS
+        }
+        Command::DemoNode {
+            route,
+            listen,
+            store,
+            session_timeout,
+            binder_valve,
+        } => {
+            init_tracing(cli.log_format);
+            match stickyroute::demo::node::run_demo_node_cli(route, listen, store, session_timeout, binder_valve).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,9 @@ fn service_url(test: &str, var: &str) -> Option<String> {
             panic!("{test} needs {var} (STICKYROUTE_REQUIRE_SERVICES=1)")
         }
         _ => {
-            eprintln!("SKIPPED: {test} needs {var}");
+            // Straight to the process's stderr: `eprintln!` would be captured by the harness
+            // and a skip would go unnoticed.
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {test} needs {var}");
             None
         }
     }
@@ -826,4 +829,156 @@ async fn http_hook_unreachable_is_unavailable() {
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery: a store whose service went away and came back works again
+
+/// A TCP proxy on `127.0.0.1:0` to `upstream` that can be cut (open connections dropped, new
+/// ones closed at once) and restored, to play a service outage.
+struct CuttableProxy {
+    addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> CuttableProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = CuttableProxy {
+            addr: listener.local_addr().unwrap(),
+            up: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            connections: Arc::default(),
+        };
+        let (up, connections) = (proxy.up.clone(), proxy.connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up.load(Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                connections.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        proxy
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `host:port` of a service URL such as `redis://127.0.0.1:6379/` or `postgres://u@h:5432/db`.
+fn host_port(url: &str) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let authority = rest.split('/').next().unwrap();
+    let host_port = authority.rsplit('@').next().unwrap();
+    let user = authority.strip_suffix(host_port).unwrap_or("");
+    (host_port.to_owned(), format!("{scheme}://{user}"))
+}
+
+/// Save through the proxy, cut it (operations fail), restore it: the next operation succeeds.
+/// `kind` makes the store configuration from the proxied URL.
+async fn recovers_after_outage(url: &str, kind: impl Fn(String) -> StoreKind) {
+    let (upstream, scheme_user) = host_port(url);
+    let path = url
+        .split_once("://")
+        .unwrap()
+        .1
+        .split_once('/')
+        .map_or("", |(_, p)| p);
+    let proxy = CuttableProxy::start(upstream).await;
+    let cfg = StoreConfig {
+        timeout: Duration::from_secs(2),
+        ..config(kind(format!("{scheme_user}{}/{path}", proxy.addr)))
+    };
+    let store = SessionStore::open(&cfg).unwrap();
+    within("ensure_schema", store.ensure_schema())
+        .await
+        .unwrap();
+    let (old, new) = (format!("{}.jvm1", unique()), format!("{}.jvm2", unique()));
+    let rec = record("hal");
+    within("save", store.save(&old, &rec)).await.unwrap();
+
+    proxy.cut();
+    let error = within("rename", store.rename(&old, &new))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Unavailable(_) | StoreError::Timeout { .. }
+        ),
+        "{error:?}"
+    );
+
+    proxy.restore();
+    let outcome = within("rename", store.rename(&old, &new)).await;
+    assert_eq!(outcome.unwrap(), RenameOutcome::Renamed);
+    assert_eq!(within("load", store.load(&new)).await.unwrap(), Some(rec));
+    within("remove", store.remove(&new)).await.unwrap();
+}
+
+#[tokio::test]
+async fn redis_recovers_after_an_outage() {
+    let Some(url) = service_url("redis_recovers_after_an_outage", "TEST_REDIS_URL") else {
+        return;
+    };
+    let key = format!("stickyroute-test:{}:{{id}}", unique());
+    recovers_after_outage(&url, |url| StoreKind::Redis {
+        url,
+        key: key.clone(),
+    })
+    .await;
+}
+
+/// The SQL variant: a table of its own, dropped afterwards.
+async fn sql_recovers_after_outage(url: String, mysql: bool) {
+    let table = JdbcTable {
+        table: format!("tomcat_sessions_{}", unique()),
+        ..JdbcTable::default()
+    };
+    let name = table.table.clone();
+    recovers_after_outage(&url, |url| {
+        let table = table.clone();
+        if mysql {
+            StoreKind::Mysql { url, table }
+        } else {
+            StoreKind::Postgres { url, table }
+        }
+    })
+    .await;
+    let cleanup = Fixture {
+        cfg: config(StoreKind::Memory),
+        store: SessionStore::memory(),
+        prefix: String::new(),
+        table: Some(SqlTable { url, name, mysql }),
+    };
+    cleanup.finish().await;
+}
+
+#[tokio::test]
+async fn postgres_recovers_after_an_outage() {
+    if let Some(url) = service_url("postgres_recovers_after_an_outage", "TEST_POSTGRES_URL") {
+        sql_recovers_after_outage(url, false).await;
+    }
+}
+
+#[tokio::test]
+async fn mysql_recovers_after_an_outage() {
+    if let Some(url) = service_url("mysql_recovers_after_an_outage", "TEST_MYSQL_URL") {
+        sql_recovers_after_outage(url, true).await;
+    }
 }

@@ -1,6 +1,6 @@
 //! The `postgres` and `mysql` stores: the session table of Tomcat's JDBCStore / DataSourceStore.
 //!
-//! Owns the SQL: the statements are built once, in [`SqlStore::open`], from the configured
+//! Owns the SQL: the statements are built once, in `open`, from the configured
 //! table and column names (each checked to be a plain SQL identifier, so configuration cannot
 //! inject SQL; values always travel as bind parameters). PostgreSQL and MySQL / MariaDB share
 //! everything but the placeholders (`$1` / `?`), the upsert (`ON CONFLICT` / `ON DUPLICATE

@@ -1,0 +1,211 @@
+//! Shared harness for integration tests: demo nodes as backends on 127.0.0.1:0, a balancer
+//! started from inline YAML, and a small HTTP/1.1 client. Nothing listens on a fixed port.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use stickyroute::config::Config;
+use stickyroute::demo::node::{DemoNodeConfig, RunningNode};
+use stickyroute::server::Running;
+use stickyroute::store::SessionStore;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Upper bound for any single step of a test; a hang fails instead of blocking CI.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A demo node on a fresh port of 127.0.0.1.
+pub async fn node(route: &str, store: &SessionStore) -> RunningNode {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    RunningNode::start(listener, DemoNodeConfig::new(route, store.clone())).await
+}
+
+/// A demo node on a given address (a restart on the same port).
+pub async fn node_at(addr: SocketAddr, cfg: DemoNodeConfig) -> RunningNode {
+    let mut last = None;
+    for _ in 0..50 {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return RunningNode::start(l, cfg).await,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot rebind {addr}: {last:?}");
+}
+
+/// An address on which nothing listens (bound, then released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
+
+/// YAML for one listener on :0 and one pool; `pool_extra` is indented pool-level YAML and
+/// `nodes` are `- { … }` node lines.
+pub fn yaml(pool_extra: &str, nodes: &[String]) -> String {
+    let mut y = String::from("listeners:\n  - bind: \"127.0.0.1:0\"\npools:\n  - name: app\n");
+    for line in pool_extra.lines().filter(|l| !l.trim().is_empty()) {
+        y.push_str("    ");
+        y.push_str(line.trim_start());
+        y.push('\n');
+    }
+    y.push_str("    nodes:\n");
+    for n in nodes {
+        y.push_str("      ");
+        y.push_str(n);
+        y.push('\n');
+    }
+    y
+}
+
+/// A node line: `{ route: R, address: "A", extra }`.
+pub fn node_line(route: &str, addr: SocketAddr, extra: &str) -> String {
+    if extra.is_empty() {
+        format!("- {{ route: {route}, address: \"{addr}\" }}")
+    } else {
+        format!("- {{ route: {route}, address: \"{addr}\", {extra} }}")
+    }
+}
+
+pub async fn balancer(yaml: &str) -> Running {
+    let cfg = Config::from_yaml(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    Running::start(cfg).await.unwrap()
+}
+
+/// A response, fully read.
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Route of the node that answered (the demo node's `X-Node`).
+    pub fn node(&self) -> &str {
+        self.header("x-node")
+            .unwrap_or_else(|| panic!("no X-Node: {} {}", self.status, self.text()))
+    }
+
+    /// The session id the backend received (the demo node's `X-Session-Seen`).
+    pub fn seen(&self) -> &str {
+        self.header("x-session-seen").unwrap_or("")
+    }
+
+    /// Values of `Set-Cookie: JSESSIONID=…` in this response.
+    pub fn session_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.strip_prefix("JSESSIONID="))
+            .map(|v| v.split(';').next().unwrap_or("").to_string())
+            .collect()
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to `addr`.
+pub struct Conn {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    pub addr: SocketAddr,
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let stream = tokio::time::timeout(DEADLINE, TcpStream::connect(addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Conn { sender, addr }
+    }
+
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Resp {
+        let mut req = Request::builder().method(method).uri(path).header("host", "app.test");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(body)).unwrap();
+        let fut = async {
+            self.sender.ready().await.expect("connection not ready");
+            let resp = self.sender.send_request(req).await.expect("request failed");
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.expect("body").to_bytes();
+            Resp {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            }
+        };
+        tokio::time::timeout(DEADLINE, fut).await.expect("request timed out")
+    }
+
+    pub async fn get(&mut self, path: &str, cookie: Option<&str>) -> Resp {
+        let cookie_header = cookie.map(|c| format!("JSESSIONID={c}"));
+        let headers: Vec<(&str, &str)> = cookie_header
+            .as_deref()
+            .map(|c| vec![("cookie", c)])
+            .unwrap_or_default();
+        self.request(Method::GET, path, &headers, Bytes::new()).await
+    }
+}
+
+/// A GET on a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Resp {
+    Conn::open(addr).await.get(path, cookie).await
+}
+
+/// Sends raw bytes and reads what comes back until the peer closes or `DEADLINE`.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads a service URL from the environment. Without it: skip loudly, unless
+/// `STICKYROUTE_REQUIRE_SERVICES=1` (CI), which makes the missing service a failure.
+pub fn service_url(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            if std::env::var("STICKYROUTE_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{test} needs {var} (STICKYROUTE_REQUIRE_SERVICES=1)");
+            }
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {test} needs {var}");
+            None
+        }
+    }
+}
