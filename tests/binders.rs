@@ -1,0 +1,321 @@
+//! Session rebinding on failover, through the real balancer and real stores: `translate`
+//! (shared memory map standing in for replication), `rename` against Redis, PostgreSQL and
+//! MariaDB, concurrent failover, an unreachable store, two balancers agreeing, and `backend`
+//! with a JvmRouteBinderValve-like node.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use hyper::Method;
+use stickyroute::demo::node::{parse_store_arg, DemoNodeConfig, RunningNode};
+use stickyroute::server::Running;
+use stickyroute::store::SessionStore;
+
+fn count_of(r: &Resp) -> i64 {
+    r.json()["count"].as_i64().unwrap_or_else(|| panic!("no count: {}", r.text()))
+}
+
+/// Three demo nodes on one store.
+async fn three_nodes(store: &SessionStore, valve: bool) -> Vec<RunningNode> {
+    let mut nodes = Vec::new();
+    for route in ["jvm1", "jvm2", "jvm3"] {
+        let mut cfg = DemoNodeConfig::new(route, store.clone());
+        cfg.binder_valve = valve;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        nodes.push(RunningNode::start(listener, cfg).await);
+    }
+    nodes
+}
+
+fn lines(nodes: &[RunningNode]) -> Vec<String> {
+    ["jvm1", "jvm2", "jvm3"]
+        .iter()
+        .zip(nodes)
+        .map(|(r, n)| node_line(r, n.addr, "domain: a"))
+        .collect()
+}
+
+/// Creates a session directly on `node` (as if it had been created there) and returns its id.
+async fn session_on(node: SocketAddr) -> String {
+    let r = get(node, "/count", None).await;
+    assert_eq!(count_of(&r), 1);
+    let ids = r.session_cookies();
+    assert_eq!(ids.len(), 1, "{:?}", r.headers);
+    ids[0].clone()
+}
+
+#[tokio::test]
+async fn translate_moves_the_session_and_never_bounces_back() {
+    let store = SessionStore::memory();
+    let mut nodes = three_nodes(&store, false).await;
+    let lb = balancer(&yaml("binder: translate", &lines(&nodes))).await;
+    let id = session_on(nodes[0].addr).await;
+    assert!(id.ends_with(".jvm1"));
+
+    let mut c = Conn::open(lb.addr()).await;
+    let r = c.get("/count", Some(&id)).await;
+    assert_eq!((r.node(), count_of(&r)), ("jvm1", 2));
+    assert!(r.session_cookies().is_empty(), "a sticky hit needs no cookie");
+
+    // jvm1 dies: the very next request continues the count on another node and rebinds.
+    let jvm1_addr = nodes[0].addr;
+    nodes.remove(0).stop().await;
+    let r = c.get("/count", Some(&id)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(count_of(&r), 3, "session data lost on failover");
+    let new_node = r.node().to_string();
+    assert_ne!(new_node, "jvm1");
+    assert_eq!(r.seen(), id, "translate must forward the original id");
+    let cookies = r.session_cookies();
+    let client_id = format!("{id}.{new_node}");
+    assert_eq!(cookies, vec![client_id.clone()], "{:?}", r.headers);
+    let set_cookie = r.header("set-cookie").unwrap();
+    assert!(set_cookie.contains("Path=/") && set_cookie.contains("HttpOnly"), "{set_cookie}");
+
+    // 20 further requests stay on the new node; the backend sees X.jvm1 every time.
+    for i in 0..20 {
+        let r = c.get("/count", Some(&client_id)).await;
+        assert_eq!(r.node(), new_node);
+        assert_eq!(r.seen(), id);
+        assert_eq!(count_of(&r), 4 + i);
+        for cookie in r.session_cookies() {
+            assert_eq!(cookie, client_id, "backend re-issue must be rewritten to the client id");
+        }
+    }
+
+    // jvm1 comes back: moved sessions stay where they went.
+    let jvm1 = node_at(jvm1_addr, DemoNodeConfig::new("jvm1", store.clone())).await;
+    for _ in 0..20 {
+        let r = c.get("/count", Some(&client_id)).await;
+        assert_eq!(r.node(), new_node, "bounced back to the restarted node");
+    }
+
+    // A new id issued by the answering node (login) passes through untouched.
+    let cookie = format!("JSESSIONID={client_id}");
+    let r = c.request(Method::POST, "/login", &[("cookie", &cookie)], Bytes::new()).await;
+    assert_eq!(r.node(), new_node);
+    let issued = r.session_cookies();
+    assert_eq!(issued.len(), 1, "{:?}", r.headers);
+    assert!(issued[0].ends_with(&format!(".{new_node}")) && !issued[0].starts_with(&id), "{issued:?}");
+    assert_eq!(issued[0].matches('.').count(), 1, "login id was translated: {issued:?}");
+
+    // The failover header names the original id and route; path parameters are translated too.
+    let lb2_nodes = vec![
+        node_line("jvm1", dead_addr().await, "domain: a"),
+        node_line("jvm2", nodes[0].addr, "domain: a"),
+    ];
+    let lb2 = balancer(&yaml("", &lb2_nodes)).await;
+    let who = get(lb2.addr(), "/whoami", Some("P.jvm1")).await.json();
+    assert_eq!(who["headers"]["x-session-failover-from"], "P.jvm1; route=jvm1", "{who}");
+    let who = get(lb2.addr(), "/whoami;jsessionid=P.jvm1.jvm2?q=1", None).await.json();
+    assert_eq!(who["path"], "/whoami;jsessionid=P.jvm1", "{who}");
+    assert_eq!(who["session_seen"], "P.jvm1", "{who}");
+    lb2.stop().await;
+
+    jvm1.stop().await;
+    lb.stop().await;
+}
+
+/// The rename flow against one real store kind.
+async fn rename_flow(url: &str, store_yaml: &str) {
+    let store = parse_store_arg(url, Duration::from_secs(5)).unwrap();
+    store.ensure_schema().await.unwrap();
+    let mut nodes = three_nodes(&store, false).await;
+    let lb = balancer(&yaml(&format!("binder: rename\nstore: {store_yaml}"), &lines(&nodes))).await;
+    let id = session_on(nodes[0].addr).await;
+    let base = id.strip_suffix(".jvm1").unwrap().to_string();
+    let r = get(lb.addr(), "/count", Some(&id)).await;
+    assert_eq!((r.node(), count_of(&r)), ("jvm1", 2));
+
+    nodes.remove(0).stop().await;
+    let r = get(lb.addr(), "/count", Some(&id)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new_node = r.node().to_string();
+    let new_id = format!("{base}.{new_node}");
+    assert_eq!(count_of(&r), 3, "count lost in rename");
+    assert_eq!(r.seen(), new_id, "rename must forward the new id");
+    assert_eq!(r.session_cookies(), vec![new_id.clone()]);
+    assert!(store.load(&new_id).await.unwrap().is_some(), "store lacks {new_id}");
+    assert!(store.load(&id).await.unwrap().is_none(), "store still holds {id}");
+
+    let r = get(lb.addr(), "/count", Some(&new_id)).await;
+    assert_eq!((r.node(), count_of(&r)), (new_node.as_str(), 4));
+    assert!(r.session_cookies().is_empty());
+    let stats = &lb.balancer.snapshot().pools[0].rt.stats;
+    assert_eq!(stats.rebinds[0].load(Ordering::Relaxed), 1, "one successful rebind counted");
+    store.remove(&new_id).await.unwrap();
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn rename_against_redis() {
+    let Some(url) = service_url("TEST_REDIS_URL", "rename_against_redis") else { return };
+    rename_flow(&url, &format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}")).await;
+}
+
+#[tokio::test]
+async fn rename_against_postgres() {
+    let Some(url) = service_url("TEST_POSTGRES_URL", "rename_against_postgres") else { return };
+    rename_flow(&url, &format!("{{ kind: postgres, url: \"{url}\" }}")).await;
+}
+
+#[tokio::test]
+async fn rename_against_mariadb() {
+    let Some(url) = service_url("TEST_MYSQL_URL", "rename_against_mariadb") else { return };
+    rename_flow(&url, &format!("{{ kind: mysql, url: \"{url}\" }}")).await;
+}
+
+#[tokio::test]
+async fn concurrent_failover_of_one_session_does_not_fork_it() {
+    let Some(url) = service_url("TEST_REDIS_URL", "concurrent_failover_of_one_session_does_not_fork_it") else {
+        return;
+    };
+    let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
+    let mut nodes = three_nodes(&store, false).await;
+    let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
+    let lb = balancer(&yaml(&format!("binder: rename\nstore: {store_yaml}"), &lines(&nodes))).await;
+    let id = session_on(nodes[0].addr).await;
+    let base = id.strip_suffix(".jvm1").unwrap().to_string();
+    nodes.remove(0).stop().await;
+
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (addr, id) = (lb.addr(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = get(addr, "/count", Some(&id)).await;
+            (r.status.as_u16(), r.node().to_string(), r.seen().to_string())
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert!(results.iter().all(|(s, _, _)| *s == 200), "{results:?}");
+    let node = &results[0].1;
+    assert!(results.iter().all(|(_, n, _)| n == node), "answered by several nodes: {results:?}");
+    let new_id = format!("{base}.{node}");
+    assert!(results.iter().all(|(_, _, seen)| *seen == new_id), "{results:?}");
+    let mut live = Vec::new();
+    for candidate in ["jvm1", "jvm2", "jvm3"] {
+        let cid = format!("{base}.{candidate}");
+        if store.load(&cid).await.unwrap().is_some() {
+            live.push(cid);
+        }
+    }
+    assert_eq!(live, vec![new_id.clone()], "the session forked or vanished");
+    store.remove(&new_id).await.unwrap();
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn unreachable_store_follows_on_store_error() {
+    let shared = SessionStore::memory();
+    let nodes = three_nodes(&shared, false).await;
+    let dead = dead_addr().await;
+    let store_yaml = |policy: &str| {
+        format!("{{ kind: redis, url: \"redis://{dead}/\", timeout: 300ms, on_store_error: {policy} }}")
+    };
+    let node_lines = vec![
+        node_line("jvm1", dead_addr().await, "domain: a"),
+        node_line("jvm2", nodes[1].addr, "domain: a"),
+    ];
+    let id = session_on(nodes[1].addr).await.replace(".jvm2", ".jvm1");
+    // (the memory map holds the session under ...jvm2; store it under ...jvm1 as well)
+    let rec = shared.load(&id.replace(".jvm1", ".jvm2")).await.unwrap().unwrap();
+    shared.save(&id, &rec).await.unwrap();
+
+    let lb = balancer(&yaml(&format!("binder: rename\nstore: {}", store_yaml("forward_old_id")), &node_lines)).await;
+    let r = get(lb.addr(), "/count", Some(&id)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.node(), "jvm2");
+    assert_eq!(r.seen(), id, "forward_old_id must forward the old id");
+    assert!(r.session_cookies().is_empty(), "no rebind without the store");
+    assert_eq!(count_of(&r), 2);
+    let stats = &lb.balancer.snapshot().pools[0].rt.stats;
+    assert_eq!(stats.store_errors.load(Ordering::Relaxed), 1);
+    lb.stop().await;
+
+    let lb = balancer(&yaml(&format!("binder: rename\nstore: {}", store_yaml("fail")), &node_lines)).await;
+    let r = get(lb.addr(), "/count", Some(&id)).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("store"), "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn two_balancers_produce_the_same_client_id() {
+    let store = SessionStore::memory();
+    let mut nodes = three_nodes(&store, false).await;
+    let config = yaml("binder: translate", &lines(&nodes));
+    let (a, b): (Running, Running) = (balancer(&config).await, balancer(&config).await);
+    let id = session_on(nodes[0].addr).await;
+    assert_eq!(get(a.addr(), "/count", Some(&id)).await.node(), "jvm1");
+    assert_eq!(get(b.addr(), "/count", Some(&id)).await.node(), "jvm1");
+    nodes.remove(0).stop().await;
+    // Both balancers see the old cookie (e.g. concurrent tabs) and must rebind it alike.
+    let ra = get(a.addr(), "/count", Some(&id)).await;
+    let rb = get(b.addr(), "/count", Some(&id)).await;
+    assert_eq!(ra.session_cookies(), rb.session_cookies());
+    assert_eq!(ra.node(), rb.node());
+    let client_id = ra.session_cookies()[0].clone();
+    for lb in [&a, &b, &a, &b] {
+        let r = get(lb.addr(), "/count", Some(&client_id)).await;
+        assert_eq!(r.node(), ra.node());
+    }
+    assert_eq!(count_of(&get(a.addr(), "/count", Some(&client_id)).await), 10); // 1 direct + 2 + 2 + 4 + 1
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn two_balancers_agree_on_rename_through_redis() {
+    let Some(url) = service_url("TEST_REDIS_URL", "two_balancers_agree_on_rename_through_redis") else { return };
+    let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
+    let mut nodes = three_nodes(&store, false).await;
+    let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
+    let config = yaml(&format!("binder: rename\nstore: {store_yaml}"), &lines(&nodes));
+    let (a, b) = (balancer(&config).await, balancer(&config).await);
+    let id = session_on(nodes[0].addr).await;
+    nodes.remove(0).stop().await;
+    let ra = get(a.addr(), "/count", Some(&id)).await;
+    let rb = get(b.addr(), "/count", Some(&id)).await;
+    assert_eq!(ra.status, 200);
+    assert_eq!(rb.status, 200);
+    assert_eq!(ra.session_cookies(), rb.session_cookies(), "balancers disagree");
+    assert_eq!((count_of(&ra), count_of(&rb)), (2, 3));
+    let b_stats = &b.balancer.snapshot().pools[0].rt.stats;
+    assert_eq!(b_stats.rebinds[1].load(Ordering::Relaxed), 1, "second balancer saw AlreadyRenamed");
+    store.remove(&ra.session_cookies()[0]).await.unwrap();
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn backend_binder_leaves_the_rename_to_the_valve() {
+    let store = SessionStore::memory();
+    let mut nodes = three_nodes(&store, true).await;
+    let lb = balancer(&yaml("binder: backend", &lines(&nodes))).await;
+    let id = session_on(nodes[0].addr).await;
+    let base = id.strip_suffix(".jvm1").unwrap().to_string();
+    nodes.remove(0).stop().await;
+    let r = get(lb.addr(), "/count", Some(&id)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.seen(), id, "backend binder forwards the id unchanged");
+    let new_node = r.node().to_string();
+    let new_id = format!("{base}.{new_node}");
+    let set_cookies: Vec<&str> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(set_cookies.len(), 1, "the balancer added a cookie of its own: {set_cookies:?}");
+    assert_eq!(r.session_cookies(), vec![new_id.clone()]);
+    assert_eq!(count_of(&r), 2);
+    let r = get(lb.addr(), "/count", Some(&new_id)).await;
+    assert_eq!(r.node(), new_node, "not a sticky hit after the valve's rename");
+    assert!(r.session_cookies().is_empty());
+    assert_eq!(count_of(&r), 3);
+    lb.stop().await;
+}
