@@ -331,3 +331,42 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(r.status, 200, "in-flight request was cut: {}", r.text());
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
 }
+
+#[tokio::test]
+async fn slow_clients_time_out_and_connections_are_limited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let config = |listener: &str| {
+        format!(
+            "listeners:\n  - {{ bind: \"127.0.0.1:0\", {listener} }}\npools:\n  - name: app\n    nodes:\n      - {{ route: jvm1, address: \"{}\" }}\n",
+            n1.addr
+        )
+    };
+    // A client that never finishes its request head is cut off after header_read_timeout.
+    let lb = balancer(&config("header_read_timeout: 300ms")).await;
+    let mut slow = TcpStream::connect(lb.addr()).await.unwrap();
+    slow.write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "slow client was never cut off");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    lb.stop().await;
+
+    // max_connections: the third connection waits until one of two open ones closes.
+    let lb = balancer(&config("max_connections: 2")).await;
+    let mut a = Conn::open(lb.addr()).await;
+    let mut b = Conn::open(lb.addr()).await;
+    assert_eq!(a.get("/whoami", None).await.status, 200);
+    assert_eq!(b.get("/whoami", None).await.status, 200);
+    let addr = lb.addr();
+    let third = tokio::spawn(async move { get(addr, "/whoami", None).await.status });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "a third connection was served beyond max_connections");
+    drop(a);
+    let status = tokio::time::timeout(DEADLINE, third).await.expect("third never served").unwrap();
+    assert_eq!(status, 200);
+    drop(b);
+    lb.stop().await;
+}

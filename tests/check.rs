@@ -1,0 +1,54 @@
+//! `stickyroute check`: accepts the example `balancer.yaml`, rejects each invalid config with
+//! file, line and key in the message and exit code 1.
+
+use std::process::Command;
+
+fn check(path: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_stickyroute"))
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run stickyroute check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn accepts_the_example_config() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("balancer.yaml");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok") && stdout.contains("app") && stdout.contains("jvm1"), "{stdout}");
+}
+
+const HEAD: &str = "listeners:\n  - bind: \"127.0.0.1:8080\"\npools:\n  - name: app\n    nodes:\n      - route: jvm1\n        address: \"127.0.0.1:18081\"\n";
+
+#[test]
+fn rejects_invalid_configs_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    // (file body, line, key, message fragment)
+    let cases: Vec<(String, usize, &str, &str)> = vec![
+        (format!("{HEAD}      - route: jvm1\n        address: \"127.0.0.1:2\"\n"), 8, "pools[0].nodes[1].route", "duplicate route"),
+        (format!("{HEAD}      - route: a.b\n        address: \"127.0.0.1:2\"\n"), 8, "pools[0].nodes[1].route", "separator"),
+        (format!("{HEAD}        redirect: nowhere\n"), 8, "pools[0].nodes[0].redirect", "names no node"),
+        (format!("{HEAD}        weight: 0\n"), 8, "pools[0].nodes[0].weight", "at least 1"),
+        (HEAD.replace("127.0.0.1:18081", "127.0.0.1:notaport"), 7, "pools[0].nodes[0].address", "invalid address"),
+        ("listeners:\n  - bind: \"127.0.0.1:8080\"\npools: []\n".to_string(), 3, "pools", "at least one pool"),
+        (format!("{HEAD}        colour: red\n"), 8, "pools[0].nodes[0].colour", "unknown field"),
+    ];
+    for (i, (body, line, key, fragment)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&path, body).unwrap();
+        let (code, _, stderr) = check(&path);
+        assert_eq!(code, 1, "case {i} accepted:\n{body}");
+        let want = format!("{}:{line}: key `{key}`", path.display());
+        assert!(stderr.contains(&want), "case {i}: wanted {want:?} in {stderr:?}");
+        assert!(stderr.contains(fragment), "case {i}: wanted {fragment:?} in {stderr:?}");
+    }
+    let (code, _, stderr) = check(&dir.path().join("missing.yaml"));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("missing.yaml") && stderr.contains("cannot read"), "{stderr}");
+}
