@@ -63,7 +63,9 @@ fn bench(c: &mut Criterion) {
 
     // jvm2 down: every request of its sessions is a rendezvous-hashed failover.
     let jvm2 = snap.pools[0].node("jvm2").unwrap();
-    jvm2.rt.health.mark_down(now_ms(), Duration::from_secs(3600), "bench".into());
+    jvm2.rt
+        .health
+        .mark_down(now_ms(), Duration::from_secs(3600), "bench".into());
     c.bench_function("decision/failover_rendezvous", |b| {
         b.iter(|| decide(&snap, black_box(COOKIE), black_box("/app/cart")))
     });

@@ -112,6 +112,11 @@ impl Health {
         self.probe_down.load(Ordering::Relaxed)
     }
 
+    /// Is a passive mark (request failure) still in force at `now_ms`?
+    pub fn passive_down(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Ordering::Relaxed) > now_ms
+    }
+
     pub fn last_error(&self) -> Option<String> {
         self.last_error
             .lock()
@@ -140,6 +145,8 @@ pub struct NodeRuntime {
     pub inflight: AtomicU64,
     pub stats: NodeStats,
     pub conns: UpstreamPool,
+    /// Request and health counters for `/metrics`.
+    pub metrics: crate::metrics::NodeMetrics,
 }
 
 impl NodeRuntime {
@@ -150,6 +157,7 @@ impl NodeRuntime {
             inflight: AtomicU64::new(0),
             stats: NodeStats::default(),
             conns: UpstreamPool::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -176,6 +184,8 @@ pub struct Node {
     pub config_state: NodeState,
     /// Seed for rendezvous hashing, derived from the route so every balancer agrees.
     pub route_seed: u64,
+    /// The node's key in the session registry ([`crate::registry::node_slot`]).
+    pub slot: u32,
     pub rt: Arc<NodeRuntime>,
 }
 
@@ -238,6 +248,8 @@ pub struct PoolRuntime {
     pub stats: PoolStats,
     /// Round-robin cursor.
     pub rr: AtomicUsize,
+    /// Request counters and duration histogram for `/metrics`.
+    pub metrics: crate::metrics::PoolMetrics,
 }
 
 /// A pool of nodes with its settings.
@@ -266,9 +278,7 @@ impl Pool {
         match path.strip_prefix(prefix) {
             None => false,
             Some(rest) => {
-                prefix.ends_with('/')
-                    || rest.is_empty()
-                    || rest.starts_with(['/', ';', '?'])
+                prefix.ends_with('/') || rest.is_empty() || rest.starts_with(['/', ';', '?'])
             }
         }
     }
@@ -293,7 +303,10 @@ impl Snapshot {
     /// Builds the routing table for `config`, reusing runtimes (and stores) of `previous` for
     /// nodes whose route and address are unchanged. A node whose configured state changed
     /// takes the new configured state; otherwise its runtime state is kept.
-    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>) -> Result<Snapshot, SnapshotError> {
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, SnapshotError> {
         let mut pools = Vec::with_capacity(config.pools.len());
         for pc in &config.pools {
             let old_pool = previous.and_then(|p| p.pools.iter().find(|op| op.cfg.name == pc.name));
@@ -328,13 +341,18 @@ impl Snapshot {
                         redirect: nc.redirect.as_ref().and_then(|r| by_route.get(r).copied()),
                         config_state: nc.state,
                         route_seed: xxhash_rust::xxh3::xxh3_64(nc.route.as_bytes()),
+                        slot: crate::registry::node_slot(&pc.name, &nc.route),
                         rt,
                     }
                 })
                 .collect();
             let store = match &pc.store {
                 None => None,
-                Some(sc) => match old_pool.and_then(|op| op.store.clone().filter(|_| op.cfg.store.as_ref() == Some(sc))) {
+                Some(sc) => match old_pool.and_then(|op| {
+                    op.store
+                        .clone()
+                        .filter(|_| op.cfg.store.as_ref() == Some(sc))
+                }) {
                     Some(s) => Some(s),
                     None => Some(SessionStore::open(sc).map_err(|e| SnapshotError {
                         pool: pc.name.clone(),
@@ -356,7 +374,7 @@ impl Snapshot {
     /// The pool for a request: host must match (pools without hosts match any), longest path
     /// prefix wins, a pool naming the host beats one that does not.
     pub fn match_pool(&self, host: Option<&str>, path: &str) -> Option<&Pool> {
-        let host = host.map(|h| strip_port(h));
+        let host = host.map(strip_port);
         let mut best: Option<(&Pool, (usize, bool))> = None;
         for pool in &self.pools {
             let host_named = if pool.cfg.hosts.is_empty() {
@@ -439,9 +457,16 @@ pools:
     #[test]
     fn reload_keeps_runtime_of_unchanged_nodes() {
         let first = snapshot(TWO_POOLS);
-        first.pools[0].nodes[0].rt.stats.requests.store(7, Ordering::Relaxed);
+        first.pools[0].nodes[0]
+            .rt
+            .stats
+            .requests
+            .store(7, Ordering::Relaxed);
         first.pools[0].nodes[0].rt.set_state(NodeState::Draining);
-        let changed = TWO_POOLS.replace("route: b, address: \"127.0.0.1:3\"", "route: b, address: \"127.0.0.1:9\"");
+        let changed = TWO_POOLS.replace(
+            "route: b, address: \"127.0.0.1:3\"",
+            "route: b, address: \"127.0.0.1:9\"",
+        );
         let c = Config::from_yaml(&changed, "t.yaml").unwrap();
         let second = Snapshot::build(Arc::new(c), Some(&first)).unwrap();
         let a = &second.pools[0].nodes[0];

@@ -208,7 +208,11 @@ fn choose_new(pool: &Pool, tried: &[usize], now_ms: u64) -> Result<Choice, NoCan
 }
 
 /// The candidate at position `ticket` (mod total weight) of the weighted sequence.
-fn weighted_pick(pool: &Pool, cands: impl Iterator<Item = usize> + Clone, ticket: u64) -> Option<usize> {
+fn weighted_pick(
+    pool: &Pool,
+    cands: impl Iterator<Item = usize> + Clone,
+    ticket: u64,
+) -> Option<usize> {
     let total: u64 = cands.clone().map(|i| u64::from(pool.nodes[i].weight)).sum();
     if total == 0 {
         return None;
@@ -252,7 +256,8 @@ mod tests {
         Snapshot::build(Arc::new(c), None).unwrap()
     }
 
-    const NODES: &str = "      - { route: jvm1, address: \"127.0.0.1:11\", domain: a, redirect: jvm3 }
+    const NODES: &str =
+        "      - { route: jvm1, address: \"127.0.0.1:11\", domain: a, redirect: jvm3 }
       - { route: jvm2, address: \"127.0.0.1:12\", domain: a }
       - { route: jvm3, address: \"127.0.0.1:13\", domain: a }
       - { route: jvm4, address: \"127.0.0.1:14\", domain: b }
@@ -260,7 +265,10 @@ mod tests {
 ";
 
     fn key<'a>(pin: &'a str, id: &'a str) -> Option<SessionKey<'a>> {
-        Some(SessionKey { pin, backend_id: id })
+        Some(SessionKey {
+            pin,
+            backend_id: id,
+        })
     }
 
     fn down(s: &Snapshot, route: &str) {
@@ -271,22 +279,45 @@ mod tests {
         );
     }
 
-    fn routes(s: &Snapshot, c: Result<Choice, NoCandidate>) -> Result<(&str, Outcome), NoCandidate> {
+    fn routes(
+        s: &Snapshot,
+        c: Result<Choice, NoCandidate>,
+    ) -> Result<(&str, Outcome), NoCandidate> {
         c.map(|c| (s.pools[0].nodes[c.node].route.as_str(), c.outcome))
     }
 
     #[test]
     fn sticky_and_failover_table() {
         // (down nodes, disabled nodes, pin, expected route or error, outcome)
-        type Case = (&'static [&'static str], &'static [&'static str], &'static str, Result<(&'static str, Outcome), NoCandidate>);
+        type Case = (
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static str,
+            Result<(&'static str, Outcome), NoCandidate>,
+        );
         let cases: &[Case] = &[
             (&[], &[], "jvm2", Ok(("jvm2", Outcome::Hit))),
             (&[], &[], "jvm5", Ok(("jvm5", Outcome::Hit))), // a pinned standby node keeps its session
             (&["jvm1"], &[], "jvm1", Ok(("jvm3", Outcome::Failover))), // redirect honoured
             (&[], &["jvm1"], "jvm1", Ok(("jvm3", Outcome::Failover))),
-            (&["jvm1", "jvm3"], &[], "jvm1", Ok(("jvm2", Outcome::Failover))), // redirect down
-            (&["jvm1", "jvm2", "jvm3"], &[], "jvm1", Ok(("jvm5", Outcome::Failover))), // standby
-            (&["jvm1", "jvm2", "jvm3", "jvm5"], &[], "jvm1", Err(NoCandidate::DomainDown)),
+            (
+                &["jvm1", "jvm3"],
+                &[],
+                "jvm1",
+                Ok(("jvm2", Outcome::Failover)),
+            ), // redirect down
+            (
+                &["jvm1", "jvm2", "jvm3"],
+                &[],
+                "jvm1",
+                Ok(("jvm5", Outcome::Failover)),
+            ), // standby
+            (
+                &["jvm1", "jvm2", "jvm3", "jvm5"],
+                &[],
+                "jvm1",
+                Err(NoCandidate::DomainDown),
+            ),
             (&["jvm4"], &[], "jvm4", Err(NoCandidate::DomainDown)),
         ];
         for (downs, disabled, pin, want) in cases {
@@ -295,10 +326,17 @@ mod tests {
                 down(&s, d);
             }
             for d in *disabled {
-                s.pools[0].node(d).unwrap().rt.set_state(NodeState::Disabled);
+                s.pools[0]
+                    .node(d)
+                    .unwrap()
+                    .rt
+                    .set_state(NodeState::Disabled);
             }
             let id = format!("ABC.{pin}");
-            let got = routes(&s, choose(&s.pools[0], key(pin, &id), &[], crate::backends::now_ms()));
+            let got = routes(
+                &s,
+                choose(&s.pools[0], key(pin, &id), &[], crate::backends::now_ms()),
+            );
             assert_eq!(got, *want, "down {downs:?} disabled {disabled:?} pin {pin}");
         }
     }
@@ -307,17 +345,34 @@ mod tests {
     fn cross_domain_when_allowed() {
         let s = pool(NODES, "{ cross_domain: true }");
         down(&s, "jvm4");
-        let got = routes(&s, choose(&s.pools[0], key("jvm4", "X.jvm4"), &[], crate::backends::now_ms()));
+        let got = routes(
+            &s,
+            choose(
+                &s.pools[0],
+                key("jvm4", "X.jvm4"),
+                &[],
+                crate::backends::now_ms(),
+            ),
+        );
         let (route, outcome) = got.unwrap();
         assert_eq!(outcome, Outcome::Failover);
         assert_ne!(route, "jvm4");
-        assert_ne!(route, "jvm5", "active nodes of another domain come before standby");
+        assert_ne!(
+            route, "jvm5",
+            "active nodes of another domain come before standby"
+        );
     }
 
     #[test]
     fn unknown_route_fails_over_over_whole_pool() {
         let s = pool(NODES, "{}");
-        let c = choose(&s.pools[0], key("gone", "X.gone"), &[], crate::backends::now_ms()).unwrap();
+        let c = choose(
+            &s.pools[0],
+            key("gone", "X.gone"),
+            &[],
+            crate::backends::now_ms(),
+        )
+        .unwrap();
         assert_eq!(c.outcome, Outcome::Failover);
         assert_eq!(c.from, None);
         assert_ne!(s.pools[0].nodes[c.node].state(), NodeState::Standby);
@@ -337,8 +392,20 @@ mod tests {
         let mut counts = [0usize; 4];
         for i in 0..4000 {
             let id = format!("{i:032X}.jvm1");
-            let ca = choose(&a.pools[0], key("jvm1", &id), &[], crate::backends::now_ms()).unwrap();
-            let cb = choose(&b.pools[0], key("jvm1", &id), &[], crate::backends::now_ms()).unwrap();
+            let ca = choose(
+                &a.pools[0],
+                key("jvm1", &id),
+                &[],
+                crate::backends::now_ms(),
+            )
+            .unwrap();
+            let cb = choose(
+                &b.pools[0],
+                key("jvm1", &id),
+                &[],
+                crate::backends::now_ms(),
+            )
+            .unwrap();
             assert_eq!(ca.node, cb.node, "two snapshots disagree on {id}");
             counts[ca.node] += 1;
         }
@@ -366,7 +433,10 @@ mod tests {
             counts[c.node] += 1;
         }
         assert_eq!(&counts[1..4], &[0, 0, 0], "{counts:?}");
-        assert!((counts[4] as f64 / counts[0] as f64 - 3.0).abs() < 0.5, "{counts:?}");
+        assert!(
+            (counts[4] as f64 / counts[0] as f64 - 3.0).abs() < 0.5,
+            "{counts:?}"
+        );
         // only standby left up -> standby serves
         down(&s, "a");
         down(&s, "e");
@@ -377,9 +447,21 @@ mod tests {
     #[test]
     fn tried_nodes_are_skipped() {
         let s = pool(NODES, "{}");
-        let c = choose(&s.pools[0], key("jvm1", "X.jvm1"), &[0], crate::backends::now_ms()).unwrap();
+        let c = choose(
+            &s.pools[0],
+            key("jvm1", "X.jvm1"),
+            &[0],
+            crate::backends::now_ms(),
+        )
+        .unwrap();
         assert_eq!(s.pools[0].nodes[c.node].route, "jvm3");
-        let c = choose(&s.pools[0], key("jvm1", "X.jvm1"), &[0, 2], crate::backends::now_ms()).unwrap();
+        let c = choose(
+            &s.pools[0],
+            key("jvm1", "X.jvm1"),
+            &[0, 2],
+            crate::backends::now_ms(),
+        )
+        .unwrap();
         assert_eq!(s.pools[0].nodes[c.node].route, "jvm2");
     }
 
@@ -392,7 +474,11 @@ mod tests {
         let c = Config::from_yaml(&yaml, "t.yaml").unwrap();
         let s = Snapshot::build(Arc::new(c), None).unwrap();
         let picks: Vec<usize> = (0..6)
-            .map(|_| choose(&s.pools[0], None, &[], crate::backends::now_ms()).unwrap().node)
+            .map(|_| {
+                choose(&s.pools[0], None, &[], crate::backends::now_ms())
+                    .unwrap()
+                    .node
+            })
             .collect();
         assert_eq!(picks, vec![0, 1, 1, 0, 1, 1]);
     }

@@ -1,6 +1,6 @@
 //! The running balancer's shared state: the routing snapshot (hot-swapped with arc-swap) and
-//! what outlives it. One cheap-to-clone handle, passed to every connection, the admin listener
-//! and the health checkers.
+//! what outlives it: the session registry and the balancer-wide metrics. One cheap-to-clone
+//! handle, passed to every connection, the admin listener and the health checkers.
 
 use std::sync::Arc;
 
@@ -8,19 +8,28 @@ use arc_swap::ArcSwap;
 
 use crate::backends::{Snapshot, SnapshotError};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 /// Shared state of one balancer process.
 #[derive(Debug)]
 pub struct Balancer {
     snapshot: ArcSwap<Snapshot>,
+    /// Sessions seen recently, by node (statistics and drain; never used for routing).
+    pub registry: Registry,
+    /// Balancer-wide counters; per-node ones live in the node runtimes.
+    pub metrics: Metrics,
 }
 
 impl Balancer {
     /// Builds the first snapshot from a validated config.
     pub fn new(config: Config) -> Result<Arc<Balancer>, SnapshotError> {
+        let registry = Registry::new(config.registry.max_sessions, config.session.idle_timeout);
         let snapshot = Snapshot::build(Arc::new(config), None)?;
         Ok(Arc::new(Balancer {
             snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            metrics: Metrics::default(),
         }))
     }
 
@@ -33,6 +42,10 @@ impl Balancer {
     pub fn apply(&self, config: Config) -> Result<Arc<Snapshot>, SnapshotError> {
         let old = self.snapshot.load_full();
         let new = Arc::new(Snapshot::build(Arc::new(config), Some(&old))?);
+        self.registry.set_limits(
+            new.config.registry.max_sessions,
+            new.config.session.idle_timeout,
+        );
         self.snapshot.store(new.clone());
         Ok(new)
     }

@@ -216,13 +216,35 @@ mod tests {
     #[test]
     fn rebind_table() {
         // (binder, backend id, new route, forward, client, rename)
-        let cases: &[(BinderKind, &str, &str, &str, &str, Option<(&str, &str)>)] = &[
+        type Case<'a> = (
+            BinderKind,
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a str,
+            Option<(&'a str, &'a str)>,
+        );
+        let cases: &[Case] = &[
             (Translate, "X.jvm1", "jvm2", "X.jvm1", "X.jvm1.jvm2", None),
             (Translate, "X.jvm1", "jvm1", "X.jvm1", "X.jvm1", None),
             (Translate, "X", "jvm2", "X", "X.jvm2", None),
-            (Rename, "X.jvm1", "jvm2", "X.jvm2", "X.jvm2", Some(("X.jvm1", "X.jvm2"))),
+            (
+                Rename,
+                "X.jvm1",
+                "jvm2",
+                "X.jvm2",
+                "X.jvm2",
+                Some(("X.jvm1", "X.jvm2")),
+            ),
             (Rename, "X.jvm2", "jvm2", "X.jvm2", "X.jvm2", None),
-            (Rename, "X", "jvm2", "X.jvm2", "X.jvm2", Some(("X", "X.jvm2"))),
+            (
+                Rename,
+                "X",
+                "jvm2",
+                "X.jvm2",
+                "X.jvm2",
+                Some(("X", "X.jvm2")),
+            ),
             (Backend, "X.jvm1", "jvm2", "X.jvm1", "X.jvm1", None),
         ];
         for (kind, backend, route, forward, client, rename) in cases {
@@ -240,7 +262,10 @@ mod tests {
         let first = rebind(Translate, "X.jvm1", "jvm2", '.');
         assert_eq!(first.client_id, "X.jvm1.jvm2");
         let backend = backend_facing(Translate, &first.client_id, '.');
-        assert_eq!(rebind(Translate, backend, "jvm3", '.').client_id, "X.jvm1.jvm3");
+        assert_eq!(
+            rebind(Translate, backend, "jvm3", '.').client_id,
+            "X.jvm1.jvm3"
+        );
         assert_eq!(rebind(Translate, backend, "jvm1", '.').client_id, "X.jvm1");
     }
 
@@ -271,7 +296,8 @@ mod tests {
     #[test]
     fn set_cookie_table() {
         // (plan, backend Set-Cookies, resulting Set-Cookies, added, rewritten)
-        let cases: Vec<(ResponsePlan, Vec<&str>, Vec<&str>, bool, bool)> = vec![
+        type Case<'a> = (ResponsePlan<'a>, Vec<&'a str>, Vec<&'a str>, bool, bool);
+        let cases: Vec<Case> = vec![
             // failover, backend silent: one cookie added with defaults
             (
                 plan(Translate, "X.jvm1", "X.jvm1.jvm2", true),
@@ -358,8 +384,14 @@ mod tests {
     #[test]
     fn location_rewrite() {
         let cases = [
-            ("/app/next;jsessionid=X.jvm1?a=1", Some("/app/next;jsessionid=X.jvm1.jvm2?a=1")),
-            ("http://h/app;jsessionid=X.jvm1", Some("http://h/app;jsessionid=X.jvm1.jvm2")),
+            (
+                "/app/next;jsessionid=X.jvm1?a=1",
+                Some("/app/next;jsessionid=X.jvm1.jvm2?a=1"),
+            ),
+            (
+                "http://h/app;jsessionid=X.jvm1",
+                Some("http://h/app;jsessionid=X.jvm1.jvm2"),
+            ),
             ("/app/next;jsessionid=Y.jvm1", None),
             ("/app/next", None),
         ];

@@ -212,6 +212,7 @@ struct RawTls {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
+    #[serde(default = "default_admin_bind")]
     bind: String,
     #[serde(default)]
     token: Option<String>,
@@ -458,6 +459,9 @@ enum RawNodeState {
     Standby,
 }
 
+fn default_admin_bind() -> String {
+    "127.0.0.1:9901".into()
+}
 fn default_max_connections() -> usize {
     10_000
 }
@@ -676,6 +680,20 @@ impl Config {
         validate(raw, &ctx, file)
     }
 
+    /// Replaces the admin token with `token` when it is `Some` and not empty (the
+    /// `STICKYROUTE_ADMIN_TOKEN` environment variable, applied by the caller at load time so
+    /// that parsing stays pure). Without an `admin` section there is nothing to protect and
+    /// the token is ignored.
+    pub fn with_admin_token_override(mut self, token: Option<String>) -> Config {
+        if let (Some(admin), Some(t)) = (self.admin.as_mut(), token) {
+            let t = t.trim().to_string();
+            if !t.is_empty() {
+                admin.token = Some(t);
+            }
+        }
+        self
+    }
+
     /// The pool with this name.
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.name == name)
@@ -716,6 +734,11 @@ fn parse_addr(ctx: &Ctx, key: &str, text: &str) -> Result<SocketAddr, ConfigErro
     }
 }
 
+/// An admin token must fit in `Authorization: Bearer <token>`.
+pub fn valid_admin_token(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -731,7 +754,8 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
     for (i, l) in raw.listeners.into_iter().enumerate() {
         let key = format!("listeners[{i}]");
         let bind = parse_addr(ctx, &format!("{key}.bind"), &l.bind)?;
-        if !binds.insert(bind) {
+        // Port 0 (any free port, for tests) may appear several times.
+        if !binds.insert(bind) && bind.port() != 0 {
             return Err(ctx.err(format!("{key}.bind"), format!("{bind} is bound twice")));
         }
         if l.max_connections == 0 {
@@ -762,7 +786,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
         None => None,
         Some(a) => {
             let bind = parse_addr(ctx, "admin.bind", &a.bind)?;
-            if binds.contains(&bind) {
+            if binds.contains(&bind) && bind.port() != 0 {
                 return Err(ctx.err(
                     "admin.bind",
                     format!("{bind} is also a proxy listener; the admin listener must be apart"),
@@ -770,6 +794,14 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             }
             if a.token.as_deref() == Some("") {
                 return Err(ctx.err("admin.token", "must not be empty (omit it instead)"));
+            }
+            if let Some(t) = &a.token {
+                if !valid_admin_token(t) {
+                    return Err(ctx.err(
+                        "admin.token",
+                        "must be printable ASCII without spaces (it travels in an Authorization header)",
+                    ));
+                }
             }
             Some(AdminConfig {
                 bind,
@@ -950,7 +982,10 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         }
     }
     if !p.cookie.path.starts_with('/') || p.cookie.path.contains([';', ' ']) {
-        return Err(ctx.err(format!("{key}.cookie.path"), "must be a path starting with /"));
+        return Err(ctx.err(
+            format!("{key}.cookie.path"),
+            "must be a path starting with /",
+        ));
     }
     let binder = match p.binder {
         RawBinder::Translate => BinderKind::Translate,
@@ -1049,7 +1084,10 @@ fn validate_store(s: &RawStore, key: &str, ctx: &Ctx) -> Result<StoreConfig, Con
             .url
             .clone()
             .ok_or_else(|| ctx.err(format!("{key}.url"), "this store kind needs a url"))?;
-        if !schemes.iter().any(|sc| url.starts_with(&format!("{sc}://"))) {
+        if !schemes
+            .iter()
+            .any(|sc| url.starts_with(&format!("{sc}://")))
+        {
             return Err(ctx.err(
                 format!("{key}.url"),
                 format!("url must start with {}://", schemes.join(":// or ")),
@@ -1058,11 +1096,26 @@ fn validate_store(s: &RawStore, key: &str, ctx: &Ctx) -> Result<StoreConfig, Con
         Ok(url)
     };
     let table = || JdbcTable {
-        table: s.session_table.clone().unwrap_or_else(|| "tomcat_sessions".into()),
-        id_col: s.session_id_col.clone().unwrap_or_else(|| "session_id".into()),
-        app_col: s.session_app_col.clone().unwrap_or_else(|| "app_name".into()),
-        data_col: s.session_data_col.clone().unwrap_or_else(|| "session_data".into()),
-        valid_col: s.session_valid_col.clone().unwrap_or_else(|| "valid_session".into()),
+        table: s
+            .session_table
+            .clone()
+            .unwrap_or_else(|| "tomcat_sessions".into()),
+        id_col: s
+            .session_id_col
+            .clone()
+            .unwrap_or_else(|| "session_id".into()),
+        app_col: s
+            .session_app_col
+            .clone()
+            .unwrap_or_else(|| "app_name".into()),
+        data_col: s
+            .session_data_col
+            .clone()
+            .unwrap_or_else(|| "session_data".into()),
+        valid_col: s
+            .session_valid_col
+            .clone()
+            .unwrap_or_else(|| "valid_session".into()),
         max_inactive_col: s
             .session_max_inactive_col
             .clone()
@@ -1263,5 +1316,34 @@ pools:
         assert_eq!(loc.line("a.b[1].x"), Some(5));
         assert_eq!(loc.line("c"), Some(6));
         assert_eq!(loc.line("a.b[1].missing"), Some(5));
+    }
+
+    #[test]
+    fn admin_section_defaults_and_token_override() {
+        let with_admin = format!("{GOOD}admin: {{}}\n");
+        let c = Config::from_yaml(&with_admin, "t.yaml").unwrap();
+        let admin = c.admin.clone().unwrap();
+        assert_eq!(admin.bind, "127.0.0.1:9901".parse().unwrap());
+        assert_eq!(admin.token, None);
+        let c = c.with_admin_token_override(Some("s3cret".into()));
+        assert_eq!(c.admin.unwrap().token.as_deref(), Some("s3cret"));
+        // Empty override: the file's token (none here) stays; no admin section: nothing to set.
+        let c = Config::from_yaml(&with_admin, "t.yaml")
+            .unwrap()
+            .with_admin_token_override(Some(" ".into()));
+        assert_eq!(c.admin.unwrap().token, None);
+        let c = Config::from_yaml(GOOD, "t.yaml")
+            .unwrap()
+            .with_admin_token_override(Some("x".into()));
+        assert!(c.admin.is_none());
+    }
+
+    #[test]
+    fn admin_token_must_fit_a_header_and_port_zero_may_repeat() {
+        let bad = format!("{GOOD}admin: {{ token: \"two words\" }}\n");
+        let err = Config::from_yaml(&bad, "t.yaml").unwrap_err();
+        assert_eq!(err.key, "admin.token", "{err}");
+        let zeros = "listeners:\n  - bind: \"127.0.0.1:0\"\n  - bind: \"127.0.0.1:0\"\nadmin: { bind: \"127.0.0.1:0\" }\npools:\n  - name: app\n    nodes: [{ route: a, address: \"127.0.0.1:1\" }]\n";
+        Config::from_yaml(zeros, "t.yaml").unwrap();
     }
 }

@@ -13,7 +13,11 @@ use stickyroute::server::Running;
 const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser)]
-#[command(name = "stickyroute", version, about = "Sticky-session load balancer for Tomcat-style application servers")]
+#[command(
+    name = "stickyroute",
+    version,
+    about = "Sticky-session load balancer for Tomcat-style application servers"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -39,6 +43,9 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         grace: Duration,
     },
+    /// Talk to a running balancer's admin API: status, drain / disable / activate / standby a
+    /// node, reload the configuration.
+    Ctl(stickyroute::ctl::CtlArgs),
     /// Validate a configuration file: exit 0 with a summary, or 1 with the error.
     Check {
         #[arg(short, long, default_value = "balancer.yaml")]
@@ -60,6 +67,9 @@ enum Command {
         #[arg(long)]
         binder_valve: bool,
     },
+    /// Three demo nodes sharing a session store, the balancer in front, and a guide to try
+    /// failover; `demo stop|start|status` control a running demo from another terminal.
+    Demo(stickyroute::demo::command::DemoArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -76,13 +86,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -96,6 +107,7 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Ctl(args) => stickyroute::ctl::run_cli(args).await,
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
                 println!("{}", c.summary());
@@ -108,13 +120,16 @@ async fn main() -> ExitCode {
         },
         Command::Serve { config, grace } => {
             init_tracing(cli.log_format);
-            let cfg = match Config::load(&config) {
+            // The file, plus STICKYROUTE_ADMIN_TOKEN; every reload reads it the same way.
+            let cfg = match stickyroute::control::load_config(&config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            #[cfg(unix)]
+            let hup = stickyroute::control::listen_for_sighup();
             let running = match Running::start_with_grace(cfg, grace).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -122,6 +137,13 @@ async fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            #[cfg(unix)]
+            if let Some(hup) = hup {
+                tokio::spawn(stickyroute::control::reload_on_sighup(
+                    running.control().clone(),
+                    hup,
+                ));
+            }
             let token = running.shutdown_token();
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -139,7 +161,25 @@ async fn main() -> ExitCode {
             binder_valve,
         } => {
             init_tracing(cli.log_format);
-            match stickyroute::demo::node::run_demo_node_cli(route, listen, store, session_timeout, binder_valve).await {
+            match stickyroute::demo::node::run_demo_node_cli(
+                route,
+                listen,
+                store,
+                session_timeout,
+                binder_valve,
+            )
+            .await
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Demo(args) => {
+            init_tracing(cli.log_format);
+            match stickyroute::demo::command::run_cli(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

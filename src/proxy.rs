@@ -96,18 +96,29 @@ struct Trace {
     node: Option<String>,
     outcome: Option<Outcome>,
     upstream: Option<Duration>,
+    /// Indexes into the snapshot, for metrics.
+    pool_ix: Option<usize>,
+    node_ix: Option<usize>,
 }
 
 impl ProxyService {
     async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let start = Instant::now();
         let method = req.method().clone();
-        let log_path = req.uri().path().split(';').next().unwrap_or("/").to_string();
+        let log_path = req
+            .uri()
+            .path()
+            .split(';')
+            .next()
+            .unwrap_or("/")
+            .to_string();
         let mut trace = Trace {
             pool: None,
             node: None,
             outcome: None,
             upstream: None,
+            pool_ix: None,
+            node_ix: None,
         };
         let snap = self.balancer.snapshot();
         let resp = match self.forward(&snap, req, &mut trace).await {
@@ -131,6 +142,14 @@ impl ProxyService {
             upstream_us = trace.upstream.map_or(0, |d| d.as_micros() as u64),
             total_us = start.elapsed().as_micros() as u64,
         );
+        self.balancer.metrics.observe_request(
+            &snap,
+            trace.pool_ix,
+            trace.node_ix,
+            trace.outcome,
+            resp.status(),
+            start.elapsed(),
+        );
         resp
     }
 
@@ -146,6 +165,7 @@ impl ProxyService {
             .match_pool(host.as_deref(), parts.uri.path())
             .ok_or((ProxyError::NoPool, None))?;
         trace.pool = Some(pool.cfg.name.clone());
+        trace.pool_ix = snap.pools.iter().position(|p| std::ptr::eq(p, pool));
         let settings = &snap.config.session.settings;
         let sep = settings.separator;
         let binder_kind = pool.cfg.binder;
@@ -153,8 +173,12 @@ impl ProxyService {
 
         // Extract the session id (owned: the request is rewritten below).
         let now = now_ms();
-        let cookie_values: Vec<HeaderValue> =
-            parts.headers.get_all(header::COOKIE).iter().cloned().collect();
+        let cookie_values: Vec<HeaderValue> = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .cloned()
+            .collect();
         let found = {
             let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
             session::find_session(settings, &lines, parts.uri.path(), |route| {
@@ -164,14 +188,18 @@ impl ProxyService {
         };
         let cookie_name = match &found {
             Some((_, IdLocation::Cookie { name, .. })) => settings.cookies[*name].as_str(),
-            _ => settings.cookies.first().map_or("JSESSIONID", String::as_str),
+            _ => settings
+                .cookies
+                .first()
+                .map_or("JSESSIONID", String::as_str),
         };
         let client_id = found.as_ref().map(|(id, _)| id.as_str());
         let backend_id = client_id.map(|id| binder::backend_facing(binder_kind, id, sep));
         let session_key = match (client_id, backend_id) {
-            (Some(cid), Some(bid)) => {
-                session::pin_route(cid, sep).map(|pin| SessionKey { pin, backend_id: bid })
-            }
+            (Some(cid), Some(bid)) => session::pin_route(cid, sep).map(|pin| SessionKey {
+                pin,
+                backend_id: bid,
+            }),
             _ => None,
         };
 
@@ -183,7 +211,13 @@ impl ProxyService {
             parts.extensions = std::mem::take(tmp.extensions_mut());
             on
         });
-        prepare_request(&mut parts, host.as_deref(), self.client, self.tls, &pool.cfg.failover.header);
+        prepare_request(
+            &mut parts,
+            host.as_deref(),
+            self.client,
+            self.tls,
+            &pool.cfg.failover.header,
+        );
         let original_path = parts.uri.clone();
         // A request that may be replayed on another node after a failure past sending.
         let replay = (pool.cfg.failover.retry_idempotent
@@ -203,6 +237,7 @@ impl ProxyService {
             let node = &pool.nodes[choice.node];
             trace.outcome = Some(choice.outcome);
             trace.node = Some(node.route.clone());
+            trace.node_ix = Some(choice.node);
 
             let sender = match node
                 .rt
@@ -230,7 +265,11 @@ impl ProxyService {
             if choice.outcome == Outcome::Failover {
                 node.rt.stats.failovers_in.fetch_add(1, Ordering::Relaxed);
                 if let Some(from) = choice.from {
-                    pool.nodes[from].rt.stats.failovers_out.fetch_add(1, Ordering::Relaxed);
+                    pool.nodes[from]
+                        .rt
+                        .stats
+                        .failovers_out
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
 
@@ -246,7 +285,10 @@ impl ProxyService {
             );
             parts.headers.remove(&pool.cfg.failover.header);
             if choice.outcome == Outcome::Failover {
-                if let (Some(bid), Some(from)) = (backend_id, client_id.and_then(|c| session::pin_route(c, sep))) {
+                if let (Some(bid), Some(from)) = (
+                    backend_id,
+                    client_id.and_then(|c| session::pin_route(c, sep)),
+                ) {
                     if let Ok(v) = HeaderValue::from_str(&format!("{bid}; route={from}")) {
                         parts.headers.insert(pool.cfg.failover.header.clone(), v);
                     }
@@ -261,7 +303,15 @@ impl ProxyService {
             let guard = InflightGuard::new(node.rt.clone());
             node.rt.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sent_at = Instant::now();
-            match send(sender, request, node, pool.cfg.timeouts.response, pool.cfg.timeouts.connect).await {
+            match send(
+                sender,
+                request,
+                node,
+                pool.cfg.timeouts.response,
+                pool.cfg.timeouts.connect,
+            )
+            .await
+            {
                 SendResult::Response(resp, sender) => {
                     trace.upstream = Some(sent_at.elapsed());
                     if pool.cfg.fail_on_status.contains(&resp.status().as_u16()) {
@@ -277,7 +327,24 @@ impl ProxyService {
                         client_changed: ids.client_changed,
                         secure: self.tls,
                     };
-                    return Ok(respond(resp, sender, guard, pool, &plan, settings.path_param.as_deref(), client_upgrade));
+                    let (resp, issued) = respond(
+                        resp,
+                        sender,
+                        guard,
+                        pool,
+                        &plan,
+                        settings.path_param.as_deref(),
+                        client_upgrade,
+                    );
+                    self.balancer.registry.learn(
+                        node.slot,
+                        backend_id,
+                        ids.forward_id.as_deref(),
+                        issued
+                            .iter()
+                            .map(|id| binder::backend_facing(binder_kind, id, sep)),
+                    );
+                    return Ok(resp);
                 }
                 SendResult::NotSent(req, reason) => {
                     // The connection closed before taking the request: nothing was sent.
@@ -293,7 +360,10 @@ impl ProxyService {
                     }
                 }
                 SendResult::Failed(err) => {
-                    node.rt.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                    node.rt
+                        .stats
+                        .upstream_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     let timed_out = matches!(err, ProxyError::Timeout(_));
                     mark_down(pool, node, err.to_string());
                     match &replay {
@@ -344,7 +414,8 @@ impl ProxyService {
                 Ok(RenameOutcome::NotFound) => result = RebindResult::NotFound,
                 Err(e) => {
                     stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                    stats.rebinds[RebindResult::StoreError as usize].fetch_add(1, Ordering::Relaxed);
+                    stats.rebinds[RebindResult::StoreError as usize]
+                        .fetch_add(1, Ordering::Relaxed);
                     let policy = pool.cfg.store.as_ref().map(|s| s.on_error);
                     tracing::warn!(pool = %pool.cfg.name, store = store.kind_name(), to = %node.route, error = %e, "session rename failed");
                     return match policy {
@@ -365,44 +436,47 @@ impl ProxyService {
             client_changed: changed,
         })
     }
-
 }
 
 /// Rewrites the upstream response for the client and wires up the body (or the tunnel).
+/// Also returns the session ids the response issued (client-facing), for the registry.
 fn respond(
-        resp: Response<Incoming>,
-        sender: Sender,
-        guard: InflightGuard,
-        pool: &Pool,
-        plan: &ResponsePlan<'_>,
-        path_param: Option<&str>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    ) -> Response<ResponseBody> {
-        let (mut parts, body) = resp.into_parts();
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let mut tmp = Response::new(());
-                *tmp.extensions_mut() = std::mem::take(&mut parts.extensions);
-                let upstream_upgrade = hyper::upgrade::on(&mut tmp);
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    let _sender = sender;
-                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                        Ok((client, upstream)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut upstream = TokioIo::new(upstream);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    resp: Response<Incoming>,
+    sender: Sender,
+    guard: InflightGuard,
+    pool: &Pool,
+    plan: &ResponsePlan<'_>,
+    path_param: Option<&str>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> (Response<ResponseBody>, Vec<String>) {
+    let (mut parts, body) = resp.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let mut tmp = Response::new(());
+            *tmp.extensions_mut() = std::mem::take(&mut parts.extensions);
+            let upstream_upgrade = hyper::upgrade::on(&mut tmp);
+            tokio::spawn(async move {
+                let _guard = guard;
+                let _sender = sender;
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                     }
-                });
-                return Response::from_parts(parts, ResponseBody::Synthetic(Full::new(Bytes::new())));
-            }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            return (
+                Response::from_parts(parts, ResponseBody::Synthetic(Full::new(Bytes::new()))),
+                Vec::new(),
+            );
         }
-        strip_hop_by_hop(&mut parts.headers, false);
-        rewrite_response_headers(&mut parts.headers, pool, plan, path_param);
-        let body = ResponseBody::upstream(body, sender, guard);
-        Response::from_parts(parts, body)
+    }
+    strip_hop_by_hop(&mut parts.headers, false);
+    let issued = rewrite_response_headers(&mut parts.headers, pool, plan, path_param);
+    let body = ResponseBody::upstream(body, sender, guard);
+    (Response::from_parts(parts, body), issued)
 }
 
 /// Ids of one request after the binder.
@@ -442,7 +516,9 @@ async fn send(
             Ok(Err(mut e)) => match e.take_message() {
                 Some(req) if !fresh => request = req,
                 Some(req) => return SendResult::NotSent(req, e.into_error().to_string()),
-                None => return SendResult::Failed(ProxyError::Upstream(e.into_error().to_string())),
+                None => {
+                    return SendResult::Failed(ProxyError::Upstream(e.into_error().to_string()))
+                }
             },
         }
     }
@@ -450,12 +526,16 @@ async fn send(
 }
 
 fn mark_down(pool: &Pool, node: &Node, reason: String) {
-    let was_up = node
-        .rt
-        .health
-        .mark_down(now_ms(), pool.cfg.failover.recover_after, reason.clone());
+    let was_up =
+        node.rt
+            .health
+            .mark_down(now_ms(), pool.cfg.failover.recover_after, reason.clone());
     node.rt.conns.clear();
     if was_up {
+        node.rt
+            .metrics
+            .health_down_passive
+            .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(pool = %pool.cfg.name, node = %node.route, reason = %reason, recover_after = ?pool.cfg.failover.recover_after, "node marked down");
     }
 }
@@ -483,7 +563,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -563,7 +646,11 @@ fn prepare_request(
         }
     }
     let ip = client.ip().to_string();
-    let xff = match parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let xff = match parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip.clone(),
     };
@@ -588,7 +675,11 @@ fn prepare_request(
             forwarded.push_str(&format!(";host=\"{h}\""));
         }
     }
-    let forwarded = match parts.headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+    let forwarded = match parts
+        .headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(prev) => format!("{prev}, {forwarded}"),
         None => forwarded,
     };
@@ -629,7 +720,9 @@ fn apply_session(
                 Some(new_lines) => {
                     for (i, line) in lines.iter().enumerate() {
                         if line.is_none() {
-                            parts.headers.append(header::COOKIE, cookie_values[i].clone());
+                            parts
+                                .headers
+                                .append(header::COOKIE, cookie_values[i].clone());
                         }
                     }
                     for l in new_lines {
@@ -658,13 +751,14 @@ fn apply_session(
     }
 }
 
-/// `Set-Cookie` and `Location` rewriting by the binder.
+/// `Set-Cookie` and `Location` rewriting by the binder; returns the session ids issued.
 fn rewrite_response_headers(
     headers: &mut HeaderMap,
     pool: &Pool,
     plan: &ResponsePlan<'_>,
     path_param: Option<&str>,
-) {
+) -> Vec<String> {
+    let mut issued = Vec::new();
     let has_set_cookie = headers.contains_key(header::SET_COOKIE);
     if has_set_cookie || plan.client_changed {
         let mut values: Vec<String> = headers
@@ -673,9 +767,13 @@ fn rewrite_response_headers(
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
         let before = values.clone();
-        binder::rewrite_set_cookies(&mut values, plan, &pool.cfg.cookie);
+        issued = binder::rewrite_set_cookies(&mut values, plan, &pool.cfg.cookie).issued;
         if values != before {
-            let raw: Vec<HeaderValue> = headers.get_all(header::SET_COOKIE).iter().cloned().collect();
+            let raw: Vec<HeaderValue> = headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect();
             headers.remove(header::SET_COOKIE);
             // Values that were not UTF-8 were not parsed: keep them as they were.
             for v in raw.iter().filter(|v| v.to_str().is_err()) {
@@ -699,10 +797,15 @@ fn rewrite_response_headers(
             }
         }
     }
+    issued
 }
 
 /// A short text response made by the balancer itself.
-pub fn synthetic(status: StatusCode, reason: &str, retry_after: Option<Duration>) -> Response<ResponseBody> {
+pub fn synthetic(
+    status: StatusCode,
+    reason: &str,
+    retry_after: Option<Duration>,
+) -> Response<ResponseBody> {
     let body = format!(
         "{} {}: {reason}\n",
         status.as_u16(),
@@ -711,7 +814,10 @@ pub fn synthetic(status: StatusCode, reason: &str, retry_after: Option<Duration>
     let mut resp = Response::new(ResponseBody::Synthetic(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == StatusCode::SERVICE_UNAVAILABLE {
         let secs = retry_after.map_or(1, |d| d.as_secs().max(1));

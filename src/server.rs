@@ -13,13 +13,13 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::balancer::Balancer;
 use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::control::{Control, ReloadError, ReloadReport};
 use crate::proxy::ProxyService;
 use crate::tls::{self, TlsError};
 
@@ -135,22 +135,27 @@ pub async fn serve_listener(
                 let _permit = permit;
                 let result = match tls {
                     None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await
                     }
                     Some(acceptor) => {
-                        let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!("TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        let stream =
+                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::debug!("TLS handshake timed out");
+                                    return;
+                                }
+                            };
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await
                     }
                 };
@@ -163,19 +168,25 @@ pub async fn serve_listener(
     }
     drop(bound.listener);
     tracing::info!(%local, "stopped accepting; draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(%local, ?grace, "connections still open after the grace period");
     }
 }
 
 /// A balancer started in this process: bound addresses and a stop handle. Used by `serve`,
-/// `demo` and the integration tests.
+/// `demo` and the integration tests. The work is done by [`Control`]: admin listener, health
+/// checkers, registry sweeper, hot reload.
 pub struct Running {
     pub balancer: Arc<Balancer>,
-    /// Addresses of the proxy listeners, in config order.
+    /// Addresses of the proxy listeners at start, in config order (see
+    /// [`Running::current_listen_addrs`] after a reload).
     pub listen_addrs: Vec<SocketAddr>,
-    shutdown: CancellationToken,
-    tasks: JoinSet<()>,
+    /// Address of the admin listener at start, when the config has an `admin` section.
+    pub admin_addr: Option<SocketAddr>,
+    control: Arc<Control>,
 }
 
 impl Running {
@@ -185,19 +196,12 @@ impl Running {
     }
 
     pub async fn start_with_grace(config: Config, grace: Duration) -> Result<Running, ServerError> {
-        let bound = bind_all(&config).await?;
-        let balancer = Balancer::new(config)?;
-        let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        let listen_addrs = bound.iter().map(BoundListener::local_addr).collect();
-        for b in bound {
-            tasks.spawn(serve_listener(b, balancer.clone(), shutdown.child_token(), grace));
-        }
+        let control = Control::start(config, grace).await?;
         Ok(Running {
-            balancer,
-            listen_addrs,
-            shutdown,
-            tasks,
+            balancer: control.balancer.clone(),
+            listen_addrs: control.listen_addrs(),
+            admin_addr: control.admin_addr(),
+            control,
         })
     }
 
@@ -206,19 +210,41 @@ impl Running {
         self.listen_addrs[0]
     }
 
+    /// The proxy listeners now (a reload may add and remove listeners).
+    pub fn current_listen_addrs(&self) -> Vec<SocketAddr> {
+        self.control.listen_addrs()
+    }
+
+    /// The control plane: reload, admin address.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    /// Re-reads the config file and applies it (what `SIGHUP` does).
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.control.reload_from_file().await
+    }
+
     /// A token that stops everything when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.control.shutdown_token()
     }
 
     /// Serves until the shutdown token is cancelled and every task has drained.
-    pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+    pub async fn wait(self) {
+        self.control.wait().await;
     }
 
     /// Stops accepting, lets in-flight requests finish (within the grace period), returns.
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        self.wait().await;
+        self.control.shutdown_token().cancel();
+        self.control.wait().await;
+    }
+}
+
+impl Drop for Running {
+    /// A balancer dropped without `stop` (a failed test) stops serving in the background.
+    fn drop(&mut self) {
+        self.control.shutdown_token().cancel();
     }
 }

@@ -267,8 +267,16 @@ mod tests {
             (&["a=1", "JSESSIONID=ABC.jvm3"], "/", Some("ABC.jvm3")),
             (&["JSESSIONID=\"ABC.jvm2\""], "/", Some("ABC.jvm2")),
             (&["jsessionid=ABC.jvm2"], "/", None), // cookie names are case-sensitive
-            (&["JSESSIONID=X.dead; JSESSIONID=Y.jvm1"], "/", Some("Y.jvm1")),
-            (&["JSESSIONID=X.dead; JSESSIONID=Y.dead"], "/", Some("X.dead")),
+            (
+                &["JSESSIONID=X.dead; JSESSIONID=Y.jvm1"],
+                "/",
+                Some("Y.jvm1"),
+            ),
+            (
+                &["JSESSIONID=X.dead; JSESSIONID=Y.dead"],
+                "/",
+                Some("X.dead"),
+            ),
             (&["JSESSIONID=ABC"], "/", Some("ABC")),
             (&["JSESSIONID="], "/", None),
             (&["garbage;;;==;"], "/", None),
@@ -281,7 +289,11 @@ mod tests {
             (&[], "/app/x;jsessionid=ABC.jvm3#frag", Some("ABC.jvm3")),
             (&[], "/app/x;jsessionid=", None),
             (&[], "/app/x;jsessionidx=ABC.jvm3", None),
-            (&["JSESSIONID=C.jvm1"], "/x;jsessionid=P.jvm2", Some("C.jvm1")),
+            (
+                &["JSESSIONID=C.jvm1"],
+                "/x;jsessionid=P.jvm2",
+                Some("C.jvm1"),
+            ),
         ];
         for (lines, path, want) in cases {
             let lines: Vec<Option<&str>> = lines.iter().map(|l| Some(*l)).collect();
@@ -316,7 +328,10 @@ mod tests {
         let lines = [None, Some("JSESSIONID=A.jvm1")];
         let found = find_session(&settings(), &lines, "/", |_| true).unwrap();
         assert_eq!(found.id, "A.jvm1");
-        assert!(matches!(found.location, IdLocation::Cookie { header: 1, .. }));
+        assert!(matches!(
+            found.location,
+            IdLocation::Cookie { header: 1, .. }
+        ));
     }
 
     fn rewrite(lines: &[&str], new_id: &str) -> Option<Vec<String>> {
@@ -327,9 +342,14 @@ mod tests {
 
     #[test]
     fn rewrite_cookie_table() {
-        let cases: &[(&[&str], &str, Option<&[&str]>)] = &[
+        type Case<'a> = (&'a [&'a str], &'a str, Option<&'a [&'a str]>);
+        let cases: &[Case] = &[
             (&["JSESSIONID=X.jvm1"], "X.jvm1", None),
-            (&["JSESSIONID=X.jvm1.jvm2"], "X.jvm1", Some(&["JSESSIONID=X.jvm1"])),
+            (
+                &["JSESSIONID=X.jvm1.jvm2"],
+                "X.jvm1",
+                Some(&["JSESSIONID=X.jvm1"]),
+            ),
             (
                 &["a=1;JSESSIONID=X.jvm1.jvm2; b=\"q v\""],
                 "X.jvm1",
@@ -345,7 +365,11 @@ mod tests {
                 "Y.jvm1",
                 Some(&["JSESSIONID=Y.jvm1", "other=1"]),
             ),
-            (&["JSESSIONID=\"X.jvm1\""], "X.jvm2", Some(&["JSESSIONID=X.jvm2"])),
+            (
+                &["JSESSIONID=\"X.jvm1\""],
+                "X.jvm2",
+                Some(&["JSESSIONID=X.jvm2"]),
+            ),
         ];
         for (lines, new_id, want) in cases {
             let got = rewrite(lines, new_id);
@@ -358,7 +382,10 @@ mod tests {
     fn replace_range_in_path() {
         let path = "/app/x;jsessionid=X.jvm1.jvm2?q=1";
         let (s, e) = find_path_param(path, "jsessionid").unwrap();
-        assert_eq!(replace_range(path, s, e, "X.jvm1"), "/app/x;jsessionid=X.jvm1?q=1");
+        assert_eq!(
+            replace_range(path, s, e, "X.jvm1"),
+            "/app/x;jsessionid=X.jvm1?q=1"
+        );
     }
 
     #[test]

@@ -139,7 +139,12 @@ impl UpstreamPool {
 /// Opens a new HTTP/1.1 connection (upgrades allowed) and spawns its driver task.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(ConnectError::Timeout { addr, after: timeout }),
+        Err(_) => {
+            return Err(ConnectError::Timeout {
+                addr,
+                after: timeout,
+            })
+        }
         Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
         Ok(Ok(s)) => s,
     };

@@ -17,7 +17,9 @@ use stickyroute::server::Running;
 use stickyroute::store::SessionStore;
 
 fn count_of(r: &Resp) -> i64 {
-    r.json()["count"].as_i64().unwrap_or_else(|| panic!("no count: {}", r.text()))
+    r.json()["count"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no count: {}", r.text()))
 }
 
 /// Three demo nodes on one store.
@@ -60,7 +62,10 @@ async fn translate_moves_the_session_and_never_bounces_back() {
     let mut c = Conn::open(lb.addr()).await;
     let r = c.get("/count", Some(&id)).await;
     assert_eq!((r.node(), count_of(&r)), ("jvm1", 2));
-    assert!(r.session_cookies().is_empty(), "a sticky hit needs no cookie");
+    assert!(
+        r.session_cookies().is_empty(),
+        "a sticky hit needs no cookie"
+    );
 
     // jvm1 dies: the very next request continues the count on another node and rebinds.
     let jvm1_addr = nodes[0].addr;
@@ -75,7 +80,10 @@ async fn translate_moves_the_session_and_never_bounces_back() {
     let client_id = format!("{id}.{new_node}");
     assert_eq!(cookies, vec![client_id.clone()], "{:?}", r.headers);
     let set_cookie = r.header("set-cookie").unwrap();
-    assert!(set_cookie.contains("Path=/") && set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(
+        set_cookie.contains("Path=/") && set_cookie.contains("HttpOnly"),
+        "{set_cookie}"
+    );
 
     // 20 further requests stay on the new node; the backend sees X.jvm1 every time.
     for i in 0..20 {
@@ -84,7 +92,10 @@ async fn translate_moves_the_session_and_never_bounces_back() {
         assert_eq!(r.seen(), id);
         assert_eq!(count_of(&r), 4 + i);
         for cookie in r.session_cookies() {
-            assert_eq!(cookie, client_id, "backend re-issue must be rewritten to the client id");
+            assert_eq!(
+                cookie, client_id,
+                "backend re-issue must be rewritten to the client id"
+            );
         }
     }
 
@@ -97,12 +108,21 @@ async fn translate_moves_the_session_and_never_bounces_back() {
 
     // A new id issued by the answering node (login) passes through untouched.
     let cookie = format!("JSESSIONID={client_id}");
-    let r = c.request(Method::POST, "/login", &[("cookie", &cookie)], Bytes::new()).await;
+    let r = c
+        .request(Method::POST, "/login", &[("cookie", &cookie)], Bytes::new())
+        .await;
     assert_eq!(r.node(), new_node);
     let issued = r.session_cookies();
     assert_eq!(issued.len(), 1, "{:?}", r.headers);
-    assert!(issued[0].ends_with(&format!(".{new_node}")) && !issued[0].starts_with(&id), "{issued:?}");
-    assert_eq!(issued[0].matches('.').count(), 1, "login id was translated: {issued:?}");
+    assert!(
+        issued[0].ends_with(&format!(".{new_node}")) && !issued[0].starts_with(&id),
+        "{issued:?}"
+    );
+    assert_eq!(
+        issued[0].matches('.').count(),
+        1,
+        "login id was translated: {issued:?}"
+    );
 
     // The failover header names the original id and route; path parameters are translated too.
     let lb2_nodes = vec![
@@ -111,8 +131,13 @@ async fn translate_moves_the_session_and_never_bounces_back() {
     ];
     let lb2 = balancer(&yaml("", &lb2_nodes)).await;
     let who = get(lb2.addr(), "/whoami", Some("P.jvm1")).await.json();
-    assert_eq!(who["headers"]["x-session-failover-from"], "P.jvm1; route=jvm1", "{who}");
-    let who = get(lb2.addr(), "/whoami;jsessionid=P.jvm1.jvm2?q=1", None).await.json();
+    assert_eq!(
+        who["headers"]["x-session-failover-from"], "P.jvm1; route=jvm1",
+        "{who}"
+    );
+    let who = get(lb2.addr(), "/whoami;jsessionid=P.jvm1.jvm2?q=1", None)
+        .await
+        .json();
     assert_eq!(who["path"], "/whoami;jsessionid=P.jvm1", "{who}");
     assert_eq!(who["session_seen"], "P.jvm1", "{who}");
     lb2.stop().await;
@@ -126,7 +151,11 @@ async fn rename_flow(url: &str, store_yaml: &str) {
     let store = parse_store_arg(url, Duration::from_secs(5)).unwrap();
     store.ensure_schema().await.unwrap();
     let mut nodes = three_nodes(&store, false).await;
-    let lb = balancer(&yaml(&format!("binder: rename\nstore: {store_yaml}"), &lines(&nodes))).await;
+    let lb = balancer(&yaml(
+        &format!("binder: rename\nstore: {store_yaml}"),
+        &lines(&nodes),
+    ))
+    .await;
     let id = session_on(nodes[0].addr).await;
     let base = id.strip_suffix(".jvm1").unwrap().to_string();
     let r = get(lb.addr(), "/count", Some(&id)).await;
@@ -140,45 +169,72 @@ async fn rename_flow(url: &str, store_yaml: &str) {
     assert_eq!(count_of(&r), 3, "count lost in rename");
     assert_eq!(r.seen(), new_id, "rename must forward the new id");
     assert_eq!(r.session_cookies(), vec![new_id.clone()]);
-    assert!(store.load(&new_id).await.unwrap().is_some(), "store lacks {new_id}");
-    assert!(store.load(&id).await.unwrap().is_none(), "store still holds {id}");
+    assert!(
+        store.load(&new_id).await.unwrap().is_some(),
+        "store lacks {new_id}"
+    );
+    assert!(
+        store.load(&id).await.unwrap().is_none(),
+        "store still holds {id}"
+    );
 
     let r = get(lb.addr(), "/count", Some(&new_id)).await;
     assert_eq!((r.node(), count_of(&r)), (new_node.as_str(), 4));
     assert!(r.session_cookies().is_empty());
     let stats = &lb.balancer.snapshot().pools[0].rt.stats;
-    assert_eq!(stats.rebinds[0].load(Ordering::Relaxed), 1, "one successful rebind counted");
+    assert_eq!(
+        stats.rebinds[0].load(Ordering::Relaxed),
+        1,
+        "one successful rebind counted"
+    );
     store.remove(&new_id).await.unwrap();
     lb.stop().await;
 }
 
 #[tokio::test]
 async fn rename_against_redis() {
-    let Some(url) = service_url("TEST_REDIS_URL", "rename_against_redis") else { return };
-    rename_flow(&url, &format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}")).await;
+    let Some(url) = service_url("TEST_REDIS_URL", "rename_against_redis") else {
+        return;
+    };
+    rename_flow(
+        &url,
+        &format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}"),
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn rename_against_postgres() {
-    let Some(url) = service_url("TEST_POSTGRES_URL", "rename_against_postgres") else { return };
+    let Some(url) = service_url("TEST_POSTGRES_URL", "rename_against_postgres") else {
+        return;
+    };
     rename_flow(&url, &format!("{{ kind: postgres, url: \"{url}\" }}")).await;
 }
 
 #[tokio::test]
 async fn rename_against_mariadb() {
-    let Some(url) = service_url("TEST_MYSQL_URL", "rename_against_mariadb") else { return };
+    let Some(url) = service_url("TEST_MYSQL_URL", "rename_against_mariadb") else {
+        return;
+    };
     rename_flow(&url, &format!("{{ kind: mysql, url: \"{url}\" }}")).await;
 }
 
 #[tokio::test]
 async fn concurrent_failover_of_one_session_does_not_fork_it() {
-    let Some(url) = service_url("TEST_REDIS_URL", "concurrent_failover_of_one_session_does_not_fork_it") else {
+    let Some(url) = service_url(
+        "TEST_REDIS_URL",
+        "concurrent_failover_of_one_session_does_not_fork_it",
+    ) else {
         return;
     };
     let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
     let mut nodes = three_nodes(&store, false).await;
     let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
-    let lb = balancer(&yaml(&format!("binder: rename\nstore: {store_yaml}"), &lines(&nodes))).await;
+    let lb = balancer(&yaml(
+        &format!("binder: rename\nstore: {store_yaml}"),
+        &lines(&nodes),
+    ))
+    .await;
     let id = session_on(nodes[0].addr).await;
     let base = id.strip_suffix(".jvm1").unwrap().to_string();
     nodes.remove(0).stop().await;
@@ -188,7 +244,11 @@ async fn concurrent_failover_of_one_session_does_not_fork_it() {
         let (addr, id) = (lb.addr(), id.clone());
         tasks.push(tokio::spawn(async move {
             let r = get(addr, "/count", Some(&id)).await;
-            (r.status.as_u16(), r.node().to_string(), r.seen().to_string())
+            (
+                r.status.as_u16(),
+                r.node().to_string(),
+                r.seen().to_string(),
+            )
         }));
     }
     let mut results = Vec::new();
@@ -197,9 +257,15 @@ async fn concurrent_failover_of_one_session_does_not_fork_it() {
     }
     assert!(results.iter().all(|(s, _, _)| *s == 200), "{results:?}");
     let node = &results[0].1;
-    assert!(results.iter().all(|(_, n, _)| n == node), "answered by several nodes: {results:?}");
+    assert!(
+        results.iter().all(|(_, n, _)| n == node),
+        "answered by several nodes: {results:?}"
+    );
     let new_id = format!("{base}.{node}");
-    assert!(results.iter().all(|(_, _, seen)| *seen == new_id), "{results:?}");
+    assert!(
+        results.iter().all(|(_, _, seen)| *seen == new_id),
+        "{results:?}"
+    );
     let mut live = Vec::new();
     for candidate in ["jvm1", "jvm2", "jvm3"] {
         let cid = format!("{base}.{candidate}");
@@ -218,7 +284,9 @@ async fn unreachable_store_follows_on_store_error() {
     let nodes = three_nodes(&shared, false).await;
     let dead = dead_addr().await;
     let store_yaml = |policy: &str| {
-        format!("{{ kind: redis, url: \"redis://{dead}/\", timeout: 300ms, on_store_error: {policy} }}")
+        format!(
+            "{{ kind: redis, url: \"redis://{dead}/\", timeout: 300ms, on_store_error: {policy} }}"
+        )
     };
     let node_lines = vec![
         node_line("jvm1", dead_addr().await, "domain: a"),
@@ -226,21 +294,36 @@ async fn unreachable_store_follows_on_store_error() {
     ];
     let id = session_on(nodes[1].addr).await.replace(".jvm2", ".jvm1");
     // (the memory map holds the session under ...jvm2; store it under ...jvm1 as well)
-    let rec = shared.load(&id.replace(".jvm1", ".jvm2")).await.unwrap().unwrap();
+    let rec = shared
+        .load(&id.replace(".jvm1", ".jvm2"))
+        .await
+        .unwrap()
+        .unwrap();
     shared.save(&id, &rec).await.unwrap();
 
-    let lb = balancer(&yaml(&format!("binder: rename\nstore: {}", store_yaml("forward_old_id")), &node_lines)).await;
+    let lb = balancer(&yaml(
+        &format!("binder: rename\nstore: {}", store_yaml("forward_old_id")),
+        &node_lines,
+    ))
+    .await;
     let r = get(lb.addr(), "/count", Some(&id)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.node(), "jvm2");
     assert_eq!(r.seen(), id, "forward_old_id must forward the old id");
-    assert!(r.session_cookies().is_empty(), "no rebind without the store");
+    assert!(
+        r.session_cookies().is_empty(),
+        "no rebind without the store"
+    );
     assert_eq!(count_of(&r), 2);
     let stats = &lb.balancer.snapshot().pools[0].rt.stats;
     assert_eq!(stats.store_errors.load(Ordering::Relaxed), 1);
     lb.stop().await;
 
-    let lb = balancer(&yaml(&format!("binder: rename\nstore: {}", store_yaml("fail")), &node_lines)).await;
+    let lb = balancer(&yaml(
+        &format!("binder: rename\nstore: {}", store_yaml("fail")),
+        &node_lines,
+    ))
+    .await;
     let r = get(lb.addr(), "/count", Some(&id)).await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("store"), "{}", r.text());
@@ -268,18 +351,29 @@ async fn two_balancers_produce_the_same_client_id() {
         let r = get(lb.addr(), "/count", Some(&client_id)).await;
         assert_eq!(r.node(), ra.node());
     }
-    assert_eq!(count_of(&get(a.addr(), "/count", Some(&client_id)).await), 10); // 1 direct + 2 + 2 + 4 + 1
+    assert_eq!(
+        count_of(&get(a.addr(), "/count", Some(&client_id)).await),
+        10
+    ); // 1 direct + 2 + 2 + 4 + 1
     a.stop().await;
     b.stop().await;
 }
 
 #[tokio::test]
 async fn two_balancers_agree_on_rename_through_redis() {
-    let Some(url) = service_url("TEST_REDIS_URL", "two_balancers_agree_on_rename_through_redis") else { return };
+    let Some(url) = service_url(
+        "TEST_REDIS_URL",
+        "two_balancers_agree_on_rename_through_redis",
+    ) else {
+        return;
+    };
     let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
     let mut nodes = three_nodes(&store, false).await;
     let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
-    let config = yaml(&format!("binder: rename\nstore: {store_yaml}"), &lines(&nodes));
+    let config = yaml(
+        &format!("binder: rename\nstore: {store_yaml}"),
+        &lines(&nodes),
+    );
     let (a, b) = (balancer(&config).await, balancer(&config).await);
     let id = session_on(nodes[0].addr).await;
     nodes.remove(0).stop().await;
@@ -287,10 +381,18 @@ async fn two_balancers_agree_on_rename_through_redis() {
     let rb = get(b.addr(), "/count", Some(&id)).await;
     assert_eq!(ra.status, 200);
     assert_eq!(rb.status, 200);
-    assert_eq!(ra.session_cookies(), rb.session_cookies(), "balancers disagree");
+    assert_eq!(
+        ra.session_cookies(),
+        rb.session_cookies(),
+        "balancers disagree"
+    );
     assert_eq!((count_of(&ra), count_of(&rb)), (2, 3));
     let b_stats = &b.balancer.snapshot().pools[0].rt.stats;
-    assert_eq!(b_stats.rebinds[1].load(Ordering::Relaxed), 1, "second balancer saw AlreadyRenamed");
+    assert_eq!(
+        b_stats.rebinds[1].load(Ordering::Relaxed),
+        1,
+        "second balancer saw AlreadyRenamed"
+    );
     store.remove(&ra.session_cookies()[0]).await.unwrap();
     a.stop().await;
     b.stop().await;
@@ -309,12 +411,25 @@ async fn backend_binder_leaves_the_rename_to_the_valve() {
     assert_eq!(r.seen(), id, "backend binder forwards the id unchanged");
     let new_node = r.node().to_string();
     let new_id = format!("{base}.{new_node}");
-    let set_cookies: Vec<&str> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
-    assert_eq!(set_cookies.len(), 1, "the balancer added a cookie of its own: {set_cookies:?}");
+    let set_cookies: Vec<&str> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        set_cookies.len(),
+        1,
+        "the balancer added a cookie of its own: {set_cookies:?}"
+    );
     assert_eq!(r.session_cookies(), vec![new_id.clone()]);
     assert_eq!(count_of(&r), 2);
     let r = get(lb.addr(), "/count", Some(&new_id)).await;
-    assert_eq!(r.node(), new_node, "not a sticky hit after the valve's rename");
+    assert_eq!(
+        r.node(),
+        new_node,
+        "not a sticky hit after the valve's rename"
+    );
     assert!(r.session_cookies().is_empty());
     assert_eq!(count_of(&r), 3);
     lb.stop().await;

@@ -21,7 +21,10 @@ fn accepts_the_example_config() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("balancer.yaml");
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("ok") && stdout.contains("app") && stdout.contains("jvm1"), "{stdout}");
+    assert!(
+        stdout.contains("ok") && stdout.contains("app") && stdout.contains("jvm1"),
+        "{stdout}"
+    );
 }
 
 const HEAD: &str = "listeners:\n  - bind: \"127.0.0.1:8080\"\npools:\n  - name: app\n    nodes:\n      - route: jvm1\n        address: \"127.0.0.1:18081\"\n";
@@ -31,13 +34,48 @@ fn rejects_invalid_configs_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     // (file body, line, key, message fragment)
     let cases: Vec<(String, usize, &str, &str)> = vec![
-        (format!("{HEAD}      - route: jvm1\n        address: \"127.0.0.1:2\"\n"), 8, "pools[0].nodes[1].route", "duplicate route"),
-        (format!("{HEAD}      - route: a.b\n        address: \"127.0.0.1:2\"\n"), 8, "pools[0].nodes[1].route", "separator"),
-        (format!("{HEAD}        redirect: nowhere\n"), 8, "pools[0].nodes[0].redirect", "names no node"),
-        (format!("{HEAD}        weight: 0\n"), 8, "pools[0].nodes[0].weight", "at least 1"),
-        (HEAD.replace("127.0.0.1:18081", "127.0.0.1:notaport"), 7, "pools[0].nodes[0].address", "invalid address"),
-        ("listeners:\n  - bind: \"127.0.0.1:8080\"\npools: []\n".to_string(), 3, "pools", "at least one pool"),
-        (format!("{HEAD}        colour: red\n"), 8, "pools[0].nodes[0].colour", "unknown field"),
+        (
+            format!("{HEAD}      - route: jvm1\n        address: \"127.0.0.1:2\"\n"),
+            8,
+            "pools[0].nodes[1].route",
+            "duplicate route",
+        ),
+        (
+            format!("{HEAD}      - route: a.b\n        address: \"127.0.0.1:2\"\n"),
+            8,
+            "pools[0].nodes[1].route",
+            "separator",
+        ),
+        (
+            format!("{HEAD}        redirect: nowhere\n"),
+            8,
+            "pools[0].nodes[0].redirect",
+            "names no node",
+        ),
+        (
+            format!("{HEAD}        weight: 0\n"),
+            8,
+            "pools[0].nodes[0].weight",
+            "at least 1",
+        ),
+        (
+            HEAD.replace("127.0.0.1:18081", "127.0.0.1:notaport"),
+            7,
+            "pools[0].nodes[0].address",
+            "invalid address",
+        ),
+        (
+            "listeners:\n  - bind: \"127.0.0.1:8080\"\npools: []\n".to_string(),
+            3,
+            "pools",
+            "at least one pool",
+        ),
+        (
+            format!("{HEAD}        colour: red\n"),
+            8,
+            "pools[0].nodes[0].colour",
+            "unknown field",
+        ),
     ];
     for (i, (body, line, key, fragment)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.yaml"));
@@ -45,10 +83,19 @@ fn rejects_invalid_configs_naming_file_line_and_key() {
         let (code, _, stderr) = check(&path);
         assert_eq!(code, 1, "case {i} accepted:\n{body}");
         let want = format!("{}:{line}: key `{key}`", path.display());
-        assert!(stderr.contains(&want), "case {i}: wanted {want:?} in {stderr:?}");
-        assert!(stderr.contains(fragment), "case {i}: wanted {fragment:?} in {stderr:?}");
+        assert!(
+            stderr.contains(&want),
+            "case {i}: wanted {want:?} in {stderr:?}"
+        );
+        assert!(
+            stderr.contains(fragment),
+            "case {i}: wanted {fragment:?} in {stderr:?}"
+        );
     }
     let (code, _, stderr) = check(&dir.path().join("missing.yaml"));
     assert_eq!(code, 1);
-    assert!(stderr.contains("missing.yaml") && stderr.contains("cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("missing.yaml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
 }

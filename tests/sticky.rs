@@ -20,10 +20,18 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn cookie_and_path_parameter_pin_to_the_named_node() {
     let store = SessionStore::memory();
-    let (n1, n2, n3) = (node("jvm1", &store).await, node("jvm2", &store).await, node("jvm3", &store).await);
+    let (n1, n2, n3) = (
+        node("jvm1", &store).await,
+        node("jvm2", &store).await,
+        node("jvm3", &store).await,
+    );
     let lb = balancer(&yaml(
         "binder: backend",
-        &[node_line("jvm1", n1.addr, ""), node_line("jvm2", n2.addr, ""), node_line("jvm3", n3.addr, "")],
+        &[
+            node_line("jvm1", n1.addr, ""),
+            node_line("jvm2", n2.addr, ""),
+            node_line("jvm3", n3.addr, ""),
+        ],
     ))
     .await;
     let mut c = Conn::open(lb.addr()).await;
@@ -68,10 +76,16 @@ async fn new_sessions_spread_by_weight_and_skip_non_active_nodes() {
     // Expected 75 / 75 / 150. Binomial sd is about 7.5 for 75 and 8.7 for 150: allow ±40%.
     for (route, want) in [("jvm1", 75.0), ("jvm2", 75.0), ("jvm3", 150.0)] {
         let got = *counts.get(route).unwrap_or(&0) as f64;
-        assert!((got - want).abs() <= want * 0.4, "{route}: {got} of 300, counts {counts:?}");
+        assert!(
+            (got - want).abs() <= want * 0.4,
+            "{route}: {got} of 300, counts {counts:?}"
+        );
     }
     for route in ["drain", "off", "spare"] {
-        assert!(!counts.contains_key(route), "{route} got new sessions: {counts:?}");
+        assert!(
+            !counts.contains_key(route),
+            "{route} got new sessions: {counts:?}"
+        );
     }
     // ... while a session pinned to the draining node stays there.
     assert_eq!(c.get("/whoami", Some("S.drain")).await.node(), "drain");
@@ -106,18 +120,29 @@ async fn failover_stays_in_domain_and_two_balancers_agree() {
             seen_nodes.push(r.node().to_string());
             assert_eq!(r.seen(), id, "backend binder forwards the id unchanged");
         }
-        assert!(seen_nodes.iter().all(|n| n == &seen_nodes[0]), "{id}: {seen_nodes:?}");
-        assert!(["jvm1", "jvm3"].contains(&seen_nodes[0].as_str()), "left the domain: {seen_nodes:?}");
+        assert!(
+            seen_nodes.iter().all(|n| n == &seen_nodes[0]),
+            "{id}: {seen_nodes:?}"
+        );
+        assert!(
+            ["jvm1", "jvm3"].contains(&seen_nodes[0].as_str()),
+            "left the domain: {seen_nodes:?}"
+        );
         chosen.insert(id, seen_nodes[0].clone());
     }
     let on_jvm1 = chosen.values().filter(|n| *n == "jvm1").count();
-    assert!(on_jvm1 > 0 && on_jvm1 < 20, "rendezvous spreads failed-over sessions: {chosen:?}");
+    assert!(
+        on_jvm1 > 0 && on_jvm1 < 20,
+        "rendezvous spreads failed-over sessions: {chosen:?}"
+    );
     // Concurrent requests of one session choose one node.
     let id = "CONCURRENT.jvm2".to_string();
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (addr, id) = (lb_a.addr(), id.clone());
-        tasks.push(tokio::spawn(async move { get(addr, "/whoami", Some(&id)).await.node().to_string() }));
+        tasks.push(tokio::spawn(async move {
+            get(addr, "/whoami", Some(&id)).await.node().to_string()
+        }));
     }
     let mut nodes = Vec::new();
     for t in tasks {
@@ -147,7 +172,10 @@ async fn domain_down_answers_503_unless_cross_domain() {
     let store = SessionStore::memory();
     let n1 = node("jvm1", &store).await;
     let n4 = node("jvm4", &store).await;
-    let lines = vec![node_line("jvm1", n1.addr, "domain: a"), node_line("jvm4", n4.addr, "domain: b")];
+    let lines = vec![
+        node_line("jvm1", n1.addr, "domain: a"),
+        node_line("jvm4", n4.addr, "domain: b"),
+    ];
     n4.stop().await;
     let lb = balancer(&yaml("", &lines)).await;
     let r = get(lb.addr(), "/whoami", Some("X.jvm4")).await;
@@ -183,7 +211,12 @@ async fn refused_connection_is_retried_on_another_node_first_try() {
     // A POST with a body is retried too: nothing was sent to the dead node.
     let mut c = Conn::open(lb.addr()).await;
     let r = c
-        .request(Method::POST, "/echo", &[("cookie", "JSESSIONID=Y.jvm9")], Bytes::from_static(b"payload"))
+        .request(
+            Method::POST,
+            "/echo",
+            &[("cookie", "JSESSIONID=Y.jvm9")],
+            Bytes::from_static(b"payload"),
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(&r.body[..], b"payload");
@@ -195,13 +228,27 @@ async fn large_body_websocket_and_h2c() {
     let store = SessionStore::memory();
     let n1 = node("jvm1", &store).await;
     let n2 = node("jvm2", &store).await;
-    let lb = balancer(&yaml("", &[node_line("jvm1", n1.addr, ""), node_line("jvm2", n2.addr, "")])).await;
+    let lb = balancer(&yaml(
+        "",
+        &[
+            node_line("jvm1", n1.addr, ""),
+            node_line("jvm2", n2.addr, ""),
+        ],
+    ))
+    .await;
 
     // 10 MiB streams through unchanged.
-    let body: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let body: Vec<u8> = (0..10 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     let mut c = Conn::open(lb.addr()).await;
     let r = c
-        .request(Method::POST, "/echo", &[("content-type", "application/octet-stream")], Bytes::from(body.clone()))
+        .request(
+            Method::POST,
+            "/echo",
+            &[("content-type", "application/octet-stream")],
+            Bytes::from(body.clone()),
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), body.len());
@@ -209,27 +256,36 @@ async fn large_body_websocket_and_h2c() {
 
     // WebSocket echo, pinned to jvm2.
     let stream = TcpStream::connect(lb.addr()).await.unwrap();
-    let mut req = format!("ws://{}/ws", lb.addr()).into_client_request().unwrap();
-    req.headers_mut().insert("cookie", "JSESSIONID=WS.jvm2".parse().unwrap());
-    let (mut ws, resp) = tokio::time::timeout(DEADLINE, tokio_tungstenite::client_async(req, stream))
-        .await
-        .unwrap()
+    let mut req = format!("ws://{}/ws", lb.addr())
+        .into_client_request()
         .unwrap();
+    req.headers_mut()
+        .insert("cookie", "JSESSIONID=WS.jvm2".parse().unwrap());
+    let (mut ws, resp) =
+        tokio::time::timeout(DEADLINE, tokio_tungstenite::client_async(req, stream))
+            .await
+            .unwrap()
+            .unwrap();
     assert_eq!(resp.status(), 101);
     let first = ws.next().await.unwrap().unwrap();
     assert_eq!(first, Message::text("node:jvm2"));
     for i in 0..5 {
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
-        let back = tokio::time::timeout(DEADLINE, ws.next()).await.unwrap().unwrap().unwrap();
+        let back = tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(back, Message::text(format!("hello {i}")));
     }
     ws.close(None).await.unwrap();
 
     // h2c with prior knowledge.
     let stream = TcpStream::connect(lb.addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = Request::builder()
         .uri(format!("http://{}/whoami", lb.addr()))
@@ -271,10 +327,22 @@ async fn forwarded_headers_and_hop_by_hop() {
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "app.test");
     assert_eq!(h["host"], "app.test");
-    assert!(h["forwarded"].as_str().unwrap().contains("for=127.0.0.1;proto=http;host=\"app.test\""));
-    assert!(h.get("x-secret").is_none(), "header named by Connection was forwarded: {who}");
-    assert!(h.get("x-session-failover-from").is_none(), "client-supplied failover header passed");
-    assert_eq!(h["cookie"], "theme=dark; JSESSIONID=K.jvm1; lang=\"en\"", "cookies not byte-exact");
+    assert!(h["forwarded"]
+        .as_str()
+        .unwrap()
+        .contains("for=127.0.0.1;proto=http;host=\"app.test\""));
+    assert!(
+        h.get("x-secret").is_none(),
+        "header named by Connection was forwarded: {who}"
+    );
+    assert!(
+        h.get("x-session-failover-from").is_none(),
+        "client-supplied failover header passed"
+    );
+    assert_eq!(
+        h["cookie"], "theme=dark; JSESSIONID=K.jvm1; lang=\"en\"",
+        "cookies not byte-exact"
+    );
     lb.stop().await;
 }
 
@@ -287,12 +355,29 @@ async fn bad_input_gets_clear_errors() {
 
     // Oversized header -> 431.
     let big = "a".repeat(20 * 1024);
-    let out = raw(addr, format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes()).await;
+    let out = raw(
+        addr,
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
 
     // Garbage cookies: a new session, served.
-    for cookie in ["JSESSIONID", ";;;===", "JSESSIONID=\"", "JSESSIONID=a b c", "JSESSIONID=..."] {
-        let out = raw(addr, format!("GET /whoami HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    for cookie in [
+        "JSESSIONID",
+        ";;;===",
+        "JSESSIONID=\"",
+        "JSESSIONID=a b c",
+        "JSESSIONID=...",
+    ] {
+        let out = raw(
+            addr,
+            format!(
+                "GET /whoami HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
         assert!(out.starts_with("HTTP/1.1 200"), "cookie {cookie:?}: {out}");
     }
     // A cookie header that is not UTF-8.
@@ -302,16 +387,24 @@ async fn bad_input_gets_clear_errors() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 
     // Request smuggling shapes stay rejected.
-    let smuggle = "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd";
-    assert!(raw(addr, smuggle.as_bytes()).await.starts_with("HTTP/1.1 400"));
-    let smuggle = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n";
+    let smuggle =
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcd";
+    assert!(raw(addr, smuggle.as_bytes())
+        .await
+        .starts_with("HTTP/1.1 400"));
+    let smuggle =
+        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n";
     let out = raw(addr, smuggle.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 400") || out.is_empty(), "{out}");
 
     // No pool for the path: 404 with a reason. (Every path matches "/" here, so use a balancer
     // with a prefix.)
     lb.stop().await;
-    let lb = balancer(&yaml("path_prefix: /app", &[node_line("jvm1", n1.addr, "")])).await;
+    let lb = balancer(&yaml(
+        "path_prefix: /app",
+        &[node_line("jvm1", n1.addr, "")],
+    ))
+    .await;
     let r = get(lb.addr(), "/other", None).await;
     assert_eq!(r.status, 404);
     assert!(r.text().contains("no pool"), "{}", r.text());
@@ -329,7 +422,10 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     lb.stop().await;
     let r = slow.await.unwrap();
     assert_eq!(r.status, 200, "in-flight request was cut: {}", r.text());
-    assert!(TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -346,12 +442,17 @@ async fn slow_clients_time_out_and_connections_are_limited() {
     // A client that never finishes its request head is cut off after header_read_timeout.
     let lb = balancer(&config("header_read_timeout: 300ms")).await;
     let mut slow = TcpStream::connect(lb.addr()).await.unwrap();
-    slow.write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /whoami HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(DEADLINE, slow.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "slow client was never cut off");
     let text = String::from_utf8_lossy(&buf);
-    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
     lb.stop().await;
 
     // max_connections: the third connection waits until one of two open ones closes.
@@ -363,9 +464,15 @@ async fn slow_clients_time_out_and_connections_are_limited() {
     let addr = lb.addr();
     let third = tokio::spawn(async move { get(addr, "/whoami", None).await.status });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "a third connection was served beyond max_connections");
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond max_connections"
+    );
     drop(a);
-    let status = tokio::time::timeout(DEADLINE, third).await.expect("third never served").unwrap();
+    let status = tokio::time::timeout(DEADLINE, third)
+        .await
+        .expect("third never served")
+        .unwrap();
     assert_eq!(status, 200);
     drop(b);
     lb.stop().await;

@@ -150,7 +150,10 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Resp {
-        let mut req = Request::builder().method(method).uri(path).header("host", "app.test");
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "app.test");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -166,7 +169,9 @@ impl Conn {
                 body,
             }
         };
-        tokio::time::timeout(DEADLINE, fut).await.expect("request timed out")
+        tokio::time::timeout(DEADLINE, fut)
+            .await
+            .expect("request timed out")
     }
 
     pub async fn get(&mut self, path: &str, cookie: Option<&str>) -> Resp {
@@ -175,7 +180,8 @@ impl Conn {
             .as_deref()
             .map(|c| vec![("cookie", c)])
             .unwrap_or_default();
-        self.request(Method::GET, path, &headers, Bytes::new()).await
+        self.request(Method::GET, path, &headers, Bytes::new())
+            .await
     }
 }
 
@@ -207,5 +213,81 @@ pub fn service_url(var: &str, test: &str) -> Option<String> {
             let _ = writeln!(std::io::stderr(), "SKIPPED: {test} needs {var}");
             None
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations (admin API, health, reload): appended for tests/admin.rs, health.rs, reload.rs,
+// rolling_restart.rs.
+
+/// Adds an admin listener on 127.0.0.1:0 (and a token when given) to a config from [`yaml`].
+pub fn with_admin(yaml: &str, token: Option<&str>) -> String {
+    match token {
+        Some(t) => format!("{yaml}admin:\n  bind: \"127.0.0.1:0\"\n  token: \"{t}\"\n"),
+        None => format!("{yaml}admin:\n  bind: \"127.0.0.1:0\"\n"),
+    }
+}
+
+/// A `ctl` client of the balancer's admin listener.
+pub fn admin_client(lb: &Running, token: Option<&str>) -> stickyroute::ctl::Client {
+    let addr = lb.admin_addr.expect("the balancer has no admin listener");
+    stickyroute::ctl::Client::new(&format!("http://{addr}"), token.map(str::to_string)).unwrap()
+}
+
+/// Polls `check` every 20 ms until it returns true; panics after `timeout` naming `what`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The status report's entry for `route` (first pool that has it).
+pub fn node_report<'a>(
+    s: &'a stickyroute::admin::StatusReport,
+    route: &str,
+) -> &'a stickyroute::admin::NodeReport {
+    s.pools
+        .iter()
+        .flat_map(|p| p.nodes.iter())
+        .find(|n| n.route == route)
+        .unwrap_or_else(|| panic!("no node {route} in status"))
+}
+
+/// One client session: keeps its `JSESSIONID` cookie like a browser.
+pub struct Session {
+    pub cookie: Option<String>,
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Session { cookie: None }
+    }
+
+    /// GET `path` on a fresh connection with the session's cookie; stores a new cookie.
+    pub async fn get(&mut self, addr: SocketAddr, path: &str) -> Resp {
+        let r = get(addr, path, self.cookie.as_deref()).await;
+        if let Some(c) = r.session_cookies().into_iter().last() {
+            self.cookie = Some(c);
+        }
+        r
+    }
+
+    /// The route the session is pinned to (text after the last `.`).
+    pub fn pin(&self) -> &str {
+        self.cookie
+            .as_deref()
+            .and_then(|c| c.rsplit('.').next())
+            .unwrap_or("")
     }
 }

@@ -1,0 +1,815 @@
+//! The admin listener: JSON API, Prometheus `/metrics` and an HTML status page (DESIGN.md
+//! "Operating it"). It runs on its own address (`admin.bind`, loopback by default), never on a
+//! proxy listener.
+//!
+//! | method and path                   | what                                                  |
+//! |-----------------------------------|-------------------------------------------------------|
+//! | `GET /`                           | status page: nodes, drain / disable / activate buttons |
+//! | `GET /api/v1/status`              | [`StatusReport`] as JSON                              |
+//! | `POST /api/v1/nodes/{route}/state`| body `{"state":"draining"}`; `?pool=NAME` to pick one pool |
+//! | `POST /api/v1/reload`             | re-read the config file ([`crate::control::ReloadReport`] or `422`)   |
+//! | `GET /metrics`                    | Prometheus text; OpenMetrics when the `Accept` header asks |
+//!
+//! Changes (`POST`) need `Authorization: Bearer <token>` when `admin.token` (or
+//! `STICKYROUTE_ADMIN_TOKEN`) is set; reads are open. Without a token, a `POST` carrying an
+//! `Origin` header must come from the admin page itself, so a web page elsewhere cannot drive
+//! the API through the operator's browser. Errors are JSON: `{"error": "…"}`.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::{now_ms, NodeState};
+use crate::balancer::Balancer;
+use crate::control::{Control, ReloadError};
+
+/// Largest request body the admin API reads.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Admin connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+/// A client must send its request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub version: String,
+    /// The configuration file in use.
+    pub config: String,
+    pub registry: RegistryReport,
+    pub pools: Vec<PoolReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegistryReport {
+    pub sessions: usize,
+    pub max_sessions: usize,
+    /// New sessions not tracked because the registry was full.
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolReport {
+    pub name: String,
+    pub binder: String,
+    pub health_checks: bool,
+    pub nodes: Vec<NodeReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeReport {
+    pub route: String,
+    pub address: String,
+    pub domain: String,
+    pub weight: u32,
+    /// Runtime state: `active`, `draining`, `disabled`, `standby`.
+    pub state: String,
+    /// The state the config file gives.
+    pub config_state: String,
+    /// `up` or `down`.
+    pub health: String,
+    pub in_flight: u64,
+    /// Requests sent to the node (retries included).
+    pub requests: u64,
+    pub failovers_in: u64,
+    pub failovers_out: u64,
+    pub connect_errors: u64,
+    pub upstream_errors: u64,
+    /// Sessions seen on the node within `session.idle_timeout`.
+    pub live_sessions: u64,
+    /// Draining or disabled, and no live session left.
+    pub drained: bool,
+    pub last_error: Option<String>,
+}
+
+/// Builds the status report from the current snapshot.
+pub fn status(balancer: &Balancer) -> StatusReport {
+    let snap = balancer.snapshot();
+    let now = now_ms();
+    let reg = balancer.registry.stats();
+    StatusReport {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        config: snap.config.source.clone(),
+        registry: RegistryReport {
+            sessions: reg.sessions,
+            max_sessions: reg.max_sessions,
+            rejected: reg.rejected,
+        },
+        pools: snap
+            .pools
+            .iter()
+            .map(|p| PoolReport {
+                name: p.cfg.name.clone(),
+                binder: p.cfg.binder.as_str().to_string(),
+                health_checks: p.cfg.health.is_some(),
+                nodes: p
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let rt = &n.rt;
+                        let ld = |a: &std::sync::atomic::AtomicU64| {
+                            a.load(std::sync::atomic::Ordering::Relaxed)
+                        };
+                        NodeReport {
+                            route: n.route.clone(),
+                            address: n.address.clone(),
+                            domain: n.domain.clone(),
+                            weight: n.weight,
+                            state: n.state().as_str().to_string(),
+                            config_state: n.config_state.as_str().to_string(),
+                            health: if n.is_up(now) { "up" } else { "down" }.to_string(),
+                            in_flight: n.inflight(),
+                            requests: ld(&rt.stats.requests),
+                            failovers_in: ld(&rt.stats.failovers_in),
+                            failovers_out: ld(&rt.stats.failovers_out),
+                            connect_errors: ld(&rt.stats.connect_errors),
+                            upstream_errors: ld(&rt.stats.upstream_errors),
+                            live_sessions: balancer.registry.live_sessions(n.slot),
+                            drained: balancer.registry.is_drained(n.state(), n.slot),
+                            last_error: rt.health.last_error(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// An admin API failure: status and reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// The result of a state change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateChange {
+    pub route: String,
+    pub state: String,
+    /// Every node changed: pool and previous state.
+    pub nodes: Vec<ChangedNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChangedNode {
+    pub pool: String,
+    pub previous: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    state: String,
+}
+
+/// Sets the runtime state of the node `route` in `pool` (or in every pool that has it).
+pub fn set_state(
+    balancer: &Balancer,
+    route: &str,
+    pool: Option<&str>,
+    body: &[u8],
+) -> Result<StateChange, ApiError> {
+    let parsed: StateBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body must be JSON like {{\"state\": \"draining\"}}: {e}"),
+        )
+    })?;
+    let state = NodeState::parse(&parsed.state).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "unknown state {:?}: expected active, draining, disabled or standby",
+                parsed.state
+            ),
+        )
+    })?;
+    let snap = balancer.snapshot();
+    if let Some(p) = pool {
+        if snap.pool(p).is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no pool named {p:?}"),
+            ));
+        }
+    }
+    let mut nodes = Vec::new();
+    for p in snap
+        .pools
+        .iter()
+        .filter(|p| pool.is_none_or(|name| p.cfg.name == name))
+    {
+        if let Some(n) = p.node(route) {
+            let previous = n.state();
+            n.rt.set_state(state);
+            if previous != state {
+                tracing::info!(pool = %p.cfg.name, node = %n.route, from = previous.as_str(), to = state.as_str(), "node state changed (admin API)");
+            }
+            nodes.push(ChangedNode {
+                pool: p.cfg.name.clone(),
+                previous: previous.as_str().to_string(),
+            });
+        }
+    }
+    if nodes.is_empty() {
+        let scope = pool.map_or(String::new(), |p| format!(" in pool {p:?}"));
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no node with route {route:?}{scope}"),
+        ));
+    }
+    Ok(StateChange {
+        route: route.to_string(),
+        state: state.as_str().to_string(),
+        nodes,
+    })
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> AdminResponse {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> AdminResponse {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    respond(status, "application/json", body)
+}
+
+fn error(e: ApiError) -> AdminResponse {
+    json(e.status, &serde_json::json!({ "error": e.message }))
+}
+
+fn method_not_allowed(allow: &'static str) -> AdminResponse {
+    let mut r = error(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("use {allow}"),
+    ));
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Compares without an early exit, so response time does not reveal a prefix of the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// May this request change anything? `token`: the configured admin token.
+fn authorize(headers: &http::HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
+    match token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(str::trim);
+            match given {
+                Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+                Some(_) => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid admin token",
+                )),
+                None => Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "admin token required: send Authorization: Bearer <token>",
+                )),
+            }
+        }
+        None => {
+            // No token: refuse browser requests from other origins (and DNS rebinding, where
+            // the Host is a name that only resolves to us).
+            let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+                return Ok(());
+            };
+            let host = headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let host_name = host
+                .rsplit_once(':')
+                .map_or(host, |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let local_name = host_name.parse::<std::net::IpAddr>().is_ok()
+                || host_name.eq_ignore_ascii_case("localhost");
+            if local_name && origin.strip_prefix("http://") == Some(host) {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross-origin change refused (set admin.token to use the API from other origins)",
+                ))
+            }
+        }
+    }
+}
+
+/// `%XX` decoding of a path segment or query value; `None` when malformed.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn query_param(query: Option<&str>, name: &str) -> Option<Option<String>> {
+    let q = query?;
+    q.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body: {e}"),
+        )),
+    }
+}
+
+/// Routes one admin request.
+pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResponse {
+    let balancer = &control.balancer;
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let token = balancer
+        .snapshot()
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token.clone());
+    let state_route = path
+        .strip_prefix("/api/v1/nodes/")
+        .and_then(|r| r.strip_suffix("/state"))
+        .filter(|r| !r.is_empty() && !r.contains('/'));
+    match (path.as_str(), state_route) {
+        ("/", _) => match method {
+            Method::GET | Method::HEAD => respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status_page(&status(balancer), token.is_some()),
+            ),
+            _ => method_not_allowed("GET, HEAD"),
+        },
+        ("/api/v1/status", _) => match method {
+            Method::GET | Method::HEAD => json(StatusCode::OK, &status(balancer)),
+            _ => method_not_allowed("GET, HEAD"),
+        },
+        ("/metrics", _) => match method {
+            Method::GET | Method::HEAD => {
+                let text = crate::metrics::render(balancer);
+                let openmetrics = req
+                    .headers()
+                    .get_all(header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.contains("application/openmetrics-text"));
+                if openmetrics {
+                    respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, text)
+                } else {
+                    respond(
+                        StatusCode::OK,
+                        crate::metrics::CONTENT_TYPE_TEXT,
+                        crate::metrics::to_prometheus_text(&text),
+                    )
+                }
+            }
+            _ => method_not_allowed("GET, HEAD"),
+        },
+        ("/api/v1/reload", _) => {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            if let Err(e) = authorize(req.headers(), token.as_deref()) {
+                return unauthorized(e);
+            }
+            match control.reload_from_file().await {
+                Ok(report) => json(StatusCode::OK, &report),
+                Err(ReloadError::ShuttingDown) => error(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shutting down",
+                )),
+                Err(e) => error(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    e.to_string(),
+                )),
+            }
+        }
+        (_, Some(raw_route)) => {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            if let Err(e) = authorize(req.headers(), token.as_deref()) {
+                return unauthorized(e);
+            }
+            let Some(route) = percent_decode(raw_route) else {
+                return error(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed route in the path",
+                ));
+            };
+            let pool = match query_param(req.uri().query(), "pool") {
+                None => None,
+                Some(Some(p)) => Some(p),
+                Some(None) => {
+                    return error(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed pool parameter",
+                    ))
+                }
+            };
+            let body = match read_body(req.into_body()).await {
+                Ok(b) => b,
+                Err(e) => return error(e),
+            };
+            match set_state(balancer, &route, pool.as_deref(), &body) {
+                Ok(change) => json(StatusCode::OK, &change),
+                Err(e) => error(e),
+            }
+        }
+        _ => error(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no such admin endpoint: {path}"),
+        )),
+    }
+}
+
+fn unauthorized(e: ApiError) -> AdminResponse {
+    let status = e.status;
+    let mut r = error(e);
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"stickyroute\""),
+        );
+    }
+    r
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
+table{border-collapse:collapse;margin-bottom:1.5em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
+th{background:#f3f3f3}td.num{text-align:right}.up{color:#080}.down{color:#b00;font-weight:bold}\
+.active{color:#080}.draining{color:#a60}.disabled{color:#b00}.standby{color:#558}\
+#msg{min-height:1.4em;color:#b00}small{color:#666}";
+
+const PAGE_SCRIPT: &str = r#"
+const tokenInput = document.getElementById('token');
+if (tokenInput) tokenInput.value = sessionStorage.getItem('stickyroute-token') || '';
+async function setState(button) {
+  const route = button.dataset.route, pool = button.dataset.pool, state = button.dataset.state;
+  const headers = {'Content-Type': 'application/json'};
+  if (tokenInput && tokenInput.value) {
+    sessionStorage.setItem('stickyroute-token', tokenInput.value);
+    headers['Authorization'] = 'Bearer ' + tokenInput.value;
+  }
+  const url = '/api/v1/nodes/' + encodeURIComponent(route) + '/state?pool=' + encodeURIComponent(pool);
+  const msg = document.getElementById('msg');
+  try {
+    const r = await fetch(url, {method: 'POST', headers, body: JSON.stringify({state})});
+    if (r.ok) { location.reload(); return; }
+    const body = await r.json().catch(() => ({error: r.statusText}));
+    msg.textContent = r.status + ': ' + (body.error || r.statusText);
+  } catch (e) {
+    msg.textContent = String(e);
+  }
+}
+document.querySelectorAll('button[data-state]').forEach(b => b.addEventListener('click', () => setState(b)));
+"#;
+
+/// The HTML status page: every text from the config or the nodes is escaped.
+pub fn status_page(s: &StatusReport, token_required: bool) -> String {
+    let mut h = String::with_capacity(8 * 1024);
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>stickyroute</title>\
+         <style>{PAGE_STYLE}</style></head><body><h1>stickyroute {}</h1>\
+         <p><small>config {} · registry {} / {} sessions · <a href=\"/metrics\">metrics</a> · \
+         <a href=\"/api/v1/status\">status JSON</a> · <a href=\"/\">refresh</a></small></p>",
+        escape_html(&s.version),
+        escape_html(&s.config),
+        s.registry.sessions,
+        s.registry.max_sessions,
+    );
+    if token_required {
+        h.push_str("<p><label>Admin token <input id=\"token\" type=\"password\" autocomplete=\"off\"></label></p>");
+    }
+    h.push_str("<p id=\"msg\" role=\"status\"></p>");
+    for p in &s.pools {
+        let _ = write!(
+            h,
+            "<h2>pool {} <small>binder {}{}</small></h2><table><thead><tr><th>route</th><th>address</th>\
+             <th>domain</th><th>weight</th><th>state</th><th>health</th><th>in flight</th><th>requests</th>\
+             <th>failovers in / out</th><th>live sessions</th><th>drained</th><th>last error</th><th>actions</th>\
+             </tr></thead><tbody>",
+            escape_html(&p.name),
+            escape_html(&p.binder),
+            if p.health_checks { ", health checks on" } else { "" },
+        );
+        for n in &p.nodes {
+            let _ = write!(
+                h,
+                "<tr><td>{route}</td><td>{addr}</td><td>{domain}</td><td class=\"num\">{weight}</td>\
+                 <td class=\"{state}\">{state}</td><td class=\"{health}\">{health}</td><td class=\"num\">{inflight}</td>\
+                 <td class=\"num\">{requests}</td><td class=\"num\">{fin} / {fout}</td><td class=\"num\">{live}</td>\
+                 <td>{drained}</td><td>{err}</td><td>",
+                route = escape_html(&n.route),
+                addr = escape_html(&n.address),
+                domain = escape_html(&n.domain),
+                weight = n.weight,
+                state = escape_html(&n.state),
+                health = escape_html(&n.health),
+                inflight = n.in_flight,
+                requests = n.requests,
+                fin = n.failovers_in,
+                fout = n.failovers_out,
+                live = n.live_sessions,
+                drained = if n.drained { "yes" } else { "" },
+                err = escape_html(n.last_error.as_deref().unwrap_or("")),
+            );
+            for (state, label) in [
+                ("draining", "drain"),
+                ("disabled", "disable"),
+                ("active", "activate"),
+                ("standby", "standby"),
+            ] {
+                if n.state != state {
+                    let _ = write!(
+                        h,
+                        "<button type=\"button\" data-route=\"{}\" data-pool=\"{}\" data-state=\"{state}\">{label}</button> ",
+                        escape_html(&n.route),
+                        escape_html(&p.name),
+                    );
+                }
+            }
+            h.push_str("</td></tr>");
+        }
+        h.push_str("</tbody></table>");
+    }
+    let _ = writeln!(h, "<script>{PAGE_SCRIPT}</script></body></html>");
+    h
+}
+
+/// Serves the admin API on `listener` until `stop`, then gives open requests `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    control: Arc<Control>,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let local = listener
+        .local_addr()
+        .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    tracing::info!(%local, "admin listening");
+    loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, client): (_, SocketAddr) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let control = control.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let control = control.clone();
+            async move { Ok::<_, Infallible>(handle(&control, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = watched.await {
+                tracing::debug!(client.addr = %client, error = %e, "admin connection ended with error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin connections still open after the grace period");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn token_rules() {
+        let t = Some("s3cret");
+        assert_eq!(authorize(&headers(&[]), t).unwrap_err().status, 401);
+        assert_eq!(
+            authorize(&headers(&[("authorization", "Bearer nope")]), t)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            authorize(&headers(&[("authorization", "Basic s3cret")]), t)
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert!(authorize(&headers(&[("authorization", "Bearer s3cret")]), t).is_ok());
+        // With a token, the Origin does not matter.
+        assert!(authorize(
+            &headers(&[
+                ("authorization", "Bearer s3cret"),
+                ("origin", "http://evil.example")
+            ]),
+            t
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn without_token_only_same_origin_browser_requests_change() {
+        assert!(
+            authorize(&headers(&[]), None).is_ok(),
+            "curl / ctl send no Origin"
+        );
+        let same = headers(&[
+            ("host", "127.0.0.1:9901"),
+            ("origin", "http://127.0.0.1:9901"),
+        ]);
+        assert!(authorize(&same, None).is_ok());
+        let evil = headers(&[
+            ("host", "127.0.0.1:9901"),
+            ("origin", "http://evil.example"),
+        ]);
+        assert_eq!(authorize(&evil, None).unwrap_err().status, 403);
+        let rebinding = headers(&[
+            ("host", "evil.example:9901"),
+            ("origin", "http://evil.example:9901"),
+        ]);
+        assert_eq!(authorize(&rebinding, None).unwrap_err().status, 403);
+    }
+
+    #[test]
+    fn escaping_and_decoding() {
+        assert_eq!(
+            escape_html("<b a=\"x\">&'</b>"),
+            "&lt;b a=&quot;x&quot;&gt;&amp;&#39;&lt;/b&gt;"
+        );
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(
+            query_param(Some("x=1&pool=my%20pool"), "pool"),
+            Some(Some("my pool".into()))
+        );
+        assert_eq!(query_param(Some("x=1"), "pool"), None);
+        assert_eq!(query_param(None, "pool"), None);
+    }
+
+    #[test]
+    fn status_page_escapes_everything() {
+        let report = StatusReport {
+            version: "0".into(),
+            config: "<cfg>".into(),
+            registry: RegistryReport {
+                sessions: 1,
+                max_sessions: 2,
+                rejected: 0,
+            },
+            pools: vec![PoolReport {
+                name: "p\"<script>".into(),
+                binder: "translate".into(),
+                health_checks: false,
+                nodes: vec![NodeReport {
+                    route: "jvm1".into(),
+                    address: "127.0.0.1:1".into(),
+                    domain: String::new(),
+                    weight: 1,
+                    state: "active".into(),
+                    config_state: "active".into(),
+                    health: "down".into(),
+                    in_flight: 0,
+                    requests: 0,
+                    failovers_in: 0,
+                    failovers_out: 0,
+                    connect_errors: 0,
+                    upstream_errors: 0,
+                    live_sessions: 0,
+                    drained: false,
+                    last_error: Some("<img src=x onerror=alert(1)>".into()),
+                }],
+            }],
+        };
+        let page = status_page(&report, true);
+        assert!(!page.contains("<img"), "{page}");
+        assert!(!page.contains("p\"<script>"));
+        assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        assert!(page.contains("data-state=\"draining\""));
+        assert!(page.contains("id=\"token\""));
+    }
+}

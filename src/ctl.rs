@@ -1,0 +1,475 @@
+//! `stickyroute ctl`: the admin API from the command line.
+//!
+//! `ctl status | drain ROUTE | disable ROUTE | activate ROUTE | standby ROUTE | reload`, with
+//! `--admin URL` (default `http://127.0.0.1:9901`), `--token` (or `STICKYROUTE_ADMIN_TOKEN`) and
+//! `--json`. Output is a readable table by default; a failure exits non-zero with the server's
+//! reason. [`Client`] is the same API for programs and tests.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+
+use crate::admin::{StateChange, StatusReport};
+use crate::backends::NodeState;
+use crate::control::{ReloadReport, ADMIN_TOKEN_ENV};
+
+/// The admin address `ctl` talks to unless told otherwise.
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9901";
+/// Bound on one admin request (a reload may bind listeners).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("invalid admin URL {0:?}: expected http://host:port")]
+    Url(String),
+    #[error("cannot reach the admin listener at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("admin request failed: {0}")]
+    Http(String),
+    /// The server answered with an error; `message` is its reason.
+    #[error("{message} (HTTP {status})")]
+    Server { status: StatusCode, message: String },
+    #[error("unexpected answer from the admin listener: {0}")]
+    Decode(String),
+}
+
+/// A client of the admin API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    url: String,
+    /// `host:port` to connect to.
+    authority: String,
+    /// Path prefix (an admin API behind a reverse proxy), without a trailing `/`.
+    prefix: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `admin`: `http://host:port` (a path prefix is kept) or `host:port`.
+    pub fn new(admin: &str, token: Option<String>) -> Result<Client, CtlError> {
+        let rest = match admin.split_once("://") {
+            Some(("http", rest)) => rest,
+            Some(_) => return Err(CtlError::Url(admin.to_string())),
+            None => admin,
+        };
+        let (authority, prefix) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || !authority.contains(':') || authority.contains('@') {
+            return Err(CtlError::Url(admin.to_string()));
+        }
+        Ok(Client {
+            url: format!("http://{authority}{prefix}"),
+            authority: authority.to_string(),
+            prefix: prefix.to_string(),
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// `GET /api/v1/status`.
+    pub async fn status(&self) -> Result<StatusReport, CtlError> {
+        self.call(Method::GET, "/api/v1/status", None).await
+    }
+
+    /// `POST /api/v1/nodes/{route}/state`; `pool` limits the change to one pool.
+    pub async fn set_state(
+        &self,
+        route: &str,
+        state: NodeState,
+        pool: Option<&str>,
+    ) -> Result<StateChange, CtlError> {
+        let mut path = format!("/api/v1/nodes/{}/state", encode(route));
+        if let Some(p) = pool {
+            path.push_str("?pool=");
+            path.push_str(&encode(p));
+        }
+        let body = serde_json::json!({ "state": state.as_str() }).to_string();
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `POST /api/v1/reload`.
+    pub async fn reload(&self) -> Result<ReloadReport, CtlError> {
+        self.call(Method::POST, "/api/v1/reload", Some(String::new()))
+            .await
+    }
+
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> Result<String, CtlError> {
+        let (_, body) = self.send(Method::GET, "/metrics", None).await?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<T, CtlError> {
+        let (_, body) = self.send(method, path, body).await?;
+        serde_json::from_slice(&body).map_err(|e| CtlError::Decode(e.to_string()))
+    }
+
+    /// Sends one request; a non-2xx answer becomes [`CtlError::Server`] with its reason.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<(StatusCode, Bytes), CtlError> {
+        let fut = async {
+            let stream =
+                TcpStream::connect(&self.authority)
+                    .await
+                    .map_err(|e| CtlError::Connect {
+                        url: self.url.clone(),
+                        message: e.to_string(),
+                    })?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| CtlError::Http(e.to_string()))?;
+            tokio::spawn(conn);
+            let mut req = Request::builder()
+                .method(method)
+                .uri(format!("{}{path}", self.prefix))
+                .header(header::HOST, &self.authority)
+                .header(
+                    header::USER_AGENT,
+                    concat!("stickyroute-ctl/", env!("CARGO_PKG_VERSION")),
+                );
+            if body.is_some() {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+            }
+            if let Some(t) = &self.token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            let req = req
+                .body(Full::new(Bytes::from(body.unwrap_or_default())))
+                .map_err(|e| CtlError::Http(e.to_string()))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| CtlError::Http(e.to_string()))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| CtlError::Http(e.to_string()))?
+                .to_bytes();
+            Ok::<_, CtlError>((status, bytes))
+        };
+        let (status, bytes) =
+            tokio::time::timeout(REQUEST_TIMEOUT, fut)
+                .await
+                .map_err(|_| {
+                    CtlError::Http(format!(
+                        "no answer from {} within {REQUEST_TIMEOUT:?}",
+                        self.url
+                    ))
+                })??;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+            return Err(CtlError::Server { status, message });
+        }
+        Ok((status, bytes))
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// `stickyroute ctl` arguments.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Admin listener URL.
+    #[arg(long, default_value = DEFAULT_ADMIN_URL, env = "STICKYROUTE_ADMIN_URL", global = true)]
+    pub admin: String,
+    /// Admin token (required for changes when the server has one).
+    #[arg(long, env = ADMIN_TOKEN_ENV, hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print the server's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Pools and nodes: state, health, in-flight, sessions, drained.
+    Status,
+    /// Pinned sessions stay, no new ones; `status` shows when the node is drained.
+    Drain(RouteArgs),
+    /// No traffic: each pinned session moves on its next request.
+    Disable(RouteArgs),
+    /// Back in rotation for new sessions.
+    Activate(RouteArgs),
+    /// Used only when no active node of its domain is up.
+    Standby(RouteArgs),
+    /// Re-read the configuration file.
+    Reload,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RouteArgs {
+    /// The node's route (jvmRoute).
+    pub route: String,
+    /// Only in this pool (default: every pool with this route).
+    #[arg(long)]
+    pub pool: Option<String>,
+}
+
+/// Runs one `ctl` command and returns what to print.
+pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
+    let client = Client::new(&args.admin, args.token.clone())?;
+    let state_cmd = |r: &RouteArgs, s: NodeState| (r.clone(), s);
+    let change = match &args.command {
+        CtlCommand::Status => {
+            let s = client.status().await?;
+            return Ok(if args.json {
+                pretty(&s)
+            } else {
+                status_table(&s)
+            });
+        }
+        CtlCommand::Reload => {
+            let r = client.reload().await?;
+            return Ok(if args.json {
+                pretty(&r)
+            } else {
+                reload_text(&r)
+            });
+        }
+        CtlCommand::Drain(r) => state_cmd(r, NodeState::Draining),
+        CtlCommand::Disable(r) => state_cmd(r, NodeState::Disabled),
+        CtlCommand::Activate(r) => state_cmd(r, NodeState::Active),
+        CtlCommand::Standby(r) => state_cmd(r, NodeState::Standby),
+    };
+    let (r, state) = change;
+    let c = client.set_state(&r.route, state, r.pool.as_deref()).await?;
+    Ok(if args.json {
+        pretty(&c)
+    } else {
+        c.nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "{}: {} -> {} (pool {})\n",
+                    c.route, n.previous, c.state, n.pool
+                )
+            })
+            .collect()
+    })
+}
+
+/// `stickyroute ctl`: prints the result, or the error to stderr with exit code 1.
+pub async fn run_cli(args: CtlArgs) -> std::process::ExitCode {
+    match run(&args).await {
+        Ok(out) => {
+            print!("{out}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn pretty<T: serde::Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+fn reload_text(r: &ReloadReport) -> String {
+    let mut s = format!(
+        "reloaded {}: {} pool(s), {} node(s)\n",
+        r.file, r.pools, r.nodes
+    );
+    let list = |v: &[std::net::SocketAddr]| {
+        v.iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !r.listeners_added.is_empty() {
+        let _ = writeln!(s, "listeners added: {}", list(&r.listeners_added));
+    }
+    if !r.listeners_removed.is_empty() {
+        let _ = writeln!(s, "listeners removed: {}", list(&r.listeners_removed));
+    }
+    if !r.listeners_restarted.is_empty() {
+        let _ = writeln!(s, "listeners restarted: {}", list(&r.listeners_restarted));
+    }
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+/// The status as an aligned table, one row per node.
+pub fn status_table(s: &StatusReport) -> String {
+    let head = [
+        "POOL",
+        "ROUTE",
+        "ADDRESS",
+        "STATE",
+        "HEALTH",
+        "IN-FLIGHT",
+        "REQUESTS",
+        "FAILOVERS IN/OUT",
+        "SESSIONS",
+        "DRAINED",
+        "LAST ERROR",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![head.iter().map(|h| h.to_string()).collect()];
+    for p in &s.pools {
+        for n in &p.nodes {
+            rows.push(vec![
+                p.name.clone(),
+                n.route.clone(),
+                n.address.clone(),
+                n.state.clone(),
+                n.health.clone(),
+                n.in_flight.to_string(),
+                n.requests.to_string(),
+                format!("{}/{}", n.failovers_in, n.failovers_out),
+                n.live_sessions.to_string(),
+                if n.drained { "yes" } else { "-" }.to_string(),
+                n.last_error.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    let cols = head.len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == cols {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "registry: {} of {} sessions tracked{}",
+        s.registry.sessions,
+        s.registry.max_sessions,
+        if s.registry.rejected > 0 {
+            format!(", {} not tracked (full)", s.registry.rejected)
+        } else {
+            String::new()
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_urls() {
+        let c = Client::new("http://127.0.0.1:9901", None).unwrap();
+        assert_eq!(
+            (c.authority.as_str(), c.prefix.as_str()),
+            ("127.0.0.1:9901", "")
+        );
+        let c = Client::new("127.0.0.1:9901/", Some(String::new())).unwrap();
+        assert_eq!(c.prefix, "");
+        assert!(c.token.is_none());
+        let c = Client::new("http://lb.internal:80/admin/", None).unwrap();
+        assert_eq!(
+            (c.authority.as_str(), c.prefix.as_str()),
+            ("lb.internal:80", "/admin")
+        );
+        for bad in [
+            "https://x:1",
+            "http://",
+            "http://noport",
+            "ftp://x:1",
+            "http://u@x:1",
+        ] {
+            assert!(Client::new(bad, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn route_encoding() {
+        assert_eq!(encode("jvm1"), "jvm1");
+        assert_eq!(encode("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let s = StatusReport {
+            version: "0".into(),
+            config: "x".into(),
+            registry: crate::admin::RegistryReport {
+                sessions: 3,
+                max_sessions: 10,
+                rejected: 0,
+            },
+            pools: vec![crate::admin::PoolReport {
+                name: "app".into(),
+                binder: "translate".into(),
+                health_checks: false,
+                nodes: ["jvm1", "jvm22"]
+                    .iter()
+                    .map(|r| crate::admin::NodeReport {
+                        route: r.to_string(),
+                        address: "127.0.0.1:1".into(),
+                        domain: String::new(),
+                        weight: 1,
+                        state: "draining".into(),
+                        config_state: "active".into(),
+                        health: "up".into(),
+                        in_flight: 0,
+                        requests: 5,
+                        failovers_in: 1,
+                        failovers_out: 2,
+                        live_sessions: 3,
+                        drained: false,
+                        connect_errors: 0,
+                        upstream_errors: 0,
+                        last_error: None,
+                    })
+                    .collect(),
+            }],
+        };
+        let t = status_table(&s);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("POOL  ROUTE  ADDRESS"), "{t}");
+        assert!(lines[1].starts_with("app   jvm1   127.0.0.1:1"), "{t}");
+        assert_eq!(lines[1].find("draining"), lines[0].find("STATE"), "{t}");
+        assert!(t.contains("registry: 3 of 10"));
+    }
+}

@@ -1,0 +1,438 @@
+//! The admin listener through real TCP (issue 5, "What must be shown" 3 and 5): the status API,
+//! state changes and their errors, the token, the status page, `/metrics` parsed as Prometheus
+//! text with counters matching the requests sent, and no admin API on the proxy listener.
+
+mod common;
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use common::*;
+use hyper::Method;
+use prometheus_parse::{Scrape, Value};
+use stickyroute::backends::NodeState;
+use stickyroute::ctl::CtlError;
+use stickyroute::store::SessionStore;
+
+/// A raw admin request; returns (status, body).
+async fn admin(
+    lb: &stickyroute::server::Running,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut c = Conn::open(lb.admin_addr.unwrap()).await;
+    let r = c
+        .request(method, path, headers, Bytes::from(body.to_string()))
+        .await;
+    (r.status.as_u16(), r.text())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changes_need_the_token_and_report_errors() {
+    let store = SessionStore::memory();
+    let (n1, n2) = (node("jvm1", &store).await, node("jvm2", &store).await);
+    let lines = vec![
+        node_line("jvm1", n1.addr, ""),
+        node_line("jvm2", n2.addr, ""),
+    ];
+    let lb = balancer(&with_admin(&yaml("", &lines), Some("s3cret"))).await;
+    let body = r#"{"state":"draining"}"#;
+    let path = "/api/v1/nodes/jvm1/state";
+
+    // (path, headers, body, status, fragment of the reason)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (path, vec![], body, 401, "token required"),
+        (
+            path,
+            vec![("authorization", "Bearer wrong")],
+            body,
+            401,
+            "invalid admin token",
+        ),
+        ("/api/v1/reload", vec![], "", 401, "token required"),
+        (
+            "/api/v1/nodes/jvm9/state",
+            vec![("authorization", "Bearer s3cret")],
+            body,
+            404,
+            "jvm9",
+        ),
+        (
+            "/api/v1/nodes/jvm1/state?pool=nope",
+            vec![("authorization", "Bearer s3cret")],
+            body,
+            404,
+            "nope",
+        ),
+        (
+            path,
+            vec![("authorization", "Bearer s3cret")],
+            r#"{"state":"sleeping"}"#,
+            400,
+            "unknown state",
+        ),
+        (
+            path,
+            vec![("authorization", "Bearer s3cret")],
+            "{not json",
+            400,
+            "JSON",
+        ),
+        (
+            path,
+            vec![("authorization", "Bearer s3cret")],
+            r#"{"state":"draining","x":1}"#,
+            400,
+            "unknown field",
+        ),
+        ("/api/v1/nope", vec![], "", 404, "no such admin endpoint"),
+    ];
+    for (p, headers, b, want, fragment) in cases {
+        let (status, text) = admin(&lb, Method::POST, p, &headers, b).await;
+        assert_eq!(status, want, "POST {p} {headers:?} {b}: {text}");
+        assert!(text.contains(fragment), "POST {p}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v["error"].is_string(), "{text}");
+    }
+    let (status, _) = admin(&lb, Method::GET, path, &[], "").await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        lb.balancer.snapshot().pools[0].nodes[0].state(),
+        NodeState::Active,
+        "nothing changed"
+    );
+
+    // ctl without the token: non-zero with the server's reason.
+    let err = admin_client(&lb, None)
+        .set_state("jvm1", NodeState::Disabled, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CtlError::Server { status, message } if status.as_u16() == 401 && message.contains("token")),
+        "{err}"
+    );
+
+    // With the token.
+    let ctl = admin_client(&lb, Some("s3cret"));
+    let change = ctl
+        .set_state("jvm1", NodeState::Draining, Some("app"))
+        .await
+        .unwrap();
+    assert_eq!(change.state, "draining");
+    let status = ctl.status().await.unwrap();
+    let j1 = node_report(&status, "jvm1");
+    assert_eq!(
+        (j1.state.as_str(), j1.config_state.as_str()),
+        ("draining", "active")
+    );
+    assert!(j1.drained, "draining without sessions is drained: {j1:?}");
+    assert_eq!(node_report(&status, "jvm2").state, "active");
+    // Reads need no token.
+    admin_client(&lb, None).status().await.unwrap();
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_is_not_served_on_the_proxy_listener_and_the_page_renders() {
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let lb = balancer(&with_admin(
+        &yaml("", &[node_line("jvm1", n1.addr, "")]),
+        None,
+    ))
+    .await;
+    assert_ne!(lb.admin_addr.unwrap(), lb.addr());
+
+    // On the proxy listener, /api/v1/status is just a path of the application.
+    for path in ["/api/v1/status", "/metrics", "/"] {
+        let r = get(lb.addr(), path, None).await;
+        assert_eq!(r.node(), "jvm1", "{path} is proxied");
+        assert!(!r.text().contains("\"pools\""), "{path}: {}", r.text());
+        assert!(!r.text().contains("stickyroute_requests"), "{path}");
+    }
+    let r = Conn::open(lb.addr())
+        .await
+        .request(
+            Method::POST,
+            "/api/v1/nodes/jvm1/state",
+            &[],
+            Bytes::from(r#"{"state":"disabled"}"#),
+        )
+        .await;
+    assert_eq!(r.node(), "jvm1");
+    assert_eq!(
+        lb.balancer.snapshot().pools[0].nodes[0].state(),
+        NodeState::Active
+    );
+
+    // The status page on the admin listener.
+    let r = get(lb.admin_addr.unwrap(), "/", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let page = r.text();
+    assert!(page.contains("<td>jvm1</td>"), "{page}");
+    assert!(page.contains("data-state=\"draining\""));
+    assert!(
+        !page.contains("id=\"token\""),
+        "no token input without a token"
+    );
+
+    // A cross-origin browser request cannot change anything without a token.
+    let (status, text) = admin(
+        &lb,
+        Method::POST,
+        "/api/v1/nodes/jvm1/state",
+        &[("origin", "http://evil.example")],
+        r#"{"state":"disabled"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{text}");
+    lb.stop().await;
+}
+
+/// Value of the sample `name` whose labels include all of `labels`.
+fn sample(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name}: unexpected value {other:?}"),
+        })
+}
+
+async fn scrape(lb: &stickyroute::server::Running) -> Scrape {
+    let text = admin_client(lb, None).metrics().await.unwrap();
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_match_the_requests_sent() {
+    let store = SessionStore::memory();
+    let (n1, n2) = (node("jvm1", &store).await, node("jvm2", &store).await);
+    let lines = vec![
+        node_line("jvm1", n1.addr, ""),
+        node_line("jvm2", n2.addr, ""),
+    ];
+    let lb = balancer(&with_admin(&yaml("", &lines), None)).await;
+    let ctl = admin_client(&lb, None);
+
+    // What we send, counted by (node, outcome).
+    let mut sent: HashMap<(String, &str), u64> = HashMap::new();
+    let mut sessions = Vec::new();
+    for _ in 0..6 {
+        let mut s = Session::new();
+        let r = s.get(lb.addr(), "/count").await;
+        *sent.entry((r.node().to_string(), "new")).or_default() += 1;
+        sessions.push(s);
+    }
+    for s in sessions.iter_mut() {
+        for _ in 0..2 {
+            let r = s.get(lb.addr(), "/count").await;
+            *sent.entry((r.node().to_string(), "hit")).or_default() += 1;
+        }
+    }
+    // Disable jvm2: its sessions fail over on their next request.
+    ctl.set_state("jvm2", NodeState::Disabled, None)
+        .await
+        .unwrap();
+    let mut failovers = 0;
+    for s in sessions.iter_mut().filter(|s| s.pin() == "jvm2") {
+        let r = s.get(lb.addr(), "/count").await;
+        assert_eq!(r.node(), "jvm1");
+        *sent.entry(("jvm1".into(), "failover")).or_default() += 1;
+        failovers += 1;
+    }
+    // A 404 from a node is a 4xx.
+    let r = get(lb.addr(), "/nope", Some("Z.jvm1")).await;
+    assert_eq!(r.status, 404);
+
+    let m = scrape(&lb).await;
+    for ((node, outcome), n) in &sent {
+        let got = sample(
+            &m,
+            "stickyroute_requests_total",
+            &[
+                ("pool", "app"),
+                ("node", node),
+                ("outcome", outcome),
+                ("status_class", "2xx"),
+            ],
+        );
+        assert_eq!(got, Some(*n as f64), "{node} {outcome}");
+    }
+    let total_2xx: f64 = m
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "stickyroute_requests_total" && s.labels.get("status_class") == Some("2xx")
+        })
+        .map(|s| match s.value {
+            Value::Counter(v) => v,
+            ref other => panic!("requests_total is a counter: {other:?}"),
+        })
+        .sum();
+    assert_eq!(total_2xx, sent.values().sum::<u64>() as f64);
+    let hit_4xx = [
+        ("node", "jvm1"),
+        ("outcome", "hit"),
+        ("status_class", "4xx"),
+    ];
+    assert_eq!(
+        sample(&m, "stickyroute_requests_total", &hit_4xx),
+        Some(1.0)
+    );
+    let all = sent.values().sum::<u64>() + 1;
+    assert_eq!(
+        sample(
+            &m,
+            "stickyroute_request_duration_seconds_count",
+            &[("pool", "app")]
+        ),
+        Some(all as f64)
+    );
+    let in_ = [("node", "jvm1"), ("direction", "in")];
+    assert_eq!(
+        sample(&m, "stickyroute_failovers_total", &in_),
+        Some(failovers as f64)
+    );
+    let rebound = [("binder", "translate"), ("result", "rebound")];
+    assert_eq!(
+        sample(&m, "stickyroute_rebinds_total", &rebound),
+        Some(failovers as f64)
+    );
+    assert_eq!(
+        sample(&m, "stickyroute_node_in_flight", &[("node", "jvm1")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&m, "stickyroute_node_live_sessions", &[("node", "jvm1")]),
+        Some(7.0),
+        "every session is on jvm1 now, Z.jvm1 included"
+    );
+    assert_eq!(
+        sample(&m, "stickyroute_node_live_sessions", &[("node", "jvm2")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&m, "stickyroute_node_drained", &[("node", "jvm2")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "stickyroute_node_state",
+            &[("node", "jvm2"), ("state", "disabled")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "stickyroute_node_up", &[("node", "jvm2")]),
+        Some(1.0)
+    );
+    // Z.jvm1 from the 404 request is tracked too.
+    assert_eq!(sample(&m, "stickyroute_registry_sessions", &[]), Some(7.0));
+    assert_eq!(
+        sample(&m, "stickyroute_config_reloads_total", &[("result", "ok")]),
+        Some(0.0)
+    );
+
+    // OpenMetrics when asked for.
+    let mut c = Conn::open(lb.admin_addr.unwrap()).await;
+    let r = c
+        .request(
+            Method::GET,
+            "/metrics",
+            &[("accept", "application/openmetrics-text; version=1.0.0")],
+            Bytes::new(),
+        )
+        .await;
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(r.text().ends_with("# EOF\n"));
+    lb.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_from_the_environment_of_serve() {
+    let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
+    let proxy = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let admin_port = port(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("balancer.yaml");
+    let dead = dead_addr().await;
+    std::fs::write(
+        &path,
+        format!(
+            "listeners: [{{ bind: \"127.0.0.1:{proxy}\" }}]\nadmin: {{ bind: \"127.0.0.1:{admin_port}\" }}\n\
+             pools:\n  - name: app\n    nodes: [{{ route: jvm1, address: \"{dead}\" }}]\n"
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stickyroute"))
+        .args(["serve", "-c"])
+        .arg(&path)
+        .env("STICKYROUTE_ADMIN_TOKEN", "from-env")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{admin_port}");
+    let anonymous = stickyroute::ctl::Client::new(&url, None).unwrap();
+    eventually(
+        "the balancer answers",
+        std::time::Duration::from_secs(10),
+        || async { anonymous.status().await.is_ok() },
+    )
+    .await;
+    let err = anonymous
+        .set_state("jvm1", NodeState::Draining, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CtlError::Server { status, .. } if status.as_u16() == 401),
+        "{err}"
+    );
+    let with_token = stickyroute::ctl::Client::new(&url, Some("from-env".into())).unwrap();
+    with_token
+        .set_state("jvm1", NodeState::Draining, None)
+        .await
+        .unwrap();
+
+    // The `ctl` command line: a table, and the server's reason with a non-zero exit.
+    let ctl = |args: &[&str], token: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_stickyroute"));
+        c.arg("ctl").arg("--admin").arg(&url).args(args);
+        c.env_remove("STICKYROUTE_ADMIN_TOKEN");
+        if let Some(t) = token {
+            c.env("STICKYROUTE_ADMIN_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let out = ctl(&["status"], None);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("POOL"), "{table}");
+    assert!(table.contains("draining"), "{table}");
+    let out = ctl(&["disable", "jvm1"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("admin token required"), "{stderr}");
+    let out = ctl(&["disable", "jvm1", "--json"], Some("from-env"));
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["state"], "disabled");
+    let out = ctl(&["activate", "jvm9"], Some("from-env"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no node with route \"jvm9\""));
+    child.kill().await.unwrap();
+}

@@ -1,0 +1,698 @@
+//! The docker-compose demo, checked without Docker (CI machines have no engine):
+//!
+//! - `docker-compose.yml`, the balancer config it mounts and the init script agree (node service
+//!   names, routes and ports, the store URL and its service, published ports and binds);
+//! - the `Dockerfile` has the structure the issue asks for and agrees with both;
+//! - `scripts/failover-demo.sh` is sound, and it runs for real against `stickyroute demo` and —
+//!   with `TEST_POSTGRES_URL` — against the compose topology run as local processes (the node
+//!   commands of the compose file, the init script, the mounted balancer config), with a
+//!   stand-in for `docker compose` that stops a node process.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_norway::Value;
+use stickyroute::config::Config;
+use stickyroute::demo::command::{start_demo, DemoOptions};
+
+const COMPOSE_FILE: &str = "docker-compose.yml";
+const BALANCER_CONFIG: &str = "deploy/balancer.compose.yaml";
+const INIT_SQL: &str = "deploy/postgres-init.sql";
+const FAILOVER_SCRIPT: &str = "scripts/failover-demo.sh";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn yaml(rel: &str) -> Value {
+    serde_norway::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn str_of<'a>(v: &'a Value, what: &str) -> &'a str {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{what}: expected a string, got {v:?}"))
+}
+
+/// The compose services by name.
+fn services(compose: &Value) -> BTreeMap<String, Value> {
+    compose["services"]
+        .as_mapping()
+        .expect("services")
+        .iter()
+        .map(|(k, v)| (str_of(k, "service name").to_owned(), v.clone()))
+        .collect()
+}
+
+/// A service's `command`, which must be written as a list (no shell word splitting).
+fn command(name: &str, svc: &Value) -> Vec<String> {
+    svc["command"]
+        .as_sequence()
+        .unwrap_or_else(|| panic!("service {name}: command must be a list"))
+        .iter()
+        .map(|a| str_of(a, "command argument").to_owned())
+        .collect()
+}
+
+/// The value after `--flag` in an argument list.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn host_port(s: &str) -> (&str, u16) {
+    let (h, p) = s.rsplit_once(':').unwrap_or_else(|| panic!("{s}: no port"));
+    (h, p.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Container ports a service publishes (`"127.0.0.1:8080:8080"`, `"8080:8080"`, `"8080"`).
+fn published_container_ports(svc: &Value) -> BTreeSet<u16> {
+    strings(&svc["ports"])
+        .iter()
+        .map(|p| {
+            p.rsplit(':')
+                .next()
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// `postgres://user:password@host:port/db?params` → its parts.
+struct DbUrl {
+    scheme: String,
+    user: String,
+    password: String,
+    host: String,
+    port: u16,
+    db: String,
+}
+
+fn parse_db_url(url: &str) -> DbUrl {
+    let (scheme, rest) = url.split_once("://").expect("scheme");
+    let (auth, rest) = rest.split_once('@').expect("user@");
+    let (user, password) = auth.split_once(':').expect("user:password");
+    let (hostport, rest) = rest.split_once('/').expect("/db");
+    let (host, port) = host_port(hostport);
+    DbUrl {
+        scheme: scheme.to_owned(),
+        user: user.to_owned(),
+        password: password.to_owned(),
+        host: host.to_owned(),
+        port,
+        db: rest.split('?').next().unwrap().to_owned(),
+    }
+}
+
+/// The demo-node services: name → (route, listen port, store URL).
+fn node_services(compose: &Value) -> BTreeMap<String, (String, u16, String)> {
+    services(compose)
+        .iter()
+        .filter(|(_, svc)| !svc["command"].is_null())
+        .filter_map(|(name, svc)| {
+            let cmd = command(name, svc);
+            (cmd.first().map(String::as_str) == Some("demo-node")).then(|| {
+                let route = flag(&cmd, "--route").expect("--route").to_owned();
+                let (host, port) = host_port(flag(&cmd, "--listen").expect("--listen"));
+                assert_eq!(
+                    host, "0.0.0.0",
+                    "service {name}: listen on every interface of its container"
+                );
+                let store = flag(&cmd, "--store").expect("--store").to_owned();
+                (name.clone(), (route, port, store))
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn compose_file_and_balancer_config_agree() {
+    let compose = yaml(COMPOSE_FILE);
+    let svcs = services(&compose);
+    let nodes = node_services(&compose);
+    assert_eq!(nodes.len(), 3, "three demo nodes: {nodes:?}");
+    let bal = yaml(BALANCER_CONFIG);
+
+    // Every node of the balancer config is a demo-node service with that route and port, and
+    // every demo-node service is a node of the balancer.
+    let cfg_nodes = bal["pools"][0]["nodes"]
+        .as_sequence()
+        .expect("pools[0].nodes");
+    let mut seen = BTreeSet::new();
+    for n in cfg_nodes {
+        let route = str_of(&n["route"], "route");
+        let (host, port) = host_port(str_of(&n["address"], "address"));
+        let (svc_route, svc_port, _) = nodes.get(host).unwrap_or_else(|| {
+            panic!("node {route}: {host} is not a demo-node service of {COMPOSE_FILE}")
+        });
+        assert_eq!(
+            (svc_route.as_str(), *svc_port),
+            (route, port),
+            "service {host}"
+        );
+        // The node's own health check probes the port it listens on.
+        let hc = strings(&svcs[host]["healthcheck"]["test"]).join(" ");
+        assert!(
+            hc.contains(&format!("http://127.0.0.1:{port}/health")),
+            "{host}: {hc}"
+        );
+        seen.insert(host.to_owned());
+    }
+    assert_eq!(
+        seen,
+        nodes.keys().cloned().collect(),
+        "demo-node services missing from {BALANCER_CONFIG}"
+    );
+
+    // One store URL; it names the store service, its credentials and database.
+    let urls: BTreeSet<&str> = nodes.values().map(|(_, _, s)| s.as_str()).collect();
+    assert_eq!(urls.len(), 1, "every node uses the same store: {urls:?}");
+    let url = parse_db_url(urls.first().unwrap());
+    assert_eq!(url.scheme, "postgres");
+    assert_eq!(url.port, 5432);
+    let store = svcs
+        .get(&url.host)
+        .unwrap_or_else(|| panic!("store host {} is not a service", url.host));
+    assert!(str_of(&store["image"], "image").starts_with("postgres:16"));
+    let env = &store["environment"];
+    assert_eq!(str_of(&env["POSTGRES_USER"], "POSTGRES_USER"), url.user);
+    assert_eq!(
+        str_of(&env["POSTGRES_PASSWORD"], "POSTGRES_PASSWORD"),
+        url.password
+    );
+    assert_eq!(str_of(&env["POSTGRES_DB"], "POSTGRES_DB"), url.db);
+    let init_mount = strings(&store["volumes"])
+        .into_iter()
+        .find(|v| v.starts_with(&format!("./{INIT_SQL}:")))
+        .expect("the init script is mounted into the store");
+    assert!(
+        init_mount.contains(":/docker-entrypoint-initdb.d/") && init_mount.ends_with(".sql:ro"),
+        "{init_mount}"
+    );
+    for node in nodes.keys() {
+        assert_eq!(
+            str_of(
+                &svcs[node.as_str()]["depends_on"][url.host.as_str()]["condition"],
+                "condition"
+            ),
+            "service_healthy",
+            "{node} waits for the database"
+        );
+    }
+
+    // The balancer: mounts this config where its command reads it, publishes the listener and
+    // admin ports, which the config binds on every interface; starts after the nodes.
+    let balancer = &svcs["balancer"];
+    let cmd = command("balancer", balancer);
+    assert_eq!(cmd[0], "serve");
+    let config_path = flag(&cmd, "--config").expect("--config");
+    assert!(
+        strings(&balancer["volumes"]).contains(&format!("./{BALANCER_CONFIG}:{config_path}:ro")),
+        "{BALANCER_CONFIG} is mounted at {config_path}"
+    );
+    let listen = str_of(&bal["listeners"][0]["bind"], "listeners[0].bind");
+    let admin = str_of(&bal["admin"]["bind"], "admin.bind");
+    assert_eq!(host_port(listen), ("0.0.0.0", 8080));
+    assert_eq!(host_port(admin), ("0.0.0.0", 9901));
+    assert!(
+        !str_of(&bal["admin"]["token"], "admin.token").is_empty(),
+        "a published admin listener needs a token"
+    );
+    assert_eq!(
+        published_container_ports(balancer),
+        BTreeSet::from([8080, 9901])
+    );
+    for node in nodes.keys() {
+        assert_eq!(
+            str_of(
+                &balancer["depends_on"][node.as_str()]["condition"],
+                "condition"
+            ),
+            "service_started",
+            "the balancer resolves {node} when it loads its config"
+        );
+    }
+    // Every stickyroute service runs the image of this repository's Dockerfile.
+    for name in nodes.keys().chain(std::iter::once(&"balancer".to_owned())) {
+        assert_eq!(svcs[name.as_str()]["build"].as_str(), Some("."), "{name}");
+    }
+
+    // The config is valid as the balancer will read it, with the service names resolved.
+    let mut text = read(BALANCER_CONFIG);
+    for (name, (_, port, _)) in &nodes {
+        text = text.replace(
+            &format!("\"{name}:{port}\""),
+            &format!("\"127.0.0.1:{port}\""),
+        );
+    }
+    let cfg = Config::from_yaml(&text, BALANCER_CONFIG).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.pools[0].binder.as_str(),
+        "translate",
+        "the nodes find sessions by their original id"
+    );
+}
+
+#[test]
+fn init_script_creates_the_tomcat_sessions_table() {
+    let sql = read(INIT_SQL).to_lowercase();
+    let squeezed: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        squeezed.contains("create table if not exists tomcat_sessions ("),
+        "{squeezed}"
+    );
+    for column in [
+        "session_id varchar(100) not null primary key",
+        "valid_session char(1) not null",
+        "max_inactive int not null",
+        "last_access bigint not null",
+        "app_name varchar(255)",
+        "session_data bytea",
+    ] {
+        assert!(squeezed.contains(column), "{column} missing: {squeezed}");
+    }
+}
+
+/// Dockerfile instructions, continuation lines joined, comments dropped.
+fn dockerfile() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in read("Dockerfile").lines() {
+        let t = line.trim();
+        if t.starts_with('#') || (t.is_empty() && cur.is_empty()) {
+            continue;
+        }
+        cur.push_str(t.trim_end_matches('\\').trim());
+        cur.push(' ');
+        if !t.ends_with('\\') {
+            let (op, args) = cur.trim().split_once(' ').unwrap_or((cur.trim(), ""));
+            out.push((op.to_uppercase(), args.trim().to_owned()));
+            cur.clear();
+        }
+    }
+    out
+}
+
+#[test]
+fn dockerfile_is_multi_stage_non_root_with_healthcheck_and_agrees_with_compose() {
+    let ins = dockerfile();
+    let all = |op: &str| -> Vec<String> {
+        ins.iter()
+            .filter(|(o, _)| o == op)
+            .map(|(_, a)| a.clone())
+            .collect()
+    };
+    let one = |op: &str| -> String {
+        let v = all(op);
+        assert_eq!(v.len(), 1, "exactly one {op}: {v:?}");
+        v[0].clone()
+    };
+
+    let froms = all("FROM");
+    assert_eq!(froms.len(), 2, "{froms:?}");
+    assert_eq!(froms[0], "rust:1-slim-bookworm AS build");
+    assert_eq!(froms[1], "debian:bookworm-slim");
+    let runs = all("RUN");
+    assert!(
+        runs.iter()
+            .any(|r| r.contains("cargo build --release --locked")),
+        "{runs:?}"
+    );
+    let copies = all("COPY");
+    assert!(
+        copies.iter().any(|c| c.starts_with("--from=build ")),
+        "{copies:?}"
+    );
+    for c in &copies {
+        if c.starts_with("--from") {
+            continue;
+        }
+        let parts: Vec<&str> = c.split_whitespace().collect();
+        for src in &parts[..parts.len() - 1] {
+            assert!(
+                root().join(src).exists(),
+                "COPY {src}: missing from the build context"
+            );
+        }
+    }
+
+    let user = one("USER");
+    assert!(
+        !user.starts_with("root") && !user.starts_with('0'),
+        "USER {user}"
+    );
+    assert!(runs
+        .iter()
+        .any(|r| r.contains("useradd") && r.contains(user.split(':').next().unwrap())));
+
+    let exposed: BTreeSet<u16> = one("EXPOSE")
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(exposed, BTreeSet::from([8080, 9901]));
+    let compose = yaml(COMPOSE_FILE);
+    assert_eq!(
+        published_container_ports(&services(&compose)["balancer"]),
+        exposed
+    );
+
+    // The health check asks the admin listener, whose port is the one the config binds, with a
+    // tool the runtime stage installs, within bounded time.
+    let hc = one("HEALTHCHECK");
+    assert!(hc.contains("CMD"), "{hc}");
+    assert!(
+        hc.contains("--timeout=") && hc.contains("--max-time"),
+        "{hc}"
+    );
+    let bal = yaml(BALANCER_CONFIG);
+    let (_, admin_port) = host_port(str_of(&bal["admin"]["bind"], "admin.bind"));
+    assert!(hc.contains(&format!("127.0.0.1:{admin_port}/")), "{hc}");
+    assert!(hc.contains("\"curl\""), "{hc}");
+    let runtime_runs: Vec<&String> = {
+        let start = ins.iter().rposition(|(o, _)| o == "FROM").unwrap();
+        ins[start..]
+            .iter()
+            .filter(|(o, _)| o == "RUN")
+            .map(|(_, a)| a)
+            .collect()
+    };
+    assert!(
+        runtime_runs
+            .iter()
+            .any(|r| r.contains("apt-get install") && r.contains(" curl")),
+        "{runtime_runs:?}"
+    );
+
+    let entry = one("ENTRYPOINT");
+    let entry: Vec<String> = serde_json::from_str(&entry).expect("ENTRYPOINT in exec form");
+    assert_eq!(entry, ["/usr/local/bin/stickyroute"]);
+    assert!(
+        runs.iter()
+            .any(|r| r.contains("/usr/local/bin/stickyroute")),
+        "the build stage installs it there"
+    );
+    let cmd: Vec<String> = serde_json::from_str(&one("CMD")).expect("CMD in exec form");
+    assert_eq!(cmd[0], "serve");
+
+    let ignore = read(".dockerignore");
+    let ignored: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(ignored.contains(&"target/"), "{ignored:?}");
+    for needed in ["src", "benches", "Cargo.toml", "Cargo.lock"] {
+        assert!(
+            !ignored.iter().any(|i| i.trim_end_matches('/') == needed),
+            "{needed} is ignored"
+        );
+    }
+}
+
+#[test]
+fn failover_script_is_sound_and_names_existing_services() {
+    let path = root().join(FAILOVER_SCRIPT);
+    let script = read(FAILOVER_SCRIPT);
+    let out = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(script.starts_with("#!/usr/bin/env bash\n"));
+    assert!(script.contains("\nset -euo pipefail\n"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o111 != 0,
+            "executable"
+        );
+    }
+    for line in script
+        .lines()
+        .filter(|l| l.trim_start().starts_with("curl "))
+    {
+        assert!(line.contains("--max-time"), "unbounded curl: {line}");
+    }
+    assert!(script.contains("stop \"$service\""));
+    // The script maps route jvmN to service nodeN.
+    assert!(script.contains("service=\"node${route#jvm}\""));
+    for (name, (route, _, _)) in node_services(&yaml(COMPOSE_FILE)) {
+        assert_eq!(
+            name.strip_prefix("node"),
+            route.strip_prefix("jvm"),
+            "service {name} runs route {route}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the failover script
+// ---------------------------------------------------------------------------------------------
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Writes an executable stand-in for `docker compose`: `config --services` lists the compose
+/// file's services; `stop <service>` runs `stop_body` with `$2` the service.
+fn fake_compose(dir: &Path, stop_body: &str) -> PathBuf {
+    let names: Vec<String> = services(&yaml(COMPOSE_FILE)).into_keys().collect();
+    let script = format!(
+        "#!/bin/sh\n# stand-in for `docker compose` in tests\ncase \"$1\" in\n  config) printf '%s\\n' {} ;;\n  stop)\n{stop_body}\n    ;;\n  *) echo \"unexpected: $*\" >&2; exit 2 ;;\nesac\n",
+        names.join(" ")
+    );
+    let path = dir.join("compose");
+    std::fs::write(&path, script).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    path
+}
+
+/// Runs the failover script (bounded) and returns its stdout; panics with its output on failure.
+async fn run_failover_script(balancer: SocketAddr, compose: &Path) -> String {
+    let child = tokio::process::Command::new(root().join(FAILOVER_SCRIPT))
+        .env("BALANCER_URL", format!("http://{balancer}"))
+        .env("COMPOSE", compose)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("failover-demo.sh did not finish within 60 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "failover-demo.sh failed ({:?})\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_script_runs_against_the_demo() {
+    if !have("curl") {
+        eprintln!("SKIPPED: failover_script_runs_against_the_demo needs curl");
+        return;
+    }
+    let demo = start_demo(DemoOptions::ephemeral()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let compose = fake_compose(
+        dir.path(),
+        &format!(
+            "    curl -fsS --max-time 5 -o /dev/null -X POST \"http://{}/nodes/jvm${{2#node}}/stop\"",
+            demo.control_addr
+        ),
+    );
+    let out = run_failover_script(demo.balancer_addr, &compose).await;
+    assert!(out.contains("OK: the count went on (3 -> 4)"), "{out}");
+    let stopped: Vec<String> = demo
+        .nodes()
+        .await
+        .into_iter()
+        .filter(|n| !n.running)
+        .map(|n| n.route)
+        .collect();
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert!(
+        out.contains(&format!("(pinned to {}, count 3)", stopped[0])),
+        "{out}"
+    );
+    demo.stop().await;
+}
+
+/// Child processes killed on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Spawns the binary with `args` and waits (bounded) for a stdout line containing `marker`.
+fn spawn_until(args: &[String], marker: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stickyroute"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains(marker) => return (child, line),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{args:?}: no {marker:?} within 10 s");
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_topology_fails_over_with_postgres() {
+    let Some(pg_url) = common::service_url(
+        "TEST_POSTGRES_URL",
+        "compose_topology_fails_over_with_postgres",
+    ) else {
+        return;
+    };
+    if !have("curl") {
+        eprintln!("SKIPPED: compose_topology_fails_over_with_postgres needs curl");
+        return;
+    }
+    // The init script, as the postgres image would run it.
+    let pool = sqlx::PgPool::connect(&pg_url).await.unwrap();
+    sqlx::raw_sql(&read(INIT_SQL)).execute(&pool).await.unwrap();
+
+    // The node commands of the compose file, on local ports and the test database.
+    let compose = yaml(COMPOSE_FILE);
+    let svcs = services(&compose);
+    let dir = tempfile::tempdir().unwrap();
+    let mut procs = Procs(Vec::new());
+    let mut text = read(BALANCER_CONFIG);
+    for (name, (_, port, _)) in node_services(&compose) {
+        let mut args = command(&name, &svcs[name.as_str()]);
+        for (flag_name, value) in [
+            ("--listen", "127.0.0.1:0".to_owned()),
+            ("--store", pg_url.clone()),
+        ] {
+            let i = args.iter().position(|a| a == flag_name).unwrap();
+            args[i + 1] = value;
+        }
+        let (child, line) = spawn_until(&args, "listening on http://");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        std::fs::write(
+            dir.path().join(format!("{name}.pid")),
+            child.id().to_string(),
+        )
+        .unwrap();
+        procs.0.push(child);
+        text = text.replace(&format!("\"{name}:{port}\""), &format!("\"{addr}\""));
+    }
+    // The mounted balancer config, listening on local ports.
+    let (listen, admin) = (free_port(), free_port());
+    text = text
+        .replace("\"0.0.0.0:8080\"", &format!("\"127.0.0.1:{listen}\""))
+        .replace("\"0.0.0.0:9901\"", &format!("\"127.0.0.1:{admin}\""));
+    let config = dir.path().join("balancer.yaml");
+    std::fs::write(&config, &text).unwrap();
+    let args: Vec<String> = [
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--grace",
+        "1s",
+    ]
+    .map(String::from)
+    .to_vec();
+    let balancer = Command::new(env!("CARGO_BIN_EXE_stickyroute"))
+        .args(&args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    procs.0.push(balancer);
+    let lb: SocketAddr = format!("127.0.0.1:{listen}").parse().unwrap();
+
+    // `docker compose stop nodeN`: SIGTERM to the node process, wait for it to exit.
+    let compose_cmd = fake_compose(
+        dir.path(),
+        &format!(
+            "    pid=$(cat \"{dir}/$2.pid\")\n    kill -TERM \"$pid\"\n    for _ in $(seq 1 100); do\n      # gone, or a zombie waiting for the test to reap it\n      grep -qs '^State:[[:space:]]*[ZX]' /proc/$pid/status || [ ! -e /proc/$pid ] && exit 0\n      sleep 0.1\n    done\n    exit 1",
+            dir = dir.path().display()
+        ),
+    );
+    let out = run_failover_script(lb, &compose_cmd).await;
+    assert!(out.contains("OK: the count went on (3 -> 4)"), "{out}");
+}
