@@ -315,7 +315,7 @@ impl Default for RawFailover {
             cross_domain: false,
             max_attempts: 3,
             recover_after: Duration::from_secs(10),
-            retry_idempotent: false,
+            retry_idempotent: true,
             header: "X-Session-Failover-From".into(),
         }
     }

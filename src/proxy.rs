@@ -219,7 +219,7 @@ impl ProxyService {
             &pool.cfg.failover.header,
         );
         let original_path = parts.uri.clone();
-        // A request that may be replayed on another node after a failure past sending.
+        // A request that may be replayed after a failure past sending: idempotent, no body.
         let replay = (pool.cfg.failover.retry_idempotent
             && is_idempotent(&parts.method)
             && body.is_end_stream())
@@ -229,6 +229,9 @@ impl ProxyService {
 
         let mut tried: Vec<usize> = Vec::new();
         let mut attempts = 0usize;
+        // Set after a reused keep-alive connection failed: the next try opens a new one.
+        let mut fresh_next = false;
+        let mut retried_fresh = false;
         let max_attempts = pool.cfg.failover.max_attempts;
         loop {
             attempts += 1;
@@ -239,10 +242,16 @@ impl ProxyService {
             trace.node = Some(node.route.clone());
             trace.node_ix = Some(choice.node);
 
-            let sender = match node
+            let fresh = std::mem::take(&mut fresh_next);
+            let (sender, reused) = match node
                 .rt
                 .conns
-                .checkout(node.addr, pool.cfg.timeouts.connect, pool.cfg.timeouts.idle)
+                .checkout(
+                    node.addr,
+                    pool.cfg.timeouts.connect,
+                    pool.cfg.timeouts.idle,
+                    fresh,
+                )
                 .await
             {
                 Ok(s) => s,
@@ -365,6 +374,18 @@ impl ProxyService {
                         .upstream_errors
                         .fetch_add(1, Ordering::Relaxed);
                     let timed_out = matches!(err, ProxyError::Timeout(_));
+                    if let (Some(saved), true) = (&replay, reused && !timed_out && !retried_fresh) {
+                        // A reused keep-alive connection closed under the request: most often
+                        // the node closing an idle connection, not the node dying. Replay once
+                        // on a new connection before judging the node.
+                        tracing::debug!(node = %node.route, error = %err, "pooled connection failed; retrying on a new one");
+                        retried_fresh = true;
+                        fresh_next = true;
+                        parts = saved.clone();
+                        cookies_dirty = true;
+                        body = Some(ForwardBody::Empty);
+                        continue;
+                    }
                     mark_down(pool, node, err.to_string());
                     match &replay {
                         Some(saved) if attempts < max_attempts && !timed_out => {

@@ -92,24 +92,25 @@ pub struct UpstreamPool {
 
 impl UpstreamPool {
     /// A ready connection: the most recently used idle one that is still open and younger than
-    /// `idle_timeout`, else a new one.
+    /// `idle_timeout`, else (or when `fresh`) a new one. The flag says whether it was reused.
     pub async fn checkout(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
         idle_timeout: Duration,
-    ) -> Result<Sender, ConnectError> {
-        loop {
+        fresh: bool,
+    ) -> Result<(Sender, bool), ConnectError> {
+        while !fresh {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut idle) = idle else { break };
             if idle.since.elapsed() > idle_timeout || idle.sender.is_closed() {
                 continue;
             }
             if idle.sender.is_ready() || idle.sender.ready().await.is_ok() {
-                return Ok(idle.sender);
+                return Ok((idle.sender, true));
             }
         }
-        connect(addr, connect_timeout).await
+        connect(addr, connect_timeout).await.map(|s| (s, false))
     }
 
     /// Returns a connection whose exchange is complete.

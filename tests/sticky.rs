@@ -477,3 +477,60 @@ async fn slow_clients_time_out_and_connections_are_limited() {
     drop(b);
     lb.stop().await;
 }
+
+#[tokio::test]
+async fn node_killed_under_load_fails_no_idempotent_request() {
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let n2 = node("jvm2", &store).await;
+    let n3 = node("jvm3", &store).await;
+    let lb = balancer(&yaml(
+        "",
+        &[
+            node_line("jvm1", n1.addr, ""),
+            node_line("jvm2", n2.addr, ""),
+            node_line("jvm3", n3.addr, ""),
+        ],
+    ))
+    .await;
+    let stop_at = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let addr = lb.addr();
+        workers.push(tokio::spawn(async move {
+            // Half the workers are pinned to the node that will die, half are new sessions.
+            let cookie = (w % 2 == 0).then(|| format!("W{w}.jvm1"));
+            let mut conn = Conn::open(addr).await;
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            for _ in 0..2000 {
+                if std::time::Instant::now() > stop_at {
+                    break;
+                }
+                let r = conn.get("/slow?ms=2", cookie.as_deref()).await;
+                if r.status == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(format!("{} {}", r.status, r.text()));
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    n1.stop().await; // closes its listener and every connection, in-flight requests included
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "too little load to mean anything: {ok}");
+    lb.stop().await;
+}
