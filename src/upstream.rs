@@ -100,7 +100,10 @@ impl UpstreamPool {
         idle_timeout: Duration,
         fresh: bool,
     ) -> Result<(Sender, bool), ConnectError> {
-        while !fresh {
+        loop {
+            if fresh {
+                break;
+            }
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut idle) = idle else { break };
             if idle.since.elapsed() > idle_timeout || idle.sender.is_closed() {
