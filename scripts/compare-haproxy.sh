@@ -55,7 +55,7 @@ pools:
       - { route: jvm2, address: "127.0.0.1:19082" }
       - { route: jvm3, address: "127.0.0.1:19083" }
 EOF
-RUST_LOG=warn "$BIN" serve -c "$WORK/balancer.yaml" > "$WORK/sr.log" 2>&1 & SR_PID=$!; PIDS+=($SR_PID)
+RUST_LOG=${SR_LOG:-warn} "$BIN" serve --threads "${SR_THREADS:-0}" -c "$WORK/balancer.yaml" > "$WORK/sr.log" 2>&1 & SR_PID=$!; PIDS+=($SR_PID)
 
 # --- HAProxy: route by the text after the last '.' of JSESSIONID, round robin otherwise
 cat > "$WORK/haproxy.cfg" <<EOF

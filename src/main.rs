@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// mimalloc instead of glibc malloc: the request path allocates small, short-lived buffers
+/// (header maps, ids), and glibc's malloc/free/consolidate was ~9% of the proxy's CPU under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use stickyroute::config::Config;
 use stickyroute::server::Running;
 
@@ -39,6 +44,10 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = "balancer.yaml")]
         config: PathBuf,
+        /// Worker threads; 1 runs everything on one thread (no cross-thread wakeups), 0 means
+        /// one per CPU.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         /// Time in-flight requests get to finish on SIGTERM / SIGINT.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         grace: Duration,
@@ -103,9 +112,33 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let threads = match &cli.command {
+        Command::Serve { threads, .. } => *threads,
+        _ => 0,
+    };
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if threads > 1 {
+            b.worker_threads(threads);
+        }
+        b.enable_all().build()
+    };
+    match runtime {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Ctl(args) => stickyroute::ctl::run_cli(args).await,
         Command::Check { config } => match Config::load(&config) {
@@ -118,7 +151,7 @@ async fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Serve { config, grace } => {
+        Command::Serve { config, grace, .. } => {
             init_tracing(cli.log_format);
             // The file, plus STICKYROUTE_ADMIN_TOKEN; every reload reads it the same way.
             let cfg = match stickyroute::control::load_config(&config) {

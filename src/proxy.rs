@@ -91,12 +91,10 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 }
 
 /// What the access log and counters learn about one request.
+/// Indexes into the snapshot rather than names: nothing is allocated for the log line.
 struct Trace {
-    pool: Option<String>,
-    node: Option<String>,
     outcome: Option<Outcome>,
     upstream: Option<Duration>,
-    /// Indexes into the snapshot, for metrics.
     pool_ix: Option<usize>,
     node_ix: Option<usize>,
 }
@@ -105,16 +103,8 @@ impl ProxyService {
     async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let start = Instant::now();
         let method = req.method().clone();
-        let log_path = req
-            .uri()
-            .path()
-            .split(';')
-            .next()
-            .unwrap_or("/")
-            .to_string();
+        let uri = req.uri().clone(); // shares the request's buffer; no copy
         let mut trace = Trace {
-            pool: None,
-            node: None,
             outcome: None,
             upstream: None,
             pool_ix: None,
@@ -125,19 +115,26 @@ impl ProxyService {
             Ok(resp) => resp,
             Err((err, retry_after)) => {
                 if err.status().is_server_error() {
-                    tracing::warn!(pool = trace.pool.as_deref().unwrap_or("-"), error = %err, "request failed");
+                    let pool = trace
+                        .pool_ix
+                        .map_or("-", |i| snap.pools[i].cfg.name.as_str());
+                    tracing::warn!(pool, error = %err, "request failed");
                 }
                 synthetic(err.status(), &err.to_string(), retry_after)
             }
         };
+        let pool = trace.pool_ix.map(|i| &snap.pools[i]);
         tracing::info!(
             target: "stickyroute::access",
             client = %self.client,
             method = %method,
-            path = %log_path,
+            // Path parameters (`;jsessionid=`) are cut: session ids are never logged.
+            path = uri.path().split(';').next().unwrap_or("/"),
             status = resp.status().as_u16(),
-            pool = trace.pool.as_deref().unwrap_or("-"),
-            node = trace.node.as_deref().unwrap_or("-"),
+            pool = pool.map_or("-", |p| p.cfg.name.as_str()),
+            node = pool
+                .zip(trace.node_ix)
+                .map_or("-", |(p, n)| p.nodes[n].route.as_str()),
             outcome = trace.outcome.map_or("none", Outcome::as_str),
             upstream_us = trace.upstream.map_or(0, |d| d.as_micros() as u64),
             total_us = start.elapsed().as_micros() as u64,
@@ -164,7 +161,6 @@ impl ProxyService {
         let pool = snap
             .match_pool(host.as_deref(), parts.uri.path())
             .ok_or((ProxyError::NoPool, None))?;
-        trace.pool = Some(pool.cfg.name.clone());
         trace.pool_ix = snap.pools.iter().position(|p| std::ptr::eq(p, pool));
         let settings = &snap.config.session.settings;
         let sep = settings.separator;
@@ -239,7 +235,6 @@ impl ProxyService {
                 .map_err(|e| (ProxyError::NoCandidate(e), retry_after))?;
             let node = &pool.nodes[choice.node];
             trace.outcome = Some(choice.outcome);
-            trace.node = Some(node.route.clone());
             trace.node_ix = Some(choice.node);
 
             let fresh = std::mem::take(&mut fresh_next);
