@@ -7,12 +7,11 @@
 //! (pingora's `Backends::do_update`, but with one swap instead of two).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, PoolConfig};
+use crate::config::{Config, NodeAddr, PoolConfig};
 use crate::store::SessionStore;
 use crate::upstream::UpstreamPool;
 
@@ -175,7 +174,7 @@ impl NodeRuntime {
 pub struct Node {
     pub route: String,
     pub address: String,
-    pub addr: SocketAddr,
+    pub addr: NodeAddr,
     pub weight: u32,
     pub domain: String,
     /// Index of the preferred failover target in the pool's `nodes`.
@@ -335,7 +334,7 @@ impl Snapshot {
                     Node {
                         route: nc.route.clone(),
                         address: nc.address.clone(),
-                        addr: nc.addr,
+                        addr: nc.addr.clone(),
                         weight: nc.weight,
                         domain: nc.domain.clone(),
                         redirect: nc.redirect.as_ref().and_then(|r| by_route.get(r).copied()),

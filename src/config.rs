@@ -139,12 +139,67 @@ pub struct HealthConfig {
     pub expect_status: Vec<u16>,
 }
 
+/// Where a node listens: a literal socket address, or `host:port` looked up each time a new
+/// connection is opened (so a container that comes back with a new IP is found without a
+/// reload, and a config naming compose services validates on any machine).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NodeAddr {
+    Socket(SocketAddr),
+    Host { host: String, port: u16 },
+}
+
+impl NodeAddr {
+    /// Parses `ip:port`, `[v6]:port` or `host:port` (no lookup).
+    pub fn parse(text: &str) -> Result<NodeAddr, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(NodeAddr::Socket(addr));
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!("address {text:?} needs a port (host:port)"));
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid address {text:?}: bad port {port:?}"))?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !host_ok {
+            return Err(format!("invalid address {text:?}: bad host name {host:?}"));
+        }
+        Ok(NodeAddr::Host {
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    /// Opens a TCP connection (looking the host up first when it is a name).
+    pub async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
+        match self {
+            NodeAddr::Socket(a) => tokio::net::TcpStream::connect(a).await,
+            NodeAddr::Host { host, port } => {
+                tokio::net::TcpStream::connect((host.as_str(), *port)).await
+            }
+        }
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeAddr::Socket(a) => write!(f, "{a}"),
+            NodeAddr::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
     pub route: String,
-    /// As written (host:port); `addr` is what it resolved to.
+    /// As written (host:port).
     pub address: String,
-    pub addr: SocketAddr,
+    pub addr: NodeAddr,
     pub weight: u32,
     /// Replication domain; nodes without one share the default domain `""`.
     pub domain: String,
@@ -928,7 +983,8 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         if n.weight == 0 {
             return Err(ctx.err(format!("{nkey}.weight"), "must be at least 1"));
         }
-        let addr = parse_addr(ctx, &format!("{nkey}.address"), &n.address)?;
+        let addr =
+            NodeAddr::parse(&n.address).map_err(|m| ctx.err(format!("{nkey}.address"), m))?;
         nodes.push(NodeConfig {
             route: n.route.clone(),
             address: n.address.clone(),
@@ -1303,6 +1359,33 @@ pools:
             assert_eq!(err.line, Some(line), "{yaml}\n{err}");
             let shown = err.to_string();
             assert!(shown.starts_with("bad.yaml:"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn node_addresses() {
+        let ok = [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("[::1]:80", "[::1]:80"),
+            ("node1:8080", "node1:8080"),
+            ("app-1.example.com:9", "app-1.example.com:9"),
+        ];
+        for (text, shown) in ok {
+            assert_eq!(NodeAddr::parse(text).unwrap().to_string(), shown);
+        }
+        assert!(matches!(
+            NodeAddr::parse("node1:8080"),
+            Ok(NodeAddr::Host { .. })
+        ));
+        for bad in [
+            "node1",
+            "node1:",
+            "node1:99999",
+            ":80",
+            "no de:80",
+            "a/b:80",
+        ] {
+            assert!(NodeAddr::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -14,7 +14,6 @@
 //! mark is lifted sooner, once `rise` consecutive probes after it succeeded.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,11 +22,10 @@ use bytes::Bytes;
 use http::{header, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::{now_ms, NodeRuntime, Snapshot};
-use crate::config::HealthConfig;
+use crate::config::{HealthConfig, NodeAddr};
 
 /// Consecutive-result state machine: `fall` failures in a row take an up node down, `rise`
 /// successes in a row bring a down node up.
@@ -95,9 +93,10 @@ pub fn status_ok(status: StatusCode, expect: &[u16]) -> bool {
 }
 
 /// One health check of the node at `addr` (`host` for the `Host` header).
-pub async fn probe(addr: SocketAddr, host: &str, cfg: &HealthConfig) -> Result<(), ProbeError> {
+pub async fn probe(addr: &NodeAddr, host: &str, cfg: &HealthConfig) -> Result<(), ProbeError> {
     let attempt = async {
-        let stream = TcpStream::connect(addr)
+        let stream = addr
+            .connect()
             .await
             .map_err(|e| ProbeError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
@@ -134,7 +133,7 @@ pub struct Target {
     pub pool: String,
     pub route: String,
     pub address: String,
-    pub addr: SocketAddr,
+    pub addr: NodeAddr,
 }
 
 /// Checks one node every `cfg.interval` until `cancel`.
@@ -158,7 +157,7 @@ pub async fn run_checker(
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            r = probe(target.addr, &target.address, &cfg) => r,
+            r = probe(&target.addr, &target.address, &cfg) => r,
         };
         let ok = result.is_ok();
         match counter.record(ok) {
@@ -207,7 +206,7 @@ pub async fn run_checker(
 
 struct Checker {
     rt: Arc<NodeRuntime>,
-    addr: SocketAddr,
+    addr: NodeAddr,
     cfg: HealthConfig,
     cancel: CancellationToken,
 }
@@ -247,7 +246,7 @@ impl HealthChecks {
                     pool: pool.cfg.name.clone(),
                     route: node.route.clone(),
                     address: node.address.clone(),
-                    addr: node.addr,
+                    addr: node.addr.clone(),
                 };
                 tokio::spawn(run_checker(
                     target,
@@ -259,7 +258,7 @@ impl HealthChecks {
                     key,
                     Checker {
                         rt: node.rt.clone(),
-                        addr: node.addr,
+                        addr: node.addr.clone(),
                         cfg: cfg.clone(),
                         cancel,
                     },
@@ -377,7 +376,9 @@ mod tests {
             fall: 1,
             expect_status: vec![],
         };
-        let err = probe(addr, &addr.to_string(), &cfg).await.unwrap_err();
+        let err = probe(&NodeAddr::Socket(addr), &addr.to_string(), &cfg)
+            .await
+            .unwrap_err();
         assert!(matches!(err, ProbeError::Connect(_)), "{err}");
     }
 
@@ -399,7 +400,7 @@ mod tests {
             fall: 1,
             expect_status: vec![],
         };
-        let err = probe(addr, "x", &cfg).await.unwrap_err();
+        let err = probe(&NodeAddr::Socket(addr), "x", &cfg).await.unwrap_err();
         assert_eq!(err, ProbeError::Timeout(Duration::from_millis(100)));
     }
 }

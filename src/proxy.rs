@@ -242,7 +242,7 @@ impl ProxyService {
                 .rt
                 .conns
                 .checkout(
-                    node.addr,
+                    &node.addr,
                     pool.cfg.timeouts.connect,
                     pool.cfg.timeouts.idle,
                     fresh,
@@ -520,7 +520,7 @@ async fn send(
     let mut request = request;
     for fresh in [false, true] {
         if fresh {
-            match upstream::connect(node.addr, connect_timeout).await {
+            match upstream::connect(&node.addr, connect_timeout).await {
                 Ok(s) => sender = s,
                 Err(e) => return SendResult::NotSent(request, e.to_string()),
             }

@@ -7,18 +7,17 @@
 //! closing pooled connection did not send. A connection goes back to the pool when its response
 //! body ends (see `proxy::ResponseBody`).
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::config::NodeAddr;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 /// Idle connections kept per node.
 pub const MAX_IDLE_PER_NODE: usize = 512;
@@ -65,15 +64,15 @@ pub type Sender = http1::SendRequest<ForwardBody>;
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("connect to {addr} timed out after {after:?}")]
-    Timeout { addr: SocketAddr, after: Duration },
+    Timeout { addr: NodeAddr, after: Duration },
     #[error("connect to {addr}: {source}")]
     Io {
-        addr: SocketAddr,
+        addr: NodeAddr,
         source: std::io::Error,
     },
     #[error("handshake with {addr}: {source}")]
     Handshake {
-        addr: SocketAddr,
+        addr: NodeAddr,
         source: hyper::Error,
     },
 }
@@ -95,7 +94,7 @@ impl UpstreamPool {
     /// `idle_timeout`, else (or when `fresh`) a new one. The flag says whether it was reused.
     pub async fn checkout(
         &self,
-        addr: SocketAddr,
+        addr: &NodeAddr,
         connect_timeout: Duration,
         idle_timeout: Duration,
         fresh: bool,
@@ -141,22 +140,31 @@ impl UpstreamPool {
 }
 
 /// Opens a new HTTP/1.1 connection (upgrades allowed) and spawns its driver task.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+pub async fn connect(addr: &NodeAddr, timeout: Duration) -> Result<Sender, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, addr.connect()).await {
         Err(_) => {
             return Err(ConnectError::Timeout {
-                addr,
+                addr: addr.clone(),
                 after: timeout,
             })
         }
-        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Err(source)) => {
+            return Err(ConnectError::Io {
+                addr: addr.clone(),
+                source,
+            })
+        }
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|source| ConnectError::Handshake { addr, source })?;
+        .map_err(|source| ConnectError::Handshake {
+            addr: addr.clone(),
+            source,
+        })?;
+    let addr = addr.to_string();
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(%addr, error = %e, "upstream connection closed");

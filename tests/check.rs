@@ -99,3 +99,12 @@ fn rejects_invalid_configs_naming_file_line_and_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn accepts_the_compose_config_whose_nodes_are_service_names() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/balancer.compose.yaml");
+    let (code, stdout, stderr) = check(&path);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("jvm1"), "{stdout}");
+}

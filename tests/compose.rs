@@ -256,7 +256,7 @@ fn compose_file_and_balancer_config_agree() {
                 "condition"
             ),
             "service_started",
-            "the balancer resolves {node} when it loads its config"
+            "the balancer should start after {node}"
         );
     }
     // Every stickyroute service runs the image of this repository's Dockerfile.

@@ -534,3 +534,31 @@ async fn node_killed_under_load_fails_no_idempotent_request() {
     assert!(ok > 100, "too little load to mean anything: {ok}");
     lb.stop().await;
 }
+
+#[tokio::test]
+async fn node_named_by_host_name_is_looked_up_when_connecting() {
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let line = format!(
+        "- {{ route: jvm1, address: \"localhost:{}\" }}",
+        n1.addr.port()
+    );
+    let lb = balancer(&yaml("", &[line])).await;
+    let r = get(lb.addr(), "/whoami", Some("H.jvm1")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.node(), "jvm1");
+    // A name that does not resolve is a connect failure of that node, not a config error.
+    let lb2 = balancer(&yaml(
+        "",
+        &[
+            "- { route: gone, address: \"no-such-host.invalid:8080\" }".to_string(),
+            node_line("jvm1", n1.addr, ""),
+        ],
+    ))
+    .await;
+    let r = get(lb2.addr(), "/whoami", Some("G.gone")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.node(), "jvm1");
+    lb.stop().await;
+    lb2.stop().await;
+}

@@ -372,7 +372,7 @@ pub async fn start_demo(opts: DemoOptions) -> Result<RunningDemo, DemoError> {
             DemoNodeConfig::new(node_cfg.route.clone(), store.clone()),
         )
         .await;
-        node_cfg.addr = node.addr;
+        node_cfg.addr = crate::config::NodeAddr::Socket(node.addr);
         node_cfg.address = node.addr.to_string();
         slots.push(NodeSlot {
             route: node_cfg.route.clone(),
@@ -825,7 +825,10 @@ mod tests {
         for (i, n) in pool.nodes.iter().enumerate() {
             assert_eq!(
                 n.addr,
-                SocketAddr::new(NODE_HOST, DEFAULT_NODE_PORT + i as u16)
+                crate::config::NodeAddr::Socket(SocketAddr::new(
+                    NODE_HOST,
+                    DEFAULT_NODE_PORT + i as u16
+                ))
             );
         }
     }
