@@ -1218,13 +1218,7 @@ fn validate_store(s: &RawStore, key: &str, ctx: &Ctx) -> Result<StoreConfig, Con
             ("sessionLastAccessedCol", &table.last_access_col),
         ];
         for (name, value) in cols {
-            let ok = value
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && value
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            let ok = crate::store::sql::is_sql_identifier(value);
             if !ok {
                 return Err(ctx.err(
                     format!("{key}.{name}"),

@@ -91,27 +91,6 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let threads = match &cli.command {
@@ -179,7 +158,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
             let token = running.shutdown_token();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                stickyroute::server::shutdown_signal().await;
                 tracing::info!("shutdown requested");
                 token.cancel();
             });

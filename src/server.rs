@@ -176,6 +176,30 @@ pub async fn serve_listener(
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM: the stop signal of `serve`, `demo` and `demo-node`.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// A balancer started in this process: bound addresses and a stop handle. Used by `serve`,
 /// `demo` and the integration tests. The work is done by [`Control`]: admin listener, health
 /// checkers, registry sweeper, hot reload.

@@ -725,7 +725,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "\n{}", demo.guide(&program_name()));
         let _ = out.flush();
     }
-    shutdown_signal().await;
+    crate::server::shutdown_signal().await;
     println!("stopping the demo");
     demo.stop().await;
     Ok(())
@@ -783,29 +783,6 @@ pub async fn control_request(
     tokio::time::timeout(CONTROL_CLIENT_TIMEOUT, exchange)
         .await
         .map_err(|_| unreachable(&format!("no answer within {CONTROL_CLIENT_TIMEOUT:?}")))?
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

@@ -274,7 +274,7 @@ pub async fn run_demo_node_cli(
         if binder_valve { "on" } else { "off" }
     );
 
-    shutdown_signal().await;
+    crate::server::shutdown_signal().await;
     info!(route = %route, "demo node stopping");
     schema_stop.cancel();
     let _ = schema_task.await;
@@ -294,29 +294,6 @@ async fn ensure_schema_until_done(store: SessionStore, stop: CancellationToken) 
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(SCHEMA_RETRY_PAUSE) => {}
         }
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
