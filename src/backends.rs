@@ -83,7 +83,8 @@ impl Health {
 
     /// Marks the node down for `recover_after`; returns true when it was up before.
     pub fn mark_down(&self, now_ms: u64, recover_after: Duration, reason: String) -> bool {
-        let until = now_ms + recover_after.as_millis() as u64;
+        let until =
+            now_ms.saturating_add(u64::try_from(recover_after.as_millis()).unwrap_or(u64::MAX));
         let before = self.down_until_ms.swap(until, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
         before <= now_ms && !self.probe_down.load(Ordering::Relaxed)
@@ -374,7 +375,7 @@ impl Snapshot {
     /// prefix wins, a pool naming the host beats one that does not.
     pub fn match_pool(&self, host: Option<&str>, path: &str) -> Option<&Pool> {
         let host = host.map(strip_port);
-        let mut best: Option<(&Pool, (usize, bool))> = None;
+        let mut best: Option<(&Pool, (bool, usize))> = None;
         for pool in &self.pools {
             let host_named = if pool.cfg.hosts.is_empty() {
                 false
@@ -387,7 +388,8 @@ impl Snapshot {
             if !pool.path_matches(path) {
                 continue;
             }
-            let rank = (pool.cfg.path_prefix.len(), host_named);
+            // A pool naming the host wins over any path length, as in nginx and HAProxy.
+            let rank = (host_named, pool.cfg.path_prefix.len());
             if best.is_none_or(|(_, r)| rank > r) {
                 best = Some((pool, rank));
             }
@@ -451,6 +453,28 @@ pools:
             let got = s.match_pool(host, path).map(|p| p.cfg.name.as_str());
             assert_eq!(got, Some(want), "{host:?} {path}");
         }
+    }
+
+    #[test]
+    fn a_pool_naming_the_host_beats_a_longer_prefix() {
+        let s = snapshot(
+            r#"
+listeners: [{ bind: "127.0.0.1:1" }]
+pools:
+  - name: shop
+    hosts: [shop.example]
+    nodes: [{ route: a, address: "127.0.0.1:2" }]
+  - name: app
+    path_prefix: /app
+    nodes: [{ route: b, address: "127.0.0.1:3" }]
+"#,
+        );
+        let name = |h, p| s.match_pool(h, p).map(|p| p.cfg.name.clone());
+        assert_eq!(
+            name(Some("shop.example"), "/app/x").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(name(Some("other"), "/app/x").as_deref(), Some("app"));
     }
 
     #[test]

@@ -153,9 +153,9 @@ pub fn rewrite_set_cookies(
         let reissues_forwarded = plan.forward_id == Some(backend_value);
         if plan.binder == BinderKind::Translate && reissues_forwarded {
             if let Some(client_id) = plan.client_id.filter(|c| *c != backend_value) {
-                let mut rewritten = parsed.into_owned();
-                rewritten.set_value(client_id.to_string());
-                *value = rewritten.to_string();
+                // Splice the new value into the backend's own text: attributes the cookie crate
+                // does not know (Priority, Partitioned) and their order are kept.
+                *value = splice_cookie_value(value, client_id);
                 outcome.rewritten = true;
                 outcome.issued.push(client_id.to_string());
                 continue;
@@ -182,6 +182,21 @@ pub fn rewrite_set_cookies(
         }
     }
     outcome
+}
+
+/// Replaces the value of a `Set-Cookie` (`name=value; attrs`), keeping everything else as is.
+fn splice_cookie_value(set_cookie: &str, new_value: &str) -> String {
+    let Some(eq) = set_cookie.find('=') else {
+        return set_cookie.to_string();
+    };
+    let end = set_cookie[eq..]
+        .find(';')
+        .map_or(set_cookie.len(), |i| eq + i);
+    format!(
+        "{}={new_value}{}",
+        set_cookie[..eq].trim_end(),
+        &set_cookie[end..]
+    )
 }
 
 /// Rewrites `;param=<from>` to `;param=<to>` in a URL or path (a `Location` header, a request
@@ -309,8 +324,8 @@ mod tests {
             // failover, backend re-issues the forwarded id: rewritten, attributes kept
             (
                 plan(Translate, "X.jvm1", "X.jvm1.jvm2", true),
-                vec!["JSESSIONID=X.jvm1; Path=/shop; HttpOnly"],
-                vec!["JSESSIONID=X.jvm1.jvm2; HttpOnly; Path=/shop"],
+                vec!["JSESSIONID=X.jvm1; Path=/shop; Priority=High; HttpOnly"],
+                vec!["JSESSIONID=X.jvm1.jvm2; Path=/shop; Priority=High; HttpOnly"],
                 false,
                 true,
             ),

@@ -392,7 +392,9 @@ impl Default for RawTimeouts {
         RawTimeouts {
             connect: Duration::from_secs(2),
             response: Duration::from_secs(60),
-            idle: Duration::from_secs(60),
+            // Below Tomcat's default keepAliveTimeout (20 s), so the balancer closes an idle
+            // connection before the node does (the keep-alive race).
+            idle: Duration::from_secs(15),
         }
     }
 }
@@ -517,6 +519,10 @@ enum RawNodeState {
 fn default_admin_bind() -> String {
     "127.0.0.1:9901".into()
 }
+/// Characters that may separate the id from its route: none of them can end a cookie value or a
+/// path parameter early.
+pub const SEPARATORS: &str = ".-_!~:";
+
 fn default_max_connections() -> usize {
     10_000
 }
@@ -868,11 +874,11 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
     let s = raw.session;
     let mut sep_chars = s.separator.chars();
     let separator = match (sep_chars.next(), sep_chars.next()) {
-        (Some(c), None) if c.is_ascii_punctuation() && c != ';' && c != ',' => c,
+        (Some(c), None) if SEPARATORS.contains(c) => c,
         _ => {
             return Err(ctx.err(
                 "session.separator",
-                format!("must be one punctuation character, got {:?}", s.separator),
+                format!("must be one of {SEPARATORS:?}, got {:?}", s.separator),
             ))
         }
     };
@@ -968,10 +974,17 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
                 format!("route {:?} contains the separator {sep:?}", n.route),
             ));
         }
-        if !crate::session::is_valid_id(&n.route) {
+        let route_ok = n.route.len() <= 64
+            && n.route
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_~!.:".contains(&b));
+        if !route_ok {
             return Err(ctx.err(
                 format!("{nkey}.route"),
-                format!("route {:?} has characters a cookie cannot carry", n.route),
+                format!(
+                    "route {:?} may only use letters, digits and - _ ~ ! . : (at most 64)",
+                    n.route
+                ),
             ));
         }
         if !routes.insert(n.route.clone()) {
@@ -1353,6 +1366,23 @@ pools:
             assert_eq!(err.line, Some(line), "{yaml}\n{err}");
             let shown = err.to_string();
             assert!(shown.starts_with("bad.yaml:"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn separators_and_routes_that_would_break_ids_are_refused() {
+        for sep in [";", ",", "\"", "=", "/", "?", "#", "ab"] {
+            let yaml = GOOD.replace(
+                "listeners:",
+                &format!("session: {{ separator: '{sep}' }}\nlisteners:"),
+            );
+            let err = Config::from_yaml(&yaml, "t.yaml").unwrap_err();
+            assert_eq!(err.key, "session.separator", "{sep}: {err}");
+        }
+        for route in ["a/b", "a?b", "a=b", "a#b"] {
+            let yaml = GOOD.replace("route: jvm2", &format!("route: \"{route}\""));
+            let err = Config::from_yaml(&yaml, "t.yaml").unwrap_err();
+            assert_eq!(err.key, "pools[0].nodes[1].route", "{route}: {err}");
         }
     }
 

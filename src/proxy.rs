@@ -47,6 +47,8 @@ pub enum ProxyError {
     Upstream(String),
     #[error("upstream did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
 }
 
 impl ProxyError {
@@ -57,6 +59,7 @@ impl ProxyError {
             ProxyError::NoCandidate(_) | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unreachable(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 }
@@ -167,6 +170,26 @@ impl ProxyService {
         let binder_kind = pool.cfg.binder;
         let retry_after = Some(pool.cfg.failover.recover_after.max(Duration::from_secs(1)));
 
+        // HTTP/2 may split cookies over several fields; an HTTP/1.1 backend gets one header
+        // (RFC 9113, 8.2.3).
+        if parts.version == Version::HTTP_2
+            && parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .nth(1)
+                .is_some()
+        {
+            let joined: Vec<&str> = parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+                parts.headers.insert(header::COOKIE, v);
+            }
+        }
         // Extract the session id (owned: the request is rewritten below).
         let now = now_ms();
         let cookie_values: Vec<HeaderValue> = parts
@@ -178,7 +201,9 @@ impl ProxyService {
         let found = {
             let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
             session::find_session(settings, &lines, parts.uri.path(), |route| {
-                pool.node(route).is_some_and(|n| n.is_up(now))
+                pool.node(route).is_some_and(|n| {
+                    n.is_up(now) && n.state() != crate::backends::NodeState::Disabled
+                })
             })
             .map(|f| (f.id.to_string(), f.location))
         };
@@ -192,8 +217,10 @@ impl ProxyService {
         let client_id = found.as_ref().map(|(id, _)| id.as_str());
         let backend_id = client_id.map(|id| binder::backend_facing(binder_kind, id, sep));
         let session_key = match (client_id, backend_id) {
-            (Some(cid), Some(bid)) => session::pin_route(cid, sep).map(|pin| SessionKey {
-                pin,
+            // An id without a route (`X`, `X.`) names no node: like a foreign id it fails over
+            // over the whole pool, keyed by the id, so its requests agree on one node.
+            (Some(cid), Some(bid)) => Some(SessionKey {
+                pin: session::pin_route(cid, sep).unwrap_or(""),
                 backend_id: bid,
             }),
             _ => None,
@@ -221,6 +248,7 @@ impl ProxyService {
             && body.is_end_stream())
         .then(|| parts.clone());
         let mut cookies_dirty = false;
+        let had_body = !body.is_end_stream();
         let mut body = Some(ForwardBody::Incoming(body));
 
         let mut tried: Vec<usize> = Vec::new();
@@ -228,6 +256,8 @@ impl ProxyService {
         // Set after a reused keep-alive connection failed: the next try opens a new one.
         let mut fresh_next = false;
         let mut retried_fresh = false;
+        // Under `rename`: the id the session was renamed to during this request.
+        let mut renamed_to: Option<String> = None;
         let max_attempts = pool.cfg.failover.max_attempts;
         loop {
             attempts += 1;
@@ -261,11 +291,22 @@ impl ProxyService {
                 }
             };
 
-            // Rebind a moved session for this node.
+            // Rebind a moved session for this node. A retry after a rename starts from the
+            // id the store holds now, not from the original one.
             let ids = self
-                .rebind(pool, sep, node, choice, client_id, backend_id)
+                .rebind(
+                    pool,
+                    sep,
+                    node,
+                    choice,
+                    client_id,
+                    renamed_to.as_deref().or(backend_id),
+                )
                 .await
                 .map_err(|e| (e, retry_after))?;
+            if binder_kind == BinderKind::Rename && ids.client_changed {
+                renamed_to.clone_from(&ids.forward_id);
+            }
             if choice.outcome == Outcome::Failover {
                 node.rt.stats.failovers_in.fetch_add(1, Ordering::Relaxed);
                 if let Some(from) = choice.from {
@@ -363,6 +404,10 @@ impl ProxyService {
                         return Err((ProxyError::Unreachable(attempts), retry_after));
                     }
                 }
+                SendResult::ClientBody(reason) => {
+                    tracing::debug!(node = %node.route, reason = %reason, "client request body failed");
+                    return Err((ProxyError::ClientBody(reason), None));
+                }
                 SendResult::Failed(err) => {
                     node.rt
                         .stats
@@ -381,7 +426,13 @@ impl ProxyService {
                         body = Some(ForwardBody::Empty);
                         continue;
                     }
-                    mark_down(pool, node, err.to_string());
+                    // Judge the node only on evidence about the node: a failure on a fresh
+                    // connection, or a timeout while nothing of the client was still arriving.
+                    // A reused connection closing is the keep-alive race; a timeout during an
+                    // upload may be the client's slowness.
+                    if (timed_out && !had_body) || (!timed_out && !reused) {
+                        mark_down(pool, node, err.to_string());
+                    }
                     match &replay {
                         Some(saved) if attempts < max_attempts && !timed_out => {
                             parts = saved.clone();
@@ -507,6 +558,9 @@ enum SendResult {
     Response(Response<Incoming>, Sender),
     NotSent(Request<ForwardBody>, String),
     Failed(ProxyError),
+    /// The client's own request body failed (aborted upload, length mismatch): not the node's
+    /// fault, so the node is not marked down.
+    ClientBody(String),
 }
 
 /// Sends on `sender`; a pooled connection that closed under us is replaced once by a fresh one.
@@ -533,7 +587,12 @@ async fn send(
                 Some(req) if !fresh => request = req,
                 Some(req) => return SendResult::NotSent(req, e.into_error().to_string()),
                 None => {
-                    return SendResult::Failed(ProxyError::Upstream(e.into_error().to_string()))
+                    let err = e.into_error();
+                    // A failure of the body we were streaming from the client is a user error.
+                    if err.is_user() || err.is_body_write_aborted() {
+                        return SendResult::ClientBody(err.to_string());
+                    }
+                    return SendResult::Failed(ProxyError::Upstream(err.to_string()));
                 }
             },
         }

@@ -19,6 +19,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
+/// How long a checkout waits for a pooled connection that is finishing its last exchange.
+const READY_WAIT: Duration = Duration::from_millis(50);
+
 /// Idle connections kept per node.
 pub const MAX_IDLE_PER_NODE: usize = 512;
 
@@ -108,7 +111,12 @@ impl UpstreamPool {
             if idle.since.elapsed() > idle_timeout || idle.sender.is_closed() {
                 continue;
             }
-            if idle.sender.is_ready() || idle.sender.ready().await.is_ok() {
+            if idle.sender.is_ready() {
+                return Ok((idle.sender, true));
+            }
+            // Just finished an exchange: give it a moment to become idle, never longer (a
+            // connection still streaming a request body would otherwise hold us indefinitely).
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, idle.sender.ready()).await {
                 return Ok((idle.sender, true));
             }
         }

@@ -562,3 +562,81 @@ async fn node_named_by_host_name_is_looked_up_when_connecting() {
     lb.stop().await;
     lb2.stop().await;
 }
+
+#[tokio::test]
+async fn an_aborted_upload_does_not_mark_the_node_down() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A backend that reads the whole request body before it would answer (like a servlet
+    // reading a form): the client's abort reaches the balancer while it forwards the body.
+    let reader = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reader_addr = reader.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = reader.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let store = SessionStore::memory();
+    let n2 = node("jvm2", &store).await;
+    let lb = balancer(&yaml(
+        "",
+        &[
+            node_line("jvm1", reader_addr, ""),
+            node_line("jvm2", n2.addr, ""),
+        ],
+    ))
+    .await;
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(lb.addr()).await.unwrap();
+        s.write_all(b"POST /form HTTP/1.1\r\nHost: x\r\nCookie: JSESSIONID=U.jvm1\r\nContent-Length: 100000\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        drop(s); // the client gives up mid-body
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let snap = lb.balancer.snapshot();
+    let jvm1 = snap.pools[0].node("jvm1").unwrap();
+    assert!(
+        jvm1.is_up(stickyroute::backends::now_ms()),
+        "a client's aborted upload took its node down: {:?}",
+        jvm1.rt.health.last_error()
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn an_id_without_route_sticks_to_one_node() {
+    let store = SessionStore::memory();
+    let nodes = [
+        node("jvm1", &store).await,
+        node("jvm2", &store).await,
+        node("jvm3", &store).await,
+    ];
+    let lines: Vec<String> = nodes
+        .iter()
+        .zip(["jvm1", "jvm2", "jvm3"])
+        .map(|(n, r)| node_line(r, n.addr, ""))
+        .collect();
+    let lb = balancer(&yaml("", &lines)).await;
+    let first = get(lb.addr(), "/whoami", Some("NOROUTE")).await;
+    let node = first.node().to_string();
+    assert_eq!(
+        first.session_cookies(),
+        vec![format!("NOROUTE.{node}")],
+        "translate rebinds it"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            get(lb.addr(), "/whoami", Some("NOROUTE")).await.node(),
+            node
+        );
+    }
+    lb.stop().await;
+}
