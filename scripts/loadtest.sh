@@ -72,7 +72,7 @@ pools:
       - { route: jvm2, address: "127.0.0.1:$((BASE_PORT + 2))" }
       - { route: jvm3, address: "127.0.0.1:$((BASE_PORT + 3))" }
 EOF
-"$BIN" serve --config "$work/balancer.yaml" --grace 1s >"$work/balancer.log" 2>&1 &
+"$BIN" serve --threads "${SR_THREADS:-0}" --config "$work/balancer.yaml" --grace 1s >"$work/balancer.log" 2>&1 &
 lb_pid=$!
 pids+=("$lb_pid")
 
