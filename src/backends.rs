@@ -71,6 +71,8 @@ pub fn now_ms() -> u64 {
 #[derive(Debug, Default)]
 pub struct Health {
     down_until_ms: AtomicU64,
+    /// When the current passive mark was set (0: never).
+    marked_at_ms: AtomicU64,
     probe_down: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -85,15 +87,28 @@ impl Health {
     pub fn mark_down(&self, now_ms: u64, recover_after: Duration, reason: String) -> bool {
         let until =
             now_ms.saturating_add(u64::try_from(recover_after.as_millis()).unwrap_or(u64::MAX));
+        self.marked_at_ms.store(now_ms, Ordering::Relaxed);
         let before = self.down_until_ms.swap(until, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
         before <= now_ms && !self.probe_down.load(Ordering::Relaxed)
     }
 
-    /// Clears a passive mark (a request succeeded).
+    /// Clears a passive mark (good probes).
     pub fn clear_passive(&self) {
         if self.down_until_ms.load(Ordering::Relaxed) != 0 {
             self.down_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request sent at `sent_ms` succeeded: clear a passive mark only if it is older than
+    /// that request. A mark set meanwhile (another request's timeout or failure) is newer
+    /// evidence and stays.
+    pub fn clear_passive_before(&self, sent_ms: u64) {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        if until != 0 && self.marked_at_ms.load(Ordering::Relaxed) < sent_ms {
+            let _ =
+                self.down_until_ms
+                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 
@@ -509,6 +524,19 @@ pools:
         assert!(!h.mark_down(120, Duration::from_millis(50), "refused".into()));
         assert!(h.is_up(171));
         assert_eq!(h.last_error().as_deref(), Some("refused"));
+    }
+
+    #[test]
+    fn success_clears_only_older_marks() {
+        let h = Health::default();
+        h.mark_down(100, Duration::from_secs(10), "timeout".into());
+        h.clear_passive_before(100); // a request sent at the same moment proves nothing
+        assert!(!h.is_up(150));
+        h.clear_passive_before(120); // sent after the mark and answered: the node works
+        assert!(h.is_up(150));
+        h.mark_down(200, Duration::from_secs(10), "timeout".into());
+        h.clear_passive_before(190); // sent before the new mark: the mark stays
+        assert!(!h.is_up(250));
     }
 
     #[test]

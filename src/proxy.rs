@@ -362,7 +362,8 @@ impl ProxyService {
                     if pool.cfg.fail_on_status.contains(&resp.status().as_u16()) {
                         mark_down(pool, node, format!("answered {}", resp.status()));
                     } else {
-                        node.rt.health.clear_passive();
+                        // `now` is when this request started: marks set since then stay.
+                        node.rt.health.clear_passive_before(now);
                     }
                     let plan = ResponsePlan {
                         binder: binder_kind,
