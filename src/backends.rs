@@ -389,9 +389,14 @@ impl Snapshot {
     /// The pool for a request: host must match (pools without hosts match any), longest path
     /// prefix wins, a pool naming the host beats one that does not.
     pub fn match_pool(&self, host: Option<&str>, path: &str) -> Option<&Pool> {
+        self.match_pool_index(host, path).map(|i| &self.pools[i])
+    }
+
+    /// [`Snapshot::match_pool`] as an index into `pools` (for metrics and the access log).
+    pub fn match_pool_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(strip_port);
-        let mut best: Option<(&Pool, (bool, usize))> = None;
-        for pool in &self.pools {
+        let mut best: Option<(usize, (bool, usize))> = None;
+        for (i, pool) in self.pools.iter().enumerate() {
             let host_named = if pool.cfg.hosts.is_empty() {
                 false
             } else {
@@ -406,10 +411,10 @@ impl Snapshot {
             // A pool naming the host wins over any path length, as in nginx and HAProxy.
             let rank = (host_named, pool.cfg.path_prefix.len());
             if best.is_none_or(|(_, r)| rank > r) {
-                best = Some((pool, rank));
+                best = Some((i, rank));
             }
         }
-        best.map(|(p, _)| p)
+        best.map(|(i, _)| i)
     }
 
     pub fn pool(&self, name: &str) -> Option<&Pool> {

@@ -161,10 +161,11 @@ impl ProxyService {
     ) -> Result<Response<ResponseBody>, (ProxyError, Option<Duration>)> {
         let (mut parts, body) = req.into_parts();
         let host = request_host(&parts);
-        let pool = snap
-            .match_pool(host.as_deref(), parts.uri.path())
+        let pool_ix = snap
+            .match_pool_index(host.as_deref(), parts.uri.path())
             .ok_or((ProxyError::NoPool, None))?;
-        trace.pool_ix = snap.pools.iter().position(|p| std::ptr::eq(p, pool));
+        let pool = &snap.pools[pool_ix];
+        trace.pool_ix = Some(pool_ix);
         let settings = &snap.config.session.settings;
         let sep = settings.separator;
         let binder_kind = pool.cfg.binder;

@@ -42,6 +42,18 @@ fn lines(nodes: &[RunningNode]) -> Vec<String> {
         .collect()
 }
 
+/// Three demo nodes keeping sessions in Redis, and a `rename` pool over them using that Redis.
+async fn redis_rename_pool(url: &str) -> (SessionStore, Vec<RunningNode>, String) {
+    let store = parse_store_arg(url, Duration::from_secs(5)).unwrap();
+    let nodes = three_nodes(&store, false).await;
+    let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
+    let config = yaml(
+        &format!("binder: rename\nstore: {store_yaml}"),
+        &lines(&nodes),
+    );
+    (store, nodes, config)
+}
+
 /// Creates a session directly on `node` (as if it had been created there) and returns its id.
 async fn session_on(node: SocketAddr) -> String {
     let r = get(node, "/count", None).await;
@@ -227,14 +239,8 @@ async fn concurrent_failover_of_one_session_does_not_fork_it() {
     ) else {
         return;
     };
-    let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
-    let mut nodes = three_nodes(&store, false).await;
-    let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
-    let lb = balancer(&yaml(
-        &format!("binder: rename\nstore: {store_yaml}"),
-        &lines(&nodes),
-    ))
-    .await;
+    let (store, mut nodes, config) = redis_rename_pool(&url).await;
+    let lb = balancer(&config).await;
     let id = session_on(nodes[0].addr).await;
     let base = id.strip_suffix(".jvm1").unwrap().to_string();
     nodes.remove(0).stop().await;
@@ -367,13 +373,7 @@ async fn two_balancers_agree_on_rename_through_redis() {
     ) else {
         return;
     };
-    let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
-    let mut nodes = three_nodes(&store, false).await;
-    let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
-    let config = yaml(
-        &format!("binder: rename\nstore: {store_yaml}"),
-        &lines(&nodes),
-    );
+    let (store, mut nodes, config) = redis_rename_pool(&url).await;
     let (a, b) = (balancer(&config).await, balancer(&config).await);
     let id = session_on(nodes[0].addr).await;
     nodes.remove(0).stop().await;
