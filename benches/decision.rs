@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use stickyroute::backends::{now_ms, Snapshot};
-use stickyroute::balance::{choose, SessionKey};
-use stickyroute::binder::{backend_facing, BinderKind};
 use stickyroute::config::Config;
-use stickyroute::session::{find_session, pin_route};
+use stickyroute::proxy::pipeline;
+use stickyroute::state::node::now_ms;
+use stickyroute::state::registry::Registry;
+use stickyroute::state::snapshot::Snapshot;
 
 const CONFIG: &str = r#"
 listeners: [{ bind: "127.0.0.1:8080" }]
@@ -26,24 +26,19 @@ pools:
 const COOKIE: &str = "_ga=GA1.2.1234567890.1700000000; theme=dark; \
                       JSESSIONID=4F1CA9D2E6B7A1C3D5E7F9081726354A.jvm2; lang=en";
 
+/// Phases 1–3 of the request path, through the functions the request path calls.
 fn decide(snap: &Snapshot, cookie: &str, path: &str) -> usize {
-    let pool = snap.match_pool(Some("app.example"), path).unwrap();
-    let settings = &snap.config.session.settings;
-    let now = now_ms();
     let lines = [Some(cookie)];
-    let found = find_session(settings, &lines, path, |r| {
-        pool.node(r).is_some_and(|n| n.is_up(now))
-    });
-    let key = found.and_then(|f| {
-        let backend_id = backend_facing(BinderKind::Translate, f.id, '.');
-        pin_route(f.id, '.').map(|pin| SessionKey { pin, backend_id })
-    });
-    choose(pool, key, &[], now).unwrap().node
+    let m = pipeline::match_and_extract(snap, Some("app.example"), path, &lines, now_ms()).unwrap();
+    pipeline::select(m.pool, m.ids.map(|i| i.key()), &[])
+        .unwrap()
+        .node
 }
 
 fn bench(c: &mut Criterion) {
     let config = Config::from_yaml(CONFIG, "bench.yaml").unwrap();
-    let snap = Snapshot::build(Arc::new(config), None).unwrap();
+    let registry = Registry::new(1000, Duration::from_secs(60));
+    let snap = Snapshot::build(Arc::new(config), None, &registry).unwrap();
 
     c.bench_function("decision/sticky_hit_cookie", |b| {
         b.iter(|| decide(&snap, black_box(COOKIE), black_box("/app/cart")))

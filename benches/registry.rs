@@ -20,7 +20,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, Criterion};
-use stickyroute::registry::{session_hash, Registry};
+use stickyroute::state::registry::{session_hash, Registry};
 
 const SESSIONS: usize = 1_000_000;
 
@@ -74,7 +74,7 @@ fn memory_report() {
     );
     println!(
         "  (entry: {} bytes of key + value; bounded by registry.max_sessions)",
-        std::mem::size_of::<(u64, stickyroute::registry::Entry)>()
+        std::mem::size_of::<(u64, stickyroute::state::registry::Entry)>()
     );
     drop(r);
 }

@@ -1,40 +1,34 @@
 //! stickyroute: a sticky-session HTTP load balancer for pools of Java-style application servers.
 //!
-//! # Layout
+//! # Layers
 //!
-//! - [`config`]: `balancer.yaml` -> validated [`config::Config`];
-//! - [`session`]: finding the session id in a request, its pin route, rewriting it;
-//! - [`binder`]: translate / rename / backend rebinding decisions;
-//! - [`backends`]: nodes, pools and the hot-swapped routing [`backends::Snapshot`];
-//! - [`balance`]: selecting the node (sticky hit, new session, failover);
-//! - [`upstream`]: keep-alive connections to nodes;
-//! - [`proxy`]: the request path;
-//! - [`server`]: listeners, TLS, graceful shutdown;
-//! - [`balancer`]: the shared state handle;
-//! - [`registry`]: sessions seen recently, live sessions per node, drain completion;
-//! - [`health`]: active health checks;
-//! - [`metrics`]: Prometheus metric names, counters and `/metrics`;
-//! - [`control`]: what runs next to the proxy (admin, health checks, sweeper) and hot reload;
-//! - [`admin`]: the admin listener (JSON API, `/metrics`, status page);
-//! - [`ctl`]: `stickyroute ctl`, a client of the admin API;
-//! - [`store`]: session stores for the `rename` binder;
-//! - [`demo`]: the demo node and `stickyroute demo`.
+//! Imports point one way, from the outer layers in; nothing imports a layer above it.
+//!
+//! ```text
+//!  cli, demo            check / ctl (admin API client), the demo node and `stickyroute demo`
+//!     │
+//!  control              admin API + status page, health checker, sweeper, reload, Running
+//!     │
+//!  proxy                listeners + TLS, request pipeline, hyper service, upstream pools
+//!     │
+//!  state   store        routing snapshot, node runtime, registry, metrics │ session stores
+//!     │      │
+//!  config               YAML → validated Config with file/line/key errors (no I/O)
+//!     │
+//!  core                 pure: session id, binders, selection, retry policy, header rewriting
+//! ```
+//!
+//! One request (DESIGN.md "One request, end to end"): `proxy::listener` accepts,
+//! `proxy::service` hands the request to `proxy::pipeline`, which matches the pool, extracts
+//! the id (`core::session`), selects the node (`core::select`), rebinds a moved session
+//! (`core::binder`, the store for `rename`), forwards over `proxy::upstream`, and rewrites the
+//! response on its way back.
 
-pub mod admin;
-pub mod backends;
-pub mod balance;
-pub mod balancer;
-pub mod binder;
+pub mod cli;
 pub mod config;
 pub mod control;
-pub mod ctl;
+pub mod core;
 pub mod demo;
-pub mod health;
-pub mod metrics;
 pub mod proxy;
-pub mod registry;
-pub mod server;
-pub mod session;
+pub mod state;
 pub mod store;
-pub mod tls;
-pub mod upstream;

@@ -11,8 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// (header maps, ids), and glibc's malloc/free/consolidate was ~9% of the proxy's CPU under load.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use stickyroute::config::Config;
-use stickyroute::server::Running;
+use stickyroute::control::Running;
 
 /// Exit code for a configuration error (EX_USAGE would be 64; `check` uses 1 as the issue asks).
 const EXIT_CONFIG: u8 = 64;
@@ -54,7 +53,7 @@ enum Command {
     },
     /// Talk to a running balancer's admin API: status, drain / disable / activate / standby a
     /// node, reload the configuration.
-    Ctl(stickyroute::ctl::CtlArgs),
+    Ctl(stickyroute::cli::ctl::CtlArgs),
     /// Validate a configuration file: exit 0 with a summary, or 1 with the error.
     Check {
         #[arg(short, long, default_value = "balancer.yaml")]
@@ -119,10 +118,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Ctl(args) => stickyroute::ctl::run_cli(args).await,
-        Command::Check { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!("{}", c.summary());
+        Command::Ctl(args) => stickyroute::cli::ctl::run_cli(args).await,
+        Command::Check { config } => match stickyroute::cli::check::check(&config) {
+            Ok(summary) => {
+                println!("{summary}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -158,7 +157,7 @@ async fn run(cli: Cli) -> ExitCode {
             }
             let token = running.shutdown_token();
             tokio::spawn(async move {
-                stickyroute::server::shutdown_signal().await;
+                stickyroute::proxy::listener::shutdown_signal().await;
                 tracing::info!("shutdown requested");
                 token.cancel();
             });

@@ -10,13 +10,13 @@ use bytes::Bytes;
 use common::*;
 use hyper::Method;
 use prometheus_parse::{Scrape, Value};
-use stickyroute::backends::NodeState;
-use stickyroute::ctl::CtlError;
+use stickyroute::cli::ctl::CtlError;
+use stickyroute::core::node_state::NodeState;
 use stickyroute::store::SessionStore;
 
 /// A raw admin request; returns (status, body).
 async fn admin(
-    lb: &stickyroute::server::Running,
+    lb: &stickyroute::control::Running,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
@@ -205,7 +205,7 @@ fn sample(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-async fn scrape(lb: &stickyroute::server::Running) -> Scrape {
+async fn scrape(lb: &stickyroute::control::Running) -> Scrape {
     let text = admin_client(lb, None).metrics().await.unwrap();
     Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"))
@@ -387,7 +387,7 @@ async fn admin_token_from_the_environment_of_serve() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{admin_port}");
-    let anonymous = stickyroute::ctl::Client::new(&url, None).unwrap();
+    let anonymous = stickyroute::cli::ctl::Client::new(&url, None).unwrap();
     eventually(
         "the balancer answers",
         std::time::Duration::from_secs(10),
@@ -402,7 +402,7 @@ async fn admin_token_from_the_environment_of_serve() {
         matches!(&err, CtlError::Server { status, .. } if status.as_u16() == 401),
         "{err}"
     );
-    let with_token = stickyroute::ctl::Client::new(&url, Some("from-env".into())).unwrap();
+    let with_token = stickyroute::cli::ctl::Client::new(&url, Some("from-env".into())).unwrap();
     with_token
         .set_state("jvm1", NodeState::Draining, None)
         .await

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use hyper::Method;
+use stickyroute::control::Running;
 use stickyroute::demo::node::{parse_store_arg, DemoNodeConfig, RunningNode};
-use stickyroute::server::Running;
 use stickyroute::store::SessionStore;
 
 fn count_of(r: &Resp) -> i64 {

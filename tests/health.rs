@@ -16,7 +16,7 @@ const INTERVAL: Duration = Duration::from_millis(100);
 /// Scheduling slack for a loaded 2-core machine.
 const SLACK: Duration = Duration::from_millis(900);
 
-async fn health_of(ctl: &stickyroute::ctl::Client, route: &str) -> String {
+async fn health_of(ctl: &stickyroute::cli::ctl::Client, route: &str) -> String {
     node_report(&ctl.status().await.unwrap(), route)
         .health
         .clone()
@@ -198,7 +198,7 @@ async fn health_checks_follow_reloads() {
     );
     std::fs::write(&path, &without).unwrap();
     let cfg = stickyroute::control::load_config(&path).unwrap();
-    let lb = stickyroute::server::Running::start(cfg).await.unwrap();
+    let lb = stickyroute::control::Running::start(cfg).await.unwrap();
     let ctl = admin_client(&lb, None);
     assert_eq!(health_of(&ctl, "gone").await, "up", "nothing probes it yet");
 

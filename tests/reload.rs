@@ -12,8 +12,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
-use stickyroute::backends::NodeState;
-use stickyroute::ctl::CtlError;
+use stickyroute::cli::ctl::CtlError;
+use stickyroute::core::node_state::NodeState;
 use stickyroute::store::SessionStore;
 use tokio::net::TcpListener;
 
@@ -75,7 +75,7 @@ fn slow_requests(
         .collect()
 }
 
-async fn in_flight(ctl: &stickyroute::ctl::Client) -> u64 {
+async fn in_flight(ctl: &stickyroute::cli::ctl::Client) -> u64 {
     ctl.status()
         .await
         .map(|s| {
@@ -119,7 +119,7 @@ async fn sighup_applies_a_new_weight_and_node_without_failing_in_flight_requests
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    let ctl = stickyroute::ctl::Client::new(&format!("http://{admin}"), None).unwrap();
+    let ctl = stickyroute::cli::ctl::Client::new(&format!("http://{admin}"), None).unwrap();
     eventually(
         "the balancer answers on its admin port",
         Duration::from_secs(10),
@@ -249,7 +249,7 @@ async fn api_reload_adds_and_removes_listeners_and_keeps_runtime_state() {
     let any = "127.0.0.1:0".to_string();
     write(&path, &config(std::slice::from_ref(&any), &any, &both));
     let cfg = stickyroute::control::load_config(&path).unwrap();
-    let lb = stickyroute::server::Running::start(cfg).await.unwrap();
+    let lb = stickyroute::control::Running::start(cfg).await.unwrap();
     let ctl = admin_client(&lb, None);
     let first = lb.addr();
 

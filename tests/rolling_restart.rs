@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use stickyroute::backends::NodeState;
+use stickyroute::core::node_state::NodeState;
 use stickyroute::demo::node::DemoNodeConfig;
 use stickyroute::store::SessionStore;
 
@@ -104,7 +104,7 @@ async fn drain_disable_restart_activate_keeps_every_session() {
     assert_eq!(j1.live_sessions, 0, "{j1:?}");
     assert!(j1.drained, "{j1:?}");
     assert_eq!(j1.failovers_out, on_jvm1.len() as u64);
-    let table = stickyroute::ctl::status_table(&status);
+    let table = stickyroute::cli::ctl::status_table(&status);
     assert!(
         table
             .lines()

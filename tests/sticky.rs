@@ -604,7 +604,7 @@ async fn an_aborted_upload_does_not_mark_the_node_down() {
     let snap = lb.balancer.snapshot();
     let jvm1 = snap.pools[0].node("jvm1").unwrap();
     assert!(
-        jvm1.is_up(stickyroute::backends::now_ms()),
+        jvm1.is_up(stickyroute::state::node::now_ms()),
         "a client's aborted upload took its node down: {:?}",
         jvm1.rt.health.last_error()
     );

@@ -38,10 +38,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::node::{validate_route, DemoNodeConfig, RunningNode};
-use crate::backends::now_ms;
-use crate::balancer::Balancer;
 use crate::config::{AdminConfig, Config, ConfigError};
-use crate::server::{Running, ServerError};
+use crate::control::Running;
+use crate::proxy::listener::ServerError;
+use crate::state::node::now_ms;
+use crate::state::Balancer;
 use crate::store::SessionStore;
 
 /// The balancer configuration of the demo, embedded in the binary.
@@ -725,7 +726,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
         let _ = writeln!(out, "\n{}", demo.guide(&program_name()));
         let _ = out.flush();
     }
-    crate::server::shutdown_signal().await;
+    crate::proxy::listener::shutdown_signal().await;
     println!("stopping the demo");
     demo.stop().await;
     Ok(())

@@ -274,7 +274,7 @@ pub async fn run_demo_node_cli(
         if binder_valve { "on" } else { "off" }
     );
 
-    crate::server::shutdown_signal().await;
+    crate::proxy::listener::shutdown_signal().await;
     info!(route = %route, "demo node stopping");
     schema_stop.cancel();
     let _ = schema_task.await;

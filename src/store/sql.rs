@@ -23,7 +23,7 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::Row;
 
-use super::{error_chain, JdbcTable, RenameOutcome, SessionRecord, StoreError};
+use super::{error_chain, is_sql_identifier, JdbcTable, RenameOutcome, SessionRecord, StoreError};
 
 /// The SQL flavour of a [`SqlStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +63,6 @@ impl Dialect {
             Dialect::Mysql => "MEDIUMBLOB",
         }
     }
-}
-
-/// Whether `name` is `[A-Za-z_][A-Za-z0-9_.]*` (a `schema.table` is allowed).
-pub(crate) fn is_sql_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    match chars.next() {
-        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
-        _ => return false,
-    }
-    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
 /// The statements of one store, built from validated names.

@@ -11,8 +11,8 @@ use hyper::header::HeaderMap;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use stickyroute::config::Config;
+use stickyroute::control::Running;
 use stickyroute::demo::node::{DemoNodeConfig, RunningNode};
-use stickyroute::server::Running;
 use stickyroute::store::SessionStore;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -229,9 +229,10 @@ pub fn with_admin(yaml: &str, token: Option<&str>) -> String {
 }
 
 /// A `ctl` client of the balancer's admin listener.
-pub fn admin_client(lb: &Running, token: Option<&str>) -> stickyroute::ctl::Client {
+pub fn admin_client(lb: &Running, token: Option<&str>) -> stickyroute::cli::ctl::Client {
     let addr = lb.admin_addr.expect("the balancer has no admin listener");
-    stickyroute::ctl::Client::new(&format!("http://{addr}"), token.map(str::to_string)).unwrap()
+    stickyroute::cli::ctl::Client::new(&format!("http://{addr}"), token.map(str::to_string))
+        .unwrap()
 }
 
 /// Polls `check` every 20 ms until it returns true; panics after `timeout` naming `what`.
@@ -254,9 +255,9 @@ where
 
 /// The status report's entry for `route` (first pool that has it).
 pub fn node_report<'a>(
-    s: &'a stickyroute::admin::StatusReport,
+    s: &'a stickyroute::control::api::StatusReport,
     route: &str,
-) -> &'a stickyroute::admin::NodeReport {
+) -> &'a stickyroute::control::api::NodeReport {
     s.pools
         .iter()
         .flat_map(|p| p.nodes.iter())

@@ -5,19 +5,21 @@
 //! then hand over the request, so a refused connection moves the untouched request, streaming
 //! body included, to the next node; and hyper's `try_send_request` returns a request that a
 //! closing pooled connection did not send. A connection goes back to the pool when its response
-//! body ends (see `proxy::ResponseBody`).
+//! body ends (see `proxy::service::ResponseBody`).
 
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::config::NodeAddr;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::config::NodeAddr;
 
 /// How long a checkout waits for a pooled connection that is finishing its last exchange.
 const READY_WAIT: Duration = Duration::from_millis(50);
@@ -84,6 +86,9 @@ pub enum ConnectError {
 struct Idle {
     sender: Sender,
     since: Instant,
+    /// The node's `conn_epoch` when the connection was checked out: a node marked down since
+    /// has a newer epoch, and the connection is dropped instead of reused.
+    epoch: u64,
 }
 
 /// Keep-alive connections of one node.
@@ -101,6 +106,7 @@ impl UpstreamPool {
         connect_timeout: Duration,
         idle_timeout: Duration,
         fresh: bool,
+        epoch: u64,
     ) -> Result<(Sender, bool), ConnectError> {
         loop {
             if fresh {
@@ -108,7 +114,8 @@ impl UpstreamPool {
             }
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let Some(mut idle) = idle else { break };
-            if idle.since.elapsed() > idle_timeout || idle.sender.is_closed() {
+            if idle.epoch != epoch || idle.since.elapsed() > idle_timeout || idle.sender.is_closed()
+            {
                 continue;
             }
             if idle.sender.is_ready() {
@@ -124,7 +131,7 @@ impl UpstreamPool {
     }
 
     /// Returns a connection whose exchange is complete.
-    pub fn checkin(&self, sender: Sender) {
+    pub fn checkin(&self, sender: Sender, epoch: u64) {
         if sender.is_closed() {
             return;
         }
@@ -133,6 +140,7 @@ impl UpstreamPool {
             idle.push(Idle {
                 sender,
                 since: Instant::now(),
+                epoch,
             });
         }
     }
@@ -147,9 +155,45 @@ impl UpstreamPool {
     }
 }
 
+/// The keep-alive pools of every node, by the node's registry slot (dense, stable across
+/// reloads, so a node that survives a reload keeps its idle connections).
+#[derive(Debug, Default)]
+pub struct UpstreamPools {
+    by_slot: RwLock<Vec<Option<Arc<UpstreamPool>>>>,
+}
+
+impl UpstreamPools {
+    /// The pool of the node with `slot`, made on first use.
+    pub fn get(&self, slot: u32) -> Arc<UpstreamPool> {
+        let i = slot as usize;
+        if let Some(Some(p)) = self
+            .by_slot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(i)
+        {
+            return p.clone();
+        }
+        let mut w = self.by_slot.write().unwrap_or_else(|e| e.into_inner());
+        if w.len() <= i {
+            w.resize(i + 1, None);
+        }
+        w[i].get_or_insert_with(Default::default).clone()
+    }
+}
+
+/// Opens a TCP connection to a node, looking the host up first when it is a name (at each
+/// connect, so a node whose name moves is followed).
+pub async fn open_tcp(addr: &NodeAddr) -> std::io::Result<TcpStream> {
+    match addr {
+        NodeAddr::Socket(a) => TcpStream::connect(a).await,
+        NodeAddr::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await,
+    }
+}
+
 /// Opens a new HTTP/1.1 connection (upgrades allowed) and spawns its driver task.
 pub async fn connect(addr: &NodeAddr, timeout: Duration) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, addr.connect()).await {
+    let stream = match tokio::time::timeout(timeout, open_tcp(addr)).await {
         Err(_) => {
             return Err(ConnectError::Timeout {
                 addr: addr.clone(),

@@ -6,7 +6,7 @@
 //!
 //! A [`DashMap`] from the xxh3 hash of the **backend-facing** session id (`u64`, pre-hashed, so
 //! the map's own hasher is the identity) to an [`Entry`] of 8 bytes: the node's slot (a `u32`
-//! naming one `(pool, route)`, see [`node_slot`]) and the last time the session was seen, in
+//! naming one `(pool, route)`, see [`Registry::slot`]) and the last time the session was seen, in
 //! whole seconds since the registry started (`u32`). One tracked session costs the 16-byte
 //! bucket plus hashbrown's control byte, divided by the table's load (7/8 at most, 7/16 right
 //! after a resize): 19 to 39 bytes; `benches/registry.rs` measures it.
@@ -24,7 +24,7 @@
 //! (counted in `stickyroute_registry_rejected_total`) until the sweeper expires old ones;
 //! known sessions keep being updated. Refusing is O(1) and never drops a session that is
 //! still in use, where evicting an arbitrary entry would. Entries unseen for
-//! `session.idle_timeout` are removed by [`run_sweeper`], which also logs drain completion and
+//! `session.idle_timeout` are removed by the sweeper (`control::sweeper`), which also logs drain completion and
 //! ticks the one-second clock the request path reads (an entry may expire a second early).
 //!
 //! Per-instance state: with several balancers, each one counts the sessions it has seen.
@@ -32,30 +32,15 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry as MapEntry;
 use dashmap::DashMap;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use crate::backends::{NodeState, Snapshot};
-use crate::balancer::Balancer;
-
-/// The slot of one `(pool, route)`: a small number, stable for the life of the process, so an
-/// entry survives reloads that keep the node and follows a node whose address changed.
-pub fn node_slot(pool: &str, route: &str) -> u32 {
-    static SLOTS: OnceLock<Mutex<HashMap<(String, String), u32>>> = OnceLock::new();
-    let mut slots = SLOTS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let next = slots.len() as u32;
-    *slots
-        .entry((pool.to_string(), route.to_string()))
-        .or_insert(next)
-}
+use crate::core::node_state::NodeState;
+use crate::state::snapshot::Snapshot;
 
 /// The key of a session id in the registry.
 pub fn session_hash(backend_id: &str) -> u64 {
@@ -65,7 +50,7 @@ pub fn session_hash(backend_id: &str) -> u64 {
 /// One tracked session: 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
-    /// [`node_slot`] of the node the session was last seen on.
+    /// [`Registry::slot`] of the node the session was last seen on.
     pub node: u32,
     /// Seconds since the registry started.
     pub seen: u32,
@@ -116,6 +101,8 @@ pub struct Registry {
     clock: AtomicU32,
     /// [`Registry::report_drained`] ran once (the first pass records, it does not log).
     reported_once: AtomicBool,
+    /// Slot numbers by `(pool, route)`: see [`Registry::slot`].
+    slots: Mutex<HashMap<(String, String), u32>>,
 }
 
 /// Registry counters for metrics and the status API.
@@ -142,7 +129,19 @@ impl Registry {
             start: Instant::now(),
             clock: AtomicU32::new(0),
             reported_once: AtomicBool::new(false),
+            slots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The slot of one `(pool, route)`: a small number, stable for the life of the registry,
+    /// so an entry survives reloads that keep the node and follows a node whose address
+    /// changed. Called when a snapshot is built, never on the request path.
+    pub fn slot(&self, pool: &str, route: &str) -> u32 {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let next = slots.len() as u32;
+        *slots
+            .entry((pool.to_string(), route.to_string()))
+            .or_insert(next)
     }
 
     /// Applies new limits (a reload). A lower bound takes effect as sessions expire.
@@ -329,36 +328,6 @@ fn idle_secs(d: Duration) -> u32 {
     d.as_secs().clamp(1, u64::from(u32::MAX)) as u32
 }
 
-/// How often drain completion is checked.
-pub const DRAIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Expires idle sessions (every `idle_timeout / 4`, between 1 s and 60 s) and logs drain
-/// completion (every [`DRAIN_CHECK_INTERVAL`]) until `shutdown`.
-pub async fn run_sweeper(balancer: Arc<Balancer>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(DRAIN_CHECK_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_sweep = Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let snap = balancer.snapshot();
-        let registry = &balancer.registry;
-        registry.tick();
-        let every = (snap.config.session.idle_timeout / 4)
-            .clamp(Duration::from_secs(1), Duration::from_secs(60));
-        if last_sweep.elapsed() >= every {
-            last_sweep = Instant::now();
-            let removed = registry.sweep_at(registry.now());
-            if removed > 0 {
-                tracing::debug!(removed, "expired idle sessions from the registry");
-            }
-        }
-        registry.report_drained(&snap);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,10 +456,11 @@ mod tests {
 
     #[test]
     fn node_slots_are_stable_per_pool_and_route() {
-        let a = node_slot("pool-x", "jvm1");
-        assert_eq!(node_slot("pool-x", "jvm1"), a);
-        assert_ne!(node_slot("pool-y", "jvm1"), a);
-        assert_ne!(node_slot("pool-x", "jvm2"), a);
+        let r = reg(10);
+        let a = r.slot("pool-x", "jvm1");
+        assert_eq!(r.slot("pool-x", "jvm1"), a);
+        assert_ne!(r.slot("pool-y", "jvm1"), a);
+        assert_ne!(r.slot("pool-x", "jvm2"), a);
     }
 
     #[test]

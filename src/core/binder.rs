@@ -12,7 +12,7 @@
 
 use cookie::{Cookie, SameSite};
 
-use crate::session::{find_path_param, pin_route, replace_range, strip_last_route};
+use crate::core::session::{find_path_param, pin_route, replace_range, strip_last_route};
 
 /// The pool's binder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,37 @@ impl BinderKind {
             BinderKind::Translate => "translate",
             BinderKind::Rename => "rename",
             BinderKind::Backend => "backend",
+        }
+    }
+}
+
+/// Result of one rebind, for counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebindResult {
+    /// The client received a new id (translate, or a successful store rename).
+    Rebound = 0,
+    /// The store had already renamed it (a concurrent request or another balancer).
+    AlreadyRenamed = 1,
+    /// The store did not know the session; the new id was used anyway.
+    NotFound = 2,
+    /// The store failed; `on_store_error` decided.
+    StoreError = 3,
+}
+
+impl RebindResult {
+    pub const ALL: [RebindResult; 4] = [
+        RebindResult::Rebound,
+        RebindResult::AlreadyRenamed,
+        RebindResult::NotFound,
+        RebindResult::StoreError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebindResult::Rebound => "rebound",
+            RebindResult::AlreadyRenamed => "already_renamed",
+            RebindResult::NotFound => "not_found",
+            RebindResult::StoreError => "store_error",
         }
     }
 }

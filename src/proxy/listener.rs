@@ -17,11 +17,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::balancer::Balancer;
 use crate::config::{Config, ConfigError, ListenerConfig};
-use crate::control::{Control, ReloadError, ReloadReport};
-use crate::proxy::ProxyService;
-use crate::tls::{self, TlsError};
+use crate::proxy::service::ProxyService;
+use crate::proxy::tls::{self, TlsError};
+use crate::proxy::upstream::UpstreamPools;
+use crate::state::snapshot::SnapshotError;
+use crate::state::Balancer;
 
 /// Default time in-flight requests get to finish after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -38,7 +39,7 @@ pub enum ServerError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(transparent)]
-    Snapshot(#[from] crate::backends::SnapshotError),
+    Snapshot(#[from] SnapshotError),
 }
 
 /// A listener bound and ready to serve.
@@ -86,6 +87,7 @@ pub async fn bind_all(config: &Config) -> Result<Vec<BoundListener>, ServerError
 pub async fn serve_listener(
     bound: BoundListener,
     balancer: Arc<Balancer>,
+    conns: Arc<UpstreamPools>,
     shutdown: CancellationToken,
     grace: Duration,
 ) {
@@ -124,7 +126,8 @@ pub async fn serve_listener(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = ProxyService::new(balancer.clone(), client, bound.tls.is_some());
+        let service =
+            ProxyService::new(balancer.clone(), conns.clone(), client, bound.tls.is_some());
         let span = tracing::debug_span!("conn", client.addr = %client, server.addr = %local);
         let watcher = graceful.watcher();
         let builder = builder.clone();
@@ -197,78 +200,5 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// A balancer started in this process: bound addresses and a stop handle. Used by `serve`,
-/// `demo` and the integration tests. The work is done by [`Control`]: admin listener, health
-/// checkers, registry sweeper, hot reload.
-pub struct Running {
-    pub balancer: Arc<Balancer>,
-    /// Addresses of the proxy listeners at start, in config order (see
-    /// [`Running::current_listen_addrs`] after a reload).
-    pub listen_addrs: Vec<SocketAddr>,
-    /// Address of the admin listener at start, when the config has an `admin` section.
-    pub admin_addr: Option<SocketAddr>,
-    control: Arc<Control>,
-}
-
-impl Running {
-    /// Validated config in, everything bound and serving out.
-    pub async fn start(config: Config) -> Result<Running, ServerError> {
-        Running::start_with_grace(config, SHUTDOWN_GRACE).await
-    }
-
-    pub async fn start_with_grace(config: Config, grace: Duration) -> Result<Running, ServerError> {
-        let control = Control::start(config, grace).await?;
-        Ok(Running {
-            balancer: control.balancer.clone(),
-            listen_addrs: control.listen_addrs(),
-            admin_addr: control.admin_addr(),
-            control,
-        })
-    }
-
-    /// The first proxy listener's address.
-    pub fn addr(&self) -> SocketAddr {
-        self.listen_addrs[0]
-    }
-
-    /// The proxy listeners now (a reload may add and remove listeners).
-    pub fn current_listen_addrs(&self) -> Vec<SocketAddr> {
-        self.control.listen_addrs()
-    }
-
-    /// The control plane: reload, admin address.
-    pub fn control(&self) -> &Arc<Control> {
-        &self.control
-    }
-
-    /// Re-reads the config file and applies it (what `SIGHUP` does).
-    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        self.control.reload_from_file().await
-    }
-
-    /// A token that stops everything when cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.control.shutdown_token()
-    }
-
-    /// Serves until the shutdown token is cancelled and every task has drained.
-    pub async fn wait(self) {
-        self.control.wait().await;
-    }
-
-    /// Stops accepting, lets in-flight requests finish (within the grace period), returns.
-    pub async fn stop(self) {
-        self.control.shutdown_token().cancel();
-        self.control.wait().await;
-    }
-}
-
-impl Drop for Running {
-    /// A balancer dropped without `stop` (a failed test) stops serving in the background.
-    fn drop(&mut self) {
-        self.control.shutdown_token().cancel();
     }
 }

@@ -19,56 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, StatusCode};
+use http::{header, Request};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::{now_ms, NodeRuntime, Snapshot};
 use crate::config::{HealthConfig, NodeAddr};
-
-/// Consecutive-result state machine: `fall` failures in a row take an up node down, `rise`
-/// successes in a row bring a down node up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsecutiveCounter {
-    rise: u32,
-    fall: u32,
-    up: bool,
-    /// Results in a row that disagree with `up`.
-    streak: u32,
-}
-
-impl ConsecutiveCounter {
-    pub fn new(rise: u32, fall: u32, up: bool) -> Self {
-        ConsecutiveCounter {
-            rise: rise.max(1),
-            fall: fall.max(1),
-            up,
-            streak: 0,
-        }
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.up
-    }
-
-    /// Records one check; `Some(new_state)` when the node changes state.
-    pub fn record(&mut self, ok: bool) -> Option<bool> {
-        if ok == self.up {
-            self.streak = 0;
-            return None;
-        }
-        self.streak += 1;
-        let needed = if self.up { self.fall } else { self.rise };
-        if self.streak >= needed {
-            self.up = ok;
-            self.streak = 0;
-            Some(ok)
-        } else {
-            None
-        }
-    }
-}
+use crate::core::health::{status_ok, ConsecutiveCounter};
+use crate::proxy::upstream::open_tcp;
+use crate::state::node::{now_ms, NodeRuntime};
+use crate::state::snapshot::Snapshot;
 
 /// Why a probe failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,20 +43,10 @@ pub enum ProbeError {
     Timeout(Duration),
 }
 
-/// Is `status` a good answer?
-pub fn status_ok(status: StatusCode, expect: &[u16]) -> bool {
-    if expect.is_empty() {
-        status.is_success()
-    } else {
-        expect.contains(&status.as_u16())
-    }
-}
-
 /// One health check of the node at `addr` (`host` for the `Host` header).
 pub async fn probe(addr: &NodeAddr, host: &str, cfg: &HealthConfig) -> Result<(), ProbeError> {
     let attempt = async {
-        let stream = addr
-            .connect()
+        let stream = open_tcp(addr)
             .await
             .map_err(|e| ProbeError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
@@ -171,7 +121,7 @@ pub async fn run_checker(
                     "node down (health check)"
                 );
                 rt.health.set_probe_down(true, reason);
-                rt.conns.clear();
+                rt.conn_epoch.fetch_add(1, Ordering::Relaxed);
                 rt.metrics
                     .health_down_active
                     .fetch_add(1, Ordering::Relaxed);
@@ -297,72 +247,6 @@ mod tests {
     use super::*;
 
     /// (rise, fall, start up, results, transitions expected after each result)
-    #[test]
-    fn consecutive_counter_table() {
-        type Case = (u32, u32, bool, &'static [bool], &'static [Option<bool>]);
-        let cases: &[Case] = &[
-            (
-                2,
-                3,
-                true,
-                &[false, false, false],
-                &[None, None, Some(false)],
-            ),
-            (
-                2,
-                3,
-                true,
-                &[false, false, true, false, false, false],
-                &[None, None, None, None, None, Some(false)],
-            ),
-            (2, 3, false, &[true, true], &[None, Some(true)]),
-            (
-                2,
-                3,
-                false,
-                &[true, false, true, true],
-                &[None, None, None, Some(true)],
-            ),
-            (
-                1,
-                1,
-                true,
-                &[false, true, false],
-                &[Some(false), Some(true), Some(false)],
-            ),
-            (
-                3,
-                2,
-                true,
-                &[true, true, false, false, true, true, true],
-                &[None, None, None, Some(false), None, None, Some(true)],
-            ),
-        ];
-        for (i, (rise, fall, up, results, want)) in cases.iter().enumerate() {
-            let mut c = ConsecutiveCounter::new(*rise, *fall, *up);
-            let got: Vec<Option<bool>> = results.iter().map(|ok| c.record(*ok)).collect();
-            assert_eq!(&got, want, "case {i}");
-        }
-    }
-
-    #[test]
-    fn zero_thresholds_act_as_one() {
-        let mut c = ConsecutiveCounter::new(0, 0, true);
-        assert_eq!(c.record(false), Some(false));
-        assert_eq!(c.record(true), Some(true));
-    }
-
-    #[test]
-    fn status_rules() {
-        let s = |c| StatusCode::from_u16(c).unwrap();
-        assert!(status_ok(s(200), &[]));
-        assert!(status_ok(s(204), &[]));
-        assert!(!status_ok(s(301), &[]));
-        assert!(!status_ok(s(503), &[]));
-        assert!(status_ok(s(404), &[404]));
-        assert!(!status_ok(s(200), &[204]));
-    }
-
     #[tokio::test]
     async fn probe_of_a_closed_port_fails_fast() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

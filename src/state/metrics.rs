@@ -24,9 +24,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::backends::{NodeState, RebindResult, Snapshot};
-use crate::balance::Outcome;
-use crate::balancer::Balancer;
+use crate::core::binder::RebindResult;
+use crate::core::node_state::NodeState;
+use crate::core::select::Outcome;
+use crate::state::balancer::Balancer;
+use crate::state::snapshot::Snapshot;
 
 // Names. Counters are written without `_total`: the OpenMetrics encoder appends it.
 
@@ -288,7 +290,7 @@ impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let b = &self.0;
         let snap = b.snapshot();
-        let now = crate::backends::now_ms();
+        let now = crate::state::node::now_ms();
         let ld = |v: &AtomicU64| v.load(Ordering::Relaxed);
 
         // Requests.

@@ -15,9 +15,9 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
-use crate::admin::{StateChange, StatusReport};
-use crate::backends::NodeState;
-use crate::control::{ReloadReport, ADMIN_TOKEN_ENV};
+use crate::control::api::{ReloadReport, ADMIN_TOKEN_ENV};
+use crate::control::api::{StateChange, StatusReport};
+use crate::core::node_state::NodeState;
 
 /// The admin address `ctl` talks to unless told otherwise.
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9901";
@@ -433,18 +433,18 @@ mod tests {
         let s = StatusReport {
             version: "0".into(),
             config: "x".into(),
-            registry: crate::admin::RegistryReport {
+            registry: crate::control::api::RegistryReport {
                 sessions: 3,
                 max_sessions: 10,
                 rejected: 0,
             },
-            pools: vec![crate::admin::PoolReport {
+            pools: vec![crate::control::api::PoolReport {
                 name: "app".into(),
                 binder: "translate".into(),
                 health_checks: false,
                 nodes: ["jvm1", "jvm22"]
                     .iter()
-                    .map(|r| crate::admin::NodeReport {
+                    .map(|r| crate::control::api::NodeReport {
                         route: r.to_string(),
                         address: "127.0.0.1:1".into(),
                         domain: String::new(),

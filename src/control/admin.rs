@@ -7,7 +7,7 @@
 //! | `GET /`                           | status page: nodes, drain / disable / activate buttons |
 //! | `GET /api/v1/status`              | [`StatusReport`] as JSON                              |
 //! | `POST /api/v1/nodes/{route}/state`| body `{"state":"draining"}`; `?pool=NAME` to pick one pool |
-//! | `POST /api/v1/reload`             | re-read the config file ([`crate::control::ReloadReport`] or `422`)   |
+//! | `POST /api/v1/reload`             | re-read the config file ([`crate::control::api::ReloadReport`] or `422`)   |
 //! | `GET /metrics`                    | Prometheus text; OpenMetrics when the `Accept` header asks |
 //!
 //! Changes (`POST`) need `Authorization: Bearer <token>` when `admin.token` (or
@@ -34,9 +34,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::{now_ms, NodeState};
-use crate::balancer::Balancer;
+use crate::control::api::{
+    ChangedNode, NodeReport, PoolReport, RegistryReport, StateChange, StatusReport,
+};
 use crate::control::{Control, ReloadError};
+use crate::core::node_state::NodeState;
+use crate::state::node::now_ms;
+use crate::state::Balancer;
 
 /// Largest request body the admin API reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -44,58 +48,6 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_CONNECTIONS: usize = 64;
 /// A client must send its request head within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `GET /api/v1/status`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StatusReport {
-    pub version: String,
-    /// The configuration file in use.
-    pub config: String,
-    pub registry: RegistryReport,
-    pub pools: Vec<PoolReport>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RegistryReport {
-    pub sessions: usize,
-    pub max_sessions: usize,
-    /// New sessions not tracked because the registry was full.
-    pub rejected: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct PoolReport {
-    pub name: String,
-    pub binder: String,
-    pub health_checks: bool,
-    pub nodes: Vec<NodeReport>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeReport {
-    pub route: String,
-    pub address: String,
-    pub domain: String,
-    pub weight: u32,
-    /// Runtime state: `active`, `draining`, `disabled`, `standby`.
-    pub state: String,
-    /// The state the config file gives.
-    pub config_state: String,
-    /// `up` or `down`.
-    pub health: String,
-    pub in_flight: u64,
-    /// Requests sent to the node (retries included).
-    pub requests: u64,
-    pub failovers_in: u64,
-    pub failovers_out: u64,
-    pub connect_errors: u64,
-    pub upstream_errors: u64,
-    /// Sessions seen on the node within `session.idle_timeout`.
-    pub live_sessions: u64,
-    /// Draining or disabled, and no live session left.
-    pub drained: bool,
-    pub last_error: Option<String>,
-}
 
 /// Builds the status report from the current snapshot.
 pub fn status(balancer: &Balancer) -> StatusReport {
@@ -166,21 +118,6 @@ impl ApiError {
     }
 }
 
-/// The result of a state change.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StateChange {
-    pub route: String,
-    pub state: String,
-    /// Every node changed: pool and previous state.
-    pub nodes: Vec<ChangedNode>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ChangedNode {
-    pub pool: String,
-    pub previous: String,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateBody {
@@ -188,7 +125,7 @@ struct StateBody {
 }
 
 /// Sets the runtime state of the node `route` in `pool` (or in every pool that has it).
-pub fn set_state(
+pub async fn set_state(
     balancer: &Balancer,
     route: &str,
     pool: Option<&str>,
@@ -210,43 +147,21 @@ pub fn set_state(
         )
     })?;
     let snap = balancer.snapshot();
-    if let Some(p) = pool {
-        if snap.pool(p).is_none() {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no pool named {p:?}"),
-            ));
-        }
-    }
-    let mut nodes = Vec::new();
-    for p in snap
-        .pools
-        .iter()
-        .filter(|p| pool.is_none_or(|name| p.cfg.name == name))
-    {
-        if let Some(n) = p.node(route) {
-            let previous = n.state();
-            n.rt.set_state(state);
-            if previous != state {
-                tracing::info!(pool = %p.cfg.name, node = %n.route, from = previous.as_str(), to = state.as_str(), "node state changed (admin API)");
-            }
-            nodes.push(ChangedNode {
-                pool: p.cfg.name.clone(),
-                previous: previous.as_str().to_string(),
-            });
-        }
-    }
-    if nodes.is_empty() {
-        let scope = pool.map_or(String::new(), |p| format!(" in pool {p:?}"));
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("no node with route {route:?}{scope}"),
-        ));
-    }
+    let changed = balancer
+        .operator
+        .set(&snap, route, pool, state)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
     Ok(StateChange {
         route: route.to_string(),
         state: state.as_str().to_string(),
-        nodes,
+        nodes: changed
+            .into_iter()
+            .map(|c| ChangedNode {
+                pool: c.pool,
+                previous: c.previous.as_str().to_string(),
+            })
+            .collect(),
     })
 }
 
@@ -422,7 +337,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
         },
         ("/metrics", _) => match method {
             Method::GET | Method::HEAD => {
-                let text = crate::metrics::render(balancer);
+                let text = crate::state::metrics::render(balancer);
                 let openmetrics = req
                     .headers()
                     .get_all(header::ACCEPT)
@@ -430,12 +345,12 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
                     .filter_map(|v| v.to_str().ok())
                     .any(|v| v.contains("application/openmetrics-text"));
                 if openmetrics {
-                    respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, text)
+                    respond(StatusCode::OK, crate::state::metrics::CONTENT_TYPE, text)
                 } else {
                     respond(
                         StatusCode::OK,
-                        crate::metrics::CONTENT_TYPE_TEXT,
-                        crate::metrics::to_prometheus_text(&text),
+                        crate::state::metrics::CONTENT_TYPE_TEXT,
+                        crate::state::metrics::to_prometheus_text(&text),
                     )
                 }
             }
@@ -487,7 +402,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
                 Ok(b) => b,
                 Err(e) => return error(e),
             };
-            match set_state(balancer, &route, pool.as_deref(), &body) {
+            match set_state(balancer, &route, pool.as_deref(), &body).await {
                 Ok(change) => json(StatusCode::OK, &change),
                 Err(e) => error(e),
             }

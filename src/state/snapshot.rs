@@ -7,183 +7,15 @@
 //! (pingora's `Backends::do_update`, but with one swap instead of two).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use crate::config::{Config, NodeAddr, PoolConfig};
+use crate::config::{BalanceKind, Config, NodeAddr, PoolConfig};
+use crate::core::node_state::NodeState;
+use crate::core::select::PoolView;
+use crate::state::node::NodeRuntime;
+use crate::state::registry::Registry;
 use crate::store::SessionStore;
-use crate::upstream::UpstreamPool;
-
-/// Operator state of a node; independent of health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum NodeState {
-    /// All traffic.
-    Active = 0,
-    /// Pinned sessions stay, no new ones.
-    Draining = 1,
-    /// No traffic: a pinned session moves on its next request.
-    Disabled = 2,
-    /// Used only when no active node of the domain is up.
-    Standby = 3,
-}
-
-impl NodeState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Active => "active",
-            NodeState::Draining => "draining",
-            NodeState::Disabled => "disabled",
-            NodeState::Standby => "standby",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<NodeState> {
-        match s {
-            "active" => Some(NodeState::Active),
-            "draining" => Some(NodeState::Draining),
-            "disabled" => Some(NodeState::Disabled),
-            "standby" => Some(NodeState::Standby),
-            _ => None,
-        }
-    }
-
-    fn from_u8(v: u8) -> NodeState {
-        match v {
-            1 => NodeState::Draining,
-            2 => NodeState::Disabled,
-            3 => NodeState::Standby,
-            _ => NodeState::Active,
-        }
-    }
-}
-
-/// Milliseconds on a process-local monotonic clock (never 0, so 0 can mean "unset").
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    Instant::now().duration_since(start).as_millis() as u64 + 1
-}
-
-/// Health of one node: passive marks (connect errors, timeouts, `fail_on_status`) expire after
-/// `recover_after`; the active checker owns `probe_down`.
-#[derive(Debug, Default)]
-pub struct Health {
-    down_until_ms: AtomicU64,
-    /// When the current passive mark was set (0: never).
-    marked_at_ms: AtomicU64,
-    probe_down: AtomicBool,
-    last_error: Mutex<Option<String>>,
-}
-
-impl Health {
-    pub fn is_up(&self, now_ms: u64) -> bool {
-        !self.probe_down.load(Ordering::Relaxed)
-            && self.down_until_ms.load(Ordering::Relaxed) <= now_ms
-    }
-
-    /// Marks the node down for `recover_after`; returns true when it was up before.
-    pub fn mark_down(&self, now_ms: u64, recover_after: Duration, reason: String) -> bool {
-        let until =
-            now_ms.saturating_add(u64::try_from(recover_after.as_millis()).unwrap_or(u64::MAX));
-        self.marked_at_ms.store(now_ms, Ordering::Relaxed);
-        let before = self.down_until_ms.swap(until, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        before <= now_ms && !self.probe_down.load(Ordering::Relaxed)
-    }
-
-    /// Clears a passive mark (good probes).
-    pub fn clear_passive(&self) {
-        if self.down_until_ms.load(Ordering::Relaxed) != 0 {
-            self.down_until_ms.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// A request sent at `sent_ms` succeeded: clear a passive mark only if it is older than
-    /// that request. A mark set meanwhile (another request's timeout or failure) is newer
-    /// evidence and stays.
-    pub fn clear_passive_before(&self, sent_ms: u64) {
-        let until = self.down_until_ms.load(Ordering::Relaxed);
-        if until != 0 && self.marked_at_ms.load(Ordering::Relaxed) < sent_ms {
-            let _ =
-                self.down_until_ms
-                    .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
-        }
-    }
-
-    /// Set by the active health checker.
-    pub fn set_probe_down(&self, down: bool, reason: Option<String>) {
-        self.probe_down.store(down, Ordering::Relaxed);
-        if let Some(r) = reason {
-            *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-        }
-        if !down {
-            self.clear_passive();
-        }
-    }
-
-    pub fn probe_down(&self) -> bool {
-        self.probe_down.load(Ordering::Relaxed)
-    }
-
-    /// Is a passive mark (request failure) still in force at `now_ms`?
-    pub fn passive_down(&self, now_ms: u64) -> bool {
-        self.down_until_ms.load(Ordering::Relaxed) > now_ms
-    }
-
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-/// Counters of one node (exported by the admin API and `/metrics`).
-#[derive(Debug, Default)]
-pub struct NodeStats {
-    pub requests: AtomicU64,
-    /// Sessions that failed over *to* this node.
-    pub failovers_in: AtomicU64,
-    /// Sessions that failed over *away from* this node.
-    pub failovers_out: AtomicU64,
-    pub connect_errors: AtomicU64,
-    pub upstream_errors: AtomicU64,
-}
-
-/// The part of a node that outlives config reloads.
-#[derive(Debug)]
-pub struct NodeRuntime {
-    state: AtomicU8,
-    pub health: Health,
-    pub inflight: AtomicU64,
-    pub stats: NodeStats,
-    pub conns: UpstreamPool,
-    /// Request and health counters for `/metrics`.
-    pub metrics: crate::metrics::NodeMetrics,
-}
-
-impl NodeRuntime {
-    pub fn new(state: NodeState) -> Self {
-        NodeRuntime {
-            state: AtomicU8::new(state as u8),
-            health: Health::default(),
-            inflight: AtomicU64::new(0),
-            stats: NodeStats::default(),
-            conns: UpstreamPool::default(),
-            metrics: Default::default(),
-        }
-    }
-
-    pub fn state(&self) -> NodeState {
-        NodeState::from_u8(self.state.load(Ordering::Relaxed))
-    }
-
-    pub fn set_state(&self, s: NodeState) {
-        self.state.store(s as u8, Ordering::Relaxed);
-    }
-}
 
 /// One application server, as of the current snapshot.
 #[derive(Debug)]
@@ -199,7 +31,7 @@ pub struct Node {
     pub config_state: NodeState,
     /// Seed for rendezvous hashing, derived from the route so every balancer agrees.
     pub route_seed: u64,
-    /// The node's key in the session registry ([`crate::registry::node_slot`]).
+    /// The node's key in the session registry ([`Registry::slot`]).
     pub slot: u32,
     pub rt: Arc<NodeRuntime>,
 }
@@ -226,37 +58,6 @@ pub struct PoolStats {
     pub store_errors: AtomicU64,
 }
 
-/// Result of one rebind, for counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RebindResult {
-    /// The client received a new id (translate, or a successful store rename).
-    Rebound = 0,
-    /// The store had already renamed it (a concurrent request or another balancer).
-    AlreadyRenamed = 1,
-    /// The store did not know the session; the new id was used anyway.
-    NotFound = 2,
-    /// The store failed; `on_store_error` decided.
-    StoreError = 3,
-}
-
-impl RebindResult {
-    pub const ALL: [RebindResult; 4] = [
-        RebindResult::Rebound,
-        RebindResult::AlreadyRenamed,
-        RebindResult::NotFound,
-        RebindResult::StoreError,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RebindResult::Rebound => "rebound",
-            RebindResult::AlreadyRenamed => "already_renamed",
-            RebindResult::NotFound => "not_found",
-            RebindResult::StoreError => "store_error",
-        }
-    }
-}
-
 /// Pool-level runtime shared across reloads.
 #[derive(Debug, Default)]
 pub struct PoolRuntime {
@@ -264,7 +65,7 @@ pub struct PoolRuntime {
     /// Round-robin cursor.
     pub rr: AtomicUsize,
     /// Request counters and duration histogram for `/metrics`.
-    pub metrics: crate::metrics::PoolMetrics,
+    pub metrics: crate::state::metrics::PoolMetrics,
 }
 
 /// A pool of nodes with its settings.
@@ -318,9 +119,12 @@ impl Snapshot {
     /// Builds the routing table for `config`, reusing runtimes (and stores) of `previous` for
     /// nodes whose route and address are unchanged. A node whose configured state changed
     /// takes the new configured state; otherwise its runtime state is kept.
+    /// Builds the routing table of `config`; nodes that `previous` also had keep their runtime,
+    /// and every node gets its slot from `registry` (stable per pool and route).
     pub fn build(
         config: Arc<Config>,
         previous: Option<&Snapshot>,
+        registry: &Registry,
     ) -> Result<Snapshot, SnapshotError> {
         let mut pools = Vec::with_capacity(config.pools.len());
         for pc in &config.pools {
@@ -356,7 +160,7 @@ impl Snapshot {
                         redirect: nc.redirect.as_ref().and_then(|r| by_route.get(r).copied()),
                         config_state: nc.state,
                         route_seed: xxhash_rust::xxh3::xxh3_64(nc.route.as_bytes()),
-                        slot: crate::registry::node_slot(&pc.name, &nc.route),
+                        slot: registry.slot(&pc.name, &nc.route),
                         rt,
                     }
                 })
@@ -432,13 +236,57 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// Selection reads pools through this view (see [`crate::core::select`]).
+impl PoolView for Pool {
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+    fn index_of(&self, route: &str) -> Option<usize> {
+        self.node_index(route)
+    }
+    fn state(&self, node: usize) -> NodeState {
+        self.nodes[node].state()
+    }
+    fn is_up(&self, node: usize, now_ms: u64) -> bool {
+        self.nodes[node].is_up(now_ms)
+    }
+    fn weight(&self, node: usize) -> u32 {
+        self.nodes[node].weight
+    }
+    fn domain(&self, node: usize) -> &str {
+        &self.nodes[node].domain
+    }
+    fn redirect(&self, node: usize) -> Option<usize> {
+        self.nodes[node].redirect
+    }
+    fn inflight(&self, node: usize) -> u64 {
+        self.nodes[node].inflight()
+    }
+    fn route_seed(&self, node: usize) -> u64 {
+        self.nodes[node].route_seed
+    }
+    fn balance(&self) -> BalanceKind {
+        self.cfg.balance
+    }
+    fn cross_domain(&self) -> bool {
+        self.cfg.failover.cross_domain
+    }
+    fn next_ticket(&self) -> u64 {
+        self.rt.rr.fetch_add(1, Ordering::Relaxed) as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    pub(super) fn test_registry() -> Registry {
+        Registry::new(1000, std::time::Duration::from_secs(60))
+    }
+
     fn snapshot(yaml: &str) -> Snapshot {
         let c = Config::from_yaml(yaml, "t.yaml").unwrap();
-        Snapshot::build(Arc::new(c), None).unwrap()
+        Snapshot::build(Arc::new(c), None, &test_registry()).unwrap()
     }
 
     const TWO_POOLS: &str = r#"
@@ -511,7 +359,7 @@ pools:
             "route: b, address: \"127.0.0.1:9\"",
         );
         let c = Config::from_yaml(&changed, "t.yaml").unwrap();
-        let second = Snapshot::build(Arc::new(c), Some(&first)).unwrap();
+        let second = Snapshot::build(Arc::new(c), Some(&first), &test_registry()).unwrap();
         let a = &second.pools[0].nodes[0];
         assert_eq!(a.rt.stats.requests.load(Ordering::Relaxed), 7);
         assert_eq!(a.state(), NodeState::Draining);
@@ -521,33 +369,213 @@ pools:
     }
 
     #[test]
-    fn passive_health_expires() {
-        let h = Health::default();
-        assert!(h.is_up(100));
-        assert!(h.mark_down(100, Duration::from_millis(50), "refused".into()));
-        assert!(!h.is_up(120));
-        assert!(!h.mark_down(120, Duration::from_millis(50), "refused".into()));
-        assert!(h.is_up(171));
-        assert_eq!(h.last_error().as_deref(), Some("refused"));
-    }
-
-    #[test]
-    fn success_clears_only_older_marks() {
-        let h = Health::default();
-        h.mark_down(100, Duration::from_secs(10), "timeout".into());
-        h.clear_passive_before(100); // a request sent at the same moment proves nothing
-        assert!(!h.is_up(150));
-        h.clear_passive_before(120); // sent after the mark and answered: the node works
-        assert!(h.is_up(150));
-        h.mark_down(200, Duration::from_secs(10), "timeout".into());
-        h.clear_passive_before(190); // sent before the new mark: the mark stays
-        assert!(!h.is_up(250));
-    }
-
-    #[test]
     fn strip_port_cases() {
         assert_eq!(strip_port("a.b:80"), "a.b");
         assert_eq!(strip_port("a.b"), "a.b");
         assert_eq!(strip_port("[::1]:80"), "::1");
+    }
+}
+
+/// Selection over real snapshots (the policy itself is in `core::select`).
+#[cfg(test)]
+mod select_tests {
+    use super::tests::test_registry;
+    use super::*;
+    use crate::core::select::{choose, Choice, NoCandidate, Outcome, SessionKey};
+    use crate::state::node::now_ms;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn pool(yaml_nodes: &str, failover: &str) -> Snapshot {
+        let yaml = format!(
+            "listeners: [{{ bind: \"127.0.0.1:1\" }}]\npools:\n  - name: app\n    failover: {failover}\n    nodes:\n{yaml_nodes}"
+        );
+        let c = Config::from_yaml(&yaml, "t.yaml").unwrap();
+        Snapshot::build(Arc::new(c), None, &test_registry()).unwrap()
+    }
+
+    const NODES: &str =
+        "      - { route: jvm1, address: \"127.0.0.1:11\", domain: a, redirect: jvm3 }
+      - { route: jvm2, address: \"127.0.0.1:12\", domain: a }
+      - { route: jvm3, address: \"127.0.0.1:13\", domain: a }
+      - { route: jvm4, address: \"127.0.0.1:14\", domain: b }
+      - { route: jvm5, address: \"127.0.0.1:15\", domain: a, state: standby }
+";
+
+    fn key<'a>(pin: &'a str, id: &'a str) -> Option<SessionKey<'a>> {
+        Some(SessionKey {
+            pin,
+            backend_id: id,
+        })
+    }
+
+    fn down(s: &Snapshot, route: &str) {
+        s.pools[0].node(route).unwrap().rt.health.mark_down(
+            now_ms(),
+            Duration::from_secs(60),
+            "test".into(),
+        );
+    }
+
+    fn routes(
+        s: &Snapshot,
+        c: Result<Choice, NoCandidate>,
+    ) -> Result<(&str, Outcome), NoCandidate> {
+        c.map(|c| (s.pools[0].nodes[c.node].route.as_str(), c.outcome))
+    }
+
+    #[test]
+    fn sticky_and_failover_table() {
+        // (down nodes, disabled nodes, pin, expected route or error, outcome)
+        type Case = (
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static str,
+            Result<(&'static str, Outcome), NoCandidate>,
+        );
+        let cases: &[Case] = &[
+            (&[], &[], "jvm2", Ok(("jvm2", Outcome::Hit))),
+            (&[], &[], "jvm5", Ok(("jvm5", Outcome::Hit))), // a pinned standby node keeps its session
+            (&["jvm1"], &[], "jvm1", Ok(("jvm3", Outcome::Failover))), // redirect honoured
+            (&[], &["jvm1"], "jvm1", Ok(("jvm3", Outcome::Failover))),
+            (
+                &["jvm1", "jvm3"],
+                &[],
+                "jvm1",
+                Ok(("jvm2", Outcome::Failover)),
+            ), // redirect down
+            (
+                &["jvm1", "jvm2", "jvm3"],
+                &[],
+                "jvm1",
+                Ok(("jvm5", Outcome::Failover)),
+            ), // standby
+            (
+                &["jvm1", "jvm2", "jvm3", "jvm5"],
+                &[],
+                "jvm1",
+                Err(NoCandidate::DomainDown),
+            ),
+            (&["jvm4"], &[], "jvm4", Err(NoCandidate::DomainDown)),
+        ];
+        for (downs, disabled, pin, want) in cases {
+            let s = pool(NODES, "{}");
+            for d in *downs {
+                down(&s, d);
+            }
+            for d in *disabled {
+                s.pools[0]
+                    .node(d)
+                    .unwrap()
+                    .rt
+                    .set_state(NodeState::Disabled);
+            }
+            let id = format!("ABC.{pin}");
+            let got = routes(&s, choose(&s.pools[0], key(pin, &id), &[], now_ms()));
+            assert_eq!(got, *want, "down {downs:?} disabled {disabled:?} pin {pin}");
+        }
+    }
+
+    #[test]
+    fn cross_domain_when_allowed() {
+        let s = pool(NODES, "{ cross_domain: true }");
+        down(&s, "jvm4");
+        let got = routes(
+            &s,
+            choose(&s.pools[0], key("jvm4", "X.jvm4"), &[], now_ms()),
+        );
+        let (route, outcome) = got.unwrap();
+        assert_eq!(outcome, Outcome::Failover);
+        assert_ne!(route, "jvm4");
+        assert_ne!(
+            route, "jvm5",
+            "active nodes of another domain come before standby"
+        );
+    }
+
+    #[test]
+    fn unknown_route_fails_over_over_whole_pool() {
+        let s = pool(NODES, "{}");
+        let c = choose(&s.pools[0], key("gone", "X.gone"), &[], now_ms()).unwrap();
+        assert_eq!(c.outcome, Outcome::Failover);
+        assert_eq!(c.from, None);
+        assert_ne!(s.pools[0].nodes[c.node].state(), NodeState::Standby);
+    }
+
+    #[test]
+    fn failover_is_deterministic_and_spread() {
+        let nodes = "      - { route: jvm1, address: \"127.0.0.1:11\" }
+      - { route: jvm2, address: \"127.0.0.1:12\" }
+      - { route: jvm3, address: \"127.0.0.1:13\" }
+      - { route: jvm4, address: \"127.0.0.1:14\", weight: 2 }
+";
+        let a = pool(nodes, "{}");
+        let b = pool(nodes, "{}");
+        down(&a, "jvm1");
+        down(&b, "jvm1");
+        let mut counts = [0usize; 4];
+        for i in 0..4000 {
+            let id = format!("{i:032X}.jvm1");
+            let ca = choose(&a.pools[0], key("jvm1", &id), &[], now_ms()).unwrap();
+            let cb = choose(&b.pools[0], key("jvm1", &id), &[], now_ms()).unwrap();
+            assert_eq!(ca.node, cb.node, "two snapshots disagree on {id}");
+            counts[ca.node] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        // weights 1:1:2 over jvm2..jvm4 -> expect 1000/1000/2000, allow 15%
+        for (i, want) in [(1, 1000.0), (2, 1000.0), (3, 2000.0)] {
+            let got = counts[i] as f64;
+            assert!((got - want).abs() / want < 0.15, "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn new_sessions_skip_draining_disabled_standby() {
+        let nodes = "      - { route: a, address: \"127.0.0.1:11\" }
+      - { route: b, address: \"127.0.0.1:12\", state: draining }
+      - { route: c, address: \"127.0.0.1:13\", state: disabled }
+      - { route: d, address: \"127.0.0.1:14\", state: standby }
+      - { route: e, address: \"127.0.0.1:15\", weight: 3 }
+";
+        let s = pool(nodes, "{}");
+        let mut counts = [0usize; 5];
+        for _ in 0..4000 {
+            let c = choose(&s.pools[0], None, &[], now_ms()).unwrap();
+            assert_eq!(c.outcome, Outcome::New);
+            counts[c.node] += 1;
+        }
+        assert_eq!(&counts[1..4], &[0, 0, 0], "{counts:?}");
+        assert!(
+            (counts[4] as f64 / counts[0] as f64 - 3.0).abs() < 0.5,
+            "{counts:?}"
+        );
+        // only standby left up -> standby serves
+        down(&s, "a");
+        down(&s, "e");
+        let c = choose(&s.pools[0], None, &[], now_ms()).unwrap();
+        assert_eq!(s.pools[0].nodes[c.node].route, "d");
+    }
+
+    #[test]
+    fn tried_nodes_are_skipped() {
+        let s = pool(NODES, "{}");
+        let c = choose(&s.pools[0], key("jvm1", "X.jvm1"), &[0], now_ms()).unwrap();
+        assert_eq!(s.pools[0].nodes[c.node].route, "jvm3");
+        let c = choose(&s.pools[0], key("jvm1", "X.jvm1"), &[0, 2], now_ms()).unwrap();
+        assert_eq!(s.pools[0].nodes[c.node].route, "jvm2");
+    }
+
+    #[test]
+    fn round_robin_is_weighted() {
+        let nodes = "      - { route: a, address: \"127.0.0.1:11\" }
+      - { route: b, address: \"127.0.0.1:12\", weight: 2 }
+";
+        let yaml = format!("listeners: [{{ bind: \"127.0.0.1:1\" }}]\npools:\n  - name: app\n    balance: round_robin\n    nodes:\n{nodes}");
+        let c = Config::from_yaml(&yaml, "t.yaml").unwrap();
+        let s = Snapshot::build(Arc::new(c), None, &test_registry()).unwrap();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| choose(&s.pools[0], None, &[], now_ms()).unwrap().node)
+            .collect();
+        assert_eq!(picks, vec![0, 1, 1, 0, 1, 1]);
     }
 }

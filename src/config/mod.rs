@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,10 +16,13 @@ use cookie::SameSite;
 use http::HeaderName;
 use serde::Deserialize;
 
-use crate::backends::NodeState;
-use crate::binder::{BinderKind, CookieDefaults};
-use crate::session::SessionSettings;
-use crate::store::{JdbcTable, OnStoreError, StoreConfig, StoreKind};
+use crate::core::binder::{BinderKind, CookieDefaults};
+use crate::core::node_state::NodeState;
+pub use crate::core::select::BalanceKind;
+use crate::core::session::SessionSettings;
+pub mod store;
+
+use self::store::{JdbcTable, OnStoreError, StoreConfig, StoreKind};
 
 /// A configuration error: where, which key, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,15 +99,6 @@ pub struct RegistryConfig {
     pub max_sessions: usize,
 }
 
-/// How new sessions are spread.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalanceKind {
-    /// Power of two choices on in-flight requests, weighted.
-    P2c,
-    /// Weighted round robin.
-    RoundRobin,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailoverConfig {
     /// Allow failover into another domain when the session's domain has no node up.
@@ -172,16 +166,6 @@ impl NodeAddr {
             host: host.to_string(),
             port,
         })
-    }
-
-    /// Opens a TCP connection (looking the host up first when it is a name).
-    pub async fn connect(&self) -> std::io::Result<tokio::net::TcpStream> {
-        match self {
-            NodeAddr::Socket(a) => tokio::net::TcpStream::connect(a).await,
-            NodeAddr::Host { host, port } => {
-                tokio::net::TcpStream::connect((host.as_str(), *port)).await
-            }
-        }
     }
 }
 
@@ -780,19 +764,26 @@ impl Config {
     }
 }
 
+/// A listening address: an IP literal with a port, or `localhost:PORT` (127.0.0.1). No name
+/// lookup happens here: the config layer does no I/O, and a listener bound to whatever a name
+/// resolves to at start is a surprise for an operator anyway.
 fn parse_addr(ctx: &Ctx, key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
-    if !text.contains(':') {
+    let Some((host, port)) = text.rsplit_once(':') else {
         return Err(ctx.err(key, format!("address {text:?} needs a port (host:port)")));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ctx.err(key, format!("invalid address {text:?}: bad port {port:?}")))?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    match text.to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| ctx.err(key, format!("address {text:?} resolves to nothing"))),
-        Err(e) => Err(ctx.err(key, format!("invalid address {text:?}: {e}"))),
-    }
+    Err(ctx.err(
+        key,
+        format!("invalid address {text:?}: use an IP address (such as 0.0.0.0 or 127.0.0.1) or localhost"),
+    ))
 }
 
 /// An admin token must fit in `Authorization: Bearer <token>`.
@@ -1231,7 +1222,7 @@ fn validate_store(s: &RawStore, key: &str, ctx: &Ctx) -> Result<StoreConfig, Con
             ("sessionLastAccessedCol", &table.last_access_col),
         ];
         for (name, value) in cols {
-            let ok = crate::store::sql::is_sql_identifier(value);
+            let ok = store::is_sql_identifier(value);
             if !ok {
                 return Err(ctx.err(
                     format!("{key}.{name}"),
@@ -1284,7 +1275,7 @@ pools:
 
     #[test]
     fn example_balancer_yaml_is_valid() {
-        let text = include_str!("../balancer.yaml");
+        let text = include_str!("../../balancer.yaml");
         Config::from_yaml(text, "balancer.yaml").unwrap();
     }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::backends::{Snapshot, SnapshotError};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::state::metrics::Metrics;
+use crate::state::operator::OperatorStates;
+use crate::state::registry::Registry;
+use crate::state::snapshot::{Snapshot, SnapshotError};
 
 /// Shared state of one balancer process.
 #[derive(Debug)]
@@ -19,17 +20,20 @@ pub struct Balancer {
     pub registry: Registry,
     /// Balancer-wide counters; per-node ones live in the node runtimes.
     pub metrics: Metrics,
+    /// Where operator state changes go (this process, or the cluster).
+    pub operator: OperatorStates,
 }
 
 impl Balancer {
     /// Builds the first snapshot from a validated config.
     pub fn new(config: Config) -> Result<Arc<Balancer>, SnapshotError> {
         let registry = Registry::new(config.registry.max_sessions, config.session.idle_timeout);
-        let snapshot = Snapshot::build(Arc::new(config), None)?;
+        let snapshot = Snapshot::build(Arc::new(config), None, &registry)?;
         Ok(Arc::new(Balancer {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
             metrics: Metrics::default(),
+            operator: OperatorStates::Local,
         }))
     }
 
@@ -41,7 +45,11 @@ impl Balancer {
     /// Swaps in a new config, carrying node runtimes over (see [`Snapshot::build`]).
     pub fn apply(&self, config: Config) -> Result<Arc<Snapshot>, SnapshotError> {
         let old = self.snapshot.load_full();
-        let new = Arc::new(Snapshot::build(Arc::new(config), Some(&old))?);
+        let new = Arc::new(Snapshot::build(
+            Arc::new(config),
+            Some(&old),
+            &self.registry,
+        )?);
         self.registry.set_limits(
             new.config.registry.max_sessions,
             new.config.session.idle_timeout,

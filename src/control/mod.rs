@@ -23,20 +23,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::SnapshotError;
-use crate::balancer::Balancer;
-use crate::config::{Config, ConfigError, ListenerConfig};
-use crate::health::HealthChecks;
-use crate::server::{self, BoundListener, ServerError};
-use crate::tls::TlsError;
+pub mod admin;
+pub mod api;
+pub mod health;
+pub mod running;
+pub mod sweeper;
 
-/// Environment variable that provides (or overrides) `admin.token`, for `serve` and `ctl`.
-pub const ADMIN_TOKEN_ENV: &str = "STICKYROUTE_ADMIN_TOKEN";
+pub use api::{ReloadReport, ADMIN_TOKEN_ENV};
+pub use running::Running;
+
+use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::proxy::listener::{self as server, BoundListener, ServerError};
+use crate::proxy::tls::TlsError;
+use crate::proxy::upstream::UpstreamPools;
+use crate::state::snapshot::SnapshotError;
+use crate::state::Balancer;
+use health::HealthChecks;
 
 /// How long a restarted listener waits for its old socket to close.
 const REBIND_WAIT: Duration = Duration::from_secs(3);
@@ -75,22 +81,6 @@ impl From<ServerError> for ReloadError {
             ServerError::Snapshot(s) => ReloadError::Snapshot(s),
         }
     }
-}
-
-/// What a successful reload changed.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct ReloadReport {
-    /// The file that was read.
-    pub file: String,
-    pub pools: usize,
-    pub nodes: usize,
-    pub listeners_added: Vec<SocketAddr>,
-    pub listeners_removed: Vec<SocketAddr>,
-    pub listeners_restarted: Vec<SocketAddr>,
-    /// The admin listener's address after the reload.
-    pub admin: Option<SocketAddr>,
-    /// Problems that did not refuse the reload (a restarted listener that could not bind).
-    pub warnings: Vec<String>,
 }
 
 /// Waits for every task it spawned (the mini-redis trick: each task holds a sender clone; the
@@ -152,6 +142,8 @@ struct Addrs {
 /// One running balancer: the shared [`Balancer`] plus everything that serves it.
 pub struct Control {
     pub balancer: Arc<Balancer>,
+    /// Keep-alive connections to the nodes, shared by every listener across reloads.
+    conns: Arc<UpstreamPools>,
     shutdown: CancellationToken,
     grace: Duration,
     tracker: Tracker,
@@ -172,6 +164,7 @@ impl Control {
         let balancer = Balancer::new(config)?;
         let control = Arc::new(Control {
             balancer: balancer.clone(),
+            conns: Arc::default(),
             shutdown: CancellationToken::new(),
             grace,
             tracker: Tracker::new(),
@@ -191,7 +184,7 @@ impl Control {
             st.admin = Some(control.serve_admin(bind, listener));
         }
         st.health.reconcile(&balancer.snapshot(), &control.shutdown);
-        control.tracker.spawn(crate::registry::run_sweeper(
+        control.tracker.spawn(sweeper::run_sweeper(
             balancer.clone(),
             control.shutdown.child_token(),
         ));
@@ -210,6 +203,7 @@ impl Control {
         self.tracker.spawn(server::serve_listener(
             bound,
             self.balancer.clone(),
+            self.conns.clone(),
             stop,
             self.grace,
         ));
@@ -219,7 +213,7 @@ impl Control {
     fn serve_admin(self: &Arc<Self>, bind: SocketAddr, listener: TcpListener) -> AdminHandle {
         let stop = self.shutdown.child_token();
         let addr = listener.local_addr().unwrap_or(bind);
-        self.tracker.spawn(crate::admin::serve(
+        self.tracker.spawn(admin::serve(
             listener,
             self.clone(),
             stop.clone(),
@@ -304,7 +298,7 @@ impl Control {
                 {
                     used[i] = true;
                     if let Some(t) = &cfg.tls {
-                        crate::tls::server_config(t)?; // refuse now rather than after the swap
+                        crate::proxy::tls::server_config(t)?; // refuse now rather than after the swap
                     }
                     plan.push(Plan::Restart(i, cfg.clone()));
                     continue;

@@ -1,0 +1,5 @@
+//! Command-line tools that are clients, not the server: `check` (validate a config file) and
+//! `ctl` (a client of the admin API, which needs only `control::api`'s types).
+
+pub mod check;
+pub mod ctl;

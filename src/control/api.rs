@@ -1,0 +1,92 @@
+//! The admin API's data types: what `GET /api/v1/status`, the state changes and the reload
+//! answer, as JSON. `ctl` and the status page read these and nothing else of the server.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable that provides (or overrides) `admin.token`, for `serve` and `ctl`.
+pub const ADMIN_TOKEN_ENV: &str = "STICKYROUTE_ADMIN_TOKEN";
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub version: String,
+    /// The configuration file in use.
+    pub config: String,
+    pub registry: RegistryReport,
+    pub pools: Vec<PoolReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RegistryReport {
+    pub sessions: usize,
+    pub max_sessions: usize,
+    /// New sessions not tracked because the registry was full.
+    pub rejected: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PoolReport {
+    pub name: String,
+    pub binder: String,
+    pub health_checks: bool,
+    pub nodes: Vec<NodeReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeReport {
+    pub route: String,
+    pub address: String,
+    pub domain: String,
+    pub weight: u32,
+    /// Runtime state: `active`, `draining`, `disabled`, `standby`.
+    pub state: String,
+    /// The state the config file gives.
+    pub config_state: String,
+    /// `up` or `down`.
+    pub health: String,
+    pub in_flight: u64,
+    /// Requests sent to the node (retries included).
+    pub requests: u64,
+    pub failovers_in: u64,
+    pub failovers_out: u64,
+    pub connect_errors: u64,
+    pub upstream_errors: u64,
+    /// Sessions seen on the node within `session.idle_timeout`.
+    pub live_sessions: u64,
+    /// Draining or disabled, and no live session left.
+    pub drained: bool,
+    pub last_error: Option<String>,
+}
+
+/// The result of a state change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StateChange {
+    pub route: String,
+    pub state: String,
+    /// Every node changed: pool and previous state.
+    pub nodes: Vec<ChangedNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChangedNode {
+    pub pool: String,
+    pub previous: String,
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The file that was read.
+    pub file: String,
+    pub pools: usize,
+    pub nodes: usize,
+    pub listeners_added: Vec<SocketAddr>,
+    pub listeners_removed: Vec<SocketAddr>,
+    pub listeners_restarted: Vec<SocketAddr>,
+    /// The admin listener's address after the reload.
+    pub admin: Option<SocketAddr>,
+    /// Problems that did not refuse the reload (a restarted listener that could not bind).
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,269 @@
+//! Node selection: DESIGN.md "One request, end to end", step 4.
+//!
+//! [`choose`] returns a [`Choice`] whose [`Outcome`] says what happened (sticky hit, new
+//! session, failover); the proxy drives cookie rewriting, counters and the access log from it.
+//! Failover uses weighted rendezvous hashing of the backend-facing id, so every concurrent
+//! request of one session, and every balancer process with the same config, picks the same node
+//! without sharing state. New sessions use power-of-two-choices on in-flight requests (or
+//! weighted round robin). Selection never allocates.
+
+use rand::Rng;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::node_state::NodeState;
+
+/// How new sessions are spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceKind {
+    /// Power of two choices on in-flight requests, weighted.
+    P2c,
+    /// Weighted round robin.
+    RoundRobin,
+}
+
+/// What the selection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pinned node serves the session.
+    Hit,
+    /// No session (or one without a route): a node was picked for a new session.
+    New,
+    /// The pinned node is down, disabled or unknown: the session moves.
+    Failover,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::New => "new",
+            Outcome::Failover => "failover",
+        }
+    }
+}
+
+/// The selected node (an index into `pool.nodes`) and how it was selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub node: usize,
+    pub outcome: Outcome,
+    /// For a failover: the node the session was pinned to (when it is a node of the pool).
+    pub from: Option<usize>,
+}
+
+/// No node can take the request; the reason is shown to the client with `503`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoCandidate {
+    #[error("no node of the session's domain is up")]
+    DomainDown,
+    #[error("no node of the pool is up")]
+    PoolDown,
+}
+
+/// The session as selection sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionKey<'a> {
+    /// The pin route (text after the last separator of the client-facing id).
+    pub pin: &'a str,
+    /// The backend-facing id: the rendezvous key.
+    pub backend_id: &'a str,
+}
+
+/// What selection needs to know about a pool: a read-only view, so that the policy here stays
+/// pure and the state layer decides how it stores nodes (atomics, snapshots).
+pub trait PoolView {
+    /// Number of nodes; node indexes are `0..len()`.
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Index of the node with this route.
+    fn index_of(&self, route: &str) -> Option<usize>;
+    fn state(&self, node: usize) -> NodeState;
+    fn is_up(&self, node: usize, now_ms: u64) -> bool;
+    fn weight(&self, node: usize) -> u32;
+    fn domain(&self, node: usize) -> &str;
+    /// The node's preferred failover target.
+    fn redirect(&self, node: usize) -> Option<usize>;
+    fn inflight(&self, node: usize) -> u64;
+    /// Seed for rendezvous hashing, derived from the route so every balancer agrees.
+    fn route_seed(&self, node: usize) -> u64;
+    fn balance(&self) -> BalanceKind;
+    fn cross_domain(&self) -> bool;
+    /// The next round-robin ticket.
+    fn next_ticket(&self) -> u64;
+}
+
+/// Selects the node for a request. `tried` lists nodes that already failed this request.
+pub fn choose<P: PoolView>(
+    pool: &P,
+    session: Option<SessionKey<'_>>,
+    tried: &[usize],
+    now_ms: u64,
+) -> Result<Choice, NoCandidate> {
+    let Some(session) = session else {
+        return choose_new(pool, tried, now_ms);
+    };
+    let Some(pinned) = pool.index_of(session.pin) else {
+        // A removed node or a foreign id: failover over the whole pool.
+        return failover(pool, None, None, session.backend_id, tried, now_ms);
+    };
+    let serves_pinned = matches!(
+        pool.state(pinned),
+        NodeState::Active | NodeState::Draining | NodeState::Standby
+    );
+    if serves_pinned && pool.is_up(pinned, now_ms) && !tried.contains(&pinned) {
+        return Ok(Choice {
+            node: pinned,
+            outcome: Outcome::Hit,
+            from: None,
+        });
+    }
+    failover(
+        pool,
+        Some(pinned),
+        Some(pool.domain(pinned)),
+        session.backend_id,
+        tried,
+        now_ms,
+    )
+}
+
+/// Candidates of a failover or a new session: up, not tried, not the pinned node, in `domain`
+/// when given, in `state`.
+fn candidates<'p, P: PoolView>(
+    pool: &'p P,
+    exclude: Option<usize>,
+    domain: Option<&'p str>,
+    state: NodeState,
+    tried: &'p [usize],
+    now_ms: u64,
+) -> impl Iterator<Item = usize> + Clone + 'p {
+    (0..pool.len()).filter(move |&i| {
+        Some(i) != exclude
+            && !tried.contains(&i)
+            && pool.state(i) == state
+            && domain.is_none_or(|d| pool.domain(i) == d)
+            && pool.is_up(i, now_ms)
+    })
+}
+
+fn failover<P: PoolView>(
+    pool: &P,
+    pinned: Option<usize>,
+    domain: Option<&str>,
+    key: &str,
+    tried: &[usize],
+    now_ms: u64,
+) -> Result<Choice, NoCandidate> {
+    let mut scopes: [(Option<&str>, NodeState); 4] = [
+        (domain, NodeState::Active),
+        (domain, NodeState::Standby),
+        (None, NodeState::Active),
+        (None, NodeState::Standby),
+    ];
+    let scope_count = if domain.is_none() || pool.cross_domain() {
+        4
+    } else {
+        2
+    };
+    if domain.is_none() {
+        scopes[0] = (None, NodeState::Active);
+        scopes[1] = (None, NodeState::Standby);
+    }
+    let redirect = pinned.and_then(|p| pool.redirect(p));
+    for (scope_domain, state) in &scopes[..scope_count] {
+        let cands = candidates(pool, pinned, *scope_domain, *state, tried, now_ms);
+        if let Some(r) = redirect {
+            if cands.clone().any(|c| c == r) {
+                return Ok(Choice {
+                    node: r,
+                    outcome: Outcome::Failover,
+                    from: pinned,
+                });
+            }
+        }
+        if let Some(node) = rendezvous(pool, key, cands) {
+            return Ok(Choice {
+                node,
+                outcome: Outcome::Failover,
+                from: pinned,
+            });
+        }
+    }
+    Err(if domain.is_some() && !pool.cross_domain() {
+        NoCandidate::DomainDown
+    } else {
+        NoCandidate::PoolDown
+    })
+}
+
+/// Weighted rendezvous (highest random weight) hashing: score = weight / -ln(u), with u a
+/// uniform value in (0, 1) derived from hash(key, route). The same key and node set give the
+/// same node everywhere; removing a node moves only the keys it held.
+pub fn rendezvous<P: PoolView>(
+    pool: &P,
+    key: &str,
+    cands: impl Iterator<Item = usize>,
+) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for i in cands {
+        let h = xxh3_64_with_seed(key.as_bytes(), pool.route_seed(i));
+        let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let score = f64::from(pool.weight(i)) / -u.ln();
+        if best.is_none_or(|(_, s)| score > s) {
+            best = Some((i, score));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+fn choose_new<P: PoolView>(pool: &P, tried: &[usize], now_ms: u64) -> Result<Choice, NoCandidate> {
+    for state in [NodeState::Active, NodeState::Standby] {
+        let cands = candidates(pool, None, None, state, tried, now_ms);
+        let picked = match pool.balance() {
+            BalanceKind::P2c => p2c(pool, cands),
+            BalanceKind::RoundRobin => weighted_pick(pool, cands, pool.next_ticket()),
+        };
+        if let Some(node) = picked {
+            return Ok(Choice {
+                node,
+                outcome: Outcome::New,
+                from: None,
+            });
+        }
+    }
+    Err(NoCandidate::PoolDown)
+}
+
+/// The candidate at position `ticket` (mod total weight) of the weighted sequence.
+fn weighted_pick<P: PoolView>(
+    pool: &P,
+    cands: impl Iterator<Item = usize> + Clone,
+    ticket: u64,
+) -> Option<usize> {
+    let total: u64 = cands.clone().map(|i| u64::from(pool.weight(i))).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut t = ticket % total;
+    for i in cands {
+        let w = u64::from(pool.weight(i));
+        if t < w {
+            return Some(i);
+        }
+        t -= w;
+    }
+    None
+}
+
+/// Power of two choices: two weighted-random candidates, the one with fewer in-flight requests
+/// per unit of weight wins (ties go to the first draw, which keeps the weighted spread).
+fn p2c<P: PoolView>(pool: &P, cands: impl Iterator<Item = usize> + Clone) -> Option<usize> {
+    let mut rng = rand::rng();
+    let a = weighted_pick(pool, cands.clone(), rng.random())?;
+    let b = weighted_pick(pool, cands, rng.random())?;
+    let load_a = u128::from(pool.inflight(a)) * u128::from(pool.weight(b));
+    let load_b = u128::from(pool.inflight(b)) * u128::from(pool.weight(a));
+    Some(if load_b < load_a { b } else { a })
+}

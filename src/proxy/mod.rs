@@ -1,0 +1,14 @@
+//! The data plane: listeners and TLS, the request pipeline, and connections to the nodes.
+//!
+//! - [`listener`]: bind, accept, TLS handshake, hand each connection to a protocol, drain;
+//! - [`tls`]: rustls server configs from the listener's files;
+//! - [`pipeline`]: one request's phases, match → extract → select → rebind → forward →
+//!   respond, shared by every protocol;
+//! - [`service`]: the hyper `Service` (HTTP/2, h2c, TLS listeners, upgrades) that drives them;
+//! - [`upstream`]: keep-alive connection pools to the nodes.
+
+pub mod listener;
+pub mod pipeline;
+pub mod service;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,338 @@
+//! One request's phases, in the order of DESIGN.md "One request, end to end", shared by every
+//! protocol the listeners speak:
+//!
+//! 1. **match** ([`match_pool`]): host and path prefix → pool;
+//! 2. **extract** ([`extract`], [`SessionIds::of`]): the session id (cookies first, then
+//!    `;jsessionid=`), its pin route and the backend-facing id;
+//! 3. **select** ([`select`]): sticky hit, new session or failover (`core::select`);
+//! 4. **rebind** ([`rebind`]): the ids after a failover, by the pool's binder; the `rename`
+//!    binder asks the store first;
+//! 5. **forward**: protocol-specific (hyper in `proxy::service`); what to do when an attempt
+//!    fails is `core::retry`'s decision, carried out with [`mark_down`];
+//! 6. **respond** ([`judge_response`], [`learn`]): passive health from the status, the
+//!    registry learns the session, `Set-Cookie`/`Location` are rewritten by `core::binder`.
+//!
+//! Every failure is a [`ProxyError`], whose [`ProxyError::status`] is the one place errors map
+//! to statuses.
+
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::core::binder::{self, BinderKind, RebindResult};
+use crate::core::node_state::NodeState;
+use crate::core::select::{self, Choice, NoCandidate, Outcome, SessionKey};
+use crate::core::session::{self, FoundId, SessionSettings};
+use crate::state::node::{now_ms, NodeRuntime};
+use crate::state::snapshot::{Node, Pool, Snapshot};
+use crate::state::Balancer;
+use crate::store::{OnStoreError, RenameOutcome};
+
+/// Everything that can go wrong on the request path, each with its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no pool serves this host and path")]
+    NoPool,
+    #[error("{0}")]
+    NoCandidate(NoCandidate),
+    #[error("session store unavailable: {0}")]
+    Store(String),
+    #[error("no node could be reached ({0} attempts)")]
+    Unreachable(usize),
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
+}
+
+impl ProxyError {
+    /// The one mapping from errors to statuses.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoPool => StatusCode::NOT_FOUND,
+            ProxyError::NoCandidate(_) | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unreachable(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Phase 1, match: the index of the pool that serves `host` and `path`.
+pub fn match_pool(snap: &Snapshot, host: Option<&str>, path: &str) -> Result<usize, ProxyError> {
+    snap.match_pool_index(host, path).ok_or(ProxyError::NoPool)
+}
+
+/// Phase 2, extract: the session id of the request, from its `Cookie` lines (`None` for a
+/// line that is not UTF-8) and its path. Among duplicate cookies, one naming a live node wins.
+pub fn extract<'a>(
+    settings: &SessionSettings,
+    pool: &Pool,
+    cookie_lines: &[Option<&'a str>],
+    path: &'a str,
+    now: u64,
+) -> Option<FoundId<'a>> {
+    session::find_session(settings, cookie_lines, path, |route| {
+        pool.node(route)
+            .is_some_and(|n| n.is_up(now) && n.state() != NodeState::Disabled)
+    })
+}
+
+/// The ids of a request's session before selection.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionIds<'a> {
+    /// As the client holds it.
+    pub client: &'a str,
+    /// As the node knows it (differs after a `translate` rebind).
+    pub backend: &'a str,
+    /// The route after the last separator (`""` for an id without one).
+    pub pin: &'a str,
+}
+
+impl<'a> SessionIds<'a> {
+    pub fn of(found: Option<&FoundId<'a>>, binder: BinderKind, sep: char) -> Option<Self> {
+        let client = found?.id;
+        Some(SessionIds {
+            client,
+            backend: binder::backend_facing(binder, client, sep),
+            pin: session::pin_route(client, sep).unwrap_or(""),
+        })
+    }
+
+    /// The session as selection sees it. An id without a route (`X`, `X.`) names no node:
+    /// like a foreign id it fails over over the whole pool, keyed by the id, so its requests
+    /// agree on one node.
+    pub fn key(&self) -> SessionKey<'a> {
+        SessionKey {
+            pin: self.pin,
+            backend_id: self.backend,
+        }
+    }
+}
+
+/// The name of the session cookie the client used, else the first configured one.
+pub fn cookie_name<'s>(settings: &'s SessionSettings, found: Option<&FoundId<'_>>) -> &'s str {
+    match found.map(|f| &f.location) {
+        Some(session::IdLocation::Cookie { name, .. }) => settings.cookies[*name].as_str(),
+        _ => settings
+            .cookies
+            .first()
+            .map_or("JSESSIONID", String::as_str),
+    }
+}
+
+/// Phases 1 and 2 together, as every protocol runs them: the pool, the session id found
+/// in the request, its ids, and the cookie name to answer with.
+#[derive(Debug)]
+pub struct Matched<'a> {
+    pub pool_ix: usize,
+    pub pool: &'a Pool,
+    pub found: Option<FoundId<'a>>,
+    pub ids: Option<SessionIds<'a>>,
+    pub cookie_name: &'a str,
+}
+
+/// Match and extract: `host` (without a port or with), the request `path` (with its `;`
+/// parameters), the `Cookie` lines.
+pub fn match_and_extract<'a>(
+    snap: &'a Snapshot,
+    host: Option<&str>,
+    path: &'a str,
+    cookie_lines: &[Option<&'a str>],
+    now: u64,
+) -> Result<Matched<'a>, ProxyError> {
+    let pool_ix = match_pool(snap, host, path)?;
+    let pool = &snap.pools[pool_ix];
+    let settings = &snap.config.session.settings;
+    let found = extract(settings, pool, cookie_lines, path, now);
+    let ids = SessionIds::of(found.as_ref(), pool.cfg.binder, settings.separator);
+    let cookie_name = cookie_name(settings, found.as_ref());
+    Ok(Matched {
+        pool_ix,
+        pool,
+        found,
+        ids,
+        cookie_name,
+    })
+}
+
+/// Phase 3, select: the node for this attempt; `tried` are the nodes that failed already.
+/// A failover is counted on both nodes.
+pub fn select(
+    pool: &Pool,
+    session: Option<SessionKey<'_>>,
+    tried: &[usize],
+) -> Result<Choice, ProxyError> {
+    let choice = select::choose(pool, session, tried, now_ms()).map_err(ProxyError::NoCandidate)?;
+    if choice.outcome == Outcome::Failover {
+        let node = &pool.nodes[choice.node];
+        node.rt.stats.failovers_in.fetch_add(1, Ordering::Relaxed);
+        if let Some(from) = choice.from {
+            pool.nodes[from]
+                .rt
+                .stats
+                .failovers_out
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    Ok(choice)
+}
+
+/// `Retry-After` of a pool's `503`: how long a node stays marked down, at least a second.
+pub fn retry_after(pool: &Pool) -> Duration {
+    pool.cfg.failover.recover_after.max(Duration::from_secs(1))
+}
+
+/// Ids of one request on one node, after the binder. Borrowed on a sticky hit (nothing is
+/// allocated), owned after a rebind.
+#[derive(Debug, Default, Clone)]
+pub struct Ids<'a> {
+    /// The id forwarded to the node.
+    pub forward_id: Option<Cow<'a, str>>,
+    /// The id the client holds after the response.
+    pub client_id: Option<Cow<'a, str>>,
+    /// The client's id changed (a failover rebind): it gets a `Set-Cookie`.
+    pub client_changed: bool,
+}
+
+/// Phase 4, rebind: decides the ids of this request on `node`; a `rename` failover renames the
+/// session in the store first. `backend_id` is the backend-facing id now (after an earlier
+/// rename in this request, the renamed one).
+pub async fn rebind<'a>(
+    pool: &Pool,
+    sep: char,
+    node: &Node,
+    choice: Choice,
+    client_id: &'a str,
+    backend_id: &'a str,
+) -> Result<Ids<'a>, ProxyError> {
+    let keep = Ids {
+        forward_id: Some(Cow::Borrowed(backend_id)),
+        client_id: Some(Cow::Borrowed(client_id)),
+        client_changed: false,
+    };
+    if choice.outcome != Outcome::Failover {
+        return Ok(keep);
+    }
+    let rb = binder::rebind(pool.cfg.binder, backend_id, &node.route, sep);
+    let stats = &pool.rt.stats;
+    let mut result = RebindResult::Rebound;
+    if let Some((old, new)) = &rb.rename {
+        let Some(store) = &pool.store else {
+            return Ok(keep);
+        };
+        match store.rename(old, new).await {
+            Ok(RenameOutcome::Renamed) => {}
+            Ok(RenameOutcome::AlreadyRenamed) => result = RebindResult::AlreadyRenamed,
+            Ok(RenameOutcome::NotFound) => result = RebindResult::NotFound,
+            Err(e) => {
+                stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                stats.rebinds[RebindResult::StoreError as usize].fetch_add(1, Ordering::Relaxed);
+                let policy = pool.cfg.store.as_ref().map(|s| s.on_error);
+                tracing::warn!(pool = %pool.cfg.name, store = store.kind_name(), to = %node.route, error = %e, "session rename failed");
+                return match policy {
+                    Some(OnStoreError::Fail) => Err(ProxyError::Store(e.to_string())),
+                    _ => Ok(keep),
+                };
+            }
+        }
+    }
+    if pool.cfg.binder != BinderKind::Backend {
+        stats.rebinds[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    let changed = rb.client_id != client_id;
+    tracing::debug!(pool = %pool.cfg.name, to = %node.route, binder = pool.cfg.binder.as_str(), result = result.as_str(), "session rebound");
+    Ok(Ids {
+        forward_id: Some(Cow::Owned(rb.forward_id)),
+        client_id: Some(Cow::Owned(rb.client_id)),
+        client_changed: changed,
+    })
+}
+
+/// The failover header's value for a moved session (`X.jvm1; route=jvm1`), telling the node
+/// where the session came from. `None` on a hit or when the id has no route.
+pub fn failover_header_value(
+    choice: Choice,
+    ids: Option<&SessionIds<'_>>,
+    sep: char,
+) -> Option<String> {
+    if choice.outcome != Outcome::Failover {
+        return None;
+    }
+    let ids = ids?;
+    let from = session::pin_route(ids.client, sep)?;
+    Some(format!("{}; route={from}", ids.backend))
+}
+
+/// Passive health: marks `node` down for `failover.recover_after` and retires its pooled
+/// connections. Only the transition is logged.
+pub fn mark_down(pool: &Pool, node: &Node, reason: String) {
+    let was_up = node
+        .rt
+        .mark_down(now_ms(), pool.cfg.failover.recover_after, reason.clone());
+    if was_up {
+        node.rt
+            .metrics
+            .health_down_passive
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(pool = %pool.cfg.name, node = %node.route, reason = %reason, recover_after = ?pool.cfg.failover.recover_after, "node marked down");
+    }
+}
+
+/// Phase 6, respond: a `fail_on_status` answer marks the node down; any other answer clears
+/// passive marks older than the request (`started_ms`: marks set since then stay).
+pub fn judge_response(pool: &Pool, node: &Node, status: StatusCode, started_ms: u64) {
+    if pool.cfg.fail_on_status.contains(&status.as_u16()) {
+        mark_down(pool, node, format!("answered {status}"));
+    } else {
+        node.rt.health.clear_passive_before(started_ms);
+    }
+}
+
+/// Phase 6, respond: the registry learns where the session is (the id the client carried,
+/// the id forwarded, the ids the response issued, all backend-facing).
+pub fn learn<'i>(
+    balancer: &Balancer,
+    pool: &Pool,
+    node: &Node,
+    sep: char,
+    carried: Option<&str>,
+    forwarded: Option<&str>,
+    issued: impl IntoIterator<Item = &'i str>,
+) {
+    let kind = pool.cfg.binder;
+    balancer.registry.learn(
+        node.slot,
+        carried,
+        forwarded,
+        issued
+            .into_iter()
+            .map(|id| binder::backend_facing(kind, id, sep)),
+    );
+}
+
+/// Counts a request in flight on a node until its response is done.
+pub struct InflightGuard(Arc<NodeRuntime>);
+
+impl InflightGuard {
+    pub fn new(rt: Arc<NodeRuntime>) -> Self {
+        rt.inflight.fetch_add(1, Ordering::Relaxed);
+        rt.stats.requests.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(rt)
+    }
+
+    pub fn runtime(&self) -> &Arc<NodeRuntime> {
+        &self.0
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,794 @@
+//! The hyper request path: one `Service` per client connection (HTTP/2, h2c, TLS listeners,
+//! upgrades), driving the phases of [`crate::proxy::pipeline`] over hyper's types.
+//!
+//! [`ProxyService::forward`] does match and extract and the node-independent rewriting once;
+//! [`ProxyService::attempts`] runs select → connect → rebind → send for each node tried, and
+//! carries out what `core::retry` decides when an attempt fails; the response is rewritten by
+//! the binder and streamed back, its connection returning to the pool when the body ends.
+//! Every failure becomes a short synthetic response with [`ProxyError::status`].
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::core::binder::{self, BinderKind, ResponsePlan};
+use crate::core::forwarding::{is_idempotent, is_upgrade, prepare_request, strip_hop_by_hop};
+use crate::core::retry::{self, Action, Attempt, Failure};
+use crate::core::select::{Choice, Outcome};
+use crate::core::session::{self, IdLocation};
+use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionIds};
+use crate::proxy::upstream::{self, ForwardBody, Sender, UpstreamPool, UpstreamPools};
+use crate::state::node::now_ms;
+use crate::state::snapshot::{Node, Pool, Snapshot};
+use crate::state::Balancer;
+
+pub use crate::proxy::pipeline::ProxyError;
+
+/// Per-connection service.
+#[derive(Clone)]
+pub struct ProxyService {
+    balancer: Arc<Balancer>,
+    conns: Arc<UpstreamPools>,
+    client: SocketAddr,
+    tls: bool,
+}
+
+impl ProxyService {
+    pub fn new(
+        balancer: Arc<Balancer>,
+        conns: Arc<UpstreamPools>,
+        client: SocketAddr,
+        tls: bool,
+    ) -> Self {
+        ProxyService {
+            balancer,
+            conns,
+            client,
+            tls,
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for ProxyService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(req).await) })
+    }
+}
+
+/// What the access log and counters learn about one request.
+/// Indexes into the snapshot rather than names: nothing is allocated for the log line.
+struct Trace {
+    outcome: Option<Outcome>,
+    upstream: Option<Duration>,
+    pool_ix: Option<usize>,
+    node_ix: Option<usize>,
+}
+
+impl ProxyService {
+    async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let uri = req.uri().clone(); // shares the request's buffer; no copy
+        let mut trace = Trace {
+            outcome: None,
+            upstream: None,
+            pool_ix: None,
+            node_ix: None,
+        };
+        let snap = self.balancer.snapshot();
+        let resp = match self.forward(&snap, req, &mut trace).await {
+            Ok(resp) => resp,
+            Err((err, retry_after)) => {
+                if err.status().is_server_error() {
+                    let pool = trace
+                        .pool_ix
+                        .map_or("-", |i| snap.pools[i].cfg.name.as_str());
+                    tracing::warn!(pool, error = %err, "request failed");
+                }
+                synthetic(err.status(), &err.to_string(), retry_after)
+            }
+        };
+        let pool = trace.pool_ix.map(|i| &snap.pools[i]);
+        tracing::info!(
+            target: "stickyroute::access",
+            client = %self.client,
+            method = %method,
+            // Path parameters (`;jsessionid=`) are cut: session ids are never logged.
+            path = uri.path().split(';').next().unwrap_or("/"),
+            status = resp.status().as_u16(),
+            pool = pool.map_or("-", |p| p.cfg.name.as_str()),
+            node = pool
+                .zip(trace.node_ix)
+                .map_or("-", |(p, n)| p.nodes[n].route.as_str()),
+            outcome = trace.outcome.map_or("none", Outcome::as_str),
+            upstream_us = trace.upstream.map_or(0, |d| d.as_micros() as u64),
+            total_us = start.elapsed().as_micros() as u64,
+        );
+        self.balancer.metrics.observe_request(
+            &snap,
+            trace.pool_ix,
+            trace.node_ix,
+            trace.outcome,
+            resp.status(),
+            start.elapsed(),
+        );
+        resp
+    }
+
+    /// Phases 1–2 (match, extract) and the node-independent rewriting, then the attempts.
+    async fn forward(
+        &self,
+        snap: &Snapshot,
+        req: Request<Incoming>,
+        trace: &mut Trace,
+    ) -> Result<Response<ResponseBody>, (ProxyError, Option<Duration>)> {
+        let (mut parts, body) = req.into_parts();
+        let host = request_host(&parts);
+        join_h2_cookies(&mut parts);
+        let started_ms = now_ms();
+        // The client's cookies and target as sent: each attempt rewrites from these.
+        let cookie_values: Vec<HeaderValue> = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .cloned()
+            .collect();
+        let original_uri = parts.uri.clone();
+        let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
+        let path = original_uri.path();
+        let m = pipeline::match_and_extract(snap, host.as_deref(), path, &lines, started_ms)
+            .map_err(|e| (e, None))?;
+        trace.pool_ix = Some(m.pool_ix);
+        let pool = m.pool;
+        let settings = &snap.config.session.settings;
+        let client_upgrade = take_client_upgrade(&mut parts);
+        prepare_request(
+            &mut parts,
+            host.as_deref(),
+            self.client,
+            self.tls,
+            &pool.cfg.failover.header,
+        );
+        // A request that may be replayed after a failure past sending: idempotent, no body.
+        let replay = (pool.cfg.failover.retry_idempotent
+            && is_idempotent(&parts.method)
+            && body.is_end_stream())
+        .then(|| parts.clone());
+        let req = Prepared {
+            pool,
+            sep: settings.separator,
+            ids: m.ids,
+            cookie_name: m.cookie_name,
+            location: m.found.as_ref().map(|f| &f.location),
+            cookie_values: &cookie_values,
+            original_uri: &original_uri,
+            had_body: !body.is_end_stream(),
+            replay,
+            started_ms,
+            path_param: settings.path_param.as_deref(),
+        };
+        self.attempts(&req, parts, body, client_upgrade, trace)
+            .await
+    }
+
+    /// Phases 3–6 for each node tried: select, connect, rebind, send, and on failure what
+    /// `core::retry` decides.
+    async fn attempts(
+        &self,
+        req: &Prepared<'_>,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        mut client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        trace: &mut Trace,
+    ) -> Result<Response<ResponseBody>, (ProxyError, Option<Duration>)> {
+        let pool = req.pool;
+        let retry_after = Some(pipeline::retry_after(pool));
+        let mut body = Some(ForwardBody::Incoming(body));
+        let mut tried: Vec<usize> = Vec::new();
+        let mut number = 0usize;
+        let mut fresh_next = false;
+        let mut retried_fresh = false;
+        let mut cookies_dirty = false;
+        // Under `rename`: the id the session was renamed to during this request.
+        let mut renamed_to: Option<String> = None;
+        loop {
+            number += 1;
+            let choice = pipeline::select(pool, req.ids.map(|i| i.key()), &tried)
+                .map_err(|e| (e, retry_after))?;
+            let node = &pool.nodes[choice.node];
+            trace.outcome = Some(choice.outcome);
+            trace.node_ix = Some(choice.node);
+            let fresh = std::mem::take(&mut fresh_next);
+            let conns = self.conns.get(node.slot);
+            let epoch = node.rt.conn_epoch.load(Ordering::Relaxed);
+            let t = &pool.cfg.timeouts;
+            let checkout = conns
+                .checkout(&node.addr, t.connect, t.idle, fresh, epoch)
+                .await;
+            // Under `rename`, the id this attempt renamed the session to (kept for the next one).
+            let mut pending_rename: Option<String> = None;
+            let (failure, reason, err, reused) = match checkout {
+                Err(e) => {
+                    node.rt.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                    (Failure::Connect, e.to_string(), None, false)
+                }
+                Ok((sender, reused)) => {
+                    let base = renamed_to.as_deref();
+                    let ids = self.rebind(req, node, choice, base).await?;
+                    if pool.cfg.binder == BinderKind::Rename && ids.client_changed {
+                        pending_rename = ids.forward_id.as_deref().map(str::to_string);
+                    }
+                    self.rewrite_for_node(req, &mut parts, choice, &ids, &mut cookies_dirty);
+                    let body_now = body.take().unwrap_or(ForwardBody::Empty);
+                    let request = Request::from_parts(take_parts(&mut parts), body_now);
+                    let guard = InflightGuard::new(node.rt.clone());
+                    let sent_at = Instant::now();
+                    let t = &pool.cfg.timeouts;
+                    match send(sender, request, node, t.response, t.connect).await {
+                        SendResult::Response(resp, sender) => {
+                            trace.upstream = Some(sent_at.elapsed());
+                            let conn = (sender, conns, epoch);
+                            let upgrade = client_upgrade.take();
+                            return Ok(self.respond(req, node, &ids, resp, conn, guard, upgrade));
+                        }
+                        SendResult::NotSent(unsent, reason) => {
+                            node.rt.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                            let (p, b) = unsent.into_parts();
+                            parts = p;
+                            body = Some(b);
+                            cookies_dirty = true;
+                            (Failure::NotSent, reason, None, reused)
+                        }
+                        SendResult::ClientBody(reason) => {
+                            tracing::debug!(node = %node.route, reason = %reason, "client request body failed");
+                            (Failure::ClientBody, reason, None, reused)
+                        }
+                        SendResult::Failed(err) => {
+                            let stats = &node.rt.stats;
+                            stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                            let f = match err {
+                                ProxyError::Timeout(_) => Failure::Timeout,
+                                _ => Failure::Upstream,
+                            };
+                            (f, err.to_string(), Some(err), reused)
+                        }
+                    }
+                }
+            };
+            if pending_rename.is_some() {
+                renamed_to = pending_rename;
+            }
+            let attempt = Attempt {
+                number,
+                max: pool.cfg.failover.max_attempts,
+                replayable: req.replay.is_some(),
+                reused,
+                retried_fresh,
+                had_body: req.had_body,
+            };
+            let decision = retry::decide(failure, &attempt);
+            if decision.mark_down {
+                pipeline::mark_down(pool, node, reason.clone());
+            }
+            match decision.action {
+                Action::Fail => return Err(failed(failure, number, reason, err, retry_after)),
+                Action::SameNodeFresh => {
+                    tracing::debug!(node = %node.route, error = %reason, "pooled connection failed; retrying on a new one");
+                    retried_fresh = true;
+                    fresh_next = true;
+                }
+                Action::NextNode => tried.push(choice.node),
+            }
+            if matches!(failure, Failure::Upstream | Failure::Timeout) {
+                // Sent and lost: only a replayable request gets here; start from its copy.
+                if let Some(saved) = &req.replay {
+                    parts = saved.clone();
+                    body = Some(ForwardBody::Empty);
+                    cookies_dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Phase 4 for one attempt: the ids on `node`. A retry after a rename starts from the id
+    /// the store holds now (`renamed`), not from the original one.
+    async fn rebind<'a>(
+        &self,
+        req: &'a Prepared<'a>,
+        node: &Node,
+        choice: Choice,
+        renamed: Option<&'a str>,
+    ) -> Result<Ids<'a>, (ProxyError, Option<Duration>)> {
+        let Some(ids) = req.ids else {
+            return Ok(Ids::default());
+        };
+        let backend = renamed.unwrap_or(ids.backend);
+        pipeline::rebind(req.pool, req.sep, node, choice, ids.client, backend)
+            .await
+            .map_err(|e| (e, Some(pipeline::retry_after(req.pool))))
+    }
+
+    /// Node-dependent rewriting: the id the backend sees, the failover header.
+    fn rewrite_for_node(
+        &self,
+        req: &Prepared<'_>,
+        parts: &mut http::request::Parts,
+        choice: Choice,
+        ids: &Ids<'_>,
+        cookies_dirty: &mut bool,
+    ) {
+        apply_session(
+            parts,
+            req.cookie_values,
+            req.original_uri,
+            req.location,
+            req.cookie_name,
+            ids.forward_id.as_deref(),
+            cookies_dirty,
+        );
+        let header = &req.pool.cfg.failover.header;
+        parts.headers.remove(header);
+        if let Some(v) = pipeline::failover_header_value(choice, req.ids.as_ref(), req.sep) {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                parts.headers.insert(header.clone(), v);
+            }
+        }
+    }
+
+    /// Phase 6: passive health from the status, the response rewritten for the client, and
+    /// the registry told what the response issued.
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        req: &Prepared<'_>,
+        node: &Node,
+        ids: &Ids<'_>,
+        resp: Response<Incoming>,
+        conn: (Sender, Arc<UpstreamPool>, u64),
+        guard: InflightGuard,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<ResponseBody> {
+        let pool = req.pool;
+        pipeline::judge_response(pool, node, resp.status(), req.started_ms);
+        let plan = ResponsePlan {
+            binder: pool.cfg.binder,
+            cookie_name: req.cookie_name,
+            forward_id: ids.forward_id.as_deref(),
+            client_id: ids.client_id.as_deref(),
+            client_changed: ids.client_changed,
+            secure: self.tls,
+        };
+        let (resp, issued) = respond(
+            resp,
+            conn,
+            guard,
+            pool,
+            &plan,
+            req.path_param,
+            client_upgrade,
+        );
+        pipeline::learn(
+            &self.balancer,
+            pool,
+            node,
+            req.sep,
+            req.ids.map(|i| i.backend),
+            ids.forward_id.as_deref(),
+            issued.iter().map(String::as_str),
+        );
+        resp
+    }
+}
+
+/// What every attempt of one request shares: the pool, the session as the client sent it, and
+/// the copy kept for a replay.
+struct Prepared<'a> {
+    pool: &'a Pool,
+    sep: char,
+    ids: Option<SessionIds<'a>>,
+    cookie_name: &'a str,
+    location: Option<&'a IdLocation>,
+    cookie_values: &'a [HeaderValue],
+    original_uri: &'a Uri,
+    had_body: bool,
+    replay: Option<http::request::Parts>,
+    /// `now_ms()` when the request arrived: passive marks older than this are cleared by a
+    /// good answer.
+    started_ms: u64,
+    path_param: Option<&'a str>,
+}
+
+/// The error a failed request answers with, once `core::retry` gave up.
+fn failed(
+    failure: Failure,
+    attempts: usize,
+    reason: String,
+    err: Option<ProxyError>,
+    retry_after: Option<Duration>,
+) -> (ProxyError, Option<Duration>) {
+    match failure {
+        Failure::Connect | Failure::NotSent => (ProxyError::Unreachable(attempts), retry_after),
+        Failure::ClientBody => (ProxyError::ClientBody(reason), None),
+        Failure::Timeout | Failure::Upstream => (err.unwrap_or(ProxyError::Upstream(reason)), None),
+    }
+}
+
+/// HTTP/2 may split cookies over several fields; an HTTP/1.1 backend gets one header
+/// (RFC 9113, 8.2.3).
+fn join_h2_cookies(parts: &mut http::request::Parts) {
+    if parts.version != Version::HTTP_2
+        || parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .nth(1)
+            .is_none()
+    {
+        return;
+    }
+    let joined: Vec<&str> = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+        parts.headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Takes hyper's upgrade handle out of a request that asks for an upgrade (WebSocket).
+fn take_client_upgrade(parts: &mut http::request::Parts) -> Option<hyper::upgrade::OnUpgrade> {
+    is_upgrade(&parts.headers).then(|| {
+        let mut tmp = Request::new(());
+        *tmp.extensions_mut() = std::mem::take(&mut parts.extensions);
+        let on = hyper::upgrade::on(&mut tmp);
+        parts.extensions = std::mem::take(tmp.extensions_mut());
+        on
+    })
+}
+
+/// Rewrites the upstream response for the client and wires up the body (or the tunnel).
+/// Also returns the session ids the response issued (client-facing), for the registry.
+fn respond(
+    resp: Response<Incoming>,
+    conn: (Sender, Arc<UpstreamPool>, u64),
+    guard: InflightGuard,
+    pool: &Pool,
+    plan: &ResponsePlan<'_>,
+    path_param: Option<&str>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> (Response<ResponseBody>, Vec<String>) {
+    let (mut parts, body) = resp.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let mut tmp = Response::new(());
+            *tmp.extensions_mut() = std::mem::take(&mut parts.extensions);
+            let upstream_upgrade = hyper::upgrade::on(&mut tmp);
+            tokio::spawn(async move {
+                let _guard = guard;
+                let _conn = conn;
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+            return (
+                Response::from_parts(parts, ResponseBody::Synthetic(Full::new(Bytes::new()))),
+                Vec::new(),
+            );
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers, false);
+    let issued = rewrite_response_headers(&mut parts.headers, pool, plan, path_param);
+    let body = ResponseBody::upstream(body, conn, guard);
+    (Response::from_parts(parts, body), issued)
+}
+
+enum SendResult {
+    Response(Response<Incoming>, Sender),
+    NotSent(Request<ForwardBody>, String),
+    Failed(ProxyError),
+    /// The client's own request body failed (aborted upload, length mismatch): not the node's
+    /// fault, so the node is not marked down.
+    ClientBody(String),
+}
+
+/// Sends on `sender`; a pooled connection that closed under us is replaced once by a fresh one.
+async fn send(
+    mut sender: Sender,
+    request: Request<ForwardBody>,
+    node: &Node,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+) -> SendResult {
+    let mut request = request;
+    for fresh in [false, true] {
+        if fresh {
+            match upstream::connect(&node.addr, connect_timeout).await {
+                Ok(s) => sender = s,
+                Err(e) => return SendResult::NotSent(request, e.to_string()),
+            }
+        }
+        let fut = sender.try_send_request(request);
+        match tokio::time::timeout(response_timeout, fut).await {
+            Err(_) => return SendResult::Failed(ProxyError::Timeout(response_timeout)),
+            Ok(Ok(resp)) => return SendResult::Response(resp, sender),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(req) if !fresh => request = req,
+                Some(req) => return SendResult::NotSent(req, e.into_error().to_string()),
+                None => {
+                    let err = e.into_error();
+                    // A failure of the body we were streaming from the client is a user error.
+                    if err.is_user() || err.is_body_write_aborted() {
+                        return SendResult::ClientBody(err.to_string());
+                    }
+                    return SendResult::Failed(ProxyError::Upstream(err.to_string()));
+                }
+            },
+        }
+    }
+    unreachable!("the loop returns on its second pass")
+}
+
+/// Moves the request parts out to send them, leaving an empty shell that is refilled from a
+/// request hyper hands back unsent (or from the replay copy).
+fn take_parts(parts: &mut http::request::Parts) -> http::request::Parts {
+    let (empty, _) = Request::new(()).into_parts();
+    std::mem::replace(parts, empty)
+}
+
+/// Host of the request: `Host` header, else the URI authority (HTTP/2).
+fn request_host(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+}
+
+/// Puts `forward_id` where the client had its id (cookie or path parameter), starting from the
+/// client's original cookies and path so a retry on another node starts clean.
+fn apply_session(
+    parts: &mut http::request::Parts,
+    cookie_values: &[HeaderValue],
+    original_uri: &Uri,
+    location: Option<&IdLocation>,
+    cookie_name: &str,
+    forward_id: Option<&str>,
+    cookies_dirty: &mut bool,
+) {
+    let (Some(loc), Some(forward_id)) = (location, forward_id) else {
+        return;
+    };
+    match loc {
+        IdLocation::Cookie { .. } => {
+            let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
+            let rewritten = session::rewrite_cookie_lines(&lines, cookie_name, loc, forward_id);
+            if rewritten.is_none() && !*cookies_dirty {
+                return; // the common sticky hit: the client's cookies go through as they are
+            }
+            *cookies_dirty = true;
+            parts.headers.remove(header::COOKIE);
+            match rewritten {
+                None => {
+                    for v in cookie_values {
+                        parts.headers.append(header::COOKIE, v.clone());
+                    }
+                }
+                Some(new_lines) => {
+                    for (i, line) in lines.iter().enumerate() {
+                        if line.is_none() {
+                            parts
+                                .headers
+                                .append(header::COOKIE, cookie_values[i].clone());
+                        }
+                    }
+                    for l in new_lines {
+                        if let Ok(v) = HeaderValue::from_str(&l) {
+                            parts.headers.append(header::COOKIE, v);
+                        }
+                    }
+                }
+            }
+        }
+        IdLocation::PathParam { start, end } => {
+            let path = original_uri.path();
+            if &path[*start..*end] == forward_id {
+                parts.uri = original_uri.clone();
+                return;
+            }
+            let mut new = session::replace_range(path, *start, *end, forward_id);
+            if let Some(q) = original_uri.query() {
+                new.push('?');
+                new.push_str(q);
+            }
+            if let Ok(uri) = new.parse::<Uri>() {
+                parts.uri = uri;
+            }
+        }
+    }
+}
+
+/// `Set-Cookie` and `Location` rewriting by the binder; returns the session ids issued.
+fn rewrite_response_headers(
+    headers: &mut HeaderMap,
+    pool: &Pool,
+    plan: &ResponsePlan<'_>,
+    path_param: Option<&str>,
+) -> Vec<String> {
+    let mut issued = Vec::new();
+    let has_set_cookie = headers.contains_key(header::SET_COOKIE);
+    if has_set_cookie || plan.client_changed {
+        let mut values: Vec<String> = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let before = values.clone();
+        issued = binder::rewrite_set_cookies(&mut values, plan, &pool.cfg.cookie).issued;
+        if values != before {
+            let raw: Vec<HeaderValue> = headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect();
+            headers.remove(header::SET_COOKIE);
+            // Values that were not UTF-8 were not parsed: keep them as they were.
+            for v in raw.iter().filter(|v| v.to_str().is_err()) {
+                headers.append(header::SET_COOKIE, v.clone());
+            }
+            for v in values {
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    headers.append(header::SET_COOKIE, v);
+                }
+            }
+        }
+    }
+    if let (Some(param), Some(from), Some(to)) = (path_param, plan.forward_id, plan.client_id) {
+        if from != to {
+            if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+                if let Some(new) = binder::rewrite_path_param(loc, param, from, to) {
+                    if let Ok(v) = HeaderValue::from_str(&new) {
+                        headers.insert(header::LOCATION, v);
+                    }
+                }
+            }
+        }
+    }
+    issued
+}
+
+/// A short text response made by the balancer itself.
+pub fn synthetic(
+    status: StatusCode,
+    reason: &str,
+    retry_after: Option<Duration>,
+) -> Response<ResponseBody> {
+    let body = format!(
+        "{} {}: {reason}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(ResponseBody::Synthetic(Full::new(Bytes::from(body))));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// The body sent to the client: an upstream body whose connection returns to the pool when it
+/// ends, or a synthetic one.
+pub enum ResponseBody {
+    Upstream {
+        body: Incoming,
+        /// Taken when the body ends and the connection goes back to the pool.
+        conn: Option<(Sender, Arc<UpstreamPool>, u64)>,
+        guard: InflightGuard,
+    },
+    Synthetic(Full<Bytes>),
+}
+
+impl ResponseBody {
+    fn upstream(
+        body: Incoming,
+        conn: (Sender, Arc<UpstreamPool>, u64),
+        guard: InflightGuard,
+    ) -> Self {
+        let mut b = ResponseBody::Upstream {
+            body,
+            conn: Some(conn),
+            guard,
+        };
+        b.release_if_done();
+        b
+    }
+
+    /// Returns the connection to the pool once the upstream body is complete.
+    fn release_if_done(&mut self) {
+        if let ResponseBody::Upstream { body, conn, .. } = self {
+            if body.is_end_stream() {
+                if let Some((sender, pool, epoch)) = conn.take() {
+                    pool.checkin(sender, epoch);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.release_if_done();
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        match this {
+            ResponseBody::Synthetic(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(|never| match never {}))),
+            ResponseBody::Upstream { body, conn, .. } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
+                    if let Some((sender, pool, epoch)) = conn.take() {
+                        pool.checkin(sender, epoch);
+                    }
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Synthetic(full) => full.is_end_stream(),
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Synthetic(full) => full.size_hint(),
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}

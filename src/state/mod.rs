@@ -1,0 +1,18 @@
+//! The running balancer's state: what the request path reads and bumps, and what outlives a
+//! reload. No sockets here; the proxy and control layers drive it.
+//!
+//! - [`snapshot`]: the immutable routing table (pools, nodes), swapped whole on reload;
+//! - [`node`]: per-node runtime that survives reloads (operator state, health, counters);
+//! - [`registry`]: sessions seen recently, live sessions per node, drain completion;
+//! - [`metrics`]: counters, histograms and the Prometheus rendering;
+//! - [`operator`]: operator state changes (drain, disable, ...) behind one interface;
+//! - [`balancer`]: the one handle that holds them all.
+
+pub mod balancer;
+pub mod metrics;
+pub mod node;
+pub mod operator;
+pub mod registry;
+pub mod snapshot;
+
+pub use balancer::Balancer;
