@@ -200,6 +200,18 @@ pub struct Ids<'a> {
     pub client_changed: bool,
 }
 
+/// The ids of a request that did not fail over: as the client sent them (nothing allocated).
+pub fn kept_ids<'a>(ids: Option<&SessionIds<'a>>, backend: Option<&'a str>) -> Ids<'a> {
+    match ids {
+        None => Ids::default(),
+        Some(s) => Ids {
+            forward_id: Some(Cow::Borrowed(backend.unwrap_or(s.backend))),
+            client_id: Some(Cow::Borrowed(s.client)),
+            client_changed: false,
+        },
+    }
+}
+
 /// Phase 4, rebind: decides the ids of this request on `node`; a `rename` failover renames the
 /// session in the store first. `backend_id` is the backend-facing id now (after an earlier
 /// rename in this request, the renamed one).
@@ -226,7 +238,9 @@ pub async fn rebind<'a>(
         let Some(store) = &pool.store else {
             return Ok(keep);
         };
-        match store.rename(old, new).await {
+        // Boxed: a store's rename future is large, and an unboxed one would be moved along
+        // with every request's future even though only a `rename` failover awaits it.
+        match Box::pin(store.rename(old, new)).await {
             Ok(RenameOutcome::Renamed) => {}
             Ok(RenameOutcome::AlreadyRenamed) => result = RebindResult::AlreadyRenamed,
             Ok(RenameOutcome::NotFound) => result = RebindResult::NotFound,

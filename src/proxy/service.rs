@@ -276,27 +276,9 @@ impl ProxyService {
             if pending_rename.is_some() {
                 renamed_to = pending_rename;
             }
-            let attempt = Attempt {
-                number,
-                max: pool.cfg.failover.max_attempts,
-                replayable: req.replay.is_some(),
-                reused,
-                retried_fresh,
-                had_body: req.had_body,
-            };
-            let decision = retry::decide(failure, &attempt);
-            if decision.mark_down {
-                pipeline::mark_down(pool, node, reason.clone());
-            }
-            match decision.action {
-                Action::Fail => return Err(failed(failure, number, reason, err, retry_after)),
-                Action::SameNodeFresh => {
-                    tracing::debug!(node = %node.route, error = %reason, "pooled connection failed; retrying on a new one");
-                    retried_fresh = true;
-                    fresh_next = true;
-                }
-                Action::NextNode => tried.push(choice.node),
-            }
+            let facts = (number, reused, failure, reason, err);
+            let next = &mut (&mut tried, &mut retried_fresh, &mut fresh_next);
+            after_failure(req, node, choice, facts, next)?;
             if matches!(failure, Failure::Upstream | Failure::Timeout) {
                 // Sent and lost: only a replayable request gets here; start from its copy.
                 if let Some(saved) = &req.replay {
@@ -320,10 +302,17 @@ impl ProxyService {
         let Some(ids) = req.ids else {
             return Ok(Ids::default());
         };
+        if choice.outcome != Outcome::Failover {
+            return Ok(pipeline::kept_ids(req.ids.as_ref(), renamed));
+        }
         let backend = renamed.unwrap_or(ids.backend);
-        pipeline::rebind(req.pool, req.sep, node, choice, ids.client, backend)
-            .await
-            .map_err(|e| (e, Some(pipeline::retry_after(req.pool))))
+        // Boxed: only a failover awaits the binder (and maybe a store); a hit does not carry
+        // its future's size.
+        Box::pin(pipeline::rebind(
+            req.pool, req.sep, node, choice, ids.client, backend,
+        ))
+        .await
+        .map_err(|e| (e, Some(pipeline::retry_after(req.pool))))
     }
 
     /// Node-dependent rewriting: the id the backend sees, the failover header.
@@ -414,6 +403,46 @@ struct Prepared<'a> {
     /// good answer.
     started_ms: u64,
     path_param: Option<&'a str>,
+}
+
+/// Carries out `core::retry`'s decision on a failed attempt: mark the node down, and try the
+/// next node, retry this one on a fresh connection, or give up with the failure's error.
+/// `facts` are (attempt number, connection reused, failure, reason, error);
+/// `next` the loop's (tried nodes, retried fresh, fresh next).
+fn after_failure(
+    req: &Prepared<'_>,
+    node: &Node,
+    choice: Choice,
+    facts: (usize, bool, Failure, String, Option<ProxyError>),
+    next: &mut (&mut Vec<usize>, &mut bool, &mut bool),
+) -> Result<(), (ProxyError, Option<Duration>)> {
+    let (number, reused, failure, reason, err) = facts;
+    let pool = req.pool;
+    let attempt = Attempt {
+        number,
+        max: pool.cfg.failover.max_attempts,
+        replayable: req.replay.is_some(),
+        reused,
+        retried_fresh: *next.1,
+        had_body: req.had_body,
+    };
+    let decision = retry::decide(failure, &attempt);
+    if decision.mark_down {
+        pipeline::mark_down(pool, node, reason.clone());
+    }
+    match decision.action {
+        Action::Fail => {
+            let retry_after = Some(pipeline::retry_after(pool));
+            return Err(failed(failure, number, reason, err, retry_after));
+        }
+        Action::SameNodeFresh => {
+            tracing::debug!(node = %node.route, error = %reason, "pooled connection failed; retrying on a new one");
+            *next.1 = true;
+            *next.2 = true;
+        }
+        Action::NextNode => next.0.push(choice.node),
+    }
+    Ok(())
 }
 
 /// The error a failed request answers with, once `core::retry` gave up.

@@ -127,7 +127,11 @@ impl UpstreamPool {
                 return Ok((idle.sender, true));
             }
         }
-        connect(addr, connect_timeout).await.map(|s| (s, false))
+        // Boxed: opening a connection is the rare case; its large future would otherwise be
+        // part of every checkout's.
+        Box::pin(connect(addr, connect_timeout))
+            .await
+            .map(|s| (s, false))
     }
 
     /// Returns a connection whose exchange is complete.
