@@ -9,6 +9,7 @@
 //! - [`balance`]: selecting the node (sticky hit, new session, failover);
 //! - [`upstream`]: keep-alive connections to nodes;
 //! - [`proxy`]: the request path;
+//! - [`h1`]: the HTTP/1.1 codec of the fast path (parse, validate, frame, write heads; no I/O);
 //! - [`server`]: listeners, TLS, graceful shutdown;
 //! - [`balancer`]: the shared state handle;
 //! - [`registry`]: sessions seen recently, live sessions per node, drain completion;
@@ -29,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod ctl;
 pub mod demo;
+pub mod h1;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
