@@ -15,7 +15,8 @@
 //!     │      │
 //!  config               YAML → validated Config with file/line/key errors (no I/O)
 //!     │
-//!  core                 pure: session id, binders, selection, retry policy, header rewriting
+//!  core    h1           pure: session id, binders, selection, retry policy, header rewriting
+//!                       │ the HTTP/1.1 codec (parse, validate, frame, write heads; no I/O)
 //! ```
 //!
 //! One request (DESIGN.md "One request, end to end"): `proxy::listener` accepts,
@@ -29,6 +30,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod demo;
+pub mod h1;
 pub mod proxy;
 pub mod state;
 pub mod store;

@@ -1,0 +1,453 @@
+//! Header fields as byte ranges into the read buffer, the names the codec knows, and comma
+//! list helpers.
+//!
+//! A parsed head keeps no string of its own: every name and value is a [`Span`] into the
+//! buffer the head was parsed from, and each field carries the [`HeaderKind`] found once at
+//! parse time, so that the writer strips hop-by-hop fields and the caller finds `Cookie` or
+//! `Set-Cookie` without comparing names again.
+
+use std::ops::Range;
+
+/// A byte range `start..end` into the buffer a head was parsed from.
+///
+/// `u32` offsets: a head is at most [`crate::h1::MAX_HEAD_LEN`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    /// First byte.
+    pub start: u32,
+    /// One past the last byte.
+    pub end: u32,
+}
+
+impl Span {
+    /// The empty span at 0.
+    pub const EMPTY: Span = Span { start: 0, end: 0 };
+
+    /// The span of `part`, a subslice of `buf`.
+    ///
+    /// # Panics
+    /// If `part` does not lie inside `buf` (a bug in the caller, never input-dependent).
+    pub(crate) fn of(buf: &[u8], part: &[u8]) -> Span {
+        let base = buf.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).wrapping_sub(base);
+        assert!(
+            start <= buf.len() && part.len() <= buf.len() - start,
+            "span outside its buffer"
+        );
+        Span::new(start, start + part.len())
+    }
+
+    /// `start..end` as a span.
+    pub(crate) fn new(start: usize, end: usize) -> Span {
+        debug_assert!(start <= end);
+        Span {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            end: u32::try_from(end).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The bytes of this span in `buf`.
+    ///
+    /// # Panics
+    /// If `buf` is shorter than the buffer the span was taken from.
+    #[inline]
+    pub fn get<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.range()]
+    }
+
+    /// As a `usize` range.
+    #[inline]
+    pub fn range(&self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    /// Length in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    /// Whether the span is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+}
+
+/// The header names the codec treats specially; everything else is [`HeaderKind::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderKind {
+    /// Any other field, copied through as it came.
+    Other,
+    /// `Host`.
+    Host,
+    /// `Content-Length`.
+    ContentLength,
+    /// `Transfer-Encoding`.
+    TransferEncoding,
+    /// `Connection`.
+    Connection,
+    /// `Keep-Alive`.
+    KeepAlive,
+    /// `Proxy-Connection` (non-standard, sent by old clients).
+    ProxyConnection,
+    /// `TE`.
+    Te,
+    /// `Trailer`.
+    Trailer,
+    /// `Upgrade`.
+    Upgrade,
+    /// `Proxy-Authorization`.
+    ProxyAuthorization,
+    /// `Proxy-Authenticate`.
+    ProxyAuthenticate,
+    /// `Expect`.
+    Expect,
+    /// `Cookie`.
+    Cookie,
+    /// `Set-Cookie`.
+    SetCookie,
+    /// `Location`.
+    Location,
+    /// `X-Forwarded-For`.
+    XForwardedFor,
+    /// `X-Forwarded-Proto`.
+    XForwardedProto,
+    /// `X-Forwarded-Host`.
+    XForwardedHost,
+    /// `Forwarded`.
+    Forwarded,
+}
+
+impl HeaderKind {
+    /// Classifies a header name, case-insensitively.
+    pub fn of(name: &[u8]) -> HeaderKind {
+        // Dispatch on the length first: one comparison for most names.
+        let candidates: &[(&[u8], HeaderKind)] = match name.len() {
+            2 => &[(b"te", HeaderKind::Te)],
+            4 => &[(b"host", HeaderKind::Host)],
+            6 => &[
+                (b"cookie", HeaderKind::Cookie),
+                (b"expect", HeaderKind::Expect),
+            ],
+            7 => &[
+                (b"trailer", HeaderKind::Trailer),
+                (b"upgrade", HeaderKind::Upgrade),
+            ],
+            8 => &[(b"location", HeaderKind::Location)],
+            9 => &[(b"forwarded", HeaderKind::Forwarded)],
+            10 => &[
+                (b"connection", HeaderKind::Connection),
+                (b"keep-alive", HeaderKind::KeepAlive),
+                (b"set-cookie", HeaderKind::SetCookie),
+            ],
+            14 => &[(b"content-length", HeaderKind::ContentLength)],
+            15 => &[(b"x-forwarded-for", HeaderKind::XForwardedFor)],
+            16 => &[
+                (b"proxy-connection", HeaderKind::ProxyConnection),
+                (b"x-forwarded-host", HeaderKind::XForwardedHost),
+            ],
+            17 => &[
+                (b"transfer-encoding", HeaderKind::TransferEncoding),
+                (b"x-forwarded-proto", HeaderKind::XForwardedProto),
+            ],
+            18 => &[(b"proxy-authenticate", HeaderKind::ProxyAuthenticate)],
+            19 => &[(b"proxy-authorization", HeaderKind::ProxyAuthorization)],
+            _ => &[],
+        };
+        for &(known, kind) in candidates {
+            if name.eq_ignore_ascii_case(known) {
+                return kind;
+            }
+        }
+        HeaderKind::Other
+    }
+
+    /// Hop-by-hop fields (RFC 9110 §7.6.1 plus the old `Proxy-Connection` and the proxy
+    /// authentication fields): they describe one connection and are never forwarded as they
+    /// came. The writers add their own `Connection`, framing and `Upgrade` fields.
+    pub fn is_hop_by_hop(self) -> bool {
+        matches!(
+            self,
+            HeaderKind::Connection
+                | HeaderKind::KeepAlive
+                | HeaderKind::ProxyConnection
+                | HeaderKind::Te
+                | HeaderKind::Trailer
+                | HeaderKind::TransferEncoding
+                | HeaderKind::Upgrade
+                | HeaderKind::ProxyAuthorization
+                | HeaderKind::ProxyAuthenticate
+        )
+    }
+}
+
+/// One header field line: where its name and value are, and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The name, as sent (case kept).
+    pub name: Span,
+    /// The value without the surrounding whitespace.
+    pub value: Span,
+    /// What the name is.
+    pub kind: HeaderKind,
+}
+
+/// Iterates the elements of a comma-separated list value (RFC 9110 §5.6.1), trimmed of
+/// optional whitespace, skipping empty elements. Yields spans relative to `value_start`.
+pub(crate) fn list_items(value: &[u8], value_start: u32) -> impl Iterator<Item = Span> + '_ {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        while pos <= value.len() {
+            let rest = &value[pos..];
+            let len = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+            let item = &rest[..len];
+            let item_start = pos;
+            pos += len + 1;
+            let lead = item
+                .iter()
+                .position(|&b| b != b' ' && b != b'\t')
+                .unwrap_or(item.len());
+            let trail = item[lead..]
+                .iter()
+                .rposition(|&b| b != b' ' && b != b'\t')
+                .map_or(lead, |p| lead + p + 1);
+            if trail > lead {
+                let s = value_start as usize + item_start;
+                return Some(Span::new(s + lead, s + trail));
+            }
+        }
+        None
+    })
+}
+
+/// Whether `b` is a `tchar` (RFC 9110 §5.6.2).
+#[inline]
+pub(crate) fn is_tchar(b: u8) -> bool {
+    matches!(b,
+        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9'
+        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
+        | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+}
+
+/// Whether `s` is a non-empty token.
+pub(crate) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|&b| is_tchar(b))
+}
+
+/// Finds the first header named `name` (case-insensitive) in `headers`.
+pub(crate) fn find(headers: &[Header], buf: &[u8], name: &[u8]) -> Option<usize> {
+    headers
+        .iter()
+        .position(|h| h.name.get(buf).eq_ignore_ascii_case(name))
+}
+
+/// Every header named `name` (case-insensitive), by index.
+pub(crate) fn find_all<'a>(
+    headers: &'a [Header],
+    buf: &'a [u8],
+    name: &'a [u8],
+) -> impl Iterator<Item = usize> + 'a {
+    headers
+        .iter()
+        .enumerate()
+        .filter(move |(_, h)| h.name.get(buf).eq_ignore_ascii_case(name))
+        .map(|(i, _)| i)
+}
+
+/// Connection options seen in the `Connection` fields of a head.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ConnectionTokens {
+    pub(crate) close: bool,
+    pub(crate) keep_alive: bool,
+    pub(crate) upgrade: bool,
+}
+
+/// Reads one `Connection` value: records `close`, `keep-alive`, `upgrade` and pushes every
+/// token's span onto `tokens` (so the writer can strip the fields it names). A list element
+/// that is not a token is a bad value.
+pub(crate) fn read_connection(
+    value: &[u8],
+    value_start: u32,
+    flags: &mut ConnectionTokens,
+    tokens: &mut Vec<Span>,
+) -> Result<(), crate::h1::Error> {
+    for item in list_items(value, value_start) {
+        let rel = (item.start - value_start) as usize..(item.end - value_start) as usize;
+        let t = &value[rel];
+        if !is_token(t) {
+            return Err(crate::h1::Error::HeaderValue);
+        }
+        if t.eq_ignore_ascii_case(b"close") {
+            flags.close = true;
+        } else if t.eq_ignore_ascii_case(b"keep-alive") {
+            flags.keep_alive = true;
+        } else if t.eq_ignore_ascii_case(b"upgrade") {
+            flags.upgrade = true;
+        }
+        tokens.push(item);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_known_names_any_case() {
+        let cases: &[(&[u8], HeaderKind)] = &[
+            (b"Host", HeaderKind::Host),
+            (b"HOST", HeaderKind::Host),
+            (b"content-length", HeaderKind::ContentLength),
+            (b"Transfer-Encoding", HeaderKind::TransferEncoding),
+            (b"TRANSFER-ENCODING", HeaderKind::TransferEncoding),
+            (b"Connection", HeaderKind::Connection),
+            (b"Keep-Alive", HeaderKind::KeepAlive),
+            (b"Proxy-Connection", HeaderKind::ProxyConnection),
+            (b"TE", HeaderKind::Te),
+            (b"Trailer", HeaderKind::Trailer),
+            (b"Upgrade", HeaderKind::Upgrade),
+            (b"Proxy-Authorization", HeaderKind::ProxyAuthorization),
+            (b"Proxy-Authenticate", HeaderKind::ProxyAuthenticate),
+            (b"Expect", HeaderKind::Expect),
+            (b"Cookie", HeaderKind::Cookie),
+            (b"Set-Cookie", HeaderKind::SetCookie),
+            (b"Location", HeaderKind::Location),
+            (b"X-Forwarded-For", HeaderKind::XForwardedFor),
+            (b"X-Forwarded-Proto", HeaderKind::XForwardedProto),
+            (b"X-Forwarded-Host", HeaderKind::XForwardedHost),
+            (b"Forwarded", HeaderKind::Forwarded),
+            (b"Accept", HeaderKind::Other),
+            (b"Hosts", HeaderKind::Other),
+            (b"Transfer-Encodings", HeaderKind::Other),
+            (b"Content-Lengt", HeaderKind::Other),
+            (b"", HeaderKind::Other),
+            (b"xe", HeaderKind::Other),
+        ];
+        for &(name, kind) in cases {
+            assert_eq!(
+                HeaderKind::of(name),
+                kind,
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_set() {
+        let hop = [
+            HeaderKind::Connection,
+            HeaderKind::KeepAlive,
+            HeaderKind::ProxyConnection,
+            HeaderKind::Te,
+            HeaderKind::Trailer,
+            HeaderKind::TransferEncoding,
+            HeaderKind::Upgrade,
+            HeaderKind::ProxyAuthorization,
+            HeaderKind::ProxyAuthenticate,
+        ];
+        for k in hop {
+            assert!(k.is_hop_by_hop(), "{k:?}");
+        }
+        for k in [
+            HeaderKind::Other,
+            HeaderKind::Host,
+            HeaderKind::ContentLength,
+            HeaderKind::Cookie,
+            HeaderKind::SetCookie,
+            HeaderKind::Expect,
+            HeaderKind::Forwarded,
+        ] {
+            assert!(!k.is_hop_by_hop(), "{k:?}");
+        }
+    }
+
+    fn items(v: &[u8]) -> Vec<String> {
+        // Offset 10 checks the spans are shifted by value_start.
+        let mut buf = vec![b'#'; 10];
+        buf.extend_from_slice(v);
+        list_items(v, 10)
+            .map(|s| String::from_utf8_lossy(s.get(&buf)).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn list_items_trim_and_skip_empty() {
+        assert_eq!(items(b"close"), ["close"]);
+        assert_eq!(items(b" a ,\tb\t, c"), ["a", "b", "c"]);
+        assert_eq!(items(b"a,,b,"), ["a", "b"]);
+        assert!(items(b"").is_empty());
+        assert!(items(b" , ,").is_empty());
+        assert_eq!(items(b"a b"), ["a b"]);
+    }
+
+    #[test]
+    fn connection_tokens() {
+        let mut flags = ConnectionTokens::default();
+        let mut tokens = Vec::new();
+        let v = b"Keep-Alive, Upgrade, X-Foo";
+        read_connection(v, 0, &mut flags, &mut tokens).unwrap();
+        assert!(flags.keep_alive && flags.upgrade && !flags.close);
+        let names: Vec<&[u8]> = tokens.iter().map(|s| s.get(v)).collect();
+        assert_eq!(names, vec![&b"Keep-Alive"[..], b"Upgrade", b"X-Foo"]);
+
+        let mut flags = ConnectionTokens::default();
+        read_connection(b"CLOSE", 0, &mut flags, &mut tokens).unwrap();
+        assert!(flags.close);
+        assert_eq!(
+            read_connection(b"close, a b", 0, &mut flags, &mut tokens),
+            Err(crate::h1::Error::HeaderValue)
+        );
+        assert_eq!(
+            read_connection(b"\"close\"", 0, &mut flags, &mut tokens),
+            Err(crate::h1::Error::HeaderValue)
+        );
+    }
+
+    #[test]
+    fn find_is_case_insensitive() {
+        let buf = b"X-A: 1\r\nx-a: 2\r\nB: 3";
+        let hs = [
+            Header {
+                name: Span::new(0, 3),
+                value: Span::new(5, 6),
+                kind: HeaderKind::Other,
+            },
+            Header {
+                name: Span::new(8, 11),
+                value: Span::new(13, 14),
+                kind: HeaderKind::Other,
+            },
+            Header {
+                name: Span::new(16, 17),
+                value: Span::new(19, 20),
+                kind: HeaderKind::Other,
+            },
+        ];
+        assert_eq!(find(&hs, buf, b"X-a"), Some(0));
+        assert_eq!(find(&hs, buf, b"b"), Some(2));
+        assert_eq!(find(&hs, buf, b"c"), None);
+        assert_eq!(find_all(&hs, buf, b"x-A").collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn span_of_subslice() {
+        let buf = b"hello world";
+        let s = Span::of(buf, &buf[6..]);
+        assert_eq!(s, Span::new(6, 11));
+        assert_eq!(s.get(buf), b"world");
+        assert_eq!(s.len(), 5);
+        assert!(!s.is_empty());
+        assert!(Span::EMPTY.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "span outside its buffer")]
+    fn span_of_foreign_slice_panics() {
+        let buf = b"hello";
+        let other = b"world".to_vec();
+        let _ = Span::of(buf, &other);
+    }
+}

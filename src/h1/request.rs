@@ -1,0 +1,854 @@
+//! Parsing a request head into a reusable [`RequestHead`] of offsets.
+//!
+//! [`parse_request`] runs `httparse` with a stack array of [`MAX_HEADERS`] fields, then
+//! checks what `httparse` lets through and what the proxy needs decided before it forwards
+//! anything: CRLF line endings, the target form, Host, framing (see [`crate::h1::framing`]),
+//! keep-alive, `Expect: 100-continue` and upgrades. Nothing is copied: the head records
+//! [`Span`]s into the caller's buffer, and its vectors keep their capacity across
+//! [`RequestHead::clear`], so a connection that parses many requests allocates only for its
+//! first.
+
+use std::mem::MaybeUninit;
+
+use crate::h1::framing::{BodyFraming, Framing};
+use crate::h1::header::{self, ConnectionTokens, Header, HeaderKind, Span};
+use crate::h1::target::{self, TargetForm};
+use crate::h1::Error;
+
+/// At most this many header lines in a head (hyper's default too); more is a 431.
+pub const MAX_HEADERS: usize = 100;
+
+/// At most this many bytes of head (request or status line, fields, blank line); more is a
+/// 431. A driver whose buffer holds this much without a complete head answers 431.
+pub const MAX_HEAD_LEN: usize = 64 * 1024;
+
+/// At most this many bytes of request target; more is a 414 (hyper allows 65 534; Tomcat's
+/// default limit for the whole head is 8 KiB).
+pub const MAX_TARGET_LEN: usize = 16 * 1024;
+
+/// The outcome of a head parse that did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// The head is not complete yet: read more bytes and parse again from the start.
+    Partial,
+    /// The head is complete and `n` bytes long: the body (or the next request) starts at
+    /// `buf[n..]`.
+    Complete(usize),
+}
+
+/// The protocol version of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// HTTP/1.0.
+    Http10,
+    /// HTTP/1.1.
+    #[default]
+    Http11,
+}
+
+/// The request method, with the standard ones named. Method names are case-sensitive:
+/// `get` is [`Method::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// GET.
+    #[default]
+    Get,
+    /// HEAD.
+    Head,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+    /// OPTIONS.
+    Options,
+    /// TRACE.
+    Trace,
+    /// PATCH.
+    Patch,
+    /// CONNECT (always refused by [`parse_request`]).
+    Connect,
+    /// Any other token; the bytes are at [`RequestHead::method_bytes`].
+    Other,
+}
+
+impl Method {
+    /// Names a method token.
+    pub fn from_bytes(m: &[u8]) -> Method {
+        match m {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"POST" => Method::Post,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
+            b"PATCH" => Method::Patch,
+            b"CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// Idempotent per RFC 9110 §9.2.2: safe to replay on another node.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
+        )
+    }
+}
+
+/// A parsed request head: offsets into the buffer it was parsed from, plus what the proxy
+/// needs decided. Keep one per connection and reuse it: [`RequestHead::clear`] (called by
+/// [`parse_request`]) keeps the vectors' capacity.
+#[derive(Debug, Clone, Default)]
+pub struct RequestHead {
+    method: Method,
+    method_span: Span,
+    target: Span,
+    target_form: TargetForm,
+    path: Span,
+    version: Version,
+    headers: Vec<Header>,
+    connection_tokens: Vec<Span>,
+    body: BodyFraming,
+    keep_alive: bool,
+    expect_continue: bool,
+    upgrade: bool,
+    host: Option<Span>,
+    host_index: Option<u16>,
+    head_len: usize,
+}
+
+impl RequestHead {
+    /// An empty head (no allocation until the first parse).
+    pub fn new() -> RequestHead {
+        RequestHead::default()
+    }
+
+    /// Forgets the last request, keeping the capacity of the vectors.
+    pub fn clear(&mut self) {
+        let mut headers = std::mem::take(&mut self.headers);
+        let mut tokens = std::mem::take(&mut self.connection_tokens);
+        headers.clear();
+        tokens.clear();
+        *self = RequestHead {
+            headers,
+            connection_tokens: tokens,
+            ..RequestHead::default()
+        };
+    }
+
+    /// The method.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// The method as sent.
+    pub fn method_bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        self.method_span.get(buf)
+    }
+
+    /// The request target exactly as sent.
+    pub fn target<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        self.target.get(buf)
+    }
+
+    /// Which form the target had.
+    pub fn target_form(&self) -> TargetForm {
+        self.target_form
+    }
+
+    /// The path of the origin-form (without the query), for routing: `/` when an
+    /// absolute-form target had no path, `*` for asterisk-form.
+    pub fn path<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        let pq = self.path.get(buf);
+        let p = &pq[..pq.iter().position(|&b| b == b'?').unwrap_or(pq.len())];
+        if p.is_empty() {
+            b"/"
+        } else {
+            p
+        }
+    }
+
+    /// The query (after `?`, without it), if the target had one.
+    pub fn query<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        let pq = self.path.get(buf);
+        pq.iter().position(|&b| b == b'?').map(|i| &pq[i + 1..])
+    }
+
+    /// The origin-form to forward, in up to two pieces: `(prefix, rest)` where `prefix` is
+    /// `/` when an absolute-form target had an empty path (`http://a` or `http://a?q`).
+    pub fn origin_form<'a>(&self, buf: &'a [u8]) -> (&'static [u8], &'a [u8]) {
+        let pq = self.path.get(buf);
+        if pq.first().is_some_and(|&b| b == b'/' || b == b'*') {
+            (b"", pq)
+        } else {
+            (b"/", pq)
+        }
+    }
+
+    /// The version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// All header lines, in order.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The name of header `i` as sent.
+    pub fn header_name<'a>(&self, i: usize, buf: &'a [u8]) -> &'a [u8] {
+        self.headers[i].name.get(buf)
+    }
+
+    /// The value of header `i`, trimmed of surrounding whitespace.
+    pub fn header_value<'a>(&self, i: usize, buf: &'a [u8]) -> &'a [u8] {
+        self.headers[i].value.get(buf)
+    }
+
+    /// The first header named `name` (case-insensitive), by index.
+    pub fn find(&self, buf: &[u8], name: &[u8]) -> Option<usize> {
+        header::find(&self.headers, buf, name)
+    }
+
+    /// Every header named `name` (case-insensitive), by index, in order.
+    pub fn find_all<'a>(
+        &'a self,
+        buf: &'a [u8],
+        name: &'a [u8],
+    ) -> impl Iterator<Item = usize> + 'a {
+        header::find_all(&self.headers, buf, name)
+    }
+
+    /// Every header of one known kind, by index, in order: e.g. the `Cookie` lines
+    /// (there may be several), `X-Forwarded-For`, `Forwarded`.
+    pub fn indices(&self, kind: HeaderKind) -> impl Iterator<Item = usize> + '_ {
+        self.headers
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| h.kind == kind)
+            .map(|(i, _)| i)
+    }
+
+    /// The authority the request is for: the absolute-form target's authority if it had
+    /// one, else the `Host` value; `None` only for HTTP/1.0 without Host.
+    pub fn host<'a>(&self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        self.host.map(|s| s.get(buf))
+    }
+
+    /// Whether [`RequestHead::host`] came from an absolute-form target (the writer then
+    /// replaces the `Host` line with it).
+    pub fn host_from_target(&self) -> bool {
+        self.target_form == TargetForm::Absolute
+    }
+
+    /// The index of the `Host` line, if there was one.
+    pub fn host_index(&self) -> Option<usize> {
+        self.host_index.map(usize::from)
+    }
+
+    /// How the body is framed.
+    pub fn body(&self) -> BodyFraming {
+        self.body
+    }
+
+    /// Whether the client wants the connection kept open after this exchange.
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// `Expect: 100-continue` on HTTP/1.1.
+    pub fn expect_continue(&self) -> bool {
+        self.expect_continue
+    }
+
+    /// An upgrade request: HTTP/1.1 with an `Upgrade` field and `upgrade` in `Connection`.
+    pub fn upgrade(&self) -> bool {
+        self.upgrade
+    }
+
+    /// The tokens of the `Connection` fields (the writer strips the fields they name).
+    pub fn connection_tokens(&self) -> &[Span] {
+        &self.connection_tokens
+    }
+
+    /// Whether `name` is listed in `Connection` (case-insensitive).
+    pub fn connection_names(&self, buf: &[u8], name: &[u8]) -> bool {
+        self.connection_tokens
+            .iter()
+            .any(|t| t.get(buf).eq_ignore_ascii_case(name))
+    }
+
+    /// The head's length in bytes (as returned in [`Parsed::Complete`]).
+    pub fn head_len(&self) -> usize {
+        self.head_len
+    }
+}
+
+/// Refuses any LF in `head` that is not preceded by CR. httparse (and so hyper) accept a
+/// bare LF as a line end; RFC 9112 §2.2 only allows that as a leniency, and a bare LF that
+/// one hop takes as a line end and the next does not is a classic smuggling vector.
+pub(crate) fn check_crlf(head: &[u8]) -> Result<(), Error> {
+    for i in memchr::memchr_iter(b'\n', head) {
+        if i == 0 || head[i - 1] != b'\r' {
+            return Err(Error::NewLine);
+        }
+    }
+    Ok(())
+}
+
+/// Tells a version error apart: a well-formed `HTTP/x.y` we do not speak (505), the
+/// HTTP/2 preface (505, so a driver may hand over to HTTP/2), or garbage (400).
+pub(crate) fn version_error(buf: &[u8], request: bool) -> Error {
+    if request && buf.starts_with(b"PRI * HTTP/2.0") {
+        return Error::Http2Preface;
+    }
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let line = &line[..line
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(line.len())];
+    // A request line is exactly `method SP target SP version`; a status line starts with
+    // the version.
+    let v = if request {
+        let mut parts = line.split(|&b| b == b' ');
+        match (parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some(_), Some(_), Some(v), None) => v,
+            _ => b"",
+        }
+    } else {
+        line.split(|&b| b == b' ').next().unwrap_or(b"")
+    };
+    match v {
+        [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit() => {
+            Error::VersionNotSupported
+        }
+        _ => Error::Version,
+    }
+}
+
+/// The span of `part` in `buf`; an empty part gets an empty span at `at`.
+fn span_in(buf: &[u8], part: &[u8], at: u32) -> Span {
+    if part.is_empty() {
+        Span { start: at, end: at }
+    } else {
+        Span::of(buf, part)
+    }
+}
+
+/// Parses a request head at the start of `buf` into `out`.
+///
+/// On [`Parsed::Partial`] read more into the same buffer and call again. On an error,
+/// answer [`Error::status`] and close the connection: the head cannot be trusted.
+pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error> {
+    out.clear();
+    let mut raw: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut raw)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if req.path.is_some_and(|p| p.len() > MAX_TARGET_LEN) {
+                return Err(Error::TargetTooLong);
+            }
+            if buf.len() >= MAX_HEAD_LEN {
+                return Err(Error::HeadTooLarge);
+            }
+            // Refuse a bare LF as soon as it arrives rather than when the head completes.
+            check_crlf(buf)?;
+            return Ok(Parsed::Partial);
+        }
+        Err(httparse::Error::Token) => {
+            return Err(if req.method.is_none() {
+                Error::Method
+            } else {
+                Error::Target
+            })
+        }
+        Err(httparse::Error::Version) => return Err(version_error(buf, true)),
+        Err(e) => return Err(Error::from_httparse(e)),
+    };
+    if len > MAX_HEAD_LEN {
+        return Err(Error::HeadTooLarge);
+    }
+    check_crlf(&buf[..len])?;
+
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        // httparse fills all three on Complete.
+        return Err(Error::Target);
+    };
+    let method_bytes = method.as_bytes();
+    out.method = Method::from_bytes(method_bytes);
+    out.method_span = Span::of(buf, method_bytes);
+    if out.method == Method::Connect {
+        return Err(Error::ConnectUnsupported);
+    }
+    if path.len() > MAX_TARGET_LEN {
+        return Err(Error::TargetTooLong);
+    }
+    out.target = Span::of(buf, path.as_bytes());
+    let t = target::parse_target(
+        path.as_bytes(),
+        out.target.start as usize,
+        out.method == Method::Options,
+    )?;
+    out.target_form = t.form;
+    out.path = t.path;
+    out.version = if version == 1 {
+        Version::Http11
+    } else {
+        Version::Http10
+    };
+    let http10 = out.version == Version::Http10;
+
+    let mut framing = Framing::default();
+    let mut conn = ConnectionTokens::default();
+    let mut host_count = 0u32;
+    let mut expect = false;
+    let mut upgrade_field = false;
+    for (i, h) in req.headers.iter().enumerate() {
+        let name = Span::of(buf, h.name.as_bytes());
+        let value = span_in(buf, h.value, name.end);
+        let kind = HeaderKind::of(h.name.as_bytes());
+        match kind {
+            HeaderKind::Host => {
+                host_count += 1;
+                out.host_index = u16::try_from(i).ok();
+            }
+            HeaderKind::ContentLength => framing.content_length(h.value),
+            HeaderKind::TransferEncoding => framing.transfer_encoding(h.value),
+            HeaderKind::Connection => header::read_connection(
+                h.value,
+                value.start,
+                &mut conn,
+                &mut out.connection_tokens,
+            )?,
+            HeaderKind::Expect => expect = h.value.eq_ignore_ascii_case(b"100-continue"),
+            HeaderKind::Upgrade => upgrade_field = true,
+            _ => {}
+        }
+        out.headers.push(Header { name, value, kind });
+    }
+
+    // RFC 9112 §3.2: exactly one Host on HTTP/1.1, never two, always valid. hyper checks
+    // none of this; the balancer routes on Host, so a second or a malformed one is refused.
+    if host_count > 1 || (host_count == 0 && !http10) {
+        return Err(Error::Host);
+    }
+    if let Some(i) = out.host_index {
+        let v = out.headers[usize::from(i)].value;
+        if !target::is_valid_host(v.get(buf)) {
+            return Err(Error::Host);
+        }
+        out.host = Some(v);
+    }
+    if let Some(a) = t.authority {
+        out.host = Some(a);
+    }
+
+    out.body = framing.finish(http10, BodyFraming::Empty)?;
+    out.keep_alive = !conn.close && (!http10 || conn.keep_alive);
+    out.expect_continue = expect && !http10;
+    out.upgrade = !http10 && upgrade_field && conn.upgrade;
+    out.head_len = len;
+    Ok(Parsed::Complete(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &[u8]) -> Result<RequestHead, Error> {
+        let mut h = RequestHead::new();
+        match parse_request(raw, &mut h)? {
+            Parsed::Complete(n) => {
+                assert_eq!(n, h.head_len());
+                Ok(h)
+            }
+            Parsed::Partial => panic!("partial: {}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    fn err(raw: &[u8]) -> Error {
+        match parse(raw) {
+            Ok(_) => panic!("accepted: {}", String::from_utf8_lossy(raw)),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn simple_get() {
+        let raw = b"GET /a/b?c=1 HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert_eq!(h.method(), Method::Get);
+        assert_eq!(h.method_bytes(raw), b"GET");
+        assert_eq!(h.target(raw), b"/a/b?c=1");
+        assert_eq!(h.path(raw), b"/a/b");
+        assert_eq!(h.query(raw), Some(&b"c=1"[..]));
+        assert_eq!(h.version(), Version::Http11);
+        assert_eq!(h.host(raw), Some(&b"a.example"[..]));
+        assert_eq!(h.host_index(), Some(0));
+        assert!(!h.host_from_target());
+        assert_eq!(h.headers().len(), 2);
+        assert_eq!(h.header_name(1, raw), b"Accept");
+        assert_eq!(h.header_value(1, raw), b"*/*");
+        assert_eq!(h.body(), BodyFraming::Empty);
+        assert!(h.keep_alive());
+        assert!(!h.expect_continue());
+        assert!(!h.upgrade());
+        assert_eq!(h.head_len(), raw.len());
+    }
+
+    #[test]
+    fn partial_until_blank_line() {
+        let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc";
+        let mut h = RequestHead::new();
+        let head_len = raw.len() - 3;
+        for cut in 0..head_len {
+            assert_eq!(
+                parse_request(&raw[..cut], &mut h),
+                Ok(Parsed::Partial),
+                "cut at {cut}"
+            );
+        }
+        for cut in head_len..=raw.len() {
+            assert_eq!(
+                parse_request(&raw[..cut], &mut h),
+                Ok(Parsed::Complete(head_len))
+            );
+            assert_eq!(h.body(), BodyFraming::Length(3));
+        }
+    }
+
+    #[test]
+    fn methods() {
+        let cases: &[(&[u8], Method, bool)] = &[
+            (b"GET", Method::Get, true),
+            (b"HEAD", Method::Head, true),
+            (b"POST", Method::Post, false),
+            (b"PUT", Method::Put, true),
+            (b"DELETE", Method::Delete, true),
+            (b"OPTIONS", Method::Options, true),
+            (b"TRACE", Method::Trace, true),
+            (b"PATCH", Method::Patch, false),
+            (b"PROPFIND", Method::Other, false),
+            (b"get", Method::Other, false),
+        ];
+        for &(m, want, idem) in cases {
+            let mut raw = m.to_vec();
+            raw.extend_from_slice(b" / HTTP/1.1\r\nHost: a\r\n\r\n");
+            let h = parse(&raw).unwrap();
+            assert_eq!(h.method(), want);
+            assert_eq!(h.method_bytes(&raw), m);
+            assert_eq!(want.is_idempotent(), idem, "{want:?}");
+        }
+        assert!(!Method::Connect.is_idempotent());
+    }
+
+    /// Accept/refuse table for heads. Each row: raw head, expected result.
+    #[test]
+    fn head_table() {
+        use BodyFraming::*;
+        type Case = (&'static [u8], Result<BodyFraming, Error>);
+        let cases: &[Case] = &[
+            // Framing
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", Ok(Length(5))),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", Ok(Length(0))),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n", Ok(Length(7))),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:   5  \r\n\r\n", Ok(Length(5))),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Ok(Length(5))),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", Err(Error::ContentLengthConflict)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", Err(Error::ContentLength)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", Err(Error::ContentLength)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n", Err(Error::ContentLength)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 0\r\n\r\n", Err(Error::ContentLength)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", Err(Error::ContentLength)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", Err(Error::ContentLength)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", Ok(Chunked)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n", Ok(Chunked)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\ntransfer-encoding: Chunked\r\n\r\n", Ok(Chunked)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", Err(Error::TransferEncoding)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", Err(Error::TransferEncoding)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", Err(Error::TransferEncoding)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(Error::TransferCodingUnsupported)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Error::TransferEncoding)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \x0bchunked\r\n\r\n", Err(Error::HeaderValue)),
+            // CL.TE and TE.CL
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Error::ContentLengthWithTransferEncoding)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", Err(Error::ContentLengthWithTransferEncoding)),
+            // TE on 1.0
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Err(Error::TransferEncodingHttp10)),
+            // Header syntax: leading whitespace in a name (obs-fold on the first line),
+            // whitespace before the colon, no colon, obs-fold, control bytes in values.
+            (b"POST / HTTP/1.1\r\nHost: a\r\n Transfer-Encoding: chunked\r\n\r\n", Err(Error::HeaderName)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\n\tTransfer-Encoding: chunked\r\n\r\n", Err(Error::HeaderName)),
+            (b"POST / HTTP/1.1\r\n Host: a\r\n\r\n", Err(Error::HeaderName)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", Err(Error::HeaderName)),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\t: chunked\r\n\r\n", Err(Error::HeaderName)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", Err(Error::HeaderName)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n", Err(Error::HeaderName)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n", Err(Error::HeaderValue)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", Err(Error::HeaderValue)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n", Err(Error::HeaderValue)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: caf\xc3\xa9\r\n\r\n", Ok(Empty)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n", Err(Error::HeaderName)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n: 1\r\n\r\n", Err(Error::HeaderName)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-Empty:\r\n\r\n", Ok(Empty)),
+            // Line endings: bare LF anywhere, bare CR.
+            (b"GET / HTTP/1.1\nHost: a\r\n\r\n", Err(Error::NewLine)),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", Err(Error::NewLine)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\n", Err(Error::NewLine)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\nX-B: 2\r\n\r\n", Err(Error::NewLine)),
+            (b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Err(Error::NewLine)),
+            (b"GET / HTTP/1.1\rHost: a\r\n\r\n", Err(Error::NewLine)),
+            (b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Empty)),
+            // Request line.
+            (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", Err(Error::Target)),
+            (b"GET / HTTP/1.1 \r\nHost: a\r\n\r\n", Err(Error::NewLine)),
+            (b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", Err(Error::Method)),
+            (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", Err(Error::Version)),
+            (b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", Err(Error::Target)),
+            (b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", Err(Error::Target)),
+            (b"GET a HTTP/1.1\r\nHost: a\r\n\r\n", Err(Error::Target)),
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Err(Error::VersionNotSupported)),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", Err(Error::VersionNotSupported)),
+            (b"GET / HTTP/1.x\r\nHost: a\r\n\r\n", Err(Error::Version)),
+            (b"GET / http/1.1\r\nHost: a\r\n\r\n", Err(Error::Version)),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", Err(Error::Http2Preface)),
+            (b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", Err(Error::ConnectUnsupported)),
+            (b"GET a.example:443 HTTP/1.1\r\nHost: a.example\r\n\r\n", Err(Error::Target)),
+            (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Empty)),
+            (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", Err(Error::Target)),
+            // Host
+            (b"GET / HTTP/1.1\r\n\r\n", Err(Error::Host)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Err(Error::Host)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(Error::Host)),
+            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", Err(Error::Host)),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", Err(Error::Host)),
+            (b"GET / HTTP/1.1\r\nHost: a, b\r\n\r\n", Err(Error::Host)),
+            (b"GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", Err(Error::Host)),
+            (b"GET http://a.example/ HTTP/1.1\r\n\r\n", Err(Error::Host)),
+            (b"GET http://a.example/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Err(Error::Host)),
+            (b"GET / HTTP/1.0\r\n\r\n", Ok(Empty)),
+            (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", Err(Error::Host)),
+            // Connection values must be tokens.
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, \"x\"\r\n\r\n", Err(Error::HeaderValue)),
+        ];
+        for (raw, want) in cases {
+            let got = parse(raw).map(|h| h.body());
+            assert_eq!(
+                got,
+                *want,
+                "{}",
+                String::from_utf8_lossy(raw).escape_debug()
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..MAX_HEADERS - 1 {
+            raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        let mut ok = raw.clone();
+        ok.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&ok).unwrap().headers().len(), MAX_HEADERS);
+        raw.extend_from_slice(b"X-Last: v\r\n\r\n");
+        let e = err(&raw);
+        assert_eq!(e, Error::TooManyHeaders);
+        assert_eq!(e.status(), 431);
+    }
+
+    #[test]
+    fn head_too_large_and_target_too_long() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec();
+        raw.resize(MAX_HEAD_LEN + 10, b'a');
+        let mut h = RequestHead::new();
+        assert_eq!(parse_request(&raw, &mut h), Err(Error::HeadTooLarge));
+        raw.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(parse_request(&raw, &mut h), Err(Error::HeadTooLarge));
+
+        let mut raw = b"GET /".to_vec();
+        raw.resize(MAX_TARGET_LEN + 10, b'a');
+        assert_eq!(parse_request(&raw, &mut h), Ok(Parsed::Partial));
+        raw.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(parse_request(&raw, &mut h), Err(Error::TargetTooLong));
+        assert_eq!(Error::TargetTooLong.status(), 414);
+    }
+
+    #[test]
+    fn bare_lf_refused_while_partial() {
+        let mut h = RequestHead::new();
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\nHost: a", &mut h),
+            Err(Error::NewLine)
+        );
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        let cases: &[(&[u8], bool)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+                false,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+                true,
+            ),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+            (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n",
+                false,
+            ),
+            (b"GET / HTTP/1.0\r\nKeep-Alive: timeout=5\r\n\r\n", false),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                parse(raw).unwrap().keep_alive(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn expect_and_upgrade() {
+        let h = parse(
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n",
+        )
+        .unwrap();
+        assert!(h.expect_continue());
+        let h =
+            parse(b"PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").unwrap();
+        assert!(!h.expect_continue(), "HTTP/1.0 must ignore 100-continue");
+        let h = parse(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n").unwrap();
+        assert!(!h.expect_continue());
+
+        let raw =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert!(h.upgrade());
+        assert!(h.connection_names(raw, b"upgrade"));
+        let h = parse(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n").unwrap();
+        assert!(!h.upgrade(), "Upgrade without Connection: upgrade");
+        let h = parse(b"GET /ws HTTP/1.0\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n")
+            .unwrap();
+        assert!(!h.upgrade(), "no upgrades on HTTP/1.0");
+    }
+
+    #[test]
+    fn absolute_form_replaces_host() {
+        let raw = b"GET http://b.example:8080/p?q HTTP/1.1\r\nHost: a.example\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert_eq!(h.target_form(), TargetForm::Absolute);
+        assert!(h.host_from_target());
+        assert_eq!(h.host(raw), Some(&b"b.example:8080"[..]));
+        assert_eq!(h.host_index(), Some(0));
+        assert_eq!(h.path(raw), b"/p");
+        assert_eq!(h.query(raw), Some(&b"q"[..]));
+        assert_eq!(h.origin_form(raw), (&b""[..], &b"/p?q"[..]));
+
+        let raw = b"GET http://b.example?q HTTP/1.1\r\nHost: b.example\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert_eq!(h.path(raw), b"/");
+        assert_eq!(h.origin_form(raw), (&b"/"[..], &b"?q"[..]));
+    }
+
+    #[test]
+    fn cookie_and_forwarding_indices() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nX-Forwarded-For: 10.0.0.1\r\ncookie: JSESSIONID=X.jvm1\r\nForwarded: for=10.0.0.1\r\n\r\n";
+        let h = parse(raw).unwrap();
+        assert_eq!(
+            h.indices(HeaderKind::Cookie).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(
+            h.indices(HeaderKind::XForwardedFor).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert_eq!(
+            h.indices(HeaderKind::Forwarded).collect::<Vec<_>>(),
+            vec![4]
+        );
+        assert_eq!(h.find(raw, b"COOKIE"), Some(1));
+        assert_eq!(h.find_all(raw, b"cookie").collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(h.header_value(3, raw), b"JSESSIONID=X.jvm1");
+        assert_eq!(h.find(raw, b"x-missing"), None);
+    }
+
+    #[test]
+    fn pipelined_requests_follow_the_body() {
+        let raw = b"POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut h = RequestHead::new();
+        let Parsed::Complete(n) = parse_request(raw, &mut h).unwrap() else {
+            panic!()
+        };
+        assert_eq!(h.body(), BodyFraming::Length(3));
+        let next = &raw[n + 3..];
+        let Parsed::Complete(m) = parse_request(next, &mut h).unwrap() else {
+            panic!()
+        };
+        assert_eq!(h.target(next), b"/2");
+        assert_eq!(m, next.len());
+    }
+
+    #[test]
+    fn reuse_keeps_capacity_and_allocation() {
+        let raw =
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, x-a\r\nX-A: 1\r\nX-B: 2\r\n\r\n";
+        let mut h = RequestHead::new();
+        parse_request(raw, &mut h).unwrap();
+        let (hp, hc) = (h.headers.as_ptr(), h.headers.capacity());
+        let (tp, tc) = (h.connection_tokens.as_ptr(), h.connection_tokens.capacity());
+        for _ in 0..1000 {
+            assert_eq!(parse_request(raw, &mut h), Ok(Parsed::Complete(raw.len())));
+            assert_eq!(h.headers.as_ptr(), hp);
+            assert_eq!(h.headers.capacity(), hc);
+            assert_eq!(h.connection_tokens.as_ptr(), tp);
+            assert_eq!(h.connection_tokens.capacity(), tc);
+        }
+        h.clear();
+        assert!(h.headers().is_empty());
+        assert_eq!(h.headers.capacity(), hc);
+    }
+
+    #[test]
+    fn crlf_check() {
+        assert_eq!(check_crlf(b"a\r\nb\r\n"), Ok(()));
+        assert_eq!(check_crlf(b""), Ok(()));
+        assert_eq!(check_crlf(b"\n"), Err(Error::NewLine));
+        assert_eq!(check_crlf(b"a\r\nb\n"), Err(Error::NewLine));
+    }
+}

@@ -1,0 +1,199 @@
+//! Field values the proxy appends, formatted without `format!` or any allocation of their
+//! own: they are appended to a caller's reusable buffer.
+//!
+//! Typical use, with one scratch `Vec` per connection whose capacity survives requests:
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use stickyroute::h1::{push_forwarded, push_forwarded_for};
+//!
+//! let client: IpAddr = "192.0.2.7".parse().unwrap();
+//! let mut scratch = Vec::with_capacity(256);
+//! push_forwarded_for(&mut scratch, Some(b"10.0.0.1"), client);
+//! let xff_end = scratch.len();
+//! push_forwarded(&mut scratch, None, client, b"http", Some(b"a.example:8080"));
+//! let extra: [(&[u8], &[u8]); 2] = [
+//!     (b"X-Forwarded-For", &scratch[..xff_end]),
+//!     (b"Forwarded", &scratch[xff_end..]),
+//! ];
+//! assert_eq!(extra[0].1, b"10.0.0.1, 192.0.2.7");
+//! assert_eq!(extra[1].1, b"for=192.0.2.7;proto=http;host=\"a.example:8080\"");
+//! ```
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use crate::h1::header::is_token;
+
+/// Appends `ip` in its usual text form. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a
+/// dual-stack listener reports IPv4 clients) is written as the IPv4 address.
+pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mut b = itoa::Buffer::new();
+            for (k, octet) in v4.octets().into_iter().enumerate() {
+                if k > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(b.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            // std's formatting (RFC 5952) writes straight into the Vec: no temporary.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends an `X-Forwarded-For` value: the previous value (from the client's field), `", "`
+/// and `ip`; or `ip` alone.
+pub fn push_forwarded_for(out: &mut Vec<u8>, prev: Option<&[u8]>, ip: IpAddr) {
+    if let Some(p) = prev.filter(|p| !p.is_empty()) {
+        out.extend_from_slice(p);
+        out.extend_from_slice(b", ");
+    }
+    push_ip(out, ip);
+}
+
+/// Appends a `Forwarded` value (RFC 7239): the previous value, `", "` and one element
+/// `for=<ip>;proto=<proto>[;host=<host>]`. IPv6 addresses are bracketed and quoted; a host
+/// that is not a token (it has a port, or is an IPv6 literal) is quoted. `host` must be a
+/// validated Host value (it holds no `"` or `\`).
+pub fn push_forwarded(
+    out: &mut Vec<u8>,
+    prev: Option<&[u8]>,
+    ip: IpAddr,
+    proto: &[u8],
+    host: Option<&[u8]>,
+) {
+    if let Some(p) = prev.filter(|p| !p.is_empty()) {
+        out.extend_from_slice(p);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"for=");
+    match ip.to_canonical() {
+        v4 @ IpAddr::V4(_) => push_ip(out, v4),
+        v6 @ IpAddr::V6(_) => {
+            out.extend_from_slice(b"\"[");
+            push_ip(out, v6);
+            out.extend_from_slice(b"]\"");
+        }
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto);
+    if let Some(h) = host {
+        debug_assert!(!h.iter().any(|&b| b == b'"' || b == b'\\'));
+        out.extend_from_slice(b";host=");
+        if is_token(h) {
+            out.extend_from_slice(h);
+        } else {
+            out.push(b'"');
+            out.extend_from_slice(h);
+            out.push(b'"');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ips() {
+        let cases = [
+            ("0.0.0.0", "0.0.0.0"),
+            ("192.0.2.7", "192.0.2.7"),
+            ("255.255.255.255", "255.255.255.255"),
+            ("10.20.3.40", "10.20.3.40"),
+            ("::1", "::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            (
+                "2001:0db8:0000:0000:0001:0000:0000:0001",
+                "2001:db8::1:0:0:1",
+            ),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("fe80::1:2", "fe80::1:2"),
+        ];
+        for (i, want) in cases {
+            let mut out = b"x".to_vec();
+            push_ip(&mut out, ip(i));
+            assert_eq!(&out[1..], want.as_bytes(), "{i}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for() {
+        let mut out = Vec::new();
+        push_forwarded_for(&mut out, None, ip("192.0.2.7"));
+        assert_eq!(out, b"192.0.2.7");
+        out.clear();
+        push_forwarded_for(&mut out, Some(b"10.0.0.1, 10.0.0.2"), ip("::1"));
+        assert_eq!(out, b"10.0.0.1, 10.0.0.2, ::1");
+        out.clear();
+        push_forwarded_for(&mut out, Some(b""), ip("192.0.2.7"));
+        assert_eq!(out, b"192.0.2.7");
+    }
+
+    #[test]
+    fn forwarded() {
+        // (previous value, client ip, proto, host, expected)
+        type Case<'a> = (
+            Option<&'a [u8]>,
+            &'a str,
+            &'a [u8],
+            Option<&'a [u8]>,
+            &'a str,
+        );
+        let cases: &[Case] = &[
+            (None, "192.0.2.7", b"http", None, "for=192.0.2.7;proto=http"),
+            (
+                None,
+                "192.0.2.7",
+                b"https",
+                Some(b"a.example"),
+                "for=192.0.2.7;proto=https;host=a.example",
+            ),
+            (
+                None,
+                "2001:db8::1",
+                b"http",
+                Some(b"a.example:8080"),
+                "for=\"[2001:db8::1]\";proto=http;host=\"a.example:8080\"",
+            ),
+            (
+                Some(b"for=10.0.0.1"),
+                "::ffff:192.0.2.7",
+                b"http",
+                Some(b"[::1]"),
+                "for=10.0.0.1, for=192.0.2.7;proto=http;host=\"[::1]\"",
+            ),
+        ];
+        for (prev, i, proto, host, want) in cases {
+            let mut out = Vec::new();
+            push_forwarded(&mut out, *prev, ip(i), proto, *host);
+            assert_eq!(String::from_utf8(out).unwrap(), *want);
+        }
+    }
+
+    #[test]
+    fn appending_keeps_capacity() {
+        let mut out = Vec::with_capacity(128);
+        let p = out.as_ptr();
+        for _ in 0..100 {
+            out.clear();
+            push_forwarded_for(&mut out, Some(b"10.0.0.1"), ip("2001:db8::1"));
+            push_forwarded(
+                &mut out,
+                None,
+                ip("2001:db8::1"),
+                b"https",
+                Some(b"a.example:443"),
+            );
+        }
+        assert_eq!(out.as_ptr(), p);
+    }
+}

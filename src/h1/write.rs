@@ -1,0 +1,639 @@
+//! Writing the heads the proxy forwards: the request to the node, the response to the
+//! client.
+//!
+//! Both writers copy the peer's fields in order, name and value byte for byte (the
+//! separator is normalised to `": "` and lines to CRLF), except:
+//! - hop-by-hop fields ([`HeaderKind::is_hop_by_hop`]) and every field named in
+//!   `Connection`; a `Connection` token naming `Host` is ignored (a client must not be able
+//!   to make us drop the field we route on);
+//! - `Content-Length` and `Transfer-Encoding`, which the writer regenerates from the framing
+//!   the driver will actually use, so the framing fields always match the bytes sent;
+//! - the caller's skip list (names, case-insensitive) and replacements (by field index,
+//!   keeping the name and position: the session cookie, `Set-Cookie`, `Location`).
+//!
+//! Then come the caller's extra fields, the framing fields and the `Connection` field.
+//!
+//! Field values the caller supplies (replacements and extras) must not contain CR, LF or
+//! NUL; values taken from a parsed head never do. This is checked in debug builds.
+
+use crate::h1::framing::BodyFraming;
+use crate::h1::header::HeaderKind;
+use crate::h1::request::{RequestHead, Version};
+use crate::h1::response::ResponseHead;
+
+/// What to change in a request on its way to the node.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestEdits<'a> {
+    /// Field names to drop (case-insensitive): e.g. `X-Forwarded-For` and `Forwarded` when
+    /// the caller appends its own, the failover header.
+    pub skip: &'a [&'a [u8]],
+    /// New values for fields, by index into [`RequestHead::headers`] (e.g. the `Cookie`
+    /// line holding the session id).
+    pub replace: &'a [(usize, &'a [u8])],
+    /// Fields appended after the client's, as `(name, value)`.
+    pub extra: &'a [(&'a [u8], &'a [u8])],
+    /// The framing to declare; `None` declares the parsed one ([`RequestHead::body`]).
+    /// [`BodyFraming::CloseDelimited`] is not a request framing and declares nothing.
+    pub body: Option<BodyFraming>,
+    /// Forward an upgrade request as one (`Upgrade` kept, `Connection: upgrade`); if false
+    /// the `Upgrade` field is dropped like any hop-by-hop field.
+    pub upgrade: bool,
+    /// Ask the node to close after this exchange (`Connection: close`).
+    pub close: bool,
+    /// `Host` to send when the request has none (HTTP/1.0 without Host): HTTP/1.1, which
+    /// we speak to nodes, requires one.
+    pub default_host: &'a [u8],
+}
+
+impl Default for RequestEdits<'_> {
+    fn default() -> Self {
+        RequestEdits {
+            skip: &[],
+            replace: &[],
+            extra: &[],
+            body: None,
+            upgrade: false,
+            close: false,
+            default_host: b"",
+        }
+    }
+}
+
+/// What to change in a response on its way to the client.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseEdits<'a> {
+    /// The version the client spoke.
+    pub client_version: Version,
+    /// Whether the driver wants to keep the client connection (the request's
+    /// [`RequestHead::keep_alive`], unless it is shutting down or the request body was not
+    /// read to its end).
+    pub keep_alive: bool,
+    /// Field names to drop (case-insensitive).
+    pub skip: &'a [&'a [u8]],
+    /// New values for fields, by index into [`ResponseHead::headers`] (`Set-Cookie`,
+    /// `Location`).
+    pub replace: &'a [(usize, &'a [u8])],
+    /// Fields appended after the node's, as `(name, value)`.
+    pub extra: &'a [(&'a [u8], &'a [u8])],
+}
+
+impl Default for ResponseEdits<'_> {
+    fn default() -> Self {
+        ResponseEdits {
+            client_version: Version::Http11,
+            keep_alive: true,
+            skip: &[],
+            replace: &[],
+            extra: &[],
+        }
+    }
+}
+
+/// How the driver must send the response body to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyOut {
+    /// No body.
+    None,
+    /// Copy exactly this many bytes as they come (`Content-Length` passed through).
+    Length(u64),
+    /// Re-frame as chunked: [`crate::h1::ChunkHeader`] + data + CRLF per piece, then
+    /// [`crate::h1::LAST_CHUNK`].
+    Chunked,
+    /// Copy the payload as it comes and close the client connection after it (an HTTP/1.0
+    /// client, which cannot take chunked, of a response without a length).
+    UntilClose,
+}
+
+/// What [`write_response_head`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseOut {
+    /// How to send the body.
+    pub body: BodyOut,
+    /// Whether the client connection stays open after this response (false for a 101:
+    /// the connection becomes a tunnel).
+    pub keep_alive: bool,
+}
+
+#[inline]
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    debug_assert!(
+        !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0),
+        "field value with CR, LF or NUL"
+    );
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn in_skip(skip: &[&[u8]], name: &[u8]) -> bool {
+    skip.iter()
+        .any(|s| s.len() == name.len() && s.eq_ignore_ascii_case(name))
+}
+
+fn replacement<'a>(replace: &[(usize, &'a [u8])], i: usize) -> Option<&'a [u8]> {
+    replace.iter().find(|(j, _)| *j == i).map(|(_, v)| *v)
+}
+
+fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+fn content_length(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(b"Content-Length: ");
+    push_u64(out, n);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the request head to send to a node: `METHOD origin-form HTTP/1.1`, the client's
+/// fields as described in the module docs, `Host` from an absolute-form target in place of
+/// the client's `Host` line, the extras, the framing fields and `Connection` as needed.
+///
+/// `src` is the buffer `head` was parsed from. Appends to `out`.
+pub fn write_request_head(
+    src: &[u8],
+    head: &RequestHead,
+    edits: &RequestEdits<'_>,
+    out: &mut Vec<u8>,
+) {
+    let (prefix, target) = head.origin_form(src);
+    let method = head.method_bytes(src);
+    out.reserve(method.len() + target.len() + 12 + head.head_len());
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+
+    let upgrade = edits.upgrade && head.upgrade();
+    let has_tokens = !head.connection_tokens().is_empty();
+    let mut wrote_host = false;
+    for (i, h) in head.headers().iter().enumerate() {
+        let name = h.name.get(src);
+        match h.kind {
+            HeaderKind::Host => {
+                wrote_host = true;
+                let value = replacement(edits.replace, i)
+                    .or_else(|| head.host(src))
+                    .unwrap_or(h.value.get(src));
+                field(out, name, value);
+                continue;
+            }
+            HeaderKind::ContentLength | HeaderKind::TransferEncoding => continue,
+            HeaderKind::Upgrade if upgrade => {}
+            k if k.is_hop_by_hop() => continue,
+            _ => {}
+        }
+        if (has_tokens && h.kind != HeaderKind::Upgrade && head.connection_names(src, name))
+            || in_skip(edits.skip, name)
+        {
+            continue;
+        }
+        let value = replacement(edits.replace, i).unwrap_or(h.value.get(src));
+        field(out, name, value);
+    }
+    if !wrote_host {
+        field(out, b"Host", head.host(src).unwrap_or(edits.default_host));
+    }
+    for (name, value) in edits.extra {
+        field(out, name, value);
+    }
+    match edits.body.unwrap_or(head.body()) {
+        BodyFraming::Length(n) => content_length(out, n),
+        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::Empty | BodyFraming::CloseDelimited => {}
+    }
+    if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if edits.close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the response head to send to the client and says how to send the body.
+///
+/// The status line is always `HTTP/1.1` (RFC 9110 §2.5: a server sends its own version).
+/// Framing, by the node's framing and the client's version:
+/// - a 1xx or 204: no framing field, no body;
+/// - HEAD or 304: the node's `Content-Length` passed through, no body;
+/// - `Content-Length`: passed through, body copied;
+/// - chunked or close-delimited to an HTTP/1.1 client: `Transfer-Encoding: chunked`, body
+///   re-framed (the client connection can stay open);
+/// - chunked or close-delimited to an HTTP/1.0 client: no framing field, body copied, then
+///   close.
+///
+/// `Connection: close` when the client connection will close; `Connection: keep-alive` to
+/// an HTTP/1.0 client that keeps it; `Connection: upgrade` (and the node's `Upgrade`) on a
+/// 101. Do not call this for a 1xx other than 101 when the client is HTTP/1.0 (RFC 9110
+/// §15.2 forbids sending it one): drop such responses.
+pub fn write_response_head(
+    src: &[u8],
+    head: &ResponseHead,
+    edits: &ResponseEdits<'_>,
+    out: &mut Vec<u8>,
+) -> ResponseOut {
+    let status = head.status();
+    let reason = head.reason(src);
+    out.reserve(head.head_len() + 64);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+
+    let upgrade = head.is_upgrade();
+    let has_tokens = !head.connection_tokens().is_empty();
+    for (i, h) in head.headers().iter().enumerate() {
+        let name = h.name.get(src);
+        match h.kind {
+            HeaderKind::ContentLength | HeaderKind::TransferEncoding => continue,
+            HeaderKind::Upgrade if upgrade => {}
+            k if k.is_hop_by_hop() => continue,
+            _ => {}
+        }
+        if (has_tokens && h.kind != HeaderKind::Upgrade && head.connection_names(src, name))
+            || in_skip(edits.skip, name)
+        {
+            continue;
+        }
+        let value = replacement(edits.replace, i).unwrap_or(h.value.get(src));
+        field(out, name, value);
+    }
+    for (name, value) in edits.extra {
+        field(out, name, value);
+    }
+
+    let client11 = edits.client_version == Version::Http11;
+    let body = if status < 200 || status == 204 {
+        BodyOut::None
+    } else {
+        match head.body() {
+            BodyFraming::Empty => {
+                if let Some(n) = head.content_length() {
+                    content_length(out, n);
+                }
+                BodyOut::None
+            }
+            BodyFraming::Length(n) => {
+                content_length(out, n);
+                BodyOut::Length(n)
+            }
+            BodyFraming::Chunked | BodyFraming::CloseDelimited if client11 => {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+                BodyOut::Chunked
+            }
+            BodyFraming::Chunked | BodyFraming::CloseDelimited => BodyOut::UntilClose,
+        }
+    };
+    let keep_alive = if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        false
+    } else if head.is_informational() {
+        // An interim response says nothing about the connection.
+        edits.keep_alive
+    } else {
+        let keep = edits.keep_alive && body != BodyOut::UntilClose;
+        if !keep {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if !client11 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        keep
+    };
+    out.extend_from_slice(b"\r\n");
+    ResponseOut { body, keep_alive }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::request::{parse_request, Method, Parsed};
+    use crate::h1::response::parse_response;
+    use proptest::prelude::*;
+
+    fn req(raw: &[u8]) -> RequestHead {
+        let mut h = RequestHead::new();
+        assert!(matches!(
+            parse_request(raw, &mut h),
+            Ok(Parsed::Complete(_))
+        ));
+        h
+    }
+
+    fn res(raw: &[u8], head_req: bool) -> ResponseHead {
+        let mut h = ResponseHead::new();
+        assert!(matches!(
+            parse_response(raw, head_req, &mut h),
+            Ok(Parsed::Complete(_))
+        ));
+        h
+    }
+
+    fn write_req(raw: &[u8], edits: &RequestEdits<'_>) -> String {
+        let mut out = Vec::new();
+        write_request_head(raw, &req(raw), edits, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_strips_hop_by_hop_and_connection_named() {
+        let raw = b"GET /a?b HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret, host\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-Sum\r\nUpgrade: h2c\r\nProxy-Authorization: Basic x\r\nX-Secret: s\r\nAccept: */*\r\ncookie: a=1\r\n\r\n";
+        let got = write_req(raw, &RequestEdits::default());
+        assert_eq!(
+            got,
+            "GET /a?b HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\ncookie: a=1\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_skip_replace_extra_and_framing() {
+        let raw = b"POST /p HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nCookie: JSESSIONID=X.jvm1.jvm2; o=1\r\nX-Failover: 1\r\nContent-Length: 5\r\n\r\nhello";
+        let extra: [(&[u8], &[u8]); 2] = [
+            (b"X-Forwarded-For", b"1.1.1.1, 10.0.0.9"),
+            (b"X-Forwarded-Proto", b"http"),
+        ];
+        let edits = RequestEdits {
+            skip: &[b"x-forwarded-for", b"X-FAILOVER"],
+            replace: &[(2, b"JSESSIONID=X.jvm1; o=1")],
+            extra: &extra,
+            ..RequestEdits::default()
+        };
+        assert_eq!(
+            write_req(raw, &edits),
+            "POST /p HTTP/1.1\r\nHost: a\r\nCookie: JSESSIONID=X.jvm1; o=1\r\nX-Forwarded-For: 1.1.1.1, 10.0.0.9\r\nX-Forwarded-Proto: http\r\nContent-Length: 5\r\n\r\n"
+        );
+        let chunked = RequestEdits {
+            body: Some(BodyFraming::Chunked),
+            close: true,
+            ..RequestEdits::default()
+        };
+        assert_eq!(
+            write_req(raw, &chunked),
+            "POST /p HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nCookie: JSESSIONID=X.jvm1.jvm2; o=1\r\nX-Failover: 1\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_chunked_is_reframed_and_te_dropped() {
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            write_req(raw, &RequestEdits::default()),
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_absolute_form_sets_host() {
+        let raw =
+            b"GET http://b.example:81?q=1 HTTP/1.1\r\nUser-Agent: x\r\nHost: a.example\r\n\r\n";
+        assert_eq!(
+            write_req(raw, &RequestEdits::default()),
+            "GET /?q=1 HTTP/1.1\r\nUser-Agent: x\r\nHost: b.example:81\r\n\r\n"
+        );
+        let raw = b"GET http://b.example/x HTTP/1.0\r\n\r\n";
+        assert_eq!(
+            write_req(raw, &RequestEdits::default()),
+            "GET /x HTTP/1.1\r\nHost: b.example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_http10_without_host_gets_default() {
+        let raw = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        let edits = RequestEdits {
+            default_host: b"node1:8080",
+            ..RequestEdits::default()
+        };
+        assert_eq!(
+            write_req(raw, &edits),
+            "GET / HTTP/1.1\r\nHost: node1:8080\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_upgrade_kept_only_when_asked() {
+        let raw = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n";
+        let edits = RequestEdits {
+            upgrade: true,
+            ..RequestEdits::default()
+        };
+        assert_eq!(
+            write_req(raw, &edits),
+            "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nConnection: upgrade\r\n\r\n"
+        );
+        assert_eq!(
+            write_req(raw, &RequestEdits::default()),
+            "GET /ws HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: k\r\n\r\n"
+        );
+    }
+
+    fn write_res(raw: &[u8], head_req: bool, edits: &ResponseEdits<'_>) -> (String, ResponseOut) {
+        let mut out = Vec::new();
+        let r = write_response_head(raw, &res(raw, head_req), edits, &mut out);
+        (String::from_utf8(out).unwrap(), r)
+    }
+
+    #[test]
+    fn response_framing_table() {
+        use BodyOut::*;
+        let v10 = Version::Http10;
+        let v11 = Version::Http11;
+        // (node response, request was HEAD, client version, client keep-alive wanted,
+        //  expected head, body out, keep-alive)
+        type Case = (
+            &'static [u8],
+            bool,
+            Version,
+            bool,
+            &'static str,
+            BodyOut,
+            bool,
+        );
+        let cases: &[Case] = &[
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, v11, true,
+             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Length(5), true),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, v11, false,
+             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", Length(5), false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, v10, true,
+             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n", Length(5), true),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false, v10, false,
+             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n", Length(5), false),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, v11, true,
+             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Chunked, true),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false, v10, true,
+             "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", UntilClose, false),
+            (b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n", false, v11, true,
+             "HTTP/1.1 200 OK\r\nX: y\r\nTransfer-Encoding: chunked\r\n\r\n", Chunked, true),
+            (b"HTTP/1.0 200 OK\r\n\r\n", false, v10, true,
+             "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", UntilClose, false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", true, v11, true,
+             "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", None, true),
+            (b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\nContent-Length: 42\r\n\r\n", false, v11, true,
+             "HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\nContent-Length: 42\r\n\r\n", None, true),
+            (b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false, v11, true,
+             "HTTP/1.1 204 No Content\r\n\r\n", None, true),
+            (b"HTTP/1.1 100 Continue\r\n\r\n", false, v11, true,
+             "HTTP/1.1 100 Continue\r\n\r\n", None, true),
+            (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: a\r\n\r\n", false, v11, true,
+             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\nConnection: upgrade\r\n\r\n", None, false),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close, X-Internal\r\nKeep-Alive: timeout=5\r\nX-Internal: 1\r\nServer: tomcat\r\n\r\n", false, v11, true,
+             "HTTP/1.1 200 OK\r\nServer: tomcat\r\nContent-Length: 0\r\n\r\n", Length(0), true),
+            (b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false, v11, true,
+             "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", Length(0), true),
+        ];
+        for (raw, head_req, cv, ka, want, body, keep) in cases {
+            let edits = ResponseEdits {
+                client_version: *cv,
+                keep_alive: *ka,
+                ..ResponseEdits::default()
+            };
+            let (got, r) = write_res(raw, *head_req, &edits);
+            assert_eq!(
+                got,
+                *want,
+                "{}",
+                String::from_utf8_lossy(raw).escape_debug()
+            );
+            assert_eq!(
+                r,
+                ResponseOut {
+                    body: *body,
+                    keep_alive: *keep
+                },
+                "{}",
+                String::from_utf8_lossy(raw).escape_debug()
+            );
+        }
+    }
+
+    #[test]
+    fn response_set_cookie_and_location_replaced() {
+        let raw = b"HTTP/1.1 302 Found\r\nSet-Cookie: a=1\r\nSet-Cookie: JSESSIONID=X.jvm1; Path=/app\r\nLocation: http://node1:8080/app/\r\nContent-Length: 0\r\n\r\n";
+        let r = res(raw, false);
+        let cookies: Vec<usize> = r.indices(HeaderKind::SetCookie).collect();
+        let loc = r.location().unwrap();
+        let edits = ResponseEdits {
+            replace: &[
+                (cookies[1], b"JSESSIONID=X.jvm1.jvm2; Path=/app"),
+                (loc, b"http://a.example/app/"),
+            ],
+            extra: &[(b"X-Node", b"jvm2")],
+            ..ResponseEdits::default()
+        };
+        let mut out = Vec::new();
+        write_response_head(raw, &r, &edits, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 302 Found\r\nSet-Cookie: a=1\r\nSet-Cookie: JSESSIONID=X.jvm1.jvm2; Path=/app\r\nLocation: http://a.example/app/\r\nX-Node: jvm2\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn writers_reuse_the_output_buffer() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n";
+        let h = req(raw);
+        let mut out = Vec::with_capacity(256);
+        let p = out.as_ptr();
+        for _ in 0..100 {
+            out.clear();
+            write_request_head(raw, &h, &RequestEdits::default(), &mut out);
+        }
+        assert_eq!(
+            out.as_ptr(),
+            p,
+            "the writer grew a buffer that was big enough"
+        );
+    }
+
+    /// Parse -> write -> parse gives the same method, target, and fields minus the stripped.
+    fn round_trip(raw: &[u8]) {
+        let h1 = req(raw);
+        let mut out = Vec::new();
+        write_request_head(raw, &h1, &RequestEdits::default(), &mut out);
+        let mut h2 = RequestHead::new();
+        assert_eq!(
+            parse_request(&out, &mut h2),
+            Ok(Parsed::Complete(out.len())),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        assert_eq!(h2.method_bytes(&out), h1.method_bytes(raw));
+        let (p, t) = h1.origin_form(raw);
+        assert_eq!(h2.target(&out), [p, t].concat().as_slice());
+        assert_eq!(h2.host(&out), h1.host(raw));
+        assert_eq!(h2.body(), h1.body());
+        assert_eq!(h2.version(), Version::Http11);
+        let kept: Vec<(Vec<u8>, Vec<u8>)> = h1
+            .headers()
+            .iter()
+            .filter(|h| {
+                !h.kind.is_hop_by_hop()
+                    && !matches!(
+                        h.kind,
+                        HeaderKind::ContentLength | HeaderKind::TransferEncoding | HeaderKind::Host
+                    )
+                    && !h1.connection_names(raw, h.name.get(raw))
+            })
+            .map(|h| (h.name.get(raw).to_vec(), h.value.get(raw).to_vec()))
+            .collect();
+        let got: Vec<(Vec<u8>, Vec<u8>)> = h2
+            .headers()
+            .iter()
+            .filter(|h| {
+                !matches!(
+                    h.kind,
+                    HeaderKind::ContentLength | HeaderKind::TransferEncoding | HeaderKind::Host
+                )
+            })
+            .map(|h| (h.name.get(&out).to_vec(), h.value.get(&out).to_vec()))
+            .collect();
+        assert_eq!(got, kept);
+        assert!(h2.connection_tokens().is_empty());
+    }
+
+    #[test]
+    fn round_trip_table() {
+        let cases: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /x?y=1 HTTP/1.0\r\nHost: a:80\r\nConnection: keep-alive\r\n\r\n",
+            b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-A:   spaced value  \r\n\r\n",
+            b"PUT /u HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET http://b.example HTTP/1.1\r\nHost: a\r\nConnection: close, x-y\r\nx-y: 1\r\nX-Z: 2\r\n\r\n",
+            b"DELETE /r HTTP/1.1\r\nHost: [::1]:8080\r\nCookie: a=1\r\nCookie: b=2\r\nX-Empty:\r\n\r\n",
+        ];
+        for raw in cases {
+            round_trip(raw);
+        }
+        assert_eq!(req(cases[4]).method(), Method::Options);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn round_trip_generated(
+            method in "(GET|POST|PUT|DELETE|PATCH|PROPFIND)",
+            path in "/[a-zA-Z0-9._~!$&'()*+,;=:@/-]{0,30}(\\?[a-zA-Z0-9=&%/?]{0,20})?",
+            fields in proptest::collection::vec(("[A-Za-z][A-Za-z0-9-]{0,12}", "[ -~]{0,30}"), 0..12),
+            http10 in any::<bool>(),
+            framing in 0u8..3,
+        ) {
+            let mut raw = format!("{method} {path} HTTP/1.{}\r\nHost: a.example\r\n", u8::from(!http10)).into_bytes();
+            for (n, v) in &fields {
+                if HeaderKind::of(n.as_bytes()) != HeaderKind::Other {
+                    continue;
+                }
+                raw.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+            }
+            match framing {
+                1 => raw.extend_from_slice(b"Content-Length: 12\r\n"),
+                2 if !http10 => raw.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+                _ => {}
+            }
+            raw.extend_from_slice(b"\r\n");
+            round_trip(&raw);
+        }
+    }
+}
