@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub mod admin;
 pub mod api;
@@ -83,37 +83,6 @@ impl From<ServerError> for ReloadError {
     }
 }
 
-/// Waits for every task it spawned (the mini-redis trick: each task holds a sender clone; the
-/// receiver sees `None` once all are gone).
-struct Tracker {
-    tx: Mutex<Option<mpsc::Sender<()>>>,
-    rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
-}
-
-impl Tracker {
-    fn new() -> Tracker {
-        let (tx, rx) = mpsc::channel(1);
-        Tracker {
-            tx: Mutex::new(Some(tx)),
-            rx: tokio::sync::Mutex::new(rx),
-        }
-    }
-
-    fn spawn<F: std::future::Future<Output = ()> + Send + 'static>(&self, fut: F) {
-        let guard = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        tokio::spawn(async move {
-            let _guard = guard;
-            fut.await
-        });
-    }
-
-    async fn wait(&self) {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let mut rx = self.rx.lock().await;
-        while rx.recv().await.is_some() {}
-    }
-}
-
 struct ListenerHandle {
     cfg: ListenerConfig,
     addr: SocketAddr,
@@ -146,7 +115,9 @@ pub struct Control {
     conns: Arc<UpstreamPools>,
     shutdown: CancellationToken,
     grace: Duration,
-    tracker: Tracker,
+    /// Every task serving this balancer (listeners, admin, sweeper); [`Control::wait`] waits
+    /// for all of them.
+    tracker: TaskTracker,
     /// Serializes reloads (an async mutex: a reload awaits binds while holding it).
     state: tokio::sync::Mutex<State>,
     addrs: Mutex<Addrs>,
@@ -167,7 +138,7 @@ impl Control {
             conns: Arc::default(),
             shutdown: CancellationToken::new(),
             grace,
-            tracker: Tracker::new(),
+            tracker: TaskTracker::new(),
             state: tokio::sync::Mutex::new(State {
                 listeners: Vec::new(),
                 admin: None,
@@ -251,6 +222,7 @@ impl Control {
     pub async fn wait(&self) {
         self.shutdown.cancelled().await;
         self.state.lock().await.health.stop();
+        self.tracker.close();
         self.tracker.wait().await;
     }
 
