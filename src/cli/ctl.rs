@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
@@ -185,17 +186,16 @@ impl Client {
     }
 }
 
-/// Percent-encodes everything but unreserved characters.
+/// What [`encode`] escapes: everything but RFC 3986's unreserved characters.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encodes everything but unreserved characters (a path segment or a query value).
 fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 /// `stickyroute ctl` arguments.
@@ -426,6 +426,9 @@ mod tests {
     fn route_encoding() {
         assert_eq!(encode("jvm1"), "jvm1");
         assert_eq!(encode("a b/c"), "a%20b%2Fc");
+        assert_eq!(encode("a+b&c=d?%"), "a%2Bb%26c%3Dd%3F%25");
+        assert_eq!(encode("-._~"), "-._~");
+        assert_eq!(encode("é"), "%C3%A9");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -264,36 +265,47 @@ fn authorize(headers: &http::HeaderMap, token: Option<&str>) -> Result<(), ApiEr
     }
 }
 
-/// `%XX` decoding of a path segment or query value; `None` when malformed.
-fn percent_decode(s: &str) -> Option<String> {
+/// Whether every `%` in `s` starts an escape of two hex digits. The decoders of
+/// `percent-encoding` and `form_urlencoded` keep a malformed escape as text; the API refuses it.
+fn escapes_well_formed(s: &str) -> bool {
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+    b.iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| {
+            b.get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+        })
 }
 
+/// Whether `s` percent-decodes to UTF-8 with well-formed escapes (`+` is the same byte either
+/// way, so this holds for path segments and query values alike).
+fn decodes_cleanly(s: &str) -> bool {
+    escapes_well_formed(s) && percent_decode_str(s).decode_utf8().is_ok()
+}
+
+/// A path segment, percent-decoded (`+` stays `+`); `None` when an escape is malformed or the
+/// bytes are not UTF-8.
+fn decode_path_segment(s: &str) -> Option<String> {
+    if !escapes_well_formed(s) {
+        return None;
+    }
+    percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|d| d.into_owned())
+}
+
+/// The value of the query parameter `name`, decoded as `application/x-www-form-urlencoded`
+/// (`+` is a space). `None`: not in the query; `Some(None)`: there, but a malformed escape or
+/// not UTF-8.
 fn query_param(query: Option<&str>, name: &str) -> Option<Option<String>> {
-    let q = query?;
-    q.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
+    query?.split('&').find_map(|pair| {
+        let (key, value) = form_urlencoded::parse(pair.as_bytes()).next()?;
+        (key == name).then(|| {
+            let raw = pair.split_once('=').map_or("", |(_, v)| v);
+            decodes_cleanly(raw).then(|| value.into_owned())
+        })
     })
 }
 
@@ -382,7 +394,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
             if let Err(e) = authorize(req.headers(), token.as_deref()) {
                 return unauthorized(e);
             }
-            let Some(route) = percent_decode(raw_route) else {
+            let Some(route) = decode_path_segment(raw_route) else {
                 return error(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "malformed route in the path",
@@ -675,15 +687,32 @@ mod tests {
             escape_html("<b a=\"x\">&'</b>"),
             "&lt;b a=&quot;x&quot;&gt;&amp;&#39;&lt;/b&gt;"
         );
-        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%4"), None);
+        // Query values: form encoding, `+` is a space.
+        let q = |query: &str| query_param(Some(query), "pool");
+        assert_eq!(q("pool=a%20b+c"), Some(Some("a b c".into())));
+        assert_eq!(q("pool=a%2Bb"), Some(Some("a+b".into())));
+        assert_eq!(q("x=1&pool=my%20pool"), Some(Some("my pool".into())));
         assert_eq!(
-            query_param(Some("x=1&pool=my%20pool"), "pool"),
-            Some(Some("my pool".into()))
+            q("x=%zz&pool=p"),
+            Some(Some("p".into())),
+            "only the value asked for counts"
         );
-        assert_eq!(query_param(Some("x=1"), "pool"), None);
+        assert_eq!(q("pool"), Some(Some(String::new())));
+        assert_eq!(q("pool=%C3%A9"), Some(Some("é".into())));
+        for bad in ["pool=%zz", "pool=%4", "pool=a%", "pool=%ff", "pool=%C3"] {
+            assert_eq!(q(bad), Some(None), "{bad}");
+        }
+        assert_eq!(q("x=1"), None);
+        assert_eq!(q("x=1&&"), None);
         assert_eq!(query_param(None, "pool"), None);
+        // Path segments: percent-decoding only, `+` is itself.
+        assert_eq!(decode_path_segment("a%20b+c").as_deref(), Some("a b+c"));
+        assert_eq!(decode_path_segment("jvm1").as_deref(), Some("jvm1"));
+        assert_eq!(decode_path_segment("a%2Fb").as_deref(), Some("a/b"));
+        assert_eq!(decode_path_segment("%C3%A9").as_deref(), Some("é"));
+        for bad in ["%zz", "%4", "a%", "%ff", "%C3"] {
+            assert_eq!(decode_path_segment(bad), None, "{bad}");
+        }
     }
 
     #[test]
