@@ -17,7 +17,8 @@
 //!   hyper, and also in the trailer section, where hyper accepts a bare LF inside a line;
 //! - chunk data must be followed by CRLF;
 //! - trailer lines must be `token ":" value` field lines (no obs-fold), at most
-//!   [`MAX_TRAILERS`] of them in at most [`MAX_TRAILER_BYTES`] bytes (hyper's limits).
+//!   [`MAX_TRAILERS`] of them (hyper's limit) in at most [`MAX_TRAILER_BYTES`] bytes
+//!   (hyper: just under 16 KiB, final CRLF included).
 
 use crate::h1::header::is_tchar;
 use crate::h1::Error;
@@ -27,7 +28,7 @@ pub const MAX_CHUNK_EXTENSIONS: usize = 4 * 1024;
 /// Most trailer field lines accepted.
 pub const MAX_TRAILERS: usize = 100;
 /// Most bytes of trailer section accepted (field lines with their CRLFs).
-pub const MAX_TRAILER_BYTES: usize = 16 * 1024;
+pub const MAX_TRAILER_BYTES: usize = 8 * 1024;
 /// Most hex digits in a chunk size (16 digits fill a `u64`, so no overflow is possible).
 pub const MAX_CHUNK_SIZE_DIGITS: u8 = 16;
 

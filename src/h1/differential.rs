@@ -301,6 +301,9 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             Stricter("no control bytes in chunk extensions")),
         ("chunk ext 8 KiB", post("Transfer-Encoding: chunked\r\n", &format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(8192))),
             Stricter("chunk extensions capped at 4 KiB per body (hyper: 16 KiB)")),
+        ("chunk ext 4 KiB", post("Transfer-Encoding: chunked\r\n", &format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(4095))), Same),
+        ("trailer 12 KiB", post("Transfer-Encoding: chunked\r\n", &format!("5\r\nhello\r\n0\r\nX-Big: {}\r\n\r\n", "v".repeat(12 * 1024))),
+            Stricter("trailer section capped at 8 KiB (hyper: 16 KiB)")),
         ("trailer bare LF", post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\nX: 1\nY: 2\r\n\r\n"), Same),
         ("chunked eof mid-body", post("Transfer-Encoding: chunked\r\n", "5\r\nhel"), Same),
         // Header syntax.

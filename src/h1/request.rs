@@ -293,6 +293,16 @@ impl RequestHead {
     }
 }
 
+/// A cheap check before [`parse_request`] / [`crate::h1::parse_response`] on a partial
+/// read: whether `buf` may hold a complete head, given that the first `scanned` bytes were
+/// already known not to. It looks for the blank line (CRLF CRLF) in the new bytes only, so
+/// a client trickling a head byte by byte costs linear, not quadratic, parsing time (hyper
+/// has the same fast path). A `false` is exact; a `true` still needs the full parse.
+pub fn may_be_complete(buf: &[u8], scanned: usize) -> bool {
+    let from = scanned.min(buf.len()).saturating_sub(3);
+    memchr::memmem::find(&buf[from..], b"\r\n\r\n").is_some()
+}
+
 /// Refuses any LF in `head` that is not preceded by CR. httparse (and so hyper) accept a
 /// bare LF as a line end; RFC 9112 §2.2 only allows that as a leniency, and a bare LF that
 /// one hop takes as a line end and the next does not is a classic smuggling vector.
@@ -842,6 +852,20 @@ mod tests {
         h.clear();
         assert!(h.headers().is_empty());
         assert_eq!(h.headers.capacity(), hc);
+    }
+
+    #[test]
+    fn may_be_complete_scans_only_new_bytes() {
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        for cut in 0..raw.len() {
+            assert!(!may_be_complete(&raw[..cut], 0), "cut {cut}");
+        }
+        // Every way of having scanned a prefix before the last byte arrived.
+        for scanned in 0..raw.len() {
+            assert!(may_be_complete(raw, scanned), "scanned {scanned}");
+        }
+        assert!(!may_be_complete(raw, raw.len() + 10));
+        assert!(!may_be_complete(b"", 0));
     }
 
     #[test]

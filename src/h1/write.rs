@@ -13,6 +13,12 @@
 //!
 //! Then come the caller's extra fields, the framing fields and the `Connection` field.
 //!
+//! The writers add fields of their own (Host for an HTTP/1.0 request without one, framing,
+//! `Connection`) besides the caller's extras, and do not cap the total: a head at the
+//! parse limit of [`crate::h1::MAX_HEADERS`] fields can come out over it. A driver that
+//! forwards to nodes with a field-count limit (Tomcat's `maxHeaderCount` is 100) can check
+//! `headers().len()` plus its extras before forwarding.
+//!
 //! Field values the caller supplies (replacements and extras) must not contain CR, LF or
 //! NUL; values taken from a parsed head never do. This is checked in debug builds.
 
@@ -527,6 +533,38 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 302 Found\r\nSet-Cookie: a=1\r\nSet-Cookie: JSESSIONID=X.jvm1.jvm2; Path=/app\r\nLocation: http://a.example/app/\r\nX-Node: jvm2\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    /// Found by the `request_head` fuzz target: a response at the field limit, written for
+    /// an HTTP/1.0 client, gains `Connection: close` and so goes one over the limit. The
+    /// writer does not drop fields to stay under it; this pins that it still writes the
+    /// head it should.
+    #[test]
+    fn written_head_may_exceed_the_field_limit() {
+        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..crate::h1::MAX_HEADERS {
+            raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        let edits = ResponseEdits {
+            client_version: Version::Http10,
+            ..ResponseEdits::default()
+        };
+        let (out, r) = write_res(&raw, false, &edits);
+        assert_eq!(
+            r,
+            ResponseOut {
+                body: BodyOut::UntilClose,
+                keep_alive: false
+            }
+        );
+        assert!(out.ends_with("X-99: v\r\nConnection: close\r\n\r\n"));
+        assert_eq!(out.matches("\r\n").count() - 2, crate::h1::MAX_HEADERS + 1);
+        let mut again = ResponseHead::new();
+        assert_eq!(
+            parse_response(out.as_bytes(), false, &mut again),
+            Err(crate::h1::Error::TooManyHeaders)
         );
     }
 
