@@ -1,0 +1,1 @@
+<%-- Health page for the balancer's active checks: creates no session. --%><%@ page contentType="text/plain; charset=UTF-8" session="false" trimDirectiveWhitespaces="true" %>ok <%= System.getProperty("jvm.route") %>
