@@ -4,6 +4,8 @@
 //! with a JvmRouteBinderValve-like node.
 
 mod common;
+#[path = "common/cookie_jar.rs"]
+mod cookie_jar;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use cookie_jar::CookieJar;
 use hyper::Method;
 use stickyroute::control::Running;
 use stickyroute::demo::node::{parse_store_arg, DemoNodeConfig, RunningNode};
@@ -432,5 +435,265 @@ async fn backend_binder_leaves_the_rename_to_the_valve() {
     );
     assert!(r.session_cookies().is_empty());
     assert_eq!(count_of(&r), 3);
+    lb.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9: the application's cookie path, several forms of one session, ids without a route.
+
+/// Three demo nodes on one store, each like a Tomcat application: under `context` (its cookie
+/// `Path=<context>`), with or without the route in its ids.
+async fn app_nodes(store: &SessionStore, context: &str, route_in_ids: bool) -> Vec<RunningNode> {
+    let mut nodes = Vec::new();
+    for route in ["jvm1", "jvm2", "jvm3"] {
+        nodes.push(
+            node_at(
+                dead_addr().await,
+                app_node_cfg(route, store, context, route_in_ids),
+            )
+            .await,
+        );
+    }
+    nodes
+}
+
+fn app_node_cfg(
+    route: &str,
+    store: &SessionStore,
+    context: &str,
+    route_in_ids: bool,
+) -> DemoNodeConfig {
+    let mut cfg = DemoNodeConfig::new(route, store.clone());
+    cfg.context_path = context.to_string();
+    cfg.route_in_ids = route_in_ids;
+    cfg
+}
+
+/// A GET with the cookies a browser holding `jar` sends for `path`; stores what comes back.
+async fn browse(jar: &mut CookieJar, addr: SocketAddr, path: &str) -> Resp {
+    let cookie = jar.cookie_header(path);
+    let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+    let r = Conn::open(addr)
+        .await
+        .request(Method::GET, path, &headers, Bytes::new())
+        .await;
+    jar.store_all(
+        path,
+        r.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
+    r
+}
+
+fn held(jar: &CookieJar) -> Vec<String> {
+    jar.named("JSESSIONID")
+        .iter()
+        .map(|c| c.to_string())
+        .collect()
+}
+
+/// The seeds' Tomcat setup in miniature: nodes whose session cookie has `Path=/app`, a pool at
+/// `/` with default cookie settings. After failover the balancer's cookie takes the path the
+/// nodes set, so it replaces the application's: the browser holds one `JSESSIONID`, and the
+/// session does not go back when its old node returns (it would, with a second cookie).
+#[tokio::test]
+async fn translate_rebinds_with_the_applications_cookie_path_and_never_bounces_back() {
+    let store = SessionStore::memory();
+    let mut nodes = app_nodes(&store, "/app", true).await;
+    let config = yaml(
+        "binder: translate\npath_prefix: /\nfailover: { recover_after: 200ms }",
+        &lines(&nodes),
+    );
+    let lb = balancer(&config).await;
+    let mut jar = CookieJar::new();
+
+    let r = browse(&mut jar, lb.addr(), "/app/count").await;
+    assert_eq!((r.status.as_u16(), count_of(&r)), (200, 1), "{}", r.text());
+    let home = r.node().to_string();
+    let id = r.json()["session"].as_str().unwrap().to_string();
+    assert_eq!(held(&jar), [format!("JSESSIONID={id} (Path=/app)")]);
+    for n in 2..=5 {
+        let r = browse(&mut jar, lb.addr(), "/app/count").await;
+        assert_eq!((r.node(), count_of(&r)), (home.as_str(), n));
+    }
+
+    // The serving node dies: the next request continues elsewhere and re-pins the client,
+    // with the application's path.
+    let home_ix = ["jvm1", "jvm2", "jvm3"]
+        .iter()
+        .position(|r| *r == home)
+        .unwrap();
+    let home_addr = nodes[home_ix].addr;
+    nodes.remove(home_ix).stop().await;
+    let r = browse(&mut jar, lb.addr(), "/app/count").await;
+    assert_eq!((r.status.as_u16(), count_of(&r)), (200, 6), "{}", r.text());
+    let new_node = r.node().to_string();
+    assert_ne!(new_node, home);
+    assert_eq!(r.seen(), id);
+    let client_id = format!("{id}.{new_node}");
+    let set_cookie = r.header("set-cookie").unwrap();
+    assert!(
+        set_cookie.starts_with(&format!("JSESSIONID={client_id};"))
+            && set_cookie.contains("Path=/app")
+            && !set_cookie.contains("Path=/;"),
+        "{set_cookie}"
+    );
+    assert_eq!(
+        held(&jar),
+        [format!("JSESSIONID={client_id} (Path=/app)")],
+        "the balancer's cookie must replace the application's"
+    );
+
+    // The old node returns and is routable again (the stale id alone would go there) ...
+    let cfg = app_node_cfg(&home, &store, "/app", true);
+    let back = node_at(home_addr, cfg).await;
+    eventually(
+        "the restarted node takes its ids again",
+        DEADLINE,
+        || async {
+            let r = get(lb.addr(), "/app/whoami", Some(&format!("PROBE.{home}"))).await;
+            r.status == 200 && r.node() == home
+        },
+    )
+    .await;
+    // ... but the browser stays where its session went.
+    for n in 7..=16 {
+        let r = browse(&mut jar, lb.addr(), "/app/count").await;
+        assert_eq!(
+            (r.node(), count_of(&r)),
+            (new_node.as_str(), n),
+            "bounced back; the browser holds {:?}",
+            held(&jar)
+        );
+        assert_eq!(r.seen(), id);
+    }
+    assert_eq!(held(&jar).len(), 1, "{:?}", held(&jar));
+    back.stop().await;
+    lb.stop().await;
+}
+
+/// A client that still carries both forms of one session (`X.jvm1` under the application's
+/// path, `X.jvm1.jvm2` under another, as written before the path was known): the rebound form
+/// wins in either order, although `X.jvm1` names a live node, and it is written again with the
+/// application's path, which overwrites the stale one. A balancer that learned nothing yet
+/// routes the same way but cannot overwrite, so it writes nothing.
+#[tokio::test]
+async fn the_most_rebound_form_of_a_session_wins_and_overwrites_the_stale_one() {
+    let store = SessionStore::memory();
+    let nodes = app_nodes(&store, "/app", true).await;
+    let config = yaml("binder: translate\npath_prefix: /", &lines(&nodes));
+    let lb = balancer(&config).await;
+    // A new session through the balancer: it learns the nodes' `Path=/app`.
+    let r = get(lb.addr(), "/app/count", None).await;
+    let home = r.node().to_string();
+    let id = r.json()["session"].as_str().unwrap().to_string();
+    let other = ["jvm1", "jvm2", "jvm3"]
+        .into_iter()
+        .find(|n| *n != home)
+        .unwrap();
+    let rebound = format!("{id}.{other}");
+    let fresh = balancer(&config).await; // has seen no cookie of the nodes
+
+    let mut count = 1;
+    for (lb_addr, learned) in [(lb.addr(), true), (fresh.addr(), false)] {
+        for cookie in [
+            format!("JSESSIONID={id}; JSESSIONID={rebound}"),
+            format!("JSESSIONID={rebound}; JSESSIONID={id}"),
+        ] {
+            let r = Conn::open(lb_addr)
+                .await
+                .request(
+                    Method::GET,
+                    "/app/count",
+                    &[("cookie", &cookie)],
+                    Bytes::new(),
+                )
+                .await;
+            count += 1;
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!((r.node(), count_of(&r)), (other, count), "{cookie}");
+            assert_eq!(r.seen(), id, "translate forwards the original id");
+            let set: Vec<&str> = r
+                .headers
+                .get_all("set-cookie")
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            if learned {
+                assert_eq!(set, [format!("JSESSIONID={rebound}; HttpOnly; Path=/app")]);
+            } else {
+                assert!(
+                    set.is_empty(),
+                    "wrote a cookie with an unknown path: {set:?}"
+                );
+            }
+        }
+    }
+    // The rebound form alone needs no cookie.
+    let r = get(lb.addr(), "/app/count", Some(&rebound)).await;
+    assert_eq!(r.node(), other);
+    assert!(r.header("set-cookie").is_none(), "{:?}", r.headers);
+    fresh.stop().await;
+    lb.stop().await;
+}
+
+/// Nodes without `jvmRoute` issue ids without a route (`NOROUTEID123`). Under `translate` the
+/// client is pinned with `NOROUTEID123..jvm2`, and the node receives `NOROUTEID123`, exactly as
+/// it issued it, on every request after, through a second failover too.
+#[tokio::test]
+async fn translate_keeps_an_id_without_route_as_the_node_issued_it() {
+    let store = SessionStore::memory();
+    let mut nodes = app_nodes(&store, "", false).await;
+    let lb = balancer(&yaml("binder: translate", &lines(&nodes))).await;
+    let mut c = Conn::open(lb.addr()).await;
+    let r = c.get("/count", None).await;
+    let ids = r.session_cookies();
+    assert_eq!(ids.len(), 1, "{:?}", r.headers);
+    let id = ids[0].clone();
+    assert!(!id.contains('.'), "a node without a route issued {id}");
+
+    // The id names no node: the balancer picks one and pins the client to it.
+    let r = c.get("/count", Some(&id)).await;
+    assert_eq!((r.seen(), count_of(&r)), (id.as_str(), 2));
+    let pinned = r.node().to_string();
+    let client_id = format!("{id}..{pinned}");
+    assert_eq!(r.session_cookies(), std::slice::from_ref(&client_id));
+    let mut count = 2;
+    for _ in 0..10 {
+        let r = c.get("/count", Some(&client_id)).await;
+        count += 1;
+        assert_eq!(
+            (r.node(), r.seen(), count_of(&r)),
+            (pinned.as_str(), id.as_str(), count),
+            "the node must get its own id back"
+        );
+        assert!(r.session_cookies().is_empty());
+    }
+
+    // The pinned node dies: the session moves on, still under the node's id.
+    let ix = ["jvm1", "jvm2", "jvm3"]
+        .iter()
+        .position(|r| *r == pinned)
+        .unwrap();
+    nodes.remove(ix).stop().await;
+    let r = c.get("/count", Some(&client_id)).await;
+    count += 1;
+    assert_eq!(
+        (r.seen(), count_of(&r)),
+        (id.as_str(), count),
+        "{}",
+        r.text()
+    );
+    let moved = r.node().to_string();
+    assert_ne!(moved, pinned);
+    let client_id = format!("{id}..{moved}");
+    assert_eq!(r.session_cookies(), std::slice::from_ref(&client_id));
+    let r = c.get("/count", Some(&client_id)).await;
+    assert_eq!(
+        (r.node(), r.seen(), count_of(&r)),
+        (moved.as_str(), id.as_str(), count + 1)
+    );
     lb.stop().await;
 }

@@ -627,9 +627,12 @@ async fn an_id_without_route_sticks_to_one_node() {
     let lb = balancer(&yaml("", &lines)).await;
     let first = get(lb.addr(), "/whoami", Some("NOROUTE")).await;
     let node = first.node().to_string();
+    assert_eq!(first.seen(), "NOROUTE");
+    // An empty route segment marks the translation of an id without a route.
+    let client_id = format!("NOROUTE..{node}");
     assert_eq!(
         first.session_cookies(),
-        vec![format!("NOROUTE.{node}")],
+        vec![client_id.clone()],
         "translate rebinds it"
     );
     for _ in 0..10 {
@@ -637,6 +640,10 @@ async fn an_id_without_route_sticks_to_one_node() {
             get(lb.addr(), "/whoami", Some("NOROUTE")).await.node(),
             node
         );
+        // The id the client was handed: pinned, and the node gets its own id back.
+        let r = get(lb.addr(), "/whoami", Some(&client_id)).await;
+        assert_eq!((r.node(), r.seen()), (node.as_str(), "NOROUTE"));
+        assert!(r.session_cookies().is_empty(), "{:?}", r.headers);
     }
     lb.stop().await;
 }

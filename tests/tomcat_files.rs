@@ -280,7 +280,7 @@ fn tomcat_profile_mounts_exactly_the_files_the_interop_tests_run() {
     let host_ports = |svc: &Value| -> BTreeSet<String> {
         strings(&svc["ports"])
             .iter()
-            .map(|p| p.rsplitn(2, ':').nth(1).unwrap().to_string())
+            .map(|p| p.rsplit_once(':').unwrap().0.to_string())
             .collect()
     };
     assert!(host_ports(lb).is_disjoint(&host_ports(&svcs["balancer"])));

@@ -16,7 +16,8 @@ use cookie::SameSite;
 use http::HeaderName;
 use serde::Deserialize;
 
-use crate::core::binder::{BinderKind, CookieDefaults};
+use crate::core::binder::BinderKind;
+use crate::core::cookie::CookieDefaults;
 use crate::core::node_state::NodeState;
 pub use crate::core::select::BalanceKind;
 use crate::core::session::SessionSettings;
@@ -386,7 +387,8 @@ impl Default for RawTimeouts {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawCookie {
-    path: String,
+    /// Until the nodes' own cookie is seen; `None`: `/`.
+    path: Option<String>,
     http_only: bool,
     same_site: Option<RawSameSite>,
 }
@@ -394,7 +396,7 @@ struct RawCookie {
 impl Default for RawCookie {
     fn default() -> Self {
         RawCookie {
-            path: "/".into(),
+            path: None,
             http_only: true,
             same_site: None,
         }
@@ -1041,7 +1043,11 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
             return Err(ctx.err(format!("{key}.timeouts.{name}"), "must not be zero"));
         }
     }
-    if !p.cookie.path.starts_with('/') || p.cookie.path.contains([';', ' ']) {
+    if p.cookie
+        .path
+        .as_deref()
+        .is_some_and(|path| !path.starts_with('/') || path.contains([';', ' ']))
+    {
         return Err(ctx.err(
             format!("{key}.cookie.path"),
             "must be a path starting with /",

@@ -10,8 +10,9 @@
 //! rewrite the response's `Set-Cookie` and `Location` headers. The store call of `rename` lives
 //! in `proxy`, the store itself in `store`.
 
-use cookie::{Cookie, SameSite};
+use cookie::Cookie;
 
+use crate::core::cookie::{set_cookie, WriteAttrs};
 use crate::core::session::{find_path_param, pin_route, replace_range, strip_last_route};
 
 /// The pool's binder.
@@ -65,9 +66,12 @@ impl RebindResult {
 
 /// The backend-facing id of a client-facing id. Only `translate` differs: an id with two or
 /// more separators carries a translation suffix, which is stripped (`X.jvm1.jvm2` -> `X.jvm1`).
+/// An id the node issued without a route was translated with an empty route segment in
+/// between, which goes too (`X..jvm2` -> `X`): the node gets its id back exactly as it issued it.
 pub fn backend_facing(kind: BinderKind, client_id: &str, sep: char) -> &str {
     if kind == BinderKind::Translate && client_id.matches(sep).count() >= 2 {
-        strip_last_route(client_id, sep).unwrap_or(client_id)
+        let base = strip_last_route(client_id, sep).unwrap_or(client_id);
+        base.strip_suffix(sep).unwrap_or(base)
     } else {
         client_id
     }
@@ -88,11 +92,12 @@ pub struct Rebind {
 pub fn rebind(kind: BinderKind, backend_id: &str, new_route: &str, sep: char) -> Rebind {
     match kind {
         BinderKind::Translate => {
-            let home = pin_route(backend_id, sep);
-            let client_id = if home == Some(new_route) {
-                backend_id.to_string()
-            } else {
-                format!("{backend_id}{sep}{new_route}")
+            let client_id = match pin_route(backend_id, sep) {
+                Some(home) if home == new_route => backend_id.to_string(),
+                Some(_) => format!("{backend_id}{sep}{new_route}"),
+                // No route of its own (a node without jvmRoute): `X..jvm2`, so that the
+                // translation stays recognisable (two separators) and strips back to `X`.
+                None => format!("{backend_id}{sep}{sep}{new_route}"),
             };
             Rebind {
                 forward_id: backend_id.to_string(),
@@ -118,16 +123,6 @@ pub fn rebind(kind: BinderKind, backend_id: &str, new_route: &str, sep: char) ->
     }
 }
 
-/// Attributes of a `Set-Cookie` the balancer writes when the backend sent none to copy from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CookieDefaults {
-    /// `Path`: the application's context path (a different path leaves the browser with two
-    /// cookies of the same name).
-    pub path: String,
-    pub http_only: bool,
-    pub same_site: Option<SameSite>,
-}
-
 /// What the response must tell the client about its session id.
 #[derive(Debug, Clone, Copy)]
 pub struct ResponsePlan<'a> {
@@ -140,6 +135,10 @@ pub struct ResponsePlan<'a> {
     pub client_id: Option<&'a str>,
     /// The client's id changed in this request (failover): it must receive a `Set-Cookie`.
     pub client_changed: bool,
+    /// The request also carried an older form of the client's id (`X.jvm2` next to
+    /// `X.jvm2.jvm3`: a stale cookie under another path): the id is written again, where its
+    /// path is known, so that it overwrites the stale one.
+    pub reissue: bool,
     /// The client connection is TLS: cookies the balancer writes get `Secure`.
     pub secure: bool,
 }
@@ -161,11 +160,13 @@ pub struct SetCookieOutcome {
 ///   its attributes) under `translate`;
 /// - any other session cookie from the backend (a new id, a valve rename) passes untouched and
 ///   wins: the balancer adds none of its own;
-/// - otherwise, when the client's id changed, one `Set-Cookie` is appended with `defaults`.
+/// - otherwise, when the client's id changed, one `Set-Cookie` is appended with `attrs` (the
+///   attributes the nodes set on the session cookie, else the pool's defaults; asked for only
+///   then); on a `reissue`, only when its path is known.
 pub fn rewrite_set_cookies(
     values: &mut Vec<String>,
     plan: &ResponsePlan<'_>,
-    defaults: &CookieDefaults,
+    attrs: impl FnOnce() -> WriteAttrs,
 ) -> SetCookieOutcome {
     let mut outcome = SetCookieOutcome::default();
     let mut backend_set_session = false;
@@ -194,20 +195,17 @@ pub fn rewrite_set_cookies(
         }
         outcome.issued.push(backend_value.to_string());
     }
-    if plan.client_changed && !backend_set_session {
-        if let Some(client_id) = plan.client_id {
-            let mut c = Cookie::new(plan.cookie_name.to_string(), client_id.to_string());
-            c.set_path(defaults.path.clone());
-            if defaults.http_only {
-                c.set_http_only(true);
-            }
-            if plan.secure {
-                c.set_secure(true);
-            }
-            if let Some(same_site) = defaults.same_site {
-                c.set_same_site(same_site);
-            }
-            values.push(c.to_string());
+    if !(plan.client_changed || plan.reissue) || backend_set_session {
+        return outcome;
+    }
+    if let Some(client_id) = plan.client_id {
+        let WriteAttrs {
+            mut attrs,
+            path_known,
+        } = attrs();
+        if plan.client_changed || path_known {
+            attrs.secure |= plan.secure;
+            values.push(set_cookie(plan.cookie_name, client_id, &attrs));
             outcome.added = true;
             outcome.issued.push(client_id.to_string());
         }
@@ -240,6 +238,8 @@ pub fn rewrite_path_param(url: &str, param: &str, from: &str, to: &str) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::cookie::{attrs_to_write, CookieAttrs, CookieDefaults};
+    use cookie::SameSite;
     use proptest::prelude::*;
     use BinderKind::*;
 
@@ -251,6 +251,9 @@ mod tests {
             (Translate, "X", "X"),
             (Translate, "X.", "X."),
             (Translate, "X.a.b.c", "X.a.b"),
+            (Translate, "X..jvm2", "X"),
+            (Translate, "X...jvm2", "X."),
+            (Translate, "X..", "X"),
             (Rename, "X.jvm1.jvm2", "X.jvm1.jvm2"),
             (Backend, "X.jvm1.jvm2", "X.jvm1.jvm2"),
         ];
@@ -273,7 +276,9 @@ mod tests {
         let cases: &[Case] = &[
             (Translate, "X.jvm1", "jvm2", "X.jvm1", "X.jvm1.jvm2", None),
             (Translate, "X.jvm1", "jvm1", "X.jvm1", "X.jvm1", None),
-            (Translate, "X", "jvm2", "X", "X.jvm2", None),
+            // An id without a route: an empty route segment marks the translation.
+            (Translate, "X", "jvm2", "X", "X..jvm2", None),
+            (Translate, "X.", "jvm2", "X.", "X...jvm2", None),
             (
                 Rename,
                 "X.jvm1",
@@ -317,10 +322,15 @@ mod tests {
 
     fn defaults() -> CookieDefaults {
         CookieDefaults {
-            path: "/app".into(),
+            path: Some("/app".into()),
             http_only: true,
             same_site: Some(SameSite::Lax),
         }
+    }
+
+    /// The attributes a cookie is written with when nothing was learned.
+    fn configured() -> WriteAttrs {
+        attrs_to_write(None, &defaults())
     }
 
     fn plan<'a>(
@@ -335,6 +345,7 @@ mod tests {
             forward_id: Some(forward),
             client_id: Some(client),
             client_changed: changed,
+            reissue: false,
             secure: false,
         }
     }
@@ -411,7 +422,7 @@ mod tests {
         ];
         for (plan, input, want, added, rewritten) in cases {
             let mut values: Vec<String> = input.iter().map(|s| s.to_string()).collect();
-            let out = rewrite_set_cookies(&mut values, &plan, &defaults());
+            let out = rewrite_set_cookies(&mut values, &plan, configured);
             assert_eq!(values, want, "{input:?}");
             assert_eq!(out.added, added, "{input:?}");
             assert_eq!(out.rewritten, rewritten, "{input:?}");
@@ -423,8 +434,71 @@ mod tests {
         let mut p = plan(Translate, "X.jvm1", "X.jvm1.jvm2", true);
         p.secure = true;
         let mut values = vec![];
-        rewrite_set_cookies(&mut values, &p, &defaults());
+        rewrite_set_cookies(&mut values, &p, configured);
         assert!(values[0].contains("Secure"), "{values:?}");
+    }
+
+    #[test]
+    fn learned_attributes_replace_the_applications_cookie() {
+        // Tomcat's cookie was `Path=/app`; nothing configured: the balancer's cookie takes the
+        // learned path (and domain), so it replaces the application's in the browser.
+        let learned = CookieAttrs {
+            path: "/app".into(),
+            domain: Some("example.com".into()),
+            secure: false,
+            http_only: true,
+            same_site: None,
+        };
+        let p = plan(Translate, "X.jvm2", "X.jvm2.jvm3", true);
+        let mut values = vec![];
+        rewrite_set_cookies(&mut values, &p, || {
+            attrs_to_write(Some(&learned), &CookieDefaults::default())
+        });
+        assert_eq!(
+            values,
+            ["JSESSIONID=X.jvm2.jvm3; HttpOnly; Path=/app; Domain=example.com"]
+        );
+        // Nothing learned and nothing configured: `/`, the last resort.
+        let mut values = vec![];
+        rewrite_set_cookies(&mut values, &p, || {
+            attrs_to_write(None, &CookieDefaults::default())
+        });
+        assert_eq!(values, ["JSESSIONID=X.jvm2.jvm3; HttpOnly; Path=/"]);
+    }
+
+    #[test]
+    fn reissue_table() {
+        // A request that carried an older form next to the client's id: written again only
+        // where the path is known, and never next to a cookie of the backend's.
+        let known = || {
+            attrs_to_write(
+                Some(&CookieAttrs {
+                    path: "/app".into(),
+                    domain: None,
+                    secure: false,
+                    http_only: true,
+                    same_site: None,
+                }),
+                &CookieDefaults::default(),
+            )
+        };
+        let unknown = || attrs_to_write(None, &CookieDefaults::default());
+        let mut p = plan(Translate, "X.jvm2", "X.jvm2.jvm3", false);
+        p.reissue = true;
+        let mut values = vec![];
+        let out = rewrite_set_cookies(&mut values, &p, known);
+        assert!(out.added);
+        assert_eq!(values, ["JSESSIONID=X.jvm2.jvm3; HttpOnly; Path=/app"]);
+        let mut values = vec![];
+        assert!(!rewrite_set_cookies(&mut values, &p, unknown).added);
+        assert!(values.is_empty());
+        let mut values = vec!["JSESSIONID=NEW.jvm3; Path=/app".to_string()];
+        assert!(!rewrite_set_cookies(&mut values, &p, known).added);
+        assert_eq!(values.len(), 1);
+        // Neither changed nor reissued: the attributes are not even looked up.
+        p.reissue = false;
+        let mut values = vec![];
+        rewrite_set_cookies(&mut values, &p, || panic!("looked up for nothing"));
     }
 
     #[test]
@@ -449,14 +523,18 @@ mod tests {
 
     proptest! {
         /// Whatever chain of failovers a session goes through, `translate` always recovers the
-        /// backend-facing id exactly from the id the client holds.
+        /// backend-facing id exactly from the id the client holds, route or no route.
         #[test]
         fn translate_recovers_backend_id(
             base in "[A-F0-9]{1,32}",
-            home in "[a-z][a-z0-9_-]{0,8}",
+            home in proptest::option::of("[a-z][a-z0-9_-]{0,8}"),
             hops in proptest::collection::vec("[a-z][a-z0-9_-]{0,8}", 0..6),
         ) {
-            let backend_id = format!("{base}.{home}");
+            // With a route (`X.jvm1`) or without one (a node without jvmRoute: `X`).
+            let backend_id = match &home {
+                Some(home) => format!("{base}.{home}"),
+                None => base.clone(),
+            };
             let mut client = backend_id.clone();
             for hop in &hops {
                 let current_backend = backend_facing(Translate, &client, '.').to_string();

@@ -53,6 +53,33 @@ pub struct FoundId<'a> {
     /// The client-facing id as the client sent it (quotes removed).
     pub id: &'a str,
     pub location: IdLocation,
+    /// The request also carried an older form of this id (`X.jvm2` next to `X.jvm2.jvm3`): a
+    /// cookie of the same session the client keeps under another path.
+    pub older_forms: bool,
+}
+
+/// Is `newer` a rebound form of `older` (`X.jvm2.jvm3` of `X.jvm2`, `X..jvm2` of `X`)?
+pub fn is_rebound_form(newer: &str, older: &str, sep: char) -> bool {
+    newer.len() > older.len() && newer.starts_with(older) && newer[older.len()..].starts_with(sep)
+}
+
+/// Which of several values of one session cookie (in the order the client sent them) to use,
+/// and whether it has older forms among them. A value of which another is a rebound form is a
+/// stale form of that session and loses, whatever the order; among the rest, the first whose
+/// pin route satisfies `is_live`, else the first.
+pub fn choose_cookie_value(
+    values: &[&str],
+    sep: char,
+    is_live: impl Fn(&str) -> bool,
+) -> (usize, bool) {
+    let newest = |i: &usize| !values.iter().any(|v| is_rebound_form(v, values[*i], sep));
+    let pick = (0..values.len())
+        .filter(newest)
+        .find(|&i| pin_route(values[i], sep).is_some_and(&is_live))
+        .or_else(|| (0..values.len()).find(newest))
+        .unwrap_or(0);
+    let older = values.iter().any(|v| is_rebound_form(values[pick], v, sep));
+    (pick, older)
 }
 
 /// The pin route: the text after the **last** separator, or `None` when the id has no separator
@@ -97,8 +124,9 @@ pub fn cookie_pairs(line: &str) -> impl Iterator<Item = (&str, &str, usize, usiz
 /// Finds the session id of a request.
 ///
 /// Cookie names are tried in configured order; among several cookies of one name (a browser
-/// sends one per matching `Path`), the first whose pin route satisfies `is_live` wins, else the
-/// first. Then the path parameter. `cookie_lines` are the request's `Cookie` header values
+/// sends one per matching `Path`), [`choose_cookie_value`] decides: a rebound form of the
+/// session beats its older forms, then the first whose pin route satisfies `is_live` wins, else
+/// the first. Then the path parameter. `cookie_lines` are the request's `Cookie` header values
 /// (lines that are not UTF-8 are passed as `None` and ignored).
 pub fn find_session<'a>(
     settings: &SessionSettings,
@@ -107,14 +135,40 @@ pub fn find_session<'a>(
     is_live: impl Fn(&str) -> bool,
 ) -> Option<FoundId<'a>> {
     for (name_idx, wanted) in settings.cookies.iter().enumerate() {
-        let mut first: Option<FoundId<'a>> = None;
-        for (line_idx, line) in cookie_lines.iter().enumerate() {
-            let Some(line) = line else { continue };
-            for (name, value, start, end) in cookie_pairs(line) {
-                if name != wanted || !is_valid_id(value) {
-                    continue;
-                }
-                let found = FoundId {
+        // The common case, one cookie of the name, allocates nothing.
+        let mut found = session_cookies(cookie_lines, name_idx, wanted);
+        let Some(first) = found.next() else { continue };
+        if found.next().is_none() {
+            return Some(first);
+        }
+        let all: Vec<FoundId<'a>> = session_cookies(cookie_lines, name_idx, wanted).collect();
+        let values: Vec<&str> = all.iter().map(|f| f.id).collect();
+        let (pick, older_forms) = choose_cookie_value(&values, settings.separator, &is_live);
+        let mut chosen = all.into_iter().nth(pick)?;
+        chosen.older_forms = older_forms;
+        return Some(chosen);
+    }
+    let param = settings.path_param.as_deref()?;
+    find_path_param(path, param).map(|(start, end)| FoundId {
+        id: &path[start..end],
+        location: IdLocation::PathParam { start, end },
+        older_forms: false,
+    })
+}
+
+/// The valid values of cookie `wanted` (index `name_idx` of the configured names), in order.
+fn session_cookies<'a, 'l>(
+    cookie_lines: &'l [Option<&'a str>],
+    name_idx: usize,
+    wanted: &'l str,
+) -> impl Iterator<Item = FoundId<'a>> + 'l {
+    cookie_lines
+        .iter()
+        .enumerate()
+        .filter_map(|(line_idx, line)| line.map(|l| (line_idx, l)))
+        .flat_map(move |(line_idx, line)| {
+            cookie_pairs(line).filter_map(move |(name, value, start, end)| {
+                (name == wanted && is_valid_id(value)).then_some(FoundId {
                     id: value,
                     location: IdLocation::Cookie {
                         name: name_idx,
@@ -122,22 +176,10 @@ pub fn find_session<'a>(
                         start,
                         end,
                     },
-                };
-                if pin_route(value, settings.separator).is_some_and(&is_live) {
-                    return Some(found);
-                }
-                first.get_or_insert(found);
-            }
-        }
-        if first.is_some() {
-            return first;
-        }
-    }
-    let param = settings.path_param.as_deref()?;
-    find_path_param(path, param).map(|(start, end)| FoundId {
-        id: &path[start..end],
-        location: IdLocation::PathParam { start, end },
-    })
+                    older_forms: false,
+                })
+            })
+        })
 }
 
 /// Finds `;param=value` in a path (name case-insensitive; value ends at `;`, `?`, `/` or `#`)
@@ -277,6 +319,35 @@ mod tests {
                 "/",
                 Some("X.dead"),
             ),
+            // Forms of one session: the most rebound one wins whatever the order, even when
+            // the older form names a live node and the rebound one a dead node.
+            (
+                &["JSESSIONID=X.jvm2; JSESSIONID=X.jvm2.jvm3"],
+                "/",
+                Some("X.jvm2.jvm3"),
+            ),
+            (
+                &["JSESSIONID=X.jvm2.jvm3", "JSESSIONID=X.jvm2"],
+                "/",
+                Some("X.jvm2.jvm3"),
+            ),
+            (
+                &["JSESSIONID=X.jvm2; JSESSIONID=X.jvm2.dead"],
+                "/",
+                Some("X.jvm2.dead"),
+            ),
+            (&["JSESSIONID=X; JSESSIONID=X..jvm2"], "/", Some("X..jvm2")),
+            // Not forms of one session: the first naming a live node, as before.
+            (
+                &["JSESSIONID=X.dead; JSESSIONID=Y.jvm1.jvm3"],
+                "/",
+                Some("Y.jvm1.jvm3"),
+            ),
+            (
+                &["JSESSIONID=X.jvm22; JSESSIONID=X.jvm2"],
+                "/",
+                Some("X.jvm22"),
+            ),
             (&["JSESSIONID=ABC"], "/", Some("ABC")),
             (&["JSESSIONID="], "/", None),
             (&["garbage;;;==;"], "/", None),
@@ -300,6 +371,55 @@ mod tests {
             let got = find_session(&settings(), &lines, path, live).map(|f| f.id);
             assert_eq!(got, *want, "cookies {lines:?} path {path}");
         }
+    }
+
+    #[test]
+    fn choose_cookie_value_table() {
+        let live = |r: &str| r != "dead";
+        // (values in the order sent, chosen index, older forms present)
+        let cases: &[(&[&str], usize, bool)] = &[
+            (&["A.jvm1"], 0, false),
+            (&["X.jvm2", "X.jvm2.jvm3"], 1, true),
+            (&["X.jvm2.jvm3", "X.jvm2"], 0, true),
+            (&["X.jvm2.jvm3", "X.jvm2.jvm3"], 0, false),
+            (&["Y.dead", "X.jvm2", "X.jvm2.jvm3"], 2, true),
+            (&["X.dead", "Y.jvm1"], 1, false),
+            (&["X.dead", "Y.dead"], 0, false),
+            (&["X", "X..jvm1"], 1, true),
+            (&["X.jvm1.jvm2", "Z.jvm3", "X.jvm1"], 0, true),
+        ];
+        for (values, pick, older) in cases {
+            assert_eq!(
+                choose_cookie_value(values, '.', live),
+                (*pick, *older),
+                "{values:?}"
+            );
+        }
+        assert!(is_rebound_form("X.jvm2.jvm3", "X.jvm2", '.'));
+        assert!(!is_rebound_form("X.jvm2", "X.jvm2", '.'));
+        assert!(!is_rebound_form("X.jvm22", "X.jvm2", '.'));
+        assert!(is_rebound_form("X-a-b", "X-a", '-'));
+    }
+
+    #[test]
+    fn older_forms_are_reported_with_the_chosen_cookie() {
+        let lines = [
+            Some("JSESSIONID=X.jvm2"),
+            Some("a=1; JSESSIONID=X.jvm2.jvm3"),
+        ];
+        let found = find_session(&settings(), &lines, "/", |_| true).unwrap();
+        assert_eq!(found.id, "X.jvm2.jvm3");
+        assert!(found.older_forms);
+        assert!(matches!(
+            found.location,
+            IdLocation::Cookie { header: 1, .. }
+        ));
+        let lines = [Some("JSESSIONID=X.jvm2.jvm3")];
+        assert!(
+            !find_session(&settings(), &lines, "/", |_| true)
+                .unwrap()
+                .older_forms
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! What it imitates:
 //! - Session ids are 32 upper-case hex characters, `.`, and the node's route (`4F1C….jvm1`). A new
-//!   session is announced with `Set-Cookie: JSESSIONID=<id>; Path=/; HttpOnly`.
+//!   session is announced with `Set-Cookie: JSESSIONID=<id>; Path=/; HttpOnly`. Options: a
+//!   context path (`/app`: pages under it, `Path=/app`, like a Tomcat application at `/app`),
+//!   and ids without a route (a Tomcat without `jvmRoute`).
 //! - The id is read from the session cookie (every cookie of that name, in order, the first one
 //!   whose session exists wins, as in Tomcat) and then from the `;jsessionid=` path parameter.
 //! - A node finds a session only under the exact id it was stored with; anything else gets a new
@@ -94,6 +96,13 @@ pub struct DemoNodeConfig {
     pub binder_valve: bool,
     /// Session cookie name, `JSESSIONID` by default.
     pub cookie_name: String,
+    /// The application's context path, like a Tomcat application deployed at `/app`: every
+    /// page is served under it and the session cookie has `Path=<context>`. Empty (the
+    /// default): at the root, `Path=/`.
+    pub context_path: String,
+    /// Session ids end in `.<route>` (default); `false` behaves like a Tomcat without
+    /// `jvmRoute`, whose ids have no route.
+    pub route_in_ids: bool,
 }
 
 impl DemoNodeConfig {
@@ -105,6 +114,8 @@ impl DemoNodeConfig {
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             binder_valve: false,
             cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
+            context_path: String::new(),
+            route_in_ids: true,
         }
     }
 }
@@ -260,11 +271,9 @@ pub async fn run_demo_node_cli(
 
     let kind = store.kind_name();
     let cfg = DemoNodeConfig {
-        route: route.clone(),
-        store,
         session_timeout,
         binder_valve,
-        cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
+        ..DemoNodeConfig::new(route.clone(), store)
     };
     let node = RunningNode::start(listener, cfg).await;
     info!(route = %route, addr = %node.addr, store = kind, binder_valve, "demo node listening");
@@ -312,6 +321,8 @@ struct Node {
     max_inactive_secs: i32,
     binder_valve: bool,
     cookie_name: String,
+    context_path: String,
+    route_in_ids: bool,
     shutdown: CancellationToken,
     _closed: mpsc::Sender<()>,
 }
@@ -327,6 +338,8 @@ impl Node {
             store: cfg.store,
             binder_valve: cfg.binder_valve,
             cookie_name: cfg.cookie_name,
+            context_path: cfg.context_path,
+            route_in_ids: cfg.route_in_ids,
             shutdown,
             _closed: closed,
         }
@@ -391,7 +404,13 @@ async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Response<RespBody> {
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
     let post = *req.method() == Method::POST;
 
-    let mut resp = match path.as_str() {
+    let Some(path) = path_in_context(&path, &node.context_path) else {
+        let mut resp = text(StatusCode::NOT_FOUND, "not found\n");
+        resp.headers_mut()
+            .insert(X_NODE.clone(), node.x_node.clone());
+        return resp;
+    };
+    let mut resp = match path {
         "/" if get => page(&node, &candidates, req.uri().query()).await,
         "/count" if get => count(&node, &candidates).await,
         "/health" if get => text(StatusCode::OK, "ok\n"),
@@ -487,7 +506,7 @@ impl Node {
             }
         }
         Ok(Session {
-            id: new_session_id(&self.route),
+            id: self.new_id(),
             rec: SessionRecord {
                 data: json!({}),
                 last_access_ms: now_ms(),
@@ -497,6 +516,16 @@ impl Node {
             set_cookie: true,
             is_new: true,
         })
+    }
+
+    /// A new session id: Tomcat-style with this node's route, or without one.
+    fn new_id(&self) -> String {
+        let id = new_session_id(&self.route);
+        if self.route_in_ids {
+            return id;
+        }
+        id.split_once('.')
+            .map_or(id.clone(), |(base, _)| base.to_owned())
     }
 
     /// `<base>.<own route>` when `id`'s route (after the first `.`) is another node's.
@@ -554,7 +583,12 @@ impl Node {
         if !session.set_cookie {
             return;
         }
-        let cookie = format!("{}={}; Path=/; HttpOnly", self.cookie_name, session.id);
+        let path = if self.context_path.is_empty() {
+            "/"
+        } else {
+            self.context_path.as_str()
+        };
+        let cookie = format!("{}={}; Path={path}; HttpOnly", self.cookie_name, session.id);
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, value);
         }
@@ -621,6 +655,18 @@ fn path_param_id(path: &str) -> Option<&str> {
     let rest = &path[start..];
     let end = rest.find([';', '?', '/', '#']).unwrap_or(rest.len());
     Some(&rest[..end])
+}
+
+/// The path inside the node's context (`/app/count` → `/count` under `/app`); `None` outside it.
+fn path_in_context<'p>(path: &'p str, context: &str) -> Option<&'p str> {
+    if context.is_empty() {
+        return Some(path);
+    }
+    match path.strip_prefix(context)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
 }
 
 /// The path without `;parameters` in any segment (`/count;jsessionid=X` → `/count`).
@@ -706,10 +752,7 @@ async fn login(node: &Node, candidates: &[String]) -> Response<RespBody> {
         None
     } else {
         session.set_cookie = true;
-        Some(std::mem::replace(
-            &mut session.id,
-            new_session_id(&node.route),
-        ))
+        Some(std::mem::replace(&mut session.id, node.new_id()))
     };
     // Save under the new id before removing the old one: a failure in between leaves a
     // duplicate, never a lost session.
@@ -955,6 +998,21 @@ mod tests {
         assert_eq!(strip_path_params("/;jsessionid=X"), "/");
         assert_eq!(strip_path_params("/a;x=1/b"), "/a/b");
         assert_eq!(strip_path_params("/plain"), "/plain");
+    }
+
+    #[test]
+    fn path_in_context_table() {
+        let cases = [
+            ("/count", "", Some("/count")),
+            ("/app/count", "/app", Some("/count")),
+            ("/app", "/app", Some("/")),
+            ("/app/", "/app", Some("/")),
+            ("/application/count", "/app", None),
+            ("/count", "/app", None),
+        ];
+        for (path, ctx, want) in cases {
+            assert_eq!(path_in_context(path, ctx), want, "{path} in {ctx:?}");
+        }
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!    binder asks the store first;
 //! 5. **forward**: protocol-specific (hyper in `proxy::service`); what to do when an attempt
 //!    fails is `core::retry`'s decision, carried out with [`mark_down`];
-//! 6. **respond** ([`judge_response`], [`learn`]): passive health from the status, the
-//!    registry learns the session, `Set-Cookie`/`Location` are rewritten by `core::binder`.
+//! 6. **respond** ([`judge_response`], [`learn`], [`rewrite_set_cookies`]): passive health
+//!    from the status, the registry learns the session, the pool learns the session cookie's
+//!    attributes, `Set-Cookie`/`Location` are rewritten by `core::binder`.
 //!
 //! Every failure is a [`ProxyError`], whose [`ProxyError::status`] is the one place errors map
 //! to statuses.
@@ -22,7 +23,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::core::binder::{self, BinderKind, RebindResult};
+use crate::core::binder::{self, BinderKind, RebindResult, ResponsePlan, SetCookieOutcome};
+use crate::core::cookie::{self, WriteAttrs};
 use crate::core::node_state::NodeState;
 use crate::core::select::{self, Choice, NoCandidate, Outcome, SessionKey};
 use crate::core::session::{self, FoundId, SessionSettings};
@@ -306,6 +308,50 @@ pub fn judge_response(pool: &Pool, node: &Node, status: StatusCode, started_ms: 
     } else {
         node.rt.health.clear_passive_before(started_ms);
     }
+}
+
+/// Phase 6, respond: the attributes the node set on the session cookie in its response to
+/// `request_path` (its `Set-Cookie` values as it sent them) are remembered for the pool.
+pub fn learn_cookie_attrs<'v>(
+    pool: &Pool,
+    cookie_name: &str,
+    request_path: &str,
+    set_cookies: impl IntoIterator<Item = &'v str>,
+) {
+    for v in set_cookies {
+        if let Some(attrs) = cookie::learn(v, cookie_name, request_path) {
+            if pool.rt.cookies.learn(cookie_name, request_path, attrs) {
+                tracing::debug!(pool = %pool.cfg.name, context = cookie::context_of(request_path), "learned the session cookie's attributes");
+            }
+        }
+    }
+}
+
+/// The attributes of a session cookie the balancer writes in the response to `request_path`:
+/// what the pool's nodes set on theirs for that context, else the pool's `cookie:` defaults.
+pub fn cookie_attrs(pool: &Pool, cookie_name: &str, request_path: &str) -> WriteAttrs {
+    let learned = pool.rt.cookies.lookup(cookie_name, request_path);
+    cookie::attrs_to_write(learned.as_ref(), &pool.cfg.cookie)
+}
+
+/// Phase 6, respond: the response's `Set-Cookie` values (every one, in order) rewritten by the
+/// binder, after learning from them; a cookie the balancer adds takes [`cookie_attrs`]. Every
+/// protocol's response path goes through here.
+pub fn rewrite_set_cookies(
+    pool: &Pool,
+    plan: &ResponsePlan<'_>,
+    request_path: &str,
+    values: &mut Vec<String>,
+) -> SetCookieOutcome {
+    learn_cookie_attrs(
+        pool,
+        plan.cookie_name,
+        request_path,
+        values.iter().map(String::as_str),
+    );
+    binder::rewrite_set_cookies(values, plan, || {
+        cookie_attrs(pool, plan.cookie_name, request_path)
+    })
 }
 
 /// Phase 6, respond: the registry learns where the session is (the id the client carried,

@@ -178,6 +178,7 @@ impl ProxyService {
             ids: m.ids,
             cookie_name: m.cookie_name,
             location: m.found.as_ref().map(|f| &f.location),
+            reissue: m.found.as_ref().is_some_and(|f| f.older_forms),
             cookie_values: &cookie_values,
             original_uri: &original_uri,
             had_body: !body.is_end_stream(),
@@ -363,17 +364,10 @@ impl ProxyService {
             forward_id: ids.forward_id.as_deref(),
             client_id: ids.client_id.as_deref(),
             client_changed: ids.client_changed,
+            reissue: req.reissue,
             secure: self.tls,
         };
-        let (resp, issued) = respond(
-            resp,
-            conn,
-            guard,
-            pool,
-            &plan,
-            req.path_param,
-            client_upgrade,
-        );
+        let (resp, issued) = respond(resp, conn, guard, req, &plan, client_upgrade);
         pipeline::learn(
             &self.balancer,
             pool,
@@ -395,6 +389,8 @@ struct Prepared<'a> {
     ids: Option<SessionIds<'a>>,
     cookie_name: &'a str,
     location: Option<&'a IdLocation>,
+    /// The request also carried older forms of its session id (stale cookies).
+    reissue: bool,
     cookie_values: &'a [HeaderValue],
     original_uri: &'a Uri,
     had_body: bool,
@@ -501,9 +497,8 @@ fn respond(
     resp: Response<Incoming>,
     conn: (Sender, Arc<UpstreamPool>, u64),
     guard: InflightGuard,
-    pool: &Pool,
+    req: &Prepared<'_>,
     plan: &ResponsePlan<'_>,
-    path_param: Option<&str>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> (Response<ResponseBody>, Vec<String>) {
     let (mut parts, body) = resp.into_parts();
@@ -531,7 +526,7 @@ fn respond(
         }
     }
     strip_hop_by_hop(&mut parts.headers, false);
-    let issued = rewrite_response_headers(&mut parts.headers, pool, plan, path_param);
+    let issued = rewrite_response_headers(&mut parts.headers, req, plan);
     let body = ResponseBody::upstream(body, conn, guard);
     (Response::from_parts(parts, body), issued)
 }
@@ -665,20 +660,20 @@ fn apply_session(
 /// `Set-Cookie` and `Location` rewriting by the binder; returns the session ids issued.
 fn rewrite_response_headers(
     headers: &mut HeaderMap,
-    pool: &Pool,
+    req: &Prepared<'_>,
     plan: &ResponsePlan<'_>,
-    path_param: Option<&str>,
 ) -> Vec<String> {
     let mut issued = Vec::new();
     let has_set_cookie = headers.contains_key(header::SET_COOKIE);
-    if has_set_cookie || plan.client_changed {
+    if has_set_cookie || plan.client_changed || plan.reissue {
         let mut values: Vec<String> = headers
             .get_all(header::SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
         let before = values.clone();
-        issued = binder::rewrite_set_cookies(&mut values, plan, &pool.cfg.cookie).issued;
+        let path = req.original_uri.path();
+        issued = pipeline::rewrite_set_cookies(req.pool, plan, path, &mut values).issued;
         if values != before {
             let raw: Vec<HeaderValue> = headers
                 .get_all(header::SET_COOKIE)
@@ -697,7 +692,7 @@ fn rewrite_response_headers(
             }
         }
     }
-    if let (Some(param), Some(from), Some(to)) = (path_param, plan.forward_id, plan.client_id) {
+    if let (Some(param), Some(from), Some(to)) = (req.path_param, plan.forward_id, plan.client_id) {
         if from != to {
             if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
                 if let Some(new) = binder::rewrite_path_param(loc, param, from, to) {

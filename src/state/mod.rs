@@ -4,11 +4,13 @@
 //! - [`snapshot`]: the immutable routing table (pools, nodes), swapped whole on reload;
 //! - [`node`]: per-node runtime that survives reloads (operator state, health, counters);
 //! - [`registry`]: sessions seen recently, live sessions per node, drain completion;
+//! - [`cookies`]: the session cookie's attributes the nodes were seen to set, per context;
 //! - [`metrics`]: counters, histograms and the Prometheus rendering;
 //! - [`operator`]: operator state changes (drain, disable, ...) behind one interface;
 //! - [`balancer`]: the one handle that holds them all.
 
 pub mod balancer;
+pub mod cookies;
 pub mod metrics;
 pub mod node;
 pub mod operator;

@@ -66,6 +66,8 @@ pub struct PoolRuntime {
     pub rr: AtomicUsize,
     /// Request counters and duration histogram for `/metrics`.
     pub metrics: crate::state::metrics::PoolMetrics,
+    /// The session cookie's attributes as the pool's nodes set them, per context.
+    pub cookies: crate::state::cookies::LearnedCookies,
 }
 
 /// A pool of nodes with its settings.

@@ -1,0 +1,131 @@
+//! What a pool's nodes were seen to set on the session cookie, per cookie name and application
+//! context (the first segment of the request path), bounded: the memory behind
+//! `core::cookie`'s decisions. Written when a node's response sets the session cookie (new
+//! sessions), read when the balancer writes one (failover, a stale cookie). Part of the pool's
+//! runtime, so it survives reloads.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use crate::core::cookie::{self, CookieAttrs};
+
+/// At most this many (cookie name, context) entries per pool; later ones are not learned (what
+/// was learned stays, and a context without an entry still finds a learned cookie whose path
+/// covers it).
+pub const MAX_CONTEXTS: usize = 256;
+
+#[derive(Debug, Default)]
+pub struct LearnedCookies {
+    map: RwLock<HashMap<(String, String), CookieAttrs>>,
+}
+
+type Map = HashMap<(String, String), CookieAttrs>;
+
+fn lookup<'m>(map: &'m Map, name: &str, request_path: &str) -> Option<&'m CookieAttrs> {
+    cookie::best_learned(
+        map.iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|((_, ctx), a)| (ctx.as_str(), a)),
+        request_path,
+    )
+}
+
+impl LearnedCookies {
+    /// Records that a node set cookie `name` with `attrs` in the response to `request_path`.
+    /// Nothing is stored when a lookup for that path already gives the same attributes (the
+    /// common case: every new session repeats them), so requests to arbitrary paths of an
+    /// application at `/` do not fill the table. Returns whether something was stored.
+    pub fn learn(&self, name: &str, request_path: &str, attrs: CookieAttrs) -> bool {
+        {
+            let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+            if lookup(&map, name, request_path) == Some(&attrs) {
+                return false;
+            }
+        }
+        let key = (
+            name.to_string(),
+            cookie::context_of(request_path).to_string(),
+        );
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_CONTEXTS && !map.contains_key(&key) {
+            return false;
+        }
+        map.insert(key, attrs);
+        true
+    }
+
+    /// The attributes for a cookie `name` written in the response to `request_path`.
+    pub fn lookup(&self, name: &str, request_path: &str) -> Option<CookieAttrs> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        lookup(&map, name, request_path).cloned()
+    }
+
+    /// Entries stored.
+    pub fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(path: &str) -> CookieAttrs {
+        CookieAttrs {
+            path: path.into(),
+            domain: None,
+            secure: false,
+            http_only: true,
+            same_site: None,
+        }
+    }
+
+    #[test]
+    fn learns_per_context_and_name() {
+        let l = LearnedCookies::default();
+        assert_eq!(l.lookup("JSESSIONID", "/app/x"), None);
+        assert!(l.learn("JSESSIONID", "/app/", attrs("/app")));
+        assert!(l.learn("JSESSIONID", "/shop/", attrs("/shop")));
+        assert_eq!(l.lookup("JSESSIONID", "/app/x"), Some(attrs("/app")));
+        assert_eq!(l.lookup("JSESSIONID", "/shop"), Some(attrs("/shop")));
+        assert_eq!(l.lookup("OTHER", "/app/x"), None);
+        assert_eq!(l.lookup("JSESSIONID", "/blog/"), None);
+        // A redeployed application with another path: the last one seen wins.
+        assert!(l.learn("JSESSIONID", "/app/", attrs("/app/v2")));
+        assert_eq!(l.lookup("JSESSIONID", "/app/x"), Some(attrs("/app/v2")));
+        // Seen again, unchanged: nothing written.
+        assert!(!l.learn("JSESSIONID", "/app/y", attrs("/app/v2")));
+        assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn an_application_at_the_root_takes_one_entry_whatever_the_paths() {
+        let l = LearnedCookies::default();
+        assert!(l.learn("JSESSIONID", "/login", attrs("/")));
+        for i in 0..1000 {
+            assert!(!l.learn("JSESSIONID", &format!("/page{i}/x"), attrs("/")));
+        }
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.lookup("JSESSIONID", "/anything"), Some(attrs("/")));
+    }
+
+    #[test]
+    fn bounded() {
+        let l = LearnedCookies::default();
+        for i in 0..MAX_CONTEXTS + 50 {
+            l.learn("JSESSIONID", &format!("/c{i}/"), attrs(&format!("/c{i}")));
+        }
+        assert_eq!(l.len(), MAX_CONTEXTS);
+        // Known contexts are still updated when full.
+        assert!(l.learn("JSESSIONID", "/c0/", attrs("/c0/new")));
+        assert_eq!(l.lookup("JSESSIONID", "/c0/"), Some(attrs("/c0/new")));
+        assert_eq!(
+            l.lookup("JSESSIONID", &format!("/c{}/", MAX_CONTEXTS + 10)),
+            None
+        );
+    }
+}
