@@ -31,6 +31,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -205,14 +206,6 @@ fn method_not_allowed(allow: &'static str) -> AdminResponse {
     r
 }
 
-/// Compares without an early exit, so response time does not reveal a prefix of the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// May this request change anything? `token`: the configured admin token.
 fn authorize(headers: &http::HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
     match token {
@@ -226,7 +219,9 @@ fn authorize(headers: &http::HeaderMap, token: Option<&str>) -> Result<(), ApiEr
                 })
                 .map(str::trim);
             match given {
-                Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+                // In constant time (`subtle`), so response time does not reveal a prefix of
+                // the token.
+                Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
                 Some(_) => Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid admin token",
@@ -646,7 +641,17 @@ mod tests {
                 .status,
             401
         );
+        for wrong in ["Bearer s3creT", "Bearer s3cre", "Bearer s3crets", "Bearer "] {
+            assert_eq!(
+                authorize(&headers(&[("authorization", wrong)]), t)
+                    .unwrap_err()
+                    .status,
+                401,
+                "{wrong}"
+            );
+        }
         assert!(authorize(&headers(&[("authorization", "Bearer s3cret")]), t).is_ok());
+        assert!(authorize(&headers(&[("authorization", "bearer s3cret ")]), t).is_ok());
         // With a token, the Origin does not matter.
         assert!(authorize(
             &headers(&[
