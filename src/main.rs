@@ -183,7 +183,7 @@ async fn run(cli: Cli) -> ExitCode {
             {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {e}");
                     ExitCode::from(1)
                 }
             }
@@ -193,7 +193,7 @@ async fn run(cli: Cli) -> ExitCode {
             match stickyroute::demo::command::run_cli(args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {e}");
                     ExitCode::from(1)
                 }
             }

@@ -148,6 +148,35 @@ pub enum DemoError {
         addr: SocketAddr,
         source: io::Error,
     },
+    /// `stickyroute demo stop|start ROUTE` names no possible route.
+    #[error("{0}")]
+    InvalidRoute(String),
+    /// The control listener cannot be reached, or did not answer in time.
+    #[error(
+        "cannot reach the demo control listener at {control}: {reason} \
+         (is `stickyroute demo` running? it listens where --control says)"
+    )]
+    ControlUnreachable { control: SocketAddr, reason: String },
+    /// The request to the control listener failed after connecting.
+    #[error("demo control request {method} {path} to {control} failed: {source}")]
+    ControlRequest {
+        control: SocketAddr,
+        method: Method,
+        path: String,
+        source: ControlRequestError,
+    },
+    /// The control listener refused the action; `message` is its answer.
+    #[error("{message}")]
+    ControlRefused { status: StatusCode, message: String },
+}
+
+/// What went wrong in a control request once connected.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlRequestError {
+    #[error("cannot build the request: {0}")]
+    Build(#[from] http::Error),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
 }
 
 fn bind_hint(e: &io::Error, flag: &str) -> String {
@@ -688,12 +717,12 @@ pub enum DemoAction {
 }
 
 /// Runs `stickyroute demo` (until Ctrl-C or SIGTERM) or one of its client actions.
-pub async fn run_cli(args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run_cli(args: DemoArgs) -> Result<(), DemoError> {
     let (method, path) = match &args.action {
         None => return run_demo(args).await,
         Some(DemoAction::Status) => (Method::GET, "/".to_owned()),
         Some(DemoAction::Stop { route }) | Some(DemoAction::Start { route }) => {
-            validate_route(route).map_err(|e| anyhow::anyhow!("{e}"))?;
+            validate_route(route).map_err(DemoError::InvalidRoute)?;
             let verb = if matches!(args.action, Some(DemoAction::Stop { .. })) {
                 "stop"
             } else {
@@ -707,11 +736,14 @@ pub async fn run_cli(args: DemoArgs) -> anyhow::Result<()> {
         print!("{body}");
         Ok(())
     } else {
-        anyhow::bail!("{}", body.trim_end())
+        Err(DemoError::ControlRefused {
+            status,
+            message: body.trim_end().to_owned(),
+        })
     }
 }
 
-async fn run_demo(args: DemoArgs) -> anyhow::Result<()> {
+async fn run_demo(args: DemoArgs) -> Result<(), DemoError> {
     let opts = DemoOptions {
         listen: args.listen,
         admin: args.admin,
@@ -754,12 +786,16 @@ pub async fn control_request(
     control: SocketAddr,
     method: Method,
     path: &str,
-) -> anyhow::Result<(StatusCode, String)> {
-    let unreachable = |e: &dyn std::fmt::Display| {
-        anyhow::anyhow!(
-            "cannot reach the demo control listener at {control}: {e} \
-             (is `stickyroute demo` running? it listens where --control says)"
-        )
+) -> Result<(StatusCode, String), DemoError> {
+    let unreachable = |e: &dyn std::fmt::Display| DemoError::ControlUnreachable {
+        control,
+        reason: e.to_string(),
+    };
+    let failed = |source: ControlRequestError| DemoError::ControlRequest {
+        control,
+        method: method.clone(),
+        path: path.to_owned(),
+        source,
     };
     let exchange = async {
         let stream = TcpStream::connect(control)
@@ -772,14 +808,23 @@ pub async fn control_request(
             let _ = conn.await;
         });
         let req = Request::builder()
-            .method(method)
+            .method(method.clone())
             .uri(path)
             .header(header::HOST, control.to_string())
-            .body(Full::new(Bytes::new()))?;
-        let resp = sender.send_request(req).await?;
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| failed(e.into()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| failed(e.into()))?;
         let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok::<_, anyhow::Error>((status, String::from_utf8_lossy(&body).into_owned()))
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| failed(e.into()))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(CONTROL_CLIENT_TIMEOUT, exchange)
         .await
@@ -789,6 +834,22 @@ pub async fn control_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn control_errors_name_what_failed() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = control_request(closed, Method::GET, "/").await.unwrap_err();
+        assert!(
+            matches!(e, DemoError::ControlUnreachable { control, .. } if control == closed),
+            "{e:?}"
+        );
+        let text = e.to_string();
+        assert!(text.contains(&closed.to_string()), "{text}");
+        assert!(text.contains("is `stickyroute demo` running?"), "{text}");
+    }
 
     #[test]
     fn embedded_config_is_valid_and_uses_translate() {

@@ -249,6 +249,20 @@ impl Drop for RunningNode {
     }
 }
 
+/// Why `stickyroute demo-node` could not start; each names the flag at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoNodeError {
+    #[error("--route: {0}")]
+    Route(String),
+    #[error("--store: {0}")]
+    Store(String),
+    #[error("--listen {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
 /// Runs one demo node until Ctrl-C or SIGTERM: the `stickyroute demo-node` subcommand.
 pub async fn run_demo_node_cli(
     route: String,
@@ -256,13 +270,15 @@ pub async fn run_demo_node_cli(
     store: String,
     session_timeout: Duration,
     binder_valve: bool,
-) -> anyhow::Result<()> {
-    validate_route(&route).map_err(|e| anyhow::anyhow!("--route: {e}"))?;
-    let store =
-        parse_store_arg(&store, DEMO_STORE_TIMEOUT).map_err(|e| anyhow::anyhow!("--store: {e}"))?;
+) -> Result<(), DemoNodeError> {
+    validate_route(&route).map_err(DemoNodeError::Route)?;
+    let store = parse_store_arg(&store, DEMO_STORE_TIMEOUT).map_err(DemoNodeError::Store)?;
     let listener = TcpListener::bind(listen)
         .await
-        .map_err(|e| anyhow::anyhow!("--listen {listen}: {e}"))?;
+        .map_err(|source| DemoNodeError::Listen {
+            addr: listen,
+            source,
+        })?;
 
     // The SQL table may not be creatable yet (the database starts after us in a compose file):
     // keep trying in the background instead of refusing to start.
@@ -958,6 +974,29 @@ fn html_escape(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn demo_node_errors_name_the_flag() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let run = |route: &str, store: &str| {
+            run_demo_node_cli(
+                route.to_owned(),
+                addr,
+                store.to_owned(),
+                Duration::from_secs(60),
+                false,
+            )
+        };
+        let e = run("jvm.1", "memory").await.unwrap_err();
+        assert!(matches!(e, DemoNodeError::Route(_)), "{e:?}");
+        assert!(e.to_string().starts_with("--route: "), "{e}");
+        let e = run("jvm1", "ftp://x").await.unwrap_err();
+        assert!(matches!(e, DemoNodeError::Store(_)), "{e:?}");
+        assert!(
+            e.to_string().starts_with("--store: unknown session store"),
+            "{e}"
+        );
+    }
 
     fn headers(cookies: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
