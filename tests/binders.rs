@@ -8,16 +8,18 @@ mod common;
 mod cookie_jar;
 
 use std::net::SocketAddr;
+#[cfg(feature = "redis-store")]
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
 use cookie_jar::CookieJar;
 use hyper::Method;
 use stickyroute::control::Running;
-use stickyroute::demo::node::{parse_store_arg, DemoNodeConfig, RunningNode};
+use stickyroute::demo::node::{DemoNodeConfig, RunningNode};
 use stickyroute::store::SessionStore;
+#[cfg(any(feature = "redis-store", feature = "sql-store"))]
+use {std::time::Duration, stickyroute::demo::node::parse_store_arg};
 
 fn count_of(r: &Resp) -> i64 {
     r.json()["count"]
@@ -46,6 +48,7 @@ fn lines(nodes: &[RunningNode]) -> Vec<String> {
 }
 
 /// Three demo nodes keeping sessions in Redis, and a `rename` pool over them using that Redis.
+#[cfg(feature = "redis-store")]
 async fn redis_rename_pool(url: &str) -> (SessionStore, Vec<RunningNode>, String) {
     let store = parse_store_arg(url, Duration::from_secs(5)).unwrap();
     let nodes = three_nodes(&store, false).await;
@@ -162,6 +165,7 @@ async fn translate_moves_the_session_and_never_bounces_back() {
 }
 
 /// The rename flow against one real store kind.
+#[cfg(any(feature = "redis-store", feature = "sql-store"))]
 async fn rename_flow(url: &str, store_yaml: &str) {
     let store = parse_store_arg(url, Duration::from_secs(5)).unwrap();
     store.ensure_schema().await.unwrap();
@@ -206,6 +210,7 @@ async fn rename_flow(url: &str, store_yaml: &str) {
     lb.stop().await;
 }
 
+#[cfg(feature = "redis-store")]
 #[tokio::test]
 async fn rename_against_redis() {
     let Some(url) = service_url("TEST_REDIS_URL", "rename_against_redis") else {
@@ -218,6 +223,7 @@ async fn rename_against_redis() {
     .await;
 }
 
+#[cfg(feature = "sql-store")]
 #[tokio::test]
 async fn rename_against_postgres() {
     let Some(url) = service_url("TEST_POSTGRES_URL", "rename_against_postgres") else {
@@ -226,6 +232,7 @@ async fn rename_against_postgres() {
     rename_flow(&url, &format!("{{ kind: postgres, url: \"{url}\" }}")).await;
 }
 
+#[cfg(feature = "sql-store")]
 #[tokio::test]
 async fn rename_against_mariadb() {
     let Some(url) = service_url("TEST_MYSQL_URL", "rename_against_mariadb") else {
@@ -234,6 +241,7 @@ async fn rename_against_mariadb() {
     rename_flow(&url, &format!("{{ kind: mysql, url: \"{url}\" }}")).await;
 }
 
+#[cfg(feature = "redis-store")]
 #[tokio::test]
 async fn concurrent_failover_of_one_session_does_not_fork_it() {
     let Some(url) = service_url(
@@ -287,6 +295,7 @@ async fn concurrent_failover_of_one_session_does_not_fork_it() {
     lb.stop().await;
 }
 
+#[cfg(feature = "redis-store")]
 #[tokio::test]
 async fn unreachable_store_follows_on_store_error() {
     let shared = SessionStore::memory();
@@ -368,6 +377,7 @@ async fn two_balancers_produce_the_same_client_id() {
     b.stop().await;
 }
 
+#[cfg(feature = "redis-store")]
 #[tokio::test]
 async fn two_balancers_agree_on_rename_through_redis() {
     let Some(url) = service_url(

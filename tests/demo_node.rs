@@ -2,7 +2,6 @@
 //! shared through a store (memory, and Redis / PostgreSQL / MariaDB when `TEST_*_URL` is set),
 //! expiry, the binder valve, `/login`, `/echo`, `/ws`, and `stop` closing everything.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,11 +12,13 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use stickyroute::demo::node::{parse_store_arg, DemoNodeConfig, RunningNode};
+use stickyroute::demo::node::{DemoNodeConfig, RunningNode};
 use stickyroute::store::SessionStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
+#[cfg(any(feature = "redis-store", feature = "sql-store"))]
+use {std::io::Write, stickyroute::demo::node::parse_store_arg};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -264,6 +265,7 @@ async fn binder_valve_renames_in_memory_store() {
 }
 
 /// The store named by `var`, schema created; `None` (after a loud note) when `var` is unset.
+#[cfg(any(feature = "redis-store", feature = "sql-store"))]
 async fn service_store(var: &str, test: &str) -> Option<SessionStore> {
     let url = match std::env::var(var) {
         Ok(url) if !url.is_empty() => url,
@@ -281,6 +283,7 @@ async fn service_store(var: &str, test: &str) -> Option<SessionStore> {
     Some(store)
 }
 
+#[cfg(feature = "redis-store")]
 #[tokio::test]
 async fn two_nodes_share_a_redis_store() {
     if let Some(store) = service_store("TEST_REDIS_URL", "two_nodes_share_a_redis_store").await {
@@ -289,6 +292,7 @@ async fn two_nodes_share_a_redis_store() {
     }
 }
 
+#[cfg(feature = "sql-store")]
 #[tokio::test]
 async fn two_nodes_share_a_postgres_store() {
     let test = "two_nodes_share_a_postgres_store";
@@ -298,6 +302,7 @@ async fn two_nodes_share_a_postgres_store() {
     }
 }
 
+#[cfg(feature = "sql-store")]
 #[tokio::test]
 async fn two_nodes_share_a_mysql_store() {
     if let Some(store) = service_store("TEST_MYSQL_URL", "two_nodes_share_a_mysql_store").await {
@@ -306,6 +311,7 @@ async fn two_nodes_share_a_mysql_store() {
     }
 }
 
+#[cfg(feature = "redis-store")]
 #[tokio::test]
 async fn unreachable_store_answers_503() {
     // Nothing listens on port 1: every store operation fails fast.

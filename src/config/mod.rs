@@ -1192,6 +1192,27 @@ fn validate_store(s: &RawStore, key: &str, ctx: &Ctx) -> Result<StoreConfig, Con
             .unwrap_or_else(|| "last_access".into()),
         app_name: s.app_name.clone(),
     };
+    let compiled_out = |kind: &str, feature: &str| {
+        ctx.err(
+            format!("{key}.kind"),
+            format!(
+                "store kind {kind} needs the cargo feature {feature:?}, which this build of \
+                 stickyroute was compiled without"
+            ),
+        )
+    };
+    match s.kind {
+        RawStoreKind::Redis if !cfg!(feature = "redis-store") => {
+            return Err(compiled_out("redis", "redis-store"))
+        }
+        RawStoreKind::Postgres if !cfg!(feature = "sql-store") => {
+            return Err(compiled_out("postgres", "sql-store"))
+        }
+        RawStoreKind::Mysql if !cfg!(feature = "sql-store") => {
+            return Err(compiled_out("mysql", "sql-store"))
+        }
+        _ => {}
+    }
     let kind = match s.kind {
         RawStoreKind::Memory => StoreKind::Memory,
         RawStoreKind::Redis => {
@@ -1277,6 +1298,50 @@ pools:
         assert_eq!(p.nodes[0].redirect.as_deref(), Some("jvm2"));
         assert_eq!(c.session.settings.separator, '.');
         assert_eq!(c.session.idle_timeout, Duration::from_secs(1800));
+    }
+
+    /// Each store kind validates when its feature is compiled in, and is refused with file,
+    /// line and key when it is not (run with `--no-default-features` for the second half).
+    #[test]
+    fn store_kinds_need_their_cargo_feature() {
+        let cases = [
+            (
+                "redis",
+                "redis://127.0.0.1:6379/",
+                "redis-store",
+                cfg!(feature = "redis-store"),
+            ),
+            (
+                "postgres",
+                "postgres://u@h/db",
+                "sql-store",
+                cfg!(feature = "sql-store"),
+            ),
+            (
+                "mysql",
+                "mysql://u@h/db",
+                "sql-store",
+                cfg!(feature = "sql-store"),
+            ),
+            ("http", "http://127.0.0.1:1/rename", "", true),
+        ];
+        for (kind, url, feature, compiled_in) in cases {
+            let yaml = format!(
+                "listeners:\n  - bind: \"127.0.0.1:8080\"\npools:\n  - name: app\n    binder: rename\n    store:\n      kind: {kind}\n      url: \"{url}\"\n    nodes:\n      - {{ route: jvm1, address: \"127.0.0.1:18081\" }}\n"
+            );
+            let result = Config::from_yaml(&yaml, "stores.yaml");
+            if compiled_in {
+                let c = result.unwrap_or_else(|e| panic!("{kind}: {e}"));
+                assert!(c.pools[0].store.is_some(), "{kind}");
+            } else {
+                let e = result.expect_err(kind);
+                assert_eq!(e.file, "stores.yaml", "{kind}");
+                assert_eq!(e.key, "pools[0].store.kind", "{kind}");
+                assert_eq!(e.line, Some(7), "{kind}");
+                assert!(e.message.contains(feature), "{kind}: {e}");
+                assert!(e.to_string().contains("stores.yaml"), "{kind}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //! - [`memory`]: the embedded map.
 //! - [`redis`]: one key per session, renamed with `RENAMENX`.
 //! - [`sql`]: PostgreSQL and MySQL / MariaDB, the JDBCStore table.
+//!
+//! `redis` needs the cargo feature `redis-store`, `postgres` and `mysql` need `sql-store` (both
+//! on by default). Config validation refuses a kind that was compiled out, naming the key.
 //! - [`http`]: the rename hook (`POST`), rename only.
 //!
 //! Every store opens lazily: [`SessionStore::open`] validates the configuration and never
@@ -30,12 +33,16 @@ use serde::{Deserialize, Serialize};
 
 pub mod http;
 pub mod memory;
+#[cfg(feature = "redis-store")]
 pub mod redis;
+#[cfg(feature = "sql-store")]
 pub mod sql;
 
 pub use self::http::HttpStore;
 pub use self::memory::MemoryStore;
+#[cfg(feature = "redis-store")]
 pub use self::redis::RedisStore;
+#[cfg(feature = "sql-store")]
 pub use self::sql::SqlStore;
 pub use crate::config::store::{
     is_sql_identifier, JdbcTable, OnStoreError, StoreConfig, StoreKind,
@@ -151,15 +158,18 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
 #[derive(Clone, Debug)]
 pub enum SessionStore {
     Memory(MemoryStore),
+    #[cfg(feature = "redis-store")]
     Redis(RedisStore),
     /// PostgreSQL or MySQL; [`SessionStore::kind_name`] tells which.
+    #[cfg(feature = "sql-store")]
     Sql(SqlStore),
     Http(HttpStore),
 }
 
 impl SessionStore {
     /// Builds the store without contacting the service (connections are made on first use and
-    /// re-made after a failure). Fails only on an invalid URL, key pattern or table naming.
+    /// re-made after a failure). Fails only on an invalid URL, key pattern or table naming, or
+    /// a kind whose cargo feature (`redis-store`, `sql-store`) this build was compiled without.
     ///
     /// `StoreKind::Memory` makes a new, empty map each time; clone the result to share it.
     pub fn open(cfg: &StoreConfig) -> Result<Self, StoreError> {
@@ -170,9 +180,13 @@ impl SessionStore {
         }
         Ok(match &cfg.kind {
             StoreKind::Memory => SessionStore::Memory(MemoryStore::with_timeout(cfg.timeout)),
+            #[cfg(feature = "redis-store")]
             StoreKind::Redis { url, key } => {
                 SessionStore::Redis(RedisStore::open(url, key, cfg.timeout)?)
             }
+            #[cfg(not(feature = "redis-store"))]
+            StoreKind::Redis { .. } => return Err(compiled_out("redis", "redis-store")),
+            #[cfg(feature = "sql-store")]
             StoreKind::Postgres { url, table } => SessionStore::Sql(SqlStore::open(
                 sql::Dialect::Postgres,
                 url,
@@ -180,6 +194,7 @@ impl SessionStore {
                 cfg.timeout,
                 cfg.pool_size,
             )?),
+            #[cfg(feature = "sql-store")]
             StoreKind::Mysql { url, table } => SessionStore::Sql(SqlStore::open(
                 sql::Dialect::Mysql,
                 url,
@@ -187,6 +202,10 @@ impl SessionStore {
                 cfg.timeout,
                 cfg.pool_size,
             )?),
+            #[cfg(not(feature = "sql-store"))]
+            StoreKind::Postgres { .. } => return Err(compiled_out("postgres", "sql-store")),
+            #[cfg(not(feature = "sql-store"))]
+            StoreKind::Mysql { .. } => return Err(compiled_out("mysql", "sql-store")),
             StoreKind::Http { url, app } => SessionStore::Http(HttpStore::open(
                 url,
                 app.clone(),
@@ -205,7 +224,9 @@ impl SessionStore {
     pub fn kind_name(&self) -> &'static str {
         match self {
             SessionStore::Memory(_) => "memory",
+            #[cfg(feature = "redis-store")]
             SessionStore::Redis(_) => "redis",
+            #[cfg(feature = "sql-store")]
             SessionStore::Sql(s) => s.dialect().name(),
             SessionStore::Http(_) => "http",
         }
@@ -214,7 +235,9 @@ impl SessionStore {
     fn timeout(&self) -> Duration {
         match self {
             SessionStore::Memory(s) => s.timeout(),
+            #[cfg(feature = "redis-store")]
             SessionStore::Redis(s) => s.timeout(),
+            #[cfg(feature = "sql-store")]
             SessionStore::Sql(s) => s.timeout(),
             SessionStore::Http(s) => s.timeout(),
         }
@@ -228,7 +251,9 @@ impl SessionStore {
         let outcome = bounded("rename", self.timeout(), async {
             match self {
                 SessionStore::Memory(s) => Ok(s.rename(old, new)),
+                #[cfg(feature = "redis-store")]
                 SessionStore::Redis(s) => s.rename(old, new).await,
+                #[cfg(feature = "sql-store")]
                 SessionStore::Sql(s) => s.rename(old, new).await,
                 SessionStore::Http(s) => s.rename(old, new).await,
             }
@@ -245,7 +270,9 @@ impl SessionStore {
         let record = bounded("load", self.timeout(), async {
             match self {
                 SessionStore::Memory(s) => Ok(s.load(id)),
+                #[cfg(feature = "redis-store")]
                 SessionStore::Redis(s) => s.load(id).await,
+                #[cfg(feature = "sql-store")]
                 SessionStore::Sql(s) => s.load(id).await,
                 SessionStore::Http(_) => Err(StoreError::Unsupported {
                     kind: "http",
@@ -266,7 +293,9 @@ impl SessionStore {
                     s.save(id, rec);
                     Ok(())
                 }
+                #[cfg(feature = "redis-store")]
                 SessionStore::Redis(s) => s.save(id, rec).await,
+                #[cfg(feature = "sql-store")]
                 SessionStore::Sql(s) => s.save(id, rec).await,
                 SessionStore::Http(_) => Err(StoreError::Unsupported {
                     kind: "http",
@@ -287,7 +316,9 @@ impl SessionStore {
                     s.remove(id);
                     Ok(())
                 }
+                #[cfg(feature = "redis-store")]
                 SessionStore::Redis(s) => s.remove(id).await,
+                #[cfg(feature = "sql-store")]
                 SessionStore::Sql(s) => s.remove(id).await,
                 SessionStore::Http(_) => Err(StoreError::Unsupported {
                     kind: "http",
@@ -302,18 +333,30 @@ impl SessionStore {
 
     /// Creates the session table if it is missing (SQL kinds; a no-op for the others).
     pub async fn ensure_schema(&self) -> Result<(), StoreError> {
-        match self {
-            SessionStore::Sql(s) => bounded("ensure_schema", s.timeout(), s.ensure_schema()).await,
-            _ => Ok(()),
+        #[cfg(feature = "sql-store")]
+        if let SessionStore::Sql(s) = self {
+            return bounded("ensure_schema", s.timeout(), s.ensure_schema()).await;
         }
+        Ok(())
     }
 
     /// Lets a store drop a connection that failed (Redis re-connects on the next operation).
     fn note<T>(&self, result: &Result<T, StoreError>) {
+        #[cfg(feature = "redis-store")]
         if let (SessionStore::Redis(s), Err(error)) = (self, result) {
             s.on_error(error);
         }
+        #[cfg(not(feature = "redis-store"))]
+        let _ = result;
     }
+}
+
+/// The error of [`SessionStore::open`] for a kind whose feature this build was compiled without.
+#[cfg(not(all(feature = "redis-store", feature = "sql-store")))]
+fn compiled_out(kind: &str, feature: &str) -> StoreError {
+    StoreError::InvalidConfig(format!(
+        "store kind {kind} needs the cargo feature {feature:?}, which this build of stickyroute was compiled without"
+    ))
 }
 
 #[cfg(test)]
