@@ -49,6 +49,9 @@ pub struct RequestEdits<'a> {
     /// `Host` to send when the request has none (HTTP/1.0 without Host): HTTP/1.1, which
     /// we speak to nodes, requires one.
     pub default_host: &'a [u8],
+    /// The target to send instead of the client's origin-form target (a rewritten
+    /// `;jsessionid=` path parameter, with the query).
+    pub target: Option<&'a [u8]>,
 }
 
 impl Default for RequestEdits<'_> {
@@ -61,6 +64,7 @@ impl Default for RequestEdits<'_> {
             upgrade: false,
             close: false,
             default_host: b"",
+            target: None,
         }
     }
 }
@@ -163,7 +167,10 @@ pub fn write_request_head(
     edits: &RequestEdits<'_>,
     out: &mut Vec<u8>,
 ) {
-    let (prefix, target) = head.origin_form(src);
+    let (prefix, target) = match edits.target {
+        Some(t) => (&b""[..], t),
+        None => head.origin_form(src),
+    };
     let method = head.method_bytes(src);
     out.reserve(method.len() + target.len() + 12 + head.head_len());
     out.extend_from_slice(method);

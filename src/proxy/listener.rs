@@ -11,13 +11,19 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::proxy::h1::{self, RawPools};
 use crate::proxy::service::ProxyService;
 use crate::proxy::tls::{self, TlsError};
 use crate::proxy::upstream::UpstreamPools;
@@ -83,6 +89,17 @@ pub async fn bind_all(config: &Config) -> Result<Vec<BoundListener>, ServerError
     Ok(out)
 }
 
+/// What every connection of one listener shares.
+struct Shared {
+    balancer: Arc<Balancer>,
+    conns: Arc<UpstreamPools>,
+    raw: Arc<RawPools>,
+    builder: auto::Builder<TokioExecutor>,
+    cfg: ListenerConfig,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+}
+
 /// Serves one listener until `shutdown`, then gives open connections `grace` to finish.
 pub async fn serve_listener(
     bound: BoundListener,
@@ -103,9 +120,18 @@ pub async fn serve_listener(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.max_header_bytes as u32);
-    let builder = Arc::new(builder);
+    let shared = Arc::new(Shared {
+        balancer,
+        conns,
+        raw: Arc::default(),
+        builder,
+        cfg: cfg.clone(),
+        tls: bound.tls.clone(),
+        shutdown: shutdown.clone(),
+    });
     let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let graceful = GracefulShutdown::new();
+    let native = TaskTracker::new();
     tracing::info!(%local, tls = bound.tls.is_some(), "listening");
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -126,56 +152,136 @@ pub async fn serve_listener(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service =
-            ProxyService::new(balancer.clone(), conns.clone(), client, bound.tls.is_some());
         let span = tracing::debug_span!("conn", client.addr = %client, server.addr = %local);
         let watcher = graceful.watcher();
-        let builder = builder.clone();
-        let tls = bound.tls.clone();
-        let handshake_timeout = cfg.header_read_timeout;
-        tokio::spawn(
+        let shared = shared.clone();
+        native.spawn(
             async move {
                 let _permit = permit;
-                let result = match tls {
-                    None => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                    Some(acceptor) => {
-                        let stream =
-                            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                                .await
-                            {
-                                Ok(Ok(s)) => s,
-                                Ok(Err(e)) => {
-                                    tracing::debug!(error = %e, "TLS handshake failed");
-                                    return;
-                                }
-                                Err(_) => {
-                                    tracing::debug!("TLS handshake timed out");
-                                    return;
-                                }
-                            };
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "connection ended with error");
-                }
+                serve_connection(stream, client, &shared, watcher).await;
             }
             .instrument(span),
         );
     }
     drop(bound.listener);
+    native.close();
     tracing::info!(%local, "stopped accepting; draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drained = async {
+        graceful.shutdown().await;
+        native.wait().await;
+    };
+    if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(%local, ?grace, "connections still open after the grace period");
+    }
+}
+
+/// One client connection: cleartext HTTP/1.1 on the native path (HTTP/2 prior knowledge
+/// handed to hyper with the bytes already read), TLS through hyper (h2 or HTTP/1.1 by ALPN).
+async fn serve_connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    shared: &Shared,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let service =
+        |tls: bool| ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, tls);
+    let result = match &shared.tls {
+        None => {
+            let conn = h1::Conn {
+                balancer: &shared.balancer,
+                pools: &shared.raw,
+                client,
+                cfg: &shared.cfg,
+                shutdown: &shared.shutdown,
+            };
+            match h1::serve(stream, conn).await {
+                h1::Outcome::Closed => return,
+                h1::Outcome::Upgraded(client, tunnel) => {
+                    tokio::spawn(tunnel.run(client));
+                    return;
+                }
+                h1::Outcome::Http2(stream, read) => {
+                    let io = TokioIo::new(Rewind::new(read, stream));
+                    let conn = shared
+                        .builder
+                        .serve_connection_with_upgrades(io, service(false));
+                    watcher.watch(conn.into_owned()).await
+                }
+            }
+        }
+        Some(acceptor) => {
+            let handshake = acceptor.accept(stream);
+            let stream = match tokio::time::timeout(shared.cfg.header_read_timeout, handshake).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
+            let conn = shared
+                .builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service(true));
+            watcher.watch(conn.into_owned()).await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with error");
+    }
+}
+
+/// A stream that first yields bytes already read from it: hands a connection to hyper after
+/// the native path looked at its first bytes.
+struct Rewind {
+    read: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    fn new(read: Vec<u8>, inner: TcpStream) -> Rewind {
+        Rewind {
+            read,
+            pos: 0,
+            inner,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.read.len() {
+            let n = buf.remaining().min(this.read.len() - this.pos);
+            buf.put_slice(&this.read[this.pos..this.pos + n]);
+            this.pos += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

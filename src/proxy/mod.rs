@@ -4,9 +4,11 @@
 //! - [`tls`]: rustls server configs from the listener's files;
 //! - [`pipeline`]: one request's phases, match → extract → select → rebind → forward →
 //!   respond, shared by every protocol;
+//! - [`h1`]: the native HTTP/1.1 path (cleartext listeners) on the `crate::h1` codec;
 //! - [`service`]: the hyper `Service` (HTTP/2, h2c, TLS listeners, upgrades) that drives them;
 //! - [`upstream`]: keep-alive connection pools to the nodes.
 
+pub mod h1;
 pub mod listener;
 pub mod pipeline;
 pub mod service;

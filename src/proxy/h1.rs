@@ -1,0 +1,1137 @@
+//! The native HTTP/1.1 path: HTTP/1.1 clients to HTTP/1.1 nodes on the [`crate::h1`] codec.
+//!
+//! Hand-written rather than hyper, for cost: hyper keeps an 8 KiB read and an 8 KiB write
+//! buffer per connection for its whole life, and runs each connection to a node as a task of
+//! its own, with a channel send and a wake-up per request. Here the node's connection is
+//! driven in the client's task, and buffers come from a per-thread pool only while bytes move:
+//! an idle keep-alive connection holds its socket and a few words of state.
+//!
+//! Only the byte handling is here. The phases are [`crate::proxy::pipeline`]'s, the retry
+//! decisions `core::retry`'s, cookie and `Set-Cookie` rewriting `core::session`'s and
+//! `core::binder`'s, the same calls the hyper path makes. An HTTP/2 preface goes to hyper with
+//! the bytes already read ([`Outcome::Http2`]); an upgrade (WebSocket) becomes a byte tunnel
+//! after the node's `101`.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ListenerConfig;
+use crate::core::binder::{self, ResponsePlan};
+use crate::core::retry::{self, Action, Attempt, Failure};
+use crate::core::select::{Choice, Outcome as SelectOutcome};
+use crate::core::session::{self, IdLocation};
+use crate::h1::{
+    self, BodyFraming, BodyOut, BodyReader, HeaderKind, Method, Parsed, RequestEdits, RequestHead,
+    ResponseEdits, ResponseHead, Step, Version,
+};
+use crate::proxy::pipeline::{self, Ids, InflightGuard, Matched, ProxyError};
+use crate::proxy::upstream::open_tcp;
+use crate::state::node::now_ms;
+use crate::state::snapshot::{Node, Pool, Snapshot};
+use crate::state::Balancer;
+
+/// Size of a pooled buffer; a larger head grows it up to the listener's `max_header_bytes`.
+const BUF_SIZE: usize = 16 * 1024;
+/// Buffers kept per thread for reuse.
+const POOLED_BUFS: usize = 256;
+/// Idle connections kept per node.
+const MAX_IDLE_PER_NODE: usize = 512;
+/// How long a keep-alive client connection may sit idle between requests.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
+
+thread_local! {
+    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer from this thread's pool, given back (emptied) on drop.
+struct Buf(Vec<u8>);
+
+impl Buf {
+    fn take() -> Buf {
+        let b = BUFS.with(|p| p.borrow_mut().pop());
+        Buf(b.unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let mut b = std::mem::take(&mut self.0);
+        if b.capacity() == 0 || b.capacity() > 4 * BUF_SIZE {
+            return; // a grown buffer is not kept
+        }
+        b.clear();
+        BUFS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOLED_BUFS {
+                p.push(b);
+            }
+        });
+    }
+}
+
+/// An idle keep-alive connection to a node.
+struct IdleConn {
+    stream: TcpStream,
+    since: Instant,
+    epoch: u64,
+}
+
+/// Keep-alive connections of the native path, per node slot.
+#[derive(Default)]
+pub struct RawPools {
+    by_slot: Mutex<Vec<Vec<IdleConn>>>,
+}
+
+impl std::fmt::Debug for RawPools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawPools").finish_non_exhaustive()
+    }
+}
+
+impl RawPools {
+    /// The most recent idle connection of the node that is open, current and young enough.
+    fn checkout(&self, slot: u32, epoch: u64, idle_timeout: Duration) -> Option<TcpStream> {
+        loop {
+            let conn = {
+                let mut all = self.by_slot.lock().unwrap_or_else(|e| e.into_inner());
+                all.get_mut(slot as usize)?.pop()?
+            };
+            if conn.epoch != epoch || conn.since.elapsed() > idle_timeout {
+                continue;
+            }
+            // An idle connection has nothing to read: data or EOF means it is unusable.
+            let mut probe = [0u8; 1];
+            match conn.stream.try_read(&mut probe) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Some(conn.stream),
+                _ => continue,
+            }
+        }
+    }
+
+    fn checkin(&self, slot: u32, epoch: u64, stream: TcpStream) {
+        let mut all = self.by_slot.lock().unwrap_or_else(|e| e.into_inner());
+        let i = slot as usize;
+        if all.len() <= i {
+            all.resize_with(i + 1, Vec::new);
+        }
+        if all[i].len() < MAX_IDLE_PER_NODE {
+            all[i].push(IdleConn {
+                stream,
+                since: Instant::now(),
+                epoch,
+            });
+        }
+    }
+}
+
+/// What one client connection shares between its requests.
+pub struct Conn<'a> {
+    pub balancer: &'a Arc<Balancer>,
+    pub pools: &'a RawPools,
+    pub client: SocketAddr,
+    pub cfg: &'a ListenerConfig,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// How a connection ended.
+pub enum Outcome {
+    /// Closed by either side, or shut down.
+    Closed,
+    /// The client spoke HTTP/2 with prior knowledge: these bytes were read; hyper takes over.
+    Http2(TcpStream, Vec<u8>),
+    /// The node accepted an upgrade: run the tunnel.
+    Upgraded(TcpStream, Tunnel),
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve(mut client: TcpStream, conn: Conn<'_>) -> Outcome {
+    let mut head = RequestHead::new();
+    // Bytes of the next request read along with the last one (pipelining).
+    let mut carry: Option<Buf> = None;
+    loop {
+        let mut buf = match carry.take() {
+            Some(b) => b,
+            None => {
+                // Idle: hold no buffer, wait for bytes (or shutdown, or the idle limit).
+                tokio::select! {
+                    _ = conn.shutdown.cancelled() => return Outcome::Closed,
+                    r = tokio::time::timeout(KEEPALIVE_IDLE, client.readable()) => match r {
+                        Ok(Ok(())) => {}
+                        _ => return Outcome::Closed,
+                    },
+                }
+                Buf::take()
+            }
+        };
+        match read_head(&mut client, &mut buf.0, &mut head, conn.cfg).await {
+            HeadRead::Complete => {}
+            HeadRead::Closed => return Outcome::Closed,
+            HeadRead::Http2 => return Outcome::Http2(client, std::mem::take(&mut buf.0)),
+            HeadRead::Bad(status, reason) => {
+                let _ = write_synthetic(&mut client, status, reason, None, false).await;
+                return Outcome::Closed;
+            }
+        }
+        match exchange(&mut client, buf, &head, &conn).await {
+            Next::Keep(rest) => carry = rest,
+            Next::Close => return Outcome::Closed,
+            Next::Tunnel(t) => return Outcome::Upgraded(client, t),
+        }
+        if conn.shutdown.is_cancelled() {
+            return Outcome::Closed;
+        }
+    }
+}
+
+enum HeadRead {
+    Complete,
+    Closed,
+    Http2,
+    Bad(u16, &'static str),
+}
+
+/// Reads until `buf` holds a complete request head, within `header_read_timeout` of the
+/// moment this request's bytes started to arrive.
+async fn read_head(
+    client: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    head: &mut RequestHead,
+    cfg: &ListenerConfig,
+) -> HeadRead {
+    let deadline = tokio::time::Instant::now() + cfg.header_read_timeout;
+    let mut scanned = 0;
+    loop {
+        if !buf.is_empty() && h1::may_be_complete(buf, scanned) {
+            match h1::parse_request(buf, head) {
+                Ok(Parsed::Complete(n)) if n > cfg.max_header_bytes => {
+                    return HeadRead::Bad(431, "request header fields too large")
+                }
+                Ok(Parsed::Complete(_)) => return HeadRead::Complete,
+                Ok(Parsed::Partial) => {}
+                Err(h1::Error::Http2Preface) => return HeadRead::Http2,
+                Err(e) => return HeadRead::Bad(e.status(), e.reason()),
+            }
+        }
+        if buf.len() >= cfg.max_header_bytes {
+            return HeadRead::Bad(431, "request header fields too large");
+        }
+        scanned = buf.len();
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(BUF_SIZE);
+        }
+        match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
+            Ok(Ok(_)) => {}
+            Err(_) if buf.is_empty() => return HeadRead::Closed,
+            Err(_) => return HeadRead::Bad(408, "request head not received in time"),
+        }
+    }
+}
+
+/// What the connection does after a request.
+enum Next {
+    /// Keep it open; `Some` holds the bytes of the next request already read.
+    Keep(Option<Buf>),
+    Close,
+    Tunnel(Tunnel),
+}
+
+/// What the access log and the counters learn about one request.
+#[derive(Default)]
+struct Trace {
+    pool_ix: Option<usize>,
+    node_ix: Option<usize>,
+    outcome: Option<SelectOutcome>,
+    upstream: Option<Duration>,
+    status: u16,
+}
+
+/// How the request's exchange ended, for the connection.
+struct Done {
+    /// The client connection can take another request.
+    keep: bool,
+    /// Bytes after this request (its body included) that were already read.
+    rest: Option<Buf>,
+    /// After a `101`: the node's connection, and the head and early bytes for the client.
+    tunnel: Option<Tunnel>,
+}
+
+/// An upgraded connection (WebSocket) to run as a byte tunnel.
+pub struct Tunnel {
+    upstream: TcpStream,
+    head: Buf,
+    early: Vec<u8>,
+}
+
+impl Tunnel {
+    /// Sends the `101` head and the node's early bytes, then copies both ways until either
+    /// side closes. Not part of the listener's graceful drain, like hyper's upgrades.
+    pub async fn run(mut self, mut client: TcpStream) {
+        if client.write_all(&self.head.0).await.is_err()
+            || client.write_all(&self.early).await.is_err()
+        {
+            return;
+        }
+        drop(std::mem::take(&mut self.early));
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut self.upstream).await;
+    }
+}
+
+/// One request and its response, then the access log line.
+async fn exchange(client: &mut TcpStream, buf: Buf, head: &RequestHead, conn: &Conn<'_>) -> Next {
+    let start = Instant::now();
+    let snap = conn.balancer.snapshot();
+    let mut trace = Trace::default();
+    let result = route_and_forward(client, &buf.0, head, &snap, conn, &mut trace).await;
+    let done = match result {
+        Ok(done) => done,
+        Err((err, retry_after)) => {
+            trace.status = err.status().as_u16();
+            if err.status().is_server_error() {
+                let pool = trace
+                    .pool_ix
+                    .map_or("-", |i| snap.pools[i].cfg.name.as_str());
+                tracing::warn!(pool, error = %err, "request failed");
+            }
+            // The body was not read: the connection cannot be reused unless there was none.
+            let keep = head.keep_alive() && matches!(head.body(), BodyFraming::Empty);
+            let reason = err.to_string();
+            let w = write_synthetic(client, trace.status, &reason, retry_after, keep).await;
+            let rest = rest_after(&buf.0, head.head_len());
+            Done {
+                keep: keep && w.is_ok(),
+                rest,
+                tunnel: None,
+            }
+        }
+    };
+    log_request(conn, &snap, head, &buf.0, &trace, start);
+    if let Some(t) = done.tunnel {
+        Next::Tunnel(t)
+    } else if done.keep {
+        Next::Keep(done.rest)
+    } else {
+        Next::Close
+    }
+}
+
+/// The bytes of `buf` after `used`, in a pooled buffer; `None` when there are none.
+fn rest_after(buf: &[u8], used: usize) -> Option<Buf> {
+    let rest = buf.get(used..).filter(|r| !r.is_empty())?;
+    let mut b = Buf::take();
+    b.0.extend_from_slice(rest);
+    Some(b)
+}
+
+fn log_request(
+    conn: &Conn<'_>,
+    snap: &Snapshot,
+    head: &RequestHead,
+    buf: &[u8],
+    trace: &Trace,
+    start: Instant,
+) {
+    let pool = trace.pool_ix.map(|i| &snap.pools[i]);
+    let path = std::str::from_utf8(head.path(buf)).unwrap_or("/");
+    let elapsed = start.elapsed();
+    tracing::info!(
+        target: "stickyroute::access",
+        client = %conn.client,
+        method = std::str::from_utf8(head.method_bytes(buf)).unwrap_or("-"),
+        // Path parameters (`;jsessionid=`) are cut: session ids are never logged.
+        path = path.split(';').next().unwrap_or("/"),
+        status = trace.status,
+        pool = pool.map_or("-", |p| p.cfg.name.as_str()),
+        node = pool.zip(trace.node_ix).map_or("-", |(p, n)| p.nodes[n].route.as_str()),
+        outcome = trace.outcome.map_or("none", SelectOutcome::as_str),
+        upstream_us = trace.upstream.map_or(0, |d| d.as_micros() as u64),
+        total_us = elapsed.as_micros() as u64,
+    );
+    let status = http::StatusCode::from_u16(trace.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    conn.balancer.metrics.observe_request(
+        snap,
+        trace.pool_ix,
+        trace.node_ix,
+        trace.outcome,
+        status,
+        elapsed,
+    );
+}
+
+type Fail = (ProxyError, Option<Duration>);
+
+/// What every attempt of one request shares.
+struct Request<'a> {
+    head: &'a RequestHead,
+    src: &'a [u8],
+    m: Matched<'a>,
+    lines: &'a [Option<&'a str>],
+    sep: char,
+    path_param: Option<&'a str>,
+    started_ms: u64,
+    host: &'a str,
+    balancer: &'a Balancer,
+    pools: &'a RawPools,
+}
+
+/// Phases 1–2 on the parsed head, then the attempts.
+async fn route_and_forward(
+    client: &mut TcpStream,
+    src: &[u8],
+    head: &RequestHead,
+    snap: &Snapshot,
+    conn: &Conn<'_>,
+    trace: &mut Trace,
+) -> Result<Done, Fail> {
+    let host = head.host(src).and_then(|h| std::str::from_utf8(h).ok());
+    let path = std::str::from_utf8(head.path(src)).map_err(|_| {
+        (
+            ProxyError::ClientBody("request target is not UTF-8".into()),
+            None,
+        )
+    })?;
+    let mut lines: [Option<&str>; 16] = [None; 16];
+    let mut n = 0;
+    for i in head.indices(HeaderKind::Cookie) {
+        if n < lines.len() {
+            lines[n] = std::str::from_utf8(head.header_value(i, src)).ok();
+            n += 1;
+        }
+    }
+    let started_ms = now_ms();
+    let m = pipeline::match_and_extract(snap, host, path, &lines[..n], started_ms)
+        .map_err(|e| (e, None))?;
+    trace.pool_ix = Some(m.pool_ix);
+    let settings = &snap.config.session.settings;
+    let req = Request {
+        head,
+        src,
+        m,
+        lines: &lines[..n],
+        sep: settings.separator,
+        path_param: settings.path_param.as_deref(),
+        started_ms,
+        host: host.unwrap_or(""),
+        balancer: conn.balancer,
+        pools: conn.pools,
+    };
+    attempts(client, &req, conn, trace).await
+}
+
+/// Phases 3–6 for each node tried, carrying out `core::retry`'s decisions.
+async fn attempts(
+    client: &mut TcpStream,
+    req: &Request<'_>,
+    conn: &Conn<'_>,
+    trace: &mut Trace,
+) -> Result<Done, Fail> {
+    let pool = req.m.pool;
+    let retry_after = Some(pipeline::retry_after(pool));
+    let replayable = pool.cfg.failover.retry_idempotent
+        && req.head.method().is_idempotent()
+        && matches!(req.head.body(), BodyFraming::Empty);
+    let mut tried: Vec<usize> = Vec::new();
+    let (mut number, mut fresh, mut retried_fresh) = (0usize, false, false);
+    loop {
+        number += 1;
+        let key = req.m.ids.map(|i| i.key());
+        let choice = pipeline::select(pool, key, &tried).map_err(|e| (e, retry_after))?;
+        let node = &pool.nodes[choice.node];
+        trace.outcome = Some(choice.outcome);
+        trace.node_ix = Some(choice.node);
+        let epoch = node.rt.conn_epoch.load(Ordering::Relaxed);
+        let fresh_now = std::mem::take(&mut fresh);
+        let (failure, reason, reused) = match connect(conn, pool, node, epoch, fresh_now).await {
+            Err(reason) => {
+                node.rt.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                (Failure::Connect, reason, false)
+            }
+            Ok((upstream, reused)) => {
+                let ids = if choice.outcome == SelectOutcome::Failover {
+                    let s = req.m.ids.expect("a failover has a session");
+                    Box::pin(pipeline::rebind(
+                        pool, req.sep, node, choice, s.client, s.backend,
+                    ))
+                    .await
+                    .map_err(|e| (e, retry_after))?
+                } else {
+                    pipeline::kept_ids(req.m.ids.as_ref(), None)
+                };
+                let guard = InflightGuard::new(node.rt.clone());
+                let sent_at = Instant::now();
+                let r = forward(
+                    client, upstream, req, conn, node, choice, &ids, epoch, trace,
+                )
+                .await;
+                drop(guard);
+                match r {
+                    Ok(done) => {
+                        trace.upstream.get_or_insert(sent_at.elapsed());
+                        return Ok(done);
+                    }
+                    Err((failure, reason)) => {
+                        if failure != Failure::ClientBody {
+                            node.rt
+                                .stats
+                                .upstream_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
+                        (failure, reason, reused)
+                    }
+                }
+            }
+        };
+        let attempt = Attempt {
+            number,
+            max: pool.cfg.failover.max_attempts,
+            replayable,
+            reused,
+            retried_fresh,
+            had_body: !matches!(req.head.body(), BodyFraming::Empty),
+        };
+        let decision = retry::decide(failure, &attempt);
+        if decision.mark_down {
+            pipeline::mark_down(pool, node, reason.clone());
+        }
+        match decision.action {
+            Action::NextNode => tried.push(choice.node),
+            Action::SameNodeFresh => {
+                retried_fresh = true;
+                fresh = true;
+            }
+            Action::Fail => return Err(failed(failure, number, reason, pool)),
+        }
+    }
+}
+
+/// The error a request answers with once `core::retry` gave up.
+fn failed(failure: Failure, attempts: usize, reason: String, pool: &Pool) -> Fail {
+    match failure {
+        Failure::Connect | Failure::NotSent => (
+            ProxyError::Unreachable(attempts),
+            Some(pipeline::retry_after(pool)),
+        ),
+        Failure::ClientBody => (ProxyError::ClientBody(reason), None),
+        Failure::Timeout => (ProxyError::Timeout(pool.cfg.timeouts.response), None),
+        Failure::Upstream => (ProxyError::Upstream(reason), None),
+    }
+}
+
+/// A connection to `node`: a pooled one unless `fresh`, else a new one within the connect
+/// timeout. The flag says whether it was reused.
+async fn connect(
+    conn: &Conn<'_>,
+    pool: &Pool,
+    node: &Node,
+    epoch: u64,
+    fresh: bool,
+) -> Result<(TcpStream, bool), String> {
+    if !fresh {
+        if let Some(s) = conn
+            .pools
+            .checkout(node.slot, epoch, pool.cfg.timeouts.idle)
+        {
+            return Ok((s, true));
+        }
+    }
+    let t = pool.cfg.timeouts.connect;
+    match tokio::time::timeout(t, Box::pin(open_tcp(&node.addr))).await {
+        Err(_) => Err(format!("connect to {} timed out after {t:?}", node.addr)),
+        Ok(Err(e)) => Err(format!("connect to {} failed: {e}", node.addr)),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok((s, false))
+        }
+    }
+}
+
+/// Sends the request on `upstream` and relays the response. `Err` carries the failure for
+/// `core::retry`; it is only returned while nothing of the response reached the client.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    client: &mut TcpStream,
+    mut upstream: TcpStream,
+    req: &Request<'_>,
+    conn: &Conn<'_>,
+    node: &Node,
+    choice: Choice,
+    ids: &Ids<'_>,
+    epoch: u64,
+    trace: &mut Trace,
+) -> Result<Done, (Failure, String)> {
+    let mut out = Buf::take();
+    write_head(req, conn, choice, ids, &mut out.0);
+    let framing = req.head.body();
+    let mut reader = BodyReader::new(framing);
+    let early = &req.src[req.head.head_len()..];
+    let (body_done, used) = reframe(&mut reader, early, framing, &mut out.0)
+        .map_err(|e| (Failure::ClientBody, e.reason().to_string()))?;
+    if upstream.write_all(&out.0).await.is_err() {
+        return Err((Failure::NotSent, "the connection to the node closed".into()));
+    }
+    drop(out);
+    if body_done {
+        let rest = rest_after(req.src, req.head.head_len() + used);
+        let relayed = relay_response(client, &mut upstream, req, node, ids, trace).await?;
+        return Ok(finish(upstream, req, node, epoch, relayed, rest));
+    }
+    if req.head.expect_continue() {
+        let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+    }
+    // The rest of the body and the response at once: a node may answer (an echo, an early
+    // error) before it read the whole body, and waiting for one before the other deadlocks.
+    let (mut client_rd, mut client_wr) = client.split();
+    let (mut up_rd, mut up_wr) = upstream.split();
+    // The first failure ends both (an aborted upload must not wait for the node's answer).
+    let (rest, relayed) = tokio::try_join!(
+        stream_body(&mut client_rd, &mut up_wr, &mut reader, framing),
+        relay_response(&mut client_wr, &mut up_rd, req, node, ids, trace),
+    )?;
+    let relayed = match relayed {
+        // No tunnel for a request with a body.
+        Relayed::Upgrade { .. } => {
+            return Err((
+                Failure::Upstream,
+                "the node upgraded a request with a body".into(),
+            ))
+        }
+        r => r,
+    };
+    Ok(finish(upstream, req, node, epoch, relayed, rest))
+}
+
+/// After the response: the node's connection back to the pool (or into a tunnel), and what
+/// the client connection does next.
+fn finish(
+    upstream: TcpStream,
+    req: &Request<'_>,
+    node: &Node,
+    epoch: u64,
+    relayed: Relayed,
+    rest: Option<Buf>,
+) -> Done {
+    match relayed {
+        Relayed::Upgrade { head, early } => Done {
+            keep: false,
+            rest: None,
+            tunnel: Some(Tunnel {
+                upstream,
+                head,
+                early,
+            }),
+        },
+        Relayed::Sent {
+            keep_client,
+            reusable,
+        } => {
+            if reusable {
+                req.pools.checkin(node.slot, epoch, upstream);
+            }
+            Done {
+                keep: keep_client,
+                rest: rest.filter(|_| keep_client),
+                tunnel: None,
+            }
+        }
+    }
+}
+
+/// Writes the head the node receives: the session id it must see, the forwarding headers,
+/// the failover header; hop-by-hop headers and client-supplied forwarding headers out.
+fn write_head(
+    req: &Request<'_>,
+    conn: &Conn<'_>,
+    choice: Choice,
+    ids: &Ids<'_>,
+    out: &mut Vec<u8>,
+) {
+    let pool = req.m.pool;
+    let (cookie_lines, target) = session_edit(req, ids.forward_id.as_deref());
+    let mut vals = Buf::take();
+    let src = req.src;
+    let prev = |name: &[u8]| {
+        req.head
+            .find(src, name)
+            .map(|i| req.head.header_value(i, src))
+    };
+    h1::push_forwarded_for(&mut vals.0, prev(b"x-forwarded-for"), conn.client.ip());
+    let xff_end = vals.0.len();
+    push_forwarded(&mut vals.0, prev(b"forwarded"), conn.client, req.host);
+    let failover = pipeline::failover_header_value(choice, req.m.ids.as_ref(), req.sep);
+    let fo_name = pool.cfg.failover.header.as_str().as_bytes();
+    let skip: [&[u8]; 7] = [
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"expect",
+        fo_name,
+        if cookie_lines.is_some() {
+            b"cookie"
+        } else {
+            b""
+        },
+    ];
+    let mut extra: [(&[u8], &[u8]); 24] = [(b"", b""); 24];
+    let mut n = 0;
+    let mut add = |name: &'static [u8], value| {
+        extra[n] = (name, value);
+        n += 1;
+    };
+    add(b"X-Forwarded-For", &vals.0[..xff_end]);
+    add(b"X-Forwarded-Proto", b"http");
+    if !req.host.is_empty() {
+        add(b"X-Forwarded-Host", req.host.as_bytes());
+    }
+    add(b"Forwarded", &vals.0[xff_end..]);
+    for l in cookie_lines.iter().flatten().take(16) {
+        add(b"Cookie", l.as_bytes());
+    }
+    if let Some(v) = &failover {
+        extra[n] = (fo_name, v.as_bytes());
+        n += 1;
+    }
+    let edits = RequestEdits {
+        skip: &skip,
+        extra: &extra[..n],
+        upgrade: req.head.upgrade(),
+        target: target.as_deref().map(str::as_bytes),
+        default_host: req.host.as_bytes(),
+        ..RequestEdits::default()
+    };
+    h1::write_request_head(src, req.head, &edits, out);
+}
+
+/// `Forwarded: for=IP;proto=http;host="HOST"`, after the client's own value (as the hyper
+/// path writes it).
+fn push_forwarded(out: &mut Vec<u8>, prev: Option<&[u8]>, client: SocketAddr, host: &str) {
+    if let Some(p) = prev.filter(|p| !p.is_empty()) {
+        out.extend_from_slice(p);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"for=");
+    if client.is_ipv6() {
+        out.extend_from_slice(b"\"[");
+        h1::push_ip(out, client.ip());
+        out.extend_from_slice(b"]\"");
+    } else {
+        h1::push_ip(out, client.ip());
+    }
+    out.extend_from_slice(b";proto=http");
+    if !host.is_empty() && !host.contains(['"', '\\']) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host.as_bytes());
+        out.push(b'"');
+    }
+}
+
+/// The session id the node must see: rewritten cookie lines or a rewritten target, each
+/// only when it changes (a sticky hit allocates nothing).
+fn session_edit(
+    req: &Request<'_>,
+    forward_id: Option<&str>,
+) -> (Option<Vec<String>>, Option<String>) {
+    let (Some(found), Some(fwd)) = (req.m.found.as_ref(), forward_id) else {
+        return (None, None);
+    };
+    match &found.location {
+        loc @ IdLocation::Cookie { .. } => (
+            session::rewrite_cookie_lines(req.lines, req.m.cookie_name, loc, fwd),
+            None,
+        ),
+        IdLocation::PathParam { start, end } => {
+            let path = std::str::from_utf8(req.head.path(req.src)).unwrap_or("/");
+            if path.get(*start..*end) == Some(fwd) {
+                return (None, None);
+            }
+            let mut t = session::replace_range(path, *start, *end, fwd);
+            if let Some(q) = req.head.query(req.src) {
+                t.push('?');
+                t.push_str(std::str::from_utf8(q).unwrap_or(""));
+            }
+            (None, Some(t))
+        }
+    }
+}
+
+/// Decodes body bytes from `input` into `out`, re-framing a chunked body. Returns whether the
+/// body is complete and how many bytes of `input` it used.
+fn reframe(
+    reader: &mut BodyReader,
+    mut input: &[u8],
+    framing: BodyFraming,
+    out: &mut Vec<u8>,
+) -> Result<(bool, usize), h1::Error> {
+    let chunked = matches!(framing, BodyFraming::Chunked);
+    let mut used = 0;
+    loop {
+        if reader.is_done() && !chunked {
+            return Ok((true, used));
+        }
+        match reader.decode(input)? {
+            Step::Data { start, end } => {
+                if chunked {
+                    h1::write_chunk_header((end - start) as u64, out);
+                    out.extend_from_slice(&input[start..end]);
+                    out.extend_from_slice(h1::CHUNK_END);
+                } else {
+                    out.extend_from_slice(&input[start..end]);
+                }
+                used += end;
+                input = &input[end..];
+            }
+            Step::Trailer { end, .. } => {
+                used += end;
+                input = &input[end..];
+            }
+            Step::NeedMore => return Ok((false, used + input.len())),
+            Step::Done { consumed } => {
+                if chunked {
+                    out.extend_from_slice(h1::LAST_CHUNK);
+                }
+                return Ok((true, used + consumed));
+            }
+        }
+    }
+}
+
+/// Streams the rest of the request body from the client to the node. Returns the bytes read
+/// past the body's end (a pipelined request).
+async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
+    client: &mut C,
+    upstream: &mut U,
+    reader: &mut BodyReader,
+    framing: BodyFraming,
+) -> Result<Option<Buf>, (Failure, String)> {
+    let mut inb = Buf::take();
+    let mut out = Buf::take();
+    loop {
+        inb.0.clear();
+        match client.read_buf(&mut inb.0).await {
+            Ok(0) | Err(_) => {
+                return Err((
+                    Failure::ClientBody,
+                    "the client closed during the body".into(),
+                ))
+            }
+            Ok(_) => {}
+        }
+        out.0.clear();
+        let (done, used) = reframe(reader, &inb.0, framing, &mut out.0)
+            .map_err(|e| (Failure::ClientBody, e.reason().to_string()))?;
+        if upstream.write_all(&out.0).await.is_err() {
+            return Err((
+                Failure::Upstream,
+                "the node closed during the request body".into(),
+            ));
+        }
+        if done {
+            return Ok(rest_after(&inb.0, used));
+        }
+    }
+}
+
+/// How the response went, for the connections.
+enum Relayed {
+    /// Sent. `keep_client`: the client connection stays open; `reusable`: the node's
+    /// connection may go back to the pool.
+    Sent { keep_client: bool, reusable: bool },
+    /// A `101`: this head and these early bytes go to the client, then a byte tunnel.
+    Upgrade { head: Buf, early: Vec<u8> },
+}
+
+/// Reads the node's response head (1xx forwarded and skipped), rewrites it, streams the body.
+/// Until the final head is parsed nothing reaches the client, so a failure can be retried.
+async fn relay_response<C, U>(
+    client: &mut C,
+    upstream: &mut U,
+    req: &Request<'_>,
+    node: &Node,
+    ids: &Ids<'_>,
+    trace: &mut Trace,
+) -> Result<Relayed, (Failure, String)>
+where
+    C: AsyncWrite + Unpin,
+    U: AsyncRead + Unpin,
+{
+    let pool = req.m.pool;
+    let mut inb = Buf::take();
+    let mut resp = ResponseHead::new();
+    let head_len = read_response_head(client, upstream, req, &mut inb.0, &mut resp).await?;
+    trace.status = resp.status();
+    let status = http::StatusCode::from_u16(resp.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    pipeline::judge_response(pool, node, status, req.started_ms);
+    let mut out = Buf::take();
+    let (issued, rout) = write_response(req, &inb.0, &resp, ids, &mut out.0);
+    pipeline::learn(
+        req.balancer,
+        pool,
+        node,
+        req.sep,
+        req.m.ids.map(|i| i.backend),
+        ids.forward_id.as_deref(),
+        issued.iter().map(String::as_str),
+    );
+    if resp.is_upgrade() && req.head.upgrade() {
+        let early = inb.0[head_len..].to_vec();
+        return Ok(Relayed::Upgrade { head: out, early });
+    }
+    let early = &inb.0[head_len..];
+    let r = send_body(client, upstream, &mut out.0, early, resp.body(), rout.body).await;
+    let Ok(reusable) = r else {
+        return Ok(Relayed::Sent {
+            keep_client: false,
+            reusable: false,
+        });
+    };
+    let keep_client = rout.keep_alive && req.head.keep_alive() && rout.body != BodyOut::UntilClose;
+    Ok(Relayed::Sent {
+        keep_client,
+        reusable: reusable && resp.keep_alive(),
+    })
+}
+
+/// The response head from the node: informational responses (`100 Continue`, `103`) are
+/// passed to an HTTP/1.1 client and skipped. Returns the head's length in `inb`.
+async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
+    client: &mut C,
+    upstream: &mut U,
+    req: &Request<'_>,
+    inb: &mut Vec<u8>,
+    resp: &mut ResponseHead,
+) -> Result<usize, (Failure, String)> {
+    let is_head = req.head.method() == Method::Head;
+    let timeout = req.m.pool.cfg.timeouts.response;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if !inb.is_empty() {
+            match h1::parse_response(inb, is_head, resp) {
+                Ok(Parsed::Partial) => {}
+                Ok(Parsed::Complete(n)) if resp.is_informational() && !resp.is_upgrade() => {
+                    if req.head.version() == Version::Http11 {
+                        let _ = client.write_all(&inb[..n]).await;
+                    }
+                    inb.drain(..n);
+                    continue;
+                }
+                Ok(Parsed::Complete(n)) => return Ok(n),
+                Err(e) => return Err((Failure::Upstream, format!("invalid response: {e}"))),
+            }
+        }
+        if inb.capacity() - inb.len() < 1024 {
+            inb.reserve(BUF_SIZE);
+        }
+        match tokio::time::timeout_at(deadline, upstream.read_buf(inb)).await {
+            Err(_) => return Err((Failure::Timeout, format!("no answer within {timeout:?}"))),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Err((Failure::Upstream, "the node closed before answering".into()))
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Writes the response head for the client into `out`: `Set-Cookie` and `Location`
+/// rewritten by the binder (only when there is something to rewrite). Returns the session ids
+/// the response issued, and how to send the body.
+fn write_response(
+    req: &Request<'_>,
+    src: &[u8],
+    resp: &ResponseHead,
+    ids: &Ids<'_>,
+    out: &mut Vec<u8>,
+) -> (Vec<String>, h1::ResponseOut) {
+    let pool = req.m.pool;
+    let plan = ResponsePlan {
+        binder: pool.cfg.binder,
+        cookie_name: req.m.cookie_name,
+        forward_id: ids.forward_id.as_deref(),
+        client_id: ids.client_id.as_deref(),
+        client_changed: ids.client_changed,
+        reissue: req.m.found.as_ref().is_some_and(|f| f.older_forms),
+        secure: false,
+    };
+    let mut issued = Vec::new();
+    let mut rewritten: Option<(Vec<String>, Vec<usize>)> = None;
+    let has_set_cookie = resp.indices(HeaderKind::SetCookie).next().is_some();
+    if has_set_cookie || plan.client_changed || plan.reissue {
+        let mut values = Vec::new();
+        let mut raw = Vec::new(); // not UTF-8: kept as they were
+        for i in resp.indices(HeaderKind::SetCookie) {
+            match std::str::from_utf8(resp.header_value(i, src)) {
+                Ok(v) => values.push(v.to_string()),
+                Err(_) => raw.push(i),
+            }
+        }
+        let before = values.clone();
+        let path = std::str::from_utf8(req.head.path(req.src)).unwrap_or("/");
+        issued = pipeline::rewrite_set_cookies(pool, &plan, path, &mut values).issued;
+        if values != before {
+            rewritten = Some((values, raw));
+        }
+    }
+    let location = location_rewrite(req, src, resp, &plan);
+    let mut replace: [(usize, &[u8]); 1] = [(usize::MAX, b"")];
+    let mut n_replace = 0;
+    if let (Some(i), Some(v)) = (resp.location(), location.as_deref()) {
+        replace[0] = (i, v.as_bytes());
+        n_replace = 1;
+    }
+    let mut extra: Vec<(&[u8], &[u8])> = Vec::new();
+    let skip: &[&[u8]] = match &rewritten {
+        Some((values, raw)) => {
+            for &i in raw {
+                extra.push((b"Set-Cookie", resp.header_value(i, src)));
+            }
+            for v in values {
+                extra.push((b"Set-Cookie", v.as_bytes()));
+            }
+            &[b"set-cookie"]
+        }
+        None => &[],
+    };
+    let edits = ResponseEdits {
+        client_version: req.head.version(),
+        keep_alive: req.head.keep_alive(),
+        skip,
+        replace: &replace[..n_replace],
+        extra: &extra,
+    };
+    let rout = h1::write_response_head(src, resp, &edits, out);
+    (issued, rout)
+}
+
+/// A `Location` carrying the forwarded id in its `;jsessionid=` parameter, rewritten to the
+/// client's id.
+fn location_rewrite(
+    req: &Request<'_>,
+    src: &[u8],
+    resp: &ResponseHead,
+    plan: &ResponsePlan<'_>,
+) -> Option<String> {
+    let (param, from, to) = (req.path_param?, plan.forward_id?, plan.client_id?);
+    if from == to {
+        return None;
+    }
+    let loc = std::str::from_utf8(resp.header_value(resp.location()?, src)).ok()?;
+    binder::rewrite_path_param(loc, param, from, to)
+}
+
+/// Sends the head in `out` and the body: what followed the head in `early`, then the rest
+/// from the node, as `body` says. `Ok(true)` when the node's connection can be reused.
+async fn send_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
+    client: &mut C,
+    upstream: &mut U,
+    out: &mut Vec<u8>,
+    early: &[u8],
+    framing: BodyFraming,
+    body: BodyOut,
+) -> Result<bool, ()> {
+    let rechunk = body == BodyOut::Chunked;
+    let mut reader = BodyReader::new(if body == BodyOut::None {
+        BodyFraming::Empty
+    } else {
+        framing
+    });
+    let mut done = relay_piece(&mut reader, early, rechunk, out).map_err(|_| ())?;
+    client.write_all(out).await.map_err(|_| ())?;
+    let mut inb = Buf::take();
+    while !done {
+        inb.0.clear();
+        let n = upstream.read_buf(&mut inb.0).await.map_err(|_| ())?;
+        if n == 0 {
+            // EOF: the end of a close-delimited body, else a node that closed mid-body.
+            if matches!(reader, BodyReader::CloseDelimited) {
+                if rechunk {
+                    client.write_all(h1::LAST_CHUNK).await.map_err(|_| ())?;
+                }
+                return Ok(false);
+            }
+            return Err(());
+        }
+        out.clear();
+        done = relay_piece(&mut reader, &inb.0, rechunk, out).map_err(|_| ())?;
+        client.write_all(out).await.map_err(|_| ())?;
+    }
+    Ok(!matches!(reader, BodyReader::CloseDelimited))
+}
+
+/// Appends the body bytes of `input` to `out` (re-chunked when `rechunk`); true when the body
+/// is complete.
+fn relay_piece(
+    reader: &mut BodyReader,
+    mut input: &[u8],
+    rechunk: bool,
+    out: &mut Vec<u8>,
+) -> Result<bool, h1::Error> {
+    loop {
+        if reader.is_done() {
+            if rechunk {
+                out.extend_from_slice(h1::LAST_CHUNK);
+            }
+            return Ok(true);
+        }
+        match reader.decode(input)? {
+            Step::Data { start, end } => {
+                if rechunk {
+                    h1::write_chunk_header((end - start) as u64, out);
+                    out.extend_from_slice(&input[start..end]);
+                    out.extend_from_slice(h1::CHUNK_END);
+                } else {
+                    out.extend_from_slice(&input[start..end]);
+                }
+                input = &input[end..];
+            }
+            Step::Trailer { end, .. } => input = &input[end..],
+            Step::NeedMore => return Ok(false),
+            Step::Done { .. } => {
+                if rechunk {
+                    out.extend_from_slice(h1::LAST_CHUNK);
+                }
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// A short text response of the balancer's own.
+async fn write_synthetic(
+    client: &mut TcpStream,
+    status: u16,
+    reason: &str,
+    retry_after: Option<Duration>,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let body = format!(
+        "{} {}: {reason}\n",
+        status,
+        code.canonical_reason().unwrap_or("")
+    );
+    let mut head = String::with_capacity(256);
+    let _ = write!(
+        head,
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\n",
+        status,
+        code.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    if status == 503 {
+        let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
+        let _ = write!(head, "retry-after: {secs}\r\n");
+    }
+    if !keep_alive {
+        head.push_str("connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    client.write_all(head.as_bytes()).await
+}
