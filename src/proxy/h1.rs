@@ -76,6 +76,33 @@ impl Drop for Buf {
     }
 }
 
+thread_local! {
+    static RESP_HEADS: RefCell<Vec<ResponseHead>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A response head from this thread's pool (its field vector keeps its capacity), given
+/// back on drop.
+struct PooledResponseHead(ResponseHead);
+
+impl PooledResponseHead {
+    fn take() -> PooledResponseHead {
+        let h = RESP_HEADS.with(|p| p.borrow_mut().pop());
+        PooledResponseHead(h.unwrap_or_else(ResponseHead::new))
+    }
+}
+
+impl Drop for PooledResponseHead {
+    fn drop(&mut self) {
+        let h = std::mem::replace(&mut self.0, ResponseHead::new());
+        RESP_HEADS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOLED_BUFS {
+                p.push(h);
+            }
+        });
+    }
+}
+
 /// An idle keep-alive connection to a node.
 struct IdleConn {
     stream: TcpStream,
@@ -863,13 +890,14 @@ where
 {
     let pool = req.m.pool;
     let mut inb = Buf::take();
-    let mut resp = ResponseHead::new();
-    let head_len = read_response_head(client, upstream, req, &mut inb.0, &mut resp).await?;
+    let mut pooled = PooledResponseHead::take();
+    let resp = &mut pooled.0;
+    let head_len = read_response_head(client, upstream, req, &mut inb.0, resp).await?;
     trace.status = resp.status();
     let status = http::StatusCode::from_u16(resp.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
     pipeline::judge_response(pool, node, status, req.started_ms);
     let mut out = Buf::take();
-    let (issued, rout) = write_response(req, &inb.0, &resp, ids, &mut out.0);
+    let (issued, rout) = write_response(req, &inb.0, resp, ids, &mut out.0);
     pipeline::learn(
         req.balancer,
         pool,
