@@ -87,7 +87,7 @@ struct PooledResponseHead(ResponseHead);
 impl PooledResponseHead {
     fn take() -> PooledResponseHead {
         let h = RESP_HEADS.with(|p| p.borrow_mut().pop());
-        PooledResponseHead(h.unwrap_or_else(ResponseHead::new))
+        PooledResponseHead(h.unwrap_or_default())
     }
 }
 
