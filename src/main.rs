@@ -88,6 +88,10 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    stickyroute::proxy::access_log::install(match format {
+        LogFormat::Text => stickyroute::proxy::access_log::Format::Text,
+        LogFormat::Json => stickyroute::proxy::access_log::Format::Json,
+    });
 }
 
 fn main() -> ExitCode {
@@ -108,7 +112,11 @@ fn main() -> ExitCode {
         b.enable_all().build()
     };
     match runtime {
-        Ok(rt) => rt.block_on(run(cli)),
+        Ok(rt) => {
+            let code = rt.block_on(run(cli));
+            stickyroute::proxy::access_log::flush();
+            code
+        }
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             ExitCode::from(1)

@@ -31,6 +31,7 @@ use crate::h1::{
     self, BodyFraming, BodyOut, BodyReader, HeaderKind, Method, Parsed, RequestEdits, RequestHead,
     ResponseEdits, ResponseHead, Step, Version,
 };
+use crate::proxy::access_log;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, Matched, ProxyError};
 use crate::proxy::upstream::open_tcp;
 use crate::state::node::now_ms;
@@ -202,7 +203,7 @@ pub async fn serve(mut client: TcpStream, conn: Conn<'_>) -> Outcome {
             HeadRead::Closed => return Outcome::Closed,
             HeadRead::Http2 => return Outcome::Http2(client, std::mem::take(&mut buf.0)),
             HeadRead::Bad(status, reason) => {
-                let _ = write_synthetic(&mut client, status, reason, None, false).await;
+                let _ = Box::pin(write_synthetic(&mut client, status, reason, None, false)).await;
                 return Outcome::Closed;
             }
         }
@@ -330,7 +331,14 @@ async fn exchange(client: &mut TcpStream, buf: Buf, head: &RequestHead, conn: &C
             // The body was not read: the connection cannot be reused unless there was none.
             let keep = head.keep_alive() && matches!(head.body(), BodyFraming::Empty);
             let reason = err.to_string();
-            let w = write_synthetic(client, trace.status, &reason, retry_after, keep).await;
+            let w = Box::pin(write_synthetic(
+                client,
+                trace.status,
+                &reason,
+                retry_after,
+                keep,
+            ))
+            .await;
             let rest = rest_after(&buf.0, head.head_len());
             Done {
                 keep: keep && w.is_ok(),
@@ -368,19 +376,34 @@ fn log_request(
     let pool = trace.pool_ix.map(|i| &snap.pools[i]);
     let path = std::str::from_utf8(head.path(buf)).unwrap_or("/");
     let elapsed = start.elapsed();
-    tracing::info!(
-        target: "stickyroute::access",
-        client = %conn.client,
-        method = std::str::from_utf8(head.method_bytes(buf)).unwrap_or("-"),
+    let line = access_log::Line {
+        client: conn.client,
+        method: std::str::from_utf8(head.method_bytes(buf)).unwrap_or("-"),
         // Path parameters (`;jsessionid=`) are cut: session ids are never logged.
-        path = path.split(';').next().unwrap_or("/"),
-        status = trace.status,
-        pool = pool.map_or("-", |p| p.cfg.name.as_str()),
-        node = pool.zip(trace.node_ix).map_or("-", |(p, n)| p.nodes[n].route.as_str()),
-        outcome = trace.outcome.map_or("none", SelectOutcome::as_str),
-        upstream_us = trace.upstream.map_or(0, |d| d.as_micros() as u64),
-        total_us = elapsed.as_micros() as u64,
-    );
+        path: path.split(';').next().unwrap_or("/"),
+        status: trace.status,
+        pool: pool.map_or("-", |p| p.cfg.name.as_str()),
+        node: pool
+            .zip(trace.node_ix)
+            .map_or("-", |(p, n)| p.nodes[n].route.as_str()),
+        outcome: trace.outcome.map_or("none", SelectOutcome::as_str),
+        upstream_us: trace.upstream.map_or(0, |d| d.as_micros() as u64),
+        total_us: elapsed.as_micros() as u64,
+    };
+    if !line.write() {
+        tracing::info!(
+            target: "stickyroute::access",
+            client = %line.client,
+            method = line.method,
+            path = line.path,
+            status = line.status,
+            pool = line.pool,
+            node = line.node,
+            outcome = line.outcome,
+            upstream_us = line.upstream_us,
+            total_us = line.total_us,
+        );
+    }
     let status = http::StatusCode::from_u16(trace.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     conn.balancer.metrics.observe_request(
         snap,
@@ -424,7 +447,7 @@ async fn route_and_forward(
             None,
         )
     })?;
-    let mut lines: [Option<&str>; 16] = [None; 16];
+    let mut lines: [Option<&str>; 8] = [None; 8];
     let mut n = 0;
     for i in head.indices(HeaderKind::Cookie) {
         if n < lines.len() {
@@ -569,7 +592,8 @@ async fn connect(
         }
     }
     let t = pool.cfg.timeouts.connect;
-    match tokio::time::timeout(t, Box::pin(open_tcp(&node.addr))).await {
+    // Boxed, timer included: the rare path's state stays out of every connection's.
+    match Box::pin(tokio::time::timeout(t, open_tcp(&node.addr))).await {
         Err(_) => Err(format!("connect to {} timed out after {t:?}", node.addr)),
         Ok(Err(e)) => Err(format!("connect to {} failed: {e}", node.addr)),
         Ok(Ok(s)) => {
@@ -617,10 +641,15 @@ async fn forward(
     let (mut client_rd, mut client_wr) = client.split();
     let (mut up_rd, mut up_wr) = upstream.split();
     // The first failure ends both (an aborted upload must not wait for the node's answer).
-    let (rest, relayed) = tokio::try_join!(
-        stream_body(&mut client_rd, &mut up_wr, &mut reader, framing),
-        relay_response(&mut client_wr, &mut up_rd, req, node, ids, trace),
-    )?;
+    // Boxed: only a body larger than the first read gets here, and the two futures inline
+    // would be part of every connection's state, idle ones included.
+    let both = Box::pin(async {
+        tokio::try_join!(
+            stream_body(&mut client_rd, &mut up_wr, &mut reader, framing),
+            relay_response(&mut client_wr, &mut up_rd, req, node, ids, trace),
+        )
+    });
+    let (rest, relayed) = both.await?;
     let relayed = match relayed {
         // No tunnel for a request with a body.
         Relayed::Upgrade { .. } => {

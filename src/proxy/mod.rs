@@ -1,5 +1,6 @@
 //! The data plane: listeners and TLS, the request pipeline, and connections to the nodes.
 //!
+//! - [`access_log`]: one line per request, buffered per thread and written by a writer thread;
 //! - [`listener`]: bind, accept, TLS handshake, hand each connection to a protocol, drain;
 //! - [`tls`]: rustls server configs from the listener's files;
 //! - [`pipeline`]: one request's phases, match → extract → select → rebind → forward →
@@ -8,6 +9,7 @@
 //! - [`service`]: the hyper `Service` (HTTP/2, h2c, TLS listeners, upgrades) that drives them;
 //! - [`upstream`]: keep-alive connection pools to the nodes.
 
+pub mod access_log;
 pub mod h1;
 pub mod listener;
 pub mod pipeline;

@@ -29,6 +29,7 @@ use crate::core::forwarding::{is_idempotent, is_upgrade, prepare_request, strip_
 use crate::core::retry::{self, Action, Attempt, Failure};
 use crate::core::select::{Choice, Outcome};
 use crate::core::session::{self, IdLocation};
+use crate::proxy::access_log;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionIds};
 use crate::proxy::upstream::{self, ForwardBody, Sender, UpstreamPool, UpstreamPools};
 use crate::state::node::now_ms;
@@ -107,21 +108,34 @@ impl ProxyService {
             }
         };
         let pool = trace.pool_ix.map(|i| &snap.pools[i]);
-        tracing::info!(
-            target: "stickyroute::access",
-            client = %self.client,
-            method = %method,
+        let line = access_log::Line {
+            client: self.client,
+            method: method.as_str(),
             // Path parameters (`;jsessionid=`) are cut: session ids are never logged.
-            path = uri.path().split(';').next().unwrap_or("/"),
-            status = resp.status().as_u16(),
-            pool = pool.map_or("-", |p| p.cfg.name.as_str()),
-            node = pool
+            path: uri.path().split(';').next().unwrap_or("/"),
+            status: resp.status().as_u16(),
+            pool: pool.map_or("-", |p| p.cfg.name.as_str()),
+            node: pool
                 .zip(trace.node_ix)
                 .map_or("-", |(p, n)| p.nodes[n].route.as_str()),
-            outcome = trace.outcome.map_or("none", Outcome::as_str),
-            upstream_us = trace.upstream.map_or(0, |d| d.as_micros() as u64),
-            total_us = start.elapsed().as_micros() as u64,
-        );
+            outcome: trace.outcome.map_or("none", Outcome::as_str),
+            upstream_us: trace.upstream.map_or(0, |d| d.as_micros() as u64),
+            total_us: start.elapsed().as_micros() as u64,
+        };
+        if !line.write() {
+            tracing::info!(
+                target: "stickyroute::access",
+                client = %line.client,
+                method = line.method,
+                path = line.path,
+                status = line.status,
+                pool = line.pool,
+                node = line.node,
+                outcome = line.outcome,
+                upstream_us = line.upstream_us,
+                total_us = line.total_us,
+            );
+        }
         self.balancer.metrics.observe_request(
             &snap,
             trace.pool_ix,

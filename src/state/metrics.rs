@@ -70,6 +70,11 @@ pub const REGISTRY_MAX_SESSIONS: &str = "stickyroute_registry_max_sessions";
 pub const REGISTRY_REJECTED: &str = "stickyroute_registry_rejected";
 /// `stickyroute_registry_expired_total`: sessions forgotten after `session.idle_timeout`.
 pub const REGISTRY_EXPIRED: &str = "stickyroute_registry_expired";
+/// `stickyroute_access_log_dropped_total`: access lines dropped because the log writer fell
+/// behind.
+pub const ACCESS_LOG_DROPPED: &str = "stickyroute_access_log_dropped";
+/// The count behind [`ACCESS_LOG_DROPPED`], bumped by the access log (`proxy::access_log`).
+pub static ACCESS_LOG_DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
 /// `stickyroute_config_reloads_total{result}`: `result` = `ok` or `error`.
 pub const CONFIG_RELOADS: &str = "stickyroute_config_reloads";
 
@@ -558,6 +563,12 @@ impl Collector for Scrape {
             REGISTRY_EXPIRED,
             "Sessions forgotten after the idle timeout",
             rs.expired,
+        )?;
+        single_counter(
+            &mut enc,
+            ACCESS_LOG_DROPPED,
+            "Access log lines dropped because the log writer fell behind",
+            ACCESS_LOG_DROPPED_LINES.load(Ordering::Relaxed),
         )?;
         counter_family(
             &mut enc,

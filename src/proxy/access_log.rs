@@ -1,0 +1,338 @@
+//! The access log, off the request path: one line per request appended to a buffer of the
+//! thread that served it, written out by a writer thread every [`FLUSH_EVERY`] (or sooner when
+//! a buffer fills). A request pays for formatting its line into memory (hand-written, no
+//! `fmt` machinery, no allocation once the buffer has grown) and one uncontended lock; the
+//! `write(2)` happens elsewhere, a batch at a time.
+//!
+//! When the writer cannot keep up, a line that would grow a buffer past [`MAX_PENDING`] is
+//! dropped and counted ([`dropped`], `stickyroute_access_log_dropped_total`): a slow disk must
+//! not slow the proxy nor grow its memory without bound.
+//!
+//! Without [`install`] (a library user, the tests) [`Line::write`] returns false and the
+//! caller logs through `tracing` as before. The lines look like the `tracing` ones (text, or
+//! JSON with `--log-format json`), target `stickyroute::access`, and honour `RUST_LOG` (a
+//! filter that turns the target off turns these lines off).
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::state::metrics::ACCESS_LOG_DROPPED_LINES;
+
+/// How often the writer thread writes what was logged.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// A thread's pending lines beyond which new lines are dropped.
+pub const MAX_PENDING: usize = 4 << 20;
+/// A buffer this full is written without waiting for the timer.
+const FLUSH_AT: usize = 64 << 10;
+
+/// The line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+struct Sink {
+    format: Format,
+    buffers: Mutex<Vec<Arc<Mutex<Vec<u8>>>>>,
+    wake: std::sync::Condvar,
+    wake_lock: Mutex<bool>,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+thread_local! {
+    static LOCAL: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+}
+
+/// Starts the writer thread; lines go to standard output. Call once, before serving.
+pub fn install(format: Format) {
+    let sink = Sink {
+        format,
+        buffers: Mutex::new(Vec::new()),
+        wake: std::sync::Condvar::new(),
+        wake_lock: Mutex::new(false),
+    };
+    if SINK.set(sink).is_err() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(|| loop {
+            let Some(sink) = SINK.get() else { return };
+            {
+                let woken = sink.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+                let (mut woken, _) = sink
+                    .wake
+                    .wait_timeout(woken, FLUSH_EVERY)
+                    .unwrap_or_else(|e| e.into_inner());
+                *woken = false;
+            }
+            flush();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the access log writer; access lines are not written");
+    }
+}
+
+/// Lines dropped because the writer fell behind.
+pub fn dropped() -> u64 {
+    ACCESS_LOG_DROPPED_LINES.load(Ordering::Relaxed)
+}
+
+/// Writes every pending line now (the writer thread's tick, and shutdown).
+pub fn flush() {
+    let Some(sink) = SINK.get() else { return };
+    let buffers: Vec<Arc<Mutex<Vec<u8>>>> = sink
+        .buffers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut out = std::io::stdout().lock();
+    let mut batch = Vec::new();
+    for b in buffers {
+        {
+            let mut pending = b.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.is_empty() {
+                continue;
+            }
+            // Swap, keeping the thread's buffer capacity for its next lines.
+            std::mem::swap(&mut *pending, &mut batch);
+            pending.reserve(batch.capacity().min(FLUSH_AT * 2));
+        }
+        let _ = out.write_all(&batch);
+        batch.clear();
+    }
+    let _ = out.flush();
+}
+
+/// One request as the access log records it.
+pub struct Line<'a> {
+    pub client: SocketAddr,
+    pub method: &'a str,
+    /// Without `;` parameters: session ids are never logged.
+    pub path: &'a str,
+    pub status: u16,
+    pub pool: &'a str,
+    pub node: &'a str,
+    pub outcome: &'a str,
+    pub upstream_us: u64,
+    pub total_us: u64,
+}
+
+impl Line<'_> {
+    /// Appends the line to this thread's buffer. False when no access log is installed.
+    pub fn write(&self) -> bool {
+        let Some(sink) = SINK.get() else {
+            return false;
+        };
+        if !tracing::enabled!(target: "stickyroute::access", tracing::Level::INFO) {
+            return true;
+        }
+        let buf = LOCAL.with(|l| {
+            l.borrow_mut()
+                .get_or_insert_with(|| {
+                    let b = Arc::new(Mutex::new(Vec::with_capacity(FLUSH_AT)));
+                    sink.buffers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(b.clone());
+                    b
+                })
+                .clone()
+        });
+        let full = {
+            let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+            if b.len() > MAX_PENDING {
+                ACCESS_LOG_DROPPED_LINES.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            match sink.format {
+                Format::Text => self.text(&mut b),
+                Format::Json => self.json(&mut b),
+            }
+            b.len() >= FLUSH_AT
+        };
+        if full {
+            *sink.wake_lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            sink.wake.notify_one();
+        }
+        true
+    }
+
+    fn text(&self, b: &mut Vec<u8>) {
+        push_timestamp(b);
+        b.extend_from_slice(b"  INFO stickyroute::access: client=");
+        let _ = write!(b, "{}", self.client);
+        b.extend_from_slice(b" method=");
+        b.extend_from_slice(self.method.as_bytes());
+        b.extend_from_slice(b" path=");
+        push_clean(b, self.path);
+        b.extend_from_slice(b" status=");
+        push_u64(b, u64::from(self.status));
+        b.extend_from_slice(b" pool=");
+        b.extend_from_slice(self.pool.as_bytes());
+        b.extend_from_slice(b" node=");
+        b.extend_from_slice(self.node.as_bytes());
+        b.extend_from_slice(b" outcome=");
+        b.extend_from_slice(self.outcome.as_bytes());
+        b.extend_from_slice(b" upstream_us=");
+        push_u64(b, self.upstream_us);
+        b.extend_from_slice(b" total_us=");
+        push_u64(b, self.total_us);
+        b.push(b'\n');
+    }
+
+    fn json(&self, b: &mut Vec<u8>) {
+        b.extend_from_slice(b"{\"timestamp\":\"");
+        push_timestamp(b);
+        b.extend_from_slice(
+            b"\",\"level\":\"INFO\",\"target\":\"stickyroute::access\",\"client\":\"",
+        );
+        let _ = write!(b, "{}", self.client);
+        b.extend_from_slice(b"\",\"method\":\"");
+        push_clean(b, self.method);
+        b.extend_from_slice(b"\",\"path\":\"");
+        push_clean(b, self.path);
+        b.extend_from_slice(b"\",\"status\":");
+        push_u64(b, u64::from(self.status));
+        b.extend_from_slice(b",\"pool\":\"");
+        push_clean(b, self.pool);
+        b.extend_from_slice(b"\",\"node\":\"");
+        push_clean(b, self.node);
+        b.extend_from_slice(b"\",\"outcome\":\"");
+        b.extend_from_slice(self.outcome.as_bytes());
+        b.extend_from_slice(b"\",\"upstream_us\":");
+        push_u64(b, self.upstream_us);
+        b.extend_from_slice(b",\"total_us\":");
+        push_u64(b, self.total_us);
+        b.extend_from_slice(b"}\n");
+    }
+}
+
+/// Appends `s` with bytes that could break a line or a JSON string (controls, `"`, `\`)
+/// replaced by `_`: a log line is one line whatever the client sent.
+fn push_clean(b: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|c| c > 0x1f && c != b'"' && c != b'\\' && c != 0x7f)
+    {
+        b.extend_from_slice(s.as_bytes());
+        return;
+    }
+    b.extend(s.bytes().map(|c| {
+        if c <= 0x1f || c == b'"' || c == b'\\' || c == 0x7f {
+            b'_'
+        } else {
+            c
+        }
+    }));
+}
+
+fn push_u64(b: &mut Vec<u8>, n: u64) {
+    b.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// `2026-12-01T22:12:10.123456Z` (UTC, microseconds), as `tracing`'s text format writes it.
+fn push_timestamp(b: &mut Vec<u8>) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let t = secs % 86_400;
+    let two = |n: u64, b: &mut Vec<u8>| {
+        b.push(b'0' + (n / 10) as u8);
+        b.push(b'0' + (n % 10) as u8);
+    };
+    push_u64(b, y as u64);
+    b.push(b'-');
+    two(m as u64, b);
+    b.push(b'-');
+    two(d as u64, b);
+    b.push(b'T');
+    two(t / 3600, b);
+    b.push(b':');
+    two(t / 60 % 60, b);
+    b.push(b':');
+    two(t % 60, b);
+    b.push(b'.');
+    let us = now.subsec_micros();
+    let digits = itoa::Buffer::new().format(us).len();
+    b.extend(std::iter::repeat_n(b'0', 6 - digits));
+    push_u64(b, u64::from(us));
+    b.push(b'Z');
+}
+
+/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        let cases = [
+            (0, (1970, 1, 1)),
+            (59, (1970, 3, 1)),
+            (11_016, (2000, 2, 29)),
+            (20_788, (2026, 12, 1)),
+            (-1, (1969, 12, 31)),
+        ];
+        for (days, want) in cases {
+            assert_eq!(civil_from_days(days), want, "{days}");
+        }
+    }
+
+    fn line() -> Line<'static> {
+        Line {
+            client: "127.0.0.1:5000".parse().unwrap(),
+            method: "GET",
+            path: "/a\"b\nc",
+            status: 200,
+            pool: "app",
+            node: "jvm2",
+            outcome: "hit",
+            upstream_us: 120,
+            total_us: 140,
+        }
+    }
+
+    #[test]
+    fn text_line_shape() {
+        let mut b = Vec::new();
+        line().text(&mut b);
+        let s = String::from_utf8(b).unwrap();
+        assert!(s.ends_with(" INFO stickyroute::access: client=127.0.0.1:5000 method=GET path=/a_b_c status=200 pool=app node=jvm2 outcome=hit upstream_us=120 total_us=140\n"), "{s}");
+        assert_eq!(s.matches('\n').count(), 1, "{s}");
+        assert_eq!(&s[4..5], "-");
+        assert_eq!(&s[26..27], "Z", "{s}");
+    }
+
+    #[test]
+    fn json_line_parses() {
+        let mut b = Vec::new();
+        line().json(&mut b);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["target"], "stickyroute::access");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["path"], "/a_b_c");
+        assert_eq!(v["total_us"], 140);
+        assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+}
