@@ -205,14 +205,16 @@ async fn serve_connection(
                     let conn = shared
                         .builder
                         .serve_connection_with_upgrades(io, service(false));
-                    watcher.watch(conn.into_owned()).await
+                    Box::pin(watcher.watch(conn.into_owned())).await
                 }
             }
         }
         Some(acceptor) => {
-            let handshake = acceptor.accept(stream);
-            let stream = match tokio::time::timeout(shared.cfg.header_read_timeout, handshake).await
-            {
+            // The TLS and hyper states are boxed: inline they would be part of every native
+            // connection's task, idle ones included.
+            let timeout = shared.cfg.header_read_timeout;
+            let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
+            let stream = match handshake.await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "TLS handshake failed");
@@ -226,7 +228,7 @@ async fn serve_connection(
             let conn = shared
                 .builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service(true));
-            watcher.watch(conn.into_owned()).await
+            Box::pin(watcher.watch(conn.into_owned())).await
         }
     };
     if let Err(e) = result {
