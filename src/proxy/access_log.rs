@@ -125,6 +125,25 @@ pub struct Line<'a> {
 }
 
 impl Line<'_> {
+    /// Logs the line: into this thread's buffer when the access log is installed, else
+    /// through `tracing` (target `stickyroute::access`).
+    pub fn log(&self) {
+        if !self.write() {
+            tracing::info!(
+                target: "stickyroute::access",
+                client = %self.client,
+                method = self.method,
+                path = self.path,
+                status = self.status,
+                pool = self.pool,
+                node = self.node,
+                outcome = self.outcome,
+                upstream_us = self.upstream_us,
+                total_us = self.total_us,
+            );
+        }
+    }
+
     /// Appends the line to this thread's buffer. False when no access log is installed.
     pub fn write(&self) -> bool {
         let Some(sink) = SINK.get() else {

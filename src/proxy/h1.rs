@@ -390,20 +390,7 @@ fn log_request(
         upstream_us: trace.upstream.map_or(0, |d| d.as_micros() as u64),
         total_us: elapsed.as_micros() as u64,
     };
-    if !line.write() {
-        tracing::info!(
-            target: "stickyroute::access",
-            client = %line.client,
-            method = line.method,
-            path = line.path,
-            status = line.status,
-            pool = line.pool,
-            node = line.node,
-            outcome = line.outcome,
-            upstream_us = line.upstream_us,
-            total_us = line.total_us,
-        );
-    }
+    line.log();
     let status = http::StatusCode::from_u16(trace.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
     conn.balancer.metrics.observe_request(
         snap,

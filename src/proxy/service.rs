@@ -122,20 +122,7 @@ impl ProxyService {
             upstream_us: trace.upstream.map_or(0, |d| d.as_micros() as u64),
             total_us: start.elapsed().as_micros() as u64,
         };
-        if !line.write() {
-            tracing::info!(
-                target: "stickyroute::access",
-                client = %line.client,
-                method = line.method,
-                path = line.path,
-                status = line.status,
-                pool = line.pool,
-                node = line.node,
-                outcome = line.outcome,
-                upstream_us = line.upstream_us,
-                total_us = line.total_us,
-            );
-        }
+        line.log();
         self.balancer.metrics.observe_request(
             &snap,
             trace.pool_ix,
