@@ -543,21 +543,8 @@ async fn attempts(
                 retried_fresh = true;
                 fresh = true;
             }
-            Action::Fail => return Err(failed(failure, number, reason, pool)),
+            Action::Fail => return Err(pipeline::give_up(failure, number, reason, None, pool)),
         }
-    }
-}
-
-/// The error a request answers with once `core::retry` gave up.
-fn failed(failure: Failure, attempts: usize, reason: String, pool: &Pool) -> Fail {
-    match failure {
-        Failure::Connect | Failure::NotSent => (
-            ProxyError::Unreachable(attempts),
-            Some(pipeline::retry_after(pool)),
-        ),
-        Failure::ClientBody => (ProxyError::ClientBody(reason), None),
-        Failure::Timeout => (ProxyError::Timeout(pool.cfg.timeouts.response), None),
-        Failure::Upstream => (ProxyError::Upstream(reason), None),
     }
 }
 

@@ -26,6 +26,7 @@ use http::StatusCode;
 use crate::core::binder::{self, BinderKind, RebindResult, ResponsePlan, SetCookieOutcome};
 use crate::core::cookie::{self, WriteAttrs};
 use crate::core::node_state::NodeState;
+use crate::core::retry::Failure;
 use crate::core::select::{self, Choice, NoCandidate, Outcome, SessionKey};
 use crate::core::session::{self, FoundId, SessionSettings};
 use crate::state::node::{now_ms, NodeRuntime};
@@ -283,6 +284,29 @@ pub fn failover_header_value(
     let ids = ids?;
     let from = session::pin_route(ids.client, sep)?;
     Some(format!("{}; route={from}", ids.backend))
+}
+
+/// The error a request answers with once `core::retry` gave up on it: a failure before
+/// anything was sent is `Unreachable` (with `Retry-After`), the client's own body `400`, a
+/// failure after sending the protocol's error (`err`) or one made from `reason`.
+pub fn give_up(
+    failure: Failure,
+    attempts: usize,
+    reason: String,
+    err: Option<ProxyError>,
+    pool: &Pool,
+) -> (ProxyError, Option<Duration>) {
+    match failure {
+        Failure::Connect | Failure::NotSent => {
+            (ProxyError::Unreachable(attempts), Some(retry_after(pool)))
+        }
+        Failure::ClientBody => (ProxyError::ClientBody(reason), None),
+        Failure::Timeout => (
+            err.unwrap_or(ProxyError::Timeout(pool.cfg.timeouts.response)),
+            None,
+        ),
+        Failure::Upstream => (err.unwrap_or(ProxyError::Upstream(reason)), None),
+    }
 }
 
 /// Passive health: marks `node` down for `failover.recover_after` and retires its pooled

@@ -428,10 +428,7 @@ fn after_failure(
         pipeline::mark_down(pool, node, reason.clone());
     }
     match decision.action {
-        Action::Fail => {
-            let retry_after = Some(pipeline::retry_after(pool));
-            return Err(failed(failure, number, reason, err, retry_after));
-        }
+        Action::Fail => return Err(pipeline::give_up(failure, number, reason, err, pool)),
         Action::SameNodeFresh => {
             tracing::debug!(node = %node.route, error = %reason, "pooled connection failed; retrying on a new one");
             *next.1 = true;
@@ -440,21 +437,6 @@ fn after_failure(
         Action::NextNode => next.0.push(choice.node),
     }
     Ok(())
-}
-
-/// The error a failed request answers with, once `core::retry` gave up.
-fn failed(
-    failure: Failure,
-    attempts: usize,
-    reason: String,
-    err: Option<ProxyError>,
-    retry_after: Option<Duration>,
-) -> (ProxyError, Option<Duration>) {
-    match failure {
-        Failure::Connect | Failure::NotSent => (ProxyError::Unreachable(attempts), retry_after),
-        Failure::ClientBody => (ProxyError::ClientBody(reason), None),
-        Failure::Timeout | Failure::Upstream => (err.unwrap_or(ProxyError::Upstream(reason)), None),
-    }
 }
 
 /// HTTP/2 may split cookies over several fields; an HTTP/1.1 backend gets one header
