@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use stickyroute::control::Running;
+use stickyroute::proxy::workers::Workers;
 
 /// Exit code for a configuration error (EX_USAGE would be 64; `check` uses 1 as the issue asks).
 const EXIT_CONFIG: u8 = 64;
@@ -43,8 +44,8 @@ enum Command {
         /// Configuration file.
         #[arg(short, long, default_value = "balancer.yaml")]
         config: PathBuf,
-        /// Worker threads; 1 runs everything on one thread (no cross-thread wakeups), 0 means
-        /// one per CPU.
+        /// Worker threads for the proxy listeners, each with its own runtime and sockets
+        /// (SO_REUSEPORT); 0 means one per CPU, 1 runs everything on one thread.
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Time in-flight requests get to finish on SIGTERM / SIGINT.
@@ -96,20 +97,16 @@ fn init_tracing(format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let threads = match &cli.command {
-        Command::Serve { threads, .. } => *threads,
-        _ => 0,
-    };
-    let runtime = if threads == 1 {
+    // `serve` runs its control plane on this thread and its proxy listeners on worker threads
+    // of their own (thread per core); everything else runs on a multi-threaded runtime.
+    let runtime = if matches!(cli.command, Command::Serve { .. }) {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
     } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if threads > 1 {
-            b.worker_threads(threads);
-        }
-        b.enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     };
     match runtime {
         Ok(rt) => {
@@ -137,7 +134,11 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Serve { config, grace, .. } => {
+        Command::Serve {
+            config,
+            grace,
+            threads,
+        } => {
             init_tracing(cli.log_format);
             // The file, plus STICKYROUTE_ADMIN_TOKEN; every reload reads it the same way.
             let cfg = match stickyroute::control::load_config(&config) {
@@ -149,7 +150,20 @@ async fn run(cli: Cli) -> ExitCode {
             };
             #[cfg(unix)]
             let hup = stickyroute::control::listen_for_sighup();
-            let running = match Running::start_with_grace(cfg, grace).await {
+            // `--threads 1`: everything on this one thread, no worker thread at all.
+            let workers = if threads == 1 {
+                Ok(Workers::inline())
+            } else {
+                Workers::start(stickyroute::proxy::workers::count_for(threads))
+            };
+            let workers = match workers {
+                Ok(w) => w,
+                Err(e) => {
+                    eprintln!("error: cannot start the worker threads: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let running = match Running::start_on(cfg, grace, workers).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -39,7 +39,7 @@ pub use running::Running;
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::proxy::listener::{self as server, BoundListener, ServerError};
 use crate::proxy::tls::TlsError;
-use crate::proxy::upstream::UpstreamPools;
+use crate::proxy::workers::Workers;
 use crate::state::snapshot::SnapshotError;
 use crate::state::Balancer;
 use health::HealthChecks;
@@ -111,8 +111,9 @@ struct Addrs {
 /// One running balancer: the shared [`Balancer`] plus everything that serves it.
 pub struct Control {
     pub balancer: Arc<Balancer>,
-    /// Keep-alive connections to the nodes, shared by every listener across reloads.
-    conns: Arc<UpstreamPools>,
+    /// The threads that run the proxy listeners, each with its keep-alive pools to the nodes
+    /// (shared by every listener across reloads).
+    workers: Workers,
     shutdown: CancellationToken,
     grace: Duration,
     /// Every task serving this balancer (listeners, admin, sweeper); [`Control::wait`] waits
@@ -125,9 +126,18 @@ pub struct Control {
 
 impl Control {
     /// Binds every listener (proxy and admin), then starts serving, the health checkers and
-    /// the registry sweeper.
+    /// the registry sweeper. The proxy listeners run on the calling runtime.
     pub async fn start(config: Config, grace: Duration) -> Result<Arc<Control>, ServerError> {
-        let bound = server::bind_all(&config).await?;
+        Control::start_on(config, grace, Workers::inline()).await
+    }
+
+    /// [`Control::start`] with the proxy listeners on `workers` (one socket per worker).
+    pub async fn start_on(
+        config: Config,
+        grace: Duration,
+        workers: Workers,
+    ) -> Result<Arc<Control>, ServerError> {
+        let bound = server::bind_all(&config, workers.count()).await?;
         let admin_listener = match &config.admin {
             Some(a) => Some((a.bind, bind_admin(a.bind).await?)),
             None => None,
@@ -135,7 +145,7 @@ impl Control {
         let balancer = Balancer::new(config)?;
         let control = Arc::new(Control {
             balancer: balancer.clone(),
-            conns: Arc::default(),
+            workers,
             shutdown: CancellationToken::new(),
             grace,
             tracker: TaskTracker::new(),
@@ -164,6 +174,7 @@ impl Control {
         Ok(control)
     }
 
+    /// Starts one accept loop per socket of `bound`, each on its worker.
     fn serve_proxy(&self, bound: BoundListener) -> ListenerHandle {
         let stop = self.shutdown.child_token();
         let handle = ListenerHandle {
@@ -171,13 +182,27 @@ impl Control {
             addr: bound.local_addr(),
             stop: stop.clone(),
         };
-        self.tracker.spawn(server::serve_listener(
-            bound,
-            self.balancer.clone(),
-            self.conns.clone(),
-            stop,
-            self.grace,
-        ));
+        let limit = Arc::new(tokio::sync::Semaphore::new(bound.cfg.max_connections));
+        let tls = bound.tls().cloned();
+        tracing::info!(local = %handle.addr, tls = tls.is_some(), workers = bound.sockets.len(), "listening");
+        for (i, socket) in bound.sockets.into_iter().enumerate() {
+            let (raw, conns) = self.workers.pools(i);
+            let accept = server::AcceptLoop {
+                socket,
+                cfg: bound.cfg.clone(),
+                tls: tls.clone(),
+                balancer: self.balancer.clone(),
+                raw,
+                conns,
+                limit: limit.clone(),
+                shutdown: stop.clone(),
+                grace: self.grace,
+            };
+            let task = self.workers.spawn(i, server::serve_listener(accept));
+            self.tracker.spawn(async move {
+                let _ = task.await;
+            });
+        }
         handle
     }
 
@@ -224,6 +249,7 @@ impl Control {
         self.state.lock().await.health.stop();
         self.tracker.close();
         self.tracker.wait().await;
+        self.workers.stop();
     }
 
     /// Re-reads the file the running configuration came from and applies it.
@@ -276,7 +302,7 @@ impl Control {
                     continue;
                 }
             }
-            plan.push(Plan::Add(server::bind(cfg).await?));
+            plan.push(Plan::Add(server::bind(cfg, self.workers.count()).await?));
         }
         // The admin listener: same address → keep; a new port → bind now; the same port on
         // another address → after the swap.
@@ -337,7 +363,7 @@ impl Control {
             report.listeners_removed.push(h.addr);
         }
         for (slot, cfg) in restarts {
-            match rebind(&cfg).await {
+            match rebind(&cfg, self.workers.count()).await {
                 Ok(bound) => {
                     let h = self.serve_proxy(bound);
                     report.listeners_restarted.push(h.addr);
@@ -404,10 +430,10 @@ async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 }
 
 /// Binds `cfg` again once the socket of the listener it replaces has closed.
-async fn rebind(cfg: &ListenerConfig) -> Result<BoundListener, ServerError> {
+async fn rebind(cfg: &ListenerConfig, sockets: usize) -> Result<BoundListener, ServerError> {
     let deadline = tokio::time::Instant::now() + REBIND_WAIT;
     loop {
-        match server::bind(cfg).await {
+        match server::bind(cfg, sockets).await {
             Err(ServerError::Bind { source, .. })
                 if source.kind() == std::io::ErrorKind::AddrInUse
                     && tokio::time::Instant::now() < deadline =>

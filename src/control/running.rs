@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::control::{Control, ReloadError, ReloadReport};
 use crate::proxy::listener::{ServerError, SHUTDOWN_GRACE};
+use crate::proxy::workers::Workers;
 use crate::state::Balancer;
 
 /// A balancer started in this process: bound addresses and a stop handle. Used by `serve`,
@@ -32,7 +33,16 @@ impl Running {
     }
 
     pub async fn start_with_grace(config: Config, grace: Duration) -> Result<Running, ServerError> {
-        let control = Control::start(config, grace).await?;
+        Running::start_on(config, grace, Workers::inline()).await
+    }
+
+    /// Started with the proxy listeners on `workers` (what `serve` does).
+    pub async fn start_on(
+        config: Config,
+        grace: Duration,
+        workers: Workers,
+    ) -> Result<Running, ServerError> {
+        let control = Control::start_on(config, grace, workers).await?;
         Ok(Running {
             balancer: control.balancer.clone(),
             listen_addrs: control.listen_addrs(),

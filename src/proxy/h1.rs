@@ -31,9 +31,9 @@ use crate::h1::{
     self, BodyFraming, BodyOut, BodyReader, HeaderKind, Method, Parsed, RequestEdits, RequestHead,
     ResponseEdits, ResponseHead, Step, Version,
 };
-use crate::proxy::access_log;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, Matched, ProxyError};
 use crate::proxy::upstream::open_tcp;
+use crate::proxy::{access_log, deadline};
 use crate::state::node::now_ms;
 use crate::state::snapshot::{Node, Pool, Snapshot};
 use crate::state::Balancer;
@@ -190,7 +190,7 @@ pub async fn serve(mut client: TcpStream, conn: Conn<'_>) -> Outcome {
                 // Idle: hold no buffer, wait for bytes (or shutdown, or the idle limit).
                 tokio::select! {
                     _ = conn.shutdown.cancelled() => return Outcome::Closed,
-                    r = tokio::time::timeout(KEEPALIVE_IDLE, client.readable()) => match r {
+                    r = deadline::timeout(KEEPALIVE_IDLE, client.readable()) => match r {
                         Ok(Ok(())) => {}
                         _ => return Outcome::Closed,
                     },
@@ -233,7 +233,7 @@ async fn read_head(
     head: &mut RequestHead,
     cfg: &ListenerConfig,
 ) -> HeadRead {
-    let deadline = tokio::time::Instant::now() + cfg.header_read_timeout;
+    let deadline = Instant::now() + cfg.header_read_timeout;
     let mut scanned = 0;
     loop {
         if !buf.is_empty() && h1::may_be_complete(buf, scanned) {
@@ -254,7 +254,7 @@ async fn read_head(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(BUF_SIZE);
         }
-        match tokio::time::timeout_at(deadline, client.read_buf(buf)).await {
+        match deadline::timeout_at(deadline, client.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
             Ok(Ok(_)) => {}
             Err(_) if buf.is_empty() => return HeadRead::Closed,
@@ -940,7 +940,7 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
 ) -> Result<usize, (Failure, String)> {
     let is_head = req.head.method() == Method::Head;
     let timeout = req.m.pool.cfg.timeouts.response;
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         if !inb.is_empty() {
             match h1::parse_response(inb, is_head, resp) {
@@ -959,7 +959,7 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
         if inb.capacity() - inb.len() < 1024 {
             inb.reserve(BUF_SIZE);
         }
-        match tokio::time::timeout_at(deadline, upstream.read_buf(inb)).await {
+        match deadline::timeout_at(deadline, upstream.read_buf(inb)).await {
             Err(_) => return Err((Failure::Timeout, format!("no answer within {timeout:?}"))),
             Ok(Ok(0)) | Ok(Err(_)) => {
                 return Err((Failure::Upstream, "the node closed before answering".into()))

@@ -48,48 +48,85 @@ pub enum ServerError {
     Snapshot(#[from] SnapshotError),
 }
 
-/// A listener bound and ready to serve.
+/// A listener bound and ready to serve: one socket per worker.
 pub struct BoundListener {
-    pub listener: TcpListener,
+    /// Bound and listening; not yet registered with a runtime (each worker registers its own).
+    pub sockets: Vec<std::net::TcpListener>,
     pub cfg: ListenerConfig,
     tls: Option<TlsAcceptor>,
 }
 
 impl BoundListener {
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.cfg.bind)
+        self.sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(self.cfg.bind)
+    }
+
+    /// The TLS acceptor, when the listener has `tls`.
+    pub fn tls(&self) -> Option<&TlsAcceptor> {
+        self.tls.as_ref()
     }
 }
 
-/// Binds one listener (and loads its TLS files).
-pub async fn bind(cfg: &ListenerConfig) -> Result<BoundListener, ServerError> {
+/// Pending connections the kernel queues per socket (what `TcpListener::bind` uses).
+const BACKLOG: u32 = 1024;
+
+/// Binds one listener with `sockets` sockets (one per worker; several share the address
+/// through `SO_REUSEPORT`) and loads its TLS files.
+pub async fn bind(cfg: &ListenerConfig, sockets: usize) -> Result<BoundListener, ServerError> {
     let tls = match &cfg.tls {
         Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
         None => None,
     };
-    let listener = TcpListener::bind(cfg.bind)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: cfg.bind,
-            source,
-        })?;
+    let err = |source| ServerError::Bind {
+        addr: cfg.bind,
+        source,
+    };
+    let shared = sockets > 1;
+    let first = bind_socket(cfg.bind, shared).map_err(err)?;
+    // A port of 0 is chosen by the kernel for the first socket; the others join it there.
+    let addr = first.local_addr().map_err(err)?;
+    let mut out = vec![first];
+    for _ in 1..sockets {
+        out.push(bind_socket(addr, shared).map_err(err)?);
+    }
     Ok(BoundListener {
-        listener,
+        sockets: out,
         cfg: cfg.clone(),
         tls,
     })
 }
 
+fn bind_socket(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if reuseport {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuseport;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)?.into_std()
+}
+
 /// Binds every listener of a config.
-pub async fn bind_all(config: &Config) -> Result<Vec<BoundListener>, ServerError> {
+pub async fn bind_all(config: &Config, sockets: usize) -> Result<Vec<BoundListener>, ServerError> {
     let mut out = Vec::new();
     for l in &config.listeners {
-        out.push(bind(l).await?);
+        out.push(bind(l, sockets).await?);
     }
     Ok(out)
 }
 
-/// What every connection of one listener shares.
+/// What every connection of one listener's accept loop shares.
 struct Shared {
     balancer: Arc<Balancer>,
     conns: Arc<UpstreamPools>,
@@ -100,16 +137,44 @@ struct Shared {
     shutdown: CancellationToken,
 }
 
-/// Serves one listener until `shutdown`, then gives open connections `grace` to finish.
-pub async fn serve_listener(
-    bound: BoundListener,
-    balancer: Arc<Balancer>,
-    conns: Arc<UpstreamPools>,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
-    let local = bound.local_addr();
-    let cfg = bound.cfg.clone();
+/// One accept loop of a listener: its socket, and what it shares with the listener's other
+/// accept loops and with its worker.
+pub struct AcceptLoop {
+    pub socket: std::net::TcpListener,
+    pub cfg: ListenerConfig,
+    pub tls: Option<TlsAcceptor>,
+    pub balancer: Arc<Balancer>,
+    /// The worker's keep-alive pools.
+    pub raw: Arc<RawPools>,
+    pub conns: Arc<UpstreamPools>,
+    /// The listener's `max_connections`, shared by its accept loops.
+    pub limit: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+    pub grace: Duration,
+}
+
+/// Serves one socket of a listener until `shutdown`, then gives open connections `grace` to
+/// finish. Runs on the worker that owns the socket.
+pub async fn serve_listener(a: AcceptLoop) {
+    let AcceptLoop {
+        socket,
+        cfg,
+        tls,
+        balancer,
+        raw,
+        conns,
+        limit,
+        shutdown,
+        grace,
+    } = a;
+    let listener = match TcpListener::from_std(socket) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %cfg.bind, error = %e, "cannot register the listening socket");
+            return;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(cfg.bind);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -123,16 +188,15 @@ pub async fn serve_listener(
     let shared = Arc::new(Shared {
         balancer,
         conns,
-        raw: Arc::default(),
+        raw,
         builder,
         cfg: cfg.clone(),
-        tls: bound.tls.clone(),
+        tls,
         shutdown: shutdown.clone(),
     });
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
     let graceful = GracefulShutdown::new();
     let native = TaskTracker::new();
-    tracing::info!(%local, tls = bound.tls.is_some(), "listening");
+    tracing::debug!(%local, tls = shared.tls.is_some(), "accepting");
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -141,7 +205,7 @@ pub async fn serve_listener(
         };
         let (stream, client) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = bound.listener.accept() => match r {
+            r = listener.accept() => match r {
                 Ok(x) => { backoff = Duration::from_millis(5); x }
                 Err(e) => {
                     tracing::warn!(%local, error = %e, "accept failed");
@@ -163,7 +227,7 @@ pub async fn serve_listener(
             .instrument(span),
         );
     }
-    drop(bound.listener);
+    drop(listener);
     native.close();
     tracing::info!(%local, "stopped accepting; draining connections");
     let drained = async {

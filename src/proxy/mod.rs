@@ -10,9 +10,11 @@
 //! - [`upstream`]: keep-alive connection pools to the nodes.
 
 pub mod access_log;
+pub mod deadline;
 pub mod h1;
 pub mod listener;
 pub mod pipeline;
 pub mod service;
 pub mod tls;
 pub mod upstream;
+pub mod workers;

@@ -1,0 +1,262 @@
+//! Coarse deadlines for the native HTTP/1.1 path: a per-thread table checked by one ticker
+//! task per thread every [`TICK`], instead of a tokio timer per wait.
+//!
+//! Hand-written for cost. Every tokio timer a request arms goes through the runtime's timer
+//! wheel under a lock, and when its deadline is earlier than the earliest one the driver slept
+//! for (a response timeout shorter than the keep-alive timeout: every request), tokio wakes
+//! its own driver with an `eventfd` write and one more `epoll_wait`. Measured under load that
+//! was one extra write per two to three requests. Here arming a deadline is a slot in a
+//! thread-local table and a waker clone; the ticker wakes what expired. Deadlines fire up to
+//! one tick late, which the second-scale timeouts they serve (header read, response,
+//! keep-alive) do not notice. Fast proxies do the same (HAProxy's timer tree checked once per
+//! loop turn, nginx's coarse clock).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// How often the ticker looks for expired deadlines: the most a deadline fires late.
+pub const TICK: Duration = Duration::from_millis(50);
+/// Ticks without any armed deadline after which a thread's ticker stops (the next deadline
+/// starts it again).
+const IDLE_TICKS: u32 = 200;
+
+/// The wait reached its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+enum Slot {
+    Free,
+    Armed { deadline: Instant, waker: Waker },
+    Expired,
+}
+
+#[derive(Default)]
+struct Table {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    armed: usize,
+    ticker: bool,
+}
+
+type Shared = Arc<Mutex<Table>>;
+
+thread_local! {
+    /// The table deadlines armed on this thread go to. A task that moves to another thread
+    /// (a multi-threaded runtime) keeps the table it armed in: the lock is uncontended on a
+    /// worker's own single-threaded runtime.
+    static TABLE: Shared = Shared::default();
+}
+
+fn lock(t: &Shared) -> MutexGuard<'_, Table> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One deadline, armed on the first poll that finds it not yet reached and disarmed on drop.
+pub struct Deadline {
+    at: Instant,
+    slot: Option<(Shared, u32)>,
+}
+
+impl Deadline {
+    pub fn new(at: Instant) -> Deadline {
+        Deadline { at, slot: None }
+    }
+
+    /// Ready once the deadline has passed (seen by the ticker, or at arming).
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.slot {
+            None => {
+                if Instant::now() >= self.at {
+                    return Poll::Ready(());
+                }
+                let Ok(table) = TABLE.try_with(Arc::clone) else {
+                    return Poll::Ready(()); // the thread is exiting
+                };
+                let i = Table::arm(&table, self.at, cx.waker().clone());
+                self.slot = Some((table, i));
+                Poll::Pending
+            }
+            Some((table, i)) => match &mut lock(table).slots[*i as usize] {
+                Slot::Expired => Poll::Ready(()),
+                Slot::Armed { waker, .. } => {
+                    if !waker.will_wake(cx.waker()) {
+                        *waker = cx.waker().clone();
+                    }
+                    Poll::Pending
+                }
+                Slot::Free => Poll::Ready(()), // not reachable: the slot is ours until drop
+            },
+        }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        if let Some((table, i)) = self.slot.take() {
+            lock(&table).release(i);
+        }
+    }
+}
+
+impl Table {
+    fn arm(table: &Shared, deadline: Instant, waker: Waker) -> u32 {
+        let mut this = lock(table);
+        let slot = Slot::Armed { deadline, waker };
+        let i = match this.free.pop() {
+            Some(i) => {
+                this.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                this.slots.push(slot);
+                (this.slots.len() - 1) as u32
+            }
+        };
+        this.armed += 1;
+        if !this.ticker {
+            this.ticker = true;
+            drop(this);
+            tokio::spawn(ticker(table.clone()));
+        }
+        i
+    }
+
+    fn release(&mut self, i: u32) {
+        if let Some(s) = self.slots.get_mut(i as usize) {
+            if matches!(s, Slot::Armed { .. }) {
+                self.armed -= 1;
+            }
+            *s = Slot::Free;
+            self.free.push(i);
+        }
+    }
+
+    /// Marks what expired by `now` and returns how many deadlines are still armed.
+    fn expire(&mut self, now: Instant, woken: &mut Vec<Waker>) -> usize {
+        for s in &mut self.slots {
+            if let Slot::Armed { deadline, .. } = s {
+                if *deadline <= now {
+                    if let Slot::Armed { waker, .. } = std::mem::replace(s, Slot::Expired) {
+                        woken.push(waker);
+                    }
+                    self.armed -= 1;
+                }
+            }
+        }
+        self.armed
+    }
+}
+
+/// Marks the table tickerless when its ticker ends, returns or is dropped with its runtime,
+/// so that the next deadline starts a new one.
+struct TickerGuard(Shared);
+
+impl Drop for TickerGuard {
+    fn drop(&mut self) {
+        lock(&self.0).ticker = false;
+    }
+}
+
+/// A table's ticker: every [`TICK`], wakes the waits whose deadline passed.
+async fn ticker(table: Shared) {
+    let guard = TickerGuard(table);
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle = 0;
+    let mut woken = Vec::new();
+    loop {
+        interval.tick().await;
+        let armed = lock(&guard.0).expire(Instant::now(), &mut woken);
+        // Woken outside the lock: a woken task may run on another thread at once.
+        for w in woken.drain(..) {
+            w.wake();
+        }
+        idle = if armed == 0 { idle + 1 } else { 0 };
+        if idle >= IDLE_TICKS {
+            let mut t = lock(&guard.0);
+            if t.armed == 0 {
+                // Cleared while still locked, so an arming thread either sees the ticker
+                // running or starts a new one (the guard clears it once more: at worst two
+                // tickers serve one table for a while).
+                t.ticker = false;
+                return;
+            }
+            idle = 0;
+        }
+    }
+}
+
+/// `fut`, or [`Elapsed`] once `at` has passed (within a [`TICK`]).
+pub async fn timeout_at<F: Future>(at: Instant, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut deadline = Deadline::new(at);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        deadline.poll_expired(cx).map(|()| Err(Elapsed))
+    })
+    .await
+}
+
+/// `fut`, or [`Elapsed`] after `d`.
+pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    timeout_at(Instant::now() + d, fut).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ready_future_wins() {
+        let r = timeout(Duration::from_secs(5), async { 7 }).await;
+        assert_eq!(r, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn pending_future_times_out_within_a_tick() {
+        let start = Instant::now();
+        let r = timeout(Duration::from_millis(120), std::future::pending::<()>()).await;
+        assert_eq!(r, Err(Elapsed));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(120), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn past_deadline_is_elapsed_at_once() {
+        let r = timeout_at(
+            Instant::now() - Duration::from_millis(1),
+            std::future::pending::<()>(),
+        )
+        .await;
+        assert_eq!(r, Err(Elapsed));
+    }
+
+    #[tokio::test]
+    async fn dropped_waits_free_their_slots() {
+        for _ in 0..100 {
+            let r = timeout(Duration::from_secs(60), tokio::task::yield_now()).await;
+            assert!(r.is_ok());
+        }
+        let (slots, armed) = TABLE.with(|t| {
+            let t = lock(t);
+            (t.slots.len(), t.armed)
+        });
+        assert_eq!(armed, 0);
+        assert!(slots <= 1, "slots are reused: {slots}");
+    }
+
+    #[tokio::test]
+    async fn a_later_wake_of_the_future_still_completes() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<u8>();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let _ = tx.send(3);
+        });
+        let r = timeout(Duration::from_secs(5), rx).await;
+        assert_eq!(r, Ok(Ok(3)));
+    }
+}
