@@ -16,8 +16,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
-use crate::control::api::{ReloadReport, ADMIN_TOKEN_ENV};
 use crate::control::api::{ClusterReport, StateChange, StatusReport};
+use crate::control::api::{ReloadReport, ADMIN_TOKEN_ENV};
 use crate::core::node_state::NodeState;
 
 /// The admin address `ctl` talks to unless told otherwise.
@@ -596,11 +596,17 @@ mod tests {
         };
         let t = cluster_text(&c);
         let lines: Vec<&str> = t.lines().collect();
-        assert!(lines[0].starts_with("cluster prod: DISCONNECTED (connection refused)"), "{t}");
+        assert!(
+            lines[0].starts_with("cluster prod: DISCONNECTED (connection refused)"),
+            "{t}"
+        );
         assert!(lines[0].contains("2 of 3 instance(s) alive"), "{t}");
         assert!(lines[1].starts_with("changes are refused"), "{t}");
         assert!(lines[3].starts_with("i0 (this)  yes"), "{t}");
-        assert!(lines[4].contains("400ms ago") && lines[4].ends_with("10.0.0.2:9901"), "{t}");
+        assert!(
+            lines[4].contains("400ms ago") && lines[4].ends_with("10.0.0.2:9901"),
+            "{t}"
+        );
         assert!(lines[5].starts_with("i9         no"), "{t}");
         assert!(t.contains("app   jvm1   i2        7"), "{t}");
     }

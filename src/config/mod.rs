@@ -823,7 +823,10 @@ impl Config {
     /// [`CLUSTER_REDIS_ENV`] environment variable, read by the caller so that parsing stays
     /// pure), then checks the section has a usable URL. Without a `cluster` section the URL is
     /// ignored: a group needs a name.
-    pub fn with_cluster_redis_override(mut self, url: Option<String>) -> Result<Config, ConfigError> {
+    pub fn with_cluster_redis_override(
+        mut self,
+        url: Option<String>,
+    ) -> Result<Config, ConfigError> {
         if let Some(c) = self.cluster.as_mut() {
             if let Some(u) = url.map(|u| u.trim().to_string()).filter(|u| !u.is_empty()) {
                 if let Err(m) = check_redis_url(&u) {
@@ -1060,8 +1063,7 @@ fn check_redis_url(url: &str) -> Result<(), String> {
 fn is_cluster_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
@@ -1464,8 +1466,11 @@ pools:
     #[test]
     fn cluster_section_parses_and_names_its_errors() {
         let with = |section: &str| format!("{GOOD}cluster:\n{section}");
-        let c = Config::from_yaml(&with("  redis: \"redis://127.0.0.1:6379/\"\n  name: prod\n"), "t.yaml")
-            .unwrap();
+        let c = Config::from_yaml(
+            &with("  redis: \"redis://127.0.0.1:6379/\"\n  name: prod\n"),
+            "t.yaml",
+        )
+        .unwrap();
         let cl = c.cluster.as_ref().unwrap();
         assert_eq!(cl.redis.as_deref(), Some("redis://127.0.0.1:6379/"));
         assert_eq!((cl.name.as_str(), cl.instance.as_deref()), ("prod", None));
@@ -1474,14 +1479,39 @@ pools:
         assert!(Config::from_yaml(GOOD, "t.yaml").unwrap().cluster.is_none());
 
         let cases = [
-            ("  redis: \"http://x:1/\"\n  name: prod\n", "cluster.redis", 10, "redis://"),
-            ("  redis: \"redis:///0\"\n  name: prod\n", "cluster.redis", 10, "no host"),
+            (
+                "  redis: \"http://x:1/\"\n  name: prod\n",
+                "cluster.redis",
+                10,
+                "redis://",
+            ),
+            (
+                "  redis: \"redis:///0\"\n  name: prod\n",
+                "cluster.redis",
+                10,
+                "no host",
+            ),
             ("  name: \"a b\"\n", "cluster.name", 10, "letters"),
             ("  name: \"a:b\"\n", "cluster.name", 10, "letters"),
-            ("  name: p\n  instance: \"x{y}\"\n", "cluster.instance", 11, "letters"),
-            ("  name: p\n  heartbeat: 10ms\n", "cluster.heartbeat", 11, "50ms"),
+            (
+                "  name: p\n  instance: \"x{y}\"\n",
+                "cluster.instance",
+                11,
+                "letters",
+            ),
+            (
+                "  name: p\n  heartbeat: 10ms\n",
+                "cluster.heartbeat",
+                11,
+                "50ms",
+            ),
             ("  name: p\n  timeout: 0s\n", "cluster.timeout", 11, "zero"),
-            ("  name: p\n  peers: 3\n", "cluster.peers", 11, "unknown field"),
+            (
+                "  name: p\n  peers: 3\n",
+                "cluster.peers",
+                11,
+                "unknown field",
+            ),
             ("  redis: \"redis://h:1/\"\n", "cluster", 10, "name"),
         ];
         for (section, key, line, msg) in cases {
@@ -1512,7 +1542,11 @@ pools:
         let err = c
             .with_cluster_redis_override(Some("tcp://x".into()))
             .unwrap_err();
-        assert!(err.to_string().contains("t.yaml:9: key `cluster.redis`: STICKYROUTE_CLUSTER_REDIS"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("t.yaml:9: key `cluster.redis`: STICKYROUTE_CLUSTER_REDIS"),
+            "{err}"
+        );
         // Without a cluster section the variable changes nothing.
         let plain = Config::from_yaml(GOOD, "t.yaml").unwrap();
         assert!(plain

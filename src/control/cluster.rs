@@ -462,7 +462,9 @@ impl ClusterTask {
             Ok(Err(e)) => {
                 tracing::debug!(error = %describe(&e), "cluster: could not remove this instance's record; it expires by itself")
             }
-            Err(_) => tracing::debug!("cluster: removing this instance's record timed out; it expires by itself"),
+            Err(_) => tracing::debug!(
+                "cluster: removing this instance's record timed out; it expires by itself"
+            ),
         }
     }
 }

@@ -38,7 +38,13 @@ pub fn default_instance_id() -> String {
         .unwrap_or_else(|| "localhost".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(48)
         .collect();
     format!("{host}-{}", std::process::id())
@@ -144,7 +150,9 @@ pub struct ClusterState {
 pub enum ClusterError {
     #[error("cluster {name:?} is disconnected from Redis ({reason}): the change was not made; it would stay on this instance only")]
     Disconnected { name: String, reason: String },
-    #[error("cluster {name:?}: the change could not be stored in Redis ({reason}); nothing was changed")]
+    #[error(
+        "cluster {name:?}: the change could not be stored in Redis ({reason}); nothing was changed"
+    )]
     Failed { name: String, reason: String },
 }
 
@@ -261,9 +269,7 @@ impl ClusterState {
             tracing::warn!(pool = %shared.pool, node = %shared.route, state = %shared.state, "cluster: ignoring an unknown state");
             return false;
         };
-        let node = snap
-            .pool(&shared.pool)
-            .and_then(|p| p.node(&shared.route));
+        let node = snap.pool(&shared.pool).and_then(|p| p.node(&shared.route));
         let mut changed = false;
         if let Some(n) = node {
             let previous = n.state();
@@ -299,7 +305,11 @@ impl ClusterState {
         let members = lock(&self.members);
         let mut sum = GroupCounts::default();
         for m in members.iter().filter(|m| m.alive) {
-            for n in m.nodes.iter().filter(|n| n.pool == pool && n.route == route) {
+            for n in m
+                .nodes
+                .iter()
+                .filter(|n| n.pool == pool && n.route == route)
+            {
                 sum.live_sessions += n.live_sessions;
                 sum.in_flight += n.in_flight;
             }
@@ -345,10 +355,19 @@ mod tests {
         let c = ClusterState::new("g".into(), "i1".into(), Duration::from_secs(1));
         let s = snap();
         assert!(c.apply(&s, shared("app", "jvm1", "draining")));
-        assert_eq!(s.pool("app").unwrap().node("jvm1").unwrap().state(), NodeState::Draining);
-        assert!(!c.apply(&s, shared("app", "jvm1", "draining")), "no change the second time");
+        assert_eq!(
+            s.pool("app").unwrap().node("jvm1").unwrap().state(),
+            NodeState::Draining
+        );
+        assert!(
+            !c.apply(&s, shared("app", "jvm1", "draining")),
+            "no change the second time"
+        );
         assert!(!c.apply(&s, shared("app", "jvm9", "disabled")));
-        assert!(!c.apply(&s, shared("app", "jvm2", "sleeping")), "unknown state ignored");
+        assert!(
+            !c.apply(&s, shared("app", "jvm2", "sleeping")),
+            "unknown state ignored"
+        );
         assert_eq!(c.pinned("app", "jvm9"), Some(NodeState::Disabled));
         assert_eq!(c.pinned("app", "jvm2"), None);
         assert_eq!(c.known_states().len(), 2);

@@ -395,8 +395,14 @@ pools:
         assert_eq!(first.pools[1].nodes[0].state(), NodeState::Active);
         // The file now says disabled for both: the pinned node keeps the group's state.
         let changed = TWO_POOLS
-            .replace("route: a, address: \"127.0.0.1:2\"", "route: a, address: \"127.0.0.1:2\", state: disabled")
-            .replace("route: b, address: \"127.0.0.1:3\"", "route: b, address: \"127.0.0.1:3\", state: disabled");
+            .replace(
+                "route: a, address: \"127.0.0.1:2\"",
+                "route: a, address: \"127.0.0.1:2\", state: disabled",
+            )
+            .replace(
+                "route: b, address: \"127.0.0.1:3\"",
+                "route: b, address: \"127.0.0.1:3\", state: disabled",
+            );
         let c = Config::from_yaml(&changed, "t.yaml").unwrap();
         let second =
             Snapshot::build_pinned(Arc::new(c), Some(&first), &test_registry(), &pin).unwrap();
