@@ -441,8 +441,12 @@ impl ClusterTask {
         Ok(())
     }
 
-    /// On shutdown: removes this instance's record, so the others stop counting it at once.
+    /// On shutdown: removes this instance's record, so the others stop counting it at once
+    /// (when Redis is unreachable the record expires by itself; shutdown does not wait).
     async fn leave(&self) {
+        if !self.state.connected() {
+            return;
+        }
         let own = self.keys.instance(&self.state.instance);
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
