@@ -859,8 +859,12 @@ impl Config {
                 format!("{} ({}: {})", p.name, p.binder.as_str(), routes.join(", "))
             })
             .collect();
+        let group = self
+            .cluster
+            .as_ref()
+            .map_or(String::new(), |c| format!("; cluster {:?}", c.name));
         format!(
-            "{}: ok, {} listener(s), {} pool(s): {}",
+            "{}: ok, {} listener(s), {} pool(s): {}{group}",
             self.source,
             self.listeners.len(),
             self.pools.len(),
