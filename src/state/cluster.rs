@@ -148,10 +148,10 @@ pub struct ClusterState {
 /// Why a change could not be made in the group.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cluster {name:?} is disconnected from Redis ({reason}): the change was not made; it would stay on this instance only")]
+    #[error("cluster {name:?} is disconnected from Redis ({reason}): change refused, it could not reach the other instances (nothing changed; try again once Redis is back)")]
     Disconnected { name: String, reason: String },
     #[error(
-        "cluster {name:?}: the change could not be stored in Redis ({reason}); nothing was changed"
+        "cluster {name:?}: the change could not be stored in Redis ({reason}); it was not applied on this instance"
     )]
     Failed { name: String, reason: String },
 }
