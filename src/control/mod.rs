@@ -534,3 +534,34 @@ pub async fn reload_on_sighup(control: Arc<Control>, mut hup: tokio::signal::uni
         let _ = control.reload_from_file().await;
     }
 }
+
+#[cfg(all(test, feature = "redis-store"))]
+mod tests {
+    use super::*;
+
+    fn config(cluster: &str) -> Config {
+        let yaml = format!(
+            "listeners: [{{ bind: \"127.0.0.1:1\" }}]\npools:\n  - name: app\n    nodes: [{{ route: a, address: \"127.0.0.1:2\" }}]\n{cluster}"
+        );
+        Config::from_yaml(&yaml, "b.yaml").unwrap()
+    }
+
+    #[test]
+    fn a_reload_may_not_change_the_group() {
+        let prod = "cluster:\n  redis: \"redis://h:1/\"\n  name: prod\n";
+        let ok = |a: &str, b: &str| check_cluster_unchanged(&config(a), &config(b)).is_ok();
+        assert!(ok("", ""));
+        assert!(ok(prod, prod));
+        // The same group written elsewhere in the file is the same group.
+        assert!(ok(prod, &format!("\n\n{prod}")));
+        assert!(!ok("", prod), "joining");
+        assert!(!ok(prod, ""), "leaving");
+        assert!(!ok(prod, &prod.replace("prod", "staging")));
+        assert!(!ok(prod, &format!("{prod}  heartbeat: 2s\n")));
+        let err = check_cluster_unchanged(&config(prod), &config(&prod.replace("prod", "x")))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("b.yaml:5: key `cluster`"), "{text}");
+        assert!(text.contains("restart"), "{text}");
+    }
+}
