@@ -10,7 +10,7 @@
 //! | `states:{pool}`          | hash    | route → [`SharedState`] JSON: state, who set it, when |
 //! | `changes`                | channel | a [`SharedState`] JSON per change                     |
 //! | `instance:{id}`          | string  | [`InstanceRecord`] JSON: counts per node, TTL 3 heartbeats |
-//! | `instances`              | zset    | instance ids by last heartbeat (ms since the epoch)  |
+//! | `instances`              | zset    | instance ids by last heartbeat (ms since the epoch); expires 60 heartbeats after the last |
 //!
 //! # What the task does
 //!
@@ -382,6 +382,11 @@ impl ClusterTask {
             .arg(self.keys.instances())
             .arg("-inf")
             .arg(forget_before)
+            .ignore()
+            // A group whose instances are all gone leaves no member list behind.
+            .cmd("PEXPIRE")
+            .arg(self.keys.instances())
+            .arg(ttl_ms / 3 * u64::from(FORGET_AFTER_HEARTBEATS))
             .ignore()
             .cmd("ZRANGE")
             .arg(self.keys.instances())
