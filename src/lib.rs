@@ -7,11 +7,11 @@
 //! ```text
 //!  cli, demo            check / ctl (admin API client), the demo node and `stickyroute demo`
 //!     │
-//!  control              admin API + status page, health checker, sweeper, reload, Running
+//!  control              admin API + status page, health checker, sweeper, cluster task, reload
 //!     │
 //!  proxy                listeners + TLS, request pipeline, hyper service, upstream pools
 //!     │
-//!  state   store        routing snapshot, node runtime, registry, metrics │ session stores
+//!  state   store        snapshot, node runtime, registry, metrics, operator/group states │ stores
 //!     │      │
 //!  config               YAML → validated Config with file/line/key errors (no I/O)
 //!     │

@@ -7,5 +7,9 @@ use crate::config::{Config, ConfigError};
 
 /// The config's one-line summary, or the error naming file, line and key.
 pub fn check(path: &Path) -> Result<String, ConfigError> {
-    Config::load(path).map(|c| c.summary())
+    // The cluster's Redis URL may come from the environment, as for `serve`.
+    let url = std::env::var(crate::config::CLUSTER_REDIS_ENV).ok();
+    Config::load(path)?
+        .with_cluster_redis_override(url)
+        .map(|c| c.summary())
 }

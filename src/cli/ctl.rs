@@ -16,8 +16,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
+use crate::control::api::{ClusterReport, StateChange, StatusReport};
 use crate::control::api::{ReloadReport, ADMIN_TOKEN_ENV};
-use crate::control::api::{StateChange, StatusReport};
 use crate::core::node_state::NodeState;
 
 /// The admin address `ctl` talks to unless told otherwise.
@@ -328,7 +328,94 @@ fn reload_text(r: &ReloadReport) -> String {
     s
 }
 
-/// The status as an aligned table, one row per node.
+/// Rows as columns padded to their widest cell (the last column is not padded).
+fn aligned(rows: &[Vec<String>]) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == cols {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The group: connection, instances, and each node as each instance sees it.
+pub fn cluster_text(c: &ClusterReport) -> String {
+    let alive = c.instances.iter().filter(|i| i.alive).count();
+    let mut out = format!(
+        "cluster {}: {}, {} of {} instance(s) alive (this one: {})\n",
+        c.name,
+        if c.connected {
+            "connected".to_string()
+        } else {
+            format!(
+                "DISCONNECTED ({})",
+                c.error.as_deref().unwrap_or("no connection")
+            )
+        },
+        alive,
+        c.instances.len(),
+        c.instance,
+    );
+    if !c.connected {
+        out.push_str(
+            "changes are refused until Redis is back; nodes keep their last known states\n",
+        );
+    }
+    let mut rows = vec![["INSTANCE", "ALIVE", "LAST SEEN", "ADMIN"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()];
+    for i in &c.instances {
+        rows.push(vec![
+            if i.local {
+                format!("{} (this)", i.id)
+            } else {
+                i.id.clone()
+            },
+            if i.alive { "yes" } else { "no" }.to_string(),
+            if i.local {
+                "-".to_string()
+            } else {
+                format!("{}ms ago", i.last_seen_ms)
+            },
+            i.admin.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    out.push_str(&aligned(&rows));
+    let mut rows = vec![["POOL", "ROUTE", "INSTANCE", "SESSIONS", "IN-FLIGHT"]
+        .iter()
+        .map(|h| h.to_string())
+        .collect::<Vec<_>>()];
+    for i in c.instances.iter().filter(|i| i.alive) {
+        for n in &i.nodes {
+            rows.push(vec![
+                n.pool.clone(),
+                n.route.clone(),
+                i.id.clone(),
+                n.live_sessions.to_string(),
+                n.in_flight.to_string(),
+            ]);
+        }
+    }
+    rows[1..].sort_by(|a, b| (&a[0], &a[1], &a[2]).cmp(&(&b[0], &b[1], &b[2])));
+    out.push_str(&aligned(&rows));
+    out
+}
+
+/// The status as an aligned table, one row per node; in a cluster, the sessions, in-flight
+/// and drained columns are the group's, and the group follows.
 pub fn status_table(s: &StatusReport) -> String {
     let head = [
         "POOL",
@@ -361,23 +448,7 @@ pub fn status_table(s: &StatusReport) -> String {
             ]);
         }
     }
-    let cols = head.len();
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 == cols {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    let mut out = aligned(&rows);
     let _ = writeln!(
         out,
         "registry: {} of {} sessions tracked{}",
@@ -389,6 +460,9 @@ pub fn status_table(s: &StatusReport) -> String {
             String::new()
         }
     );
+    if let Some(c) = &s.cluster {
+        out.push_str(&cluster_text(c));
+    }
     out
 }
 
@@ -467,6 +541,7 @@ mod tests {
                     })
                     .collect(),
             }],
+            cluster: None,
         };
         let t = status_table(&s);
         let lines: Vec<&str> = t.lines().collect();
@@ -474,5 +549,65 @@ mod tests {
         assert!(lines[1].starts_with("app   jvm1   127.0.0.1:1"), "{t}");
         assert_eq!(lines[1].find("draining"), lines[0].find("STATE"), "{t}");
         assert!(t.contains("registry: 3 of 10"));
+        assert!(!t.contains("cluster"), "{t}");
+    }
+
+    #[test]
+    fn the_group_follows_the_table() {
+        use crate::control::api::{InstanceNodeReport, InstanceReport};
+        let node = |route: &str, live| InstanceNodeReport {
+            pool: "app".into(),
+            route: route.into(),
+            live_sessions: live,
+            in_flight: 0,
+        };
+        let c = ClusterReport {
+            name: "prod".into(),
+            connected: false,
+            instance: "i0".into(),
+            error: Some("connection refused".into()),
+            errors: 3,
+            instances: vec![
+                InstanceReport {
+                    id: "i0".into(),
+                    alive: true,
+                    local: true,
+                    admin: None,
+                    last_seen_ms: 0,
+                    nodes: vec![node("jvm1", 0)],
+                },
+                InstanceReport {
+                    id: "i2".into(),
+                    alive: true,
+                    local: false,
+                    admin: Some("10.0.0.2:9901".into()),
+                    last_seen_ms: 400,
+                    nodes: vec![node("jvm1", 7)],
+                },
+                InstanceReport {
+                    id: "i9".into(),
+                    alive: false,
+                    local: false,
+                    admin: None,
+                    last_seen_ms: 9000,
+                    nodes: vec![],
+                },
+            ],
+        };
+        let t = cluster_text(&c);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(
+            lines[0].starts_with("cluster prod: DISCONNECTED (connection refused)"),
+            "{t}"
+        );
+        assert!(lines[0].contains("2 of 3 instance(s) alive"), "{t}");
+        assert!(lines[1].starts_with("changes are refused"), "{t}");
+        assert!(lines[3].starts_with("i0 (this)  yes"), "{t}");
+        assert!(
+            lines[4].contains("400ms ago") && lines[4].ends_with("10.0.0.2:9901"),
+            "{t}"
+        );
+        assert!(lines[5].starts_with("i9         no"), "{t}");
+        assert!(t.contains("app   jvm1   i2        7"), "{t}");
     }
 }

@@ -61,6 +61,62 @@ pub struct Config {
     pub session: SessionConfig,
     pub registry: RegistryConfig,
     pub pools: Vec<PoolConfig>,
+    /// `cluster:`: share operator states and session counts with other instances.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Environment variable that provides (or overrides) `cluster.redis`.
+pub const CLUSTER_REDIS_ENV: &str = "STICKYROUTE_CLUSTER_REDIS";
+
+/// The `cluster:` section: instances with the same `name` on one Redis form a group that shares
+/// operator states (drain, disable, activate, standby) and live-session counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port/db`; `None` when only [`CLUSTER_REDIS_ENV`] may give
+    /// it (see [`ClusterConfig::redis_url`]).
+    pub redis: Option<String>,
+    /// The group's name; also the prefix of its Redis keys (`stickyroute:{name}:…`).
+    pub name: String,
+    /// This instance's id in the group; `None`: `hostname-pid`, chosen at start.
+    pub instance: Option<String>,
+    /// How often this instance publishes its counts and re-reads the group's states; an
+    /// instance unheard of for 3 heartbeats is no longer alive.
+    pub heartbeat: Duration,
+    /// Deadline for one Redis operation (connect included).
+    pub timeout: Duration,
+    /// Where the section is written (for errors found after parsing).
+    pub file: String,
+    pub line: Option<usize>,
+}
+
+impl ClusterConfig {
+    /// The Redis URL, or the error naming the key when neither the file nor
+    /// [`CLUSTER_REDIS_ENV`] gave one.
+    pub fn redis_url(&self) -> Result<&str, ConfigError> {
+        self.redis.as_deref().ok_or_else(|| ConfigError {
+            file: self.file.clone(),
+            line: self.line,
+            key: "cluster.redis".into(),
+            message: format!("no Redis URL: set cluster.redis or {CLUSTER_REDIS_ENV}"),
+        })
+    }
+
+    /// Whether `other` describes the same group membership (what a reload may not change).
+    pub fn same_settings(&self, other: &ClusterConfig) -> bool {
+        (
+            &self.redis,
+            &self.name,
+            &self.instance,
+            self.heartbeat,
+            self.timeout,
+        ) == (
+            &other.redis,
+            &other.name,
+            &other.instance,
+            other.heartbeat,
+            other.timeout,
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -226,6 +282,22 @@ struct RawConfig {
     registry: RawRegistry,
     #[serde(default)]
     pools: Vec<RawPool>,
+    #[serde(default)]
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    redis: Option<String>,
+    name: String,
+    #[serde(default)]
+    instance: Option<String>,
+    #[serde(default = "default_cluster_heartbeat", with = "duration")]
+    heartbeat: Duration,
+    #[serde(default = "default_cluster_timeout", with = "duration")]
+    timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -542,6 +614,12 @@ fn default_fall() -> u32 {
 fn default_weight() -> u32 {
     1
 }
+fn default_cluster_heartbeat() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_cluster_timeout() -> Duration {
+    Duration::from_secs(1)
+}
 
 /// Durations written as `250ms`, `10s`, `30m`, `1h 30m`.
 mod duration {
@@ -741,6 +819,31 @@ impl Config {
         self
     }
 
+    /// Replaces `cluster.redis` with `url` when it is `Some` and not empty (the
+    /// [`CLUSTER_REDIS_ENV`] environment variable, read by the caller so that parsing stays
+    /// pure), then checks the section has a usable URL. Without a `cluster` section the URL is
+    /// ignored: a group needs a name.
+    pub fn with_cluster_redis_override(
+        mut self,
+        url: Option<String>,
+    ) -> Result<Config, ConfigError> {
+        if let Some(c) = self.cluster.as_mut() {
+            if let Some(u) = url.map(|u| u.trim().to_string()).filter(|u| !u.is_empty()) {
+                if let Err(m) = check_redis_url(&u) {
+                    return Err(ConfigError {
+                        file: c.file.clone(),
+                        line: c.line,
+                        key: "cluster.redis".into(),
+                        message: format!("{CLUSTER_REDIS_ENV}: {m}"),
+                    });
+                }
+                c.redis = Some(u);
+            }
+            c.redis_url()?;
+        }
+        Ok(self)
+    }
+
     /// The pool with this name.
     pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| p.name == name)
@@ -756,8 +859,12 @@ impl Config {
                 format!("{} ({}: {})", p.name, p.binder.as_str(), routes.join(", "))
             })
             .collect();
+        let group = self
+            .cluster
+            .as_ref()
+            .map_or(String::new(), |c| format!("; cluster {:?}", c.name));
         format!(
-            "{}: ok, {} listener(s), {} pool(s): {}",
+            "{}: ok, {} listener(s), {} pool(s): {}{group}",
             self.source,
             self.listeners.len(),
             self.pools.len(),
@@ -936,6 +1043,76 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             max_sessions: raw.registry.max_sessions,
         },
         pools,
+        cluster: match raw.cluster {
+            None => None,
+            Some(c) => Some(validate_cluster(c, ctx, file)?),
+        },
+    })
+}
+
+/// A Redis URL the cluster can use: `redis://` (TLS is not built in), with a host.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return Err(format!("{url:?} must start with redis://"));
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    Ok(())
+}
+
+/// A group name or instance id: it becomes part of Redis keys and channel names.
+fn is_cluster_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn validate_cluster(c: RawCluster, ctx: &Ctx, file: &str) -> Result<ClusterConfig, ConfigError> {
+    if !cfg!(feature = "redis-store") {
+        return Err(ctx.err(
+            "cluster",
+            "a cluster needs the cargo feature \"redis-store\", which this build of stickyroute \
+             was compiled without",
+        ));
+    }
+    if let Some(url) = &c.redis {
+        check_redis_url(url).map_err(|m| ctx.err("cluster.redis", m))?;
+    }
+    if !is_cluster_name(&c.name) {
+        return Err(ctx.err(
+            "cluster.name",
+            format!(
+                "group name {:?} may only use letters, digits and - _ . (1 to 64)",
+                c.name
+            ),
+        ));
+    }
+    if let Some(id) = &c.instance {
+        if !is_cluster_name(id) {
+            return Err(ctx.err(
+                "cluster.instance",
+                format!("instance id {id:?} may only use letters, digits and - _ . (1 to 64)"),
+            ));
+        }
+    }
+    if c.heartbeat < Duration::from_millis(50) {
+        return Err(ctx.err("cluster.heartbeat", "must be at least 50ms"));
+    }
+    if c.timeout.is_zero() {
+        return Err(ctx.err("cluster.timeout", "must not be zero"));
+    }
+    Ok(ClusterConfig {
+        redis: c.redis,
+        name: c.name,
+        instance: c.instance,
+        heartbeat: c.heartbeat,
+        timeout: c.timeout,
+        file: file.to_string(),
+        line: ctx.locator.line("cluster"),
     })
 }
 
@@ -1288,6 +1465,100 @@ pools:
       - { route: jvm1, address: "127.0.0.1:18081", domain: a, redirect: jvm2 }
       - { route: jvm2, address: "127.0.0.1:18082", domain: a }
 "#;
+
+    #[cfg(feature = "redis-store")]
+    #[test]
+    fn cluster_section_parses_and_names_its_errors() {
+        let with = |section: &str| format!("{GOOD}cluster:\n{section}");
+        let c = Config::from_yaml(
+            &with("  redis: \"redis://127.0.0.1:6379/\"\n  name: prod\n"),
+            "t.yaml",
+        )
+        .unwrap();
+        let cl = c.cluster.as_ref().unwrap();
+        assert_eq!(cl.redis.as_deref(), Some("redis://127.0.0.1:6379/"));
+        assert_eq!((cl.name.as_str(), cl.instance.as_deref()), ("prod", None));
+        assert_eq!(cl.heartbeat, Duration::from_secs(1));
+        assert_eq!(cl.line, Some(9));
+        assert!(Config::from_yaml(GOOD, "t.yaml").unwrap().cluster.is_none());
+
+        let cases = [
+            (
+                "  redis: \"http://x:1/\"\n  name: prod\n",
+                "cluster.redis",
+                10,
+                "redis://",
+            ),
+            (
+                "  redis: \"redis:///0\"\n  name: prod\n",
+                "cluster.redis",
+                10,
+                "no host",
+            ),
+            ("  name: \"a b\"\n", "cluster.name", 10, "letters"),
+            ("  name: \"a:b\"\n", "cluster.name", 10, "letters"),
+            (
+                "  name: p\n  instance: \"x{y}\"\n",
+                "cluster.instance",
+                11,
+                "letters",
+            ),
+            (
+                "  name: p\n  heartbeat: 10ms\n",
+                "cluster.heartbeat",
+                11,
+                "50ms",
+            ),
+            ("  name: p\n  timeout: 0s\n", "cluster.timeout", 11, "zero"),
+            (
+                "  name: p\n  peers: 3\n",
+                "cluster.peers",
+                11,
+                "unknown field",
+            ),
+            ("  redis: \"redis://h:1/\"\n", "cluster", 10, "name"),
+        ];
+        for (section, key, line, msg) in cases {
+            let err = Config::from_yaml(&with(section), "t.yaml").unwrap_err();
+            assert_eq!(err.key, key, "{section}: {err}");
+            assert_eq!(err.line, Some(line), "{section}: {err}");
+            assert!(err.message.contains(msg), "{section}: {err}");
+            assert_eq!(err.file, "t.yaml");
+        }
+    }
+
+    #[cfg(feature = "redis-store")]
+    #[test]
+    fn cluster_redis_may_come_from_the_environment() {
+        let yaml = format!("{GOOD}cluster:\n  name: prod\n");
+        let c = Config::from_yaml(&yaml, "t.yaml").unwrap();
+        let err = c.clone().with_cluster_redis_override(None).unwrap_err();
+        assert_eq!((err.key.as_str(), err.line), ("cluster.redis", Some(9)));
+        assert!(err.message.contains(CLUSTER_REDIS_ENV), "{err}");
+        let c2 = c
+            .clone()
+            .with_cluster_redis_override(Some("redis://10.0.0.1:6379/2".into()))
+            .unwrap();
+        assert_eq!(
+            c2.cluster.unwrap().redis.as_deref(),
+            Some("redis://10.0.0.1:6379/2")
+        );
+        let err = c
+            .with_cluster_redis_override(Some("tcp://x".into()))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("t.yaml:9: key `cluster.redis`: STICKYROUTE_CLUSTER_REDIS"),
+            "{err}"
+        );
+        // Without a cluster section the variable changes nothing.
+        let plain = Config::from_yaml(GOOD, "t.yaml").unwrap();
+        assert!(plain
+            .with_cluster_redis_override(Some("redis://h:1/".into()))
+            .unwrap()
+            .cluster
+            .is_none());
+    }
 
     #[test]
     fn good_config_parses_with_defaults() {

@@ -37,11 +37,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::api::{
-    ChangedNode, NodeReport, PoolReport, RegistryReport, StateChange, StatusReport,
+    ChangedNode, ClusterReport, InstanceNodeReport, InstanceReport, NodeReport, PoolReport,
+    RegistryReport, StateChange, StatusReport,
 };
 use crate::control::{Control, ReloadError};
 use crate::core::node_state::NodeState;
 use crate::state::node::now_ms;
+use crate::state::operator::OperatorError;
 use crate::state::Balancer;
 
 /// Largest request body the admin API reads.
@@ -76,6 +78,7 @@ pub fn status(balancer: &Balancer) -> StatusReport {
                     .iter()
                     .map(|n| {
                         let rt = &n.rt;
+                        let view = balancer.operator.view(&balancer.registry, &p.cfg.name, n);
                         let ld = |a: &std::sync::atomic::AtomicU64| {
                             a.load(std::sync::atomic::Ordering::Relaxed)
                         };
@@ -87,20 +90,77 @@ pub fn status(balancer: &Balancer) -> StatusReport {
                             state: n.state().as_str().to_string(),
                             config_state: n.config_state.as_str().to_string(),
                             health: if n.is_up(now) { "up" } else { "down" }.to_string(),
-                            in_flight: n.inflight(),
+                            in_flight: view.in_flight,
                             requests: ld(&rt.stats.requests),
                             failovers_in: ld(&rt.stats.failovers_in),
                             failovers_out: ld(&rt.stats.failovers_out),
                             connect_errors: ld(&rt.stats.connect_errors),
                             upstream_errors: ld(&rt.stats.upstream_errors),
-                            live_sessions: balancer.registry.live_sessions(n.slot),
-                            drained: balancer.registry.is_drained(n.state(), n.slot),
+                            live_sessions: view.live_sessions,
+                            drained: view.drained,
                             last_error: rt.health.last_error(),
                         }
                     })
                     .collect(),
             })
             .collect(),
+        cluster: balancer
+            .operator
+            .cluster()
+            .map(|c| cluster_report(balancer, &snap, c)),
+    }
+}
+
+/// The group as this instance knows it: itself first (its counts now), then the others.
+fn cluster_report(
+    balancer: &Balancer,
+    snap: &crate::state::snapshot::Snapshot,
+    c: &crate::state::cluster::ClusterState,
+) -> ClusterReport {
+    let now = crate::state::cluster::unix_ms();
+    let own = InstanceReport {
+        id: c.instance.clone(),
+        alive: true,
+        local: true,
+        admin: None,
+        last_seen_ms: 0,
+        nodes: snap
+            .pools
+            .iter()
+            .flat_map(|p| {
+                p.nodes.iter().map(|n| InstanceNodeReport {
+                    pool: p.cfg.name.clone(),
+                    route: n.route.clone(),
+                    live_sessions: balancer.registry.live_sessions(n.slot),
+                    in_flight: n.inflight(),
+                })
+            })
+            .collect(),
+    };
+    let others = c.members().into_iter().map(|m| InstanceReport {
+        id: m.id,
+        alive: m.alive,
+        local: false,
+        admin: m.admin,
+        last_seen_ms: now.saturating_sub(m.seen_ms),
+        nodes: m
+            .nodes
+            .into_iter()
+            .map(|n| InstanceNodeReport {
+                pool: n.pool,
+                route: n.route,
+                live_sessions: n.live_sessions,
+                in_flight: n.in_flight,
+            })
+            .collect(),
+    });
+    ClusterReport {
+        name: c.name.clone(),
+        connected: c.connected(),
+        instance: c.instance.clone(),
+        error: if c.connected() { None } else { c.last_error() },
+        errors: c.errors.load(std::sync::atomic::Ordering::Relaxed),
+        instances: std::iter::once(own).chain(others).collect(),
     }
 }
 
@@ -153,7 +213,16 @@ pub async fn set_state(
         .operator
         .set(&snap, route, pool, state)
         .await
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e.to_string()))?;
+        .map_err(|e| {
+            let status = match e {
+                OperatorError::UnknownPool(_) | OperatorError::UnknownNode { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                // The group cannot take the change now; nothing changed, try again later.
+                OperatorError::Cluster(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError::new(status, e.to_string())
+        })?;
     Ok(StateChange {
         route: route.to_string(),
         state: state.as_str().to_string(),
@@ -753,6 +822,7 @@ mod tests {
                     last_error: Some("<img src=x onerror=alert(1)>".into()),
                 }],
             }],
+            cluster: None,
         };
         let page = status_page(&report, true);
         assert!(!page.contains("<img"), "{page}");

@@ -16,6 +16,59 @@ pub struct StatusReport {
     pub config: String,
     pub registry: RegistryReport,
     pub pools: Vec<PoolReport>,
+    /// The group, when a `cluster:` section is configured. Then each node's `live_sessions`,
+    /// `in_flight` and `drained` are the group's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterReport>,
+}
+
+/// The group this instance belongs to (`cluster:`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClusterReport {
+    /// `cluster.name`.
+    pub name: String,
+    /// Whether Redis is reachable now; while it is not, changes are refused and nodes keep
+    /// their last known states.
+    pub connected: bool,
+    /// This instance's id.
+    pub instance: String,
+    /// Why the group is disconnected (the last Redis error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failed Redis operations since start.
+    #[serde(default)]
+    pub errors: u64,
+    /// Every instance known to the group, this one first.
+    pub instances: Vec<InstanceReport>,
+}
+
+/// One instance of the group.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstanceReport {
+    pub id: String,
+    /// It published its counts within the last 3 heartbeats.
+    pub alive: bool,
+    /// This is the instance that answered.
+    #[serde(default)]
+    pub local: bool,
+    /// Its admin listener, as it published it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// Milliseconds since it last published (0 for this instance).
+    #[serde(default)]
+    pub last_seen_ms: u64,
+    /// What it sees of each node (the last counts it published).
+    #[serde(default)]
+    pub nodes: Vec<InstanceNodeReport>,
+}
+
+/// One node as one instance sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstanceNodeReport {
+    pub pool: String,
+    pub route: String,
+    pub live_sessions: u64,
+    pub in_flight: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -46,6 +99,7 @@ pub struct NodeReport {
     pub config_state: String,
     /// `up` or `down`.
     pub health: String,
+    /// Requests in flight to the node (summed over the live instances, in a cluster).
     pub in_flight: u64,
     /// Requests sent to the node (retries included).
     pub requests: u64,
@@ -53,9 +107,11 @@ pub struct NodeReport {
     pub failovers_out: u64,
     pub connect_errors: u64,
     pub upstream_errors: u64,
-    /// Sessions seen on the node within `session.idle_timeout`.
+    /// Sessions seen on the node within `session.idle_timeout` (by the live instances of the
+    /// group, in a cluster).
     pub live_sessions: u64,
-    /// Draining or disabled, and no live session left.
+    /// Draining or disabled, and no live session left (on any live instance of the group, in
+    /// a cluster; never while the group is disconnected).
     pub drained: bool,
     pub last_error: Option<String>,
 }

@@ -1,5 +1,5 @@
 //! The control plane of a running balancer: what is started next to the proxy listeners
-//! (admin listener, health checkers, registry sweeper) and hot reload (DESIGN.md "Operating
+//! (admin listener, health checkers, registry sweeper, the cluster task) and hot reload (DESIGN.md "Operating
 //! it").
 //!
 //! A reload, from `SIGHUP` or `POST /api/v1/reload`, runs in this order, one at a time:
@@ -15,6 +15,9 @@
 //!    before the new one binds);
 //! 5. move the admin listener if its address changed, and reconcile the health checkers.
 //!
+//! In a cluster, step 3 keeps the group's operator states whatever the new file says, and a
+//! reload that changes the `cluster:` section is refused (a restart joins another group).
+//!
 //! Unchanged listeners, TLS ones included, keep running untouched (a new certificate at the
 //! same path needs a restart).
 
@@ -29,6 +32,8 @@ use tokio_util::task::TaskTracker;
 
 pub mod admin;
 pub mod api;
+#[cfg(feature = "redis-store")]
+pub mod cluster;
 pub mod health;
 pub mod running;
 pub mod sweeper;
@@ -48,10 +53,14 @@ use health::HealthChecks;
 const REBIND_WAIT: Duration = Duration::from_secs(3);
 
 /// Reads and validates a config file, then applies `STICKYROUTE_ADMIN_TOKEN` (when set and not
-/// empty) as the admin token. `serve` and every reload load the file through this.
+/// empty) as the admin token and `STICKYROUTE_CLUSTER_REDIS` as `cluster.redis`. `serve` and
+/// every reload load the file through this.
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let token = std::env::var(ADMIN_TOKEN_ENV).ok();
-    Ok(Config::load(path)?.with_admin_token_override(token))
+    let redis = std::env::var(crate::config::CLUSTER_REDIS_ENV).ok();
+    Config::load(path)?
+        .with_admin_token_override(token)
+        .with_cluster_redis_override(redis)
 }
 
 /// Why a reload was refused. The running configuration stays in every case.
@@ -156,6 +165,7 @@ impl Control {
             }),
             addrs: Mutex::new(Addrs::default()),
         });
+        control.start_cluster().await?;
         let mut st = control.state.lock().await;
         for b in bound {
             let handle = control.serve_proxy(b);
@@ -172,6 +182,45 @@ impl Control {
         control.publish_addrs(&st);
         drop(st);
         Ok(control)
+    }
+
+    /// With a `cluster:` section: starts the cluster task and waits (a few Redis deadlines at
+    /// most) for its first read of the group's states, so that the listeners start with the
+    /// group's states rather than the file's. An unreachable Redis does not stop the start:
+    /// the task keeps trying, the status says disconnected.
+    async fn start_cluster(self: &Arc<Self>) -> Result<(), ServerError> {
+        let snap = self.balancer.snapshot();
+        let (Some(cfg), Some(state)) = (&snap.config.cluster, self.balancer.operator.cluster())
+        else {
+            return Ok(());
+        };
+        #[cfg(feature = "redis-store")]
+        {
+            let task = cluster::ClusterTask::new(
+                self.balancer.clone(),
+                state.clone(),
+                cfg,
+                Arc::downgrade(self),
+            )?;
+            let (ready, first_sync) = tokio::sync::oneshot::channel();
+            self.tracker
+                .spawn(task.run(ready, self.shutdown.child_token()));
+            let bound = cfg.timeout * 3 + Duration::from_secs(1);
+            if tokio::time::timeout(bound, first_sync).await.is_err() {
+                tracing::warn!(group = %cfg.name, "cluster: no first sync within {bound:?}; serving with the file's states until Redis answers");
+            }
+            Ok(())
+        }
+        #[cfg(not(feature = "redis-store"))]
+        {
+            let _ = state;
+            Err(ServerError::Config(ConfigError {
+                file: cfg.file.clone(),
+                line: cfg.line,
+                key: "cluster".into(),
+                message: "this build has no Redis support (cargo feature redis-store)".into(),
+            }))
+        }
     }
 
     /// Starts one accept loop per socket of `bound`, each on its worker.
@@ -274,6 +323,7 @@ impl Control {
         if self.shutdown.is_cancelled() {
             return Err(ReloadError::ShuttingDown);
         }
+        check_cluster_unchanged(&self.balancer.snapshot().config, &config)?;
 
         // Plan the proxy listeners: keep identical ones, restart changed ones on the same
         // address, bind new ones now.
@@ -423,6 +473,27 @@ impl Control {
     }
 }
 
+/// A reload may not join, leave or change a group (the cluster task and the instance's
+/// identity are set at start): such a reload is refused, naming the `cluster` key.
+fn check_cluster_unchanged(running: &Config, next: &Config) -> Result<(), ReloadError> {
+    let same = match (&running.cluster, &next.cluster) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_settings(b),
+        _ => false,
+    };
+    if same {
+        return Ok(());
+    }
+    Err(ReloadError::Invalid(ConfigError {
+        file: next.source.clone(),
+        line: next.cluster.as_ref().and_then(|c| c.line),
+        key: "cluster".into(),
+        message: "the cluster section cannot change on reload; restart the balancer to join, \
+                  leave or change a group"
+            .into(),
+    }))
+}
+
 async fn bind_admin(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -487,5 +558,36 @@ pub async fn reload_on_sighup(control: Arc<Control>, mut hup: tokio::signal::uni
         tracing::info!("SIGHUP: reloading the configuration");
         // Success and refusal are both logged by the reload itself.
         let _ = control.reload_from_file().await;
+    }
+}
+
+#[cfg(all(test, feature = "redis-store"))]
+mod tests {
+    use super::*;
+
+    fn config(cluster: &str) -> Config {
+        let yaml = format!(
+            "listeners: [{{ bind: \"127.0.0.1:1\" }}]\npools:\n  - name: app\n    nodes: [{{ route: a, address: \"127.0.0.1:2\" }}]\n{cluster}"
+        );
+        Config::from_yaml(&yaml, "b.yaml").unwrap()
+    }
+
+    #[test]
+    fn a_reload_may_not_change_the_group() {
+        let prod = "cluster:\n  redis: \"redis://h:1/\"\n  name: prod\n";
+        let ok = |a: &str, b: &str| check_cluster_unchanged(&config(a), &config(b)).is_ok();
+        assert!(ok("", ""));
+        assert!(ok(prod, prod));
+        // The same group written elsewhere in the file is the same group.
+        assert!(ok(prod, &format!("\n\n{prod}")));
+        assert!(!ok("", prod), "joining");
+        assert!(!ok(prod, ""), "leaving");
+        assert!(!ok(prod, &prod.replace("prod", "staging")));
+        assert!(!ok(prod, &format!("{prod}  heartbeat: 2s\n")));
+        let err = check_cluster_unchanged(&config(prod), &config(&prod.replace("prod", "x")))
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("b.yaml:5: key `cluster`"), "{text}");
+        assert!(text.contains("restart"), "{text}");
     }
 }

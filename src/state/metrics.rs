@@ -75,6 +75,15 @@ pub const REGISTRY_EXPIRED: &str = "stickyroute_registry_expired";
 pub const ACCESS_LOG_DROPPED: &str = "stickyroute_access_log_dropped";
 /// The count behind [`ACCESS_LOG_DROPPED`], bumped by the access log (`proxy::access_log`).
 pub static ACCESS_LOG_DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
+/// `stickyroute_cluster_connected{group}`: 1 when the cluster's Redis is reachable (only with
+/// a `cluster:` section; the `node_*` gauges stay this instance's own).
+pub const CLUSTER_CONNECTED: &str = "stickyroute_cluster_connected";
+/// `stickyroute_cluster_instances{group}`: live instances of the group, this one included.
+pub const CLUSTER_INSTANCES: &str = "stickyroute_cluster_instances";
+/// `stickyroute_cluster_errors_total{group}`: failed Redis operations of the cluster task.
+pub const CLUSTER_ERRORS: &str = "stickyroute_cluster_errors";
+/// `stickyroute_cluster_disconnects_total{group}`: connections to Redis lost after being up.
+pub const CLUSTER_DISCONNECTS: &str = "stickyroute_cluster_disconnects";
 /// `stickyroute_config_reloads_total{result}`: `result` = `ok` or `error`.
 pub const CONFIG_RELOADS: &str = "stickyroute_config_reloads";
 
@@ -579,6 +588,34 @@ impl Collector for Scrape {
                 ([("result", "error")], ld(&b.metrics.reloads_failed)),
             ],
         )?;
+        if let Some(c) = b.operator.cluster() {
+            let labels = [("group", c.name.as_str())];
+            gauge_family(
+                &mut enc,
+                CLUSTER_CONNECTED,
+                "1 when the cluster's Redis is reachable",
+                &[(labels, i64::from(c.connected()))],
+            )?;
+            let alive = 1 + c.members().iter().filter(|m| m.alive).count();
+            gauge_family(
+                &mut enc,
+                CLUSTER_INSTANCES,
+                "Live instances of the group, this one included",
+                &[(labels, alive as i64)],
+            )?;
+            counter_family(
+                &mut enc,
+                CLUSTER_ERRORS,
+                "Failed cluster operations on Redis",
+                &[(labels, ld(&c.errors))],
+            )?;
+            counter_family(
+                &mut enc,
+                CLUSTER_DISCONNECTS,
+                "Times the connection to the cluster's Redis was lost",
+                &[(labels, ld(&c.disconnects))],
+            )?;
+        }
         Ok(())
     }
 }

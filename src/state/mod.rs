@@ -7,9 +7,11 @@
 //! - [`cookies`]: the session cookie's attributes the nodes were seen to set, per context;
 //! - [`metrics`]: counters, histograms and the Prometheus rendering;
 //! - [`operator`]: operator state changes (drain, disable, ...) behind one interface;
+//! - [`cluster`]: the group's states and counts as this instance knows them (`cluster:`);
 //! - [`balancer`]: the one handle that holds them all.
 
 pub mod balancer;
+pub mod cluster;
 pub mod cookies;
 pub mod metrics;
 pub mod node;

@@ -40,7 +40,7 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use crate::core::node_state::NodeState;
-use crate::state::snapshot::Snapshot;
+use crate::state::snapshot::{Node, Snapshot};
 
 /// The key of a session id in the registry.
 pub fn session_hash(backend_id: &str) -> u64 {
@@ -303,12 +303,13 @@ impl Registry {
 
     /// Logs "node drained" once per drain for every node of `snap` that became drained, and
     /// re-arms the event for nodes that are not drained. Nodes already drained at the first
-    /// call (disabled in the file at startup) are not reported.
-    pub fn report_drained(&self, snap: &Snapshot) {
+    /// call (disabled in the file at startup) are not reported. `drained(pool, node)` is the
+    /// verdict: [`Registry::is_drained`] for this instance, or the group's in a cluster.
+    pub fn report_drained(&self, snap: &Snapshot, drained: impl Fn(&str, &Node) -> bool) {
         let first = !self.reported_once.swap(true, Ordering::Relaxed);
         for pool in &snap.pools {
             for node in &pool.nodes {
-                let drained = self.is_drained(node.state(), node.slot);
+                let drained = drained(&pool.cfg.name, node);
                 let slot = self.nodes.entry(node.slot).or_default();
                 let was = slot.drained_reported.swap(drained, Ordering::Relaxed);
                 if drained && !was && !first {

@@ -120,13 +120,23 @@ pub struct SnapshotError {
 impl Snapshot {
     /// Builds the routing table for `config`, reusing runtimes (and stores) of `previous` for
     /// nodes whose route and address are unchanged. A node whose configured state changed
-    /// takes the new configured state; otherwise its runtime state is kept.
-    /// Builds the routing table of `config`; nodes that `previous` also had keep their runtime,
-    /// and every node gets its slot from `registry` (stable per pool and route).
+    /// takes the new configured state; otherwise its runtime state is kept. Every node gets
+    /// its slot from `registry` (stable per pool and route).
     pub fn build(
         config: Arc<Config>,
         previous: Option<&Snapshot>,
         registry: &Registry,
+    ) -> Result<Snapshot, SnapshotError> {
+        Snapshot::build_pinned(config, previous, registry, &|_, _| None)
+    }
+
+    /// [`Snapshot::build`], where `pinned(pool, route)` names a state that beats the file's
+    /// (the group's state in a cluster): such a node takes it whatever the file says.
+    pub fn build_pinned(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+        registry: &Registry,
+        pinned: &dyn Fn(&str, &str) -> Option<NodeState>,
     ) -> Result<Snapshot, SnapshotError> {
         let mut pools = Vec::with_capacity(config.pools.len());
         for pc in &config.pools {
@@ -144,14 +154,18 @@ impl Snapshot {
                     let old = old_pool
                         .and_then(|op| op.node(&nc.route))
                         .filter(|on| on.addr == nc.addr && on.address == nc.address);
+                    let pin = pinned(&pc.name, &nc.route);
                     let rt = match old {
                         Some(on) => {
-                            if on.config_state != nc.state {
-                                on.rt.set_state(nc.state);
+                            match pin {
+                                Some(p) if p != on.rt.state() => on.rt.set_state(p),
+                                Some(_) => {}
+                                None if on.config_state != nc.state => on.rt.set_state(nc.state),
+                                None => {}
                             }
                             on.rt.clone()
                         }
-                        None => Arc::new(NodeRuntime::new(nc.state)),
+                        None => Arc::new(NodeRuntime::new(pin.unwrap_or(nc.state))),
                     };
                     Node {
                         route: nc.route.clone(),
@@ -368,6 +382,32 @@ pools:
         assert!(Arc::ptr_eq(&a.rt, &first.pools[0].nodes[0].rt));
         let b = &second.pools[1].nodes[0];
         assert!(!Arc::ptr_eq(&b.rt, &first.pools[1].nodes[0].rt));
+    }
+
+    #[test]
+    fn a_pinned_state_beats_the_file_on_build_and_reload() {
+        let c = Config::from_yaml(TWO_POOLS, "t.yaml").unwrap();
+        let pin = |pool: &str, route: &str| {
+            (pool == "root" && route == "a").then_some(NodeState::Draining)
+        };
+        let first = Snapshot::build_pinned(Arc::new(c), None, &test_registry(), &pin).unwrap();
+        assert_eq!(first.pools[0].nodes[0].state(), NodeState::Draining);
+        assert_eq!(first.pools[1].nodes[0].state(), NodeState::Active);
+        // The file now says disabled for both: the pinned node keeps the group's state.
+        let changed = TWO_POOLS
+            .replace(
+                "route: a, address: \"127.0.0.1:2\"",
+                "route: a, address: \"127.0.0.1:2\", state: disabled",
+            )
+            .replace(
+                "route: b, address: \"127.0.0.1:3\"",
+                "route: b, address: \"127.0.0.1:3\", state: disabled",
+            );
+        let c = Config::from_yaml(&changed, "t.yaml").unwrap();
+        let second =
+            Snapshot::build_pinned(Arc::new(c), Some(&first), &test_registry(), &pin).unwrap();
+        assert_eq!(second.pools[0].nodes[0].state(), NodeState::Draining);
+        assert_eq!(second.pools[1].nodes[0].state(), NodeState::Disabled);
     }
 
     #[test]
