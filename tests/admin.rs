@@ -172,12 +172,21 @@ async fn admin_api_is_not_served_on_the_proxy_listener_and_the_page_renders() {
     let r = get(lb.admin_addr.unwrap(), "/", None).await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
-    let page = r.text();
-    assert!(page.contains("<td>jvm1</td>"), "{page}");
-    assert!(page.contains("data-state=\"draining\""));
+    let csp = r.header("content-security-policy").unwrap();
     assert!(
-        !page.contains("id=\"token\""),
-        "no token input without a token"
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let page = r.text();
+    assert!(
+        page.contains("\"route\":\"jvm1\""),
+        "the report is embedded: {page}"
+    );
+    assert!(page.contains("setInterval(poll"), "the page polls the API");
+    assert!(!page.contains("src=\"http"), "no external script or image");
+    assert!(
+        page.contains("data-token-required=\"false\""),
+        "no token asked for without a token"
     );
 
     // A cross-origin browser request cannot change anything without a token.
