@@ -232,7 +232,7 @@ pub enum CtlCommand {
     /// Re-read the configuration file.
     Reload,
     /// Disable (or drain) a node and wait until it has no live session and no request in
-    /// flight: then it can be restarted. Exit 0 when it can, 2 at the timeout.
+    /// flight: then it can be restarted. Exit 0 when it can, 3 at the timeout.
     Turnover(crate::cli::turnover::TurnoverArgs),
 }
 

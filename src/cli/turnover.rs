@@ -21,8 +21,9 @@ use crate::cli::ctl::{Client, CtlError};
 use crate::control::api::StatusReport;
 use crate::core::node_state::NodeState;
 
-/// Exit code when the node still has sessions or requests at the timeout.
-pub const EXIT_TIMEOUT: u8 = 2;
+/// Exit code when the node still has sessions or requests at the timeout (1: an error, 2: a
+/// usage error, as for every command).
+pub const EXIT_TIMEOUT: u8 = 3;
 /// Default `--timeout`.
 pub const DEFAULT_TIMEOUT: &str = "10m";
 /// Time between two status polls.
