@@ -87,12 +87,17 @@ async fn disable_waits_until_the_sessions_moved() {
     let (lb, _nodes) = setup("").await;
     let addr = lb.addr();
     let mut on2 = sessions_on_jvm2(addr, 2).await;
-    let child = turnover(&lb, &["jvm2", "--timeout", "60s"]).spawn().unwrap();
+    let child = turnover(&lb, &["jvm2", "--timeout", "60s"])
+        .spawn()
+        .unwrap();
     state_is(&lb, "jvm2", NodeState::Disabled).await;
     // Still two sessions pinned there: the command waits.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let ctl = admin_client(&lb, Some(TOKEN));
-    assert_eq!(node_report(&ctl.status().await.unwrap(), "jvm2").live_sessions, 2);
+    assert_eq!(
+        node_report(&ctl.status().await.unwrap(), "jvm2").live_sessions,
+        2
+    );
     // Each session moves on its next request.
     for s in &mut on2 {
         let r = s.get(addr, "/count").await;
@@ -114,12 +119,20 @@ async fn disable_waits_until_the_sessions_moved() {
         "a plain progress line with what is left: {stdout}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("jvm2 disabled: 0 live sessions")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("jvm2 disabled: 0 live sessions")),
         "{stdout}"
     );
-    assert!(!stdout.contains('\r'), "no terminal control without a terminal");
     assert!(
-        lines.last().unwrap().starts_with("jvm2 can be restarted now"),
+        !stdout.contains('\r'),
+        "no terminal control without a terminal"
+    );
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("jvm2 can be restarted now"),
         "{stdout}"
     );
     // Unchanged lines are not repeated every poll.
@@ -147,7 +160,11 @@ async fn drain_waits_for_in_flight_requests_and_expired_sessions() {
     let started = Instant::now();
     let out = tokio::time::timeout(
         Duration::from_secs(30),
-        turnover(&lb, &["jvm2", "--drain", "--pool", "app", "--timeout", "25s"]).output(),
+        turnover(
+            &lb,
+            &["jvm2", "--drain", "--pool", "app", "--timeout", "25s"],
+        )
+        .output(),
     )
     .await
     .expect("turnover hung")
@@ -166,7 +183,10 @@ async fn drain_waits_for_in_flight_requests_and_expired_sessions() {
     assert!(stdout.contains("jvm2 can be restarted now"), "{stdout}");
     // Not before the request ended (3 s) and its session expired (2 s later).
     assert!(started.elapsed() >= Duration::from_secs(2), "{stdout}");
-    assert_eq!(node_report(&ctl.status().await.unwrap(), "jvm2").state, "draining");
+    assert_eq!(
+        node_report(&ctl.status().await.unwrap(), "jvm2").state,
+        "draining"
+    );
     lb.stop().await;
 }
 
@@ -181,7 +201,9 @@ async fn timeout_exits_3_with_what_is_left_and_errors_are_clear() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(3), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("timed out after 2s: jvm2 still has 1 live session, 0 in flight; it stays draining"),
+        stderr.contains(
+            "timed out after 2s: jvm2 still has 1 live session, 0 in flight; it stays draining"
+        ),
         "{stderr}"
     );
     assert!(stderr.contains("stickyroute ctl activate jvm2"), "{stderr}");
@@ -193,12 +215,18 @@ async fn timeout_exits_3_with_what_is_left_and_errors_are_clear() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("jvm9"), "{stderr}");
     // A pool it does not have.
-    let out = turnover(&lb, &["jvm1", "--pool", "nope"]).output().await.unwrap();
+    let out = turnover(&lb, &["jvm1", "--pool", "nope"])
+        .output()
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("nope"), "{}", text(&out).1);
     // Bad timeouts are usage errors naming the flag.
     for bad in ["soon", "0s"] {
-        let out = turnover(&lb, &["jvm1", "--timeout", bad]).output().await.unwrap();
+        let out = turnover(&lb, &["jvm1", "--timeout", bad])
+            .output()
+            .await
+            .unwrap();
         let (_, stderr) = text(&out);
         assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
         assert!(stderr.contains("--timeout"), "{bad}: {stderr}");
@@ -210,15 +238,29 @@ async fn timeout_exits_3_with_what_is_left_and_errors_are_clear() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("invalid admin token"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("invalid admin token"),
+        "{}",
+        text(&out).1
+    );
     // Nothing listening.
     let dead = dead_addr().await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_stickyroute"))
-        .args(["ctl", "--admin", &format!("http://{dead}"), "turnover", "jvm1"])
+        .args([
+            "ctl",
+            "--admin",
+            &format!("http://{dead}"),
+            "turnover",
+            "jvm1",
+        ])
         .output()
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out).1.contains("cannot reach the admin listener"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("cannot reach the admin listener"),
+        "{}",
+        text(&out).1
+    );
     lb.stop().await;
 }
