@@ -177,8 +177,12 @@ async fn page_health_whoami_and_unknown_paths() {
     let id = page.new_cookie().expect("the page starts a session");
     let html = String::from_utf8(page.body.to_vec()).unwrap();
     assert!(html.contains("jvm1") && html.contains(&id), "{html}");
+    assert!(
+        !html.contains("data-control") && !html.contains("<script"),
+        "no demo control buttons without a control listener: {html}"
+    );
     let again = get(node.addr, "/?inc=1", Some(&id)).await;
-    assert!(String::from_utf8_lossy(&again.body).contains("<b>1</b>"));
+    assert!(String::from_utf8_lossy(&again.body).contains("<b id=\"count\">1</b>"));
     assert_eq!(count(node.addr, Some(&id)).await.1, 2);
 
     let health = get(node.addr, "/health", None).await;

@@ -5,8 +5,12 @@
 //! stand-in for Tomcat session replication — behind a balancer started from an embedded
 //! configuration ([`DEMO_CONFIG`]: translate binder, a 2 s `recover_after`, an admin listener).
 //! A small **control listener** stops and starts demo nodes by route, so a newcomer can kill the
-//! node serving their session from another terminal and watch the session move and its cookie
-//! get rebound.
+//! node serving their session — from the buttons of the demo page, or from another terminal —
+//! and watch the session move and its cookie get rebound. The demo's nodes know the control
+//! listener's URL: their counter page (served through the balancer) lists the nodes with *stop*
+//! and *start* buttons and shows the session cookie before and after each count, which is why
+//! the demo's cookies are not `HttpOnly`. The control listener answers pages of the balancer's
+//! port on loopback with `Access-Control-Allow-Origin`, so those pages can read its answers.
 //!
 //! Why a control listener of its own instead of a verb on the admin API: the admin API changes
 //! what the balancer *does* (drain, disable, activate); stopping a demo node simulates a crash

@@ -20,7 +20,9 @@
 //! - The node never keeps session data itself: every request loads the session from the
 //!   [`SessionStore`] and saves it back, so nodes sharing a store continue each other's sessions.
 //!
-//! Endpoints: `GET /` (HTML counter page), `GET /count`, `GET /health`, `POST /login`
+//! Endpoints: `GET /` (HTML counter page; with [`DemoNodeConfig::control_url`], as in
+//! `stickyroute demo`, it also counts without reloading and stops and starts demo nodes through
+//! the demo's control listener), `GET /count`, `GET /health`, `POST /login`
 //! (change session id), `POST /echo` (streams the body back), `GET /slow?ms=N`, `GET /ws`
 //! (WebSocket echo), `GET /whoami` (what the node received). Every response carries
 //! `X-Node: <route>` and `X-Session-Seen: <id the request carried, or empty>`.
