@@ -5,8 +5,9 @@
 //! - Status page: it renders the nodes from the embedded report and then live from the API;
 //!   *drain* asks for the admin token, the state changes in the page and in the API; *disable*
 //!   asks for confirmation (cancel changes nothing, OK disables); the cluster line renders the
-//!   issue-12 `cluster` section when a report has one and nothing when it has none. Screenshot:
-//!   `<target>/screenshots/status.png`.
+//!   issue-12 `cluster` section when a report has one and nothing when it has none. Screenshots:
+//!   `<target>/screenshots/status.png` (jvm2 draining) and `status-disabled.png` (jvm2
+//!   disabled: drained, its sessions failed over).
 //! - Demo page: count, *stop* the node that answered, count again: another node answers, the
 //!   count goes on and the page shows the cookie before (`….jvmA`) and after (`….jvmA.jvmB`);
 //!   *start* brings the node back. Screenshot: `<target>/screenshots/demo.png`.
@@ -138,21 +139,16 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
-    /// Polls the JavaScript expression `expr` until it is truthy.
-    async fn until(&self, what: &str, expr: &str) -> Value {
+    /// Polls the JavaScript expression `expr` until it is `true` (a boolean: any other value
+    /// fails the test, so a mistyped expression cannot pass by being truthy).
+    async fn until(&self, what: &str, expr: &str) {
         let deadline = tokio::time::Instant::now() + PAGE_DEADLINE;
         let script = format!("return ({expr});");
         loop {
-            let v = self.js(&script).await;
-            let truthy = match &v {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                Value::Number(n) => n.as_f64() != Some(0.0),
-                Value::String(s) => !s.is_empty(),
-                _ => true,
-            };
-            if truthy {
-                return v;
+            match self.js(&script).await {
+                Value::Bool(true) => return,
+                Value::Bool(false) => {}
+                other => panic!("{what}: {expr} is not a boolean: {other}"),
             }
             if tokio::time::Instant::now() >= deadline {
                 let body = self.js("return document.body.innerText").await;
@@ -200,7 +196,8 @@ impl Browser {
 
 /// The text of the first element matching `css`, as a JavaScript expression.
 fn text_of(css: &str) -> String {
-    format!("(document.querySelector({css:?}) || {{}}).textContent || ''")
+    // Parenthesized: `a || '' === 'x'` would compare only the ''.
+    format!("((document.querySelector({css:?}) || {{}}).textContent || '')")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,15 +226,24 @@ async fn status_page(b: &Browser) {
     let ctl = admin_client(&lb, Some(TOKEN));
     let addr = lb.addr();
     // Sessions on every node, and traffic while the page watches, so bars and charts fill.
+    // (At least two on jvm2, the node the test drains.)
     let mut sessions = Vec::new();
-    for _ in 0..12 {
+    while sessions.len() < 12
+        || sessions
+            .iter()
+            .filter(|s: &&Session| s.pin() == "jvm2")
+            .count()
+            < 2
+    {
+        assert!(sessions.len() < 200, "no sessions land on jvm2");
         let mut s = Session::new();
         assert_eq!(s.get(addr, "/count").await.status, 200);
         sessions.push(s);
     }
+    let count = sessions.len();
     let traffic = tokio::spawn(async move {
         for i in 0.. {
-            let s = &mut sessions[i % 12];
+            let s = &mut sessions[i % count];
             let _ = s.get(addr, "/count").await;
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
@@ -311,16 +317,14 @@ async fn status_page(b: &Browser) {
             .state(),
         NodeState::Draining
     );
-    let drain = b
-        .until(
-            "drain progress",
-            &text_of("tr[data-route=\"jvm2\"] .drain-text"),
-        )
-        .await;
-    assert!(
-        drain.as_str().unwrap().contains("left") || drain == "drained",
-        "{drain}"
-    );
+    b.until(
+        "drain progress",
+        &format!(
+            "/^[0-9]+ sessions? left$/.test({})",
+            text_of("tr[data-route=\"jvm2\"] .drain-text")
+        ),
+    )
+    .await;
     // The drain button is gone for the draining node; activate is there.
     assert_eq!(
         b.js("return document.querySelector('tr[data-route=\"jvm2\"] button[data-state=\"draining\"]').hidden")
@@ -367,6 +371,26 @@ async fn status_page(b: &Browser) {
         node_report(&ctl.status().await.unwrap(), "jvm2").state,
         "disabled"
     );
+    // Disabled, its sessions move on their next request: the page shows the drain complete
+    // and the failovers out of jvm2.
+    b.until(
+        "jvm2 drained in the page",
+        &format!(
+            "{} === 'drained'",
+            text_of("tr[data-route=\"jvm2\"] .drain-text")
+        ),
+    )
+    .await;
+    let st = ctl.status().await.unwrap();
+    let n2 = node_report(&st, "jvm2");
+    assert!(n2.drained, "the page shows what the API says: {n2:?}");
+    b.until(
+        "failovers out of jvm2 in the chart",
+        "Array.from(document.querySelectorAll('tr[data-route=\"jvm2\"] polyline.fout'))\
+           .some(l => l.getAttribute('points').split(' ').some(p => parseFloat(p.split(',')[1]) < 34))",
+    )
+    .await;
+    b.screenshot("status-disabled.png").await;
     // A wrong stored token: the page asks again.
     b.js("sessionStorage.setItem('stickyroute-token', 'wrong')")
         .await;
