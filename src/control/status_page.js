@@ -184,6 +184,7 @@ function updateRow(r, n, maxLive, key, now, list) {
     r.drainText.textContent = done ? 'drained' :
       plural(n.live_sessions, 'session', 'sessions') + ' left' + (n.in_flight ? ', ' + n.in_flight + ' in flight' : '');
     r.drainText.className = 'drain-text' + (done ? ' done' : '');
+    r.drainBar.className = 'bar' + (done ? ' done' : '');
   }
   const req = rates(list, 'requests');
   const fout = rates(list, 'fout'), fin = rates(list, 'fin');
