@@ -264,3 +264,56 @@ async fn timeout_exits_3_with_what_is_left_and_errors_are_clear() {
     );
     lb.stop().await;
 }
+
+/// `ctl::run` (the library entry programs use) collects the progress lines and the verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_entry_collects_progress_and_verdict() {
+    use stickyroute::cli::ctl::{run, CtlArgs, CtlCommand, CtlError};
+    use stickyroute::cli::turnover::{TurnoverArgs, TurnoverError};
+    let (lb, _nodes) = setup("").await;
+    let args = |route: &str, drain: bool, timeout: Duration| CtlArgs {
+        admin: format!("http://{}", lb.admin_addr.unwrap()),
+        token: Some(TOKEN.to_string()),
+        json: false,
+        command: CtlCommand::Turnover(TurnoverArgs {
+            route: route.to_string(),
+            pool: None,
+            drain,
+            timeout,
+        }),
+    };
+    // No session anywhere: done at the first poll.
+    let text = run(&args("jvm1", false, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>()[..2],
+        [
+            "jvm1: active -> disabled (pool app)",
+            "jvm1 disabled: 0 live sessions, 0 in flight, 0s elapsed"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.ends_with(
+            "jvm1 can be restarted now (after 0s); then: stickyroute ctl activate jvm1\n"
+        ),
+        "{text}"
+    );
+    // A session held on a draining node: the timeout as a typed error.
+    let _on2 = sessions_on_jvm2(lb.addr(), 1).await;
+    match run(&args("jvm2", true, Duration::from_millis(1500))).await {
+        Err(CtlError::Turnover(e)) => match *e {
+            TurnoverError::TimedOut { left, state, .. } => {
+                assert_eq!(
+                    (left.live_sessions, left.in_flight, left.drained),
+                    (1, 0, false)
+                );
+                assert_eq!(state, NodeState::Draining);
+            }
+            other => panic!("{other}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    lb.stop().await;
+}
