@@ -209,6 +209,7 @@ function render(s) {
   cluster.textContent = clusterText(s.cluster);
   cluster.hidden = !s.cluster;
   cluster.className = s.cluster && !s.cluster.connected ? 'bad' : '';
+  cluster.title = (s.cluster && s.cluster.error) || '';
   for (const p of s.pools) {
     const maxLive = Math.max(0, ...p.nodes.map(n => n.live_sessions));
     for (const n of p.nodes) {
