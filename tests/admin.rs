@@ -305,6 +305,24 @@ async fn metrics_parse_and_match_the_requests_sent() {
         ),
         Some(all as f64)
     );
+    // The per-node histogram counts what each node answered (the 404 was jvm1's).
+    for (node, extra) in [("jvm1", 1), ("jvm2", 0)] {
+        let answered: u64 = sent
+            .iter()
+            .filter(|((n, _), _)| n == node)
+            .map(|(_, c)| c)
+            .sum::<u64>()
+            + extra;
+        assert_eq!(
+            sample(
+                &m,
+                "stickyroute_node_request_duration_seconds_count",
+                &[("pool", "app"), ("node", node)]
+            ),
+            Some(answered as f64),
+            "{node}"
+        );
+    }
     let in_ = [("node", "jvm1"), ("direction", "in")];
     assert_eq!(
         sample(&m, "stickyroute_failovers_total", &in_),
