@@ -172,12 +172,21 @@ async fn admin_api_is_not_served_on_the_proxy_listener_and_the_page_renders() {
     let r = get(lb.admin_addr.unwrap(), "/", None).await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/html"));
-    let page = r.text();
-    assert!(page.contains("<td>jvm1</td>"), "{page}");
-    assert!(page.contains("data-state=\"draining\""));
+    let csp = r.header("content-security-policy").unwrap();
     assert!(
-        !page.contains("id=\"token\""),
-        "no token input without a token"
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
+    let page = r.text();
+    assert!(
+        page.contains("\"route\":\"jvm1\""),
+        "the report is embedded: {page}"
+    );
+    assert!(page.contains("setInterval(poll"), "the page polls the API");
+    assert!(!page.contains("src=\"http"), "no external script or image");
+    assert!(
+        page.contains("data-token-required=\"false\""),
+        "no token asked for without a token"
     );
 
     // A cross-origin browser request cannot change anything without a token.
@@ -296,6 +305,24 @@ async fn metrics_parse_and_match_the_requests_sent() {
         ),
         Some(all as f64)
     );
+    // The per-node histogram counts what each node answered (the 404 was jvm1's).
+    for (node, extra) in [("jvm1", 1), ("jvm2", 0)] {
+        let answered: u64 = sent
+            .iter()
+            .filter(|((n, _), _)| n == node)
+            .map(|(_, c)| c)
+            .sum::<u64>()
+            + extra;
+        assert_eq!(
+            sample(
+                &m,
+                "stickyroute_node_request_duration_seconds_count",
+                &[("pool", "app"), ("node", node)]
+            ),
+            Some(answered as f64),
+            "{node}"
+        );
+    }
     let in_ = [("node", "jvm1"), ("direction", "in")];
     assert_eq!(
         sample(&m, "stickyroute_failovers_total", &in_),
@@ -435,4 +462,216 @@ async fn admin_token_from_the_environment_of_serve() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node with route \"jvm9\""));
     child.kill().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/grafana/stickyroute.json and deploy/prometheus/alerts.yml against a real /metrics.
+
+/// Metric name → label names, from the sample lines of Prometheus text (histograms as their
+/// `_bucket`, `_sum` and `_count` series).
+fn served(text: &str) -> HashMap<String, std::collections::BTreeSet<String>> {
+    let mut out: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
+        let labels = out.entry(line[..end].to_string()).or_default();
+        if line[end..].starts_with('{') {
+            labels.extend(label_keys(&line[end + 1..]).0);
+        }
+    }
+    out
+}
+
+/// The label names of a label set or matcher list that starts right after `{`, and the length
+/// up to and including its `}`.
+fn label_keys(s: &str) -> (Vec<String>, usize) {
+    let b = s.as_bytes();
+    let (mut keys, mut i) = (Vec::new(), 0);
+    loop {
+        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
+            i += 1;
+        }
+        if i >= b.len() || b[i] == b'}' {
+            return (keys, i + 1);
+        }
+        let start = i;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        keys.push(s[start..i].to_string());
+        // The operator (=, !=, =~, !~), then the quoted value with its escapes.
+        while i < b.len() && b[i] != b'"' {
+            i += 1;
+        }
+        i += 1;
+        while i < b.len() && b[i] != b'"' {
+            i += if b[i] == b'\\' { 2 } else { 1 };
+        }
+        i += 1;
+    }
+}
+
+/// Every `stickyroute_…` metric an expression names, with the label names its matchers use;
+/// and the label names of its `by (…)` clauses.
+fn expr_metrics(expr: &str) -> (Vec<(String, Vec<String>)>, Vec<String>) {
+    let mut metrics = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("stickyroute_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let (keys, used) = if tail[end..].starts_with('{') {
+            label_keys(&tail[end + 1..])
+        } else {
+            (Vec::new(), 0)
+        };
+        metrics.push((tail[..end].to_string(), keys));
+        rest = &tail[end + used..];
+    }
+    let mut by = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("by (") {
+        let tail = &rest[i + 4..];
+        let end = tail.find(')').expect("unclosed by (");
+        by.extend(tail[..end].split(',').map(|l| l.trim().to_string()));
+        rest = &tail[end..];
+    }
+    (metrics, by)
+}
+
+fn read_deploy(path: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The expressions of the alert rules; checks each rule's shape on the way.
+fn alert_exprs() -> Vec<(String, String)> {
+    let y: serde_json::Value = serde_norway::from_str(&read_deploy("deploy/prometheus/alerts.yml"))
+        .unwrap_or_else(|e| panic!("deploy/prometheus/alerts.yml: {e}"));
+    let mut out = Vec::new();
+    for g in y["groups"].as_array().expect("groups") {
+        for r in g["rules"].as_array().expect("rules") {
+            let name = r["alert"]
+                .as_str()
+                .expect("every rule is an alert")
+                .to_string();
+            assert!(r["labels"]["severity"].is_string(), "{name}: severity");
+            assert!(r["annotations"]["summary"].is_string(), "{name}: summary");
+            let expr = r["expr"].as_str().expect("expr").to_string();
+            assert!(!expr.contains("$__"), "{name}: Grafana variables in a rule");
+            out.push((name, expr));
+        }
+    }
+    out
+}
+
+/// The expressions of the dashboard's panels and variables; checks each panel's shape.
+fn dashboard_exprs() -> Vec<(String, String)> {
+    let d: serde_json::Value =
+        serde_json::from_str(&read_deploy("deploy/grafana/stickyroute.json"))
+            .unwrap_or_else(|e| panic!("deploy/grafana/stickyroute.json: {e}"));
+    assert_eq!(d["uid"], "stickyroute");
+    let mut out = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for p in d["panels"].as_array().expect("panels") {
+        let title = p["title"].as_str().expect("title").to_string();
+        assert!(
+            ids.insert(p["id"].as_u64().expect("id")),
+            "{title}: id twice"
+        );
+        assert!(p["gridPos"]["w"].as_u64().is_some(), "{title}: gridPos");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: no query");
+        for t in targets {
+            out.push((title.clone(), t["expr"].as_str().expect("expr").to_string()));
+        }
+    }
+    for v in d["templating"]["list"].as_array().expect("variables") {
+        let name = format!("variable {}", v["name"]);
+        out.push((
+            name,
+            v["definition"].as_str().expect("definition").to_string(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_files_name_only_served_metrics() {
+    let store = SessionStore::memory();
+    let (n1, n2) = (node("jvm1", &store).await, node("jvm2", &store).await);
+    let lines = vec![
+        node_line("jvm1", n1.addr, ""),
+        node_line("jvm2", n2.addr, ""),
+    ];
+    let lb = balancer(&with_admin(&yaml("binder: translate", &lines), None)).await;
+    let mut s = Session::new();
+    for _ in 0..3 {
+        assert_eq!(s.get(lb.addr(), "/count").await.status, 200);
+    }
+    let text = admin_client(&lb, None).metrics().await.unwrap();
+    let served = served(&text);
+    // Labels Prometheus adds, and the bucket bound.
+    let extra = ["instance", "job", "le"];
+
+    for (file, exprs) in [
+        ("deploy/prometheus/alerts.yml", alert_exprs()),
+        ("deploy/grafana/stickyroute.json", dashboard_exprs()),
+    ] {
+        let mut named = std::collections::BTreeSet::new();
+        for (what, expr) in &exprs {
+            let (metrics, by) = expr_metrics(expr);
+            assert!(
+                !metrics.is_empty(),
+                "{file}: {what}: no stickyroute metric in {expr}"
+            );
+            for (m, keys) in &metrics {
+                let labels = served.get(m).unwrap_or_else(|| {
+                    panic!("{file}: {what}: {m} is not served by /metrics:\n{text}")
+                });
+                for k in keys {
+                    assert!(labels.contains(k), "{file}: {what}: {m} has no label {k}");
+                }
+                named.insert(m.clone());
+            }
+            for l in &by {
+                assert!(
+                    extra.contains(&l.as_str())
+                        || metrics.iter().any(|(m, _)| served[m].contains(l)),
+                    "{file}: {what}: `by ({l})` names no label of {metrics:?}"
+                );
+            }
+        }
+        // What the issue asks both files to cover.
+        for m in [
+            "stickyroute_requests_total",                       // sticky hit ratio
+            "stickyroute_failovers_total",                      // failovers/s per pool
+            "stickyroute_node_up",                              // nodes down
+            "stickyroute_store_errors_total",                   // store errors
+            "stickyroute_registry_rejected_total",              // registry full
+            "stickyroute_node_request_duration_seconds_bucket", // p99 per node
+        ] {
+            assert!(named.contains(m), "{file} does not use {m}");
+        }
+    }
+    // The parser finds what it should (so the checks above cannot pass by finding nothing).
+    let (m, by) = expr_metrics(
+        r#"sum by (pool, node) (rate(stickyroute_x_total{a="1", b=~"x|\"y"}[5m])) / stickyroute_y"#,
+    );
+    assert_eq!(
+        m,
+        [
+            (
+                "stickyroute_x_total".to_string(),
+                vec!["a".to_string(), "b".to_string()]
+            ),
+            ("stickyroute_y".to_string(), vec![])
+        ]
+    );
+    assert_eq!(by, ["pool", "node"]);
+    assert!(served["stickyroute_node_request_duration_seconds_bucket"].contains("node"));
+    lb.stop().await;
 }

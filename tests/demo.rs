@@ -169,6 +169,72 @@ async fn control_listener_lists_and_rejects_clearly() {
     demo.stop().await;
 }
 
+/// The demo page carries the control listener's address, and the control listener lets the
+/// balancer's own pages (and only those) read its answers. (The page driven in a browser:
+/// tests/browser.rs.)
+#[tokio::test]
+async fn demo_page_has_node_buttons_and_the_control_listener_allows_its_origin() {
+    let demo = start_demo(DemoOptions::ephemeral()).await.unwrap();
+    let r = get(demo.balancer_addr, "/", None).await;
+    assert_eq!(r.status, 200);
+    let page = r.text();
+    let control = format!("http://{}", demo.control_addr);
+    assert!(
+        page.contains(&format!("data-control=\"{control}\"")),
+        "{page}"
+    );
+    assert!(page.contains("id=\"nodes\"") && page.contains("id=\"history\""));
+    assert!(
+        page.contains("nodeAction(n.route, 'stop')"),
+        "the stop/start script"
+    );
+    // The cookie is readable by the page's script in the demo.
+    let set_cookie = r.header("set-cookie").unwrap().to_string();
+    assert!(set_cookie.starts_with("JSESSIONID="), "{set_cookie}");
+    assert!(
+        !set_cookie.to_ascii_lowercase().contains("httponly"),
+        "{set_cookie}"
+    );
+
+    let port = demo.balancer_addr.port();
+    for origin in [
+        format!("http://127.0.0.1:{port}"),
+        format!("http://localhost:{port}"),
+    ] {
+        let r = Conn::open(demo.control_addr)
+            .await
+            .request(Method::GET, "/nodes", &[("origin", &origin)], Bytes::new())
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some(origin.as_str())
+        );
+        assert_eq!(r.header("vary"), Some("Origin"));
+    }
+    for foreign in [
+        "http://evil.example".to_string(),
+        format!("http://127.0.0.1:{}", port.wrapping_add(1)),
+        format!("https://127.0.0.1:{port}"),
+        format!("http://127.0.0.1.evil.example:{port}"),
+    ] {
+        let r = Conn::open(demo.control_addr)
+            .await
+            .request(
+                Method::POST,
+                "/nodes/jvm1/stop",
+                &[("origin", &foreign)],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.header("access-control-allow-origin"), None, "{foreign}");
+        // The answer is not readable there; the action itself is as open as with curl.
+        assert_eq!(r.status, 200);
+        demo.start_node("jvm1").await.unwrap();
+    }
+    demo.stop().await;
+}
+
 #[tokio::test]
 async fn port_conflicts_name_the_flag() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

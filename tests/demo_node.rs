@@ -1,6 +1,11 @@
 //! The demo node over real TCP on 127.0.0.1:0: Tomcat-like session ids and cookies, counters
-//! shared through a store (memory, and Redis / PostgreSQL / MariaDB when `TEST_*_URL` is set),
+//! shared through a store (memory, and Redis / PostgreSQL / MariaDB: `TEST_*_URL` or the standard
+//! local addresses, see `common/services.rs`),
 //! expiry, the binder valve, `/login`, `/echo`, `/ws`, and `stop` closing everything.
+
+#[cfg(any(feature = "redis-store", feature = "sql-store"))]
+#[path = "common/services.rs"]
+mod services;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,13 +17,13 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
+#[cfg(any(feature = "redis-store", feature = "sql-store"))]
+use stickyroute::demo::node::parse_store_arg;
 use stickyroute::demo::node::{DemoNodeConfig, RunningNode};
 use stickyroute::store::SessionStore;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
-#[cfg(any(feature = "redis-store", feature = "sql-store"))]
-use {std::io::Write, stickyroute::demo::node::parse_store_arg};
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -172,8 +177,12 @@ async fn page_health_whoami_and_unknown_paths() {
     let id = page.new_cookie().expect("the page starts a session");
     let html = String::from_utf8(page.body.to_vec()).unwrap();
     assert!(html.contains("jvm1") && html.contains(&id), "{html}");
+    assert!(
+        !html.contains("data-control") && !html.contains("<script"),
+        "no demo control buttons without a control listener: {html}"
+    );
     let again = get(node.addr, "/?inc=1", Some(&id)).await;
-    assert!(String::from_utf8_lossy(&again.body).contains("<b>1</b>"));
+    assert!(String::from_utf8_lossy(&again.body).contains("<b id=\"count\">1</b>"));
     assert_eq!(count(node.addr, Some(&id)).await.1, 2);
 
     let health = get(node.addr, "/health", None).await;
@@ -267,17 +276,7 @@ async fn binder_valve_renames_in_memory_store() {
 /// The store named by `var`, schema created; `None` (after a loud note) when `var` is unset.
 #[cfg(any(feature = "redis-store", feature = "sql-store"))]
 async fn service_store(var: &str, test: &str) -> Option<SessionStore> {
-    let url = match std::env::var(var) {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            if std::env::var("STICKYROUTE_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{test} needs {var} (STICKYROUTE_REQUIRE_SERVICES=1)");
-            }
-            // Written to the process's stderr directly: libtest would capture `eprintln!`.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {test} needs {var}");
-            return None;
-        }
-    };
+    let url = services::service_url(var, test)?;
     let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
     store.ensure_schema().await.unwrap();
     Some(store)

@@ -4,13 +4,12 @@
 //!
 //! Services come from `TEST_REDIS_URL` (e.g. `redis://127.0.0.1:6379/`), `TEST_POSTGRES_URL`
 //! (e.g. `postgres://postgres@127.0.0.1:5432/test`) and `TEST_MYSQL_URL` (e.g.
-//! `mysql://root@127.0.0.1:3306/test`). A test whose variable is unset prints `SKIPPED: …` and
-//! passes, unless `STICKYROUTE_REQUIRE_SERVICES=1`, which makes it fail. Every test uses its own
+//! `mysql://root@127.0.0.1:3306/test`); unset, the standard local address is used when something
+//! answers there. A test with no service prints `SKIPPED: …` and passes, unless `STICKYROUTE_REQUIRE_SERVICES=1`, which makes it fail. Every test uses its own
 //! random key prefix or table, so tests run in parallel and again and again.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,21 +37,12 @@ const RACERS: usize = 20;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// The service URL in `var`, or `None` after a loud skip notice (a panic when services are
-/// required).
+#[path = "common/services.rs"]
+mod services;
+
+/// The service URL for `test` (argument order of this file: test first).
 fn service_url(test: &str, var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if std::env::var("STICKYROUTE_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("{test} needs {var} (STICKYROUTE_REQUIRE_SERVICES=1)")
-        }
-        _ => {
-            // Straight to the process's stderr: `eprintln!` would be captured by the harness
-            // and a skip would go unnoticed.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {test} needs {var}");
-            None
-        }
-    }
+    services::service_url(var, test)
 }
 
 fn unique() -> String {

@@ -1,6 +1,7 @@
 //! `stickyroute ctl`: the admin API from the command line.
 //!
-//! `ctl status | drain ROUTE | disable ROUTE | activate ROUTE | standby ROUTE | reload`, with
+//! `ctl status | drain ROUTE | disable ROUTE | activate ROUTE | standby ROUTE | reload |
+//! turnover ROUTE` ([`crate::cli::turnover`]), with
 //! `--admin URL` (default `http://127.0.0.1:9901`), `--token` (or `STICKYROUTE_ADMIN_TOKEN`) and
 //! `--json`. Output is a readable table by default; a failure exits non-zero with the server's
 //! reason. [`Client`] is the same API for programs and tests.
@@ -38,6 +39,8 @@ pub enum CtlError {
     Server { status: StatusCode, message: String },
     #[error("unexpected answer from the admin listener: {0}")]
     Decode(String),
+    #[error(transparent)]
+    Turnover(Box<crate::cli::turnover::TurnoverError>),
 }
 
 /// A client of the admin API.
@@ -228,6 +231,9 @@ pub enum CtlCommand {
     Standby(RouteArgs),
     /// Re-read the configuration file.
     Reload,
+    /// Disable (or drain) a node and wait until it has no live session and no request in
+    /// flight: then it can be restarted. Exit 0 when it can, 3 at the timeout.
+    Turnover(crate::cli::turnover::TurnoverArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -260,6 +266,16 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
                 reload_text(&r)
             });
         }
+        CtlCommand::Turnover(t) => {
+            // Progress as plain lines, collected; `run_cli` streams them instead.
+            let mut out = Vec::new();
+            let elapsed = crate::cli::turnover::run(&client, t, &mut out, false)
+                .await
+                .map_err(|e| CtlError::Turnover(Box::new(e)))?;
+            let mut text = String::from_utf8_lossy(&out).into_owned();
+            text.push_str(&crate::cli::turnover::done_text(&t.route, elapsed));
+            return Ok(text);
+        }
         CtlCommand::Drain(r) => state_cmd(r, NodeState::Draining),
         CtlCommand::Disable(r) => state_cmd(r, NodeState::Disabled),
         CtlCommand::Activate(r) => state_cmd(r, NodeState::Active),
@@ -284,6 +300,15 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
 
 /// `stickyroute ctl`: prints the result, or the error to stderr with exit code 1.
 pub async fn run_cli(args: CtlArgs) -> std::process::ExitCode {
+    if let CtlCommand::Turnover(t) = &args.command {
+        return match Client::new(&args.admin, args.token.clone()) {
+            Ok(client) => crate::cli::turnover::run_cli(client, t).await,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     match run(&args).await {
         Ok(out) => {
             print!("{out}");

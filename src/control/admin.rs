@@ -4,7 +4,7 @@
 //!
 //! | method and path                   | what                                                  |
 //! |-----------------------------------|-------------------------------------------------------|
-//! | `GET /`                           | status page: nodes, drain / disable / activate buttons |
+//! | `GET /`                           | live status page (`status_page.js`): charts, drain progress, buttons |
 //! | `GET /api/v1/status`              | [`StatusReport`] as JSON                              |
 //! | `POST /api/v1/nodes/{route}/state`| body `{"state":"draining"}`; `?pool=NAME` to pick one pool |
 //! | `POST /api/v1/reload`             | re-read the config file ([`crate::control::api::ReloadReport`] or `422`)   |
@@ -400,11 +400,18 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
         .filter(|r| !r.is_empty() && !r.contains('/'));
     match (path.as_str(), state_route) {
         ("/", _) => match method {
-            Method::GET | Method::HEAD => respond(
-                StatusCode::OK,
-                "text/html; charset=utf-8",
-                status_page(&status(balancer), token.is_some()),
-            ),
+            Method::GET | Method::HEAD => {
+                let mut r = respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    status_page(&status(balancer), token.is_some()),
+                );
+                r.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(PAGE_CSP),
+                );
+                r
+            }
             _ => method_not_allowed("GET, HEAD"),
         },
         ("/api/v1/status", _) => match method {
@@ -518,105 +525,57 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
-table{border-collapse:collapse;margin-bottom:1.5em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
-th{background:#f3f3f3}td.num{text-align:right}.up{color:#080}.down{color:#b00;font-weight:bold}\
-.active{color:#080}.draining{color:#a60}.disabled{color:#b00}.standby{color:#558}\
-#msg{min-height:1.4em;color:#b00}small{color:#666}";
+/// The status page's style sheet and script, embedded (the page loads nothing else).
+const PAGE_STYLE: &str = include_str!("status_page.css");
+const PAGE_SCRIPT: &str = include_str!("status_page.js");
 
-const PAGE_SCRIPT: &str = r#"
-const tokenInput = document.getElementById('token');
-if (tokenInput) tokenInput.value = sessionStorage.getItem('stickyroute-token') || '';
-async function setState(button) {
-  const route = button.dataset.route, pool = button.dataset.pool, state = button.dataset.state;
-  const headers = {'Content-Type': 'application/json'};
-  if (tokenInput && tokenInput.value) {
-    sessionStorage.setItem('stickyroute-token', tokenInput.value);
-    headers['Authorization'] = 'Bearer ' + tokenInput.value;
-  }
-  const url = '/api/v1/nodes/' + encodeURIComponent(route) + '/state?pool=' + encodeURIComponent(pool);
-  const msg = document.getElementById('msg');
-  try {
-    const r = await fetch(url, {method: 'POST', headers, body: JSON.stringify({state})});
-    if (r.ok) { location.reload(); return; }
-    const body = await r.json().catch(() => ({error: r.statusText}));
-    msg.textContent = r.status + ': ' + (body.error || r.statusText);
-  } catch (e) {
-    msg.textContent = String(e);
-  }
+/// What the status page may load: nothing from elsewhere; its own inline style and script,
+/// and the JSON API of its own origin.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+     connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// JSON for a `<script type="application/json">` element: `<`, `>` and `&` as `\u` escapes, so
+/// no text from the config or the nodes can close the element.
+fn script_json<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_string(value).unwrap_or_else(|_| "null".to_string());
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
-document.querySelectorAll('button[data-state]').forEach(b => b.addEventListener('click', () => setState(b)));
-"#;
 
-/// The HTML status page: every text from the config or the nodes is escaped.
+/// The live status page: a shell with the current report embedded as JSON; its script renders
+/// it and then polls `GET /api/v1/status` every second (`status_page.js`). Per node: state,
+/// health, in flight, live sessions as bars, drain progress, requests/s and failovers/s over
+/// the last five minutes as inline SVG charts, and the state buttons (a `disable` asks for
+/// confirmation; with `token_required` the page asks for the token).
 pub fn status_page(s: &StatusReport, token_required: bool) -> String {
-    let mut h = String::with_capacity(8 * 1024);
+    let mut h = String::with_capacity(24 * 1024);
     let _ = write!(
         h,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>stickyroute</title>\
-         <style>{PAGE_STYLE}</style></head><body><h1>stickyroute {}</h1>\
-         <p><small>config {} · registry {} / {} sessions · <a href=\"/metrics\">metrics</a> · \
-         <a href=\"/api/v1/status\">status JSON</a> · <a href=\"/\">refresh</a></small></p>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\"><title>stickyroute</title>\
+         <style>{PAGE_STYLE}</style></head><body data-token-required=\"{token_required}\">\
+         <h1>stickyroute <span id=\"version\">{}</span></h1>\
+         <p><small>config <span id=\"config\">{}</span> · registry <span id=\"registry\"></span> · \
+         <a href=\"/metrics\">metrics</a> · <a href=\"/api/v1/status\">status JSON</a> · \
+         <span id=\"updated\"></span></small></p>\
+         <p id=\"cluster\" hidden></p><p id=\"msg\" role=\"status\"></p><div id=\"pools\"></div>\
+         <noscript><p class=\"bad\">This page needs JavaScript; the same data is at \
+         <a href=\"/api/v1/status\">/api/v1/status</a>.</p></noscript>\
+         <script type=\"application/json\" id=\"initial\">{}</script>",
         escape_html(&s.version),
         escape_html(&s.config),
-        s.registry.sessions,
-        s.registry.max_sessions,
+        script_json(s),
     );
-    if token_required {
-        h.push_str("<p><label>Admin token <input id=\"token\" type=\"password\" autocomplete=\"off\"></label></p>");
-    }
-    h.push_str("<p id=\"msg\" role=\"status\"></p>");
-    for p in &s.pools {
-        let _ = write!(
-            h,
-            "<h2>pool {} <small>binder {}{}</small></h2><table><thead><tr><th>route</th><th>address</th>\
-             <th>domain</th><th>weight</th><th>state</th><th>health</th><th>in flight</th><th>requests</th>\
-             <th>failovers in / out</th><th>live sessions</th><th>drained</th><th>last error</th><th>actions</th>\
-             </tr></thead><tbody>",
-            escape_html(&p.name),
-            escape_html(&p.binder),
-            if p.health_checks { ", health checks on" } else { "" },
-        );
-        for n in &p.nodes {
-            let _ = write!(
-                h,
-                "<tr><td>{route}</td><td>{addr}</td><td>{domain}</td><td class=\"num\">{weight}</td>\
-                 <td class=\"{state}\">{state}</td><td class=\"{health}\">{health}</td><td class=\"num\">{inflight}</td>\
-                 <td class=\"num\">{requests}</td><td class=\"num\">{fin} / {fout}</td><td class=\"num\">{live}</td>\
-                 <td>{drained}</td><td>{err}</td><td>",
-                route = escape_html(&n.route),
-                addr = escape_html(&n.address),
-                domain = escape_html(&n.domain),
-                weight = n.weight,
-                state = escape_html(&n.state),
-                health = escape_html(&n.health),
-                inflight = n.in_flight,
-                requests = n.requests,
-                fin = n.failovers_in,
-                fout = n.failovers_out,
-                live = n.live_sessions,
-                drained = if n.drained { "yes" } else { "" },
-                err = escape_html(n.last_error.as_deref().unwrap_or("")),
-            );
-            for (state, label) in [
-                ("draining", "drain"),
-                ("disabled", "disable"),
-                ("active", "activate"),
-                ("standby", "standby"),
-            ] {
-                if n.state != state {
-                    let _ = write!(
-                        h,
-                        "<button type=\"button\" data-route=\"{}\" data-pool=\"{}\" data-state=\"{state}\">{label}</button> ",
-                        escape_html(&n.route),
-                        escape_html(&p.name),
-                    );
-                }
-            }
-            h.push_str("</td></tr>");
-        }
-        h.push_str("</tbody></table>");
-    }
     let _ = writeln!(h, "<script>{PAGE_SCRIPT}</script></body></html>");
     h
 }
@@ -826,9 +785,19 @@ mod tests {
         };
         let page = status_page(&report, true);
         assert!(!page.contains("<img"), "{page}");
-        assert!(!page.contains("p\"<script>"));
-        assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
-        assert!(page.contains("data-state=\"draining\""));
-        assert!(page.contains("id=\"token\""));
+        assert!(!page.contains("<cfg>"));
+        assert!(
+            page.contains("&lt;cfg&gt;"),
+            "the config name in the header"
+        );
+        // The embedded report: no `<` of the data survives to close the script element.
+        let start = page.find("id=\"initial\">").unwrap();
+        let end = start + page[start..].find("</script>").unwrap();
+        let json = &page[start + "id=\"initial\">".len()..end];
+        assert!(!json.contains('<') && !json.contains('>'), "{json}");
+        let back: StatusReport = serde_json::from_str(json).unwrap();
+        assert_eq!(back, report, "the script reads the same report back");
+        assert!(page.contains("data-token-required=\"true\""));
+        assert!(status_page(&report, false).contains("data-token-required=\"false\""));
     }
 }

@@ -5,8 +5,12 @@
 //! stand-in for Tomcat session replication — behind a balancer started from an embedded
 //! configuration ([`DEMO_CONFIG`]: translate binder, a 2 s `recover_after`, an admin listener).
 //! A small **control listener** stops and starts demo nodes by route, so a newcomer can kill the
-//! node serving their session from another terminal and watch the session move and its cookie
-//! get rebound.
+//! node serving their session — from the buttons of the demo page, or from another terminal —
+//! and watch the session move and its cookie get rebound. The demo's nodes know the control
+//! listener's URL: their counter page (served through the balancer) lists the nodes with *stop*
+//! and *start* buttons and shows the session cookie before and after each count, which is why
+//! the demo's cookies are not `HttpOnly`. The control listener answers pages of the balancer's
+//! port on loopback with `Access-Control-Allow-Origin`, so those pages can read its answers.
 //!
 //! Why a control listener of its own instead of a verb on the admin API: the admin API changes
 //! what the balancer *does* (drain, disable, activate); stopping a demo node simulates a crash
@@ -221,6 +225,44 @@ struct DemoNodes {
     store: SessionStore,
     slots: Mutex<Vec<NodeSlot>>,
     balancer: Arc<Balancer>,
+    /// The control listener's URL, for the nodes' pages.
+    control_url: String,
+    /// The balancer's port: its pages (any loopback name) may call the control listener.
+    balancer_port: u16,
+}
+
+/// The configuration of demo node `route` in the demo: its page gets the control buttons and a
+/// cookie the page's script can show.
+fn demo_node_config(route: &str, store: SessionStore, control_url: &str) -> DemoNodeConfig {
+    DemoNodeConfig {
+        http_only: false,
+        control_url: Some(control_url.to_owned()),
+        ..DemoNodeConfig::new(route, store)
+    }
+}
+
+/// The URL a browser on this machine reaches `addr` at (an unspecified address as loopback).
+fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Whether `origin` is a page of the balancer's listener opened on this machine
+/// (`http://127.0.0.1:8080`, `http://localhost:8080`, `http://[::1]:8080`): those pages may read
+/// the control listener's answers (CORS). Stopping a node needs no CORS; reading the answer does.
+fn balancer_origin(origin: &str, balancer_port: u16) -> bool {
+    let Some(rest) = origin.strip_prefix("http://") else {
+        return false;
+    };
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    port.parse::<u16>().ok() == Some(balancer_port)
+        && matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
 impl DemoNodes {
@@ -287,7 +329,7 @@ impl DemoNodes {
                 addr: slot.addr,
                 source,
             })?;
-        let cfg = DemoNodeConfig::new(route, self.store.clone());
+        let cfg = demo_node_config(route, self.store.clone(), &self.control_url);
         slot.running = Some(RunningNode::start(listener, cfg).await);
         info!(route, addr = %slot.addr, "demo node started");
         Ok(self.status_of(slot, Some(true)))
@@ -367,6 +409,7 @@ pub async fn start_demo(opts: DemoOptions) -> Result<RunningDemo, DemoError> {
 
     let control_listener = bind_flag("--control", opts.control).await?;
     let control_addr = control_listener.local_addr().unwrap_or(opts.control);
+    let control_url = local_url(control_addr);
     if !control_addr.ip().is_loopback() {
         warn!(%control_addr, "the demo control listener has no authentication; anyone who reaches it can stop demo nodes");
     }
@@ -399,7 +442,7 @@ pub async fn start_demo(opts: DemoOptions) -> Result<RunningDemo, DemoError> {
         let listener = bind_flag("--node-port", SocketAddr::new(NODE_HOST, port)).await?;
         let node = RunningNode::start(
             listener,
-            DemoNodeConfig::new(node_cfg.route.clone(), store.clone()),
+            demo_node_config(&node_cfg.route, store.clone(), &control_url),
         )
         .await;
         node_cfg.addr = crate::config::NodeAddr::Socket(node.addr);
@@ -450,6 +493,8 @@ pub async fn start_demo(opts: DemoOptions) -> Result<RunningDemo, DemoError> {
         store,
         slots: Mutex::new(slots),
         balancer: running.balancer.clone(),
+        control_url,
+        balancer_port: balancer_addr.port(),
     });
     let control_stop = CancellationToken::new();
     let control_task = tokio::spawn(control_loop(
@@ -589,6 +634,24 @@ async fn control_loop(listener: TcpListener, nodes: Arc<DemoNodes>, stop: Cancel
 }
 
 async fn control(nodes: &DemoNodes, req: Request<Incoming>) -> Response<ControlBody> {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|o| {
+            o.to_str()
+                .is_ok_and(|o| balancer_origin(o, nodes.balancer_port))
+        })
+        .cloned();
+    let mut resp = control_action(nodes, req).await;
+    let h = resp.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+    }
+    resp
+}
+
+async fn control_action(nodes: &DemoNodes, req: Request<Incoming>) -> Response<ControlBody> {
     let path = req.uri().path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {

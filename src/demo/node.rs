@@ -20,7 +20,9 @@
 //! - The node never keeps session data itself: every request loads the session from the
 //!   [`SessionStore`] and saves it back, so nodes sharing a store continue each other's sessions.
 //!
-//! Endpoints: `GET /` (HTML counter page), `GET /count`, `GET /health`, `POST /login`
+//! Endpoints: `GET /` (HTML counter page; with [`DemoNodeConfig::control_url`], as in
+//! `stickyroute demo`, it also counts without reloading and stops and starts demo nodes through
+//! the demo's control listener), `GET /count`, `GET /health`, `POST /login`
 //! (change session id), `POST /echo` (streams the body back), `GET /slow?ms=N`, `GET /ws`
 //! (WebSocket echo), `GET /whoami` (what the node received). Every response carries
 //! `X-Node: <route>` and `X-Session-Seen: <id the request carried, or empty>`.
@@ -103,6 +105,13 @@ pub struct DemoNodeConfig {
     /// Session ids end in `.<route>` (default); `false` behaves like a Tomcat without
     /// `jvmRoute`, whose ids have no route.
     pub route_in_ids: bool,
+    /// The session cookie carries `HttpOnly` (default, like Tomcat's `useHttpOnly`); `false`
+    /// lets the page's script show the cookie the browser holds (`stickyroute demo`).
+    pub http_only: bool,
+    /// The demo's control listener (`http://host:port`): the counter page then gets *stop* and
+    /// *start* buttons for every demo node, and counts without reloading, showing which node
+    /// answered and the cookie before and after (`stickyroute demo`).
+    pub control_url: Option<String>,
 }
 
 impl DemoNodeConfig {
@@ -116,6 +125,8 @@ impl DemoNodeConfig {
             cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
             context_path: String::new(),
             route_in_ids: true,
+            http_only: true,
+            control_url: None,
         }
     }
 }
@@ -339,6 +350,8 @@ struct Node {
     cookie_name: String,
     context_path: String,
     route_in_ids: bool,
+    http_only: bool,
+    control_url: Option<String>,
     shutdown: CancellationToken,
     _closed: mpsc::Sender<()>,
 }
@@ -356,6 +369,8 @@ impl Node {
             cookie_name: cfg.cookie_name,
             context_path: cfg.context_path,
             route_in_ids: cfg.route_in_ids,
+            http_only: cfg.http_only,
+            control_url: cfg.control_url,
             shutdown,
             _closed: closed,
         }
@@ -604,7 +619,11 @@ impl Node {
         } else {
             self.context_path.as_str()
         };
-        let cookie = format!("{}={}; Path={path}; HttpOnly", self.cookie_name, session.id);
+        let http_only = if self.http_only { "; HttpOnly" } else { "" };
+        let cookie = format!(
+            "{}={}; Path={path}{http_only}",
+            self.cookie_name, session.id
+        );
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             resp.headers_mut().append(header::SET_COOKIE, value);
         }
@@ -709,6 +728,12 @@ fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
 // Endpoints
 // ---------------------------------------------------------------------------------------------
 
+/// The counter page's script when the node knows the demo's control listener: "Count again"
+/// counts with `GET count` without reloading and logs which node answered with the session
+/// cookie before and after; the node table (from the control listener's `GET /nodes`, every
+/// second) has *stop* and *start* buttons (`POST /nodes/<route>/stop|start`).
+const DEMO_PAGE_SCRIPT: &str = include_str!("demo_page.js");
+
 /// `GET /`: the counter page; `?inc=1` (the page's button) counts first.
 async fn page(node: &Node, candidates: &[String], query: Option<&str>) -> Response<RespBody> {
     let mut session = match node.resolve_session(candidates).await {
@@ -723,17 +748,35 @@ async fn page(node: &Node, candidates: &[String], query: Option<&str>) -> Respon
         return node.store_error(&e);
     }
     let route = html_escape(&node.route);
+    // With a control listener: the failover story in the page (see `DEMO_PAGE_SCRIPT`).
+    let (control_attr, control_html) = match &node.control_url {
+        Some(url) => (
+            format!(" data-control=\"{}\"", html_escape(url)),
+            format!(
+                "<h2>What the browser sees</h2>\n<p id=\"answer\"></p>\
+                 <table id=\"history\"><thead><tr><th>#</th><th>answered by</th><th>count</th>\
+                 <th>cookie before</th><th>cookie after</th></tr></thead><tbody></tbody></table>\n\
+                 <h2>Demo nodes</h2>\n<p><small>Stop a node like a crash and count again: \
+                 another node answers, the count goes on and the cookie is rebound.</small></p>\
+                 <table id=\"nodes\"><thead><tr><th>node</th><th>process</th><th>balancer</th>\
+                 <th></th></tr></thead><tbody></tbody></table><p id=\"control-msg\"></p>\n\
+                 <script>{DEMO_PAGE_SCRIPT}</script>"
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     let html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>stickyroute demo: {route}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td{{padding:.2em 1em}}</style></head>\n\
-         <body><h1>Node {route}</h1>\n<table>\
-         <tr><td>node</td><td><b>{route}</b></td></tr>\
-         <tr><td>session</td><td><code>{id}</code></td></tr>\
-         <tr><td>count</td><td><b>{count}</b></td></tr></table>\n\
-         <form method=\"get\"><input type=\"hidden\" name=\"inc\" value=\"1\">\
-         <button type=\"submit\">Count again</button></form>\n\
-         <p><a href=\"count\">count (JSON)</a> &middot; <a href=\"whoami\">whoami</a></p>\
-         </body></html>\n",
+         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left}}\
+         .stopped,.down{{color:#b00;font-weight:bold}}.changed{{background:#ffd}}</style></head>\n\
+         <body{control_attr}><h1>Node <span id=\"node\">{route}</span></h1>\n<table>\
+         <tr><td>node</td><td><b id=\"node-cell\">{route}</b></td></tr>\
+         <tr><td>session</td><td><code id=\"session\">{id}</code></td></tr>\
+         <tr><td>count</td><td><b id=\"count\">{count}</b></td></tr></table>\n\
+         <form method=\"get\" id=\"count-form\"><input type=\"hidden\" name=\"inc\" value=\"1\">\
+         <button type=\"submit\" id=\"count-again\">Count again</button></form>\n\
+         <p><a href=\"count\">count (JSON)</a> &middot; <a href=\"whoami\">whoami</a></p>\n\
+         {control_html}</body></html>\n",
         id = html_escape(&session.id),
         count = session.count(),
     );

@@ -5,7 +5,7 @@
 //! atomics next to what it counts ([`NodeMetrics`] in each node's runtime, [`PoolMetrics`] in
 //! each pool's, [`Metrics`] in the balancer), and a [`Collector`] walks the current snapshot at
 //! scrape time and exports them with their labels. One request costs two relaxed atomic adds
-//! for the counter and three for the duration histogram.
+//! for the counter and four for the duration histograms (the pool's and the node's).
 //!
 //! A node's counters live as long as its runtime: they survive reloads that keep its route and
 //! address; a node whose address changes starts from zero (Prometheus sees a counter reset), and
@@ -38,6 +38,9 @@ use crate::state::snapshot::Snapshot;
 pub const REQUESTS: &str = "stickyroute_requests";
 /// `stickyroute_request_duration_seconds{pool}`: time to the response head, histogram.
 pub const REQUEST_DURATION: &str = "stickyroute_request_duration_seconds";
+/// `stickyroute_node_request_duration_seconds{pool,node}`: the same, by the node that answered
+/// (requests that reached no node are only in [`REQUEST_DURATION`]).
+pub const NODE_REQUEST_DURATION: &str = "stickyroute_node_request_duration_seconds";
 /// `stickyroute_upstream_requests_total{pool,node}`: requests sent to a node (retries included).
 pub const UPSTREAM_REQUESTS: &str = "stickyroute_upstream_requests";
 /// `stickyroute_upstream_errors_total{pool,node,kind}`: `kind` = `connect` or `response`.
@@ -153,6 +156,8 @@ pub struct NodeMetrics {
     pub health_down_active: AtomicU64,
     pub health_up_active: AtomicU64,
     pub health_down_passive: AtomicU64,
+    /// Time to the response head of the requests this node answered.
+    pub duration: AtomicHistogram,
 }
 
 impl NodeMetrics {
@@ -199,6 +204,7 @@ impl Metrics {
         match (node.and_then(|i| pool.nodes.get(i)), outcome) {
             (Some(n), Some(o)) => {
                 n.rt.metrics.requests[outcome_index(o)][class].fetch_add(1, Ordering::Relaxed);
+                n.rt.metrics.duration.observe(elapsed);
             }
             _ => {
                 pool.rt.metrics.unrouted[class].fetch_add(1, Ordering::Relaxed);
@@ -379,6 +385,22 @@ impl Collector for Scrape {
                 let labels = [("pool", pool.cfg.name.as_str())];
                 m.encode_family(&labels)?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                NODE_REQUEST_DURATION,
+                "Time from request to response head, by the node that answered",
+                None,
+                MetricType::Histogram,
+            )?;
+            for pool in &snap.pools {
+                for node in &pool.nodes {
+                    let (sum, count, buckets) = node.rt.metrics.duration.read();
+                    let labels = [("pool", pool.cfg.name.as_str()), ("node", &node.route)];
+                    m.encode_family(&labels)?
+                        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+                }
             }
         }
 

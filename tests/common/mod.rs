@@ -200,21 +200,9 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads a service URL from the environment. Without it: skip loudly, unless
-/// `STICKYROUTE_REQUIRE_SERVICES=1` (CI), which makes the missing service a failure.
-pub fn service_url(var: &str, test: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => {
-            if std::env::var("STICKYROUTE_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{test} needs {var} (STICKYROUTE_REQUIRE_SERVICES=1)");
-            }
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: {test} needs {var}");
-            None
-        }
-    }
-}
+pub mod services;
+#[allow(unused_imports)]
+pub use services::service_url;
 
 // ---------------------------------------------------------------------------------------------
 // Operations (admin API, health, reload): appended for tests/admin.rs, health.rs, reload.rs,
