@@ -13,9 +13,12 @@
 //! after the node's `101`.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -52,7 +55,7 @@ thread_local! {
 }
 
 /// A buffer from this thread's pool, given back (emptied) on drop.
-struct Buf(Vec<u8>);
+pub struct Buf(Vec<u8>);
 
 impl Buf {
     fn take() -> Buf {
@@ -159,13 +162,21 @@ impl RawPools {
     }
 }
 
-/// What one client connection shares between its requests.
+/// What one client connection's request code borrows.
 pub struct Conn<'a> {
     pub balancer: &'a Arc<Balancer>,
     pub pools: &'a RawPools,
     pub client: SocketAddr,
     pub cfg: &'a ListenerConfig,
     pub shutdown: &'a CancellationToken,
+}
+
+/// What every connection of one accept loop shares, owned.
+pub struct Context {
+    pub balancer: Arc<Balancer>,
+    pub pools: Arc<RawPools>,
+    pub cfg: ListenerConfig,
+    pub shutdown: CancellationToken,
 }
 
 /// How a connection ended.
@@ -178,9 +189,148 @@ pub enum Outcome {
     Upgraded(TcpStream, Tunnel),
 }
 
+thread_local! {
+    static REQ_HEADS: RefCell<Vec<RequestHead>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A request head from this thread's pool (its field vector keeps its capacity), given back
+/// on drop: an idle connection holds none.
+pub struct PooledRequestHead(RequestHead);
+
+impl PooledRequestHead {
+    fn take() -> PooledRequestHead {
+        let h = REQ_HEADS.with(|p| p.borrow_mut().pop());
+        PooledRequestHead(h.unwrap_or_default())
+    }
+}
+
+impl Drop for PooledRequestHead {
+    fn drop(&mut self) {
+        let h = std::mem::replace(&mut self.0, RequestHead::new());
+        REQ_HEADS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOLED_BUFS {
+                p.push(h);
+            }
+        });
+    }
+}
+
+/// One request's exchange: what it owns while it runs, handed back when it ends.
+pub struct Job {
+    client: TcpStream,
+    peer: SocketAddr,
+    head: PooledRequestHead,
+    ctx: Arc<Context>,
+}
+
+/// Where a pooled executor takes its next exchange from and leaves its result.
+#[derive(Default)]
+pub struct Inbox {
+    job: Option<(Job, Buf)>,
+    done: Option<(Job, Next)>,
+}
+
+type InboxRef = Arc<Mutex<Inbox>>;
+
+fn lock(inbox: &InboxRef) -> std::sync::MutexGuard<'_, Inbox> {
+    inbox.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A long-lived exchange loop in a box: [`executor`]'s future and its inbox.
+struct Executor<E> {
+    inbox: InboxRef,
+    fut: Pin<Box<E>>,
+}
+
+/// Exchange executors, lent to a connection for one request at a time.
+///
+/// Why: an exchange's state (the request's heads, the node connection, the retry loop, every
+/// nested wait) is about 2 KiB. Inline in the connection's task every idle keep-alive
+/// connection would hold it; boxed per request every request would allocate (and copy the
+/// 2 KiB state into the box). An executor is one boxed future that runs exchanges in a loop,
+/// polled by whichever connection borrowed it: an idle connection holds a few words, a
+/// request allocates nothing. `E` is [`executor`]'s future, named only through
+/// [`exchange_pool`].
+pub struct ExchangePool<E> {
+    make: fn(InboxRef) -> E,
+    free: Mutex<Vec<Executor<E>>>,
+}
+
+/// The exchange pool of one accept loop.
+pub fn exchange_pool() -> ExchangePool<impl Future<Output = ()> + Send> {
+    ExchangePool {
+        make: executor,
+        free: Mutex::new(Vec::new()),
+    }
+}
+
+impl<E: Future<Output = ()>> ExchangePool<E> {
+    /// Runs one exchange on a pooled executor, polled by the calling task.
+    async fn run(&self, job: Job, buf: Buf) -> Option<(Job, Next)> {
+        let popped = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut ex = popped.unwrap_or_else(|| {
+            let inbox = InboxRef::default();
+            Executor {
+                fut: Box::pin((self.make)(inbox.clone())),
+                inbox,
+            }
+        });
+        lock(&ex.inbox).job = Some((job, buf));
+        let out = std::future::poll_fn(|cx| {
+            if ex.fut.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None); // not reached: the loop does not end
+            }
+            match lock(&ex.inbox).done.take() {
+                Some(done) => Poll::Ready(Some(done)),
+                None => Poll::Pending,
+            }
+        })
+        .await;
+        if out.is_some() {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            if free.len() < POOLED_BUFS {
+                free.push(ex);
+            }
+        }
+        out
+    }
+}
+
+/// Runs the exchanges put in `inbox`, one after another, forever. Between two exchanges it
+/// waits without a waker: only the connection that lends it polls it, and that connection
+/// looks at `done` after every poll.
+async fn executor(inbox: InboxRef) {
+    loop {
+        let (mut job, buf) = std::future::poll_fn(|_| match lock(&inbox).job.take() {
+            Some(j) => Poll::Ready(j),
+            None => Poll::Pending,
+        })
+        .await;
+        let next = {
+            let conn = Conn {
+                balancer: &job.ctx.balancer,
+                pools: &job.ctx.pools,
+                client: job.peer,
+                cfg: &job.ctx.cfg,
+                shutdown: &job.ctx.shutdown,
+            };
+            exchange(&mut job.client, buf, &job.head.0, &conn).await
+        };
+        lock(&inbox).done = Some((job, next));
+    }
+}
+
 /// Serves one client connection until it closes.
-pub async fn serve(mut client: TcpStream, conn: Conn<'_>) -> Outcome {
-    let mut head = RequestHead::new();
+pub async fn serve<E>(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    mut ctx: Arc<Context>,
+    exchanges: &ExchangePool<E>,
+) -> Outcome
+where
+    E: Future<Output = ()>,
+{
     // Bytes of the next request read along with the last one (pipelining).
     let mut carry: Option<Buf> = None;
     loop {
@@ -189,7 +339,7 @@ pub async fn serve(mut client: TcpStream, conn: Conn<'_>) -> Outcome {
             None => {
                 // Idle: hold no buffer, wait for bytes (or shutdown, or the idle limit).
                 tokio::select! {
-                    _ = conn.shutdown.cancelled() => return Outcome::Closed,
+                    _ = ctx.shutdown.cancelled() => return Outcome::Closed,
                     r = deadline::timeout(KEEPALIVE_IDLE, client.readable()) => match r {
                         Ok(Ok(())) => {}
                         _ => return Outcome::Closed,
@@ -198,7 +348,8 @@ pub async fn serve(mut client: TcpStream, conn: Conn<'_>) -> Outcome {
                 Buf::take()
             }
         };
-        match read_head(&mut client, &mut buf.0, &mut head, conn.cfg).await {
+        let mut head = PooledRequestHead::take();
+        match read_head(&mut client, &mut buf.0, &mut head.0, &ctx.cfg).await {
             HeadRead::Complete => {}
             HeadRead::Closed => return Outcome::Closed,
             HeadRead::Http2 => return Outcome::Http2(client, std::mem::take(&mut buf.0)),
@@ -207,12 +358,24 @@ pub async fn serve(mut client: TcpStream, conn: Conn<'_>) -> Outcome {
                 return Outcome::Closed;
             }
         }
-        match exchange(&mut client, buf, &head, &conn).await {
+        let job = Job {
+            client,
+            peer,
+            head,
+            ctx,
+        };
+        let Some((job, next)) = exchanges.run(job, buf).await else {
+            return Outcome::Closed;
+        };
+        client = job.client;
+        ctx = job.ctx;
+        drop(job.head);
+        match next {
             Next::Keep(rest) => carry = rest,
             Next::Close => return Outcome::Closed,
             Next::Tunnel(t) => return Outcome::Upgraded(client, t),
         }
-        if conn.shutdown.is_cancelled() {
+        if ctx.shutdown.is_cancelled() {
             return Outcome::Closed;
         }
     }
@@ -264,7 +427,7 @@ async fn read_head(
 }
 
 /// What the connection does after a request.
-enum Next {
+pub enum Next {
     /// Keep it open; `Some` holds the bytes of the next request already read.
     Keep(Option<Buf>),
     Close,

@@ -126,15 +126,16 @@ pub async fn bind_all(config: &Config, sockets: usize) -> Result<Vec<BoundListen
     Ok(out)
 }
 
-/// What every connection of one listener's accept loop shares.
-struct Shared {
+/// What every connection of one listener's accept loop shares. `F` is the native path's
+/// exchange future ([`h1::exchange_pool`]).
+struct Shared<F> {
     balancer: Arc<Balancer>,
     conns: Arc<UpstreamPools>,
-    raw: Arc<RawPools>,
+    native: Arc<h1::Context>,
+    exchanges: h1::ExchangePool<F>,
     builder: auto::Builder<TokioExecutor>,
     cfg: ListenerConfig,
     tls: Option<TlsAcceptor>,
-    shutdown: CancellationToken,
 }
 
 /// One accept loop of a listener: its socket, and what it shares with the listener's other
@@ -186,13 +187,18 @@ pub async fn serve_listener(a: AcceptLoop) {
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.max_header_bytes as u32);
     let shared = Arc::new(Shared {
+        native: Arc::new(h1::Context {
+            balancer: balancer.clone(),
+            pools: raw,
+            cfg: cfg.clone(),
+            shutdown: shutdown.clone(),
+        }),
+        exchanges: h1::exchange_pool(),
         balancer,
         conns,
-        raw,
         builder,
         cfg: cfg.clone(),
         tls,
-        shutdown: shutdown.clone(),
     });
     let graceful = GracefulShutdown::new();
     let native = TaskTracker::new();
@@ -241,24 +247,20 @@ pub async fn serve_listener(a: AcceptLoop) {
 
 /// One client connection: cleartext HTTP/1.1 on the native path (HTTP/2 prior knowledge
 /// handed to hyper with the bytes already read), TLS through hyper (h2 or HTTP/1.1 by ALPN).
-async fn serve_connection(
+async fn serve_connection<F>(
     stream: TcpStream,
     client: SocketAddr,
-    shared: &Shared,
+    shared: &Shared<F>,
     watcher: hyper_util::server::graceful::Watcher,
-) {
+) where
+    F: std::future::Future<Output = ()>,
+{
     let service =
         |tls: bool| ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, tls);
     let result = match &shared.tls {
         None => {
-            let conn = h1::Conn {
-                balancer: &shared.balancer,
-                pools: &shared.raw,
-                client,
-                cfg: &shared.cfg,
-                shutdown: &shared.shutdown,
-            };
-            match h1::serve(stream, conn).await {
+            let native = shared.native.clone();
+            match h1::serve(stream, client, native, &shared.exchanges).await {
                 h1::Outcome::Closed => return,
                 h1::Outcome::Upgraded(client, tunnel) => {
                     tokio::spawn(tunnel.run(client));
