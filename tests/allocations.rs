@@ -103,6 +103,21 @@ fn a_sticky_hit_allocates_nothing() {
             blocks, 0,
             "the request path allocated {blocks} times over {N} sticky requests"
         );
+
+        // Idle keep-alive connections: what each holds on the heap once its request is done.
+        let before = dhat::HeapStats::get();
+        const IDLE: usize = 200;
+        let mut idle = Vec::with_capacity(IDLE);
+        for _ in 0..IDLE {
+            let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+            requests(&mut c, req, &mut buf, 1).await;
+            idle.push(c);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = dhat::HeapStats::get();
+        let per_conn = (after.curr_bytes - before.curr_bytes) / IDLE;
+        println!("{per_conn} heap bytes per idle keep-alive connection");
+        drop(idle);
         lb.stop().await;
     });
 }

@@ -275,30 +275,50 @@ fn push_timestamp(b: &mut Vec<u8>) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let secs = now.as_secs();
+    let mut out = [0u8; 27];
+    // `YYYY-MM-DDTHH:MM:SS` changes once a second: formatted once per second and thread.
+    let date = STAMP.with(|c| {
+        let (secs, text) = c.get();
+        if secs == now.as_secs() {
+            return text;
+        }
+        let text = date_time(now.as_secs());
+        c.set((now.as_secs(), text));
+        text
+    });
+    out[..19].copy_from_slice(&date);
+    out[19] = b'.';
+    let mut us = now.subsec_micros();
+    for d in out[20..26].iter_mut().rev() {
+        *d = b'0' + (us % 10) as u8;
+        us /= 10;
+    }
+    out[26] = b'Z';
+    b.extend_from_slice(&out);
+}
+
+thread_local! {
+    static STAMP: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time (years past 9999 are written as 9999).
+fn date_time(secs: u64) -> [u8; 19] {
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let t = secs % 86_400;
-    let two = |n: u64, b: &mut Vec<u8>| {
-        b.push(b'0' + (n / 10) as u8);
-        b.push(b'0' + (n % 10) as u8);
+    let mut o = *b"0000-00-00T00:00:00";
+    let y = (y.clamp(0, 9999)) as u64;
+    let put = |o: &mut [u8; 19], at: usize, n: u64| {
+        o[at] = b'0' + (n / 10) as u8;
+        o[at + 1] = b'0' + (n % 10) as u8;
     };
-    push_u64(b, y as u64);
-    b.push(b'-');
-    two(m as u64, b);
-    b.push(b'-');
-    two(d as u64, b);
-    b.push(b'T');
-    two(t / 3600, b);
-    b.push(b':');
-    two(t / 60 % 60, b);
-    b.push(b':');
-    two(t % 60, b);
-    b.push(b'.');
-    let us = now.subsec_micros();
-    let digits = itoa::Buffer::new().format(us).len();
-    b.extend(std::iter::repeat_n(b'0', 6 - digits));
-    push_u64(b, u64::from(us));
-    b.push(b'Z');
+    put(&mut o, 0, y / 100);
+    put(&mut o, 2, y % 100);
+    put(&mut o, 5, m as u64);
+    put(&mut o, 8, d as u64);
+    put(&mut o, 11, t / 3600);
+    put(&mut o, 14, t / 60 % 60);
+    put(&mut o, 17, t % 60);
+    o
 }
 
 /// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -356,6 +376,23 @@ mod tests {
         assert_eq!(s.matches('\n').count(), 1, "{s}");
         assert_eq!(&s[4..5], "-");
         assert_eq!(&s[26..27], "Z", "{s}");
+    }
+
+    #[test]
+    fn date_times() {
+        let cases: [(u64, &str); 4] = [
+            (0, "1970-01-01T00:00:00"),
+            (951_782_400, "2000-02-29T00:00:00"),
+            (1_796_083_199, "2026-11-30T23:59:59"),
+            (1_796_083_200 + 3_723, "2026-12-01T01:02:03"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(
+                std::str::from_utf8(&date_time(secs)).unwrap(),
+                want,
+                "{secs}"
+            );
+        }
     }
 
     #[test]

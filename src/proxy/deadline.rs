@@ -28,7 +28,12 @@ pub struct Elapsed;
 
 enum Slot {
     Free,
-    Armed { deadline: Instant, waker: Waker },
+    Armed {
+        deadline: Instant,
+        waker: Waker,
+        /// An idle keep-alive wait: woken by [`nudge_idle`] too.
+        idle: bool,
+    },
     Expired,
 }
 
@@ -46,7 +51,42 @@ thread_local! {
     /// The table deadlines armed on this thread go to. A task that moves to another thread
     /// (a multi-threaded runtime) keeps the table it armed in: the lock is uncontended on a
     /// worker's own single-threaded runtime.
-    static TABLE: Shared = Shared::default();
+    static TABLE: Shared = {
+        let t = Shared::default();
+        lock_tables().push(Arc::downgrade(&t));
+        t
+    };
+}
+
+/// Every thread's table, for [`nudge_idle`].
+static TABLES: Mutex<Vec<std::sync::Weak<Mutex<Table>>>> = Mutex::new(Vec::new());
+
+fn lock_tables() -> MutexGuard<'static, Vec<std::sync::Weak<Mutex<Table>>>> {
+    TABLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Wakes every idle keep-alive wait of every thread without expiring it, so that each looks
+/// at its listener's shutdown token: what a listener that stops calls. An idle connection
+/// then needs no shutdown waiter of its own (a waiter node in every idle connection's state).
+pub fn nudge_idle() {
+    let mut woken = Vec::new();
+    lock_tables().retain(|w| match w.upgrade() {
+        Some(t) => {
+            for s in &lock(&t).slots {
+                if let Slot::Armed {
+                    waker, idle: true, ..
+                } = s
+                {
+                    woken.push(waker.clone());
+                }
+            }
+            true
+        }
+        None => false,
+    });
+    for w in woken {
+        w.wake();
+    }
 }
 
 fn lock(t: &Shared) -> MutexGuard<'_, Table> {
@@ -56,12 +96,26 @@ fn lock(t: &Shared) -> MutexGuard<'_, Table> {
 /// One deadline, armed on the first poll that finds it not yet reached and disarmed on drop.
 pub struct Deadline {
     at: Instant,
+    idle: bool,
     slot: Option<(Shared, u32)>,
 }
 
 impl Deadline {
     pub fn new(at: Instant) -> Deadline {
-        Deadline { at, slot: None }
+        Deadline {
+            at,
+            idle: false,
+            slot: None,
+        }
+    }
+
+    /// The deadline of an idle keep-alive wait, also woken by [`nudge_idle`].
+    pub fn idle(at: Instant) -> Deadline {
+        Deadline {
+            at,
+            idle: true,
+            slot: None,
+        }
     }
 
     /// Ready once the deadline has passed (seen by the ticker, or at arming).
@@ -74,7 +128,7 @@ impl Deadline {
                 let Ok(table) = TABLE.try_with(Arc::clone) else {
                     return Poll::Ready(()); // the thread is exiting
                 };
-                let i = Table::arm(&table, self.at, cx.waker().clone());
+                let i = Table::arm(&table, self.at, cx.waker().clone(), self.idle);
                 self.slot = Some((table, i));
                 Poll::Pending
             }
@@ -101,9 +155,13 @@ impl Drop for Deadline {
 }
 
 impl Table {
-    fn arm(table: &Shared, deadline: Instant, waker: Waker) -> u32 {
+    fn arm(table: &Shared, deadline: Instant, waker: Waker, idle: bool) -> u32 {
         let mut this = lock(table);
-        let slot = Slot::Armed { deadline, waker };
+        let slot = Slot::Armed {
+            deadline,
+            waker,
+            idle,
+        };
         let i = match this.free.pop() {
             Some(i) => {
                 this.slots[i as usize] = slot;
@@ -247,6 +305,38 @@ mod tests {
         });
         assert_eq!(armed, 0);
         assert!(slots <= 1, "slots are reused: {slots}");
+    }
+
+    #[tokio::test]
+    async fn nudge_wakes_idle_waits_without_expiring_them() {
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = woken.clone();
+        let mut idle = Deadline::idle(Instant::now() + Duration::from_secs(60));
+        let mut busy = Deadline::new(Instant::now() + Duration::from_secs(60));
+        let task = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                let n = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                assert!(
+                    idle.poll_expired(cx).is_pending(),
+                    "a nudge does not expire"
+                );
+                assert!(busy.poll_expired(cx).is_pending());
+                if n == 1 {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await
+        });
+        while woken.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        nudge_idle();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the idle wait was woken")
+            .expect("task");
     }
 
     #[tokio::test]

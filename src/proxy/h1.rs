@@ -337,13 +337,32 @@ where
         let mut buf = match carry.take() {
             Some(b) => b,
             None => {
-                // Idle: hold no buffer, wait for bytes (or shutdown, or the idle limit).
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return Outcome::Closed,
-                    r = deadline::timeout(KEEPALIVE_IDLE, client.readable()) => match r {
-                        Ok(Ok(())) => {}
-                        _ => return Outcome::Closed,
-                    },
+                // Idle: hold no buffer, wait for bytes (or shutdown, or the idle limit). A
+                // hand-rolled wait, for size: the readiness waker lives in the socket's own
+                // slot, the deadline is a table slot, and shutdown wakes it through
+                // `deadline::nudge_idle`: a few words in every idle connection's state.
+                let mut idle = deadline::Deadline::idle(Instant::now() + KEEPALIVE_IDLE);
+                let readable = std::future::poll_fn(|cx| {
+                    if ctx.shutdown.is_cancelled() {
+                        return Poll::Ready(false);
+                    }
+                    match client.poll_read_ready(cx) {
+                        Poll::Ready(r) => return Poll::Ready(r.is_ok()),
+                        Poll::Pending => {}
+                    }
+                    if idle.poll_expired(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    // A shutdown between the first look and arming the deadline.
+                    if ctx.shutdown.is_cancelled() {
+                        return Poll::Ready(false);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                drop(idle);
+                if !readable {
+                    return Outcome::Closed;
                 }
                 Buf::take()
             }
@@ -856,7 +875,16 @@ fn write_head(
     };
     h1::push_forwarded_for(&mut vals.0, prev(b"x-forwarded-for"), conn.client.ip());
     let xff_end = vals.0.len();
-    push_forwarded(&mut vals.0, prev(b"forwarded"), conn.client, req.host);
+    // The client's address as X-Forwarded-For just wrote it (it ends the value): formatted
+    // once for both headers.
+    let ip_len = ip_text_len(&vals.0[..xff_end]);
+    push_forwarded(
+        &mut vals.0,
+        prev(b"forwarded"),
+        conn.client,
+        xff_end - ip_len..xff_end,
+        req.host,
+    );
     let failover = pipeline::failover_header_value(choice, req.m.ids.as_ref(), req.sep);
     let fo_name = pool.cfg.failover.header.as_str().as_bytes();
     let skip: [&[u8]; 7] = [
@@ -904,18 +932,35 @@ fn write_head(
 
 /// `Forwarded: for=IP;proto=http;host="HOST"`, after the client's own value (as the hyper
 /// path writes it).
-fn push_forwarded(out: &mut Vec<u8>, prev: Option<&[u8]>, client: SocketAddr, host: &str) {
+/// Length of the address that ends an X-Forwarded-For value (after its last `", "`).
+fn ip_text_len(xff: &[u8]) -> usize {
+    xff.iter()
+        .rev()
+        .take_while(|&&c| c != b' ' && c != b',')
+        .count()
+}
+
+/// Appends the `Forwarded` value; `ip` is the range of `out` that holds the client's address
+/// as text.
+fn push_forwarded(
+    out: &mut Vec<u8>,
+    prev: Option<&[u8]>,
+    client: SocketAddr,
+    ip: std::ops::Range<usize>,
+    host: &str,
+) {
     if let Some(p) = prev.filter(|p| !p.is_empty()) {
         out.extend_from_slice(p);
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(b"for=");
-    if client.is_ipv6() {
+    let v6 = client.ip().to_canonical().is_ipv6();
+    if v6 {
         out.extend_from_slice(b"\"[");
-        h1::push_ip(out, client.ip());
+    }
+    out.extend_from_within(ip);
+    if v6 {
         out.extend_from_slice(b"]\"");
-    } else {
-        h1::push_ip(out, client.ip());
     }
     out.extend_from_slice(b";proto=http");
     if !host.is_empty() && !host.contains(['"', '\\']) {

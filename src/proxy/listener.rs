@@ -234,6 +234,9 @@ pub async fn serve_listener(a: AcceptLoop) {
         );
     }
     drop(listener);
+    // Idle keep-alive connections wait without a shutdown waiter of their own: wake them to
+    // look at the token.
+    crate::proxy::deadline::nudge_idle();
     native.close();
     tracing::info!(%local, "stopped accepting; draining connections");
     let drained = async {
