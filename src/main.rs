@@ -7,10 +7,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// mimalloc instead of glibc malloc: the request path allocates small, short-lived buffers
-/// (header maps, ids), and glibc's malloc/free/consolidate was ~9% of the proxy's CPU under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use stickyroute::control::Running;
 use stickyroute::proxy::workers::Workers;
 

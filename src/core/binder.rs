@@ -10,8 +10,6 @@
 //! rewrite the response's `Set-Cookie` and `Location` headers. The store call of `rename` lives
 //! in `proxy`, the store itself in `store`.
 
-use cookie::Cookie;
-
 use crate::core::cookie::{set_cookie, WriteAttrs};
 use crate::core::session::{find_path_param, pin_route, replace_range, strip_last_route};
 
@@ -171,14 +169,13 @@ pub fn rewrite_set_cookies(
     let mut outcome = SetCookieOutcome::default();
     let mut backend_set_session = false;
     for value in values.iter_mut() {
-        let Ok(parsed) = Cookie::parse(value.as_str()) else {
+        let Some((name, backend_value)) = crate::core::cookie::name_value(value) else {
             continue;
         };
-        if parsed.name() != plan.cookie_name {
+        if name != plan.cookie_name {
             continue;
         }
         backend_set_session = true;
-        let backend_value = parsed.value();
         if backend_value.is_empty() {
             continue; // the application deletes its session cookie: pass through
         }

@@ -322,80 +322,87 @@ async fn executor(inbox: InboxRef) {
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve<E>(
-    mut client: TcpStream,
+///
+/// Not an `async fn`, for size: an async fn copies its arguments into locals, and every idle
+/// connection's task would hold both.
+pub fn serve<E>(
+    client: TcpStream,
     peer: SocketAddr,
-    mut ctx: Arc<Context>,
+    ctx: Arc<Context>,
     exchanges: &ExchangePool<E>,
-) -> Outcome
+) -> impl Future<Output = Outcome> + '_
 where
     E: Future<Output = ()>,
 {
-    // Bytes of the next request read along with the last one (pipelining).
-    let mut carry: Option<Buf> = None;
-    loop {
-        let mut buf = match carry.take() {
-            Some(b) => b,
-            None => {
-                // Idle: hold no buffer, wait for bytes (or shutdown, or the idle limit). A
-                // hand-rolled wait, for size: the readiness waker lives in the socket's own
-                // slot, the deadline is a table slot, and shutdown wakes it through
-                // `deadline::nudge_idle`: a few words in every idle connection's state.
-                let mut idle = deadline::Deadline::idle(Instant::now() + KEEPALIVE_IDLE);
-                let readable = std::future::poll_fn(|cx| {
-                    if ctx.shutdown.is_cancelled() {
-                        return Poll::Ready(false);
+    let (mut client, mut ctx) = (client, ctx);
+    async move {
+        // Bytes of the next request read along with the last one (pipelining).
+        let mut carry: Option<Buf> = None;
+        loop {
+            let mut buf = match carry.take() {
+                Some(b) => b,
+                None => {
+                    // Idle: hold no buffer, wait for bytes (or shutdown, or the idle limit). A
+                    // hand-rolled wait, for size: the readiness waker lives in the socket's own
+                    // slot, the deadline is a table slot, and shutdown wakes it through
+                    // `deadline::nudge_idle`: a few words in every idle connection's state.
+                    let mut idle = deadline::Deadline::idle(Instant::now() + KEEPALIVE_IDLE);
+                    let readable = std::future::poll_fn(|cx| {
+                        if ctx.shutdown.is_cancelled() {
+                            return Poll::Ready(false);
+                        }
+                        match client.poll_read_ready(cx) {
+                            Poll::Ready(r) => return Poll::Ready(r.is_ok()),
+                            Poll::Pending => {}
+                        }
+                        if idle.poll_expired(cx).is_ready() {
+                            return Poll::Ready(false);
+                        }
+                        // A shutdown between the first look and arming the deadline.
+                        if ctx.shutdown.is_cancelled() {
+                            return Poll::Ready(false);
+                        }
+                        Poll::Pending
+                    })
+                    .await;
+                    drop(idle);
+                    if !readable {
+                        return Outcome::Closed;
                     }
-                    match client.poll_read_ready(cx) {
-                        Poll::Ready(r) => return Poll::Ready(r.is_ok()),
-                        Poll::Pending => {}
-                    }
-                    if idle.poll_expired(cx).is_ready() {
-                        return Poll::Ready(false);
-                    }
-                    // A shutdown between the first look and arming the deadline.
-                    if ctx.shutdown.is_cancelled() {
-                        return Poll::Ready(false);
-                    }
-                    Poll::Pending
-                })
-                .await;
-                drop(idle);
-                if !readable {
+                    Buf::take()
+                }
+            };
+            let mut head = PooledRequestHead::take();
+            match read_head(&mut client, &mut buf.0, &mut head.0, &ctx.cfg).await {
+                HeadRead::Complete => {}
+                HeadRead::Closed => return Outcome::Closed,
+                HeadRead::Http2 => return Outcome::Http2(client, std::mem::take(&mut buf.0)),
+                HeadRead::Bad(status, reason) => {
+                    let _ =
+                        Box::pin(write_synthetic(&mut client, status, reason, None, false)).await;
                     return Outcome::Closed;
                 }
-                Buf::take()
             }
-        };
-        let mut head = PooledRequestHead::take();
-        match read_head(&mut client, &mut buf.0, &mut head.0, &ctx.cfg).await {
-            HeadRead::Complete => {}
-            HeadRead::Closed => return Outcome::Closed,
-            HeadRead::Http2 => return Outcome::Http2(client, std::mem::take(&mut buf.0)),
-            HeadRead::Bad(status, reason) => {
-                let _ = Box::pin(write_synthetic(&mut client, status, reason, None, false)).await;
+            let job = Job {
+                client,
+                peer,
+                head,
+                ctx,
+            };
+            let Some((job, next)) = exchanges.run(job, buf).await else {
+                return Outcome::Closed;
+            };
+            client = job.client;
+            ctx = job.ctx;
+            drop(job.head);
+            match next {
+                Next::Keep(rest) => carry = rest,
+                Next::Close => return Outcome::Closed,
+                Next::Tunnel(t) => return Outcome::Upgraded(client, t),
+            }
+            if ctx.shutdown.is_cancelled() {
                 return Outcome::Closed;
             }
-        }
-        let job = Job {
-            client,
-            peer,
-            head,
-            ctx,
-        };
-        let Some((job, next)) = exchanges.run(job, buf).await else {
-            return Outcome::Closed;
-        };
-        client = job.client;
-        ctx = job.ctx;
-        drop(job.head);
-        match next {
-            Next::Keep(rest) => carry = rest,
-            Next::Close => return Outcome::Closed,
-            Next::Tunnel(t) => return Outcome::Upgraded(client, t),
-        }
-        if ctx.shutdown.is_cancelled() {
-            return Outcome::Closed;
         }
     }
 }

@@ -225,13 +225,18 @@ pub async fn serve_listener(a: AcceptLoop) {
         let span = tracing::debug_span!("conn", client.addr = %client, server.addr = %local);
         let watcher = graceful.watcher();
         let shared = shared.clone();
-        native.spawn(
-            async move {
-                let _permit = permit;
-                serve_connection(stream, client, &shared, watcher).await;
-            }
-            .instrument(span),
-        );
+        // Two task types: a cleartext connection's task does not carry the TLS path's state.
+        if shared.tls.is_none() {
+            native.spawn(serve_cleartext(stream, client, shared, watcher, permit).instrument(span));
+        } else {
+            native.spawn(
+                async move {
+                    let _permit = permit;
+                    serve_tls(stream, client, &shared, watcher).await;
+                }
+                .instrument(span),
+            );
+        }
     }
     drop(listener);
     // Idle keep-alive connections wait without a shutdown waiter of their own: wake them to
@@ -248,59 +253,74 @@ pub async fn serve_listener(a: AcceptLoop) {
     }
 }
 
-/// One client connection: cleartext HTTP/1.1 on the native path (HTTP/2 prior knowledge
-/// handed to hyper with the bytes already read), TLS through hyper (h2 or HTTP/1.1 by ALPN).
-async fn serve_connection<F>(
+/// One cleartext client connection: HTTP/1.1 on the native path, HTTP/2 prior knowledge
+/// handed to hyper with the bytes already read, an upgrade to a tunnel task.
+///
+/// Not an `async fn`, for size: an async fn copies its arguments into locals, and every idle
+/// connection's task would hold both.
+#[allow(clippy::manual_async_fn)]
+fn serve_cleartext<F>(
+    stream: TcpStream,
+    client: SocketAddr,
+    shared: Arc<Shared<F>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl std::future::Future<Output = ()>
+where
+    F: std::future::Future<Output = ()>,
+{
+    async move {
+        let native = shared.native.clone();
+        match h1::serve(stream, client, native, &shared.exchanges).await {
+            h1::Outcome::Closed => {}
+            h1::Outcome::Upgraded(client, tunnel) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    tunnel.run(client).await;
+                });
+            }
+            h1::Outcome::Http2(stream, read) => {
+                let service =
+                    ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, false);
+                let io = TokioIo::new(Rewind::new(read, stream));
+                let conn = shared.builder.serve_connection_with_upgrades(io, service);
+                if let Err(e) = Box::pin(watcher.watch(conn.into_owned())).await {
+                    tracing::debug!(error = %e, "connection ended with error");
+                }
+            }
+        }
+    }
+}
+
+/// One TLS client connection, through hyper (h2 or HTTP/1.1 by ALPN).
+async fn serve_tls<F>(
     stream: TcpStream,
     client: SocketAddr,
     shared: &Shared<F>,
     watcher: hyper_util::server::graceful::Watcher,
-) where
-    F: std::future::Future<Output = ()>,
-{
-    let service =
-        |tls: bool| ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, tls);
-    let result = match &shared.tls {
-        None => {
-            let native = shared.native.clone();
-            match h1::serve(stream, client, native, &shared.exchanges).await {
-                h1::Outcome::Closed => return,
-                h1::Outcome::Upgraded(client, tunnel) => {
-                    tokio::spawn(tunnel.run(client));
-                    return;
-                }
-                h1::Outcome::Http2(stream, read) => {
-                    let io = TokioIo::new(Rewind::new(read, stream));
-                    let conn = shared
-                        .builder
-                        .serve_connection_with_upgrades(io, service(false));
-                    Box::pin(watcher.watch(conn.into_owned())).await
-                }
-            }
+) {
+    let Some(acceptor) = &shared.tls else {
+        return;
+    };
+    // The TLS and hyper states are boxed: the accept loop's task types stay small.
+    let timeout = shared.cfg.header_read_timeout;
+    let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
+    let stream = match handshake.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
         }
-        Some(acceptor) => {
-            // The TLS and hyper states are boxed: inline they would be part of every native
-            // connection's task, idle ones included.
-            let timeout = shared.cfg.header_read_timeout;
-            let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
-            let stream = match handshake.await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = shared
-                .builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service(true));
-            Box::pin(watcher.watch(conn.into_owned())).await
+        Err(_) => {
+            tracing::debug!("TLS handshake timed out");
+            return;
         }
     };
-    if let Err(e) = result {
+    let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true);
+    let conn = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = Box::pin(watcher.watch(conn.into_owned())).await {
         tracing::debug!(error = %e, "connection ended with error");
     }
 }

@@ -343,10 +343,18 @@ pub fn learn_cookie_attrs<'v>(
     set_cookies: impl IntoIterator<Item = &'v str>,
 ) {
     for v in set_cookies {
+        if !matches!(cookie::name_value(v), Some((n, _)) if n == cookie_name) {
+            continue;
+        }
+        let raw = cookie::attributes(v);
+        if pool.rt.cookies.seen(cookie_name, request_path, raw) {
+            continue; // the same attributes as last time: already learned
+        }
         if let Some(attrs) = cookie::learn(v, cookie_name, request_path) {
             if pool.rt.cookies.learn(cookie_name, request_path, attrs) {
                 tracing::debug!(pool = %pool.cfg.name, context = cookie::context_of(request_path), "learned the session cookie's attributes");
             }
+            pool.rt.cookies.remember(cookie_name, request_path, raw);
         }
     }
 }

@@ -5,7 +5,7 @@
 //! runtime, so it survives reloads.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use crate::core::cookie::{self, CookieAttrs};
 
@@ -17,6 +17,19 @@ pub const MAX_CONTEXTS: usize = 256;
 #[derive(Debug, Default)]
 pub struct LearnedCookies {
     map: RwLock<HashMap<(String, String), CookieAttrs>>,
+    /// The last `Set-Cookie` attributes learned from, and for what request: the same text
+    /// again (every new session of a pool repeats it) needs no parse.
+    recent: Mutex<Recent>,
+}
+
+/// What [`LearnedCookies::seen`] compares: everything `core::cookie::learn`'s result and
+/// its storage depend on.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Recent {
+    name: String,
+    context: String,
+    dir: String,
+    attrs: String,
 }
 
 type Map = HashMap<(String, String), CookieAttrs>;
@@ -31,6 +44,29 @@ fn lookup<'m>(map: &'m Map, name: &str, request_path: &str) -> Option<&'m Cookie
 }
 
 impl LearnedCookies {
+    /// Whether a `Set-Cookie` for `name` with these attributes (`core::cookie::attributes`)
+    /// was the last one learned from, in the response to a request path like this one.
+    pub fn seen(&self, name: &str, request_path: &str, attrs: &str) -> bool {
+        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        r.attrs == attrs
+            && r.name == name
+            && r.context == cookie::context_of(request_path)
+            && r.dir == cookie::default_path(request_path)
+    }
+
+    /// Remembers the `Set-Cookie` attributes just learned from (see [`LearnedCookies::seen`]).
+    pub fn remember(&self, name: &str, request_path: &str, attrs: &str) {
+        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let set = |s: &mut String, v: &str| {
+            s.clear();
+            s.push_str(v);
+        };
+        set(&mut r.name, name);
+        set(&mut r.context, cookie::context_of(request_path));
+        set(&mut r.dir, cookie::default_path(request_path));
+        set(&mut r.attrs, attrs);
+    }
+
     /// Records that a node set cookie `name` with `attrs` in the response to `request_path`.
     /// Nothing is stored when a lookup for that path already gives the same attributes (the
     /// common case: every new session repeats them), so requests to arbitrary paths of an
@@ -82,6 +118,32 @@ mod tests {
             http_only: true,
             same_site: None,
         }
+    }
+
+    #[test]
+    fn seen_is_the_last_remembered_for_the_same_request_shape() {
+        let l = LearnedCookies::default();
+        assert!(!l.seen("JSESSIONID", "/app/a", "; Path=/app"));
+        l.remember("JSESSIONID", "/app/a", "; Path=/app");
+        assert!(l.seen("JSESSIONID", "/app/a", "; Path=/app"));
+        assert!(
+            l.seen("JSESSIONID", "/app/b", "; Path=/app"),
+            "same context and directory"
+        );
+        let others = [
+            ("JSESSIONID", "/app/a", "; Path=/app; Secure"),
+            ("OTHER", "/app/a", "; Path=/app"),
+            ("JSESSIONID", "/shop/a", "; Path=/app"),
+            ("JSESSIONID", "/app/x/a", "; Path=/app"),
+        ];
+        for (name, path, attrs) in others {
+            assert!(!l.seen(name, path, attrs), "{name} {path} {attrs}");
+        }
+        l.remember("JSESSIONID", "/shop/a", "");
+        assert!(
+            !l.seen("JSESSIONID", "/app/a", "; Path=/app"),
+            "only the last one"
+        );
     }
 
     #[test]
