@@ -93,10 +93,12 @@ pub fn path_matches(request_path: &str, cookie_path: &str) -> bool {
 /// full parse (every attribute, `Expires` dates) was an eighth of a new session's
 /// instructions. Checked against the crate in the tests below.
 pub fn name_value(set_cookie: &str) -> Option<(&str, &str)> {
-    let pair = set_cookie.split(';').next().unwrap_or("");
-    let (name, value) = pair.split_once('=')?;
-    let name = name.trim();
-    (!name.is_empty()).then_some((name, value.trim()))
+    // Byte scans: `;` and `=` are ASCII, so the cuts fall on character boundaries.
+    let b = set_cookie.as_bytes();
+    let end = b.iter().position(|&c| c == b';').unwrap_or(b.len());
+    let eq = b[..end].iter().position(|&c| c == b'=')?;
+    let name = set_cookie[..eq].trim();
+    (!name.is_empty()).then_some((name, set_cookie[eq + 1..end].trim()))
 }
 
 /// The attributes of a `Set-Cookie` value: everything from its first `;` on (empty when it
