@@ -319,6 +319,12 @@ fn cases() -> Vec<Case> {
         )
         .reject(400),
         case(
+            "Transfer-Encoding line starting with a tab, first after the request line",
+            b"POST /up HTTP/1.1\r\n\tTransfer-Encoding: chunked\r\nHost: app.test\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+        .reject(400),
+        case(
             "Transfer-Encoding: CHUNKED (upper case)",
             post("Transfer-Encoding: CHUNKED\r\n", b"3\r\nabc\r\n0\r\n\r\n"),
         )
