@@ -34,6 +34,7 @@ import datetime as dt
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -100,6 +101,12 @@ def rss_kb(pids):
         except OSError:
             pass
     return total
+
+
+def children_ticks():
+    """CPU of the load generators this script ran and waited for, in ticks."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * CLK_TCK
 
 
 def busy_ticks():
@@ -350,16 +357,18 @@ class Compare:
     def cpu(self, name):
         for wl, cookie in (("sticky", STICKY), ("new", None)):
             self.check_time()
-            pids = self.proxy.pids()
-            busy0, t0, w0 = busy_ticks(), ticks(pids), time.time()
+            pids, bpids = self.proxy.pids(), self.backend.pids()
+            c0 = (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time())
             out = run_tool(h2load(self.proxy_port, self.a.cpu_requests, self.a.cpu_conns, cookie), 600)
-            t1, busy1, wall = ticks(pids), busy_ticks(), time.time() - w0
+            c1 = (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time())
             ok = h2load_2xx(out)
-            us = (t1 - t0) / CLK_TCK * 1e6 / self.a.cpu_requests
-            # Noise: CPU of everything else than the proxy, in cores (h2load itself is ~1).
-            other = max(0.0, (busy1 - busy0) - (t1 - t0)) / CLK_TCK / max(wall, 1e-3)
+            us = (c1[1] - c0[1]) / CLK_TCK * 1e6 / self.a.cpu_requests
+            # Noise: CPU of everything but the proxy, the backends and h2load, in cores.
+            wall = c1[4] - c0[4]
+            ours = sum(c1[i] - c0[i] for i in (1, 2, 3))
+            other = max(0.0, (c1[0] - c0[0]) - ours) / CLK_TCK / max(wall, 1e-3)
             flag = "" if ok == self.a.cpu_requests else "  WARNING only %d/%d 2xx" % (ok, self.a.cpu_requests)
-            log("  cpu %-6s %6.1f us/req  (%.2f s, rest of the box %.2f cores)%s" % (wl, us, wall, other, flag))
+            log("  cpu %-6s %6.1f us/req  (%.2f s, other processes %.2f cores)%s" % (wl, us, wall, other, flag))
             if not flag:
                 self.add(name, "cpu_" + wl, us)
 
