@@ -268,6 +268,7 @@ class Compare:
         self.proxy = None
         self.deadline = time.time() + a.max_minutes * 60
         self.results = {}    # proxy -> metric -> [per-round values]
+        self.errors = 0
 
     def render(self, name):
         src = open(os.path.join(CONF, name)).read()
@@ -471,12 +472,17 @@ class Compare:
                         if "rss" in self.a.phases:
                             self.rss(name, argv)
                     except (RuntimeError, OSError) as e:
+                        self.errors += 1
                         log("  ERROR %s: %s" % (name, e))
                         self.stop_proxy()
         finally:
             self.stop_proxy()
             if self.backend:
                 self.backend.stop()
+            if self.a.keep or self.errors:
+                log("logs and rendered configs kept in %s" % self.work)
+            else:
+                shutil.rmtree(self.work, ignore_errors=True)
         self.report()
 
     def report(self):
@@ -547,6 +553,8 @@ def main():
                     help="backends on BASE+1..3, the proxy on BASE+10 (loopback)")
     ap.add_argument("--max-minutes", type=float, default=60, help="hard bound of the whole run")
     ap.add_argument("--json", help="also write the per-round figures and medians here")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the scratch directory (logs, rendered configs); kept anyway after an error")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.cpu_requests, a.warmup = 1, 10000, 2000
