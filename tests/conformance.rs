@@ -15,8 +15,15 @@
 //!    interim responses, the same response bodies, the same connection close, and the same
 //!    requests at the node after the normalizations below. Where the issue asks for stricter
 //!    than hyper (Host), or where hyper is looser than the RFC and the native path follows the
-//!    RFC, the case says [`Diff::Stricter`] with the reason and only the native expectation is
-//!    asserted; what hyper does is described there.
+//!    RFC, the case says [`Diff::Stricter`] with the reason; a divergence that is no bug of the
+//!    native path but not required either says [`Diff::Known`]. Both describe what hyper does,
+//!    and both assert that hyper still differs: a case whose divergence went away must become
+//!    [`Diff::Same`] rather than keep a stale reason.
+//!
+//! Why a TLS listener for the reference: the listener hands every cleartext connection to the
+//! native path and every TLS connection to hyper, and there is no switch to send cleartext
+//! through hyper. TLS needs no change to the library, and the only trace it leaves on the
+//! forwarded request is the scheme (N3).
 //!
 //! `CONFORMANCE_SHOW=1` prints what each side did for every case.
 //!
