@@ -69,7 +69,7 @@ const HOST: &str = "app.test";
 const RUN_DEADLINE: Duration = Duration::from_secs(12);
 /// After the last expected response, how long the client waits to see whether the balancer
 /// closes the connection.
-const CLOSE_PROBE: Duration = Duration::from_millis(300);
+const CLOSE_PROBE: Duration = Duration::from_millis(500);
 /// Cases run at once (each with its own balancers and nodes).
 const PARALLEL: usize = 8;
 
