@@ -1029,7 +1029,10 @@ trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 struct Tls {
-    dir: tempfile::TempDir,
+    /// Where the certificate and key files are: a directory of this process under cargo's
+    /// scratch directory, removed by the test when it is done (a static is never dropped, so
+    /// a `TempDir` here would be left behind).
+    dir: std::path::PathBuf,
     connector: TlsConnector,
 }
 
@@ -1037,9 +1040,11 @@ fn tls() -> &'static Tls {
     static TLS: OnceLock<Tls> = OnceLock::new();
     TLS.get_or_init(|| {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("conformance-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots.add(cert.cert.der().clone()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -1060,7 +1065,7 @@ fn config(side: Side, node: SocketAddr) -> String {
     let tls = match side {
         Side::Native => String::new(),
         Side::Hyper => {
-            let d = tls().dir.path();
+            let d = &tls().dir;
             format!(
                 "\n    tls: {{ cert: \"{}\", key: \"{}\" }}",
                 d.join("cert.pem").display(),
@@ -1489,6 +1494,7 @@ async fn native_path_conforms_to_hyper() {
             failures.push(f);
         }
     }
+    let _ = std::fs::remove_dir_all(&tls().dir);
     assert!(
         failures.is_empty(),
         "{} of {total} cases failed:\n{}",
