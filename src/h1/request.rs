@@ -298,9 +298,17 @@ impl RequestHead {
 /// already known not to. It looks for the blank line (CRLF CRLF) in the new bytes only, so
 /// a client trickling a head byte by byte costs linear, not quadratic, parsing time (hyper
 /// has the same fast path). A `false` is exact; a `true` still needs the full parse.
+///
+/// A bare LF (one without its CR) is a `true` too: [`parse_request`] refuses it at once, and
+/// without it a head ended by bare LFs would never look complete, so the client would wait
+/// for the header-read timeout (408) instead of getting its 400.
 pub fn may_be_complete(buf: &[u8], scanned: usize) -> bool {
-    let from = scanned.min(buf.len()).saturating_sub(3);
-    memchr::memmem::find(&buf[from..], b"\r\n\r\n").is_some()
+    // The LF of a blank line's `\n\r\n` may sit two bytes before the new ones.
+    let from = scanned.min(buf.len()).saturating_sub(2);
+    memchr::memchr_iter(b'\n', &buf[from..]).any(|i| {
+        let i = from + i;
+        i == 0 || buf[i - 1] != b'\r' || buf[i + 1..].starts_with(b"\r\n")
+    })
 }
 
 /// Refuses any LF in `head` that is not preceded by CR. httparse (and so hyper) accept a
@@ -866,6 +874,23 @@ mod tests {
         }
         assert!(!may_be_complete(raw, raw.len() + 10));
         assert!(!may_be_complete(b"", 0));
+    }
+
+    #[test]
+    fn may_be_complete_on_a_bare_lf_so_the_parser_refuses_it() {
+        // Regression (tests/conformance.rs): a head ended by bare LFs got 408 after the
+        // header-read timeout instead of an immediate 400.
+        for raw in [
+            &b"GET / HTTP/1.1\nHost: a\n\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\n",
+            b"GET / HTTP/1.1\r\nX-A: a\nb\r\n",
+        ] {
+            assert!(may_be_complete(raw, 0), "{raw:?}");
+            let mut head = RequestHead::new();
+            assert!(parse_request(raw, &mut head).is_err(), "{raw:?}");
+        }
+        // A CRLF that is not the end of the head is still a `false`.
+        assert!(!may_be_complete(b"GET / HTTP/1.1\r\nHost: a\r\n", 0));
     }
 
     #[test]

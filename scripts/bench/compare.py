@@ -1,0 +1,577 @@
+#!/usr/bin/env python3
+"""stickyroute against HAProxy (nbthread 1) and nginx (1 worker): the four figures of issue 13.
+
+Run it through ../compare.sh (it raises the fd limit and finds the binary).  Self-contained:
+the configs are in configs/ beside this file, rendered with the ports of this run into a
+scratch directory.  The method is the one of the project's shared benchmark harness:
+
+  backends   one nginx, 1 worker, three server blocks jvm1..jvm3 (100-byte body, Tomcat-like
+             Set-Cookie for requests without JSESSIONID)
+  proxies    each on 127.0.0.1:PROXY, routing the ".jvmN" suffix of JSESSIONID
+  workloads  sticky (Cookie: JSESSIONID=0123456789ABCDEF.jvm2) and new (no cookie)
+
+  cpu   CPU µs per proxied request: h2load --h1 -c 48 -t 1 -n N (keep-alive, as fast as it
+        goes); utime+stime(+cutime+cstime) of the proxy's process tree from /proc before and
+        after, divided by N (all 2xx).  Sticky and new.
+  sat   saturation throughput as a ratio of direct-to-backend throughput in the same run:
+        wrk -t1 -c64 for S seconds to jvm2 directly and through the proxy, alternating
+        (D P, P D, ...); each adjacent pair gives one ratio; the median of the pairs.  Sticky.
+  lat   added p50 at a fixed rate: oha -q 2000 -c 16 -z Ts --latency-correction to jvm2
+        directly, then through the proxy; added = proxy p50 - direct p50.  Skipped, loudly,
+        when oha is not installed.
+  rss   RSS per idle keep-alive client connection: the proxy fresh, warmed with 2000
+        requests, then 1000 and 5000 connections that each sent one sticky request and stay
+        idle; 1.5 s later VmRSS summed over the proxy's processes; all must still be open.
+        KiB/conn = (RSS at the last level - RSS fresh) / last level.
+
+Rounds rotate the order of the proxies; every figure printed is the median over rounds.
+Everything is on loopback and bounded: each tool has a timeout, and the whole run stops at
+--max-minutes.  Processes are signalled only by the PIDs this script started.
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONF = os.path.join(HERE, "configs")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+STICKY = "JSESSIONID=0123456789ABCDEF.jvm2"
+ROUTES = ("jvm1", "jvm2", "jvm3")
+
+
+def log(*a):
+    print("[%s]" % dt.datetime.now().strftime("%H:%M:%S"), *a, flush=True)
+
+
+# --------------------------------------------------------------------------- /proc
+
+def stat(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    r = s[s.rfind(")") + 2:].split()
+    return {"ppid": int(r[1]), "ticks": sum(int(x) for x in r[11:15]), "start": int(r[19])}
+
+
+def tree(root):
+    """root and its live descendants."""
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = stat(int(d))
+            if st:
+                kids.setdefault(st["ppid"], []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        if stat(p):
+            out.append(p)
+            todo.extend(kids.get(p, []))
+    return out
+
+
+def ticks(pids):
+    return sum((stat(p) or {"ticks": 0})["ticks"] for p in pids)
+
+
+def rss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/status" % p) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def children_ticks():
+    """CPU of the load generators this script ran and waited for, in ticks."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (r.ru_utime + r.ru_stime) * CLK_TCK
+
+
+def busy_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+
+
+# --------------------------------------------------------------------------- processes
+
+class Proc:
+    """A process tree we started, stopped by its PIDs only."""
+
+    def __init__(self, name, argv, logpath, env=None):
+        self.name = name
+        self.logf = open(logpath, "ab")
+        self.logpath = logpath
+        self.p = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.seen = {}
+
+    def pids(self):
+        ps = tree(self.p.pid)
+        for p in ps:
+            st = stat(p)
+            if st:
+                self.seen.setdefault(p, st["start"])
+        return ps
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self):
+        self.pids()
+        if self.alive():
+            os.kill(self.p.pid, signal.SIGTERM)
+        deadline = time.time() + 15
+        while time.time() < deadline and self.leftovers():
+            self.p.poll()
+            time.sleep(0.1)
+        for p in self.leftovers():
+            log("  %s: pid %d survived SIGTERM, SIGKILL" % (self.name, p))
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        self.logf.close()
+
+    def leftovers(self):
+        return [p for p, s in self.seen.items() if (stat(p) or {}).get("start") == s]
+
+
+def port_open(port):
+    try:
+        with socket.create_connection((HOST, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+def http_get(port, cookie=None, sock=None, timeout=5.0):
+    """One keep-alive GET: (status, headers, body, sock)."""
+    if sock is None:
+        sock = socket.create_connection((HOST, port), timeout=timeout)
+    req = "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port
+    if cookie:
+        req += "Cookie: %s\r\n" % cookie
+    sock.sendall((req + "\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        c = sock.recv(65536)
+        if not c:
+            raise ConnectionError("closed before the head")
+        buf += c
+    head, body = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    hd = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        hd.setdefault(k.strip().lower(), []).append(v.strip())
+    n = int(hd.get("content-length", ["0"])[0])
+    while len(body) < n:
+        c = sock.recv(65536)
+        if not c:
+            raise ConnectionError("closed in the body")
+        body += c
+    return int(lines[0].split()[1]), hd, body.decode("latin-1"), sock
+
+
+def node_of(body):
+    m = re.search(r"node=(jvm\d)", body)
+    return m.group(1) if m else None
+
+
+def run_tool(argv, timeout):
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        return p.stdout + p.stderr
+    except subprocess.TimeoutExpired as e:
+        return "TIMEOUT %s" % (e.stdout or "")
+
+
+# --------------------------------------------------------------------------- load generators
+
+def h2load(port, n, conns, cookie):
+    a = ["h2load", "--h1", "-n", str(n), "-c", str(conns), "-t", "1"]
+    if cookie:
+        a += ["-H", "Cookie: " + cookie]
+    return a + ["http://%s:%d/" % (HOST, port)]
+
+
+def h2load_2xx(out):
+    m = re.search(r"status codes: (\d+) 2xx", out)
+    return int(m.group(1)) if m else 0
+
+
+def wrk(port, secs, conns, cookie):
+    a = ["wrk", "-t1", "-c", str(conns), "-d", "%ds" % secs, "--timeout", "5s"]
+    if cookie:
+        a += ["-H", "Cookie: " + cookie]
+    return a + ["http://%s:%d/" % (HOST, port)]
+
+
+def wrk_rps(out):
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return (float(m.group(1)) if m else None), (int(bad.group(1)) if bad else 0)
+
+
+def oha(binary, port, rate, secs, conns, cookie):
+    return [binary, "--no-tui", "--output-format", "json", "-z", "%ds" % secs, "-c", str(conns),
+            "-q", str(rate), "--latency-correction", "-H", "Cookie: " + cookie,
+            "http://%s:%d/" % (HOST, port)]
+
+
+def oha_p50_us(out):
+    try:
+        j = json.loads(out[out.index("{"):])
+        return j["latencyPercentiles"]["p50"] * 1e6
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- the run
+
+class Compare:
+    def __init__(self, a):
+        self.a = a
+        self.work = tempfile.mkdtemp(prefix="stickyroute-compare-")
+        base = a.port_base
+        self.ports = {"jvm1": base + 1, "jvm2": base + 2, "jvm3": base + 3, "proxy": base + 10}
+        self.direct = self.ports["jvm2"]
+        self.proxy_port = self.ports["proxy"]
+        self.backend = None
+        self.proxy = None
+        self.deadline = time.time() + a.max_minutes * 60
+        self.results = {}    # proxy -> metric -> [per-round values]
+        self.errors = 0
+
+    def render(self, name):
+        src = open(os.path.join(CONF, name)).read()
+        for k, v in (("@JVM1@", "jvm1"), ("@JVM2@", "jvm2"), ("@JVM3@", "jvm3"), ("@PROXY@", "proxy")):
+            src = src.replace(k, str(self.ports[v]))
+        path = os.path.join(self.work, name)
+        with open(path, "w") as f:
+            f.write(src)
+        return path
+
+    def scratch(self, name):
+        d = os.path.join(self.work, name)
+        for sub in ("logs", "tmp"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        return d
+
+    def entries(self):
+        e = {
+            "haproxy-t1": ["haproxy", "-db", "-f", self.render("haproxy-t1.cfg")],
+            "nginx-w1": ["nginx", "-p", self.scratch("nginx-w1") + "/", "-c",
+                         self.render("nginx-w1.conf"), "-g", "daemon off;"],
+            # Default flags, access log on (stdout, to this entry's log file).
+            "stickyroute": [self.a.bin, "serve", "-c", self.render("stickyroute.yaml")],
+        }
+        return [(k, e[k]) for k in self.a.only]
+
+    def check_time(self):
+        if time.time() > self.deadline:
+            raise TimeoutError("--max-minutes %s reached" % self.a.max_minutes)
+
+    def wait_answering(self, port, proc, timeout=20):
+        end = time.time() + timeout
+        while time.time() < end:
+            if not proc.alive():
+                raise RuntimeError("%s exited at start-up; see %s" % (proc.name, proc.logpath))
+            try:
+                if http_get(port, STICKY, timeout=1)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("%s not answering on %d; see %s" % (proc.name, port, proc.logpath))
+
+    def start_backends(self):
+        for p in self.ports.values():
+            if port_open(p):
+                sys.exit("port %d is in use; choose another --port-base (nothing was started)" % p)
+        d = self.scratch("backend")
+        self.backend = Proc("backend", ["nginx", "-p", d + "/", "-c", self.render("backend-nginx.conf"),
+                                        "-g", "daemon off;"], os.path.join(d, "stdout.log"))
+        for r in ROUTES:
+            self.wait_answering(self.ports[r], self.backend)
+
+    def start_proxy(self, name, argv):
+        if port_open(self.proxy_port):
+            raise RuntimeError("port %d busy before %s" % (self.proxy_port, name))
+        self.proxy = Proc(name, argv, os.path.join(self.scratch(name), "stdout.log"))
+        self.wait_answering(self.proxy_port, self.proxy)
+        time.sleep(0.3)
+
+    def stop_proxy(self):
+        if self.proxy:
+            self.proxy.stop()
+            self.proxy = None
+        end = time.time() + 10
+        while port_open(self.proxy_port) and time.time() < end:
+            time.sleep(0.1)
+
+    def check_routing(self):
+        problems = []
+        for r in ROUTES:
+            st, _, body, s = http_get(self.proxy_port, "JSESSIONID=0123456789ABCDEF.%s" % r)
+            s.close()
+            if st != 200 or node_of(body) != r:
+                problems.append(".%s -> %s %s" % (r, st, node_of(body)))
+        st, hd, body, s = http_get(self.proxy_port)
+        s.close()
+        if st != 200 or "set-cookie" not in hd:
+            problems.append("no cookie -> %s without Set-Cookie" % st)
+        return problems
+
+    def add(self, name, metric, value):
+        if value is not None:
+            self.results.setdefault(name, {}).setdefault(metric, []).append(value)
+
+    # ---- phases
+    def cpu(self, name):
+        for wl, cookie in (("sticky", STICKY), ("new", None)):
+            self.check_time()
+            pids, bpids = self.proxy.pids(), self.backend.pids()
+            c0 = (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time())
+            out = run_tool(h2load(self.proxy_port, self.a.cpu_requests, self.a.cpu_conns, cookie), 600)
+            c1 = (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time())
+            ok = h2load_2xx(out)
+            us = (c1[1] - c0[1]) / CLK_TCK * 1e6 / self.a.cpu_requests
+            # Noise: CPU of everything but the proxy, the backends and h2load, in cores.
+            wall = c1[4] - c0[4]
+            ours = sum(c1[i] - c0[i] for i in (1, 2, 3))
+            other = max(0.0, (c1[0] - c0[0]) - ours) / CLK_TCK / max(wall, 1e-3)
+            flag = "" if ok == self.a.cpu_requests else "  WARNING only %d/%d 2xx" % (ok, self.a.cpu_requests)
+            log("  cpu %-6s %6.1f us/req  (%.2f s, other processes %.2f cores)%s" % (wl, us, wall, other, flag))
+            if not flag:
+                self.add(name, "cpu_" + wl, us)
+
+    def sat(self, name):
+        ratios = []
+        for i in range(self.a.sat_pairs):
+            self.check_time()
+            order = [("direct", self.direct), ("proxy", self.proxy_port)]
+            if i % 2:
+                order.reverse()
+            rps = {}
+            for target, port in order:
+                out = run_tool(wrk(port, self.a.sat_seconds, self.a.sat_conns, STICKY), self.a.sat_seconds + 30)
+                r, bad = wrk_rps(out)
+                if bad or not r:
+                    log("  WARNING sat %s: %s non-2xx, rps %s" % (target, bad, r))
+                    r = None
+                rps[target] = r
+            if rps.get("direct") and rps.get("proxy"):
+                ratios.append(rps["proxy"] / rps["direct"])
+                log("  sat pair %d: direct %.0f req/s, proxy %.0f req/s, ratio %.3f"
+                    % (i + 1, rps["direct"], rps["proxy"], ratios[-1]))
+        if ratios:
+            self.add(name, "sat_sticky", statistics.median(ratios))
+
+    def lat(self, name):
+        if not self.a.oha:
+            return
+        self.check_time()
+        p50 = {}
+        for target, port in (("direct", self.direct), ("proxy", self.proxy_port)):
+            out = run_tool(oha(self.a.oha, port, self.a.rate, self.a.lat_seconds, self.a.lat_conns, STICKY),
+                           self.a.lat_seconds + 30)
+            p50[target] = oha_p50_us(out)
+        if p50["direct"] is None or p50["proxy"] is None:
+            log("  WARNING lat: could not read oha's output")
+            return
+        added = p50["proxy"] - p50["direct"]
+        log("  lat @%d/s: direct p50 %.0f us, proxy p50 %.0f us, added %+.0f us"
+            % (self.a.rate, p50["direct"], p50["proxy"], added))
+        self.add(name, "added_p50", added)
+
+    def rss(self, name, argv):
+        self.check_time()
+        self.start_proxy(name, argv)
+        socks = []
+        try:
+            run_tool(h2load(self.proxy_port, 2000, 8, STICKY), 60)
+            time.sleep(0.5)
+            base = rss_kb(self.proxy.pids())
+            line = "  rss fresh %.1f MiB" % (base / 1024)
+            per = None
+            for level in self.a.idle:
+                while len(socks) < level:
+                    s = socket.create_connection((HOST, self.proxy_port), timeout=10)
+                    st, _, _, s = http_get(self.proxy_port, STICKY, sock=s, timeout=10)
+                    socks.append(s)
+                time.sleep(1.5)
+                now = rss_kb(self.proxy.pids())
+                alive = open_count(socks)
+                per = (now - base) / level
+                line += " | %d idle: %.1f MiB, %.2f KiB/conn, %d open" % (level, now / 1024, per, alive)
+                if alive != level:
+                    line += " (WARNING: the proxy closed idle connections)"
+                    per = None
+                    break
+            log(line)
+            self.add(name, "kib_per_conn", per)
+        finally:
+            self.stop_proxy()
+            for s in socks:
+                s.close()
+
+    def run(self):
+        self.start_backends()
+        try:
+            entries = self.entries()
+            for r in range(self.a.rounds):
+                log("=== round %d/%d" % (r + 1, self.a.rounds))
+                k = r % len(entries)
+                for name, argv in entries[k:] + entries[:k]:
+                    self.check_time()
+                    log("[%s]" % name)
+                    try:
+                        if {"cpu", "sat", "lat"} & set(self.a.phases):
+                            self.start_proxy(name, argv)
+                            try:
+                                problems = self.check_routing()
+                                if problems:
+                                    log("  ROUTING PROBLEMS (measured anyway): %s" % problems)
+                                run_tool(h2load(self.proxy_port, self.a.warmup, self.a.cpu_conns, STICKY), 120)
+                                if "cpu" in self.a.phases:
+                                    self.cpu(name)
+                                if "sat" in self.a.phases:
+                                    self.sat(name)
+                                if "lat" in self.a.phases:
+                                    self.lat(name)
+                            finally:
+                                self.stop_proxy()
+                        if "rss" in self.a.phases:
+                            self.rss(name, argv)
+                    except (RuntimeError, OSError) as e:
+                        self.errors += 1
+                        log("  ERROR %s: %s" % (name, e))
+                        self.stop_proxy()
+        finally:
+            self.stop_proxy()
+            if self.backend:
+                self.backend.stop()
+            if self.a.keep or self.errors:
+                log("logs and rendered configs kept in %s" % self.work)
+            else:
+                shutil.rmtree(self.work, ignore_errors=True)
+        self.report()
+
+    def report(self):
+        metrics = [("cpu_sticky", "CPU us/req sticky", "%.1f"), ("cpu_new", "CPU us/req new", "%.1f"),
+                   ("sat_sticky", "sat ratio sticky", "%.3f"), ("added_p50", "added p50 us", "%.0f"),
+                   ("kib_per_conn", "KiB/idle conn", "%.2f")]
+        med = {p: {m: statistics.median(v) for m, v in ms.items() if v} for p, ms in self.results.items()}
+        print()
+        print("medians of %d round(s); %s" % (self.a.rounds, self.describe()))
+        print("| config | " + " | ".join(m[1] for m in metrics) + " |")
+        print("|---" * (len(metrics) + 1) + "|")
+        for p in self.a.only:
+            cells = [(fmt % med[p][m]) if m in med.get(p, {}) else "-" for m, _, fmt in metrics]
+            print("| %s | %s |" % (p, " | ".join(cells)))
+        ref = med.get("haproxy-t1", {})
+        sr = med.get("stickyroute", {})
+        if ref and sr:
+            print()
+            print("stickyroute / haproxy-t1 (goal):")
+            for m, label, goal in (("cpu_sticky", "CPU sticky", "<= 0.80"), ("cpu_new", "CPU new", "<= 0.80"),
+                                   ("sat_sticky", "sat ratio sticky", ">= 1.10"),
+                                   ("added_p50", "added p50", "<= 1.00")):
+                if m in ref and m in sr and ref[m]:
+                    print("  %-17s %6.2f   (%s)" % (label, sr[m] / ref[m], goal))
+            if "kib_per_conn" in sr:
+                print("  %-17s %6.2f KiB (<= 2 KiB; haproxy-t1 %s)" % (
+                    "idle connection", sr["kib_per_conn"],
+                    "%.2f KiB" % ref["kib_per_conn"] if "kib_per_conn" in ref else "-"))
+        if self.a.json:
+            with open(self.a.json, "w") as f:
+                json.dump({"args": vars(self.a), "rounds": self.results, "medians": med}, f, indent=1)
+        if not self.a.oha and "lat" in self.a.phases:
+            print("\nNOTE: oha not found: the added-latency phase was SKIPPED (cargo install oha --locked)")
+
+    def describe(self):
+        a = self.a
+        return ("cpu: h2load -c %d -n %d; sat: wrk -c %d, %d pair(s) of %d s; lat: oha -q %d -c %d -z %ds; "
+                "rss: idle %s" % (a.cpu_conns, a.cpu_requests, a.sat_conns, a.sat_pairs, a.sat_seconds,
+                                  a.rate, a.lat_conns, a.lat_seconds, ",".join(map(str, a.idle))))
+
+
+def open_count(socks):
+    po = select.poll()
+    for s in socks:
+        po.register(s.fileno(), select.POLLIN | select.POLLRDHUP)
+    return len(socks) - len(po.poll(0))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", required=True, help="the stickyroute release binary")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--phases", default="cpu,sat,lat,rss", help="subset of cpu,sat,lat,rss")
+    ap.add_argument("--only", default="haproxy-t1,nginx-w1,stickyroute", help="proxies, comma-separated")
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run of about a minute: 1 round, small counts (figures not comparable)")
+    ap.add_argument("--cpu-requests", type=int, default=200000)
+    ap.add_argument("--cpu-conns", type=int, default=48)
+    ap.add_argument("--warmup", type=int, default=20000)
+    ap.add_argument("--sat-seconds", type=int, default=3)
+    ap.add_argument("--sat-pairs", type=int, default=3)
+    ap.add_argument("--sat-conns", type=int, default=64)
+    ap.add_argument("--rate", type=int, default=2000)
+    ap.add_argument("--lat-seconds", type=int, default=10)
+    ap.add_argument("--lat-conns", type=int, default=16)
+    ap.add_argument("--idle", default="1000,5000", help="idle connection levels")
+    ap.add_argument("--port-base", type=int, default=29080,
+                    help="backends on BASE+1..3, the proxy on BASE+10 (loopback)")
+    ap.add_argument("--max-minutes", type=float, default=60, help="hard bound of the whole run")
+    ap.add_argument("--json", help="also write the per-round figures and medians here")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the scratch directory (logs, rendered configs); kept anyway after an error")
+    a = ap.parse_args()
+    if a.quick:
+        a.rounds, a.cpu_requests, a.warmup = 1, 10000, 2000
+        a.sat_seconds, a.sat_pairs, a.lat_seconds, a.idle = 1, 1, 2, "200,500"
+        a.max_minutes = min(a.max_minutes, 3)
+    a.phases = [p for p in a.phases.split(",") if p]
+    a.only = [p for p in a.only.split(",") if p]
+    a.idle = [int(x) for x in str(a.idle).split(",")]
+    bad = set(a.phases) - {"cpu", "sat", "lat", "rss"}
+    if bad or set(a.only) - {"haproxy-t1", "nginx-w1", "stickyroute"}:
+        sys.exit("unknown phase or proxy: %s %s" % (bad, a.only))
+    a.oha = shutil.which("oha") or next(
+        (p for p in [os.path.expanduser("~/.cargo/bin/oha")] if os.access(p, os.X_OK)), None)
+    if "lat" in a.phases and not a.oha:
+        log("WARNING: oha not found (PATH, ~/.cargo/bin): the added-latency phase will be SKIPPED")
+    Compare(a).run()
+
+
+if __name__ == "__main__":
+    main()
