@@ -45,7 +45,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// Time in-flight requests get to finish on SIGTERM / SIGINT.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", value_parser = stickyroute::config::duration::parse)]
         grace: Duration,
     },
     /// Talk to a running balancer's admin API: status, drain / disable / activate / standby a
@@ -66,7 +66,7 @@ enum Command {
         /// memory | redis://… | postgres://… | mysql://…
         #[arg(long, default_value = "memory")]
         store: String,
-        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30m", value_parser = stickyroute::config::duration::parse)]
         session_timeout: Duration,
         /// Behave like Tomcat's JvmRouteBinderValve (rename a foreign-route session).
         #[arg(long)]

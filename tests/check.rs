@@ -71,6 +71,22 @@ fn rejects_invalid_configs_naming_file_line_and_key() {
             "at least one pool",
         ),
         (
+            // Parses as a `Duration` but overflows any `Instant` it is added to.
+            HEAD.replace(
+                "127.0.0.1:8080\"\n",
+                "127.0.0.1:8080\"\n    header_read_timeout: 1000000000y\n",
+            ),
+            3,
+            "listeners[0].header_read_timeout",
+            "at most 1y",
+        ),
+        (
+            format!("{HEAD}    timeouts: {{ response: 2y }}\n"),
+            8,
+            "pools[0].timeouts.response",
+            "too long",
+        ),
+        (
             format!("{HEAD}        colour: red\n"),
             8,
             "pools[0].nodes[0].colour",
@@ -107,4 +123,43 @@ fn accepts_the_compose_config_whose_nodes_are_service_names() {
     let (code, stdout, stderr) = check(&path);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("jvm1"), "{stdout}");
+}
+
+/// `serve` refuses an overlong duration before it binds anything (exit 64, the key named),
+/// instead of starting and overflowing a deadline on the first connection.
+#[test]
+fn serve_refuses_an_overlong_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long.yaml");
+    let body = HEAD.replace("127.0.0.1:8080", "127.0.0.1:0").replace(
+        "127.0.0.1:0\"\n",
+        "127.0.0.1:0\"\n    header_read_timeout: 1000000000y\n",
+    );
+    std::fs::write(&path, body).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stickyroute"))
+        .args(["serve", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("serve started with header_read_timeout: 1000000000y");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains(":3: key `listeners[0].header_read_timeout`")
+            && stderr.contains("at most 1y"),
+        "{stderr}"
+    );
 }

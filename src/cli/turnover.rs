@@ -49,7 +49,8 @@ pub struct TurnoverArgs {
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
+    // The config's parser: the same units, and the same upper bound (`1y`).
+    let d = crate::config::duration::parse(s)
         .map_err(|e| format!("{e} (expected a duration like 90s, 10m or 1h)"))?;
     if d.is_zero() {
         return Err("must be more than 0 (expected a duration like 90s, 10m or 1h)".into());
@@ -401,6 +402,9 @@ mod tests {
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("ten minutes").unwrap_err().contains("90s"));
         assert_eq!(parse_timeout("90s").unwrap(), Duration::from_secs(90));
+        assert!(parse_timeout("1000000000y")
+            .unwrap_err()
+            .contains("too long"));
     }
 
     #[test]

@@ -621,19 +621,33 @@ fn default_cluster_timeout() -> Duration {
     Duration::from_secs(1)
 }
 
-/// Durations written as `250ms`, `10s`, `30m`, `1h 30m`.
-mod duration {
+/// The longest duration any key accepts: one year (`1y`, 365.25 days, as humantime counts it).
+///
+/// Every duration goes through [`duration::parse`], so no key can carry a value that overflows
+/// an `Instant` addition in hyper, tokio or our own deadlines (`1000000000y` parses as a
+/// `Duration` but panics there); a year is far beyond any sensible timeout or interval.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// Durations written as `250ms`, `10s`, `30m`, `1h 30m`, at most [`MAX_DURATION`].
+pub mod duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         parse(&text).map_err(serde::de::Error::custom)
     }
 
+    /// Parses one duration; the error says what is wrong and how to write one.
     pub fn parse(text: &str) -> Result<Duration, String> {
-        humantime::parse_duration(text.trim())
-            .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. 250ms, 10s, 30m"))
+        let d = humantime::parse_duration(text.trim())
+            .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. 250ms, 10s, 30m"))?;
+        if d > super::MAX_DURATION {
+            return Err(format!(
+                "duration {text:?} is too long: at most 1y (365d 6h)"
+            ));
+        }
+        Ok(d)
     }
 }
 
@@ -725,6 +739,11 @@ impl KeyLocator {
         KeyLocator { lines }
     }
 
+    /// Line of `key` when it is written in the document.
+    pub fn exact_line(&self, key: &str) -> Option<usize> {
+        self.lines.get(key).copied()
+    }
+
     /// Line of `key`, or of its nearest written ancestor (a defaulted key is not written).
     pub fn line(&self, key: &str) -> Option<usize> {
         let mut k = key;
@@ -776,10 +795,17 @@ impl Config {
     /// Parses and validates YAML text; `file` names it in errors.
     pub fn from_yaml(text: &str, file: &str) -> Result<Config, ConfigError> {
         let de = serde_norway::Deserializer::from_str(text);
+        let locator = KeyLocator::new(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            let line = inner.location().map(|l| l.line());
+            // serde_norway places an error in a value (a bad duration, a wrong type) at the
+            // start of the mapping holding it, never past the key itself; the locator knows
+            // the key's own line, so the later of the two is the precise one.
+            let line = match (inner.location().map(|l| l.line()), locator.exact_line(&key)) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
             // serde_norway appends " at line L column C"; the line is already shown.
             let mut message = inner.to_string();
             if let Some(cut) = message.find(" at line ") {
@@ -798,10 +824,7 @@ impl Config {
                 message,
             }
         })?;
-        let ctx = Ctx {
-            file,
-            locator: KeyLocator::new(text),
-        };
+        let ctx = Ctx { file, locator };
         validate(raw, &ctx, file)
     }
 
@@ -1700,6 +1723,67 @@ pools:
             let shown = err.to_string();
             assert!(shown.starts_with("bad.yaml:"), "{shown}");
         }
+    }
+
+    /// Every duration key, written once with a value that overflows an `Instant` addition
+    /// (`1000000000y` parses as a `Duration`) and once at the bound: the first is an error
+    /// naming file, line and key, the second is accepted.
+    #[test]
+    fn every_duration_key_is_bounded() {
+        // (key path, line of its value in the document below)
+        let keys = [
+            ("listeners[0].header_read_timeout", 3),
+            ("session.idle_timeout", 5),
+            ("pools[0].failover.recover_after", 9),
+            ("pools[0].timeouts.connect", 11),
+            ("pools[0].timeouts.response", 12),
+            ("pools[0].timeouts.idle", 13),
+            ("pools[0].store.timeout", 17),
+            ("pools[0].health.interval", 20),
+            ("pools[0].health.timeout", 21),
+            ("cluster.heartbeat", 26),
+            ("cluster.timeout", 27),
+        ];
+        let doc = |long: &str, value: &str| {
+            let v = |key: &str| if key == long { value } else { "1s" };
+            format!(
+                "listeners:\n  - bind: \"127.0.0.1:8080\"\n    header_read_timeout: {}\nsession:\n  idle_timeout: {}\npools:\n  - name: app\n    failover:\n      recover_after: {}\n    timeouts:\n      connect: {}\n      response: {}\n      idle: {}\n    binder: rename\n    store:\n      kind: memory\n      timeout: {}\n    health:\n      path: /health\n      interval: {}\n      timeout: {}\n    nodes:\n      - {{ route: jvm1, address: \"127.0.0.1:1\" }}\ncluster:\n  name: g\n  heartbeat: {}\n  timeout: {}\n",
+                v(keys[0].0), v(keys[1].0), v(keys[2].0), v(keys[3].0), v(keys[4].0),
+                v(keys[5].0), v(keys[6].0), v(keys[7].0), v(keys[8].0), v(keys[9].0),
+                v(keys[10].0),
+            )
+        };
+        let all_fine = doc("", "");
+        if cfg!(feature = "redis-store") {
+            Config::from_yaml(&all_fine, "d.yaml").unwrap();
+        }
+        for (key, line) in keys {
+            if key.starts_with("cluster") && !cfg!(feature = "redis-store") {
+                continue;
+            }
+            let err = Config::from_yaml(&doc(key, "1000000000y"), "d.yaml").unwrap_err();
+            assert_eq!((err.key.as_str(), err.line), (key, Some(line)), "{err}");
+            assert!(err.message.contains("at most 1y"), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("d.yaml:{line}: key `{key}`")),
+                "{err}"
+            );
+            // Just too long, and a number humantime itself refuses: errors too.
+            for bad in ["1y 1s", "99999999999999999999999s"] {
+                let err = Config::from_yaml(&doc(key, bad), "d.yaml").unwrap_err();
+                assert_eq!(err.key, key, "{bad}: {err}");
+            }
+            if cfg!(feature = "redis-store") {
+                Config::from_yaml(&doc(key, "1y"), "d.yaml")
+                    .unwrap_or_else(|e| panic!("{key}: 1y refused: {e}"));
+            }
+        }
+        assert_eq!(duration::parse("1y").unwrap(), MAX_DURATION);
+        assert_eq!(
+            duration::parse(" 250ms ").unwrap(),
+            Duration::from_millis(250)
+        );
     }
 
     #[test]
