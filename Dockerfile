@@ -41,7 +41,7 @@ EXPOSE 8080 9901
 # GET :8080/health in docker-compose.yml), and a probe that does not depend on the pool's state
 # (a node being down is what failover is for, not a sick balancer).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", "http://127.0.0.1:9901/metrics"]
+  CMD ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", "http://127.0.0.1:9901/live"]
 # SIGTERM (docker stop) drains in-flight requests; keep docker's stop timeout above --grace.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/stickyroute"]

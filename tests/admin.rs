@@ -675,3 +675,97 @@ async fn deploy_files_name_only_served_metrics() {
     assert!(served["stickyroute_node_request_duration_seconds_bucket"].contains("node"));
     lb.stop().await;
 }
+
+/// Off loopback the admin listener needs a token to start at all, and then its read
+/// endpoints need it too: as a bearer token or as the Basic password a browser sends.
+/// `/live` stays open (a container health check knows no token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_off_loopback_needs_a_token_for_reads_too() {
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let pool = yaml("", &[node_line("jvm1", n1.addr, "")]);
+
+    // No token: the balancer refuses to start, naming the key.
+    let open = format!("{pool}admin:\n  bind: \"0.0.0.0:0\"\n");
+    let cfg = stickyroute::config::Config::from_yaml(&open, "test.yaml").unwrap();
+    let err = match stickyroute::control::Running::start(cfg).await {
+        Ok(_) => panic!("an admin listener on 0.0.0.0 without a token was started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("key `admin.token`") && err.contains("not on loopback"),
+        "{err}"
+    );
+
+    let lb = balancer(&format!("{open}  token: s3cret\n")).await;
+    let admin_addr = std::net::SocketAddr::from(([127, 0, 0, 1], lb.admin_addr.unwrap().port()));
+    let read = |path: &'static str, auth: Option<&'static str>| async move {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        Conn::open(admin_addr)
+            .await
+            .request(Method::GET, path, &headers, Bytes::new())
+            .await
+    };
+    for path in ["/api/v1/status", "/metrics", "/"] {
+        let r = read(path, None).await;
+        assert_eq!(r.status, 401, "GET {path} without a token: {}", r.text());
+        assert!(r.text().contains("not on loopback"), "{}", r.text());
+        assert!(
+            !r.text().contains("jvm1"),
+            "nothing of the pool leaks: {}",
+            r.text()
+        );
+        let challenges: Vec<&str> = r
+            .headers
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Bearer"))
+                && challenges.iter().any(|c| c.starts_with("Basic")),
+            "{challenges:?}"
+        );
+        let r = read(path, Some("Bearer wrong")).await;
+        assert_eq!(r.status, 401, "GET {path} with a wrong token");
+        assert!(r.text().contains("invalid admin token"), "{}", r.text());
+        let r = read(path, Some("Bearer s3cret")).await;
+        assert_eq!(r.status, 200, "GET {path} with the token: {}", r.text());
+        // `admin:s3cret`, as a browser sends it after its login dialog.
+        let r = read(path, Some("Basic YWRtaW46czNjcmV0")).await;
+        assert_eq!(r.status, 200, "GET {path} with Basic: {}", r.text());
+    }
+    assert!(read("/", Some("Bearer s3cret"))
+        .await
+        .text()
+        .contains("\"route\":\"jvm1\""));
+    let live = read("/live", None).await;
+    assert_eq!((live.status.as_u16(), live.text().as_str()), (200, "ok\n"));
+    // ctl sends its token on reads too; without one it hears why.
+    let ctl =
+        stickyroute::cli::ctl::Client::new(&format!("http://{admin_addr}"), Some("s3cret".into()))
+            .unwrap();
+    ctl.status().await.unwrap();
+    let anon = stickyroute::cli::ctl::Client::new(&format!("http://{admin_addr}"), None).unwrap();
+    let err = anon.status().await.unwrap_err();
+    assert!(
+        matches!(&err, CtlError::Server { status, .. } if status.as_u16() == 401),
+        "{err}"
+    );
+    // Basic never authorizes a change.
+    let r = Conn::open(admin_addr)
+        .await
+        .request(
+            Method::POST,
+            "/api/v1/nodes/jvm1/state",
+            &[("authorization", "Basic YWRtaW46czNjcmV0")],
+            Bytes::from(r#"{"state":"disabled"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        lb.balancer.snapshot().pools[0].nodes[0].state(),
+        NodeState::Active
+    );
+    lb.stop().await;
+}

@@ -163,3 +163,37 @@ fn serve_refuses_an_overlong_duration() {
         "{stderr}"
     );
 }
+
+/// An admin listener off loopback without a token is refused, naming `admin.token`; a token
+/// from `STICKYROUTE_ADMIN_TOKEN` is enough, as for `serve`.
+#[test]
+fn refuses_an_admin_listener_off_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.yaml");
+    std::fs::write(&path, format!("{HEAD}admin:\n  bind: \"0.0.0.0:9901\"\n")).unwrap();
+    let run = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stickyroute"));
+        cmd.args(["check", "-c"]).arg(&path);
+        cmd.env_remove("STICKYROUTE_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("STICKYROUTE_ADMIN_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(None);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:8: key `admin.token`", path.display()))
+            && stderr.contains("not on loopback"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(Some("s3cret"));
+    assert_eq!(code, Some(0), "{stderr}");
+    // On loopback no token is needed.
+    std::fs::write(&path, format!("{HEAD}admin:\n  bind: \"127.0.0.1:9901\"\n")).unwrap();
+    assert_eq!(run(None).0, Some(0));
+}

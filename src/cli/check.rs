@@ -7,9 +7,12 @@ use crate::config::{Config, ConfigError};
 
 /// The config's one-line summary, or the error naming file, line and key.
 pub fn check(path: &Path) -> Result<String, ConfigError> {
-    // The cluster's Redis URL may come from the environment, as for `serve`.
+    // The admin token and the cluster's Redis URL may come from the environment, as for
+    // `serve`; an admin listener off loopback without a token is refused here too.
+    let token = std::env::var(crate::config::ADMIN_TOKEN_ENV).ok();
     let url = std::env::var(crate::config::CLUSTER_REDIS_ENV).ok();
     Config::load(path)?
+        .with_admin_token_override(token)?
         .with_cluster_redis_override(url)
         .map(|c| c.summary())
 }

@@ -65,6 +65,9 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
+/// Environment variable that provides (or overrides) `admin.token`.
+pub const ADMIN_TOKEN_ENV: &str = "STICKYROUTE_ADMIN_TOKEN";
+
 /// Environment variable that provides (or overrides) `cluster.redis`.
 pub const CLUSTER_REDIS_ENV: &str = "STICKYROUTE_CLUSTER_REDIS";
 
@@ -140,8 +143,20 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub bind: SocketAddr,
-    /// Bearer token required for changes; `None`: changes are open (loopback only by default).
+    /// Bearer token required for changes (and, off loopback, for reads); `None`: the API is
+    /// open, which [`Config::check_admin_exposure`] allows on loopback only.
     pub token: Option<String>,
+    /// Line of the `admin:` section, for errors found after parsing (the token may come from
+    /// the environment).
+    pub line: Option<usize>,
+}
+
+impl AdminConfig {
+    /// Whether the listener is bound to a loopback address (`127.0.0.0/8`, `::1`, or an
+    /// IPv4-mapped loopback): only local processes reach it. `0.0.0.0` and `::` are not.
+    pub fn on_loopback(&self) -> bool {
+        self.bind.ip().to_canonical().is_loopback()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -830,16 +845,51 @@ impl Config {
 
     /// Replaces the admin token with `token` when it is `Some` and not empty (the
     /// `STICKYROUTE_ADMIN_TOKEN` environment variable, applied by the caller at load time so
-    /// that parsing stays pure). Without an `admin` section there is nothing to protect and
-    /// the token is ignored.
-    pub fn with_admin_token_override(mut self, token: Option<String>) -> Config {
+    /// that parsing stays pure), then checks the admin listener is not exposed without one
+    /// ([`Config::check_admin_exposure`]). Without an `admin` section there is nothing to
+    /// protect and the token is ignored.
+    pub fn with_admin_token_override(
+        mut self,
+        token: Option<String>,
+    ) -> Result<Config, ConfigError> {
         if let (Some(admin), Some(t)) = (self.admin.as_mut(), token) {
             let t = t.trim().to_string();
             if !t.is_empty() {
+                if !valid_admin_token(&t) {
+                    return Err(ConfigError {
+                        file: self.source.clone(),
+                        line: admin.line,
+                        key: "admin.token".into(),
+                        message: format!(
+                            "{}: must be printable ASCII without spaces (it travels in an Authorization header)",
+                            ADMIN_TOKEN_ENV
+                        ),
+                    });
+                }
                 admin.token = Some(t);
             }
         }
-        self
+        self.check_admin_exposure()?;
+        Ok(self)
+    }
+
+    /// An admin listener off loopback needs a token: without one, anyone who reaches the
+    /// address could drain or disable nodes and read the pool's layout. `check` and `serve`
+    /// refuse such a config (after the environment had its say), naming `admin.token`.
+    pub fn check_admin_exposure(&self) -> Result<(), ConfigError> {
+        match &self.admin {
+            Some(a) if a.token.is_none() && !a.on_loopback() => Err(ConfigError {
+                file: self.source.clone(),
+                line: a.line,
+                key: "admin.token".into(),
+                message: format!(
+                    "the admin listener {} is not on loopback, so it needs a token: set \
+                     admin.token or {}, or bind it to 127.0.0.1",
+                    a.bind, ADMIN_TOKEN_ENV
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Replaces `cluster.redis` with `url` when it is `Some` and not empty (the
@@ -990,6 +1040,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             Some(AdminConfig {
                 bind,
                 token: a.token,
+                line: ctx.locator.line("admin"),
             })
         }
     };
@@ -1849,17 +1900,72 @@ pools:
         let admin = c.admin.clone().unwrap();
         assert_eq!(admin.bind, "127.0.0.1:9901".parse().unwrap());
         assert_eq!(admin.token, None);
-        let c = c.with_admin_token_override(Some("s3cret".into()));
+        let c = c.with_admin_token_override(Some("s3cret".into())).unwrap();
         assert_eq!(c.admin.unwrap().token.as_deref(), Some("s3cret"));
         // Empty override: the file's token (none here) stays; no admin section: nothing to set.
         let c = Config::from_yaml(&with_admin, "t.yaml")
             .unwrap()
-            .with_admin_token_override(Some(" ".into()));
+            .with_admin_token_override(Some(" ".into()))
+            .unwrap();
         assert_eq!(c.admin.unwrap().token, None);
         let c = Config::from_yaml(GOOD, "t.yaml")
             .unwrap()
-            .with_admin_token_override(Some("x".into()));
+            .with_admin_token_override(Some("x".into()))
+            .unwrap();
         assert!(c.admin.is_none());
+        let err = Config::from_yaml(&with_admin, "t.yaml")
+            .unwrap()
+            .with_admin_token_override(Some("two words".into()))
+            .unwrap_err();
+        assert_eq!(err.key, "admin.token", "{err}");
+    }
+
+    /// Off loopback (any address but 127/8, ::1 and their IPv4-mapped forms) the admin
+    /// listener needs a token, from the file or the environment; the error names
+    /// `admin.token` at the `admin:` section's line.
+    #[test]
+    fn admin_off_loopback_needs_a_token() {
+        let with = |admin: &str| format!("{GOOD}admin:\n{admin}");
+        for bind in [
+            "0.0.0.0:9901",
+            "10.1.2.3:9901",
+            "[::]:9901",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            let c = Config::from_yaml(&with(&format!("  bind: \"{bind}\"\n")), "t.yaml").unwrap();
+            let err = c.clone().with_admin_token_override(None).unwrap_err();
+            assert_eq!(
+                (err.key.as_str(), err.line),
+                ("admin.token", Some(9)),
+                "{bind}: {err}"
+            );
+            assert!(err.message.contains("not on loopback"), "{err}");
+            assert!(
+                err.to_string().starts_with("t.yaml:9: key `admin.token`"),
+                "{err}"
+            );
+            assert!(c.check_admin_exposure().is_err(), "{bind}");
+            // A token from the environment is enough.
+            let ok = c.with_admin_token_override(Some("s3cret".into())).unwrap();
+            assert_eq!(ok.admin.unwrap().token.as_deref(), Some("s3cret"));
+            // So is one in the file.
+            let yaml = with(&format!("  bind: \"{bind}\"\n  token: t0k\n"));
+            Config::from_yaml(&yaml, "t.yaml")
+                .unwrap()
+                .with_admin_token_override(None)
+                .unwrap();
+        }
+        for bind in [
+            "127.0.0.1:9901",
+            "127.9.9.9:1",
+            "[::1]:9901",
+            "[::ffff:127.0.0.1]:1",
+            "localhost:9",
+        ] {
+            let c = Config::from_yaml(&with(&format!("  bind: \"{bind}\"\n")), "t.yaml").unwrap();
+            c.with_admin_token_override(None)
+                .unwrap_or_else(|e| panic!("{bind}: {e}"));
+        }
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //! | `POST /api/v1/nodes/{route}/state`| body `{"state":"draining"}`; `?pool=NAME` to pick one pool |
 //! | `POST /api/v1/reload`             | re-read the config file ([`crate::control::api::ReloadReport`] or `422`)   |
 //! | `GET /metrics`                    | Prometheus text; OpenMetrics when the `Accept` header asks |
+//! | `GET /live`                       | `ok`, always open (container health checks)           |
 //!
 //! Changes (`POST`) need `Authorization: Bearer <token>` when `admin.token` (or
-//! `STICKYROUTE_ADMIN_TOKEN`) is set; reads are open. Without a token, a `POST` carrying an
+//! `STICKYROUTE_ADMIN_TOKEN`) is set; reads are open on loopback. Off loopback the config must
+//! have a token (`Config::check_admin_exposure`) and reads need it too, as a bearer token or
+//! as an HTTP Basic password (see [`authorize_read`]). Without a token, a `POST` carrying an
 //! `Origin` header must come from the admin page itself, so a web page elsewhere cannot drive
 //! the API through the operator's browser. Errors are JSON: `{"error": "…"}`.
 
@@ -275,6 +278,97 @@ fn method_not_allowed(allow: &'static str) -> AdminResponse {
     r
 }
 
+/// Whether `given` is the token, in constant time (`subtle`), so response time does not
+/// reveal a prefix of it. (A length mismatch returns at once: the length is not the secret.)
+fn token_matches(given: &[u8], token: &str) -> bool {
+    bool::from(given.ct_eq(token.as_bytes()))
+}
+
+/// The password of an `Authorization: Basic` value (the user name is ignored), decoded.
+fn basic_password(value: &str) -> Option<Vec<u8>> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = decode_base64(rest.trim())?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
+}
+
+/// Standard base64 (RFC 4648, `=` padding optional); `None` on any other byte.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let body = text.trim_end_matches('=');
+    if text.len() - body.len() > 2 || body.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() * 3 / 4);
+    for chunk in body.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= value(*c)? << (18 - 6 * i);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..chunk.len() - 1]);
+    }
+    Some(out)
+}
+
+/// May this request read the status, the metrics or the page? On loopback, anyone may; off
+/// loopback (where [`crate::config::Config::check_admin_exposure`] guarantees a token) the
+/// token is needed, as a bearer token (scrapers, `ctl`) or as the password of HTTP Basic
+/// authentication, so that a browser can open the status page: it asks for the credentials
+/// itself and sends them again with the page's polls. Basic is accepted for reads only: a
+/// browser attaches cached Basic credentials to cross-site requests too, so a change needs the
+/// bearer header that only a script of the page's own origin can set.
+fn authorize_read(
+    headers: &http::HeaderMap,
+    admin: &crate::config::AdminConfig,
+) -> Result<(), ApiError> {
+    let Some(token) = admin.token.as_deref().filter(|_| !admin.on_loopback()) else {
+        return Ok(());
+    };
+    let values = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let mut given = false;
+    for v in values {
+        given = true;
+        let ok = match bearer(v) {
+            Some(b) => token_matches(b.as_bytes(), token),
+            None => basic_password(v).is_some_and(|p| token_matches(&p, token)),
+        };
+        if ok {
+            return Ok(());
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        if given {
+            "invalid admin token"
+        } else {
+            "this admin listener is not on loopback: reads need the admin token too (Authorization: Bearer <token>)"
+        },
+    ))
+}
+
+/// The token of an `Authorization: Bearer` value.
+fn bearer(v: &str) -> Option<&str> {
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
 /// May this request change anything? `token`: the configured admin token.
 fn authorize(headers: &http::HeaderMap, token: Option<&str>) -> Result<(), ApiError> {
     match token {
@@ -282,15 +376,9 @@ fn authorize(headers: &http::HeaderMap, token: Option<&str>) -> Result<(), ApiEr
             let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .map(str::trim);
+                .and_then(bearer);
             match given {
-                // In constant time (`subtle`), so response time does not reveal a prefix of
-                // the token.
-                Some(g) if bool::from(g.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+                Some(g) if token_matches(g.as_bytes(), token) => Ok(()),
                 Some(_) => Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "invalid admin token",
@@ -388,12 +476,32 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
     let balancer = &control.balancer;
     let path = req.uri().path().to_string();
     let method = req.method().clone();
-    let token = balancer
-        .snapshot()
-        .config
-        .admin
-        .as_ref()
-        .and_then(|a| a.token.clone());
+    let snap = balancer.snapshot();
+    let Some(admin_cfg) = snap.config.admin.as_ref() else {
+        // The section went away in a reload that has not stopped this listener yet.
+        return error(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "the admin listener is being removed",
+        ));
+    };
+    let token = admin_cfg.token.clone();
+    // Liveness for container health checks: says nothing about the pools, so it is open.
+    if path == "/live" {
+        return match method {
+            Method::GET | Method::HEAD => {
+                respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
+            }
+            _ => method_not_allowed("GET, HEAD"),
+        };
+    }
+    let is_read = matches!(path.as_str(), "/" | "/api/v1/status" | "/metrics")
+        && matches!(method, Method::GET | Method::HEAD);
+    if is_read {
+        if let Err(e) = authorize_read(req.headers(), admin_cfg) {
+            return read_unauthorized(e);
+        }
+    }
+    drop(snap);
     let state_route = path
         .strip_prefix("/api/v1/nodes/")
         .and_then(|r| r.strip_suffix("/state"))
@@ -506,6 +614,22 @@ fn unauthorized(e: ApiError) -> AdminResponse {
             HeaderValue::from_static("Bearer realm=\"stickyroute\""),
         );
     }
+    r
+}
+
+/// A refused read: both challenges, so a browser offers its login dialog (Basic) and an API
+/// client learns it needs a bearer token.
+fn read_unauthorized(e: ApiError) -> AdminResponse {
+    let mut r = error(e);
+    let h = r.headers_mut();
+    h.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"stickyroute\""),
+    );
+    h.append(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"stickyroute admin\", charset=\"UTF-8\""),
+    );
     r
 }
 
@@ -651,6 +775,54 @@ mod tests {
             h.insert(*k, v.parse().unwrap());
         }
         h
+    }
+
+    #[test]
+    fn base64_and_basic_credentials() {
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert_eq!(decode_base64("Zg==").unwrap(), b"f");
+        assert_eq!(decode_base64("Zm8").unwrap(), b"fo");
+        assert_eq!(decode_base64("Zm9v").unwrap(), b"foo");
+        assert_eq!(decode_base64("Zm9vYmFy").unwrap(), b"foobar");
+        assert_eq!(decode_base64("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+        for bad in ["Z", "Zm9v!", "Zg===", "Zm 9v", "Zm9v\u{e9}"] {
+            assert!(decode_base64(bad).is_none(), "{bad}");
+        }
+        // `admin:s3cret`, `:s3cret`, `u:a:b` (the password may hold colons).
+        assert_eq!(basic_password("Basic YWRtaW46czNjcmV0").unwrap(), b"s3cret");
+        assert_eq!(basic_password("basic OnMzY3JldA==").unwrap(), b"s3cret");
+        assert_eq!(basic_password("Basic dTphOmI=").unwrap(), b"a:b");
+        assert!(basic_password("Basic czNjcmV0").is_none(), "no colon");
+        assert!(basic_password("Bearer YWRtaW46czNjcmV0").is_none());
+        assert!(basic_password("Basic").is_none());
+    }
+
+    #[test]
+    fn reads_need_the_token_off_loopback_only() {
+        let admin = |bind: &str, token: Option<&str>| crate::config::AdminConfig {
+            bind: bind.parse().unwrap(),
+            token: token.map(str::to_string),
+            line: None,
+        };
+        let none = headers(&[]);
+        let bearer = headers(&[("authorization", "Bearer s3cret")]);
+        let basic = headers(&[("authorization", "Basic YWRtaW46czNjcmV0")]);
+        let wrong = headers(&[("authorization", "Basic YWRtaW46bm9wZQ==")]);
+        // On loopback reads are open, token or not.
+        for a in [admin("127.0.0.1:1", None), admin("[::1]:1", Some("s3cret"))] {
+            authorize_read(&none, &a).unwrap();
+        }
+        let off = admin("0.0.0.0:1", Some("s3cret"));
+        assert_eq!(authorize_read(&none, &off).unwrap_err().status, 401);
+        assert!(authorize_read(&none, &off)
+            .unwrap_err()
+            .message
+            .contains("not on loopback"));
+        assert_eq!(authorize_read(&wrong, &off).unwrap_err().status, 401);
+        authorize_read(&bearer, &off).unwrap();
+        authorize_read(&basic, &off).unwrap();
+        // Basic never authorizes a change (a browser sends it cross-site on its own).
+        assert_eq!(authorize(&basic, Some("s3cret")).unwrap_err().status, 401);
     }
 
     #[test]

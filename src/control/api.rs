@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// Environment variable that provides (or overrides) `admin.token`, for `serve` and `ctl`.
-pub const ADMIN_TOKEN_ENV: &str = "STICKYROUTE_ADMIN_TOKEN";
+pub use crate::config::ADMIN_TOKEN_ENV;
 
 /// `GET /api/v1/status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

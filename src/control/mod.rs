@@ -59,7 +59,7 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let token = std::env::var(ADMIN_TOKEN_ENV).ok();
     let redis = std::env::var(crate::config::CLUSTER_REDIS_ENV).ok();
     Config::load(path)?
-        .with_admin_token_override(token)
+        .with_admin_token_override(token)?
         .with_cluster_redis_override(redis)
 }
 
@@ -146,6 +146,9 @@ impl Control {
         grace: Duration,
         workers: Workers,
     ) -> Result<Arc<Control>, ServerError> {
+        // Whoever built the config (a file through `load_config`, a test, the demo), an
+        // admin listener off loopback without a token is never served.
+        config.check_admin_exposure()?;
         let bound = server::bind_all(&config, workers.count()).await?;
         let admin_listener = match &config.admin {
             Some(a) => Some((a.bind, bind_admin(a.bind).await?)),
@@ -324,6 +327,7 @@ impl Control {
             return Err(ReloadError::ShuttingDown);
         }
         check_cluster_unchanged(&self.balancer.snapshot().config, &config)?;
+        config.check_admin_exposure()?;
 
         // Plan the proxy listeners: keep identical ones, restart changed ones on the same
         // address, bind new ones now.

@@ -469,6 +469,7 @@ pub async fn start_demo(opts: DemoOptions) -> Result<RunningDemo, DemoError> {
     config.admin = Some(AdminConfig {
         bind: opts.admin,
         token,
+        line: None,
     });
 
     // `Running::start` reports a bind failure by address; name the flag that sets it.
