@@ -35,21 +35,31 @@ use crate::state::Balancer;
 use crate::store::{OnStoreError, RenameOutcome};
 
 /// Everything that can go wrong on the request path, each with its status.
+///
+/// Two texts: the `Display` form is what the client reads after the status (`502 Bad
+/// Gateway: no node could be reached`): a short reason of ours, never the text of an
+/// internal error, which could name addresses, OS errors or the store's messages.
+/// [`ProxyError::detail`] adds that internal text for logs; the node's `last_error` in the
+/// status API keeps it too (`mark_down`).
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no pool serves this host and path")]
     NoPool,
     #[error("{0}")]
     NoCandidate(NoCandidate),
-    #[error("session store unavailable: {0}")]
+    /// The store's error.
+    #[error("the session store is unavailable")]
     Store(String),
-    #[error("no node could be reached ({0} attempts)")]
-    Unreachable(usize),
-    #[error("upstream failed: {0}")]
+    /// Attempts made, and the last failure (a connect error's OS text, say).
+    #[error("no node could be reached")]
+    Unreachable { attempts: usize, last: String },
+    /// What failed after the request was sent.
+    #[error("the node failed to answer")]
     Upstream(String),
-    #[error("upstream did not answer within {0:?}")]
+    #[error("the node did not answer in time")]
     Timeout(Duration),
-    #[error("the request body could not be read: {0}")]
+    /// Why the client's request or body could not be read.
+    #[error("the request could not be read")]
     ClientBody(String),
 }
 
@@ -59,9 +69,23 @@ impl ProxyError {
         match self {
             ProxyError::NoPool => StatusCode::NOT_FOUND,
             ProxyError::NoCandidate(_) | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Unreachable(_) | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Unreachable { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The client's reason followed by the internal text, for logs only.
+    pub fn detail(&self) -> String {
+        match self {
+            ProxyError::NoPool | ProxyError::NoCandidate(_) => self.to_string(),
+            ProxyError::Store(e) | ProxyError::Upstream(e) | ProxyError::ClientBody(e) => {
+                format!("{self}: {e}")
+            }
+            ProxyError::Unreachable { attempts, last } => {
+                format!("{self} ({attempts} attempts; last: {last})")
+            }
+            ProxyError::Timeout(d) => format!("{self} (timeouts.response {d:?})"),
         }
     }
 }
@@ -288,7 +312,8 @@ pub fn failover_header_value(
 
 /// The error a request answers with once `core::retry` gave up on it: a failure before
 /// anything was sent is `Unreachable` (with `Retry-After`), the client's own body `400`, a
-/// failure after sending the protocol's error (`err`) or one made from `reason`.
+/// failure after sending the protocol's error (`err`) or one made from `reason`. `reason`,
+/// the internal text, goes into the error's [`ProxyError::detail`], not to the client.
 pub fn give_up(
     failure: Failure,
     attempts: usize,
@@ -297,9 +322,13 @@ pub fn give_up(
     pool: &Pool,
 ) -> (ProxyError, Option<Duration>) {
     match failure {
-        Failure::Connect | Failure::NotSent => {
-            (ProxyError::Unreachable(attempts), Some(retry_after(pool)))
-        }
+        Failure::Connect | Failure::NotSent => (
+            ProxyError::Unreachable {
+                attempts,
+                last: reason,
+            },
+            Some(retry_after(pool)),
+        ),
         Failure::ClientBody => (ProxyError::ClientBody(reason), None),
         Failure::Timeout => (
             err.unwrap_or(ProxyError::Timeout(pool.cfg.timeouts.response)),

@@ -102,8 +102,9 @@ impl ProxyService {
                     let pool = trace
                         .pool_ix
                         .map_or("-", |i| snap.pools[i].cfg.name.as_str());
-                    tracing::warn!(pool, error = %err, "request failed");
+                    tracing::warn!(pool, error = %err.detail(), "request failed");
                 }
+                // Our short reason only: the internal text stays in the log above.
                 synthetic(err.status(), &err.to_string(), retry_after)
             }
         };
