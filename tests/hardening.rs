@@ -181,3 +181,254 @@ async fn error_bodies_name_the_status_and_our_reason_only() {
     assert_ours("h2c store", &r.text(), &leaks);
     lb.stop().await;
 }
+
+/// A rename hook (`kind: http`) that counts its calls and knows no session (`404`).
+async fn counting_hook() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let counter = calls.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        let _ = req.into_body().collect().await;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+                        *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, calls)
+}
+
+fn metric(lb: &stickyroute::control::Running, name: &str) -> f64 {
+    let text = stickyroute::state::metrics::to_prometheus_text(
+        &stickyroute::state::metrics::render(&lb.balancer),
+    );
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// A flood of failovers of ids the store does not know, on a route that is down: each id
+/// costs one store round-trip per `negative_ttl`, not one per request; `0s` turns the cache
+/// off; after the TTL the store is asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_negative_cache_spares_the_store() {
+    use std::sync::atomic::Ordering;
+    let n1 = node("jvm1", &stickyroute::store::SessionStore::memory()).await;
+    let dead = dead_addr().await;
+    let nodes = [node_line("jvm1", n1.addr, ""), node_line("jvm2", dead, "")];
+    let ids: Vec<String> = (0..10)
+        .map(|i| format!("RANDOM{i:04}X{}.jvm2", rand_word()))
+        .collect();
+    for (ttl, expected_calls) in [("5s", ids.len()), ("0s", ids.len() * 20)] {
+        let (hook, calls) = counting_hook().await;
+        let lb = balancer(&yaml(
+            &format!(
+                "binder: rename\nstore: {{ kind: http, url: \"http://{hook}/rename\", negative_ttl: {ttl} }}"
+            ),
+            &nodes,
+        ))
+        .await;
+        for round in 0..20 {
+            for id in &ids {
+                let r = if round % 4 == 3 {
+                    let cookie = format!("JSESSIONID={id}");
+                    h2(
+                        lb.addr(),
+                        Method::GET,
+                        "/whoami",
+                        &[("cookie", &cookie)],
+                        Bytes::new(),
+                    )
+                    .await
+                } else {
+                    get(lb.addr(), "/whoami", Some(id)).await
+                };
+                assert_eq!(r.status, 200, "{}", r.text());
+                assert_eq!(r.node(), "jvm1");
+                // Not found: forwarded under the new id all the same.
+                assert_eq!(r.seen(), id.replace(".jvm2", ".jvm1"), "ttl {ttl}");
+            }
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), expected_calls, "ttl {ttl}");
+        let cached = (ids.len() * 20 - expected_calls) as f64;
+        assert_eq!(
+            metric(&lb, "stickyroute_rename_unknown_cached_total"),
+            cached,
+            "ttl {ttl}"
+        );
+        lb.stop().await;
+    }
+
+    // After the TTL the store is asked again.
+    let (hook, calls) = counting_hook().await;
+    let lb = balancer(&yaml(
+        &format!("binder: rename\nstore: {{ kind: http, url: \"http://{hook}/rename\", negative_ttl: 300ms }}"),
+        &nodes,
+    ))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(lb.addr(), "/whoami", Some(&ids[0])).await.status, 200);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(get(lb.addr(), "/whoami", Some(&ids[0])).await.status, 200);
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again after the TTL");
+    lb.stop().await;
+}
+
+/// A random word, so that runs do not share ids (or Redis keys).
+fn rand_word() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:x}{:x}", n, std::process::id())
+}
+
+/// The same against real Redis: a relay in front of it counts the `RENAMENX` commands the
+/// balancer's store sends. Unknown ids: one `RENAMENX` each; a session Redis knows is renamed
+/// as before (the cache holds only ids Redis does not know).
+#[cfg(feature = "redis-store")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_negative_cache_against_redis() {
+    let Some(url) = service_url("TEST_REDIS_URL", "rename_negative_cache_against_redis") else {
+        return;
+    };
+    let redis_addr = {
+        let rest = url.strip_prefix("redis://").unwrap();
+        let authority = rest.split('/').next().unwrap();
+        let host_port = authority.rsplit('@').next().unwrap();
+        tokio::net::lookup_host(host_port)
+            .await
+            .unwrap()
+            .next()
+            .unwrap()
+    };
+    // The relay: every byte the store sends is kept to be counted.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let kept = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = relay.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let server = TcpStream::connect(redis_addr).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async {
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = sw.shutdown().await;
+                };
+                let down = async {
+                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    let renamenx = || {
+        let bytes = seen.lock().unwrap();
+        bytes
+            .windows(8)
+            .filter(|w| w.eq_ignore_ascii_case(b"RENAMENX"))
+            .count()
+    };
+    let prefix = format!("negcache-{}", rand_word());
+    let relay_url = url.replacen(
+        url.strip_prefix("redis://")
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .rsplit('@')
+            .next()
+            .unwrap(),
+        &relay_addr.to_string(),
+        1,
+    );
+    let n1 = node("jvm1", &stickyroute::store::SessionStore::memory()).await;
+    let dead = dead_addr().await;
+    let lb = balancer(&yaml(
+        &format!(
+            "binder: rename\nstore: {{ kind: redis, url: \"{relay_url}\", key: \"{prefix}:{{id}}\" }}"
+        ),
+        &[node_line("jvm1", n1.addr, ""), node_line("jvm2", dead, "")],
+    ))
+    .await;
+    let ids: Vec<String> = (0..8).map(|i| format!("UNKNOWN{i}.jvm2")).collect();
+    for _ in 0..15 {
+        for id in &ids {
+            let r = get(lb.addr(), "/whoami", Some(id)).await;
+            assert_eq!((r.status.as_u16(), r.node()), (200, "jvm1"));
+        }
+    }
+    assert_eq!(renamenx(), ids.len(), "one RENAMENX per unknown id");
+    assert_eq!(
+        metric(&lb, "stickyroute_rename_unknown_cached_total"),
+        (ids.len() * 14) as f64
+    );
+
+    // A session Redis knows is renamed, each time the client still shows the old id.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let known = "KNOWN1.jvm2";
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:{known}"))
+        .arg("{}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let before = renamenx();
+    for _ in 0..3 {
+        let r = get(lb.addr(), "/whoami", Some(known)).await;
+        assert_eq!((r.status.as_u16(), r.seen()), (200, "KNOWN1.jvm1"));
+    }
+    assert_eq!(
+        renamenx() - before,
+        3,
+        "a known id is never answered from the cache"
+    );
+    let moved: bool = redis::cmd("EXISTS")
+        .arg(format!("{prefix}:KNOWN1.jvm1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(moved);
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:KNOWN1.jvm1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    lb.stop().await;
+}

@@ -60,6 +60,7 @@ fn config(kind: StoreKind) -> StoreConfig {
         timeout: STORE_TIMEOUT,
         pool_size: 8,
         on_error: OnStoreError::ForwardOldId,
+        negative_ttl: stickyroute::config::store::DEFAULT_NEGATIVE_TTL,
     }
 }
 

@@ -546,6 +546,8 @@ struct RawStore {
     pool_size: u32,
     #[serde(default)]
     on_store_error: RawOnStoreError,
+    #[serde(default = "default_negative_ttl", with = "duration")]
+    negative_ttl: Duration,
 }
 
 #[derive(Deserialize)]
@@ -613,6 +615,9 @@ fn default_store_timeout() -> Duration {
 }
 fn default_store_pool_size() -> u32 {
     8
+}
+fn default_negative_ttl() -> Duration {
+    store::DEFAULT_NEGATIVE_TTL
 }
 fn default_health_interval() -> Duration {
     Duration::from_secs(5)
@@ -1515,6 +1520,12 @@ fn validate_store(s: &RawStore, key: &str, ctx: &Ctx) -> Result<StoreConfig, Con
     if s.pool_size == 0 {
         return Err(ctx.err(format!("{key}.pool_size"), "must be at least 1"));
     }
+    if s.negative_ttl > store::MAX_NEGATIVE_TTL {
+        return Err(ctx.err(
+            format!("{key}.negative_ttl"),
+            "must be at most 1m (0s turns the cache off)",
+        ));
+    }
     Ok(StoreConfig {
         kind,
         timeout: s.timeout,
@@ -1523,6 +1534,7 @@ fn validate_store(s: &RawStore, key: &str, ctx: &Ctx) -> Result<StoreConfig, Con
             RawOnStoreError::ForwardOldId => OnStoreError::ForwardOldId,
             RawOnStoreError::Fail => OnStoreError::Fail,
         },
+        negative_ttl: s.negative_ttl,
     })
 }
 
@@ -1763,6 +1775,12 @@ pools:
                 4,
                 "pools[0].store",
                 "needs a session store",
+            ),
+            (
+                node("    binder: rename\n    store:\n      kind: memory\n      negative_ttl: 2m\n"),
+                11,
+                "pools[0].store.negative_ttl",
+                "at most 1m",
             ),
         ];
         for (yaml, line, key, fragment) in cases {

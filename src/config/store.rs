@@ -74,7 +74,16 @@ pub struct StoreConfig {
     /// Maximum connections in the store's pool.
     pub pool_size: u32,
     pub on_error: OnStoreError,
+    /// How long the `rename` binder remembers an id the store does not know, without asking
+    /// again (`state::unknown_ids`); zero: never remembered.
+    pub negative_ttl: Duration,
 }
+
+/// Default of [`StoreConfig::negative_ttl`].
+pub const DEFAULT_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Largest [`StoreConfig::negative_ttl`]: an id the store learns (a node writing a session
+/// late) must not stay unknown to the binder for long.
+pub const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(60);
 
 /// Whether `name` is `[A-Za-z_][A-Za-z0-9_.]*` (a `schema.table` is allowed).
 pub fn is_sql_identifier(name: &str) -> bool {

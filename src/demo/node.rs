@@ -189,6 +189,7 @@ pub fn parse_store_arg(s: &str, timeout: Duration) -> Result<SessionStore, Strin
         timeout,
         pool_size: STORE_POOL_SIZE,
         on_error: OnStoreError::Fail,
+        negative_ttl: crate::config::store::DEFAULT_NEGATIVE_TTL,
     };
     SessionStore::open(&cfg).map_err(|e| format!("session store {}: {e}", redact_url(s)))
 }

@@ -265,9 +265,23 @@ pub async fn rebind<'a>(
         let Some(store) = &pool.store else {
             return Ok(keep);
         };
-        // Boxed: a store's rename future is large, and an unboxed one would be moved along
-        // with every request's future even though only a `rename` failover awaits it.
-        match Box::pin(store.rename(old, new)).await {
+        let now = now_ms();
+        let cache = pool.unknown_ids.as_deref();
+        // An id the store said it does not know, a moment ago: do not ask again.
+        let outcome = if cache.is_some_and(|c| c.contains(old, now)) {
+            stats.unknown_id_hits.fetch_add(1, Ordering::Relaxed);
+            Ok(RenameOutcome::NotFound)
+        } else {
+            // Boxed: a store's rename future is large, and an unboxed one would be moved
+            // along with every request's future even though only a `rename` failover awaits
+            // it.
+            let outcome = Box::pin(store.rename(old, new)).await;
+            if let (Ok(RenameOutcome::NotFound), Some(c)) = (&outcome, cache) {
+                c.insert(old, now);
+            }
+            outcome
+        };
+        match outcome {
             Ok(RenameOutcome::Renamed) => {}
             Ok(RenameOutcome::AlreadyRenamed) => result = RebindResult::AlreadyRenamed,
             Ok(RenameOutcome::NotFound) => result = RebindResult::NotFound,

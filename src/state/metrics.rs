@@ -52,6 +52,9 @@ pub const FAILOVERS: &str = "stickyroute_failovers";
 pub const REBINDS: &str = "stickyroute_rebinds";
 /// `stickyroute_store_errors_total{pool}`: session store failures of the `rename` binder.
 pub const STORE_ERRORS: &str = "stickyroute_store_errors";
+/// `stickyroute_rename_unknown_cached_total{pool}`: `rename` failovers of an id the store had
+/// just said it does not know, answered from the negative cache without asking the store.
+pub const RENAME_UNKNOWN_CACHED: &str = "stickyroute_rename_unknown_cached";
 /// `stickyroute_health_transitions_total{pool,node,to,check}`: `to` = `up` / `down`,
 /// `check` = `active` (probes) or `passive` (request failures).
 pub const HEALTH_TRANSITIONS: &str = "stickyroute_health_transitions";
@@ -531,6 +534,7 @@ impl Collector for Scrape {
         // Pools.
         let mut rebinds = Vec::new();
         let mut store_errors = Vec::new();
+        let mut unknown_cached = Vec::new();
         for pool in &snap.pools {
             let p = pool.cfg.name.as_str();
             for r in RebindResult::ALL {
@@ -544,6 +548,9 @@ impl Collector for Scrape {
                 ));
             }
             store_errors.push(([("pool", p)], ld(&pool.rt.stats.store_errors)));
+            if pool.store.is_some() {
+                unknown_cached.push(([("pool", p)], ld(&pool.rt.stats.unknown_id_hits)));
+            }
         }
         counter_family(
             &mut enc,
@@ -556,6 +563,12 @@ impl Collector for Scrape {
             STORE_ERRORS,
             "Session store failures",
             &store_errors,
+        )?;
+        counter_family(
+            &mut enc,
+            RENAME_UNKNOWN_CACHED,
+            "Rename failovers of ids the store had just said it does not know, answered without asking it",
+            &unknown_cached,
         )?;
 
         // Registry and process.

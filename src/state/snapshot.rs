@@ -15,6 +15,7 @@ use crate::core::node_state::NodeState;
 use crate::core::select::PoolView;
 use crate::state::node::NodeRuntime;
 use crate::state::registry::Registry;
+use crate::state::unknown_ids::UnknownIds;
 use crate::store::SessionStore;
 
 /// One application server, as of the current snapshot.
@@ -56,6 +57,8 @@ pub struct PoolStats {
     /// Rebinds by result: index with [`RebindResult`].
     pub rebinds: [AtomicU64; 4],
     pub store_errors: AtomicU64,
+    /// Failovers of the `rename` binder answered from the negative cache, without the store.
+    pub unknown_id_hits: AtomicU64,
 }
 
 /// Pool-level runtime shared across reloads.
@@ -77,6 +80,9 @@ pub struct Pool {
     pub nodes: Vec<Node>,
     by_route: HashMap<String, usize>,
     pub store: Option<SessionStore>,
+    /// The `rename` binder's negative cache, kept with the store across reloads (a new store
+    /// starts with an empty one).
+    pub unknown_ids: Option<Arc<UnknownIds>>,
     pub rt: Arc<PoolRuntime>,
 }
 
@@ -181,18 +187,17 @@ impl Snapshot {
                     }
                 })
                 .collect();
-            let store = match &pc.store {
-                None => None,
-                Some(sc) => match old_pool.and_then(|op| {
-                    op.store
-                        .clone()
-                        .filter(|_| op.cfg.store.as_ref() == Some(sc))
-                }) {
-                    Some(s) => Some(s),
-                    None => Some(SessionStore::open(sc).map_err(|e| SnapshotError {
-                        pool: pc.name.clone(),
-                        message: e.to_string(),
-                    })?),
+            let (store, unknown_ids) = match &pc.store {
+                None => (None, None),
+                Some(sc) => match old_pool.filter(|op| op.cfg.store.as_ref() == Some(sc)) {
+                    Some(op) if op.store.is_some() => (op.store.clone(), op.unknown_ids.clone()),
+                    _ => (
+                        Some(SessionStore::open(sc).map_err(|e| SnapshotError {
+                            pool: pc.name.clone(),
+                            message: e.to_string(),
+                        })?),
+                        Some(Arc::new(UnknownIds::new(sc.negative_ttl))),
+                    ),
                 },
             };
             pools.push(Pool {
@@ -200,6 +205,7 @@ impl Snapshot {
                 nodes,
                 by_route,
                 store,
+                unknown_ids,
                 rt: old_pool.map(|op| op.rt.clone()).unwrap_or_default(),
             });
         }

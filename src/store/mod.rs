@@ -420,6 +420,7 @@ mod tests {
             timeout: Duration::ZERO,
             pool_size: 1,
             on_error: OnStoreError::ForwardOldId,
+            negative_ttl: crate::config::store::DEFAULT_NEGATIVE_TTL,
         };
         assert!(matches!(
             SessionStore::open(&cfg),
@@ -450,6 +451,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             pool_size: 1,
             on_error: OnStoreError::Fail,
+            negative_ttl: crate::config::store::DEFAULT_NEGATIVE_TTL,
         };
         let store = SessionStore::open(&cfg).unwrap();
         assert_eq!(store.kind_name(), "http");
