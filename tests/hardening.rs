@@ -432,3 +432,138 @@ async fn rename_negative_cache_against_redis() {
         .unwrap();
     lb.stop().await;
 }
+
+/// Serves `ProxyService` (the hyper path) on a socket of its own, with the settings of the
+/// balancer's first listener, as `proxy::listener` does for h2c and TLS connections.
+async fn hyper_path(lb: &stickyroute::control::Running) -> std::net::SocketAddr {
+    use stickyroute::proxy::service::ProxyService;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let balancer = lb.balancer.clone();
+    let cfg = balancer.snapshot().config.listeners[0].clone();
+    let conns = std::sync::Arc::new(stickyroute::proxy::upstream::UpstreamPools::default());
+    tokio::spawn(async move {
+        while let Ok((s, peer)) = l.accept().await {
+            let svc =
+                ProxyService::new(balancer.clone(), conns.clone(), peer, false).with_listener(&cfg);
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The listener line of [`yaml`] with extra listener keys.
+fn listener_with(config: &str, extra: &str) -> String {
+    config.replacen(
+        "  - bind: \"127.0.0.1:0\"\n",
+        &format!("  - bind: \"127.0.0.1:0\"\n{extra}"),
+        1,
+    )
+}
+
+/// What the node received as `X-Forwarded-For` and `Forwarded` for a request claiming a
+/// client of its own.
+async fn forwarded_seen(resp: Resp) -> (String, String) {
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let who = resp.json();
+    let h = &who["headers"];
+    (
+        h["x-forwarded-for"].as_str().unwrap_or("").to_string(),
+        h["forwarded"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+const CLAIMED: [(&str, &str); 3] = [
+    ("x-forwarded-for", "198.51.100.1"),
+    ("x-forwarded-for", "203.0.113.2"),
+    ("forwarded", "for=198.51.100.1"),
+];
+
+/// `trusted_proxies` on the hyper path: a peer in the list has its chains extended (every
+/// line, in order); any other peer (and every peer by default) has them replaced by the
+/// address the balancer saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_extend_others_are_replaced_on_the_hyper_path() {
+    let n1 = node("jvm1", &stickyroute::store::SessionStore::memory()).await;
+    let pool = yaml("", &[node_line("jvm1", n1.addr, "")]);
+    let cases = [
+        // (listener keys, X-Forwarded-For seen, Forwarded seen)
+        (
+            "",
+            "127.0.0.1",
+            "for=127.0.0.1;proto=http;host=\"app.test\"",
+        ),
+        (
+            "    trusted_proxies: [10.0.0.0/8, \"::1\"]\n",
+            "127.0.0.1",
+            "for=127.0.0.1;proto=http;host=\"app.test\"",
+        ),
+        (
+            "    trusted_proxies: [10.0.0.0/8, 127.0.0.0/8]\n",
+            "198.51.100.1, 203.0.113.2, 127.0.0.1",
+            "for=198.51.100.1, for=127.0.0.1;proto=http;host=\"app.test\"",
+        ),
+    ];
+    for (extra, xff, fwd) in cases {
+        let lb = balancer(&listener_with(&pool, extra)).await;
+        let addr = hyper_path(&lb).await;
+        for h2c in [false, true] {
+            let r = if h2c {
+                h2(addr, Method::GET, "/whoami", &CLAIMED, Bytes::new()).await
+            } else {
+                Conn::open(addr)
+                    .await
+                    .request(Method::GET, "/whoami", &CLAIMED, Bytes::new())
+                    .await
+            };
+            let (seen_xff, seen_fwd) = forwarded_seen(r).await;
+            assert_eq!(
+                (seen_xff.as_str(), seen_fwd.as_str()),
+                (xff, fwd),
+                "{extra:?} h2c {h2c}"
+            );
+        }
+        lb.stop().await;
+    }
+}
+
+/// The same through the balancer's own listener, on the native HTTP/1 path and on h2c.
+/// Ignored until `proxy::listener` passes its settings to `ProxyService::with_listener` and
+/// `proxy::h1::write_head` asks `TrustedProxies::extends` (issue 10, native-path wiring).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the listener and native-path wiring of trusted_proxies (issue 10)"]
+async fn trusted_proxies_through_the_listener_on_both_paths() {
+    let n1 = node("jvm1", &stickyroute::store::SessionStore::memory()).await;
+    let pool = yaml("", &[node_line("jvm1", n1.addr, "")]);
+    for (extra, xff) in [
+        ("    trusted_proxies: [10.0.0.0/8]\n", "127.0.0.1"),
+        (
+            "    trusted_proxies: [127.0.0.1]\n",
+            "198.51.100.1, 203.0.113.2, 127.0.0.1",
+        ),
+    ] {
+        let lb = balancer(&listener_with(&pool, extra)).await;
+        for h2c in [false, true] {
+            let r = if h2c {
+                h2(lb.addr(), Method::GET, "/whoami", &CLAIMED, Bytes::new()).await
+            } else {
+                Conn::open(lb.addr())
+                    .await
+                    .request(Method::GET, "/whoami", &CLAIMED, Bytes::new())
+                    .await
+            };
+            let (seen_xff, seen_fwd) = forwarded_seen(r).await;
+            assert_eq!(seen_xff, xff, "{extra:?} h2c {h2c}");
+            assert_eq!(
+                seen_fwd.starts_with("for=198.51.100.1"),
+                xff.starts_with("198"),
+                "{extra:?} h2c {h2c}: {seen_fwd}"
+            );
+        }
+        lb.stop().await;
+    }
+}

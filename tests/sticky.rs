@@ -305,7 +305,14 @@ async fn large_body_websocket_and_h2c() {
 async fn forwarded_headers_and_hop_by_hop() {
     let store = SessionStore::memory();
     let n1 = node("jvm1", &store).await;
-    let lb = balancer(&yaml("", &[node_line("jvm1", n1.addr, "")])).await;
+    // The test client is a trusted proxy, so its X-Forwarded-For is extended (from anyone
+    // else it is replaced: tests/hardening.rs).
+    let config = yaml("", &[node_line("jvm1", n1.addr, "")]).replacen(
+        "  - bind: \"127.0.0.1:0\"\n",
+        "  - bind: \"127.0.0.1:0\"\n    trusted_proxies: [127.0.0.1]\n",
+        1,
+    );
+    let lb = balancer(&config).await;
     let mut c = Conn::open(lb.addr()).await;
     let r = c
         .request(

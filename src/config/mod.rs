@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::core::binder::BinderKind;
 use crate::core::cookie::CookieDefaults;
+use crate::core::forwarding::{Cidr, TrustedProxies};
 use crate::core::node_state::NodeState;
 pub use crate::core::select::BalanceKind;
 use crate::core::session::SessionSettings;
@@ -132,6 +133,9 @@ pub struct ListenerConfig {
     pub header_read_timeout: Duration,
     /// Largest request head accepted; larger ones get `431`.
     pub max_header_bytes: usize,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` are extended; from anyone else they are
+    /// replaced by what the balancer saw. Empty (the default): nobody is trusted.
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,6 +331,8 @@ struct RawListener {
     header_read_timeout: Duration,
     #[serde(default = "default_max_header_bytes")]
     max_header_bytes: usize,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -1009,6 +1015,12 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
         if l.header_read_timeout.is_zero() {
             return Err(ctx.err(format!("{key}.header_read_timeout"), "must not be zero"));
         }
+        let mut blocks = Vec::new();
+        for (j, text) in l.trusted_proxies.iter().enumerate() {
+            blocks.push(
+                Cidr::parse(text).map_err(|m| ctx.err(format!("{key}.trusted_proxies[{j}]"), m))?,
+            );
+        }
         listeners.push(ListenerConfig {
             bind,
             tls: l.tls.map(|t| TlsConfig {
@@ -1018,6 +1030,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             max_connections: l.max_connections,
             header_read_timeout: l.header_read_timeout,
             max_header_bytes: l.max_header_bytes,
+            trusted_proxies: TrustedProxies::new(blocks),
         });
     }
 
@@ -1853,6 +1866,41 @@ pools:
             duration::parse(" 250ms ").unwrap(),
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_name_the_bad_entry() {
+        let with = |list: &str| {
+            GOOD.replace(
+                "  - bind: \"127.0.0.1:8080\"\n",
+                &format!("  - bind: \"127.0.0.1:8080\"\n    trusted_proxies: {list}\n"),
+            )
+        };
+        let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+        assert!(c.listeners[0].trusted_proxies.is_empty(), "none by default");
+        let c = Config::from_yaml(&with("[10.0.0.0/8, \"::1\", 192.0.2.7]"), "t.yaml").unwrap();
+        let t = &c.listeners[0].trusted_proxies;
+        assert_eq!(t.blocks().len(), 3);
+        assert!(t.extends("10.9.9.9".parse().unwrap()) && !t.extends("11.0.0.1".parse().unwrap()));
+        for (list, fragment) in [
+            ("[10.0.0.0/8, 10.0.0.1/8]", "bits set"),
+            ("[10.0.0.0/8, proxy.internal]", "not an IP address"),
+            ("[\"::/200\"]", "0 to 128"),
+        ] {
+            let err = Config::from_yaml(&with(list), "t.yaml").unwrap_err();
+            let i = if list.starts_with("[10.0.0.0/8,") {
+                1
+            } else {
+                0
+            };
+            assert_eq!(
+                err.key,
+                format!("listeners[0].trusted_proxies[{i}]"),
+                "{err}"
+            );
+            assert_eq!(err.line, Some(4), "{err}");
+            assert!(err.message.contains(fragment), "{err}");
+        }
     }
 
     #[test]

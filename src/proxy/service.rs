@@ -24,8 +24,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::config::ListenerConfig;
 use crate::core::binder::{self, BinderKind, ResponsePlan};
-use crate::core::forwarding::{is_idempotent, is_upgrade, prepare_request, strip_hop_by_hop};
+use crate::core::forwarding::{
+    is_idempotent, is_upgrade, prepare_request, strip_hop_by_hop, TrustedProxies,
+};
 use crate::core::retry::{self, Action, Attempt, Failure};
 use crate::core::select::{Choice, Outcome};
 use crate::core::session::{self, IdLocation};
@@ -45,9 +48,13 @@ pub struct ProxyService {
     conns: Arc<UpstreamPools>,
     client: SocketAddr,
     tls: bool,
+    /// `listeners[].trusted_proxies` of the listener that accepted the connection.
+    trusted: TrustedProxies,
 }
 
 impl ProxyService {
+    /// A service with the listener defaults: no peer trusted. [`ProxyService::with_listener`]
+    /// applies a listener's settings.
     pub fn new(
         balancer: Arc<Balancer>,
         conns: Arc<UpstreamPools>,
@@ -59,7 +66,14 @@ impl ProxyService {
             conns,
             client,
             tls,
+            trusted: TrustedProxies::default(),
         }
+    }
+
+    /// The per-listener settings of `cfg`: its trusted proxies.
+    pub fn with_listener(mut self, cfg: &ListenerConfig) -> Self {
+        self.trusted = cfg.trusted_proxies.clone();
+        self
     }
 }
 
@@ -168,6 +182,7 @@ impl ProxyService {
             self.client,
             self.tls,
             &pool.cfg.failover.header,
+            self.trusted.extends(self.client.ip()),
         );
         // A request that may be replayed after a failure past sending: idempotent, no body.
         let replay = (pool.cfg.failover.retry_idempotent
