@@ -136,6 +136,8 @@ pub struct ListenerConfig {
     /// Peers whose `X-Forwarded-For` / `Forwarded` are extended; from anyone else they are
     /// replaced by what the balancer saw. Empty (the default): nobody is trusted.
     pub trusted_proxies: TrustedProxies,
+    /// Largest request body accepted, in bytes; larger ones get `413`. `None`: unlimited.
+    pub max_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +335,8 @@ struct RawListener {
     max_header_bytes: usize,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    max_body_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -1012,6 +1016,12 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
                 "must be at least 8192 (the HTTP/1 parser's minimum buffer)",
             ));
         }
+        if l.max_body_bytes == Some(0) {
+            return Err(ctx.err(
+                format!("{key}.max_body_bytes"),
+                "0 would refuse every request body; omit the key for no limit",
+            ));
+        }
         if l.header_read_timeout.is_zero() {
             return Err(ctx.err(format!("{key}.header_read_timeout"), "must not be zero"));
         }
@@ -1031,6 +1041,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             header_read_timeout: l.header_read_timeout,
             max_header_bytes: l.max_header_bytes,
             trusted_proxies: TrustedProxies::new(blocks),
+            max_body_bytes: l.max_body_bytes,
         });
     }
 
@@ -1866,6 +1877,30 @@ pools:
             duration::parse(" 250ms ").unwrap(),
             Duration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn max_body_bytes_is_unlimited_by_default_and_never_zero() {
+        let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+        assert_eq!(c.listeners[0].max_body_bytes, None);
+        let with = |v: &str| {
+            GOOD.replace(
+                "  - bind: \"127.0.0.1:8080\"\n",
+                &format!("  - bind: \"127.0.0.1:8080\"\n    max_body_bytes: {v}\n"),
+            )
+        };
+        let c = Config::from_yaml(&with("10485760"), "t.yaml").unwrap();
+        assert_eq!(c.listeners[0].max_body_bytes, Some(10 << 20));
+        for (v, fragment) in [
+            ("0", "omit the key"),
+            ("-1", "invalid"),
+            ("10MB", "invalid"),
+        ] {
+            let err = Config::from_yaml(&with(v), "t.yaml").unwrap_err();
+            assert_eq!(err.key, "listeners[0].max_body_bytes", "{v}: {err}");
+            assert_eq!(err.line, Some(4), "{v}: {err}");
+            assert!(err.message.contains(fragment), "{v}: {err}");
+        }
     }
 
     #[test]

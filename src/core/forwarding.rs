@@ -209,6 +209,44 @@ pub fn prior_chain<'a>(extend: bool, values: impl Iterator<Item = &'a [u8]>) -> 
     (!chain.is_empty()).then_some(chain)
 }
 
+/// `listeners[].max_body_bytes` against what the request declares: `true` when its
+/// `Content-Length` alone is over the limit (answer `413` before reading anything). A body
+/// without a length (chunked, HTTP/2 data frames) is counted while it streams instead.
+pub fn declared_body_too_large(limit: Option<u64>, content_length: Option<u64>) -> bool {
+    matches!((limit, content_length), (Some(max), Some(len)) if len > max)
+}
+
+/// A request body counted against `listeners[].max_body_bytes` while it streams (for bodies
+/// without a length, and as a guard for those with one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyBudget {
+    left: Option<u64>,
+}
+
+impl BodyBudget {
+    /// `limit`: `None` is unlimited.
+    pub fn new(limit: Option<u64>) -> Self {
+        BodyBudget { left: limit }
+    }
+
+    /// Counts `n` more body bytes; `false` once the body is over the limit (answer `413`).
+    pub fn spend(&mut self, n: usize) -> bool {
+        match &mut self.left {
+            None => true,
+            Some(left) => match left.checked_sub(n as u64) {
+                Some(rest) => {
+                    *left = rest;
+                    true
+                }
+                None => {
+                    *left = 0;
+                    false
+                }
+            },
+        }
+    }
+}
+
 /// Node-independent rewriting: HTTP/1.1 origin-form, hop-by-hop headers, forwarding headers,
 /// and no client-supplied failover header. `extend_forwarded`: keep the request's
 /// `X-Forwarded-For` and `Forwarded` chains and append to them ([`TrustedProxies::extends`]);
@@ -402,5 +440,28 @@ mod tests {
             p.headers["forwarded"],
             "for=10.0.0.5;proto=http;host=\"app.test\""
         );
+    }
+
+    #[test]
+    fn declared_body_limits() {
+        assert!(!declared_body_too_large(None, Some(u64::MAX)));
+        assert!(!declared_body_too_large(Some(10), Some(10)));
+        assert!(declared_body_too_large(Some(10), Some(11)));
+        assert!(
+            !declared_body_too_large(Some(10), None),
+            "counted while streaming"
+        );
+    }
+
+    #[test]
+    fn body_budget_counts_to_the_limit() {
+        let mut b = BodyBudget::new(Some(10));
+        assert!(b.spend(4) && b.spend(6), "exactly the limit passes");
+        assert!(b.spend(0));
+        assert!(!b.spend(1), "one byte more does not");
+        let mut b = BodyBudget::new(Some(10));
+        assert!(!b.spend(11));
+        let mut unlimited = BodyBudget::new(None);
+        assert!(unlimited.spend(usize::MAX) && unlimited.spend(usize::MAX));
     }
 }

@@ -7,7 +7,8 @@
 //! - nothing was sent (connect refused or timed out, or a pooled connection closed before
 //!   taking the request): the node is marked down and the untouched request moves to the next
 //!   candidate, for any method;
-//! - the client's own body failed: the client gets `400`, the node is not blamed;
+//! - the client's own body failed: the client gets `400` (`413` when it passed
+//!   `max_body_bytes`), the node is not blamed, nothing is retried;
 //! - a failure after sending, on a *reused* keep-alive connection, of a replayable request
 //!   (idempotent, no body, `retry_idempotent`): most often the node closing an idle connection
 //!   at the moment we reused it, so the request is replayed once on a fresh connection to the
@@ -28,6 +29,8 @@ pub enum Failure {
     NotSent,
     /// The client's request body failed (aborted upload, length mismatch).
     ClientBody,
+    /// The client's request body passed `listeners[].max_body_bytes` while it streamed.
+    BodyTooLarge,
     /// The node did not answer within `timeouts.response`.
     Timeout,
     /// The exchange failed after the request was sent (reset, garbage, closed mid-head).
@@ -84,7 +87,7 @@ pub fn decide(failure: Failure, a: &Attempt) -> Decision {
             mark_down: true,
             action: next_or_fail(true),
         },
-        Failure::ClientBody => Decision {
+        Failure::ClientBody | Failure::BodyTooLarge => Decision {
             mark_down: false,
             action: Action::Fail,
         },
@@ -155,6 +158,13 @@ mod tests {
             (
                 "client body failure blames nobody",
                 ClientBody,
+                attempt(1, false, false, false),
+                false,
+                Fail,
+            ),
+            (
+                "a body over max_body_bytes blames nobody and is not retried",
+                BodyTooLarge,
                 attempt(1, false, false, false),
                 false,
                 Fail,

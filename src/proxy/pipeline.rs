@@ -61,6 +61,9 @@ pub enum ProxyError {
     /// Why the client's request or body could not be read.
     #[error("the request could not be read")]
     ClientBody(String),
+    /// The request body is over `listeners[].max_body_bytes`.
+    #[error("the request body is larger than this listener accepts")]
+    BodyTooLarge,
 }
 
 impl ProxyError {
@@ -72,13 +75,16 @@ impl ProxyError {
             ProxyError::Unreachable { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
     /// The client's reason followed by the internal text, for logs only.
     pub fn detail(&self) -> String {
         match self {
-            ProxyError::NoPool | ProxyError::NoCandidate(_) => self.to_string(),
+            ProxyError::NoPool | ProxyError::NoCandidate(_) | ProxyError::BodyTooLarge => {
+                self.to_string()
+            }
             ProxyError::Store(e) | ProxyError::Upstream(e) | ProxyError::ClientBody(e) => {
                 format!("{self}: {e}")
             }
@@ -344,6 +350,7 @@ pub fn give_up(
             Some(retry_after(pool)),
         ),
         Failure::ClientBody => (ProxyError::ClientBody(reason), None),
+        Failure::BodyTooLarge => (ProxyError::BodyTooLarge, None),
         Failure::Timeout => (
             err.unwrap_or(ProxyError::Timeout(pool.cfg.timeouts.response)),
             None,

@@ -27,7 +27,8 @@ use hyper_util::rt::TokioIo;
 use crate::config::ListenerConfig;
 use crate::core::binder::{self, BinderKind, ResponsePlan};
 use crate::core::forwarding::{
-    is_idempotent, is_upgrade, prepare_request, strip_hop_by_hop, TrustedProxies,
+    declared_body_too_large, is_idempotent, is_upgrade, prepare_request, strip_hop_by_hop,
+    TrustedProxies,
 };
 use crate::core::retry::{self, Action, Attempt, Failure};
 use crate::core::select::{Choice, Outcome};
@@ -50,6 +51,8 @@ pub struct ProxyService {
     tls: bool,
     /// `listeners[].trusted_proxies` of the listener that accepted the connection.
     trusted: TrustedProxies,
+    /// `listeners[].max_body_bytes` of that listener.
+    max_body: Option<u64>,
 }
 
 impl ProxyService {
@@ -67,12 +70,14 @@ impl ProxyService {
             client,
             tls,
             trusted: TrustedProxies::default(),
+            max_body: None,
         }
     }
 
-    /// The per-listener settings of `cfg`: its trusted proxies.
+    /// The per-listener settings of `cfg`: its trusted proxies and body limit.
     pub fn with_listener(mut self, cfg: &ListenerConfig) -> Self {
         self.trusted = cfg.trusted_proxies.clone();
+        self.max_body = cfg.max_body_bytes;
         self
     }
 }
@@ -157,6 +162,18 @@ impl ProxyService {
         trace: &mut Trace,
     ) -> Result<Response<ResponseBody>, (ProxyError, Option<Duration>)> {
         let (mut parts, body) = req.into_parts();
+        // A body declared larger than the listener takes: `413` before anything is read or
+        // sent (a body without a length is counted while it streams, in `attempts`).
+        let declared = body.size_hint().exact().or_else(|| {
+            parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+        });
+        if declared_body_too_large(self.max_body, declared) {
+            return Err((ProxyError::BodyTooLarge, None));
+        }
         let host = request_host(&parts);
         join_h2_cookies(&mut parts);
         let started_ms = now_ms();
@@ -219,7 +236,9 @@ impl ProxyService {
     ) -> Result<Response<ResponseBody>, (ProxyError, Option<Duration>)> {
         let pool = req.pool;
         let retry_after = Some(pipeline::retry_after(pool));
-        let mut body = Some(ForwardBody::Incoming(body));
+        // Set when the client's body passes `max_body_bytes` while it streams to a node.
+        let too_large = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut body = Some(ForwardBody::client(body, self.max_body, &too_large));
         let mut tried: Vec<usize> = Vec::new();
         let mut number = 0usize;
         let mut fresh_next = false;
@@ -274,6 +293,13 @@ impl ProxyService {
                             body = Some(b);
                             cookies_dirty = true;
                             (Failure::NotSent, reason, None, reused)
+                        }
+                        SendResult::ClientBody(reason)
+                        | SendResult::Failed(ProxyError::Upstream(reason))
+                            if too_large.load(Ordering::Relaxed) =>
+                        {
+                            // Not the node's fault, nor a broken client connection.
+                            (Failure::BodyTooLarge, reason, None, reused)
                         }
                         SendResult::ClientBody(reason) => {
                             tracing::debug!(node = %node.route, reason = %reason, "client request body failed");

@@ -27,23 +27,74 @@ const READY_WAIT: Duration = Duration::from_millis(50);
 /// Idle connections kept per node.
 pub const MAX_IDLE_PER_NODE: usize = 512;
 
-/// The body of a forwarded request: the client's own stream, or nothing (a retried request).
+/// The body of a forwarded request: the client's own stream (counted against
+/// `listeners[].max_body_bytes` when it has one), or nothing (a retried request).
 #[derive(Debug)]
 pub enum ForwardBody {
     Incoming(Incoming),
+    Limited(LimitedBody),
     Empty,
+}
+
+/// A client body that may carry at most `left` more bytes. One byte more and the stream
+/// fails with [`BodyTooLarge`] (the upload to the node is aborted) and `tripped` is set, so
+/// the request path answers `413` rather than blaming the client's connection or the node.
+#[derive(Debug)]
+pub struct LimitedBody {
+    body: Incoming,
+    left: u64,
+    tripped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The client's body passed `listeners[].max_body_bytes`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than max_body_bytes")]
+pub struct BodyTooLarge;
+
+impl ForwardBody {
+    /// `body`, counted against `limit` when there is one; `tripped` is set when it passes it.
+    pub fn client(
+        body: Incoming,
+        limit: Option<u64>,
+        tripped: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> ForwardBody {
+        match limit {
+            None => ForwardBody::Incoming(body),
+            Some(max) => ForwardBody::Limited(LimitedBody {
+                body,
+                left: max,
+                tripped: tripped.clone(),
+            }),
+        }
+    }
 }
 
 impl Body for ForwardBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
-            ForwardBody::Incoming(b) => Pin::new(b).poll_frame(cx),
+            ForwardBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ForwardBody::Limited(l) => {
+                let frame = match Pin::new(&mut l.body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => frame,
+                    other => return other.map_err(Into::into),
+                };
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > l.left {
+                        l.tripped.store(true, std::sync::atomic::Ordering::Relaxed);
+                        l.left = 0;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    l.left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
             ForwardBody::Empty => Poll::Ready(None),
         }
     }
@@ -51,6 +102,7 @@ impl Body for ForwardBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ForwardBody::Incoming(b) => b.is_end_stream(),
+            ForwardBody::Limited(l) => l.body.is_end_stream(),
             ForwardBody::Empty => true,
         }
     }
@@ -58,6 +110,7 @@ impl Body for ForwardBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ForwardBody::Incoming(b) => b.size_hint(),
+            ForwardBody::Limited(l) => l.body.size_hint(),
             ForwardBody::Empty => SizeHint::with_exact(0),
         }
     }
