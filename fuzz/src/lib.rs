@@ -1,5 +1,11 @@
-//! The HTTP/1 codec of stickyroute, compiled from its own source for fuzzing (see
-//! Cargo.toml for why it is not a dependency on the crate).
+//! The HTTP/1 codec, the pure core and the config loader of stickyroute, compiled from their
+//! own source for fuzzing (see Cargo.toml for why they are not a dependency on the crate).
 
 #[path = "../../src/h1/mod.rs"]
 pub mod h1;
+
+#[path = "../../src/core/mod.rs"]
+pub mod core;
+
+#[path = "../../src/config/mod.rs"]
+pub mod config;
