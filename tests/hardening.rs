@@ -535,7 +535,6 @@ async fn trusted_proxies_extend_others_are_replaced_on_the_hyper_path() {
 /// Ignored until `proxy::listener` passes its settings to `ProxyService::with_listener` and
 /// `proxy::h1::write_head` asks `TrustedProxies::extends` (issue 10, native-path wiring).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the listener and native-path wiring of trusted_proxies (issue 10)"]
 async fn trusted_proxies_through_the_listener_on_both_paths() {
     let n1 = node("jvm1", &stickyroute::store::SessionStore::memory()).await;
     let pool = yaml("", &[node_line("jvm1", n1.addr, "")]);
@@ -710,7 +709,6 @@ async fn max_body_bytes_answers_413_on_the_hyper_path() {
 /// Ignored until `proxy::listener` passes its settings to `ProxyService::with_listener` and
 /// the native path checks `max_body_bytes` (issue 10, native-path wiring).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the listener and native-path wiring of max_body_bytes (issue 10)"]
 async fn max_body_bytes_through_the_listener_on_both_paths() {
     let pool = yaml("", &[node_line("jvm1", buffering_node().await, "")]);
     let lb = balancer(&listener_with(&pool, "    max_body_bytes: 1024\n")).await;

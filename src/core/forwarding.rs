@@ -275,11 +275,11 @@ pub fn prepare_request(
             parts.uri = uri;
         }
     }
+    // The request's host as decided (an absolute-form target's authority replaces the
+    // client's Host field).
     if let Some(h) = host {
-        if !parts.headers.contains_key(header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(h) {
-                parts.headers.insert(header::HOST, v);
-            }
+        if let Ok(v) = HeaderValue::from_str(h) {
+            parts.headers.insert(header::HOST, v);
         }
     }
     let ip = client.ip().to_string();

@@ -515,7 +515,7 @@ async fn exchange(client: &mut TcpStream, buf: Buf, head: &RequestHead, conn: &C
                 let pool = trace
                     .pool_ix
                     .map_or("-", |i| snap.pools[i].cfg.name.as_str());
-                tracing::warn!(pool, error = %err, "request failed");
+                tracing::warn!(pool, error = %err.detail(), "request failed");
             }
             // The body was not read: the connection cannot be reused unless there was none.
             let keep = head.keep_alive() && matches!(head.body(), BodyFraming::Empty);
@@ -623,6 +623,11 @@ async fn route_and_forward(
             None,
         )
     })?;
+    if let BodyFraming::Length(n) = head.body() {
+        if crate::core::forwarding::declared_body_too_large(conn.cfg.max_body_bytes, Some(n)) {
+            return Err((ProxyError::BodyTooLarge, None));
+        }
+    }
     let mut lines: [Option<&str>; 8] = [None; 8];
     let mut n = 0;
     for i in head.indices(HeaderKind::Cookie) {
@@ -784,9 +789,9 @@ async fn forward(
     write_head(req, conn, choice, ids, &mut out.0);
     let framing = req.head.body();
     let mut reader = BodyReader::new(framing);
+    let mut budget = crate::core::forwarding::BodyBudget::new(conn.cfg.max_body_bytes);
     let early = &req.src[req.head.head_len()..];
-    let (body_done, used) = reframe(&mut reader, early, framing, &mut out.0)
-        .map_err(|e| (Failure::ClientBody, e.reason().to_string()))?;
+    let (body_done, used) = reframe(&mut reader, &mut budget, early, framing, &mut out.0)?;
     if upstream.write_all(&out.0).await.is_err() {
         return Err((Failure::NotSent, "the connection to the node closed".into()));
     }
@@ -808,7 +813,13 @@ async fn forward(
     // would be part of every connection's state, idle ones included.
     let both = Box::pin(async {
         tokio::try_join!(
-            stream_body(&mut client_rd, &mut up_wr, &mut reader, framing),
+            stream_body(
+                &mut client_rd,
+                &mut up_wr,
+                &mut reader,
+                &mut budget,
+                framing
+            ),
             relay_response(&mut client_wr, &mut up_rd, req, node, ids, trace),
         )
     });
@@ -875,19 +886,26 @@ fn write_head(
     let (cookie_lines, target) = session_edit(req, ids.forward_id.as_deref());
     let mut vals = Buf::take();
     let src = req.src;
-    let prev = |name: &[u8]| {
-        req.head
-            .find(src, name)
-            .map(|i| req.head.header_value(i, src))
+    // Kept and extended from a trusted proxy (every line, in order), replaced for anyone else.
+    let extend = conn.cfg.trusted_proxies.extends(conn.client.ip());
+    let chain = |name: &'static [u8]| {
+        crate::core::forwarding::prior_chain(
+            extend,
+            req.head
+                .find_all(src, name)
+                .map(|i| req.head.header_value(i, src)),
+        )
     };
-    h1::push_forwarded_for(&mut vals.0, prev(b"x-forwarded-for"), conn.client.ip());
+    let (xff_prev, fwd_prev) = (chain(b"x-forwarded-for"), chain(b"forwarded"));
+    let xff_prev = xff_prev.as_deref().map(str::as_bytes);
+    h1::push_forwarded_for(&mut vals.0, xff_prev, conn.client.ip());
     let xff_end = vals.0.len();
     // The client's address as X-Forwarded-For just wrote it (it ends the value): formatted
     // once for both headers.
     let ip_len = ip_text_len(&vals.0[..xff_end]);
     push_forwarded(
         &mut vals.0,
-        prev(b"forwarded"),
+        fwd_prev.as_deref().map(str::as_bytes),
         conn.client,
         xff_end - ip_len..xff_end,
         req.host,
@@ -1010,18 +1028,25 @@ fn session_edit(
 /// body is complete and how many bytes of `input` it used.
 fn reframe(
     reader: &mut BodyReader,
+    budget: &mut crate::core::forwarding::BodyBudget,
     mut input: &[u8],
     framing: BodyFraming,
     out: &mut Vec<u8>,
-) -> Result<(bool, usize), h1::Error> {
+) -> Result<(bool, usize), (Failure, String)> {
     let chunked = matches!(framing, BodyFraming::Chunked);
     let mut used = 0;
     loop {
         if reader.is_done() && !chunked {
             return Ok((true, used));
         }
-        match reader.decode(input)? {
+        match reader
+            .decode(input)
+            .map_err(|e| (Failure::ClientBody, e.reason().to_string()))?
+        {
             Step::Data { start, end } => {
+                if !budget.spend(end - start) {
+                    return Err((Failure::BodyTooLarge, "over max_body_bytes".into()));
+                }
                 if chunked {
                     h1::write_chunk_header((end - start) as u64, out);
                     out.extend_from_slice(&input[start..end]);
@@ -1053,6 +1078,7 @@ async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
     client: &mut C,
     upstream: &mut U,
     reader: &mut BodyReader,
+    budget: &mut crate::core::forwarding::BodyBudget,
     framing: BodyFraming,
 ) -> Result<Option<Buf>, (Failure, String)> {
     let mut inb = Buf::take();
@@ -1069,8 +1095,7 @@ async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
             Ok(_) => {}
         }
         out.0.clear();
-        let (done, used) = reframe(reader, &inb.0, framing, &mut out.0)
-            .map_err(|e| (Failure::ClientBody, e.reason().to_string()))?;
+        let (done, used) = reframe(reader, budget, &inb.0, framing, &mut out.0)?;
         if upstream.write_all(&out.0).await.is_err() {
             return Err((
                 Failure::Upstream,

@@ -281,7 +281,8 @@ where
             }
             h1::Outcome::Http2(stream, read) => {
                 let service =
-                    ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, false);
+                    ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, false)
+                        .with_listener(&shared.cfg);
                 let io = TokioIo::new(Rewind::new(read, stream));
                 let conn = shared.builder.serve_connection_with_upgrades(io, service);
                 if let Err(e) = Box::pin(watcher.watch(conn.into_owned())).await {
@@ -316,7 +317,8 @@ async fn serve_tls<F>(
             return;
         }
     };
-    let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true);
+    let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
+        .with_listener(&shared.cfg);
     let conn = shared
         .builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -64,6 +64,10 @@ pub enum ProxyError {
     /// The request body is over `listeners[].max_body_bytes`.
     #[error("the request body is larger than this listener accepts")]
     BodyTooLarge,
+    /// The request's `Host` is missing, doubled or invalid (the native path refuses these in
+    /// its codec).
+    #[error("{0}")]
+    BadHost(&'static str),
 }
 
 impl ProxyError {
@@ -76,15 +80,17 @@ impl ProxyError {
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
         }
     }
 
     /// The client's reason followed by the internal text, for logs only.
     pub fn detail(&self) -> String {
         match self {
-            ProxyError::NoPool | ProxyError::NoCandidate(_) | ProxyError::BodyTooLarge => {
-                self.to_string()
-            }
+            ProxyError::NoPool
+            | ProxyError::NoCandidate(_)
+            | ProxyError::BodyTooLarge
+            | ProxyError::BadHost(_) => self.to_string(),
             ProxyError::Store(e) | ProxyError::Upstream(e) | ProxyError::ClientBody(e) => {
                 format!("{self}: {e}")
             }

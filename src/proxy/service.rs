@@ -174,7 +174,7 @@ impl ProxyService {
         if declared_body_too_large(self.max_body, declared) {
             return Err((ProxyError::BodyTooLarge, None));
         }
-        let host = request_host(&parts);
+        let host = request_host(&parts).map_err(|r| (ProxyError::BadHost(r), None))?;
         join_h2_cookies(&mut parts);
         let started_ms = now_ms();
         // The client's cookies and target as sent: each attempt rewrites from these.
@@ -609,14 +609,27 @@ fn take_parts(parts: &mut http::request::Parts) -> http::request::Parts {
     std::mem::replace(parts, empty)
 }
 
-/// Host of the request: `Host` header, else the URI authority (HTTP/2).
-fn request_host(parts: &http::request::Parts) -> Option<String> {
-    parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+/// Host of the request, or why the client gets a `400`, as the native path decides it
+/// (RFC 9112 §3.2): more than one `Host` field, an invalid one, or none on HTTP/1.1 without an
+/// absolute-form target is refused; an absolute-form target's authority replaces `Host`. On
+/// HTTP/2 the `:authority` wins over a `Host` field (RFC 9113 §8.3.1).
+fn request_host(parts: &http::request::Parts) -> Result<Option<String>, &'static str> {
+    let mut fields = parts.headers.get_all(header::HOST).iter();
+    let field = fields.next();
+    if fields.next().is_some() {
+        return Err("more than one Host header");
+    }
+    if let Some(a) = parts.uri.authority() {
+        return Ok(Some(a.as_str().to_string()));
+    }
+    match field {
+        Some(v) if crate::h1::is_valid_host(v.as_bytes()) => {
+            Ok(v.to_str().ok().map(str::to_string))
+        }
+        Some(_) => Err("invalid Host header"),
+        None if parts.version == http::Version::HTTP_11 => Err("missing Host header"),
+        None => Ok(None),
+    }
 }
 
 /// Puts `forward_id` where the client had its id (cookie or path parameter), starting from the
@@ -838,6 +851,69 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Synthetic(full) => full.size_hint(),
             ResponseBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_host_rules() {
+        use http::Version as V;
+        let parts = |uri: &str, version: V, hosts: &[&str]| {
+            let mut b = Request::builder().uri(uri).version(version);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        type Case<'a> = (&'a str, V, &'a [&'a str], Result<Option<&'a str>, &'a str>);
+        let cases: &[Case] = &[
+            ("/", V::HTTP_11, &["app.test"], Ok(Some("app.test"))),
+            (
+                "/",
+                V::HTTP_11,
+                &["app.test:8080"],
+                Ok(Some("app.test:8080")),
+            ),
+            ("/", V::HTTP_11, &[], Err("missing Host header")),
+            ("/", V::HTTP_10, &[], Ok(None)),
+            (
+                "/",
+                V::HTTP_11,
+                &["a.test", "b.test"],
+                Err("more than one Host header"),
+            ),
+            ("/", V::HTTP_11, &["a b"], Err("invalid Host header")),
+            (
+                "http://other.test/x",
+                V::HTTP_11,
+                &["app.test"],
+                Ok(Some("other.test")),
+            ),
+            (
+                "http://other.test/x",
+                V::HTTP_11,
+                &[],
+                Ok(Some("other.test")),
+            ),
+            ("https://h2.test/x", V::HTTP_2, &[], Ok(Some("h2.test"))),
+            (
+                "https://h2.test/x",
+                V::HTTP_2,
+                &["h2.test"],
+                Ok(Some("h2.test")),
+            ),
+        ];
+        for (uri, version, hosts, want) in cases {
+            let got = request_host(&parts(uri, *version, hosts));
+            assert_eq!(
+                got.as_ref().map(Option::as_deref),
+                want.as_ref().map(|o| *o),
+                "{uri} {version:?} {hosts:?}"
+            );
         }
     }
 }
