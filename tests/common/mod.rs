@@ -40,7 +40,9 @@ pub async fn node_at(addr: SocketAddr, cfg: DemoNodeConfig) -> RunningNode {
 
 /// An address on which nothing listens (bound, then released).
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // On 127.0.0.2, where no test listens: a port released on 127.0.0.1 could be taken by
+    // the next listener a test binds on 127.0.0.1:0, and the dead node would answer.
+    let l = TcpListener::bind("127.0.0.2:0").await.unwrap();
     let a = l.local_addr().unwrap();
     drop(l);
     a
