@@ -1,10 +1,12 @@
 //! Per-node connection limits with their queue, on both HTTP paths (native HTTP/1.1 and
-//! hyper's h2c). Nodes are demo nodes (`GET /slow?ms=N` holds a slot for N ms).
+//! hyper's h2c), and the HTTP/2 limits: advertised settings, header-list size, rapid reset.
+//! Nodes are demo nodes (`GET /slow?ms=N` holds a slot for N ms); the HTTP/2 client is the
+//! `h2` crate, driven frame by frame.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
@@ -283,5 +285,148 @@ async fn a_websocket_holds_its_slot_until_it_closes() {
     until_in_flight(&lb, "jvm1", 0.0).await;
     let r = get(lb.addr(), "/whoami", Some("B.jvm1")).await;
     assert_eq!((r.status.as_u16(), r.node()), (200, "jvm1"));
+    lb.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 limits
+
+/// An `h2` client connection to `addr` (h2c, prior knowledge) and the task driving it.
+async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<Bytes>,
+    h2::client::Connection<TcpStream, Bytes>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    h2::client::handshake(tcp).await.expect("h2 handshake")
+}
+
+fn h2_get(target: &str) -> http::Request<()> {
+    http::Request::get(format!("http://app.test{target}"))
+        .body(())
+        .unwrap()
+}
+
+/// One request on `send` while driving `conn`; the status, or the stream's error.
+async fn h2_status(
+    send: &mut h2::client::SendRequest<Bytes>,
+    conn: &mut h2::client::Connection<TcpStream, Bytes>,
+    req: http::Request<()>,
+) -> Result<u16, String> {
+    let exchange = async {
+        let mut ready = send.clone().ready().await?;
+        let (resp, _) = ready.send_request(req, true)?;
+        Ok::<_, h2::Error>(resp.await?.status().as_u16())
+    };
+    let fut = async {
+        tokio::select! {
+            r = exchange => r,
+            r = &mut *conn => panic!("the connection ended first: {r:?}"),
+        }
+    };
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .expect("h2 request timed out")
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_settings_advertise_the_stream_limit_and_a_large_header_list_is_refused() {
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let mut y = yaml("", &[node_line("jvm1", n1.addr, "")]);
+    y = y.replacen(
+        "bind: \"127.0.0.1:0\"\n",
+        "bind: \"127.0.0.1:0\"\n    h2: { max_concurrent_streams: 7, max_header_list_size: 4096 }\n",
+        1,
+    );
+    let lb = balancer(&y).await;
+    let (mut send, mut conn) = h2_client(lb.addr()).await;
+    assert_eq!(
+        h2_status(&mut send, &mut conn, h2_get("/whoami")).await,
+        Ok(200)
+    );
+    // The server's SETTINGS arrived with the first exchange.
+    assert_eq!(conn.max_concurrent_send_streams(), 7);
+
+    let mut big = h2_get("/whoami");
+    big.headers_mut()
+        .insert("x-big", "a".repeat(6000).parse().unwrap());
+    let refused = h2_status(&mut send, &mut conn, big).await;
+    assert_eq!(refused, Ok(431), "{refused:?}");
+    // The connection survives a refused header list.
+    assert_eq!(
+        h2_status(&mut send, &mut conn, h2_get("/whoami")).await,
+        Ok(200)
+    );
+    // Closed here: the balancer's drain would wait for a connection nobody drives.
+    drop((send, conn));
+    lb.stop().await;
+}
+
+/// Opens streams and resets each before its answer, at most 10,000 of them or for 10 s, with
+/// `pause` between a stream's `HEADERS` and its `RST_STREAM`. Returns how many streams were
+/// opened before the server closed the connection, `None` if it never did.
+async fn reset_loop(addr: SocketAddr, pause: Option<Duration>) -> Option<usize> {
+    let (send, conn) = h2_client(addr).await;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let started = Instant::now();
+    let mut send = send;
+    for i in 0..10_000 {
+        if started.elapsed() > Duration::from_secs(10) {
+            break;
+        }
+        let Ok(ready) = send.clone().ready().await else {
+            return Some(i);
+        };
+        send = ready;
+        let Ok((resp, mut stream)) = send.send_request(h2_get("/slow?ms=3000"), true) else {
+            return Some(i);
+        };
+        if let Some(p) = pause {
+            tokio::time::sleep(p).await;
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        drop(resp);
+        if driver.is_finished() {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let mut y = yaml("", &[node_line("jvm1", n1.addr, "")]);
+    y = y.replacen(
+        "bind: \"127.0.0.1:0\"\n",
+        "bind: \"127.0.0.1:0\"\n    h2: { max_reset_streams: 20 }\n",
+        1,
+    );
+    let lb = balancer(&y).await;
+    // Paced: every stream reaches the service before its reset (our budget); in a burst, the
+    // resets catch streams h2 has not handed over yet (h2's pending-accept limit).
+    for pause in [Some(Duration::from_millis(3)), None] {
+        let opened = reset_loop(lb.addr(), pause).await;
+        let Some(opened) = opened else {
+            panic!("{pause:?}: the server never closed a connection that reset 10,000 streams")
+        };
+        println!("{pause:?} between HEADERS and RST_STREAM: cut off after {opened} streams");
+        assert!(
+            opened < 5000,
+            "{pause:?}: cut off only after {opened} streams"
+        );
+        // A well-behaved client on a new connection is served.
+        let (mut send, mut conn) = h2_client(lb.addr()).await;
+        assert_eq!(
+            h2_status(&mut send, &mut conn, h2_get("/whoami")).await,
+            Ok(200)
+        );
+    }
     lb.stop().await;
 }
