@@ -423,3 +423,37 @@ async fn h2_rapid_reset_is_cut_off_and_other_clients_are_served() {
     }
     lb.stop().await;
 }
+
+/// The connection driver that enforces the reset budget also does the listener's graceful
+/// shutdown: a stream in flight when the balancer stops is finished, and the connection, still
+/// open on the client's side, is closed with `GOAWAY` instead of holding the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_in_flight_finish_when_the_balancer_stops() {
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let lines = vec![node_line("jvm1", n1.addr, "")];
+    let lb = balancer(&with_admin(&yaml("", &lines), None)).await;
+    let (send, conn) = h2_client(lb.addr()).await;
+    let driver = tokio::spawn(conn);
+    let (resp, _) = send
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(h2_get("/slow?ms=800"), true)
+        .unwrap();
+    until_in_flight(&lb, "jvm1", 1.0).await;
+    tokio::time::timeout(DEADLINE, lb.stop())
+        .await
+        .expect("the balancer did not stop");
+    let status = tokio::time::timeout(DEADLINE, resp)
+        .await
+        .unwrap()
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    // `send` is still held: the server ended the connection.
+    let ended = tokio::time::timeout(DEADLINE, driver).await;
+    assert!(ended.is_ok(), "the connection outlived the balancer");
+    drop(send);
+}
