@@ -1247,11 +1247,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
                 format!("route {:?} contains the separator {sep:?}", n.route),
             ));
         }
-        let route_ok = n.route.len() <= 64
-            && n.route
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_~!.:".contains(&b));
-        if !route_ok {
+        if !crate::core::session::is_valid_route(&n.route, sep) {
             return Err(ctx.err(
                 format!("{nkey}.route"),
                 format!(
