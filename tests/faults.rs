@@ -422,6 +422,10 @@ enum StoreFault {
     /// `CLIENT PAUSE <ms> ALL` on Redis: every client's commands wait (what `DEBUG SLEEP`
     /// does, which Redis 7 refuses by default).
     RedisPause,
+    /// The balancer's Redis behind a [`StallProxy`] that freezes: what `DEBUG SLEEP` does to
+    /// a client, including that commands sent before the client gave up still run after the
+    /// stall.
+    RedisStall,
     /// `pg_terminate_backend` of the balancer's store connections, again and again.
     PostgresTerminate,
 }
@@ -517,9 +521,21 @@ async fn rename_load(
 }
 
 /// Runs the fault at `FAULT_AT` for `FAULT_FOR`; returns how many backends were terminated.
-async fn inject(fault: StoreFault, url: String, start: Instant) -> u64 {
+async fn inject(
+    fault: StoreFault,
+    url: String,
+    proxy: Option<Arc<StallProxy>>,
+    start: Instant,
+) -> u64 {
     tokio::time::sleep_until(start + FAULT_AT).await;
     match fault {
+        StoreFault::RedisStall => {
+            let proxy = proxy.expect("a stall needs the proxy");
+            proxy.stall();
+            tokio::time::sleep(FAULT_FOR).await;
+            proxy.resume();
+            0
+        }
         StoreFault::RedisPause => {
             let client = redis::Client::open(url.as_str()).unwrap();
             let mut c = client.get_multiplexed_async_connection().await.unwrap();
@@ -568,7 +584,7 @@ async fn inject(fault: StoreFault, url: String, start: Instant) -> u64 {
 /// error is counted, nothing is lost and renames work again after the fault.
 async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
     let var = match fault {
-        StoreFault::RedisPause => "TEST_REDIS_URL",
+        StoreFault::RedisPause | StoreFault::RedisStall => "TEST_REDIS_URL",
         StoreFault::PostgresTerminate => "TEST_POSTGRES_URL",
     };
     let test = format!("rename_under_store_fault({fault:?}, {policy:?})");
@@ -576,6 +592,7 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
         return;
     };
     let _serial = SERIAL.lock().await;
+    let mut proxy = None;
     let (node_kind, lb_store) = match fault {
         StoreFault::RedisPause => (
             StoreKind::Redis {
@@ -584,6 +601,26 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
             },
             format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\""),
         ),
+        StoreFault::RedisStall => {
+            // redis://[user@]host:port/db → the same through the proxy.
+            let (scheme, rest) = url.split_once("://").unwrap();
+            let (auth_host, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (auth, host) = match auth_host.rsplit_once('@') {
+                Some((a, h)) => (format!("{a}@"), h),
+                None => (String::new(), auth_host),
+            };
+            let upstream = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
+            let p = Arc::new(StallProxy::start(upstream).await);
+            let via = format!("{scheme}://{auth}{}/{path}", p.addr);
+            proxy = Some(p);
+            (
+                StoreKind::Redis {
+                    url: url.clone(),
+                    key: "session:{id}".into(),
+                },
+                format!("{{ kind: redis, url: \"{via}\", key: \"session:{{id}}\""),
+            )
+        }
         StoreFault::PostgresTerminate => {
             let sep = if url.contains('?') { '&' } else { '?' };
             (
@@ -644,7 +681,7 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
 
     let errors_before = metric_sum(&lb, "stickyroute_store_errors_total", &[("pool", "app")]);
     let start = Instant::now() + Duration::from_millis(100);
-    let fault_task = tokio::spawn(inject(fault, url.clone(), start));
+    let fault_task = tokio::spawn(inject(fault, url.clone(), proxy.clone(), start));
     let samples = rename_load(lb.addr(), ids.clone(), start).await;
     let terminated = fault_task.await.unwrap();
     let errors =
@@ -718,17 +755,29 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
         after.len()
     );
 
-    // The sessions that were refused are still there: a second request moves them.
-    let mut lost_after_refusal = Vec::new();
-    for s in samples.iter().filter(|s| s.status == 503) {
+    // The sessions the fault touched are all still there: a second request of each (the
+    // client kept the old id) is renamed now and continues its count: 6 after a refusal, 7
+    // after a request served with the old id (whose rename the store may have applied late,
+    // which the binder then finds done).
+    let mut lost_after_fault = Vec::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.status == 503 || s.seen == s.old_id)
+    {
+        let want = PREPARED_COUNT + if s.status == 503 { 1 } else { 2 };
         let r = get(lb.addr(), "/count", Some(&s.old_id)).await;
         let count = if r.status == 200 {
             r.json()["count"].as_i64().unwrap_or(0)
         } else {
             0
         };
-        if count != PREPARED_COUNT + 1 {
-            lost_after_refusal.push(format!("{}: {} count {count}", s.old_id, r.status));
+        if count != want || r.seen() == s.old_id {
+            lost_after_fault.push(format!(
+                "{}: {} count {count} (want {want}), seen {}",
+                s.old_id,
+                r.status,
+                r.seen()
+            ));
         }
     }
     let still_serving = get(lb.addr(), "/health", None).await.status;
@@ -757,12 +806,12 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
         errors, rebind_errors,
         "and in rebinds_total{{result=store_error}}"
     );
-    if fault == StoreFault::RedisPause {
-        assert!(errors > 0.0, "the pause caused no store error");
+    if fault != StoreFault::PostgresTerminate {
+        assert!(errors > 0.0, "the fault caused no store error");
     }
     assert!(
-        lost_after_refusal.is_empty(),
-        "refused sessions lost: {lost_after_refusal:?}"
+        lost_after_fault.is_empty(),
+        "sessions touched by the fault, asked again: {lost_after_fault:#?}"
     );
     assert!(
         after.len() >= 50,
@@ -785,6 +834,16 @@ async fn redis_paused_during_load_forward_old_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_during_load_fail() {
     rename_under_store_fault(StoreFault::RedisPause, OnStoreError::Fail).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stalled_during_load_forward_old_id() {
+    rename_under_store_fault(StoreFault::RedisStall, OnStoreError::ForwardOldId).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stalled_during_load_fail() {
+    rename_under_store_fault(StoreFault::RedisStall, OnStoreError::Fail).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

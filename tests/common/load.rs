@@ -313,3 +313,64 @@ pub async fn raw_get(
     }
     Ok((status, body))
 }
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that can freeze: while stalled it moves no
+/// byte in either direction, and on `resume` it delivers everything that arrived meanwhile,
+/// in order, a client's close included. To a client this is a server that stopped for a while
+/// (Redis in `DEBUG SLEEP`, a stalled network); to the server, requests whose client may have
+/// given up long ago arrive all at once, followed by the close.
+pub struct StallProxy {
+    pub addr: SocketAddr,
+    stalled: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl StallProxy {
+    pub async fn start(upstream: SocketAddr) -> StallProxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let stalled = Arc::new(tokio::sync::watch::channel(false).0);
+        let tx = stalled.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = l.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, tx.subscribe()));
+                tokio::spawn(pump(sr, cw, tx.subscribe()));
+            }
+        });
+        StallProxy { addr, stalled }
+    }
+
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding what it read while the proxy is stalled; passes the close on.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            let _ = to.shutdown().await;
+            return;
+        }
+    }
+}
