@@ -318,18 +318,22 @@ pub async fn raw_get(
 /// byte in either direction, and on `resume` it delivers everything that arrived meanwhile,
 /// in order, a client's close included. To a client this is a server that stopped for a while
 /// (Redis in `DEBUG SLEEP`, a stalled network); to the server, requests whose client may have
-/// given up long ago arrive all at once, followed by the close.
+/// given up long ago arrive all at once, followed by the close. `stall_replies` freezes only
+/// the server's answers: every command is carried out, and no client hears of it in time (an
+/// acknowledgement lost on the way back).
 pub struct StallProxy {
     pub addr: SocketAddr,
-    stalled: Arc<tokio::sync::watch::Sender<bool>>,
+    requests: Arc<tokio::sync::watch::Sender<bool>>,
+    replies: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl StallProxy {
     pub async fn start(upstream: SocketAddr) -> StallProxy {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let stalled = Arc::new(tokio::sync::watch::channel(false).0);
-        let tx = stalled.clone();
+        let requests = Arc::new(tokio::sync::watch::channel(false).0);
+        let replies = Arc::new(tokio::sync::watch::channel(false).0);
+        let (up, down) = (requests.clone(), replies.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = l.accept().await {
                 let Ok(server) = TcpStream::connect(upstream).await else {
@@ -337,23 +341,36 @@ impl StallProxy {
                 };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, tx.subscribe()));
-                tokio::spawn(pump(sr, cw, tx.subscribe()));
+                tokio::spawn(pump(cr, sw, up.subscribe()));
+                tokio::spawn(pump(sr, cw, down.subscribe()));
             }
         });
-        StallProxy { addr, stalled }
+        StallProxy {
+            addr,
+            requests,
+            replies,
+        }
     }
 
+    /// Both directions stop.
     pub fn stall(&self) {
-        self.stalled.send_replace(true);
+        self.requests.send_replace(true);
+        self.replies.send_replace(true);
+    }
+
+    /// Only the server's answers stop.
+    pub fn stall_replies(&self) {
+        self.replies.send_replace(true);
     }
 
     pub fn resume(&self) {
-        self.stalled.send_replace(false);
+        self.requests.send_replace(false);
+        self.replies.send_replace(false);
     }
 }
 
-/// Copies `from` to `to`, holding what it read while the proxy is stalled; passes the close on.
+/// Copies `from` to `to`, holding what it read while its direction is stalled; passes the
+/// close on.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
