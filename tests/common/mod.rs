@@ -202,6 +202,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+pub mod load;
 pub mod services;
 #[allow(unused_imports)]
 pub use services::service_url;
