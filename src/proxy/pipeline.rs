@@ -301,9 +301,16 @@ pub async fn rebind<'a>(
                 stats.store_errors.fetch_add(1, Ordering::Relaxed);
                 stats.rebinds[RebindResult::StoreError as usize].fetch_add(1, Ordering::Relaxed);
                 let policy = pool.cfg.store.as_ref().map(|s| s.on_error);
-                tracing::warn!(pool = %pool.cfg.name, store = store.kind_name(), to = %node.route, error = %e, "session rename failed");
+                // `forward_old_id` only when the rename surely did not happen: after one that
+                // may have (a timeout), the old id may no longer exist, and the node would
+                // start a new session in its place. The 503's retry finds it renamed.
+                let unsure = e.may_have_applied();
+                tracing::warn!(pool = %pool.cfg.name, store = store.kind_name(), to = %node.route, error = %e, may_have_applied = unsure, "session rename failed");
                 return match policy {
                     Some(OnStoreError::Fail) => Err(ProxyError::Store(e.to_string())),
+                    _ if unsure => Err(ProxyError::Store(format!(
+                        "{e} (it may have been applied: the old id is not forwarded)"
+                    ))),
                     _ => Ok(keep),
                 };
             }
