@@ -1945,13 +1945,13 @@ pools:
             (
                 pool("0ms"),
                 "pools[0].timeouts.body_idle",
-                8,
+                7,
                 "must not be zero",
             ),
             (
                 pool("1000000000y"),
                 "pools[0].timeouts.body_idle",
-                8,
+                7,
                 "at most 1y",
             ),
         ];

@@ -193,9 +193,11 @@ mod tests {
             b_peer.read_exact(&mut one).await.unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Every byte came through: the tunnel stayed open while busy (550 ms, past the
+        // 200 ms limit), and closed once quiet.
         let (end, took) = t.await.unwrap();
         assert_eq!(end, End::Idle);
-        assert!(took >= Duration::from_millis(800), "{took:?}");
+        assert!(took >= Duration::from_millis(700), "{took:?}");
     }
 
     #[tokio::test]
