@@ -425,7 +425,7 @@ async fn the_response_timeout_counts_from_the_end_of_the_body_over_h2c() {
 }
 
 /// Reads one response with a `Content-Length` body (or until close) as text.
-async fn read_head_and_body(c: &mut TcpStream) -> String {
+async fn read_head_and_body<S: AsyncRead + Unpin + ?Sized>(c: &mut S) -> String {
     let mut out = Vec::new();
     let fut = async {
         let mut chunk = [0u8; 4096];
@@ -539,43 +539,79 @@ async fn an_idle_tunnel_is_closed_over_tls() {
 }
 
 /// A tunnel keeps its client connection's permit: with `max_connections: 1` a second client
-/// is not served while the tunnel is open, and is once it closes.
+/// is not served while the tunnel is open, and is once it closes. On a cleartext listener
+/// (the native path) and a TLS one (hyper runs the tunnel apart from the connection).
 #[tokio::test]
 async fn a_tunnel_holds_its_place_in_max_connections() {
-    let (node, _) = raw_node(Behavior::Upgrade).await;
-    let (echo, _) = raw_node(Behavior::Echo).await;
-    let y = format!(
-        "{}      {}\n",
-        config(node, "", "max_connections: 1\n    tunnel_idle_timeout: 10s"),
-        node_line("jvm2", echo, "")
-    );
-    let lb = balancer(&y).await;
-    let mut tunnel = TcpStream::connect(lb.addr()).await.unwrap();
-    // Pinned to the upgrade node.
-    tunnel
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: app.test\r\nCookie: JSESSIONID=T.jvm1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-        .await
-        .unwrap();
-    let mut b = [0u8; 512];
-    let n = tokio::time::timeout(DEADLINE, tunnel.read(&mut b))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(b[..n].starts_with(b"HTTP/1.1 101"));
-    let mut other = TcpStream::connect(lb.addr()).await.unwrap();
-    other
-        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nCookie: JSESSIONID=O.jvm2\r\n\r\n")
-        .await
-        .unwrap();
-    let early = tokio::time::timeout(Duration::from_millis(500), other.read(&mut b)).await;
-    assert!(
-        early.is_err(),
-        "served while the tunnel holds the only permit"
-    );
-    drop(tunnel);
-    let r = read_head_and_body(&mut other).await;
-    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    lb.stop().await;
+    let (cert, dir) = test_cert();
+    let cert = std::sync::Arc::new(cert);
+    for tls in [false, true] {
+        let (node, _) = raw_node(Behavior::Upgrade).await;
+        let (echo, _) = raw_node(Behavior::Echo).await;
+        let mut listener = "max_connections: 1\n    tunnel_idle_timeout: 10s".to_string();
+        if tls {
+            listener.push_str(&format!(
+                "\n    tls: {{ cert: \"{}\", key: \"{}\" }}",
+                dir.path().join("cert.pem").display(),
+                dir.path().join("key.pem").display()
+            ));
+        }
+        let y = format!(
+            "{}      {}\n",
+            config(node, "", &listener),
+            node_line("jvm2", echo, "")
+        );
+        let lb = balancer(&y).await;
+        let tls_cert = tls.then(|| cert.clone());
+        let mut tunnel = connect(lb.addr(), tls_cert.as_deref()).await;
+        // Pinned to the upgrade node.
+        tunnel
+            .write_all(b"GET /ws HTTP/1.1\r\nHost: app.test\r\nCookie: JSESSIONID=T.jvm1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .await
+            .unwrap();
+        let mut b = [0u8; 512];
+        let n = tokio::time::timeout(DEADLINE, tunnel.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(b[..n].starts_with(b"HTTP/1.1 101"), "tls {tls}");
+        let addr = lb.addr();
+        let mut other = tokio::spawn(async move {
+            let mut s = connect(addr, tls_cert.as_deref()).await;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nCookie: JSESSIONID=O.jvm2\r\n\r\n")
+                .await
+                .unwrap();
+            read_head_and_body(&mut s).await
+        });
+        let early = tokio::time::timeout(Duration::from_millis(500), &mut other).await;
+        assert!(
+            early.is_err(),
+            "tls {tls}: served while the tunnel holds the only permit"
+        );
+        drop(tunnel);
+        let r = other.await.unwrap();
+        assert!(r.starts_with("HTTP/1.1 200"), "tls {tls}: {r}");
+        lb.stop().await;
+    }
+}
+
+/// A client stream, cleartext or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects to `addr`, with TLS (ALPN `http/1.1`) when given the listener's certificate.
+async fn connect(addr: SocketAddr, tls: Option<&rcgen::CertifiedKey>) -> Box<dyn Io> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let Some(cert) = tls else {
+        return Box::new(tcp);
+    };
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    Box::new(
+        tls_connector(cert, b"http/1.1")
+            .connect(name, tcp)
+            .await
+            .unwrap(),
+    )
 }
 
 /// Graceful shutdown waits for an open tunnel until the grace deadline, then closes it.
