@@ -138,6 +138,9 @@ pub struct ListenerConfig {
     pub trusted_proxies: TrustedProxies,
     /// Largest request body accepted, in bytes; larger ones get `413`. `None`: unlimited.
     pub max_body_bytes: Option<u64>,
+    /// An upgraded connection (WebSocket) with no byte in either direction for this long is
+    /// closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,8 +197,12 @@ pub struct FailoverConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
-    /// Until the response head arrives.
+    /// From the end of the request body until the response head arrives.
     pub response: Duration,
+    /// The longest gap between two reads of a body (the node's response, the client's
+    /// upload) or two writes of one (to a client that does not read, to a node that does not
+    /// take the upload).
+    pub body_idle: Duration,
     /// An idle pooled upstream connection is closed after this long.
     pub idle: Duration,
 }
@@ -337,6 +344,8 @@ struct RawListener {
     trusted_proxies: Vec<String>,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    #[serde(default = "default_tunnel_idle_timeout", with = "duration")]
+    tunnel_idle_timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -466,6 +475,8 @@ struct RawTimeouts {
     #[serde(with = "duration")]
     response: Duration,
     #[serde(with = "duration")]
+    body_idle: Duration,
+    #[serde(with = "duration")]
     idle: Duration,
 }
 
@@ -474,6 +485,7 @@ impl Default for RawTimeouts {
         RawTimeouts {
             connect: Duration::from_secs(2),
             response: Duration::from_secs(60),
+            body_idle: Duration::from_secs(60),
             // Below Tomcat's default keepAliveTimeout (20 s), so the balancer closes an idle
             // connection before the node does (the keep-alive race).
             idle: Duration::from_secs(15),
@@ -611,6 +623,10 @@ pub const SEPARATORS: &str = ".-_!~:";
 fn default_max_connections() -> usize {
     10_000
 }
+fn default_tunnel_idle_timeout() -> Duration {
+    Duration::from_secs(60 * 60)
+}
+
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -1025,6 +1041,9 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
         if l.header_read_timeout.is_zero() {
             return Err(ctx.err(format!("{key}.header_read_timeout"), "must not be zero"));
         }
+        if l.tunnel_idle_timeout.is_zero() {
+            return Err(ctx.err(format!("{key}.tunnel_idle_timeout"), "must not be zero"));
+        }
         let mut blocks = Vec::new();
         for (j, text) in l.trusted_proxies.iter().enumerate() {
             blocks.push(
@@ -1042,6 +1061,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             max_header_bytes: l.max_header_bytes,
             trusted_proxies: TrustedProxies::new(blocks),
             max_body_bytes: l.max_body_bytes,
+            tunnel_idle_timeout: l.tunnel_idle_timeout,
         });
     }
 
@@ -1313,6 +1333,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
     for (name, d) in [
         ("connect", t.connect),
         ("response", t.response),
+        ("body_idle", t.body_idle),
         ("idle", t.idle),
     ] {
         if d.is_zero() {
@@ -1402,6 +1423,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         timeouts: Timeouts {
             connect: t.connect,
             response: t.response,
+            body_idle: t.body_idle,
             idle: t.idle,
         },
         cookie: CookieDefaults {
@@ -1873,6 +1895,76 @@ pools:
             duration::parse(" 250ms ").unwrap(),
             Duration::from_millis(250)
         );
+    }
+
+    /// `pools[].timeouts.body_idle` and `listeners[].tunnel_idle_timeout`: their defaults, a
+    /// value taken, zero refused with file, line and key, and the 1y bound.
+    #[test]
+    fn body_idle_and_tunnel_idle_timeout_defaults_and_errors() {
+        let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+        assert_eq!(c.pools[0].timeouts.body_idle, Duration::from_secs(60));
+        assert_eq!(
+            c.listeners[0].tunnel_idle_timeout,
+            Duration::from_secs(3600)
+        );
+        let listener = |v: &str| {
+            GOOD.replace(
+                "  - bind: \"127.0.0.1:8080\"\n",
+                &format!("  - bind: \"127.0.0.1:8080\"\n    tunnel_idle_timeout: {v}\n"),
+            )
+        };
+        let pool = |v: &str| {
+            GOOD.replace(
+                "  - name: app\n",
+                &format!("  - name: app\n    timeouts:\n      body_idle: {v}\n"),
+            )
+        };
+        let c = Config::from_yaml(&listener("90s"), "t.yaml").unwrap();
+        assert_eq!(c.listeners[0].tunnel_idle_timeout, Duration::from_secs(90));
+        let c = Config::from_yaml(&pool("300ms"), "t.yaml").unwrap();
+        assert_eq!(c.pools[0].timeouts.body_idle, Duration::from_millis(300));
+        type Case<'a> = (String, &'a str, usize, &'a str);
+        let cases: [Case; 5] = [
+            (
+                listener("0s"),
+                "listeners[0].tunnel_idle_timeout",
+                4,
+                "must not be zero",
+            ),
+            (
+                listener("2y"),
+                "listeners[0].tunnel_idle_timeout",
+                4,
+                "at most 1y",
+            ),
+            (listener("soon"), "listeners[0].tunnel_idle_timeout", 4, ""),
+            (
+                pool("0ms"),
+                "pools[0].timeouts.body_idle",
+                7,
+                "must not be zero",
+            ),
+            (
+                pool("1000000000y"),
+                "pools[0].timeouts.body_idle",
+                7,
+                "at most 1y",
+            ),
+        ];
+        for (yaml, key, line, fragment) in cases {
+            let err = Config::from_yaml(&yaml, "t.yaml").unwrap_err();
+            assert_eq!(
+                (err.key.as_str(), err.line),
+                (key, Some(line)),
+                "{yaml}\n{err}"
+            );
+            assert!(err.message.contains(fragment), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("t.yaml:{line}: key `{key}`")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

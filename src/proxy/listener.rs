@@ -26,6 +26,7 @@ use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::proxy::h1::{self, RawPools};
 use crate::proxy::service::ProxyService;
 use crate::proxy::tls::{self, TlsError};
+use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::UpstreamPools;
 use crate::state::snapshot::SnapshotError;
 use crate::state::Balancer;
@@ -136,6 +137,8 @@ struct Shared<F> {
     builder: auto::Builder<TokioExecutor>,
     cfg: ListenerConfig,
     tls: Option<TlsAcceptor>,
+    /// The upgraded connections' idle limit, stop signal and task tracker.
+    tunnels: TunnelPolicy,
 }
 
 /// One accept loop of a listener: its socket, and what it shares with the listener's other
@@ -186,6 +189,12 @@ pub async fn serve_listener(a: AcceptLoop) {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(cfg.max_header_bytes as u32);
+    let native = TaskTracker::new();
+    let tunnels = TunnelPolicy {
+        idle: cfg.tunnel_idle_timeout,
+        stop: CancellationToken::new(),
+        tasks: native.clone(),
+    };
     let shared = Arc::new(Shared {
         native: Arc::new(h1::Context {
             balancer: balancer.clone(),
@@ -199,9 +208,9 @@ pub async fn serve_listener(a: AcceptLoop) {
         builder,
         cfg: cfg.clone(),
         tls,
+        tunnels: tunnels.clone(),
     });
     let graceful = GracefulShutdown::new();
-    let native = TaskTracker::new();
     tracing::debug!(%local, tls = shared.tls.is_some(), "accepting");
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -231,8 +240,9 @@ pub async fn serve_listener(a: AcceptLoop) {
         } else {
             native.spawn(
                 async move {
-                    let _permit = permit;
-                    serve_tls(stream, client, &shared, watcher).await;
+                    // Shared with a tunnel the connection may become (hyper runs it apart).
+                    let permit = Arc::new(permit);
+                    serve_tls(stream, client, &shared, watcher, permit).await;
                 }
                 .instrument(span),
             );
@@ -251,7 +261,18 @@ pub async fn serve_listener(a: AcceptLoop) {
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(%local, ?grace, "connections still open after the grace period");
     }
+    // Tunnels (WebSocket) have no end of their own: they close at the grace deadline.
+    tunnels.stop.cancel();
+    if tokio::time::timeout(TUNNEL_CLOSE, native.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(%local, "connections still open after closing the tunnels");
+    }
 }
+
+/// How long the drain waits for tunnels to close once told to, after the grace period.
+const TUNNEL_CLOSE: Duration = Duration::from_secs(1);
 
 /// One cleartext client connection: HTTP/1.1 on the native path, HTTP/2 prior knowledge
 /// handed to hyper with the bytes already read, an upgrade to a tunnel task.
@@ -270,19 +291,22 @@ where
     F: std::future::Future<Output = ()>,
 {
     async move {
+        // Held until the connection ends, a tunnel it became included.
+        let _permit = permit;
         let native = shared.native.clone();
         match h1::serve(stream, client, native, &shared.exchanges).await {
             h1::Outcome::Closed => {}
             h1::Outcome::Upgraded(client, tunnel) => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    tunnel.run(client).await;
-                });
+                // In this task, so the listener's drain sees it. Boxed: only a tunnel
+                // carries its state.
+                Box::pin(tunnel.run(client, &shared.tunnels)).await;
             }
             h1::Outcome::Http2(stream, read) => {
+                // HTTP/2 has no `101` upgrade: no tunnel, no permit to share.
                 let service =
                     ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, false)
-                        .with_listener(&shared.cfg);
+                        .with_listener(&shared.cfg)
+                        .with_tunnels(shared.tunnels.clone(), None);
                 let io = TokioIo::new(Rewind::new(read, stream));
                 let conn = shared.builder.serve_connection_with_upgrades(io, service);
                 if let Err(e) = Box::pin(watcher.watch(conn.into_owned())).await {
@@ -299,10 +323,14 @@ async fn serve_tls<F>(
     client: SocketAddr,
     shared: &Shared<F>,
     watcher: hyper_util::server::graceful::Watcher,
+    permit: Arc<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let Some(acceptor) = &shared.tls else {
         return;
     };
+    // Keepalive for a tunnel this connection may become: hyper's upgraded stream does not
+    // give its socket back, so it is set on every TLS connection (cheap beside a handshake).
+    tunnel::keepalive(&stream);
     // The TLS and hyper states are boxed: the accept loop's task types stay small.
     let timeout = shared.cfg.header_read_timeout;
     let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
@@ -318,7 +346,8 @@ async fn serve_tls<F>(
         }
     };
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
-        .with_listener(&shared.cfg);
+        .with_listener(&shared.cfg)
+        .with_tunnels(shared.tunnels.clone(), Some(permit));
     let conn = shared
         .builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service);

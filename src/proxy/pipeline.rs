@@ -61,6 +61,9 @@ pub enum ProxyError {
     /// Why the client's request or body could not be read.
     #[error("the request could not be read")]
     ClientBody(String),
+    /// The client stopped sending its request body for `timeouts.body_idle`.
+    #[error("the request body stalled")]
+    ClientStalled(String),
     /// The request body is over `listeners[].max_body_bytes`.
     #[error("the request body is larger than this listener accepts")]
     BodyTooLarge,
@@ -79,6 +82,7 @@ impl ProxyError {
             ProxyError::Unreachable { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
         }
@@ -91,7 +95,10 @@ impl ProxyError {
             | ProxyError::NoCandidate(_)
             | ProxyError::BodyTooLarge
             | ProxyError::BadHost(_) => self.to_string(),
-            ProxyError::Store(e) | ProxyError::Upstream(e) | ProxyError::ClientBody(e) => {
+            ProxyError::Store(e)
+            | ProxyError::Upstream(e)
+            | ProxyError::ClientBody(e)
+            | ProxyError::ClientStalled(e) => {
                 format!("{self}: {e}")
             }
             ProxyError::Unreachable { attempts, last } => {
@@ -363,6 +370,7 @@ pub fn give_up(
             Some(retry_after(pool)),
         ),
         Failure::ClientBody => (ProxyError::ClientBody(reason), None),
+        Failure::ClientStalled => (ProxyError::ClientStalled(reason), None),
         Failure::BodyTooLarge => (ProxyError::BodyTooLarge, None),
         Failure::Timeout => (
             err.unwrap_or(ProxyError::Timeout(pool.cfg.timeouts.response)),

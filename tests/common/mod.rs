@@ -283,3 +283,30 @@ impl Session {
             .unwrap_or("")
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS listeners (tests/timeouts.rs).
+
+/// A self-signed certificate for `localhost`, written as `cert.pem` and `key.pem` in a
+/// temporary directory.
+pub fn test_cert() -> (rcgen::CertifiedKey, tempfile::TempDir) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    (cert, dir)
+}
+
+/// A TLS client trusting `cert`, offering `alpn`.
+pub fn tls_connector(cert: &rcgen::CertifiedKey, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}
