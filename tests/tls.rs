@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
@@ -13,20 +11,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use stickyroute::store::SessionStore;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-
-fn client(cert: &rcgen::CertifiedKey, alpn: &[u8]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
-    TlsConnector::from(Arc::new(cfg))
-}
 
 #[tokio::test]
 async fn tls_listener_serves_http1_and_h2_and_marks_cookies_secure() {
@@ -50,7 +34,7 @@ async fn tls_listener_serves_http1_and_h2_and_marks_cookies_secure() {
 
     // HTTP/1.1 over TLS; a failover from a dead node writes a Secure cookie.
     let tcp = TcpStream::connect(lb.addr()).await.unwrap();
-    let tls = client(&cert, b"http/1.1")
+    let tls = tls_connector(&cert, b"http/1.1")
         .connect(name.clone(), tcp)
         .await
         .unwrap();
@@ -78,7 +62,10 @@ async fn tls_listener_serves_http1_and_h2_and_marks_cookies_secure() {
 
     // h2 negotiated by ALPN.
     let tcp = TcpStream::connect(lb.addr()).await.unwrap();
-    let tls = client(&cert, b"h2").connect(name, tcp).await.unwrap();
+    let tls = tls_connector(&cert, b"h2")
+        .connect(name, tcp)
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))

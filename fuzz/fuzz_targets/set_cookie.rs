@@ -13,7 +13,7 @@ use stickyroute_fuzz::core::binder::{
     backend_facing, rebind, rewrite_path_param, rewrite_set_cookies, BinderKind, ResponsePlan,
 };
 use stickyroute_fuzz::core::cookie::{CookieAttrs, WriteAttrs};
-use stickyroute_fuzz::core::session::find_path_param;
+use stickyroute_fuzz::core::session::{find_path_param, is_valid_route};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else {
@@ -34,6 +34,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let sep = '.';
+    // Routes come from the configuration, which accepts only these.
+    if !is_valid_route(route, sep) {
+        return;
+    }
     // The binder's own decisions on these ids.
     let rb = rebind(binder, forward, route, sep);
     let _ = backend_facing(binder, &rb.client_id, sep);

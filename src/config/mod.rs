@@ -138,6 +138,9 @@ pub struct ListenerConfig {
     pub trusted_proxies: TrustedProxies,
     /// Largest request body accepted, in bytes; larger ones get `413`. `None`: unlimited.
     pub max_body_bytes: Option<u64>,
+    /// An upgraded connection (WebSocket) with no byte in either direction for this long is
+    /// closed.
+    pub tunnel_idle_timeout: Duration,
     /// HTTP/2 limits (h2 by ALPN on TLS, h2c by prior knowledge).
     pub h2: H2Limits,
 }
@@ -210,8 +213,12 @@ pub struct FailoverConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
-    /// Until the response head arrives.
+    /// From the end of the request body until the response head arrives.
     pub response: Duration,
+    /// The longest gap between two reads of a body (the node's response, the client's
+    /// upload) or two writes of one (to a client that does not read, to a node that does not
+    /// take the upload).
+    pub body_idle: Duration,
     /// An idle pooled upstream connection is closed after this long.
     pub idle: Duration,
     /// How long a request waits for a node at its `max_connections` before a `503`.
@@ -361,6 +368,8 @@ struct RawListener {
     trusted_proxies: Vec<String>,
     #[serde(default)]
     max_body_bytes: Option<u64>,
+    #[serde(default = "default_tunnel_idle_timeout", with = "duration")]
+    tunnel_idle_timeout: Duration,
     #[serde(default)]
     h2: RawH2,
 }
@@ -506,6 +515,8 @@ struct RawTimeouts {
     #[serde(with = "duration")]
     response: Duration,
     #[serde(with = "duration")]
+    body_idle: Duration,
+    #[serde(with = "duration")]
     idle: Duration,
     #[serde(with = "duration")]
     queue: Duration,
@@ -516,6 +527,7 @@ impl Default for RawTimeouts {
         RawTimeouts {
             connect: Duration::from_secs(2),
             response: Duration::from_secs(60),
+            body_idle: Duration::from_secs(60),
             // Below Tomcat's default keepAliveTimeout (20 s), so the balancer closes an idle
             // connection before the node does (the keep-alive race).
             idle: Duration::from_secs(15),
@@ -668,6 +680,10 @@ pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 pub const DEFAULT_H2_MAX_RESET_STREAMS: u32 = 100;
 /// Bounds of the connection and queue limits: more is a typo, not a setting.
 const MAX_LIMIT: u32 = 1_000_000;
+fn default_tunnel_idle_timeout() -> Duration {
+    Duration::from_secs(60 * 60)
+}
+
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -1082,6 +1098,9 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
         if l.header_read_timeout.is_zero() {
             return Err(ctx.err(format!("{key}.header_read_timeout"), "must not be zero"));
         }
+        if l.tunnel_idle_timeout.is_zero() {
+            return Err(ctx.err(format!("{key}.tunnel_idle_timeout"), "must not be zero"));
+        }
         let mut blocks = Vec::new();
         for (j, text) in l.trusted_proxies.iter().enumerate() {
             blocks.push(
@@ -1100,6 +1119,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             trusted_proxies: TrustedProxies::new(blocks),
             max_body_bytes: l.max_body_bytes,
             h2: validate_h2(&l.h2, l.max_header_bytes, &key, ctx)?,
+            tunnel_idle_timeout: l.tunnel_idle_timeout,
         });
     }
 
@@ -1318,11 +1338,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
                 format!("route {:?} contains the separator {sep:?}", n.route),
             ));
         }
-        let route_ok = n.route.len() <= 64
-            && n.route
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_~!.:".contains(&b));
-        if !route_ok {
+        if !crate::core::session::is_valid_route(&n.route, sep) {
             return Err(ctx.err(
                 format!("{nkey}.route"),
                 format!(
@@ -1393,6 +1409,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
     for (name, d) in [
         ("connect", t.connect),
         ("response", t.response),
+        ("body_idle", t.body_idle),
         ("idle", t.idle),
         ("queue", t.queue),
     ] {
@@ -1483,6 +1500,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         timeouts: Timeouts {
             connect: t.connect,
             response: t.response,
+            body_idle: t.body_idle,
             idle: t.idle,
             queue: t.queue,
         },
@@ -2006,6 +2024,76 @@ pools:
             duration::parse(" 250ms ").unwrap(),
             Duration::from_millis(250)
         );
+    }
+
+    /// `pools[].timeouts.body_idle` and `listeners[].tunnel_idle_timeout`: their defaults, a
+    /// value taken, zero refused with file, line and key, and the 1y bound.
+    #[test]
+    fn body_idle_and_tunnel_idle_timeout_defaults_and_errors() {
+        let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+        assert_eq!(c.pools[0].timeouts.body_idle, Duration::from_secs(60));
+        assert_eq!(
+            c.listeners[0].tunnel_idle_timeout,
+            Duration::from_secs(3600)
+        );
+        let listener = |v: &str| {
+            GOOD.replace(
+                "  - bind: \"127.0.0.1:8080\"\n",
+                &format!("  - bind: \"127.0.0.1:8080\"\n    tunnel_idle_timeout: {v}\n"),
+            )
+        };
+        let pool = |v: &str| {
+            GOOD.replace(
+                "  - name: app\n",
+                &format!("  - name: app\n    timeouts:\n      body_idle: {v}\n"),
+            )
+        };
+        let c = Config::from_yaml(&listener("90s"), "t.yaml").unwrap();
+        assert_eq!(c.listeners[0].tunnel_idle_timeout, Duration::from_secs(90));
+        let c = Config::from_yaml(&pool("300ms"), "t.yaml").unwrap();
+        assert_eq!(c.pools[0].timeouts.body_idle, Duration::from_millis(300));
+        type Case<'a> = (String, &'a str, usize, &'a str);
+        let cases: [Case; 5] = [
+            (
+                listener("0s"),
+                "listeners[0].tunnel_idle_timeout",
+                4,
+                "must not be zero",
+            ),
+            (
+                listener("2y"),
+                "listeners[0].tunnel_idle_timeout",
+                4,
+                "at most 1y",
+            ),
+            (listener("soon"), "listeners[0].tunnel_idle_timeout", 4, ""),
+            (
+                pool("0ms"),
+                "pools[0].timeouts.body_idle",
+                7,
+                "must not be zero",
+            ),
+            (
+                pool("1000000000y"),
+                "pools[0].timeouts.body_idle",
+                7,
+                "at most 1y",
+            ),
+        ];
+        for (yaml, key, line, fragment) in cases {
+            let err = Config::from_yaml(&yaml, "t.yaml").unwrap_err();
+            assert_eq!(
+                (err.key.as_str(), err.line),
+                (key, Some(line)),
+                "{yaml}\n{err}"
+            );
+            assert!(err.message.contains(fragment), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("t.yaml:{line}: key `{key}`")),
+                "{err}"
+            );
+        }
     }
 
     #[test]

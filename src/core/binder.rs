@@ -87,7 +87,26 @@ pub struct Rebind {
 }
 
 /// Decides the ids of a failed-over session. `backend_id` is the backend-facing id.
+///
+/// An id that would grow past [`MAX_SESSION_ID_BYTES`](crate::core::session::MAX_SESSION_ID_BYTES)
+/// with the new route is kept as it is (no translation, no rename): a longer one would not be
+/// read back as a session on the client's next request, and the session would be lost. Kept,
+/// it fails over again on each request, to the same node (the choice is a hash of the id).
 pub fn rebind(kind: BinderKind, backend_id: &str, new_route: &str, sep: char) -> Rebind {
+    let r = rebind_unchecked(kind, backend_id, new_route, sep);
+    if crate::core::session::is_valid_id(&r.client_id)
+        || !crate::core::session::is_valid_id(backend_id)
+    {
+        return r;
+    }
+    Rebind {
+        forward_id: backend_id.to_string(),
+        client_id: backend_id.to_string(),
+        rename: None,
+    }
+}
+
+fn rebind_unchecked(kind: BinderKind, backend_id: &str, new_route: &str, sep: char) -> Rebind {
     match kind {
         BinderKind::Translate => {
             let client_id = match pin_route(backend_id, sep) {
@@ -302,6 +321,30 @@ mod tests {
             let want_rename = rename.map(|(a, b)| (a.to_string(), b.to_string()));
             assert_eq!(got.rename, want_rename, "{kind:?} {backend} -> {route}");
         }
+    }
+
+    #[test]
+    fn an_id_too_long_for_another_route_is_kept() {
+        // Found by the set_cookie fuzz target's Location check: a translated id past the
+        // length limit is not read back as a session, so the session would be lost.
+        use crate::core::session::{is_valid_id, MAX_SESSION_ID_BYTES};
+        let long = format!("{}.jvm1", "A".repeat(MAX_SESSION_ID_BYTES - 5));
+        assert!(is_valid_id(&long));
+        // translate appends the route; rename swaps it, and a longer route does not fit.
+        for (kind, route) in [(Translate, "jvm2"), (Rename, "jvm22"), (Backend, "jvm2")] {
+            let got = rebind(kind, &long, route, '.');
+            assert_eq!(got.client_id, long, "{kind:?}");
+            assert_eq!(got.forward_id, long, "{kind:?}");
+            assert_eq!(got.rename, None, "{kind:?}");
+        }
+        let swapped = rebind(Rename, &long, "jvm2", '.');
+        assert_eq!(swapped.client_id.len(), long.len());
+        assert!(swapped.rename.is_some());
+        // One byte shorter still has room: translated as usual.
+        let fits = format!("{}.jvm1", "A".repeat(MAX_SESSION_ID_BYTES - 10));
+        let got = rebind(Translate, &fits, "jvm2", '.');
+        assert_eq!(got.client_id, format!("{fits}.jvm2"));
+        assert!(is_valid_id(&got.client_id));
     }
 
     #[test]

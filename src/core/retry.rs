@@ -29,6 +29,8 @@ pub enum Failure {
     NotSent,
     /// The client's request body failed (aborted upload, length mismatch).
     ClientBody,
+    /// The client stopped sending its request body for `timeouts.body_idle`.
+    ClientStalled,
     /// The client's request body passed `listeners[].max_body_bytes` while it streamed.
     BodyTooLarge,
     /// The node did not answer within `timeouts.response`.
@@ -87,7 +89,7 @@ pub fn decide(failure: Failure, a: &Attempt) -> Decision {
             mark_down: true,
             action: next_or_fail(true),
         },
-        Failure::ClientBody | Failure::BodyTooLarge => Decision {
+        Failure::ClientBody | Failure::ClientStalled | Failure::BodyTooLarge => Decision {
             mark_down: false,
             action: Action::Fail,
         },
@@ -158,6 +160,13 @@ mod tests {
             (
                 "client body failure blames nobody",
                 ClientBody,
+                attempt(1, false, false, false),
+                false,
+                Fail,
+            ),
+            (
+                "a stalled upload blames nobody and is not retried",
+                ClientStalled,
                 attempt(1, false, false, false),
                 false,
                 Fail,

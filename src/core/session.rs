@@ -104,6 +104,21 @@ pub fn is_valid_id(value: &str) -> bool {
             .all(|b| (0x21..0x7f).contains(&b) && !matches!(b, b';' | b',' | b'"' | b'\\'))
 }
 
+/// Longest route (`jvmRoute`) a node may have.
+pub const MAX_ROUTE_BYTES: usize = 64;
+
+/// Whether `route` is a route the configuration accepts: 1 to [`MAX_ROUTE_BYTES`] letters,
+/// digits and `- _ ~ ! . :`, without the separator `sep`. Such a route is always valid inside a
+/// session id.
+pub fn is_valid_route(route: &str, sep: char) -> bool {
+    !route.is_empty()
+        && route.len() <= MAX_ROUTE_BYTES
+        && !route.contains(sep)
+        && route
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_~!.:".contains(&b))
+}
+
 /// Iterates the `name=value` pairs of one `Cookie` header line as `(name, value, value_start,
 /// value_end)` byte offsets into `line`. Pairs without `=` are skipped; a value in double quotes
 /// is returned without them.
@@ -273,6 +288,25 @@ mod tests {
 
     fn settings() -> SessionSettings {
         SessionSettings::default()
+    }
+
+    #[test]
+    fn is_valid_route_cases() {
+        let cases = [
+            ("jvm2", true),
+            ("node-1_a~b!c:d", true),
+            ("", false),
+            ("jvm.2", false),
+            ("jvm 2", false),
+            ("r\0m", false),
+            ("jvm2;", false),
+        ];
+        for (route, want) in cases {
+            assert_eq!(is_valid_route(route, '.'), want, "{route:?}");
+        }
+        assert!(is_valid_route(&"a".repeat(MAX_ROUTE_BYTES), '.'));
+        assert!(!is_valid_route(&"a".repeat(MAX_ROUTE_BYTES + 1), '.'));
+        assert!(is_valid_route("jvm.2", '~'));
     }
 
     #[test]

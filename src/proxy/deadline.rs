@@ -259,6 +259,25 @@ pub async fn timeout_at<F: Future>(at: Instant, fut: F) -> Result<F::Output, Ela
     .await
 }
 
+/// `fut`, or [`Elapsed`] once it has been pending for `limit` (within a [`TICK`]). The clock
+/// is read, and a deadline armed, only if the first poll finds it pending: a read whose bytes
+/// are already there, or a write the socket buffer takes at once, costs neither. What bounds
+/// the gaps of a body, each read and write with its own call.
+pub async fn timeout_pending<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut deadline: Option<Deadline> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        deadline
+            .get_or_insert_with(|| Deadline::new(Instant::now() + limit))
+            .poll_expired(cx)
+            .map(|()| Err(Elapsed))
+    })
+    .await
+}
+
 /// `fut`, or [`Elapsed`] after `d`.
 pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapsed> {
     timeout_at(Instant::now() + d, fut).await
@@ -337,6 +356,18 @@ mod tests {
             .await
             .expect("the idle wait was woken")
             .expect("task");
+    }
+
+    #[tokio::test]
+    async fn timeout_pending_arms_only_when_pending() {
+        let r = timeout_pending(Duration::from_millis(1), async { 5 }).await;
+        assert_eq!(r, Ok(5));
+        let armed = TABLE.with(|t| lock(t).armed);
+        assert_eq!(armed, 0);
+        let start = Instant::now();
+        let r = timeout_pending(Duration::from_millis(100), std::future::pending::<()>()).await;
+        assert_eq!(r, Err(Elapsed));
+        assert!(start.elapsed() >= Duration::from_millis(100));
     }
 
     #[tokio::test]

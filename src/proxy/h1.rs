@@ -10,14 +10,20 @@
 //! decisions `core::retry`'s, cookie and `Set-Cookie` rewriting `core::session`'s and
 //! `core::binder`'s, the same calls the hyper path makes. An HTTP/2 preface goes to hyper with
 //! the bytes already read ([`Outcome::Http2`]); an upgrade (WebSocket) becomes a byte tunnel
-//! after the node's `101`.
+//! after the node's `101` ([`crate::proxy::tunnel`]).
+//!
+//! Timeouts, all on the coarse [`deadline`] table: the request head within
+//! `header_read_timeout`; every read and write of a body within `timeouts.body_idle` of the
+//! one before (armed only when the socket makes it wait, so a response that arrives with its
+//! head costs no clock read); the response head within `timeouts.response` of the end of the
+//! request body.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,7 @@ use crate::h1::{
     ResponseEdits, ResponseHead, Step, Version,
 };
 use crate::proxy::pipeline::{self, Ids, InflightGuard, Matched, ProxyError};
+use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::open_tcp;
 use crate::proxy::{access_log, deadline};
 use crate::state::node::now_ms;
@@ -491,15 +498,24 @@ pub struct Tunnel {
 
 impl Tunnel {
     /// Sends the `101` head and the node's early bytes, then copies both ways until either
-    /// side closes. Not part of the listener's graceful drain, like hyper's upgrades.
-    pub async fn run(mut self, mut client: TcpStream) {
-        if client.write_all(&self.head.0).await.is_err()
-            || client.write_all(&self.early).await.is_err()
+    /// side closes, the tunnel sits idle for `policy.idle`, or the shutdown grace ends
+    /// ([`tunnel::relay`]).
+    pub async fn run(mut self, mut client: TcpStream, policy: &TunnelPolicy) {
+        tunnel::keepalive(&client);
+        tunnel::keepalive(&self.upstream);
+        if write_all_idle(&mut client, &self.head.0, policy.idle)
+            .await
+            .is_err()
+            || write_all_idle(&mut client, &self.early, policy.idle)
+                .await
+                .is_err()
         {
             return;
         }
         drop(std::mem::take(&mut self.early));
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut self.upstream).await;
+        drop(std::mem::replace(&mut self.head, Buf(Vec::new())));
+        let end = tunnel::relay(&mut client, &mut self.upstream, policy).await;
+        tracing::debug!(?end, "tunnel closed");
     }
 }
 
@@ -719,7 +735,7 @@ async fn attempts(
                         return Ok(done);
                     }
                     Err((failure, reason)) => {
-                        if failure != Failure::ClientBody {
+                        if !matches!(failure, Failure::ClientBody | Failure::ClientStalled) {
                             node.rt
                                 .stats
                                 .upstream_errors
@@ -826,7 +842,7 @@ async fn forward(
     drop(out);
     if body_done {
         let rest = rest_after(req.src, req.head.head_len() + used);
-        let relayed = relay_response(client, &mut upstream, req, node, ids, trace).await?;
+        let relayed = relay_response(client, &mut upstream, req, node, ids, trace, None).await?;
         return Ok(finish(upstream, req, node, epoch, relayed, rest));
     }
     if req.head.expect_continue() {
@@ -836,6 +852,9 @@ async fn forward(
     // error) before it read the whole body, and waiting for one before the other deadlocks.
     let (mut client_rd, mut client_wr) = client.split();
     let (mut up_rd, mut up_wr) = upstream.split();
+    // Set by the upload when the body's last byte went to the node: `timeouts.response`
+    // counts from there, however long a slow but steady upload took.
+    let upload_end = OnceLock::new();
     // The first failure ends both (an aborted upload must not wait for the node's answer).
     // Boxed: only a body larger than the first read gets here, and the two futures inline
     // would be part of every connection's state, idle ones included.
@@ -846,9 +865,18 @@ async fn forward(
                 &mut up_wr,
                 &mut reader,
                 &mut budget,
-                framing
+                (framing, req.m.pool.cfg.timeouts.body_idle),
+                &upload_end,
             ),
-            relay_response(&mut client_wr, &mut up_rd, req, node, ids, trace),
+            relay_response(
+                &mut client_wr,
+                &mut up_rd,
+                req,
+                node,
+                ids,
+                trace,
+                Some(&upload_end)
+            ),
         )
     });
     let (rest, relayed) = both.await?;
@@ -1101,40 +1129,68 @@ fn reframe(
     }
 }
 
-/// Streams the rest of the request body from the client to the node. Returns the bytes read
-/// past the body's end (a pipelined request).
+/// Streams the rest of the request body from the client to the node, each read and each
+/// write within `body_idle` of the one before, and notes in `upload_end` when it is done.
+/// Returns the bytes read past the body's end (a pipelined request).
 async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
     client: &mut C,
     upstream: &mut U,
     reader: &mut BodyReader,
     budget: &mut crate::core::forwarding::BodyBudget,
-    framing: BodyFraming,
+    (framing, idle): (BodyFraming, Duration),
+    upload_end: &OnceLock<Instant>,
 ) -> Result<Option<Buf>, (Failure, String)> {
     let mut inb = Buf::take();
     let mut out = Buf::take();
     loop {
         inb.0.clear();
-        match client.read_buf(&mut inb.0).await {
-            Ok(0) | Err(_) => {
+        match deadline::timeout_pending(idle, client.read_buf(&mut inb.0)).await {
+            Err(_) => {
+                let why = format!("no request body byte for {idle:?} (timeouts.body_idle)");
+                return Err((Failure::ClientStalled, why));
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
                 return Err((
                     Failure::ClientBody,
                     "the client closed during the body".into(),
                 ))
             }
-            Ok(_) => {}
+            Ok(Ok(_)) => {}
         }
         out.0.clear();
         let (done, used) = reframe(reader, budget, &inb.0, framing, &mut out.0)?;
-        if upstream.write_all(&out.0).await.is_err() {
-            return Err((
-                Failure::Upstream,
-                "the node closed during the request body".into(),
-            ));
+        if let Err(e) = write_all_idle(upstream, &out.0, idle).await {
+            let why = if e.kind() == std::io::ErrorKind::TimedOut {
+                format!("the node took no request body byte for {idle:?} (timeouts.body_idle)")
+            } else {
+                "the node closed during the request body".into()
+            };
+            return Err((Failure::Upstream, why));
         }
         if done {
+            let _ = upload_end.set(Instant::now());
             return Ok(rest_after(&inb.0, used));
         }
     }
+}
+
+/// Writes all of `buf`, each write within `idle` of the one before
+/// ([`deadline::timeout_pending`]): a peer that stops reading is cut off after `idle`, with
+/// an error of kind `TimedOut`. A write the socket takes at once reads no clock.
+async fn write_all_idle<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    mut buf: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match deadline::timeout_pending(idle, w.write(buf)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => buf = &buf[n..],
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+    Ok(())
 }
 
 /// How the response went, for the connections.
@@ -1148,6 +1204,7 @@ enum Relayed {
 
 /// Reads the node's response head (1xx forwarded and skipped), rewrites it, streams the body.
 /// Until the final head is parsed nothing reaches the client, so a failure can be retried.
+/// `upload_end`: set when a request body still streaming ends (`None`: it was sent).
 async fn relay_response<C, U>(
     client: &mut C,
     upstream: &mut U,
@@ -1155,6 +1212,7 @@ async fn relay_response<C, U>(
     node: &Node,
     ids: &Ids<'_>,
     trace: &mut Trace,
+    upload_end: Option<&OnceLock<Instant>>,
 ) -> Result<Relayed, (Failure, String)>
 where
     C: AsyncWrite + Unpin,
@@ -1164,7 +1222,7 @@ where
     let mut inb = Buf::take();
     let mut pooled = PooledResponseHead::take();
     let resp = &mut pooled.0;
-    let head_len = read_response_head(client, upstream, req, &mut inb.0, resp).await?;
+    let head_len = read_response_head(client, upstream, req, &mut inb.0, resp, upload_end).await?;
     trace.status = resp.status();
     let status = http::StatusCode::from_u16(resp.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
     pipeline::judge_response(pool, node, status, req.started_ms);
@@ -1184,12 +1242,38 @@ where
         return Ok(Relayed::Upgrade { head: out, early });
     }
     let early = &inb.0[head_len..];
-    let r = send_body(client, upstream, &mut out.0, early, resp.body(), rout.body).await;
-    let Ok(reusable) = r else {
-        return Ok(Relayed::Sent {
-            keep_client: false,
-            reusable: false,
-        });
+    let idle = pool.cfg.timeouts.body_idle;
+    let r = send_body(
+        client,
+        upstream,
+        &mut out.0,
+        early,
+        (resp.body(), rout.body),
+        idle,
+    )
+    .await;
+    let reusable = match r {
+        Ok(reusable) => reusable,
+        Err(fault) => {
+            // The response started: no retry. Both connections close (the caller drops the
+            // node's), and only a node's fault counts against it.
+            match fault {
+                BodyFault::Node(what) => {
+                    node.rt
+                        .stats
+                        .upstream_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(node = %node.route, fault = what, ?idle, "response body cut off");
+                }
+                BodyFault::Client => {
+                    tracing::debug!(node = %node.route, "the client stopped taking the response")
+                }
+            }
+            return Ok(Relayed::Sent {
+                keep_client: false,
+                reusable: false,
+            });
+        }
     };
     let keep_client = rout.keep_alive && req.head.keep_alive() && rout.body != BodyOut::UntilClose;
     Ok(Relayed::Sent {
@@ -1206,10 +1290,17 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     req: &Request<'_>,
     inb: &mut Vec<u8>,
     resp: &mut ResponseHead,
+    upload_end: Option<&OnceLock<Instant>>,
 ) -> Result<usize, (Failure, String)> {
     let is_head = req.head.method() == Method::Head;
-    let timeout = req.m.pool.cfg.timeouts.response;
-    let deadline = Instant::now() + timeout;
+    let t = &req.m.pool.cfg.timeouts;
+    let timeout = t.response;
+    // `timeouts.response` counts from the end of the request body: from now when it went out
+    // with the head, else from when the upload ends. Until then the wait goes in slices no
+    // longer than the response timeout (the upload has its own `body_idle` limit), so the
+    // deadline is seen on time once the body's end is known.
+    let mut deadline = upload_end.is_none().then(|| Instant::now() + timeout);
+    let slice = t.body_idle.min(timeout);
     loop {
         if !inb.is_empty() {
             match h1::parse_response(inb, is_head, resp) {
@@ -1228,7 +1319,12 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
         if inb.capacity() - inb.len() < 1024 {
             inb.reserve(BUF_SIZE);
         }
-        match deadline::timeout_at(deadline, upstream.read_buf(inb)).await {
+        if deadline.is_none() {
+            deadline = upload_end.and_then(OnceLock::get).map(|&end| end + timeout);
+        }
+        let at = deadline.unwrap_or_else(|| Instant::now() + slice);
+        match deadline::timeout_at(at, upstream.read_buf(inb)).await {
+            Err(_) if deadline.is_none() => {} // still uploading: look again
             Err(_) => return Err((Failure::Timeout, format!("no answer within {timeout:?}"))),
             Ok(Ok(0)) | Ok(Err(_)) => {
                 return Err((Failure::Upstream, "the node closed before answering".into()))
@@ -1324,41 +1420,59 @@ fn location_rewrite(
     binder::rewrite_path_param(loc, param, from, to)
 }
 
+/// Who broke off a response body.
+enum BodyFault {
+    /// The client stopped reading for `body_idle`, or closed: not the node's fault.
+    Client,
+    /// The node stalled for `body_idle`, closed early or sent a body that does not parse.
+    Node(&'static str),
+}
+
 /// Sends the head in `out` and the body: what followed the head in `early`, then the rest
-/// from the node, as `body` says. `Ok(true)` when the node's connection can be reused.
+/// from the node, as `framing` and `body` say; each read from the node and each write to the
+/// client within `idle` of the one before. `Ok(true)` when the node's connection can be
+/// reused. A small response arrives with its head: one write, no loop, no clock read.
 async fn send_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     client: &mut C,
     upstream: &mut U,
     out: &mut Vec<u8>,
     early: &[u8],
-    framing: BodyFraming,
-    body: BodyOut,
-) -> Result<bool, ()> {
+    (framing, body): (BodyFraming, BodyOut),
+    idle: Duration,
+) -> Result<bool, BodyFault> {
     let rechunk = body == BodyOut::Chunked;
     let mut reader = BodyReader::new(if body == BodyOut::None {
         BodyFraming::Empty
     } else {
         framing
     });
-    let mut done = relay_piece(&mut reader, early, rechunk, out).map_err(|_| ())?;
-    client.write_all(out).await.map_err(|_| ())?;
+    let invalid = |_| BodyFault::Node("sent a body that does not parse");
+    let mut done = relay_piece(&mut reader, early, rechunk, out).map_err(invalid)?;
+    let to_client = |_| BodyFault::Client;
+    write_all_idle(client, out, idle).await.map_err(to_client)?;
     let mut inb = Buf::take();
     while !done {
         inb.0.clear();
-        let n = upstream.read_buf(&mut inb.0).await.map_err(|_| ())?;
+        let n = match deadline::timeout_pending(idle, upstream.read_buf(&mut inb.0)).await {
+            Err(_) => return Err(BodyFault::Node("stalled mid-body (timeouts.body_idle)")),
+            Ok(Err(_)) => return Err(BodyFault::Node("failed mid-body")),
+            Ok(Ok(n)) => n,
+        };
         if n == 0 {
             // EOF: the end of a close-delimited body, else a node that closed mid-body.
             if matches!(reader, BodyReader::CloseDelimited) {
                 if rechunk {
-                    client.write_all(h1::LAST_CHUNK).await.map_err(|_| ())?;
+                    write_all_idle(client, h1::LAST_CHUNK, idle)
+                        .await
+                        .map_err(to_client)?;
                 }
                 return Ok(false);
             }
-            return Err(());
+            return Err(BodyFault::Node("closed mid-body"));
         }
         out.clear();
-        done = relay_piece(&mut reader, &inb.0, rechunk, out).map_err(|_| ())?;
-        client.write_all(out).await.map_err(|_| ())?;
+        done = relay_piece(&mut reader, &inb.0, rechunk, out).map_err(invalid)?;
+        write_all_idle(client, out, idle).await.map_err(to_client)?;
     }
     Ok(!matches!(reader, BodyReader::CloseDelimited))
 }

@@ -26,6 +26,7 @@ use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::proxy::h1::{self, RawPools};
 use crate::proxy::service::{ProxyService, ResetBudget};
 use crate::proxy::tls::{self, TlsError};
+use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::UpstreamPools;
 use crate::state::snapshot::SnapshotError;
 use crate::state::Balancer;
@@ -137,6 +138,8 @@ struct Shared<F> {
     cfg: ListenerConfig,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
+    /// The upgraded connections' idle limit, stop signal and task tracker.
+    tunnels: TunnelPolicy,
 }
 
 /// One accept loop of a listener: its socket, and what it shares with the listener's other
@@ -194,6 +197,12 @@ pub async fn serve_listener(a: AcceptLoop) {
         .max_concurrent_streams(h2.max_concurrent_streams)
         .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
         .max_local_error_reset_streams(h2.max_reset_streams as usize);
+    let native = TaskTracker::new();
+    let tunnels = TunnelPolicy {
+        idle: cfg.tunnel_idle_timeout,
+        stop: CancellationToken::new(),
+        tasks: native.clone(),
+    };
     let shared = Arc::new(Shared {
         native: Arc::new(h1::Context {
             balancer: balancer.clone(),
@@ -208,9 +217,9 @@ pub async fn serve_listener(a: AcceptLoop) {
         cfg: cfg.clone(),
         tls,
         shutdown: shutdown.clone(),
+        tunnels: tunnels.clone(),
     });
     let graceful = GracefulShutdown::new();
-    let native = TaskTracker::new();
     tracing::debug!(%local, tls = shared.tls.is_some(), "accepting");
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -240,8 +249,9 @@ pub async fn serve_listener(a: AcceptLoop) {
         } else {
             native.spawn(
                 async move {
-                    let _permit = permit;
-                    serve_tls(stream, client, &shared, watcher).await;
+                    // Shared with a tunnel the connection may become (hyper runs it apart).
+                    let permit = Arc::new(permit);
+                    serve_tls(stream, client, &shared, watcher, permit).await;
                 }
                 .instrument(span),
             );
@@ -260,7 +270,18 @@ pub async fn serve_listener(a: AcceptLoop) {
     if tokio::time::timeout(grace, drained).await.is_err() {
         tracing::warn!(%local, ?grace, "connections still open after the grace period");
     }
+    // Tunnels (WebSocket) have no end of their own: they close at the grace deadline.
+    tunnels.stop.cancel();
+    if tokio::time::timeout(TUNNEL_CLOSE, native.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(%local, "connections still open after closing the tunnels");
+    }
 }
+
+/// How long the drain waits for tunnels to close once told to, after the grace period.
+const TUNNEL_CLOSE: Duration = Duration::from_secs(1);
 
 /// One cleartext client connection: HTTP/1.1 on the native path, HTTP/2 prior knowledge
 /// handed to hyper with the bytes already read, an upgrade to a tunnel task.
@@ -279,19 +300,22 @@ where
     F: std::future::Future<Output = ()>,
 {
     async move {
+        // Held until the connection ends, a tunnel it became included.
+        let _permit = permit;
         let native = shared.native.clone();
         match h1::serve(stream, client, native, &shared.exchanges).await {
             h1::Outcome::Closed => {}
             h1::Outcome::Upgraded(client, tunnel) => {
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    tunnel.run(client).await;
-                });
+                // In this task, so the listener's drain sees it. Boxed: only a tunnel
+                // carries its state.
+                Box::pin(tunnel.run(client, &shared.tunnels)).await;
             }
             h1::Outcome::Http2(stream, read) => {
+                // HTTP/2 has no `101` upgrade: no tunnel, no permit to share.
                 let service =
                     ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, false)
-                        .with_listener(&shared.cfg);
+                        .with_listener(&shared.cfg)
+                        .with_tunnels(shared.tunnels.clone(), None);
                 let io = TokioIo::new(Rewind::new(read, stream));
                 Box::pin(serve_hyper(&shared, io, service, watcher)).await;
             }
@@ -305,10 +329,14 @@ async fn serve_tls<F>(
     client: SocketAddr,
     shared: &Shared<F>,
     watcher: hyper_util::server::graceful::Watcher,
+    permit: Arc<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let Some(acceptor) = &shared.tls else {
         return;
     };
+    // Keepalive for a tunnel this connection may become: hyper's upgraded stream does not
+    // give its socket back, so it is set on every TLS connection (cheap beside a handshake).
+    tunnel::keepalive(&stream);
     // The TLS and hyper states are boxed: the accept loop's task types stay small.
     let timeout = shared.cfg.header_read_timeout;
     let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
@@ -324,7 +352,8 @@ async fn serve_tls<F>(
         }
     };
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
-        .with_listener(&shared.cfg);
+        .with_listener(&shared.cfg)
+        .with_tunnels(shared.tunnels.clone(), Some(permit));
     Box::pin(serve_hyper(shared, TokioIo::new(stream), service, watcher)).await;
 }
 

@@ -7,7 +7,8 @@
 //!   respond, shared by every protocol;
 //! - [`h1`]: the native HTTP/1.1 path (cleartext listeners) on the `crate::h1` codec;
 //! - [`service`]: the hyper `Service` (HTTP/2, h2c, TLS listeners, upgrades) that drives them;
-//! - [`upstream`]: keep-alive connection pools to the nodes.
+//! - [`upstream`]: keep-alive connection pools to the nodes;
+//! - [`tunnel`]: byte tunnels for upgraded connections, with their idle limit and keepalive.
 
 pub mod access_log;
 pub mod deadline;
@@ -16,5 +17,6 @@ pub mod listener;
 pub mod pipeline;
 pub mod service;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 pub mod workers;

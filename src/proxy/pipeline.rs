@@ -61,6 +61,9 @@ pub enum ProxyError {
     /// Why the client's request or body could not be read.
     #[error("the request could not be read")]
     ClientBody(String),
+    /// The client stopped sending its request body for `timeouts.body_idle`.
+    #[error("the request body stalled")]
+    ClientStalled(String),
     /// The request body is over `listeners[].max_body_bytes`.
     #[error("the request body is larger than this listener accepts")]
     BodyTooLarge,
@@ -86,6 +89,7 @@ impl ProxyError {
             ProxyError::Unreachable { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
         }
@@ -98,7 +102,10 @@ impl ProxyError {
             | ProxyError::NoCandidate(_)
             | ProxyError::BodyTooLarge
             | ProxyError::BadHost(_) => self.to_string(),
-            ProxyError::Store(e) | ProxyError::Upstream(e) | ProxyError::ClientBody(e) => {
+            ProxyError::Store(e)
+            | ProxyError::Upstream(e)
+            | ProxyError::ClientBody(e)
+            | ProxyError::ClientStalled(e) => {
                 format!("{self}: {e}")
             }
             ProxyError::Unreachable { attempts, last } => {
@@ -309,9 +316,16 @@ pub async fn rebind<'a>(
                 stats.store_errors.fetch_add(1, Ordering::Relaxed);
                 stats.rebinds[RebindResult::StoreError as usize].fetch_add(1, Ordering::Relaxed);
                 let policy = pool.cfg.store.as_ref().map(|s| s.on_error);
-                tracing::warn!(pool = %pool.cfg.name, store = store.kind_name(), to = %node.route, error = %e, "session rename failed");
+                // `forward_old_id` only when the rename surely did not happen: after one that
+                // may have (a timeout), the old id may no longer exist, and the node would
+                // start a new session in its place. The 503's retry finds it renamed.
+                let unsure = e.may_have_applied();
+                tracing::warn!(pool = %pool.cfg.name, store = store.kind_name(), to = %node.route, error = %e, may_have_applied = unsure, "session rename failed");
                 return match policy {
                     Some(OnStoreError::Fail) => Err(ProxyError::Store(e.to_string())),
+                    _ if unsure => Err(ProxyError::Store(format!(
+                        "{e} (it may have been applied: the old id is not forwarded)"
+                    ))),
                     _ => Ok(keep),
                 };
             }
@@ -364,6 +378,7 @@ pub fn give_up(
             Some(retry_after(pool)),
         ),
         Failure::ClientBody => (ProxyError::ClientBody(reason), None),
+        Failure::ClientStalled => (ProxyError::ClientStalled(reason), None),
         Failure::BodyTooLarge => (ProxyError::BodyTooLarge, None),
         Failure::Timeout => (
             err.unwrap_or(ProxyError::Timeout(pool.cfg.timeouts.response)),

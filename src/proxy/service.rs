@@ -35,7 +35,10 @@ use crate::core::select::{Choice, Outcome};
 use crate::core::session::{self, IdLocation};
 use crate::proxy::access_log;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionIds};
-use crate::proxy::upstream::{self, ForwardBody, Sender, UpstreamPool, UpstreamPools};
+use crate::proxy::tunnel::{self, TunnelPolicy};
+use crate::proxy::upstream::{
+    self, BodyIdle, ForwardBody, Sender, UploadState, UploadWatch, UpstreamPool, UpstreamPools,
+};
 use crate::state::node::now_ms;
 use crate::state::snapshot::{Node, Pool, Snapshot};
 use crate::state::Balancer;
@@ -55,6 +58,10 @@ pub struct ProxyService {
     max_body: Option<u64>,
     /// The connection's rapid-reset guard (HTTP/2).
     resets: Option<Arc<ResetBudget>>,
+    /// How the listener's tunnels are bounded, and where they run.
+    tunnels: TunnelPolicy,
+    /// The connection's permit of `listeners[].max_connections`, kept by a tunnel it becomes.
+    permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 impl ProxyService {
@@ -74,6 +81,8 @@ impl ProxyService {
             trusted: TrustedProxies::default(),
             max_body: None,
             resets: None,
+            tunnels: TunnelPolicy::default(),
+            permit: None,
         }
     }
 
@@ -81,6 +90,17 @@ impl ProxyService {
     /// against `budget` (see [`ResetBudget`]).
     pub fn with_reset_budget(mut self, budget: Arc<ResetBudget>) -> Self {
         self.resets = Some(budget);
+        self
+    }
+
+    /// The listener's tunnel policy, and the connection permit a tunnel keeps.
+    pub fn with_tunnels(
+        mut self,
+        tunnels: TunnelPolicy,
+        permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    ) -> Self {
+        self.tunnels = tunnels;
+        self.permit = permit;
         self
     }
 
@@ -338,7 +358,8 @@ impl ProxyService {
         let retry_after = Some(pipeline::retry_after(pool));
         // Set when the client's body passes `max_body_bytes` while it streams to a node.
         let too_large = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut body = Some(ForwardBody::client(body, self.max_body, &too_large));
+        let idle = pool.cfg.timeouts.body_idle;
+        let mut body = Some(ForwardBody::client(body, self.max_body, &too_large, idle));
         let mut tried: Vec<usize> = Vec::new();
         let mut number = 0usize;
         let mut fresh_next = false;
@@ -379,7 +400,7 @@ impl ProxyService {
                         pending_rename = ids.forward_id.as_deref().map(str::to_string);
                     }
                     self.rewrite_for_node(req, &mut parts, choice, &ids, &mut cookies_dirty);
-                    let body_now = body.take().unwrap_or(ForwardBody::Empty);
+                    let body_now = body.take().unwrap_or_else(ForwardBody::empty);
                     let request = Request::from_parts(take_parts(&mut parts), body_now);
                     guard.sending();
                     let sent_at = Instant::now();
@@ -410,6 +431,10 @@ impl ProxyService {
                             tracing::debug!(node = %node.route, reason = %reason, "client request body failed");
                             (Failure::ClientBody, reason, None, reused)
                         }
+                        SendResult::ClientStalled(reason) => {
+                            tracing::debug!(node = %node.route, reason = %reason, "client request body stalled");
+                            (Failure::ClientStalled, reason, None, reused)
+                        }
                         SendResult::Failed(err) => {
                             let stats = &node.rt.stats;
                             stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
@@ -432,7 +457,7 @@ impl ProxyService {
                 // Sent and lost: only a replayable request gets here; start from its copy.
                 if let Some(saved) = &req.replay {
                     parts = saved.clone();
-                    body = Some(ForwardBody::Empty);
+                    body = Some(ForwardBody::empty());
                     cookies_dirty = true;
                 }
             }
@@ -515,7 +540,12 @@ impl ProxyService {
             reissue: req.reissue,
             secure: self.tls,
         };
-        let (resp, issued) = respond(resp, conn, guard, req, &plan, client_upgrade);
+        let upgrade = client_upgrade.map(|on| ClientUpgrade {
+            on,
+            policy: self.tunnels.clone(),
+            permit: self.permit.clone(),
+        });
+        let (resp, issued) = respond(resp, conn, guard, req, &plan, upgrade);
         pipeline::learn(
             &self.balancer,
             pool,
@@ -621,6 +651,13 @@ fn take_client_upgrade(parts: &mut http::request::Parts) -> Option<hyper::upgrad
     })
 }
 
+/// A client's upgrade request, and how the tunnel it may become is bounded.
+struct ClientUpgrade {
+    on: hyper::upgrade::OnUpgrade,
+    policy: TunnelPolicy,
+    permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+}
+
 /// Rewrites the upstream response for the client and wires up the body (or the tunnel).
 /// Also returns the session ids the response issued (client-facing), for the registry.
 fn respond(
@@ -629,23 +666,21 @@ fn respond(
     guard: InflightGuard,
     req: &Prepared<'_>,
     plan: &ResponsePlan<'_>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
 ) -> (Response<ResponseBody>, Vec<String>) {
     let (mut parts, body) = resp.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let Some(up) = client_upgrade {
             let mut tmp = Response::new(());
             *tmp.extensions_mut() = std::mem::take(&mut parts.extensions);
             let upstream_upgrade = hyper::upgrade::on(&mut tmp);
-            tokio::spawn(async move {
+            let tasks = up.policy.tasks.clone();
+            tasks.spawn(async move {
                 let _guard = guard;
                 let _conn = conn;
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
+                let _permit = up.permit;
+                match tokio::try_join!(up.on, upstream_upgrade) {
+                    Ok((client, upstream)) => run_tunnel(client, upstream, &up.policy).await,
                     Err(e) => tracing::debug!(error = %e, "upgrade failed"),
                 }
             });
@@ -657,8 +692,36 @@ fn respond(
     }
     strip_hop_by_hop(&mut parts.headers, false);
     let issued = rewrite_response_headers(&mut parts.headers, req, plan);
-    let body = ResponseBody::upstream(body, conn, guard);
+    let idle = req.pool.cfg.timeouts.body_idle;
+    let body = ResponseBody::upstream(body, conn, guard, idle);
     (Response::from_parts(parts, body), issued)
+}
+
+/// The byte tunnel between an upgraded client and node ([`tunnel::relay`]). The node's side
+/// is our own TCP connection: keepalive goes on its socket, after the bytes hyper read past
+/// the node's `101` reached the client.
+async fn run_tunnel(
+    client: hyper::upgrade::Upgraded,
+    upstream: hyper::upgrade::Upgraded,
+    policy: &TunnelPolicy,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut client = TokioIo::new(client);
+    let end = match upstream.downcast::<TokioIo<tokio::net::TcpStream>>() {
+        Ok(parts) => {
+            let mut node = parts.io.into_inner();
+            tunnel::keepalive(&node);
+            if client.write_all(&parts.read_buf).await.is_err() {
+                return;
+            }
+            tunnel::relay(&mut client, &mut node, policy).await
+        }
+        Err(upstream) => {
+            let mut upstream = TokioIo::new(upstream);
+            tunnel::relay(&mut client, &mut upstream, policy).await
+        }
+    };
+    tracing::debug!(?end, "tunnel closed");
 }
 
 enum SendResult {
@@ -668,9 +731,12 @@ enum SendResult {
     /// The client's own request body failed (aborted upload, length mismatch): not the node's
     /// fault, so the node is not marked down.
     ClientBody(String),
+    /// The client stopped sending its body for `timeouts.body_idle`: not the node's fault.
+    ClientStalled(String),
 }
 
 /// Sends on `sender`; a pooled connection that closed under us is replaced once by a fresh one.
+/// `timeouts.response` counts from the end of the request body.
 async fn send(
     mut sender: Sender,
     request: Request<ForwardBody>,
@@ -679,6 +745,7 @@ async fn send(
     connect_timeout: Duration,
 ) -> SendResult {
     let mut request = request;
+    let upload = request.body().upload();
     for fresh in [false, true] {
         if fresh {
             match upstream::connect(&node.addr, connect_timeout).await {
@@ -687,14 +754,20 @@ async fn send(
             }
         }
         let fut = sender.try_send_request(request);
-        match tokio::time::timeout(response_timeout, fut).await {
-            Err(_) => return SendResult::Failed(ProxyError::Timeout(response_timeout)),
-            Ok(Ok(resp)) => return SendResult::Response(resp, sender),
-            Ok(Err(mut e)) => match e.take_message() {
+        match head_within(fut, upload.clone(), response_timeout).await {
+            None => return SendResult::Failed(ProxyError::Timeout(response_timeout)),
+            Some(Ok(resp)) => return SendResult::Response(resp, sender),
+            Some(Err(mut e)) => match e.take_message() {
                 Some(req) if !fresh => request = req,
                 Some(req) => return SendResult::NotSent(req, e.into_error().to_string()),
                 None => {
                     let err = e.into_error();
+                    let stalled = upload
+                        .as_ref()
+                        .is_some_and(|u| *u.borrow() == UploadState::Stalled);
+                    if stalled {
+                        return SendResult::ClientStalled(err.to_string());
+                    }
                     // A failure of the body we were streaming from the client is a user error.
                     if err.is_user() || err.is_body_write_aborted() {
                         return SendResult::ClientBody(err.to_string());
@@ -723,6 +796,37 @@ async fn queue_for_slot(
         Ok(Ok(slot)) => Ok(slot),
         Ok(Err(e)) => Err((e, retry_after)),
         Err(_) => Err((pipeline::queue_timeout(pool, node), retry_after)),
+    }
+}
+
+/// `fut` (the node's response head), or `None` once `timeout` passed since the request body
+/// ended: at once for a body that was empty (`upload` is `None`), else when the upload says
+/// so. An upload that goes away without ending (it failed: `fut` fails too) starts the
+/// timeout then, so the wait is bounded whatever happens.
+async fn head_within<F: Future>(
+    fut: F,
+    upload: Option<UploadWatch>,
+    timeout: Duration,
+) -> Option<F::Output> {
+    let expired = async {
+        let end = match upload {
+            None => Instant::now(),
+            Some(mut rx) => {
+                let ended = rx
+                    .wait_for(|s| matches!(s, UploadState::Ended(_)))
+                    .await
+                    .map(|s| *s);
+                match ended {
+                    Ok(UploadState::Ended(at)) => at,
+                    _ => Instant::now(),
+                }
+            }
+        };
+        tokio::time::sleep_until((end + timeout).into()).await;
+    };
+    tokio::select! {
+        r = fut => Some(r),
+        () = expired => None,
     }
 }
 
@@ -902,6 +1006,8 @@ pub enum ResponseBody {
         /// Taken when the body ends and the connection goes back to the pool.
         conn: Option<(Sender, Arc<UpstreamPool>, u64)>,
         guard: InflightGuard,
+        /// `timeouts.body_idle` between two frames from the node.
+        idle: BodyIdle,
     },
     Synthetic(Full<Bytes>),
 }
@@ -911,11 +1017,13 @@ impl ResponseBody {
         body: Incoming,
         conn: (Sender, Arc<UpstreamPool>, u64),
         guard: InflightGuard,
+        idle: Duration,
     ) -> Self {
         let mut b = ResponseBody::Upstream {
             body,
             conn: Some(conn),
             guard,
+            idle: BodyIdle::new(idle),
         };
         b.release_if_done();
         b
@@ -939,27 +1047,51 @@ impl Drop for ResponseBody {
     }
 }
 
+/// The node sent no response body frame for `timeouts.body_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("the node sent no response body frame for {0:?} (timeouts.body_idle)")]
+pub struct ResponseStalled(pub Duration);
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = upstream::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         match this {
             ResponseBody::Synthetic(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(|never| match never {}))),
-            ResponseBody::Upstream { body, conn, .. } => {
+            ResponseBody::Upstream {
+                body,
+                conn,
+                guard,
+                idle,
+            } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(_))) => idle.touch(),
+                    Poll::Pending if idle.expired(cx) => {
+                        // The response started: no retry. The node's connection is dropped
+                        // (not pooled) and the error resets the client's stream or connection.
+                        conn.take();
+                        let rt = guard.runtime();
+                        rt.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                        let limit = idle.limit();
+                        tracing::warn!(fault = "stalled mid-body (timeouts.body_idle)", idle = ?limit, "response body cut off");
+                        return Poll::Ready(Some(Err(Box::new(ResponseStalled(limit)))));
+                    }
+                    _ => {}
+                }
                 if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
                     if let Some((sender, pool, epoch)) = conn.take() {
                         pool.checkin(sender, epoch);
                     }
                 }
-                polled
+                polled.map(|o| o.map(|r| r.map_err(Into::into)))
             }
         }
     }

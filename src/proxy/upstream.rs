@@ -6,7 +6,12 @@
 //! body included, to the next node; and hyper's `try_send_request` returns a request that a
 //! closing pooled connection did not send. A connection goes back to the pool when its response
 //! body ends (see `proxy::service::ResponseBody`).
+//!
+//! A client's request body is watched on its way ([`ForwardBody`]): it fails after
+//! `timeouts.body_idle` without a frame, and says when it ended ([`UploadWatch`]), which is
+//! where the request path starts `timeouts.response`.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
@@ -28,12 +33,85 @@ const READY_WAIT: Duration = Duration::from_millis(50);
 pub const MAX_IDLE_PER_NODE: usize = 512;
 
 /// The body of a forwarded request: the client's own stream (counted against
-/// `listeners[].max_body_bytes` when it has one), or nothing (a retried request).
+/// `listeners[].max_body_bytes` when it has one), or nothing (a retried request). A client
+/// body that is not empty is watched: it fails with [`BodyStalled`] after `body_idle` without
+/// a frame, and tells [`UploadWatch`] when it ends, where `timeouts.response` starts.
 #[derive(Debug)]
-pub enum ForwardBody {
+pub struct ForwardBody {
+    kind: BodyKind,
+    watch: Option<Box<Upload>>,
+}
+
+#[derive(Debug)]
+enum BodyKind {
     Incoming(Incoming),
     Limited(LimitedBody),
     Empty,
+}
+
+/// Where a client's upload is, for the response timeout and the request path's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadState {
+    Streaming,
+    /// The last byte was handed to the node's connection at this instant.
+    Ended(Instant),
+    /// No frame from the client for `body_idle`.
+    Stalled,
+}
+
+/// The request path's view of an upload that the node's connection task polls.
+pub type UploadWatch = tokio::sync::watch::Receiver<UploadState>;
+
+#[derive(Debug)]
+struct Upload {
+    idle: BodyIdle,
+    state: tokio::sync::watch::Sender<UploadState>,
+}
+
+/// The client sent no body frame for `timeouts.body_idle`.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body frame for {0:?} (timeouts.body_idle)")]
+pub struct BodyStalled(pub Duration);
+
+/// The time since a body's last frame, against `timeouts.body_idle`: a tokio timer made only
+/// once the body has to wait, and moved to the last frame's time only when it fires or is
+/// polled pending (not at every frame).
+#[derive(Debug)]
+pub struct BodyIdle {
+    limit: Duration,
+    last: Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl BodyIdle {
+    pub fn new(limit: Duration) -> BodyIdle {
+        BodyIdle {
+            limit,
+            last: Instant::now(),
+            timer: None,
+        }
+    }
+
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// A frame arrived.
+    pub fn touch(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// For a poll of the body that was pending: true once no frame came for the limit.
+    pub fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = tokio::time::Instant::from_std(self.last + self.limit);
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if timer.deadline() != due {
+            timer.as_mut().reset(due);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 /// A client body that may carry at most `left` more bytes. One byte more and the stream
@@ -52,34 +130,50 @@ pub struct LimitedBody {
 pub struct BodyTooLarge;
 
 impl ForwardBody {
-    /// `body`, counted against `limit` when there is one; `tripped` is set when it passes it.
+    /// `body`, counted against `limit` when there is one (`tripped` is set when it passes
+    /// it), and held to `idle` between two frames when it is not empty.
     pub fn client(
         body: Incoming,
         limit: Option<u64>,
         tripped: &Arc<std::sync::atomic::AtomicBool>,
+        idle: Duration,
     ) -> ForwardBody {
-        match limit {
-            None => ForwardBody::Incoming(body),
-            Some(max) => ForwardBody::Limited(LimitedBody {
+        let watch = (!body.is_end_stream()).then(|| {
+            Box::new(Upload {
+                idle: BodyIdle::new(idle),
+                state: tokio::sync::watch::Sender::new(UploadState::Streaming),
+            })
+        });
+        let kind = match limit {
+            None => BodyKind::Incoming(body),
+            Some(max) => BodyKind::Limited(LimitedBody {
                 body,
                 left: max,
                 tripped: tripped.clone(),
             }),
+        };
+        ForwardBody { kind, watch }
+    }
+
+    /// No body (a replayed request).
+    pub fn empty() -> ForwardBody {
+        ForwardBody {
+            kind: BodyKind::Empty,
+            watch: None,
         }
+    }
+
+    /// Where the upload is; `None` for a body that is empty from the start.
+    pub fn upload(&self) -> Option<UploadWatch> {
+        self.watch.as_ref().map(|w| w.state.subscribe())
     }
 }
 
-impl Body for ForwardBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            ForwardBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ForwardBody::Limited(l) => {
+impl BodyKind {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            BodyKind::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            BodyKind::Limited(l) => {
                 let frame = match Pin::new(&mut l.body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => frame,
                     other => return other.map_err(Into::into),
@@ -95,28 +189,72 @@ impl Body for ForwardBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            ForwardBody::Empty => Poll::Ready(None),
+            BodyKind::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ForwardBody::Incoming(b) => b.is_end_stream(),
-            ForwardBody::Limited(l) => l.body.is_end_stream(),
-            ForwardBody::Empty => true,
+            BodyKind::Incoming(b) => b.is_end_stream(),
+            BodyKind::Limited(l) => l.body.is_end_stream(),
+            BodyKind::Empty => true,
         }
+    }
+}
+
+impl Body for ForwardBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = this.kind.poll_frame(cx);
+        let Some(w) = this.watch.as_deref_mut() else {
+            return polled;
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                w.idle.touch();
+                if this.kind.is_end_stream() {
+                    w.state.send_replace(UploadState::Ended(Instant::now()));
+                }
+            }
+            Poll::Ready(None) => {
+                if *w.state.borrow() == UploadState::Streaming {
+                    w.state.send_replace(UploadState::Ended(Instant::now()));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {}
+            Poll::Pending => {
+                if w.idle.expired(cx) {
+                    w.state.send_replace(UploadState::Stalled);
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(w.idle.limit())))));
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.kind.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ForwardBody::Incoming(b) => b.size_hint(),
-            ForwardBody::Limited(l) => l.body.size_hint(),
-            ForwardBody::Empty => SizeHint::with_exact(0),
+        match &self.kind {
+            BodyKind::Incoming(b) => b.size_hint(),
+            BodyKind::Limited(l) => l.body.size_hint(),
+            BodyKind::Empty => SizeHint::with_exact(0),
         }
     }
 }
 
 pub type Sender = http1::SendRequest<ForwardBody>;
+
+/// The error of a body forwarded either way.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why no connection could be had. Nothing was sent.
 #[derive(Debug, thiserror::Error)]

@@ -111,6 +111,10 @@ pub enum StoreError {
     /// The service cannot be reached (connect refused, connection lost, no pooled connection).
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// A command was sent and its answer did not come in time (the client's own response
+    /// timeout): the store may still carry it out.
+    #[error("session store did not answer: {0}")]
+    Unanswered(String),
     /// The service answered with an error, or stored data could not be decoded.
     #[error("session store error: {0}")]
     Backend(String),
@@ -123,6 +127,16 @@ pub enum StoreError {
     /// The configuration cannot work (bad URL, key pattern or SQL identifier).
     #[error("invalid session store configuration: {0}")]
     InvalidConfig(String),
+}
+
+impl StoreError {
+    /// Whether the store may have carried the operation out all the same: a command sent
+    /// before the deadline can still run after it (a stalled Redis runs what it had queued; a
+    /// database commits a statement whose answer is late). Errors the store answered with, a
+    /// refused connect and a bad configuration are sure failures.
+    pub fn may_have_applied(&self) -> bool {
+        matches!(self, StoreError::Timeout { .. } | StoreError::Unanswered(_))
+    }
 }
 
 /// Runs `fut` under the deadline `after`; an elapsed deadline becomes [`StoreError::Timeout`].

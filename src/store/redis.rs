@@ -260,10 +260,12 @@ fn needs_new_manager(error: &RedisError) -> bool {
 
 fn map_error(error: RedisError) -> StoreError {
     let text = format!("redis: {}", error_chain(&error));
-    if error.is_io_error()
+    if error.is_timeout() {
+        // The response timeout: the command was sent and may still run.
+        StoreError::Unanswered(text)
+    } else if error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
-        || error.is_timeout()
         || error.is_unrecoverable_error()
     {
         StoreError::Unavailable(text)

@@ -202,6 +202,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+pub mod load;
 pub mod services;
 #[allow(unused_imports)]
 pub use services::service_url;
@@ -308,4 +309,31 @@ pub async fn scrape(lb: &Running) -> prometheus_parse::Scrape {
     let text = admin_client(lb, None).metrics().await.unwrap();
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS listeners (tests/timeouts.rs).
+
+/// A self-signed certificate for `localhost`, written as `cert.pem` and `key.pem` in a
+/// temporary directory.
+pub fn test_cert() -> (rcgen::CertifiedKey, tempfile::TempDir) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+    (cert, dir)
+}
+
+/// A TLS client trusting `cert`, offering `alpn`.
+pub fn tls_connector(cert: &rcgen::CertifiedKey, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
 }
