@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use common::*;
 use hyper::Method;
-use prometheus_parse::{Scrape, Value};
+use prometheus_parse::Value;
 use stickyroute::cli::ctl::CtlError;
 use stickyroute::core::node_state::NodeState;
 use stickyroute::store::SessionStore;
@@ -200,24 +200,6 @@ async fn admin_api_is_not_served_on_the_proxy_listener_and_the_page_renders() {
     .await;
     assert_eq!(status, 403, "{text}");
     lb.stop().await;
-}
-
-/// Value of the sample `name` whose labels include all of `labels`.
-fn sample(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
-            other => panic!("{name}: unexpected value {other:?}"),
-        })
-}
-
-async fn scrape(lb: &stickyroute::control::Running) -> Scrape {
-    let text = admin_client(lb, None).metrics().await.unwrap();
-    Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-        .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

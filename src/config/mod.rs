@@ -141,6 +141,22 @@ pub struct ListenerConfig {
     /// An upgraded connection (WebSocket) with no byte in either direction for this long is
     /// closed.
     pub tunnel_idle_timeout: Duration,
+    /// HTTP/2 limits (h2 by ALPN on TLS, h2c by prior knowledge).
+    pub h2: H2Limits,
+}
+
+/// `listeners[].h2`: what one HTTP/2 client connection may ask of the balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Limits {
+    /// Streams (requests) open at once on one connection, advertised in `SETTINGS`; a client
+    /// that opens more has them refused.
+    pub max_concurrent_streams: u32,
+    /// Largest header list of a request (`SETTINGS_MAX_HEADER_LIST_SIZE`: names, values and
+    /// 32 bytes per field, decoded), in bytes; a larger one gets `431`.
+    pub max_header_list_size: u32,
+    /// Streams a client may reset before their response began, beyond those it let finish
+    /// (rapid reset, CVE-2023-44487): one more and the connection is closed with `GOAWAY`.
+    pub max_reset_streams: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +221,8 @@ pub struct Timeouts {
     pub body_idle: Duration,
     /// An idle pooled upstream connection is closed after this long.
     pub idle: Duration,
+    /// How long a request waits for a node at its `max_connections` before a `503`.
+    pub queue: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,6 +292,10 @@ pub struct NodeConfig {
     pub domain: String,
     pub redirect: Option<String>,
     pub state: NodeState,
+    /// Requests the balancer has open on this node at once (each holds one connection to
+    /// it; idle pooled connections are not counted); more wait in the node's queue. `None`:
+    /// unlimited.
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -291,6 +313,8 @@ pub struct PoolConfig {
     pub health: Option<HealthConfig>,
     /// Response statuses that count as a passive failure of the node.
     pub fail_on_status: Vec<u16>,
+    /// Requests that may wait for one node at its `max_connections`; more get `503` at once.
+    pub max_queue_per_node: u32,
     pub nodes: Vec<NodeConfig>,
 }
 
@@ -346,6 +370,17 @@ struct RawListener {
     max_body_bytes: Option<u64>,
     #[serde(default = "default_tunnel_idle_timeout", with = "duration")]
     tunnel_idle_timeout: Duration,
+    #[serde(default)]
+    h2: RawH2,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawH2 {
+    max_concurrent_streams: Option<u32>,
+    /// `None`: the listener's `max_header_bytes`.
+    max_header_list_size: Option<u32>,
+    max_reset_streams: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -423,6 +458,11 @@ struct RawPool {
     health: Option<RawHealth>,
     #[serde(default)]
     fail_on_status: Vec<u16>,
+    /// The default of `nodes[].max_connections`.
+    #[serde(default)]
+    max_connections_per_node: Option<u32>,
+    #[serde(default = "default_max_queue_per_node")]
+    max_queue_per_node: u32,
     #[serde(default)]
     nodes: Vec<RawNode>,
 }
@@ -478,6 +518,8 @@ struct RawTimeouts {
     body_idle: Duration,
     #[serde(with = "duration")]
     idle: Duration,
+    #[serde(with = "duration")]
+    queue: Duration,
 }
 
 impl Default for RawTimeouts {
@@ -489,6 +531,9 @@ impl Default for RawTimeouts {
             // Below Tomcat's default keepAliveTimeout (20 s), so the balancer closes an idle
             // connection before the node does (the keep-alive race).
             idle: Duration::from_secs(15),
+            // HAProxy's `timeout queue` is often a few seconds; a second keeps a busy node's
+            // clients from piling up while it lets a short burst through.
+            queue: Duration::from_secs(1),
         }
     }
 }
@@ -601,6 +646,8 @@ struct RawNode {
     redirect: Option<String>,
     #[serde(default)]
     state: RawNodeState,
+    #[serde(default)]
+    max_connections: Option<u32>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -623,6 +670,16 @@ pub const SEPARATORS: &str = ".-_!~:";
 fn default_max_connections() -> usize {
     10_000
 }
+fn default_max_queue_per_node() -> u32 {
+    1000
+}
+/// `listeners[].h2.max_concurrent_streams` by default: what HAProxy and most servers
+/// advertise.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// `listeners[].h2.max_reset_streams` by default.
+pub const DEFAULT_H2_MAX_RESET_STREAMS: u32 = 100;
+/// Bounds of the connection and queue limits: more is a typo, not a setting.
+const MAX_LIMIT: u32 = 1_000_000;
 fn default_tunnel_idle_timeout() -> Duration {
     Duration::from_secs(60 * 60)
 }
@@ -1061,6 +1118,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             max_header_bytes: l.max_header_bytes,
             trusted_proxies: TrustedProxies::new(blocks),
             max_body_bytes: l.max_body_bytes,
+            h2: validate_h2(&l.h2, l.max_header_bytes, &key, ctx)?,
             tunnel_idle_timeout: l.tunnel_idle_timeout,
         });
     }
@@ -1254,6 +1312,19 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
     if p.nodes.is_empty() {
         return Err(ctx.err(format!("{key}.nodes"), "a pool needs at least one node"));
     }
+    let per_node = match p.max_connections_per_node {
+        Some(v) => Some(check_limit(
+            v,
+            format!("{key}.max_connections_per_node"),
+            ctx,
+        )?),
+        None => None,
+    };
+    check_limit(
+        p.max_queue_per_node,
+        format!("{key}.max_queue_per_node"),
+        ctx,
+    )?;
     let mut nodes = Vec::new();
     let mut routes = HashSet::new();
     for (ni, n) in p.nodes.iter().enumerate() {
@@ -1287,6 +1358,10 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         }
         let addr =
             NodeAddr::parse(&n.address).map_err(|m| ctx.err(format!("{nkey}.address"), m))?;
+        let max_connections = match n.max_connections {
+            Some(v) => Some(check_limit(v, format!("{nkey}.max_connections"), ctx)?),
+            None => per_node,
+        };
         nodes.push(NodeConfig {
             route: n.route.clone(),
             address: n.address.clone(),
@@ -1300,6 +1375,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
                 RawNodeState::Disabled => NodeState::Disabled,
                 RawNodeState::Standby => NodeState::Standby,
             },
+            max_connections,
         });
     }
     for (ni, n) in nodes.iter().enumerate() {
@@ -1335,6 +1411,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         ("response", t.response),
         ("body_idle", t.body_idle),
         ("idle", t.idle),
+        ("queue", t.queue),
     ] {
         if d.is_zero() {
             return Err(ctx.err(format!("{key}.timeouts.{name}"), "must not be zero"));
@@ -1425,6 +1502,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
             response: t.response,
             body_idle: t.body_idle,
             idle: t.idle,
+            queue: t.queue,
         },
         cookie: CookieDefaults {
             path: p.cookie.path.clone(),
@@ -1438,7 +1516,58 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         store,
         health,
         fail_on_status: p.fail_on_status,
+        max_queue_per_node: p.max_queue_per_node,
         nodes,
+    })
+}
+
+/// A connection or queue limit: at least 1, at most [`MAX_LIMIT`].
+fn check_limit(value: u32, key: String, ctx: &Ctx) -> Result<u32, ConfigError> {
+    if value == 0 {
+        return Err(ctx.err(key, "must be at least 1 (omit the key for no limit)"));
+    }
+    if value > MAX_LIMIT {
+        return Err(ctx.err(key, format!("must be at most {MAX_LIMIT}")));
+    }
+    Ok(value)
+}
+
+/// `listeners[].h2`, with its defaults: the header list size follows `max_header_bytes`.
+fn validate_h2(
+    h: &RawH2,
+    max_header_bytes: usize,
+    key: &str,
+    ctx: &Ctx,
+) -> Result<H2Limits, ConfigError> {
+    let streams = h
+        .max_concurrent_streams
+        .unwrap_or(DEFAULT_H2_MAX_CONCURRENT_STREAMS);
+    if streams == 0 || streams > 10_000 {
+        return Err(ctx.err(
+            format!("{key}.h2.max_concurrent_streams"),
+            "must be between 1 and 10000",
+        ));
+    }
+    let list = h
+        .max_header_list_size
+        .unwrap_or_else(|| u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    if !(1024..=16 * 1024 * 1024).contains(&list) {
+        return Err(ctx.err(
+            format!("{key}.h2.max_header_list_size"),
+            "must be between 1024 and 16777216 bytes",
+        ));
+    }
+    let resets = h.max_reset_streams.unwrap_or(DEFAULT_H2_MAX_RESET_STREAMS);
+    if resets == 0 || resets > MAX_LIMIT {
+        return Err(ctx.err(
+            format!("{key}.h2.max_reset_streams"),
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(H2Limits {
+        max_concurrent_streams: streams,
+        max_header_list_size: list,
+        max_reset_streams: resets,
     })
 }
 
@@ -2164,5 +2293,138 @@ pools:
         assert_eq!(err.key, "admin.token", "{err}");
         let zeros = "listeners:\n  - bind: \"127.0.0.1:0\"\n  - bind: \"127.0.0.1:0\"\nadmin: { bind: \"127.0.0.1:0\" }\npools:\n  - name: app\n    nodes: [{ route: a, address: \"127.0.0.1:1\" }]\n";
         Config::from_yaml(zeros, "t.yaml").unwrap();
+    }
+
+    /// A config with `listener` and `pool` lines (indented as given) and two nodes, the second
+    /// with `node` keys: for the limit keys' tests.
+    fn limits_yaml(listener: &str, pool: &str, node: &str) -> String {
+        format!(
+            "listeners:\n  - bind: \"127.0.0.1:8080\"\n{listener}pools:\n  - name: app\n{pool}    nodes:\n      - route: jvm1\n        address: \"127.0.0.1:1\"\n      - route: jvm2\n        address: \"127.0.0.1:2\"\n{node}"
+        )
+    }
+
+    #[test]
+    fn connection_limits_default_to_none_and_nodes_inherit_the_pool_default() {
+        let c = Config::from_yaml(&limits_yaml("", "", ""), "t.yaml").unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.nodes[0].max_connections, None);
+        assert_eq!(p.nodes[1].max_connections, None);
+        assert_eq!(p.max_queue_per_node, 1000);
+        assert_eq!(p.timeouts.queue, Duration::from_secs(1));
+
+        let y = limits_yaml(
+            "",
+            "    max_connections_per_node: 50\n    max_queue_per_node: 7\n    timeouts:\n      queue: 250ms\n",
+            "        max_connections: 3\n",
+        );
+        let c = Config::from_yaml(&y, "t.yaml").unwrap();
+        let p = &c.pools[0];
+        assert_eq!(p.nodes[0].max_connections, Some(50), "inherited");
+        assert_eq!(p.nodes[1].max_connections, Some(3), "the node's own wins");
+        assert_eq!(p.max_queue_per_node, 7);
+        assert_eq!(p.timeouts.queue, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn h2_limits_default_and_follow_max_header_bytes() {
+        let c = Config::from_yaml(&limits_yaml("", "", ""), "t.yaml").unwrap();
+        let h2 = c.listeners[0].h2;
+        assert_eq!(h2.max_concurrent_streams, 100);
+        assert_eq!(h2.max_header_list_size, 16 * 1024);
+        assert_eq!(h2.max_reset_streams, 100);
+
+        let y = limits_yaml("    max_header_bytes: 32768\n", "", "");
+        let c = Config::from_yaml(&y, "t.yaml").unwrap();
+        assert_eq!(c.listeners[0].h2.max_header_list_size, 32768);
+
+        let y = limits_yaml(
+            "    h2:\n      max_concurrent_streams: 7\n      max_header_list_size: 4096\n      max_reset_streams: 9\n",
+            "",
+            "",
+        );
+        let h2 = Config::from_yaml(&y, "t.yaml").unwrap().listeners[0].h2;
+        assert_eq!(
+            (
+                h2.max_concurrent_streams,
+                h2.max_header_list_size,
+                h2.max_reset_streams
+            ),
+            (7, 4096, 9)
+        );
+    }
+
+    #[test]
+    fn zero_and_absurd_limits_name_file_line_and_key() {
+        let node_key = |v: &str| format!("        max_connections: {v}\n");
+        // (yaml, key, line, message fragment)
+        let cases: Vec<(String, &str, usize, &str)> = vec![
+            (
+                limits_yaml("", "", &node_key("0")),
+                "pools[0].nodes[1].max_connections",
+                10,
+                "at least 1",
+            ),
+            (
+                limits_yaml("", "", &node_key("2000000")),
+                "pools[0].nodes[1].max_connections",
+                10,
+                "at most 1000000",
+            ),
+            (
+                limits_yaml("", "    max_connections_per_node: 0\n", ""),
+                "pools[0].max_connections_per_node",
+                5,
+                "at least 1",
+            ),
+            (
+                limits_yaml("", "    max_queue_per_node: 0\n", ""),
+                "pools[0].max_queue_per_node",
+                5,
+                "at least 1",
+            ),
+            (
+                limits_yaml("", "    timeouts:\n      queue: 0s\n", ""),
+                "pools[0].timeouts.queue",
+                6,
+                "must not be zero",
+            ),
+            (
+                limits_yaml("", "    timeouts:\n      queue: 2y\n", ""),
+                "pools[0].timeouts.queue",
+                6,
+                "at most",
+            ),
+            (
+                limits_yaml("    h2:\n      max_concurrent_streams: 0\n", "", ""),
+                "listeners[0].h2.max_concurrent_streams",
+                4,
+                "between 1 and 10000",
+            ),
+            (
+                limits_yaml("    h2:\n      max_header_list_size: 0\n", "", ""),
+                "listeners[0].h2.max_header_list_size",
+                4,
+                "between 1024",
+            ),
+            (
+                limits_yaml("    h2:\n      max_reset_streams: 0\n", "", ""),
+                "listeners[0].h2.max_reset_streams",
+                4,
+                "between 1 and",
+            ),
+            (
+                limits_yaml("    h2:\n      max_streams: 5\n", "", ""),
+                "listeners[0].h2.max_streams",
+                4,
+                "unknown field",
+            ),
+        ];
+        for (yaml, key, line, fragment) in cases {
+            let err = Config::from_yaml(&yaml, "bad.yaml").unwrap_err();
+            assert_eq!(err.file, "bad.yaml");
+            assert_eq!(err.key, key, "{yaml}\n{err}");
+            assert!(err.message.contains(fragment), "{err}");
+            assert_eq!(err.line, Some(line), "{yaml}\n{err}");
+        }
     }
 }

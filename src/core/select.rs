@@ -86,6 +86,11 @@ pub trait PoolView {
     /// The node's preferred failover target.
     fn redirect(&self, node: usize) -> Option<usize>;
     fn inflight(&self, node: usize) -> u64;
+    /// Could a new request start on the node now, or is it at its connection limit?
+    fn has_room(&self, node: usize) -> bool {
+        let _ = node;
+        true
+    }
     /// Seed for rendezvous hashing, derived from the route so every balancer agrees.
     fn route_seed(&self, node: usize) -> u64;
     fn balance(&self) -> BalanceKind;
@@ -218,12 +223,20 @@ pub fn rendezvous<P: PoolView>(
     best.map(|(i, _)| i)
 }
 
+/// A new session goes to a node with room when there is one: one at its connection limit
+/// would make it wait while another node could serve it at once. Only when every candidate is
+/// full does it queue at one of them.
 fn choose_new<P: PoolView>(pool: &P, tried: &[usize], now_ms: u64) -> Result<Choice, NoCandidate> {
     for state in [NodeState::Active, NodeState::Standby] {
         let cands = candidates(pool, None, None, state, tried, now_ms);
+        let with_room = cands.clone().filter(|&i| pool.has_room(i));
         let picked = match pool.balance() {
-            BalanceKind::P2c => p2c(pool, cands),
-            BalanceKind::RoundRobin => weighted_pick(pool, cands, pool.next_ticket()),
+            BalanceKind::P2c => p2c(pool, with_room).or_else(|| p2c(pool, cands)),
+            BalanceKind::RoundRobin => {
+                let ticket = pool.next_ticket();
+                weighted_pick(pool, with_room, ticket)
+                    .or_else(|| weighted_pick(pool, cands, ticket))
+            }
         };
         if let Some(node) = picked {
             return Ok(Choice {
@@ -266,4 +279,97 @@ fn p2c<P: PoolView>(pool: &P, cands: impl Iterator<Item = usize> + Clone) -> Opt
     let load_a = u128::from(pool.inflight(a)) * u128::from(pool.weight(b));
     let load_b = u128::from(pool.inflight(b)) * u128::from(pool.weight(a));
     Some(if load_b < load_a { b } else { a })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three active nodes, up, weight 1; `full` ones are at their connection limit.
+    struct Fake {
+        full: Vec<bool>,
+        balance: BalanceKind,
+        ticket: std::cell::Cell<u64>,
+    }
+
+    impl PoolView for Fake {
+        fn len(&self) -> usize {
+            self.full.len()
+        }
+        fn index_of(&self, route: &str) -> Option<usize> {
+            route.parse().ok().filter(|&i| i < self.full.len())
+        }
+        fn state(&self, _: usize) -> NodeState {
+            NodeState::Active
+        }
+        fn is_up(&self, _: usize, _: u64) -> bool {
+            true
+        }
+        fn weight(&self, _: usize) -> u32 {
+            1
+        }
+        fn domain(&self, _: usize) -> &str {
+            ""
+        }
+        fn redirect(&self, _: usize) -> Option<usize> {
+            None
+        }
+        fn inflight(&self, node: usize) -> u64 {
+            // A full node with a small limit can have fewer in flight than one with room.
+            if self.full[node] {
+                1
+            } else {
+                50
+            }
+        }
+        fn has_room(&self, node: usize) -> bool {
+            !self.full[node]
+        }
+        fn route_seed(&self, node: usize) -> u64 {
+            node as u64 * 7919
+        }
+        fn balance(&self) -> BalanceKind {
+            self.balance
+        }
+        fn cross_domain(&self) -> bool {
+            false
+        }
+        fn next_ticket(&self) -> u64 {
+            let t = self.ticket.get();
+            self.ticket.set(t + 1);
+            t
+        }
+    }
+
+    #[test]
+    fn new_sessions_go_to_nodes_with_room_and_pinned_ones_stay() {
+        for balance in [BalanceKind::P2c, BalanceKind::RoundRobin] {
+            // (full nodes, nodes a new session may land on)
+            let cases: [(&[bool], &[usize]); 3] = [
+                (&[true, false, true], &[1]),
+                (&[false, true, false], &[0, 2]),
+                // Every node full: it queues at one of them rather than failing.
+                (&[true, true, true], &[0, 1, 2]),
+            ];
+            for (full, allowed) in cases {
+                let pool = Fake {
+                    full: full.to_vec(),
+                    balance,
+                    ticket: Default::default(),
+                };
+                for _ in 0..50 {
+                    let c = choose(&pool, None, &[], 1).unwrap();
+                    assert_eq!(c.outcome, Outcome::New);
+                    assert!(allowed.contains(&c.node), "{balance:?} {full:?}: {c:?}");
+                }
+                // A session pinned to a full node stays there (it queues; it is not moved).
+                let key = SessionKey {
+                    pin: "0",
+                    backend_id: "X.0",
+                };
+                let c = choose(&pool, Some(key), &[], 1).unwrap();
+                assert_eq!((c.node, c.outcome), (0, Outcome::Hit));
+            }
+        }
+    }
 }

@@ -492,6 +492,8 @@ pub struct Tunnel {
     upstream: TcpStream,
     head: Buf,
     early: Vec<u8>,
+    /// The node's slot, held until the tunnel closes.
+    slot: Option<InflightGuard>,
 }
 
 impl Tunnel {
@@ -693,6 +695,12 @@ async fn attempts(
         let node = &pool.nodes[choice.node];
         trace.outcome = Some(choice.outcome);
         trace.node_ix = Some(choice.node);
+        // A slot before the connect: a node at its limit makes the request wait (or refuses
+        // it) without counting against the node's health.
+        let slot = match InflightGuard::try_new(node) {
+            Some(g) => g,
+            None => queue_for_slot(pool, node).await?,
+        };
         let epoch = node.rt.conn_epoch.load(Ordering::Relaxed);
         let fresh_now = std::mem::take(&mut fresh);
         let (failure, reason, reused) = match connect(conn, pool, node, epoch, fresh_now).await {
@@ -711,16 +719,19 @@ async fn attempts(
                 } else {
                     pipeline::kept_ids(req.m.ids.as_ref(), None)
                 };
-                let guard = InflightGuard::new(node.rt.clone());
+                slot.sending();
                 let sent_at = Instant::now();
                 let r = forward(
                     client, upstream, req, conn, node, choice, &ids, epoch, trace,
                 )
                 .await;
-                drop(guard);
                 match r {
-                    Ok(done) => {
+                    Ok(mut done) => {
                         trace.upstream.get_or_insert(sent_at.elapsed());
+                        // A tunnel keeps its connection to the node, and so its slot.
+                        if let Some(t) = &mut done.tunnel {
+                            t.slot = Some(slot);
+                        }
                         return Ok(done);
                     }
                     Err((failure, reason)) => {
@@ -755,6 +766,23 @@ async fn attempts(
             }
             Action::Fail => return Err(pipeline::give_up(failure, number, reason, None, pool)),
         }
+    }
+}
+
+/// Waits for a slot on a node at its `max_connections`, for at most `timeouts.queue`; then,
+/// or at once when the node's queue is full, a `503`. Boxed: only a request that finds its
+/// node full waits, and the wait's state stays out of every request's.
+async fn queue_for_slot(pool: &Pool, node: &Node) -> Result<InflightGuard, Fail> {
+    let retry_after = Some(pipeline::busy_retry_after(pool));
+    let deadline = Instant::now() + pool.cfg.timeouts.queue;
+    let wait = Box::pin(deadline::timeout_at(
+        deadline,
+        InflightGuard::queue(pool, node),
+    ));
+    match wait.await {
+        Ok(Ok(slot)) => Ok(slot),
+        Ok(Err(e)) => Err((e, retry_after)),
+        Err(deadline::Elapsed) => Err((pipeline::queue_timeout(pool, node), retry_after)),
     }
 }
 
@@ -883,6 +911,7 @@ fn finish(
                 upstream,
                 head,
                 early,
+                slot: None,
             }),
         },
         Relayed::Sent {

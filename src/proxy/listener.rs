@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::proxy::h1::{self, RawPools};
-use crate::proxy::service::ProxyService;
+use crate::proxy::service::{ProxyService, ResetBudget};
 use crate::proxy::tls::{self, TlsError};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::UpstreamPools;
@@ -137,6 +137,7 @@ struct Shared<F> {
     builder: auto::Builder<TokioExecutor>,
     cfg: ListenerConfig,
     tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
     /// The upgraded connections' idle limit, stop signal and task tracker.
     tunnels: TunnelPolicy,
 }
@@ -185,10 +186,17 @@ pub async fn serve_listener(a: AcceptLoop) {
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
         .max_buf_size(cfg.max_header_bytes);
+    // `listeners[].h2`. The reset limits of h2 itself (streams reset before hyper accepted
+    // them, resets its protocol checks force) take the same value as our own budget for
+    // streams reset before their answer (`service::ResetBudget`).
+    let h2 = cfg.h2;
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(cfg.max_header_bytes as u32);
+        .max_header_list_size(h2.max_header_list_size)
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
+        .max_local_error_reset_streams(h2.max_reset_streams as usize);
     let native = TaskTracker::new();
     let tunnels = TunnelPolicy {
         idle: cfg.tunnel_idle_timeout,
@@ -208,6 +216,7 @@ pub async fn serve_listener(a: AcceptLoop) {
         builder,
         cfg: cfg.clone(),
         tls,
+        shutdown: shutdown.clone(),
         tunnels: tunnels.clone(),
     });
     let graceful = GracefulShutdown::new();
@@ -308,10 +317,7 @@ where
                         .with_listener(&shared.cfg)
                         .with_tunnels(shared.tunnels.clone(), None);
                 let io = TokioIo::new(Rewind::new(read, stream));
-                let conn = shared.builder.serve_connection_with_upgrades(io, service);
-                if let Err(e) = Box::pin(watcher.watch(conn.into_owned())).await {
-                    tracing::debug!(error = %e, "connection ended with error");
-                }
+                Box::pin(serve_hyper(&shared, io, service, watcher)).await;
             }
         }
     }
@@ -348,10 +354,55 @@ async fn serve_tls<F>(
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
         .with_listener(&shared.cfg)
         .with_tunnels(shared.tunnels.clone(), Some(permit));
-    let conn = shared
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
-    if let Err(e) = Box::pin(watcher.watch(conn.into_owned())).await {
+    Box::pin(serve_hyper(shared, TokioIo::new(stream), service, watcher)).await;
+}
+
+/// How long a connection cut off for resetting too many streams gets to finish after its
+/// `GOAWAY`, before it is closed whatever it does.
+const CUT_OFF_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one connection with hyper (HTTP/2, or HTTP/1.1 over TLS) until it ends. It shuts
+/// down gracefully (`GOAWAY`, in-flight streams finish) when the listener stops, and when the
+/// client spent the connection's [`ResetBudget`], then closes after [`CUT_OFF_GRACE`].
+/// `watcher` keeps the listener's drain waiting for it.
+async fn serve_hyper<F, I>(
+    shared: &Shared<F>,
+    io: I,
+    service: ProxyService,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let budget = ResetBudget::new(shared.cfg.h2.max_reset_streams);
+    let service = service.with_reset_budget(budget.clone());
+    let conn = shared.builder.serve_connection_with_upgrades(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let cut_off = budget.exhausted();
+    let mut closing = false;
+    let mut close_by: Option<tokio::time::Instant> = None;
+    let ended = loop {
+        let until = close_by.unwrap_or_else(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = shared.shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = cut_off.cancelled(), if close_by.is_none() => {
+                if !closing {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                close_by = Some(tokio::time::Instant::now() + CUT_OFF_GRACE);
+            }
+            _ = tokio::time::sleep_until(until), if close_by.is_some() => {
+                tracing::debug!("connection cut off");
+                break Ok(());
+            }
+        }
+    };
+    drop(watcher);
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with error");
     }
 }

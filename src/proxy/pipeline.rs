@@ -29,7 +29,7 @@ use crate::core::node_state::NodeState;
 use crate::core::retry::Failure;
 use crate::core::select::{self, Choice, NoCandidate, Outcome, SessionKey};
 use crate::core::session::{self, FoundId, SessionSettings};
-use crate::state::node::{now_ms, NodeRuntime};
+use crate::state::node::{now_ms, NodeRuntime, Refusal};
 use crate::state::snapshot::{Node, Pool, Snapshot};
 use crate::state::Balancer;
 use crate::store::{OnStoreError, RenameOutcome};
@@ -71,6 +71,11 @@ pub enum ProxyError {
     /// its codec).
     #[error("{0}")]
     BadHost(&'static str),
+    /// The node is at its `max_connections` and its queue is full, or no slot freed within
+    /// `timeouts.queue`. Not a failure of the node: it is not marked down, and a pinned
+    /// session is not moved (that would rebind it because its node is busy).
+    #[error("node {route} is at its connection limit")]
+    NodeBusy { route: String, why: Refusal },
 }
 
 impl ProxyError {
@@ -78,7 +83,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoPool => StatusCode::NOT_FOUND,
-            ProxyError::NoCandidate(_) | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoCandidate(_) | ProxyError::Store(_) | ProxyError::NodeBusy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Unreachable { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
@@ -105,6 +112,7 @@ impl ProxyError {
                 format!("{self} ({attempts} attempts; last: {last})")
             }
             ProxyError::Timeout(d) => format!("{self} (timeouts.response {d:?})"),
+            ProxyError::NodeBusy { why, .. } => format!("{self} ({})", why.as_str()),
         }
     }
 }
@@ -479,14 +487,34 @@ pub fn learn<'i>(
     );
 }
 
-/// Counts a request in flight on a node until its response is done.
+/// A slot on a node (see `NodeRuntime`'s slots): counted in flight from before the connect
+/// until the response, or the tunnel, ends; given back on drop.
 pub struct InflightGuard(Arc<NodeRuntime>);
 
 impl InflightGuard {
-    pub fn new(rt: Arc<NodeRuntime>) -> Self {
-        rt.inflight.fetch_add(1, Ordering::Relaxed);
-        rt.stats.requests.fetch_add(1, Ordering::Relaxed);
-        InflightGuard(rt)
+    /// A slot on `node` if it has one now: always on an unlimited node (one increment, as
+    /// the in-flight count always cost). `None`: wait with [`InflightGuard::queue`].
+    pub fn try_new(node: &Node) -> Option<Self> {
+        node.rt
+            .try_take_slot(node.max_connections)
+            .then(|| InflightGuard(node.rt.clone()))
+    }
+
+    /// Waits in `node`'s queue for a slot: a full queue refuses at once. No timeout of its
+    /// own: each protocol bounds the wait by `timeouts.queue` with its timer and calls
+    /// [`queue_timeout`] when it passes.
+    pub async fn queue(pool: &Pool, node: &Node) -> Result<Self, ProxyError> {
+        let limit = node.max_connections.unwrap_or(u32::MAX);
+        let Some(ticket) = node.rt.enqueue(pool.cfg.max_queue_per_node) else {
+            return Err(refuse(pool, node, Refusal::QueueFull));
+        };
+        node.rt.wait_for_slot(limit, ticket).await;
+        Ok(InflightGuard(node.rt.clone()))
+    }
+
+    /// Counts the request as sent to the node (`stickyroute_upstream_requests`).
+    pub fn sending(&self) {
+        self.0.stats.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn runtime(&self) -> &Arc<NodeRuntime> {
@@ -496,6 +524,25 @@ impl InflightGuard {
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.0.release_slot();
+    }
+}
+
+/// The error of a request that waited `timeouts.queue` for a slot on `node` in vain.
+pub fn queue_timeout(pool: &Pool, node: &Node) -> ProxyError {
+    refuse(pool, node, Refusal::QueueTimeout)
+}
+
+/// `Retry-After` of a `503` for a busy node: the queue's wait, at least a second.
+pub fn busy_retry_after(pool: &Pool) -> Duration {
+    pool.cfg.timeouts.queue.max(Duration::from_secs(1))
+}
+
+fn refuse(pool: &Pool, node: &Node, why: Refusal) -> ProxyError {
+    node.rt.refused(why);
+    tracing::debug!(pool = %pool.cfg.name, node = %node.route, why = why.as_str(), "node at its connection limit");
+    ProxyError::NodeBusy {
+        route: node.route.clone(),
+        why,
     }
 }

@@ -56,6 +56,8 @@ pub struct ProxyService {
     trusted: TrustedProxies,
     /// `listeners[].max_body_bytes` of that listener.
     max_body: Option<u64>,
+    /// The connection's rapid-reset guard (HTTP/2).
+    resets: Option<Arc<ResetBudget>>,
     /// How the listener's tunnels are bounded, and where they run.
     tunnels: TunnelPolicy,
     /// The connection's permit of `listeners[].max_connections`, kept by a tunnel it becomes.
@@ -78,9 +80,17 @@ impl ProxyService {
             tls,
             trusted: TrustedProxies::default(),
             max_body: None,
+            resets: None,
             tunnels: TunnelPolicy::default(),
             permit: None,
         }
+    }
+
+    /// Counts this connection's streams that the client cancels before their response
+    /// against `budget` (see [`ResetBudget`]).
+    pub fn with_reset_budget(mut self, budget: Arc<ResetBudget>) -> Self {
+        self.resets = Some(budget);
+        self
     }
 
     /// The listener's tunnel policy, and the connection permit a tunnel keeps.
@@ -109,7 +119,97 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+        Box::pin(async move {
+            // Dropped unanswered: hyper drops a stream's service future when the client
+            // resets the stream.
+            let watch = this.resets.clone().map(StreamWatch::new);
+            let resp = this.handle(req).await;
+            if let Some(w) = watch {
+                w.answered();
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// The rapid-reset guard of one HTTP/2 connection (CVE-2023-44487): a client that opens
+/// streams and resets them before their answer makes the balancer select, connect and forward
+/// for nothing, at no cost of its own. Each such reset spends one unit of the budget
+/// (`listeners[].h2.max_reset_streams`), each answered stream gives one back (up to the
+/// maximum); a reset that finds it empty cancels [`ResetBudget::exhausted`], and the listener
+/// closes the connection with `GOAWAY`. A browser that cancels a few requests among many it
+/// lets finish never gets there. Streams reset before hyper accepted them are h2's own limit
+/// (`max_pending_accept_reset_streams`, set to the same value).
+#[derive(Debug)]
+pub struct ResetBudget {
+    left: std::sync::atomic::AtomicU32,
+    max: u32,
+    exhausted: tokio_util::sync::CancellationToken,
+}
+
+impl ResetBudget {
+    pub fn new(max: u32) -> Arc<ResetBudget> {
+        Arc::new(ResetBudget {
+            left: std::sync::atomic::AtomicU32::new(max),
+            max,
+            exhausted: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+
+    /// Cancelled when the client reset more streams than the budget allows.
+    pub fn exhausted(&self) -> &tokio_util::sync::CancellationToken {
+        &self.exhausted
+    }
+
+    fn spend(&self) {
+        let spent = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1));
+        if spent.is_err() && !self.exhausted.is_cancelled() {
+            tracing::warn!(
+                max_reset_streams = self.max,
+                "HTTP/2 client reset too many streams; closing the connection"
+            );
+            self.exhausted.cancel();
+        }
+    }
+
+    fn refund(&self) {
+        let max = self.max;
+        let _ = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                (l < max).then_some(l + 1)
+            });
+    }
+}
+
+/// One stream's request on a connection with a [`ResetBudget`]: spends from it when dropped
+/// before the response head was handed to hyper.
+struct StreamWatch {
+    budget: Arc<ResetBudget>,
+    answered: bool,
+}
+
+impl StreamWatch {
+    fn new(budget: Arc<ResetBudget>) -> Self {
+        StreamWatch {
+            budget,
+            answered: false,
+        }
+    }
+
+    fn answered(mut self) {
+        self.answered = true;
+        self.budget.refund();
+    }
+}
+
+impl Drop for StreamWatch {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.budget.spend();
+        }
     }
 }
 
@@ -274,6 +374,11 @@ impl ProxyService {
             let node = &pool.nodes[choice.node];
             trace.outcome = Some(choice.outcome);
             trace.node_ix = Some(choice.node);
+            // A slot before the connect; a node at its limit is waited for, not failed.
+            let guard = match InflightGuard::try_new(node) {
+                Some(g) => g,
+                None => queue_for_slot(pool, node).await?,
+            };
             let fresh = std::mem::take(&mut fresh_next);
             let conns = self.conns.get(node.slot);
             let epoch = node.rt.conn_epoch.load(Ordering::Relaxed);
@@ -297,7 +402,7 @@ impl ProxyService {
                     self.rewrite_for_node(req, &mut parts, choice, &ids, &mut cookies_dirty);
                     let body_now = body.take().unwrap_or_else(ForwardBody::empty);
                     let request = Request::from_parts(take_parts(&mut parts), body_now);
-                    let guard = InflightGuard::new(node.rt.clone());
+                    guard.sending();
                     let sent_at = Instant::now();
                     let t = &pool.cfg.timeouts;
                     match send(sender, request, node, t.response, t.connect).await {
@@ -673,6 +778,25 @@ async fn send(
         }
     }
     unreachable!("the loop returns on its second pass")
+}
+
+/// Waits for a slot on a node at its `max_connections`, for at most `timeouts.queue`; then,
+/// or at once when its queue is full, a `503`. Boxed: only a request that finds its node full
+/// waits.
+async fn queue_for_slot(
+    pool: &Pool,
+    node: &Node,
+) -> Result<InflightGuard, (ProxyError, Option<Duration>)> {
+    let retry_after = Some(pipeline::busy_retry_after(pool));
+    let wait = Box::pin(tokio::time::timeout(
+        pool.cfg.timeouts.queue,
+        InflightGuard::queue(pool, node),
+    ));
+    match wait.await {
+        Ok(Ok(slot)) => Ok(slot),
+        Ok(Err(e)) => Err((e, retry_after)),
+        Err(_) => Err((pipeline::queue_timeout(pool, node), retry_after)),
+    }
 }
 
 /// `fut` (the node's response head), or `None` once `timeout` passed since the request body

@@ -64,6 +64,13 @@ pub const NODE_UP: &str = "stickyroute_node_up";
 pub const NODE_STATE: &str = "stickyroute_node_state";
 /// `stickyroute_node_in_flight{pool,node}`.
 pub const NODE_IN_FLIGHT: &str = "stickyroute_node_in_flight";
+/// Gauge: requests waiting for a slot on a node at its `max_connections`.
+pub const NODE_QUEUE_LENGTH: &str = "stickyroute_node_queue_length";
+/// Gauge: a node's `max_connections` (only nodes that have one).
+pub const NODE_MAX_CONNECTIONS: &str = "stickyroute_node_max_connections";
+/// Counter: requests refused by a node's connection limit, by reason (`queue_full`,
+/// `queue_timeout`).
+pub const NODE_LIMIT_REFUSED: &str = "stickyroute_node_limit_refused";
 /// `stickyroute_node_live_sessions{pool,node}`: sessions in the registry pinned to the node.
 pub const NODE_LIVE_SESSIONS: &str = "stickyroute_node_live_sessions";
 /// `stickyroute_node_drained{pool,node}`: 1 when a draining or disabled node has no live session.
@@ -415,6 +422,9 @@ impl Collector for Scrape {
         let mut up = Vec::new();
         let mut state = Vec::new();
         let mut in_flight = Vec::new();
+        let mut queued = Vec::new();
+        let mut max_conns = Vec::new();
+        let mut refused = Vec::new();
         let mut live = Vec::new();
         let mut drained = Vec::new();
         for pool in &snap.pools {
@@ -477,6 +487,16 @@ impl Collector for Scrape {
                     ));
                 }
                 in_flight.push((pn, node.inflight() as i64));
+                queued.push((pn, ld(&rt.queued) as i64));
+                if let Some(max) = node.max_connections {
+                    max_conns.push((pn, i64::from(max)));
+                }
+                for why in crate::state::node::Refusal::ALL {
+                    refused.push((
+                        [("pool", p), ("node", r), ("reason", why.as_str())],
+                        ld(&rt.stats.refused[why as usize]),
+                    ));
+                }
                 live.push((pn, b.registry.live_sessions(node.slot) as i64));
                 drained.push((pn, i64::from(b.registry.is_drained(current, node.slot))));
             }
@@ -515,8 +535,26 @@ impl Collector for Scrape {
         gauge_family(
             &mut enc,
             NODE_IN_FLIGHT,
-            "Requests in flight on the node",
+            "Requests in flight on the node (each holds a connection to it)",
             &in_flight,
+        )?;
+        gauge_family(
+            &mut enc,
+            NODE_QUEUE_LENGTH,
+            "Requests waiting for a node at its max_connections",
+            &queued,
+        )?;
+        gauge_family(
+            &mut enc,
+            NODE_MAX_CONNECTIONS,
+            "The node's max_connections (nodes that have one)",
+            &max_conns,
+        )?;
+        counter_family(
+            &mut enc,
+            NODE_LIMIT_REFUSED,
+            "Requests refused with 503 by a node's connection limit, by reason",
+            &refused,
         )?;
         gauge_family(
             &mut enc,

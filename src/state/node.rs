@@ -1,10 +1,13 @@
 //! The part of a node that outlives config reloads: operator state, health (passive marks and
-//! the active checker's verdict), in-flight count and counters. All atomics: the request path
-//! reads and bumps them without locks.
+//! the active checker's verdict), in-flight count, the queue of requests waiting for a node at
+//! its `max_connections`, and counters. All atomics: the request path reads and bumps them
+//! without locks (a request that waits in the queue registers with a `Notify`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::core::node_state::NodeState;
 
@@ -99,6 +102,28 @@ pub struct NodeStats {
     pub failovers_out: AtomicU64,
     pub connect_errors: AtomicU64,
     pub upstream_errors: AtomicU64,
+    /// Requests refused by the node's connection limit, by [`Refusal`].
+    pub refused: [AtomicU64; 2],
+}
+
+/// Why a request got no slot on a node at its `max_connections`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node's queue already held `max_queue_per_node` requests.
+    QueueFull = 0,
+    /// No slot freed within `timeouts.queue`.
+    QueueTimeout = 1,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 2] = [Refusal::QueueFull, Refusal::QueueTimeout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::QueueFull => "queue_full",
+            Refusal::QueueTimeout => "queue_timeout",
+        }
+    }
 }
 
 /// The part of a node that outlives config reloads.
@@ -106,7 +131,13 @@ pub struct NodeStats {
 pub struct NodeRuntime {
     state: AtomicU8,
     pub health: Health,
+    /// Requests holding a slot: connecting to the node, or waiting for or reading its answer
+    /// (tunnels included). What `max_connections` caps.
     pub inflight: AtomicU64,
+    /// Requests waiting for a slot.
+    pub queued: AtomicU64,
+    /// Wakes one waiting request when a slot frees.
+    slot_freed: Notify,
     pub stats: NodeStats,
     /// Bumped whenever the node is marked down: pooled connections opened before are dropped
     /// by their pools instead of being tried (every worker keeps pools of its own).
@@ -121,6 +152,8 @@ impl NodeRuntime {
             state: AtomicU8::new(state as u8),
             health: Health::default(),
             inflight: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            slot_freed: Notify::new(),
             stats: NodeStats::default(),
             conn_epoch: AtomicU64::new(0),
             metrics: Default::default(),
@@ -133,6 +166,89 @@ impl NodeRuntime {
 
     pub fn set_state(&self, s: NodeState) {
         self.state.store(s as u8, Ordering::Relaxed);
+    }
+}
+
+/// Slots: a request holds one while it connects to the node and until its response (or
+/// tunnel) ends. On an unlimited node taking one is the in-flight count's increment; with a
+/// limit it is a compare-and-swap below the limit, and a request that finds none waits in the
+/// node's queue, woken in arrival order as slots free.
+///
+/// The queue counter and the in-flight count are read and written `SeqCst` on both sides (a
+/// waiter's enqueue-then-retry, a release's decrement-then-look), so a release never misses a
+/// waiter that found the node full. On x86 that costs nothing over `Relaxed` for the RMWs.
+impl NodeRuntime {
+    /// Takes a slot if there is one now: always on an unlimited node; under `limit` only when
+    /// nobody is queued (a newcomer does not pass the queue).
+    pub fn try_take_slot(&self, limit: Option<u32>) -> bool {
+        let Some(limit) = limit else {
+            self.inflight.fetch_add(1, Ordering::Relaxed);
+            return true;
+        };
+        self.queued.load(Ordering::SeqCst) == 0 && self.take_below(limit)
+    }
+
+    fn take_below(&self, limit: u32) -> bool {
+        self.inflight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < u64::from(limit)).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Does the node have a free slot for a newcomer right now?
+    pub fn has_room(&self, limit: Option<u32>) -> bool {
+        limit.is_none_or(|l| {
+            self.queued.load(Ordering::Relaxed) == 0
+                && self.inflight.load(Ordering::Relaxed) < u64::from(l)
+        })
+    }
+
+    /// Joins the queue; `None` when `max_queue` requests wait already. The ticket leaves the
+    /// queue when dropped.
+    pub fn enqueue(&self, max_queue: u32) -> Option<QueueTicket<'_>> {
+        let before = self.queued.fetch_add(1, Ordering::SeqCst);
+        let ticket = QueueTicket(self);
+        (before < u64::from(max_queue)).then_some(ticket)
+    }
+
+    /// Waits in the queue until a slot is taken (no timeout: the caller drops this to give
+    /// up).
+    pub async fn wait_for_slot(&self, limit: u32, ticket: QueueTicket<'_>) {
+        loop {
+            let freed = self.slot_freed.notified();
+            let mut freed = std::pin::pin!(freed);
+            // Registered before looking, so a release between the look and the wait wakes it.
+            freed.as_mut().enable();
+            if self.take_below(limit) {
+                drop(ticket);
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Gives a slot back and wakes the first waiting request, if any.
+    pub fn release_slot(&self) {
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        if self.queued.load(Ordering::SeqCst) > 0 {
+            self.slot_freed.notify_one();
+        }
+    }
+
+    /// Counts a refusal of the connection limit.
+    pub fn refused(&self, why: Refusal) {
+        self.stats.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A place in a node's queue, given up on drop.
+#[derive(Debug)]
+pub struct QueueTicket<'a>(&'a NodeRuntime);
+
+impl Drop for QueueTicket<'_> {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Node {
     pub route_seed: u64,
     /// The node's key in the session registry ([`Registry::slot`]).
     pub slot: u32,
+    /// Requests open on the node at once (`nodes[].max_connections`, else the pool's
+    /// `max_connections_per_node`); `None`: unlimited.
+    pub max_connections: Option<u32>,
     pub rt: Arc<NodeRuntime>,
 }
 
@@ -48,6 +51,11 @@ impl Node {
 
     pub fn inflight(&self) -> u64 {
         self.rt.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Could a new request take a slot on the node without queueing?
+    pub fn has_room(&self) -> bool {
+        self.rt.has_room(self.max_connections)
     }
 }
 
@@ -183,6 +191,7 @@ impl Snapshot {
                         config_state: nc.state,
                         route_seed: xxhash_rust::xxh3::xxh3_64(nc.route.as_bytes()),
                         slot: registry.slot(&pc.name, &nc.route),
+                        max_connections: nc.max_connections,
                         rt,
                     }
                 })
@@ -283,6 +292,9 @@ impl PoolView for Pool {
     }
     fn inflight(&self, node: usize) -> u64 {
         self.nodes[node].inflight()
+    }
+    fn has_room(&self, node: usize) -> bool {
+        self.nodes[node].has_room()
     }
     fn route_seed(&self, node: usize) -> u64 {
         self.nodes[node].route_seed

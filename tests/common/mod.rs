@@ -285,6 +285,33 @@ impl Session {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Metrics: `/metrics` of a running balancer, parsed (tests/admin.rs, limits.rs).
+
+/// Value of the sample `name` whose labels include all of `labels`.
+pub fn sample(
+    scrape: &prometheus_parse::Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            other => panic!("{name}: unexpected value {other:?}"),
+        })
+}
+
+/// `/metrics` of the balancer's admin listener, parsed.
+pub async fn scrape(lb: &Running) -> prometheus_parse::Scrape {
+    let text = admin_client(lb, None).metrics().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"))
+}
+
+// ---------------------------------------------------------------------------------------------
 // TLS listeners (tests/timeouts.rs).
 
 /// A self-signed certificate for `localhost`, written as `cert.pem` and `key.pem` in a
