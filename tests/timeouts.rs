@@ -329,6 +329,27 @@ async fn a_client_that_does_not_read_is_cut_off_after_body_idle() {
     released(lb, &mut closed, "unread response", 0).await;
 }
 
+/// The same over TLS, where hyper serves the client: the write-stall guard around the client
+/// stream cuts it after `body_idle` (`proxy::write_stall`).
+#[tokio::test]
+async fn a_client_that_does_not_read_is_cut_off_over_tls() {
+    let (node, mut closed) = raw_node(Behavior::Huge).await;
+    let (cert, dir) = test_cert();
+    let tls = format!(
+        "tls: {{ cert: \"{}\", key: \"{}\" }}",
+        dir.path().join("cert.pem").display(),
+        dir.path().join("key.pem").display()
+    );
+    let lb = lb_with(node, POOL, &tls).await;
+    let mut c = connect(lb.addr(), Some(&cert)).await;
+    c.write_all(b"GET /huge HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading, the connection kept open.
+    released(lb, &mut closed, "unread response over TLS", 0).await;
+    drop(c);
+}
+
 const SLOW: &str = "timeouts: { body_idle: 300ms, response: 500ms }";
 
 /// Sends `head` then 15 pieces of 100 bytes, 100 ms apart (1.5 s, three times

@@ -28,6 +28,7 @@ use crate::proxy::service::{ProxyService, ResetBudget};
 use crate::proxy::tls::{self, TlsError};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::UpstreamPools;
+use crate::proxy::write_stall::WriteStall;
 use crate::state::snapshot::SnapshotError;
 use crate::state::Balancer;
 
@@ -316,7 +317,8 @@ where
                     ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, false)
                         .with_listener(&shared.cfg)
                         .with_tunnels(shared.tunnels.clone(), None);
-                let io = TokioIo::new(Rewind::new(read, stream));
+                let limit = write_stall_limit(&shared.balancer);
+                let io = TokioIo::new(WriteStall::new(Rewind::new(read, stream), limit));
                 Box::pin(serve_hyper(&shared, io, service, watcher)).await;
             }
         }
@@ -354,7 +356,19 @@ async fn serve_tls<F>(
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
         .with_listener(&shared.cfg)
         .with_tunnels(shared.tunnels.clone(), Some(permit));
-    Box::pin(serve_hyper(shared, TokioIo::new(stream), service, watcher)).await;
+    let io = TokioIo::new(WriteStall::new(stream, write_stall_limit(&shared.balancer)));
+    Box::pin(serve_hyper(shared, io, service, watcher)).await;
+}
+
+/// How long a write to a hyper-served client may stay pending: the longest
+/// `pools[].timeouts.body_idle` (the connection is not tied to one pool), read at its start.
+fn write_stall_limit(balancer: &Balancer) -> Duration {
+    let snap = balancer.snapshot();
+    snap.pools
+        .iter()
+        .map(|p| p.cfg.timeouts.body_idle)
+        .max()
+        .unwrap_or(Duration::from_secs(60))
 }
 
 /// How long a connection cut off for resetting too many streams gets to finish after its

@@ -20,3 +20,4 @@ pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 pub mod workers;
+pub mod write_stall;
