@@ -3,27 +3,26 @@
 //! `pools[].timeouts.body_idle` instead of holding its node connection and in-flight slot.
 //!
 //! The native HTTP/1.1 path bounds each write itself; hyper writes through its connection's
-//! stream, so the bound sits there: while `poll_write` (or `poll_flush`) stays pending, a timer
-//! runs, and when it expires the write fails with `TimedOut`, which ends hyper's connection and
+//! stream, so the bound sits there: while `poll_write` (or `poll_flush`) stays pending, a
+//! coarse [`Deadline`] runs (a slot in the thread's deadline table, no timer of tokio's), and when it expires the write fails with `TimedOut`, which ends hyper's connection and
 //! drops the response body and its node connection. Any write that goes through resets it, so
 //! a slow but steady reader is not cut. An idle connection has no pending write and no timer.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
+
+use crate::proxy::deadline::Deadline;
 
 /// `inner` with writes that may stay pending for at most `limit`.
 pub struct WriteStall<S> {
     inner: S,
     limit: Duration,
-    /// Armed by the first pending write, cleared by the next one that goes through. Boxed: a
-    /// stalled write is rare, and the timer would otherwise sit in every connection's state.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Armed by the first pending write, cleared by the next one that goes through.
+    timer: Option<Deadline>,
 }
 
 impl<S> WriteStall<S> {
@@ -40,8 +39,8 @@ impl<S> WriteStall<S> {
         let limit = self.limit;
         let timer = self
             .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
+            .get_or_insert_with(|| Deadline::new(Instant::now() + limit));
+        match timer.poll_expired(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("the client read nothing for {limit:?} (timeouts.body_idle)"),
