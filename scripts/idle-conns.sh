@@ -45,27 +45,19 @@ need=$((IDLE + LOAD_CONNECTIONS + 1024))
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 (($(ulimit -n) >= need)) || die "ulimit -n is $(ulimit -n); $need are needed for IDLE=$IDLE"
 
-LB_PORT=$BASE_PORT
-ADMIN_PORT=$((BASE_PORT + 4))
-for p in $LB_PORT $((BASE_PORT + 1)) $((BASE_PORT + 2)) $((BASE_PORT + 3)) $ADMIN_PORT; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use; set BASE_PORT"; fi
-done
+# shellcheck source=scripts/lib/demo-pool.sh
+. scripts/lib/demo-pool.sh
+check_ports
 
 work="$(mktemp -d)"
-pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_started
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 export RUST_LOG=warn
-for i in 1 2 3; do
-  "$BIN" demo-node --route "jvm$i" --listen "127.0.0.1:$((BASE_PORT + i))" --store memory \
-    --session-timeout 5m >"$work/node$i.log" 2>&1 &
-  pids+=($!)
-done
+start_nodes "$work" 5m
 cat >"$work/balancer.yaml" <<EOF
 listeners:
   - bind: "127.0.0.1:$LB_PORT"

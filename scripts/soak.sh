@@ -62,27 +62,19 @@ case $LOADGEN in
   *) die "LOADGEN must be wrk or oha" ;;
 esac
 
-LB_PORT=$BASE_PORT
-ADMIN_PORT=$((BASE_PORT + 4))
-for p in $LB_PORT $((BASE_PORT + 1)) $((BASE_PORT + 2)) $((BASE_PORT + 3)) $ADMIN_PORT; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use; set BASE_PORT"; fi
-done
+# shellcheck source=scripts/lib/demo-pool.sh
+. scripts/lib/demo-pool.sh
+check_ports
 
 OUT="${OUT:-$(mktemp -d /tmp/stickyroute-soak.XXXXXX)}"
 mkdir -p "$OUT"
-pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  stop_started
 }
 trap cleanup EXIT
 
 export RUST_LOG=warn
-for i in 1 2 3; do
-  "$BIN" demo-node --route "jvm$i" --listen "127.0.0.1:$((BASE_PORT + i))" --store memory \
-    --session-timeout 1m >"$OUT/node$i.log" 2>&1 &
-  pids+=($!)
-done
+start_nodes "$OUT" 1m
 cat >"$OUT/balancer.yaml" <<EOF
 listeners:
   - bind: "127.0.0.1:$LB_PORT"
