@@ -66,7 +66,8 @@ def stat(pid):
     except OSError:
         return None
     r = s[s.rfind(")") + 2:].split()
-    return {"ppid": int(r[1]), "ticks": sum(int(x) for x in r[11:15]), "start": int(r[19])}
+    return {"ppid": int(r[1]), "ticks": sum(int(x) for x in r[11:15]), "start": int(r[19]),
+            "sys": int(r[12]) + int(r[14])}
 
 
 def tree(root):
@@ -88,6 +89,19 @@ def tree(root):
 
 def ticks(pids):
     return sum((stat(p) or {"ticks": 0})["ticks"] for p in pids)
+
+
+def sys_ticks(pids):
+    """Kernel-mode share of ticks(): system calls and the softirq work they run (on loopback a
+    send runs the receiver's TCP input too)."""
+    return sum((stat(p) or {"sys": 0})["sys"] for p in pids)
+
+
+def tcp_out_segs():
+    """Segments the machine's TCP sent so far (/proc/net/snmp), for segments per request."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("OutSegs")])
 
 
 def rss_kb(pids):
@@ -359,19 +373,26 @@ class Compare:
         for wl, cookie in (("sticky", STICKY), ("new", None)):
             self.check_time()
             pids, bpids = self.proxy.pids(), self.backend.pids()
+            k0, s0 = sys_ticks(pids), tcp_out_segs()
             c0 = (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time())
             out = run_tool(h2load(self.proxy_port, self.a.cpu_requests, self.a.cpu_conns, cookie), 600)
             c1 = (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time())
+            k1, s1 = sys_ticks(pids), tcp_out_segs()
             ok = h2load_2xx(out)
             us = (c1[1] - c0[1]) / CLK_TCK * 1e6 / self.a.cpu_requests
+            kernel_us = (k1 - k0) / CLK_TCK * 1e6 / self.a.cpu_requests
+            segs = (s1 - s0) / self.a.cpu_requests
             # Noise: CPU of everything but the proxy, the backends and h2load, in cores.
             wall = c1[4] - c0[4]
             ours = sum(c1[i] - c0[i] for i in (1, 2, 3))
             other = max(0.0, (c1[0] - c0[0]) - ours) / CLK_TCK / max(wall, 1e-3)
             flag = "" if ok == self.a.cpu_requests else "  WARNING only %d/%d 2xx" % (ok, self.a.cpu_requests)
-            log("  cpu %-6s %6.1f us/req  (%.2f s, other processes %.2f cores)%s" % (wl, us, wall, other, flag))
+            log("  cpu %-6s %6.1f us/req, kernel %.1f, %.2f TCP segments/req  (%.2f s, other processes %.2f cores)%s"
+                % (wl, us, kernel_us, segs, wall, other, flag))
             if not flag:
                 self.add(name, "cpu_" + wl, us)
+                self.add(name, "kernel_" + wl, kernel_us)
+                self.add(name, "segs_" + wl, segs)
 
     def sat(self, name):
         ratios = []
@@ -488,7 +509,8 @@ class Compare:
     def report(self):
         metrics = [("cpu_sticky", "CPU us/req sticky", "%.1f"), ("cpu_new", "CPU us/req new", "%.1f"),
                    ("sat_sticky", "sat ratio sticky", "%.3f"), ("added_p50", "added p50 us", "%.0f"),
-                   ("kib_per_conn", "KiB/idle conn", "%.2f")]
+                   ("kib_per_conn", "KiB/idle conn", "%.2f"), ("kernel_sticky", "kernel us/req sticky", "%.1f"),
+                   ("segs_sticky", "TCP segments/req sticky", "%.2f")]
         med = {p: {m: statistics.median(v) for m, v in ms.items() if v} for p, ms in self.results.items()}
         print()
         print("medians of %d round(s); %s" % (self.a.rounds, self.describe()))
@@ -507,6 +529,12 @@ class Compare:
                                    ("added_p50", "added p50", "<= 1.00")):
                 if m in ref and m in sr and ref[m]:
                     print("  %-17s %6.2f   (%s)" % (label, sr[m] / ref[m], goal))
+            if ref.get("cpu_sticky") and "kernel_sticky" in ref and "kernel_sticky" in sr:
+                # The kernel's part (system calls, TCP on both ends of each loopback send) is the
+                # same for every proxy that makes the same socket calls; a proxy with no user time
+                # at all would still cost this much.
+                print("  %-17s %6.2f   (stickyroute's kernel time alone, / haproxy-t1's total; haproxy-t1's own: %.2f)" % (
+                    "kernel floor", sr["kernel_sticky"] / ref["cpu_sticky"], ref["kernel_sticky"] / ref["cpu_sticky"]))
             if "kib_per_conn" in sr:
                 print("  %-17s %6.2f KiB (<= 2 KiB; haproxy-t1 %s)" % (
                     "idle connection", sr["kib_per_conn"],
