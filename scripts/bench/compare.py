@@ -87,14 +87,10 @@ def tree(root):
     return out
 
 
-def ticks(pids):
-    return sum((stat(p) or {"ticks": 0})["ticks"] for p in pids)
-
-
-def sys_ticks(pids):
-    """Kernel-mode share of ticks(): system calls and the softirq work they run (on loopback a
-    send runs the receiver's TCP input too)."""
-    return sum((stat(p) or {"sys": 0})["sys"] for p in pids)
+def ticks(pids, field="ticks"):
+    """CPU ticks of pids; field "sys" is the kernel-mode part: system calls and the softirq work
+    they run (on loopback a send runs the receiver's TCP input too)."""
+    return sum((stat(p) or {field: 0})[field] for p in pids)
 
 
 def tcp_out_segs():
@@ -373,15 +369,16 @@ class Compare:
         for wl, cookie in (("sticky", STICKY), ("new", None)):
             self.check_time()
             pids, bpids = self.proxy.pids(), self.backend.pids()
-            k0, s0 = sys_ticks(pids), tcp_out_segs()
-            c0 = (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time())
+            def snapshot():
+                return (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time(),
+                        ticks(pids, "sys"), tcp_out_segs())
+            c0 = snapshot()
             out = run_tool(h2load(self.proxy_port, self.a.cpu_requests, self.a.cpu_conns, cookie), 600)
-            c1 = (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time())
-            k1, s1 = sys_ticks(pids), tcp_out_segs()
+            c1 = snapshot()
             ok = h2load_2xx(out)
             us = (c1[1] - c0[1]) / CLK_TCK * 1e6 / self.a.cpu_requests
-            kernel_us = (k1 - k0) / CLK_TCK * 1e6 / self.a.cpu_requests
-            segs = (s1 - s0) / self.a.cpu_requests
+            kernel_us = (c1[5] - c0[5]) / CLK_TCK * 1e6 / self.a.cpu_requests
+            segs = (c1[6] - c0[6]) / self.a.cpu_requests
             # Noise: CPU of everything but the proxy, the backends and h2load, in cores.
             wall = c1[4] - c0[4]
             ours = sum(c1[i] - c0[i] for i in (1, 2, 3))
