@@ -282,7 +282,7 @@ pub fn prepare_request(
             parts.headers.insert(header::HOST, v);
         }
     }
-    let ip = client.ip().to_string();
+    let ip = client.ip().to_canonical().to_string();
     let prior = |headers: &HeaderMap, name: &str| {
         prior_chain(
             extend_forwarded,
@@ -300,26 +300,56 @@ pub fn prepare_request(
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static(proto));
-    let for_value = if client.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip
-    };
-    let mut forwarded = format!("for={for_value};proto={proto}");
     if let Some(h) = host {
         if let Ok(v) = HeaderValue::from_str(h) {
             parts.headers.insert("x-forwarded-host", v);
         }
-        if !h.contains(['"', '\\']) {
-            forwarded.push_str(&format!(";host=\"{h}\""));
-        }
     }
-    let forwarded = match prior(&parts.headers, "forwarded") {
-        Some(prev) => format!("{prev}, {forwarded}"),
-        None => forwarded,
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    let prev = prior(&parts.headers, "forwarded");
+    let mut forwarded = Vec::with_capacity(64);
+    let v6 = client.ip().to_canonical().is_ipv6();
+    push_forwarded(
+        &mut forwarded,
+        prev.as_deref().map(str::as_bytes),
+        ip.as_bytes(),
+        v6,
+        tls,
+        host.unwrap_or(""),
+    );
+    if let Ok(v) = HeaderValue::from_bytes(&forwarded) {
         parts.headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// Appends the `Forwarded` value (RFC 7239) the node receives: the chain kept from a trusted
+/// proxy (`prev`), then `for=IP;proto=http|https;host="HOST"` for this hop. `ip` is the
+/// client's address as text; `v6` quotes and brackets it. A host that cannot be a quoted
+/// string is left out. The one writer of the value for both request paths.
+pub fn push_forwarded(
+    out: &mut Vec<u8>,
+    prev: Option<&[u8]>,
+    ip: &[u8],
+    v6: bool,
+    tls: bool,
+    host: &str,
+) {
+    if let Some(p) = prev.filter(|p| !p.is_empty()) {
+        out.extend_from_slice(p);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"for=");
+    if v6 {
+        out.extend_from_slice(b"\"[");
+    }
+    out.extend_from_slice(ip);
+    if v6 {
+        out.extend_from_slice(b"]\"");
+    }
+    out.extend_from_slice(if tls { b";proto=https" } else { b";proto=http" });
+    if !host.is_empty() && !host.contains(['"', '\\']) {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host.as_bytes());
+        out.push(b'"');
     }
 }
 

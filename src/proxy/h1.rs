@@ -29,21 +29,24 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::proxy::client_io::ClientIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ListenerConfig;
 use crate::core::binder::{self, ResponsePlan};
-use crate::core::retry::{self, Action, Attempt, Failure};
-use crate::core::select::{Choice, Outcome as SelectOutcome};
+use crate::core::retry::Failure;
+use crate::core::select::Choice;
 use crate::core::session::{self, IdLocation};
 use crate::h1::{
     self, BodyFraming, BodyOut, BodyReader, HeaderKind, Method, Parsed, RequestEdits, RequestHead,
     ResponseEdits, ResponseHead, Step, Version,
 };
+use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
+use crate::proxy::deadline;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, Matched, ProxyError};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::open_tcp;
-use crate::proxy::{access_log, deadline};
 use crate::state::node::now_ms;
 use crate::state::snapshot::{Node, Pool, Snapshot};
 use crate::state::Balancer;
@@ -176,6 +179,8 @@ pub struct Conn<'a> {
     pub client: SocketAddr,
     pub cfg: &'a ListenerConfig,
     pub shutdown: &'a CancellationToken,
+    /// The client connection is TLS: `X-Forwarded-Proto: https`, `Secure` cookies.
+    pub tls: bool,
 }
 
 /// What every connection of one accept loop shares, owned.
@@ -184,6 +189,8 @@ pub struct Context {
     pub pools: Arc<RawPools>,
     pub cfg: ListenerConfig,
     pub shutdown: CancellationToken,
+    /// The listener terminates TLS.
+    pub tls: bool,
 }
 
 /// How a connection ended.
@@ -191,9 +198,9 @@ pub enum Outcome {
     /// Closed by either side, or shut down.
     Closed,
     /// The client spoke HTTP/2 with prior knowledge: these bytes were read; hyper takes over.
-    Http2(TcpStream, Vec<u8>),
+    Http2(ClientIo, Vec<u8>),
     /// The node accepted an upgrade: run the tunnel.
-    Upgraded(TcpStream, Tunnel),
+    Upgraded(ClientIo, Tunnel),
 }
 
 thread_local! {
@@ -225,7 +232,7 @@ impl Drop for PooledRequestHead {
 
 /// One request's exchange: what it owns while it runs, handed back when it ends.
 pub struct Job {
-    client: TcpStream,
+    client: ClientIo,
     peer: SocketAddr,
     head: PooledRequestHead,
     ctx: Arc<Context>,
@@ -321,6 +328,7 @@ async fn executor(inbox: InboxRef) {
                 client: job.peer,
                 cfg: &job.ctx.cfg,
                 shutdown: &job.ctx.shutdown,
+                tls: job.ctx.tls,
             };
             exchange(&mut job.client, buf, &job.head.0, &conn).await
         };
@@ -333,7 +341,7 @@ async fn executor(inbox: InboxRef) {
 /// Not an `async fn`, for size: an async fn copies its arguments into locals, and every idle
 /// connection's task would hold both.
 pub fn serve<E>(
-    client: TcpStream,
+    client: ClientIo,
     peer: SocketAddr,
     ctx: Arc<Context>,
     exchanges: &ExchangePool<E>,
@@ -385,8 +393,10 @@ where
                 HeadRead::Closed => return Outcome::Closed,
                 HeadRead::Http2 => return Outcome::Http2(client, std::mem::take(&mut buf.0)),
                 HeadRead::Bad(status, reason) => {
-                    let _ =
-                        Box::pin(write_synthetic(&mut client, status, reason, None, false)).await;
+                    let code =
+                        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+                    let synthetic = Synthetic::new(code, reason, None);
+                    let _ = Box::pin(write_synthetic(&mut client, &synthetic, false)).await;
                     return Outcome::Closed;
                 }
             }
@@ -424,7 +434,7 @@ enum HeadRead {
 /// Reads until `buf` holds a complete request head, within `header_read_timeout` of the
 /// moment this request's bytes started to arrive.
 async fn read_head(
-    client: &mut TcpStream,
+    client: &mut ClientIo,
     buf: &mut Vec<u8>,
     head: &mut RequestHead,
     cfg: &ListenerConfig,
@@ -467,16 +477,6 @@ pub enum Next {
     Tunnel(Tunnel),
 }
 
-/// What the access log and the counters learn about one request.
-#[derive(Default)]
-struct Trace {
-    pool_ix: Option<usize>,
-    node_ix: Option<usize>,
-    outcome: Option<SelectOutcome>,
-    upstream: Option<Duration>,
-    status: u16,
-}
-
 /// How the request's exchange ended, for the connection.
 struct Done {
     /// The client connection can take another request.
@@ -500,8 +500,8 @@ impl Tunnel {
     /// Sends the `101` head and the node's early bytes, then copies both ways until either
     /// side closes, the tunnel sits idle for `policy.idle`, or the shutdown grace ends
     /// ([`tunnel::relay`]).
-    pub async fn run(mut self, mut client: TcpStream, policy: &TunnelPolicy) {
-        tunnel::keepalive(&client);
+    pub async fn run(mut self, mut client: ClientIo, policy: &TunnelPolicy) {
+        tunnel::keepalive(client.tcp());
         tunnel::keepalive(&self.upstream);
         if write_all_idle(&mut client, &self.head.0, policy.idle)
             .await
@@ -509,6 +509,7 @@ impl Tunnel {
             || write_all_idle(&mut client, &self.early, policy.idle)
                 .await
                 .is_err()
+            || flush_idle(&mut client, policy.idle).await.is_err()
         {
             return;
         }
@@ -520,7 +521,7 @@ impl Tunnel {
 }
 
 /// One request and its response, then the access log line.
-async fn exchange(client: &mut TcpStream, buf: Buf, head: &RequestHead, conn: &Conn<'_>) -> Next {
+async fn exchange(client: &mut ClientIo, buf: Buf, head: &RequestHead, conn: &Conn<'_>) -> Next {
     let start = Instant::now();
     let snap = conn.balancer.snapshot();
     let mut trace = Trace::default();
@@ -529,23 +530,11 @@ async fn exchange(client: &mut TcpStream, buf: Buf, head: &RequestHead, conn: &C
         Ok(done) => done,
         Err((err, retry_after)) => {
             trace.status = err.status().as_u16();
-            if err.status().is_server_error() {
-                let pool = trace
-                    .pool_ix
-                    .map_or("-", |i| snap.pools[i].cfg.name.as_str());
-                tracing::warn!(pool, error = %err.detail(), "request failed");
-            }
+            trace.warn_failed(&snap, &err);
             // The body was not read: the connection cannot be reused unless there was none.
             let keep = head.keep_alive() && matches!(head.body(), BodyFraming::Empty);
-            let reason = err.to_string();
-            let w = Box::pin(write_synthetic(
-                client,
-                trace.status,
-                &reason,
-                retry_after,
-                keep,
-            ))
-            .await;
+            let synthetic = Synthetic::new(err.status(), &err.to_string(), retry_after);
+            let w = Box::pin(write_synthetic(client, &synthetic, keep)).await;
             let rest = rest_after(&buf.0, head.head_len());
             Done {
                 keep: keep && w.is_ok(),
@@ -554,7 +543,19 @@ async fn exchange(client: &mut TcpStream, buf: Buf, head: &RequestHead, conn: &C
             }
         }
     };
-    log_request(conn, &snap, head, &buf.0, &trace, start);
+    let mut done = done;
+    if client.is_tls() && done.tunnel.is_none() {
+        // What the TLS session still holds of the response (a client slow to read).
+        let idle = trace
+            .pool_ix
+            .map_or(SYNTHETIC_WRITE, |i| snap.pools[i].cfg.timeouts.body_idle);
+        if flush_idle(client, idle).await.is_err() {
+            done.keep = false;
+        }
+    }
+    let method = std::str::from_utf8(head.method_bytes(&buf.0)).unwrap_or("-");
+    let path = std::str::from_utf8(head.path(&buf.0)).unwrap_or("/");
+    trace.finish(conn.balancer, &snap, conn.client, method, path, start);
     if let Some(t) = done.tunnel {
         Next::Tunnel(t)
     } else if done.keep {
@@ -572,45 +573,6 @@ fn rest_after(buf: &[u8], used: usize) -> Option<Buf> {
     Some(b)
 }
 
-fn log_request(
-    conn: &Conn<'_>,
-    snap: &Snapshot,
-    head: &RequestHead,
-    buf: &[u8],
-    trace: &Trace,
-    start: Instant,
-) {
-    let pool = trace.pool_ix.map(|i| &snap.pools[i]);
-    let path = std::str::from_utf8(head.path(buf)).unwrap_or("/");
-    let elapsed = start.elapsed();
-    let line = access_log::Line {
-        client: conn.client,
-        method: std::str::from_utf8(head.method_bytes(buf)).unwrap_or("-"),
-        // Path parameters (`;jsessionid=`) are cut: session ids are never logged.
-        path: path.split(';').next().unwrap_or("/"),
-        status: trace.status,
-        pool: pool.map_or("-", |p| p.cfg.name.as_str()),
-        node: pool
-            .zip(trace.node_ix)
-            .map_or("-", |(p, n)| p.nodes[n].route.as_str()),
-        outcome: trace.outcome.map_or("none", SelectOutcome::as_str),
-        upstream_us: trace.upstream.map_or(0, |d| d.as_micros() as u64),
-        total_us: elapsed.as_micros() as u64,
-    };
-    line.log();
-    let status = http::StatusCode::from_u16(trace.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    conn.balancer.metrics.observe_request(
-        snap,
-        trace.pool_ix,
-        trace.node_ix,
-        trace.outcome,
-        status,
-        elapsed,
-    );
-}
-
-type Fail = (ProxyError, Option<Duration>);
-
 /// What every attempt of one request shares.
 struct Request<'a> {
     head: &'a RequestHead,
@@ -623,11 +585,12 @@ struct Request<'a> {
     host: &'a str,
     balancer: &'a Balancer,
     pools: &'a RawPools,
+    tls: bool,
 }
 
 /// Phases 1–2 on the parsed head, then the attempts.
 async fn route_and_forward(
-    client: &mut TcpStream,
+    client: &mut ClientIo,
     src: &[u8],
     head: &RequestHead,
     snap: &Snapshot,
@@ -670,56 +633,32 @@ async fn route_and_forward(
         host: host.unwrap_or(""),
         balancer: conn.balancer,
         pools: conn.pools,
+        tls: conn.tls,
     };
     attempts(client, &req, conn, trace).await
 }
 
-/// Phases 3–6 for each node tried, carrying out `core::retry`'s decisions.
+/// Phases 3–6 for each node tried, through the shared attempt loop ([`Attempts`]).
 async fn attempts(
-    client: &mut TcpStream,
+    client: &mut ClientIo,
     req: &Request<'_>,
     conn: &Conn<'_>,
     trace: &mut Trace,
 ) -> Result<Done, Fail> {
     let pool = req.m.pool;
-    let retry_after = Some(pipeline::retry_after(pool));
     let replayable = pool.cfg.failover.retry_idempotent
         && req.head.method().is_idempotent()
         && matches!(req.head.body(), BodyFraming::Empty);
-    let mut tried: Vec<usize> = Vec::new();
-    let (mut number, mut fresh, mut retried_fresh) = (0usize, false, false);
+    let had_body = !matches!(req.head.body(), BodyFraming::Empty);
+    let mut attempts = Attempts::new(pool, req.m.ids, req.sep, replayable, had_body);
     loop {
-        number += 1;
-        let key = req.m.ids.map(|i| i.key());
-        let choice = pipeline::select(pool, key, &tried).map_err(|e| (e, retry_after))?;
-        let node = &pool.nodes[choice.node];
-        trace.outcome = Some(choice.outcome);
-        trace.node_ix = Some(choice.node);
-        // A slot before the connect: a node at its limit makes the request wait (or refuses
-        // it) without counting against the node's health.
-        let slot = match InflightGuard::try_new(node) {
-            Some(g) => g,
-            None => queue_for_slot(pool, node).await?,
-        };
-        let epoch = node.rt.conn_epoch.load(Ordering::Relaxed);
-        let fresh_now = std::mem::take(&mut fresh);
-        let (failure, reason, reused) = match connect(conn, pool, node, epoch, fresh_now).await {
-            Err(reason) => {
-                node.rt.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                (Failure::Connect, reason, false)
-            }
+        let turn = attempts.next(trace).await?;
+        let (node, choice, epoch) = (turn.node, turn.choice, turn.epoch);
+        let failed = match connect(conn, pool, node, epoch, turn.fresh).await {
+            Err(reason) => Failed::new(Failure::Connect, reason, false),
             Ok((upstream, reused)) => {
-                let ids = if choice.outcome == SelectOutcome::Failover {
-                    let s = req.m.ids.expect("a failover has a session");
-                    Box::pin(pipeline::rebind(
-                        pool, req.sep, node, choice, s.client, s.backend,
-                    ))
-                    .await
-                    .map_err(|e| (e, retry_after))?
-                } else {
-                    pipeline::kept_ids(req.m.ids.as_ref(), None)
-                };
-                slot.sending();
+                let ids = attempts.rebind(&turn).await?;
+                turn.slot.sending();
                 let sent_at = Instant::now();
                 let r = forward(
                     client, upstream, req, conn, node, choice, &ids, epoch, trace,
@@ -730,59 +669,18 @@ async fn attempts(
                         trace.upstream.get_or_insert(sent_at.elapsed());
                         // A tunnel keeps its connection to the node, and so its slot.
                         if let Some(t) = &mut done.tunnel {
-                            t.slot = Some(slot);
+                            t.slot = Some(turn.slot);
                         }
                         return Ok(done);
                     }
-                    Err((failure, reason)) => {
-                        if !matches!(failure, Failure::ClientBody | Failure::ClientStalled) {
-                            node.rt
-                                .stats
-                                .upstream_errors
-                                .fetch_add(1, Ordering::Relaxed);
-                        }
-                        (failure, reason, reused)
-                    }
+                    Err((failure, reason)) => Failed {
+                        renamed: attempts.renamed(&ids),
+                        ..Failed::new(failure, reason, reused)
+                    },
                 }
             }
         };
-        let attempt = Attempt {
-            number,
-            max: pool.cfg.failover.max_attempts,
-            replayable,
-            reused,
-            retried_fresh,
-            had_body: !matches!(req.head.body(), BodyFraming::Empty),
-        };
-        let decision = retry::decide(failure, &attempt);
-        if decision.mark_down {
-            pipeline::mark_down(pool, node, reason.clone());
-        }
-        match decision.action {
-            Action::NextNode => tried.push(choice.node),
-            Action::SameNodeFresh => {
-                retried_fresh = true;
-                fresh = true;
-            }
-            Action::Fail => return Err(pipeline::give_up(failure, number, reason, None, pool)),
-        }
-    }
-}
-
-/// Waits for a slot on a node at its `max_connections`, for at most `timeouts.queue`; then,
-/// or at once when the node's queue is full, a `503`. Boxed: only a request that finds its
-/// node full waits, and the wait's state stays out of every request's.
-async fn queue_for_slot(pool: &Pool, node: &Node) -> Result<InflightGuard, Fail> {
-    let retry_after = Some(pipeline::busy_retry_after(pool));
-    let deadline = Instant::now() + pool.cfg.timeouts.queue;
-    let wait = Box::pin(deadline::timeout_at(
-        deadline,
-        InflightGuard::queue(pool, node),
-    ));
-    match wait.await {
-        Ok(Ok(slot)) => Ok(slot),
-        Ok(Err(e)) => Err((e, retry_after)),
-        Err(deadline::Elapsed) => Err((pipeline::queue_timeout(pool, node), retry_after)),
+        attempts.failed(turn, failed)?;
     }
 }
 
@@ -819,7 +717,7 @@ async fn connect(
 /// `core::retry`; it is only returned while nothing of the response reached the client.
 #[allow(clippy::too_many_arguments)]
 async fn forward(
-    client: &mut TcpStream,
+    client: &mut ClientIo,
     mut upstream: TcpStream,
     req: &Request<'_>,
     conn: &Conn<'_>,
@@ -847,6 +745,7 @@ async fn forward(
     }
     if req.head.expect_continue() {
         let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        let _ = flush_idle(client, req.m.pool.cfg.timeouts.body_idle).await;
     }
     // The rest of the body and the response at once: a node may answer (an echo, an early
     // error) before it read the whole body, and waiting for one before the other deadlocks.
@@ -960,13 +859,13 @@ fn write_head(
     // The client's address as X-Forwarded-For just wrote it (it ends the value): formatted
     // once for both headers.
     let ip_len = ip_text_len(&vals.0[..xff_end]);
-    push_forwarded(
-        &mut vals.0,
-        fwd_prev.as_deref().map(str::as_bytes),
-        conn.client,
-        xff_end - ip_len..xff_end,
-        req.host,
-    );
+    // The address as X-Forwarded-For wrote it, copied out of the buffer both values share.
+    let mut ip = [0u8; 64];
+    let ip = &mut ip[..ip_len.min(64)];
+    ip.copy_from_slice(&vals.0[xff_end - ip.len()..xff_end]);
+    let v6 = conn.client.ip().to_canonical().is_ipv6();
+    let prev = fwd_prev.as_deref().map(str::as_bytes);
+    crate::core::forwarding::push_forwarded(&mut vals.0, prev, ip, v6, req.tls, req.host);
     let failover = pipeline::failover_header_value(choice, req.m.ids.as_ref(), req.sep);
     let fo_name = pool.cfg.failover.header.as_str().as_bytes();
     let skip: [&[u8]; 7] = [
@@ -989,7 +888,10 @@ fn write_head(
         n += 1;
     };
     add(b"X-Forwarded-For", &vals.0[..xff_end]);
-    add(b"X-Forwarded-Proto", b"http");
+    add(
+        b"X-Forwarded-Proto",
+        if req.tls { &b"https"[..] } else { &b"http"[..] },
+    );
     if !req.host.is_empty() {
         add(b"X-Forwarded-Host", req.host.as_bytes());
     }
@@ -1012,44 +914,12 @@ fn write_head(
     h1::write_request_head(src, req.head, &edits, out);
 }
 
-/// `Forwarded: for=IP;proto=http;host="HOST"`, after the client's own value (as the hyper
-/// path writes it).
 /// Length of the address that ends an X-Forwarded-For value (after its last `", "`).
 fn ip_text_len(xff: &[u8]) -> usize {
     xff.iter()
         .rev()
         .take_while(|&&c| c != b' ' && c != b',')
         .count()
-}
-
-/// Appends the `Forwarded` value; `ip` is the range of `out` that holds the client's address
-/// as text.
-fn push_forwarded(
-    out: &mut Vec<u8>,
-    prev: Option<&[u8]>,
-    client: SocketAddr,
-    ip: std::ops::Range<usize>,
-    host: &str,
-) {
-    if let Some(p) = prev.filter(|p| !p.is_empty()) {
-        out.extend_from_slice(p);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(b"for=");
-    let v6 = client.ip().to_canonical().is_ipv6();
-    if v6 {
-        out.extend_from_slice(b"\"[");
-    }
-    out.extend_from_within(ip);
-    if v6 {
-        out.extend_from_slice(b"]\"");
-    }
-    out.extend_from_slice(b";proto=http");
-    if !host.is_empty() && !host.contains(['"', '\\']) {
-        out.extend_from_slice(b";host=\"");
-        out.extend_from_slice(host.as_bytes());
-        out.push(b'"');
-    }
 }
 
 /// The session id the node must see: rewritten cookie lines or a rewritten target, each
@@ -1191,6 +1061,17 @@ async fn write_all_idle<W: AsyncWrite + Unpin + ?Sized>(
         }
     }
     Ok(())
+}
+
+/// Flushes what a TLS session still holds (a no-op on a socket), within `idle`.
+async fn flush_idle<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    idle: Duration,
+) -> std::io::Result<()> {
+    match deadline::timeout_pending(idle, w.flush()).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }
 
 /// How the response went, for the connections.
@@ -1345,15 +1226,8 @@ fn write_response(
     out: &mut Vec<u8>,
 ) -> (Vec<String>, h1::ResponseOut) {
     let pool = req.m.pool;
-    let plan = ResponsePlan {
-        binder: pool.cfg.binder,
-        cookie_name: req.m.cookie_name,
-        forward_id: ids.forward_id.as_deref(),
-        client_id: ids.client_id.as_deref(),
-        client_changed: ids.client_changed,
-        reissue: req.m.found.as_ref().is_some_and(|f| f.older_forms),
-        secure: false,
-    };
+    let reissue = req.m.found.as_ref().is_some_and(|f| f.older_forms);
+    let plan = pipeline::response_plan(pool, req.m.cookie_name, ids, reissue, req.tls);
     let mut issued = Vec::new();
     let mut rewritten: Option<(Vec<String>, Vec<usize>)> = None;
     let has_set_cookie = resp.indices(HeaderKind::SetCookie).next().is_some();
@@ -1515,37 +1389,16 @@ fn relay_piece(
     }
 }
 
-/// A short text response of the balancer's own.
+/// A short text response of the balancer's own ([`Synthetic`]).
 async fn write_synthetic(
-    client: &mut TcpStream,
-    status: u16,
-    reason: &str,
-    retry_after: Option<Duration>,
+    client: &mut ClientIo,
+    synthetic: &Synthetic,
     keep_alive: bool,
 ) -> std::io::Result<()> {
-    use std::fmt::Write as _;
-    let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    let body = format!(
-        "{} {}: {reason}\n",
-        status,
-        code.canonical_reason().unwrap_or("")
-    );
-    let mut head = String::with_capacity(256);
-    let _ = write!(
-        head,
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\n",
-        status,
-        code.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    if status == 503 {
-        let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
-        let _ = write!(head, "retry-after: {secs}\r\n");
-    }
-    if !keep_alive {
-        head.push_str("connection: close\r\n");
-    }
-    head.push_str("\r\n");
-    head.push_str(&body);
-    client.write_all(head.as_bytes()).await
+    let bytes = synthetic.to_http1(keep_alive);
+    write_all_idle(client, bytes.as_bytes(), SYNTHETIC_WRITE).await?;
+    flush_idle(client, SYNTHETIC_WRITE).await
 }
+
+/// How long the balancer's own short responses may wait for a client that does not read.
+const SYNTHETIC_WRITE: Duration = Duration::from_secs(10);

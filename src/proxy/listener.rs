@@ -23,12 +23,15 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::config::{Config, ConfigError, ListenerConfig};
+use crate::proxy::client_io::ClientIo;
 use crate::proxy::h1::{self, RawPools};
+use crate::proxy::open_streams::{Counted, OpenStreams};
 use crate::proxy::service::{ProxyService, ResetBudget};
 use crate::proxy::tls::{self, TlsError};
-use crate::proxy::tunnel::{self, TunnelPolicy};
+use crate::proxy::tunnel::TunnelPolicy;
 use crate::proxy::upstream::UpstreamPools;
 use crate::proxy::write_stall::WriteStall;
+use crate::state::node::now_ms;
 use crate::state::snapshot::SnapshotError;
 use crate::state::Balancer;
 
@@ -210,6 +213,7 @@ pub async fn serve_listener(a: AcceptLoop) {
             pools: raw,
             cfg: cfg.clone(),
             shutdown: shutdown.clone(),
+            tls: tls.is_some(),
         }),
         exchanges: h1::exchange_pool(),
         balancer,
@@ -248,14 +252,7 @@ pub async fn serve_listener(a: AcceptLoop) {
         if shared.tls.is_none() {
             native.spawn(serve_cleartext(stream, client, shared, watcher, permit).instrument(span));
         } else {
-            native.spawn(
-                async move {
-                    // Shared with a tunnel the connection may become (hyper runs it apart).
-                    let permit = Arc::new(permit);
-                    serve_tls(stream, client, &shared, watcher, permit).await;
-                }
-                .instrument(span),
-            );
+            native.spawn(serve_tls(stream, client, shared, watcher, permit).instrument(span));
         }
     }
     drop(listener);
@@ -284,8 +281,7 @@ pub async fn serve_listener(a: AcceptLoop) {
 /// How long the drain waits for tunnels to close once told to, after the grace period.
 const TUNNEL_CLOSE: Duration = Duration::from_secs(1);
 
-/// One cleartext client connection: HTTP/1.1 on the native path, HTTP/2 prior knowledge
-/// handed to hyper with the bytes already read, an upgrade to a tunnel task.
+/// One cleartext client connection on the native path ([`serve_native`]).
 ///
 /// Not an `async fn`, for size: an async fn copies its arguments into locals, and every idle
 /// connection's task would hold both.
@@ -303,6 +299,23 @@ where
     async move {
         // Held until the connection ends, a tunnel it became included.
         let _permit = permit;
+        serve_native(ClientIo::Plain(stream), client, shared, watcher).await;
+    }
+}
+
+/// HTTP/1.1 on the native path until the connection closes; an upgrade becomes a tunnel in
+/// this task, and HTTP/2 with prior knowledge goes to hyper with the bytes already read.
+#[allow(clippy::manual_async_fn)]
+fn serve_native<F>(
+    stream: ClientIo,
+    client: SocketAddr,
+    shared: Arc<Shared<F>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> impl std::future::Future<Output = ()>
+where
+    F: std::future::Future<Output = ()>,
+{
+    async move {
         let native = shared.native.clone();
         match h1::serve(stream, client, native, &shared.exchanges).await {
             h1::Outcome::Closed => {}
@@ -313,8 +326,9 @@ where
             }
             h1::Outcome::Http2(stream, read) => {
                 // HTTP/2 has no `101` upgrade: no tunnel, no permit to share.
+                let tls = stream.is_tls();
                 let service =
-                    ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, false)
+                    ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, tls)
                         .with_listener(&shared.cfg)
                         .with_tunnels(shared.tunnels.clone(), None);
                 let limit = write_stall_limit(&shared.balancer);
@@ -325,21 +339,21 @@ where
     }
 }
 
-/// One TLS client connection, through hyper (h2 or HTTP/1.1 by ALPN).
+/// One TLS client connection: the handshake, then HTTP/1.1 on the native path, or HTTP/2
+/// through hyper when the client chose `h2` by ALPN.
 async fn serve_tls<F>(
     stream: TcpStream,
     client: SocketAddr,
-    shared: &Shared<F>,
+    shared: Arc<Shared<F>>,
     watcher: hyper_util::server::graceful::Watcher,
-    permit: Arc<tokio::sync::OwnedSemaphorePermit>,
-) {
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    F: std::future::Future<Output = ()>,
+{
     let Some(acceptor) = &shared.tls else {
         return;
     };
-    // Keepalive for a tunnel this connection may become: hyper's upgraded stream does not
-    // give its socket back, so it is set on every TLS connection (cheap beside a handshake).
-    tunnel::keepalive(&stream);
-    // The TLS and hyper states are boxed: the accept loop's task types stay small.
+    // The handshake within the header read timeout; its state is boxed and dropped after.
     let timeout = shared.cfg.header_read_timeout;
     let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
     let stream = match handshake.await {
@@ -353,11 +367,17 @@ async fn serve_tls<F>(
             return;
         }
     };
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        let _permit = permit;
+        let stream = ClientIo::Tls(Box::new(stream));
+        Box::pin(serve_native(stream, client, shared, watcher)).await;
+        return;
+    }
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
         .with_listener(&shared.cfg)
-        .with_tunnels(shared.tunnels.clone(), Some(permit));
+        .with_tunnels(shared.tunnels.clone(), Some(Arc::new(permit)));
     let io = TokioIo::new(WriteStall::new(stream, write_stall_limit(&shared.balancer)));
-    Box::pin(serve_hyper(shared, io, service, watcher)).await;
+    Box::pin(serve_hyper(&shared, io, service, watcher)).await;
 }
 
 /// How long a write to a hyper-served client may stay pending: the longest
@@ -369,6 +389,13 @@ fn write_stall_limit(balancer: &Balancer) -> Duration {
         .map(|p| p.cfg.timeouts.body_idle)
         .max()
         .unwrap_or(Duration::from_secs(60))
+}
+
+/// How long a client connection may stay idle between requests (HTTP/1.1) or with no open
+/// stream (HTTP/2).
+fn keepalive_timeout(cfg: &ListenerConfig) -> Duration {
+    let _ = cfg;
+    h1::KEEPALIVE_IDLE
 }
 
 /// How long a connection cut off for resetting too many streams gets to finish after its
@@ -388,16 +415,32 @@ async fn serve_hyper<F, I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let budget = ResetBudget::new(shared.cfg.h2.max_reset_streams);
-    let service = service.with_reset_budget(budget.clone());
+    let streams = OpenStreams::new();
+    let service = Counted::new(service.with_reset_budget(budget.clone()), streams.clone());
     let conn = shared.builder.serve_connection_with_upgrades(io, service);
     let mut conn = std::pin::pin!(conn);
     let cut_off = budget.exhausted();
     let mut closing = false;
     let mut close_by: Option<tokio::time::Instant> = None;
+    let keepalive = keepalive_timeout(&shared.cfg);
+    let mut idle_check = tokio::time::Instant::now() + keepalive;
     let ended = loop {
         let until = close_by.unwrap_or_else(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
         tokio::select! {
             r = conn.as_mut() => break r,
+            // No open stream for the keep-alive timeout: `GOAWAY`, as an idle HTTP/1.1
+            // connection is closed.
+            _ = tokio::time::sleep_until(idle_check), if !closing => {
+                match streams.idle_for(now_ms()) {
+                    Some(idle) if idle >= keepalive => {
+                        tracing::debug!(?idle, "idle HTTP/2 connection closed");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Some(idle) => idle_check = tokio::time::Instant::now() + (keepalive - idle),
+                    None => idle_check = tokio::time::Instant::now() + keepalive,
+                }
+            }
             _ = shared.shutdown.cancelled(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
@@ -426,11 +469,11 @@ async fn serve_hyper<F, I>(
 struct Rewind {
     read: Vec<u8>,
     pos: usize,
-    inner: TcpStream,
+    inner: ClientIo,
 }
 
 impl Rewind {
-    fn new(read: Vec<u8>, inner: TcpStream) -> Rewind {
+    fn new(read: Vec<u8>, inner: ClientIo) -> Rewind {
         Rewind {
             read,
             pos: 0,

@@ -11,9 +11,12 @@
 //! - [`tunnel`]: byte tunnels for upgraded connections, with their idle limit and keepalive.
 
 pub mod access_log;
+pub mod attempt;
+pub mod client_io;
 pub mod deadline;
 pub mod h1;
 pub mod listener;
+pub mod open_streams;
 pub mod pipeline;
 pub mod service;
 pub mod tls;

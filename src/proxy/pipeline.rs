@@ -403,6 +403,27 @@ pub fn mark_down(pool: &Pool, node: &Node, reason: String) {
     }
 }
 
+/// Phase 6, what the binder does to the response's cookies: the one place a response plan
+/// is assembled. `reissue`: the request also carried older forms of its id; `secure`: the
+/// client connection is TLS.
+pub fn response_plan<'i>(
+    pool: &Pool,
+    cookie_name: &'i str,
+    ids: &'i Ids<'_>,
+    reissue: bool,
+    secure: bool,
+) -> ResponsePlan<'i> {
+    ResponsePlan {
+        binder: pool.cfg.binder,
+        cookie_name,
+        forward_id: ids.forward_id.as_deref(),
+        client_id: ids.client_id.as_deref(),
+        client_changed: ids.client_changed,
+        reissue,
+        secure,
+    }
+}
+
 /// Phase 6, respond: a `fail_on_status` answer marks the node down; any other answer clears
 /// passive marks older than the request (`started_ms`: marks set since then stay).
 pub fn judge_response(pool: &Pool, node: &Node, status: StatusCode, started_ms: u64) {

@@ -25,15 +25,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::config::ListenerConfig;
-use crate::core::binder::{self, BinderKind, ResponsePlan};
+use crate::core::binder::{self, ResponsePlan};
 use crate::core::forwarding::{
     declared_body_too_large, is_idempotent, is_upgrade, prepare_request, strip_hop_by_hop,
     TrustedProxies,
 };
-use crate::core::retry::{self, Action, Attempt, Failure};
-use crate::core::select::{Choice, Outcome};
+use crate::core::retry::Failure;
+use crate::core::select::Choice;
 use crate::core::session::{self, IdLocation};
-use crate::proxy::access_log;
+use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionIds};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::{
@@ -213,64 +213,24 @@ impl Drop for StreamWatch {
     }
 }
 
-/// What the access log and counters learn about one request.
-/// Indexes into the snapshot rather than names: nothing is allocated for the log line.
-struct Trace {
-    outcome: Option<Outcome>,
-    upstream: Option<Duration>,
-    pool_ix: Option<usize>,
-    node_ix: Option<usize>,
-}
-
 impl ProxyService {
     async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone(); // shares the request's buffer; no copy
-        let mut trace = Trace {
-            outcome: None,
-            upstream: None,
-            pool_ix: None,
-            node_ix: None,
-        };
+        let mut trace = Trace::default();
         let snap = self.balancer.snapshot();
         let resp = match self.forward(&snap, req, &mut trace).await {
             Ok(resp) => resp,
             Err((err, retry_after)) => {
-                if err.status().is_server_error() {
-                    let pool = trace
-                        .pool_ix
-                        .map_or("-", |i| snap.pools[i].cfg.name.as_str());
-                    tracing::warn!(pool, error = %err.detail(), "request failed");
-                }
+                trace.warn_failed(&snap, &err);
                 // Our short reason only: the internal text stays in the log above.
                 synthetic(err.status(), &err.to_string(), retry_after)
             }
         };
-        let pool = trace.pool_ix.map(|i| &snap.pools[i]);
-        let line = access_log::Line {
-            client: self.client,
-            method: method.as_str(),
-            // Path parameters (`;jsessionid=`) are cut: session ids are never logged.
-            path: uri.path().split(';').next().unwrap_or("/"),
-            status: resp.status().as_u16(),
-            pool: pool.map_or("-", |p| p.cfg.name.as_str()),
-            node: pool
-                .zip(trace.node_ix)
-                .map_or("-", |(p, n)| p.nodes[n].route.as_str()),
-            outcome: trace.outcome.map_or("none", Outcome::as_str),
-            upstream_us: trace.upstream.map_or(0, |d| d.as_micros() as u64),
-            total_us: start.elapsed().as_micros() as u64,
-        };
-        line.log();
-        self.balancer.metrics.observe_request(
-            &snap,
-            trace.pool_ix,
-            trace.node_ix,
-            trace.outcome,
-            resp.status(),
-            start.elapsed(),
-        );
+        trace.status = resp.status().as_u16();
+        let (client, method) = (self.client, method.as_str());
+        trace.finish(&self.balancer, &snap, client, method, uri.path(), start);
         resp
     }
 
@@ -280,7 +240,7 @@ impl ProxyService {
         snap: &Snapshot,
         req: Request<Incoming>,
         trace: &mut Trace,
-    ) -> Result<Response<ResponseBody>, (ProxyError, Option<Duration>)> {
+    ) -> Result<Response<ResponseBody>, Fail> {
         let (mut parts, body) = req.into_parts();
         // A body declared larger than the listener takes: `413` before anything is read or
         // sent (a body without a length is counted while it streams, in `attempts`).
@@ -344,8 +304,9 @@ impl ProxyService {
             .await
     }
 
-    /// Phases 3–6 for each node tried: select, connect, rebind, send, and on failure what
-    /// `core::retry` decides.
+    /// Phases 3–6 for each node tried, through the shared attempt loop ([`Attempts`]):
+    /// connect, send, and the response; on a failure the request is restored for the next
+    /// attempt (from hyper's unsent request, or the replay copy).
     async fn attempts(
         &self,
         req: &Prepared<'_>,
@@ -353,106 +314,83 @@ impl ProxyService {
         body: Incoming,
         mut client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         trace: &mut Trace,
-    ) -> Result<Response<ResponseBody>, (ProxyError, Option<Duration>)> {
+    ) -> Result<Response<ResponseBody>, Fail> {
         let pool = req.pool;
-        let retry_after = Some(pipeline::retry_after(pool));
         // Set when the client's body passes `max_body_bytes` while it streams to a node.
         let too_large = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let idle = pool.cfg.timeouts.body_idle;
         let mut body = Some(ForwardBody::client(body, self.max_body, &too_large, idle));
-        let mut tried: Vec<usize> = Vec::new();
-        let mut number = 0usize;
-        let mut fresh_next = false;
-        let mut retried_fresh = false;
         let mut cookies_dirty = false;
-        // Under `rename`: the id the session was renamed to during this request.
-        let mut renamed_to: Option<String> = None;
+        let replayable = req.replay.is_some();
+        let mut attempts = Attempts::new(pool, req.ids, req.sep, replayable, req.had_body);
         loop {
-            number += 1;
-            let choice = pipeline::select(pool, req.ids.map(|i| i.key()), &tried)
-                .map_err(|e| (e, retry_after))?;
-            let node = &pool.nodes[choice.node];
-            trace.outcome = Some(choice.outcome);
-            trace.node_ix = Some(choice.node);
-            // A slot before the connect; a node at its limit is waited for, not failed.
-            let guard = match InflightGuard::try_new(node) {
-                Some(g) => g,
-                None => queue_for_slot(pool, node).await?,
-            };
-            let fresh = std::mem::take(&mut fresh_next);
+            let turn = attempts.next(trace).await?;
+            let node = turn.node;
             let conns = self.conns.get(node.slot);
-            let epoch = node.rt.conn_epoch.load(Ordering::Relaxed);
             let t = &pool.cfg.timeouts;
             let checkout = conns
-                .checkout(&node.addr, t.connect, t.idle, fresh, epoch)
+                .checkout(&node.addr, t.connect, t.idle, turn.fresh, turn.epoch)
                 .await;
-            // Under `rename`, the id this attempt renamed the session to (kept for the next one).
-            let mut pending_rename: Option<String> = None;
-            let (failure, reason, err, reused) = match checkout {
+            let (sender, reused) = match checkout {
+                Ok(c) => c,
                 Err(e) => {
-                    node.rt.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                    (Failure::Connect, e.to_string(), None, false)
-                }
-                Ok((sender, reused)) => {
-                    let base = renamed_to.as_deref();
-                    let ids = self.rebind(req, node, choice, base).await?;
-                    if pool.cfg.binder == BinderKind::Rename && ids.client_changed {
-                        pending_rename = ids.forward_id.as_deref().map(str::to_string);
-                    }
-                    self.rewrite_for_node(req, &mut parts, choice, &ids, &mut cookies_dirty);
-                    let body_now = body.take().unwrap_or_else(ForwardBody::empty);
-                    let request = Request::from_parts(take_parts(&mut parts), body_now);
-                    guard.sending();
-                    let sent_at = Instant::now();
-                    let t = &pool.cfg.timeouts;
-                    match send(sender, request, node, t.response, t.connect).await {
-                        SendResult::Response(resp, sender) => {
-                            trace.upstream = Some(sent_at.elapsed());
-                            let conn = (sender, conns, epoch);
-                            let upgrade = client_upgrade.take();
-                            return Ok(self.respond(req, node, &ids, resp, conn, guard, upgrade));
-                        }
-                        SendResult::NotSent(unsent, reason) => {
-                            node.rt.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                            let (p, b) = unsent.into_parts();
-                            parts = p;
-                            body = Some(b);
-                            cookies_dirty = true;
-                            (Failure::NotSent, reason, None, reused)
-                        }
-                        SendResult::ClientBody(reason)
-                        | SendResult::Failed(ProxyError::Upstream(reason))
-                            if too_large.load(Ordering::Relaxed) =>
-                        {
-                            // Not the node's fault, nor a broken client connection.
-                            (Failure::BodyTooLarge, reason, None, reused)
-                        }
-                        SendResult::ClientBody(reason) => {
-                            tracing::debug!(node = %node.route, reason = %reason, "client request body failed");
-                            (Failure::ClientBody, reason, None, reused)
-                        }
-                        SendResult::ClientStalled(reason) => {
-                            tracing::debug!(node = %node.route, reason = %reason, "client request body stalled");
-                            (Failure::ClientStalled, reason, None, reused)
-                        }
-                        SendResult::Failed(err) => {
-                            let stats = &node.rt.stats;
-                            stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                            let f = match err {
-                                ProxyError::Timeout(_) => Failure::Timeout,
-                                _ => Failure::Upstream,
-                            };
-                            (f, err.to_string(), Some(err), reused)
-                        }
-                    }
+                    let failed = Failed::new(Failure::Connect, e.to_string(), false);
+                    attempts.failed(turn, failed)?;
+                    continue;
                 }
             };
-            if pending_rename.is_some() {
-                renamed_to = pending_rename;
-            }
-            let facts = (number, reused, failure, reason, err);
-            let next = &mut (&mut tried, &mut retried_fresh, &mut fresh_next);
-            after_failure(req, node, choice, facts, next)?;
+            let ids = attempts.rebind(&turn).await?;
+            self.rewrite_for_node(req, &mut parts, turn.choice, &ids, &mut cookies_dirty);
+            let body_now = body.take().unwrap_or_else(ForwardBody::empty);
+            let request = Request::from_parts(take_parts(&mut parts), body_now);
+            turn.slot.sending();
+            let sent_at = Instant::now();
+            let (failure, reason, err) = match send(sender, request, node, t.response, t.connect)
+                .await
+            {
+                SendResult::Response(resp, sender) => {
+                    trace.upstream = Some(sent_at.elapsed());
+                    let conn = (sender, conns, turn.epoch);
+                    let upgrade = client_upgrade.take();
+                    return Ok(self.respond(req, node, &ids, resp, conn, turn.slot, upgrade));
+                }
+                SendResult::NotSent(unsent, reason) => {
+                    let (p, b) = unsent.into_parts();
+                    parts = p;
+                    body = Some(b);
+                    cookies_dirty = true;
+                    (Failure::NotSent, reason, None)
+                }
+                // Not the node's fault, nor a broken client connection.
+                SendResult::ClientBody(reason)
+                | SendResult::Failed(ProxyError::Upstream(reason))
+                    if too_large.load(Ordering::Relaxed) =>
+                {
+                    (Failure::BodyTooLarge, reason, None)
+                }
+                SendResult::ClientBody(reason) => {
+                    tracing::debug!(node = %node.route, reason = %reason, "client request body failed");
+                    (Failure::ClientBody, reason, None)
+                }
+                SendResult::ClientStalled(reason) => {
+                    tracing::debug!(node = %node.route, reason = %reason, "client request body stalled");
+                    (Failure::ClientStalled, reason, None)
+                }
+                SendResult::Failed(err) => {
+                    let failure = match err {
+                        ProxyError::Timeout(_) => Failure::Timeout,
+                        _ => Failure::Upstream,
+                    };
+                    (failure, err.to_string(), Some(err))
+                }
+            };
+            let failed = Failed {
+                err,
+                renamed: attempts.renamed(&ids),
+                ..Failed::new(failure, reason, reused)
+            };
+            drop(ids);
+            attempts.failed(turn, failed)?;
             if matches!(failure, Failure::Upstream | Failure::Timeout) {
                 // Sent and lost: only a replayable request gets here; start from its copy.
                 if let Some(saved) = &req.replay {
@@ -462,31 +400,6 @@ impl ProxyService {
                 }
             }
         }
-    }
-
-    /// Phase 4 for one attempt: the ids on `node`. A retry after a rename starts from the id
-    /// the store holds now (`renamed`), not from the original one.
-    async fn rebind<'a>(
-        &self,
-        req: &'a Prepared<'a>,
-        node: &Node,
-        choice: Choice,
-        renamed: Option<&'a str>,
-    ) -> Result<Ids<'a>, (ProxyError, Option<Duration>)> {
-        let Some(ids) = req.ids else {
-            return Ok(Ids::default());
-        };
-        if choice.outcome != Outcome::Failover {
-            return Ok(pipeline::kept_ids(req.ids.as_ref(), renamed));
-        }
-        let backend = renamed.unwrap_or(ids.backend);
-        // Boxed: only a failover awaits the binder (and maybe a store); a hit does not carry
-        // its future's size.
-        Box::pin(pipeline::rebind(
-            req.pool, req.sep, node, choice, ids.client, backend,
-        ))
-        .await
-        .map_err(|e| (e, Some(pipeline::retry_after(req.pool))))
     }
 
     /// Node-dependent rewriting: the id the backend sees, the failover header.
@@ -531,15 +444,7 @@ impl ProxyService {
     ) -> Response<ResponseBody> {
         let pool = req.pool;
         pipeline::judge_response(pool, node, resp.status(), req.started_ms);
-        let plan = ResponsePlan {
-            binder: pool.cfg.binder,
-            cookie_name: req.cookie_name,
-            forward_id: ids.forward_id.as_deref(),
-            client_id: ids.client_id.as_deref(),
-            client_changed: ids.client_changed,
-            reissue: req.reissue,
-            secure: self.tls,
-        };
+        let plan = pipeline::response_plan(pool, req.cookie_name, ids, req.reissue, self.tls);
         let upgrade = client_upgrade.map(|on| ClientUpgrade {
             on,
             policy: self.tunnels.clone(),
@@ -577,43 +482,6 @@ struct Prepared<'a> {
     /// good answer.
     started_ms: u64,
     path_param: Option<&'a str>,
-}
-
-/// Carries out `core::retry`'s decision on a failed attempt: mark the node down, and try the
-/// next node, retry this one on a fresh connection, or give up with the failure's error.
-/// `facts` are (attempt number, connection reused, failure, reason, error);
-/// `next` the loop's (tried nodes, retried fresh, fresh next).
-fn after_failure(
-    req: &Prepared<'_>,
-    node: &Node,
-    choice: Choice,
-    facts: (usize, bool, Failure, String, Option<ProxyError>),
-    next: &mut (&mut Vec<usize>, &mut bool, &mut bool),
-) -> Result<(), (ProxyError, Option<Duration>)> {
-    let (number, reused, failure, reason, err) = facts;
-    let pool = req.pool;
-    let attempt = Attempt {
-        number,
-        max: pool.cfg.failover.max_attempts,
-        replayable: req.replay.is_some(),
-        reused,
-        retried_fresh: *next.1,
-        had_body: req.had_body,
-    };
-    let decision = retry::decide(failure, &attempt);
-    if decision.mark_down {
-        pipeline::mark_down(pool, node, reason.clone());
-    }
-    match decision.action {
-        Action::Fail => return Err(pipeline::give_up(failure, number, reason, err, pool)),
-        Action::SameNodeFresh => {
-            tracing::debug!(node = %node.route, error = %reason, "pooled connection failed; retrying on a new one");
-            *next.1 = true;
-            *next.2 = true;
-        }
-        Action::NextNode => next.0.push(choice.node),
-    }
-    Ok(())
 }
 
 /// HTTP/2 may split cookies over several fields; an HTTP/1.1 backend gets one header
@@ -778,25 +646,6 @@ async fn send(
         }
     }
     unreachable!("the loop returns on its second pass")
-}
-
-/// Waits for a slot on a node at its `max_connections`, for at most `timeouts.queue`; then,
-/// or at once when its queue is full, a `503`. Boxed: only a request that finds its node full
-/// waits.
-async fn queue_for_slot(
-    pool: &Pool,
-    node: &Node,
-) -> Result<InflightGuard, (ProxyError, Option<Duration>)> {
-    let retry_after = Some(pipeline::busy_retry_after(pool));
-    let wait = Box::pin(tokio::time::timeout(
-        pool.cfg.timeouts.queue,
-        InflightGuard::queue(pool, node),
-    ));
-    match wait.await {
-        Ok(Ok(slot)) => Ok(slot),
-        Ok(Err(e)) => Err((e, retry_after)),
-        Err(_) => Err((pipeline::queue_timeout(pool, node), retry_after)),
-    }
 }
 
 /// `fut` (the node's response head), or `None` once `timeout` passed since the request body
@@ -978,21 +827,19 @@ pub fn synthetic(
     reason: &str,
     retry_after: Option<Duration>,
 ) -> Response<ResponseBody> {
-    let body = format!(
-        "{} {}: {reason}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut resp = Response::new(ResponseBody::Synthetic(Full::new(Bytes::from(body))));
+    let s = Synthetic::new(status, reason, retry_after);
+    let mut resp = Response::new(ResponseBody::Synthetic(Full::new(Bytes::from(s.body))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static(Synthetic::CONTENT_TYPE),
     );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        let secs = retry_after.map_or(1, |d| d.as_secs().max(1));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(Synthetic::CACHE_CONTROL),
+    );
+    if let Some(secs) = s.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp

@@ -1,0 +1,183 @@
+//! A client connection's bytes on the native HTTP/1.1 path: a TCP socket, or a TLS session
+//! over one ([`ClientIo`]).
+//!
+//! An enum rather than a type parameter: the native path's exchange futures are pooled per
+//! accept loop and named through one function ([`crate::proxy::h1::exchange_pool`]), and a
+//! second instance of every function for TLS would double the path's code for a branch per
+//! call. The TLS session is boxed so that a cleartext connection's state stays a socket.
+//!
+//! Writes to a TLS session may stay in rustls's buffer when the socket is full: the path
+//! flushes once per response ([`tokio::io::AsyncWriteExt::flush`], free on a socket).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::tcp;
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// A client connection: plain TCP or TLS.
+pub enum ClientIo {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl ClientIo {
+    /// The TCP socket under the connection.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientIo::Plain(s) => s,
+            ClientIo::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientIo::Tls(_))
+    }
+
+    /// Ready once the connection has bytes to read: on its socket, or already decrypted in
+    /// the TLS session (a client that sent two requests in one record). A TLS record that
+    /// is only partly there makes it ready too; the read that follows waits for the rest.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            ClientIo::Plain(s) => s.poll_read_ready(cx),
+            ClientIo::Tls(s) => {
+                let (tcp, session) = s.get_mut();
+                match session.process_new_packets() {
+                    Ok(state) if state.plaintext_bytes_to_read() > 0 => Poll::Ready(Ok(())),
+                    // Closed by the peer, or an alert to send: the read says which.
+                    Ok(state) if state.peer_has_closed() => Poll::Ready(Ok(())),
+                    Ok(_) => tcp.poll_read_ready(cx),
+                    Err(_) => Poll::Ready(Ok(())),
+                }
+            }
+        }
+    }
+
+    /// Read and write halves that can be used at once (a body upload while the response
+    /// streams back).
+    pub fn split(&mut self) -> (ClientRead<'_>, ClientWrite<'_>) {
+        match self {
+            ClientIo::Plain(s) => {
+                let (r, w) = s.split();
+                (ClientRead::Plain(r), ClientWrite::Plain(w))
+            }
+            ClientIo::Tls(s) => {
+                let (r, w) = tokio::io::split(&mut **s);
+                (ClientRead::Tls(r), ClientWrite::Tls(w))
+            }
+        }
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientIo::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientIo::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientIo::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientIo::Plain(s) => s.is_write_vectored(),
+            ClientIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientIo::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientIo::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The read half of [`ClientIo::split`].
+pub enum ClientRead<'a> {
+    Plain(tcp::ReadHalf<'a>),
+    Tls(ReadHalf<&'a mut TlsStream<TcpStream>>),
+}
+
+/// The write half of [`ClientIo::split`].
+pub enum ClientWrite<'a> {
+    Plain(tcp::WriteHalf<'a>),
+    Tls(WriteHalf<&'a mut TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientRead<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientRead::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientRead::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientWrite<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientWrite::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientWrite::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientWrite::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientWrite::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientWrite::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientWrite::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
