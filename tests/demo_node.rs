@@ -251,7 +251,7 @@ async fn check_binder_valve(store: &SessionStore) {
     assert!(store.load(&renamed).await.unwrap().is_some());
     assert!(store.load(&id).await.unwrap().is_none());
 
-    // The renamed id is local now: no new cookie, count goes on.
+    // The renamed id is jvm2's own: no new cookie, count goes on.
     assert_eq!(
         count(jvm2.addr, Some(&renamed)).await,
         (renamed.clone(), 4, None)
