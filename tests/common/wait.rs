@@ -16,27 +16,18 @@ pub const LIMIT: Duration = Duration::from_secs(10);
 pub const POLL: Duration = Duration::from_millis(5);
 
 /// Polls `check` every [`POLL`] until it returns true; panics after [`LIMIT`] naming `what`.
-pub async fn until<F, Fut>(what: &str, check: F)
+pub async fn until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    until_within(what, LIMIT, check).await;
-}
-
-/// [`until`] with a limit of its own.
-pub async fn until_within<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
         if check().await {
             return;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("waited {limit:?} for: {what}");
+            panic!("waited {LIMIT:?} for: {what}");
         }
         tokio::time::sleep(POLL).await;
     }
