@@ -6,6 +6,8 @@
 #[cfg(any(feature = "redis-store", feature = "sql-store"))]
 #[path = "common/services.rs"]
 mod services;
+#[path = "common/wait.rs"]
+mod wait;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -249,7 +251,7 @@ async fn check_binder_valve(store: &SessionStore) {
     assert!(store.load(&renamed).await.unwrap().is_some());
     assert!(store.load(&id).await.unwrap().is_none());
 
-    // The renamed id is local now: no new cookie, count goes on.
+    // The renamed id is jvm2's own: no new cookie, count goes on.
     assert_eq!(
         count(jvm2.addr, Some(&renamed)).await,
         (renamed.clone(), 4, None)
@@ -327,13 +329,19 @@ async fn unreachable_store_answers_503() {
 
 #[tokio::test]
 async fn expired_session_is_replaced() {
-    let mut cfg = DemoNodeConfig::new("jvm1", SessionStore::memory());
+    let store = SessionStore::memory();
+    let mut cfg = DemoNodeConfig::new("jvm1", store.clone());
     cfg.session_timeout = Duration::from_secs(1);
     let node = start(cfg).await;
 
     let (id, _, _) = count(node.addr, None).await;
     assert_eq!(count(node.addr, Some(&id)).await.1, 2);
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(store.load(&id).await.unwrap().is_some(), "{id} is stored");
+    // Left idle, the session expires after 1 s: the store stops answering it.
+    wait::until("the session to expire in the store", || async {
+        store.load(&id).await.unwrap().is_none()
+    })
+    .await;
     let (fresh, n, cookie) = count(node.addr, Some(&id)).await;
     assert_ne!(fresh, id);
     assert_tomcat_id(&fresh, "jvm1");

@@ -289,7 +289,14 @@ async fn rename_negative_cache_spares_the_store() {
         assert_eq!(get(lb.addr(), "/whoami", Some(&ids[0])).await.status, 200);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let snapshot = lb.balancer.snapshot();
+    let unknown = snapshot.pools[0].unknown_ids.as_ref().unwrap();
+    assert!(unknown.contains(&ids[0], stickyroute::state::node::now_ms()));
+    wait::until(
+        "the negative cache to forget the id after its TTL",
+        || async { !unknown.contains(&ids[0], stickyroute::state::node::now_ms()) },
+    )
+    .await;
     assert_eq!(get(lb.addr(), "/whoami", Some(&ids[0])).await.status, 200);
     assert_eq!(calls.load(Ordering::SeqCst), 2, "asked again after the TTL");
     lb.stop().await;
@@ -531,9 +538,9 @@ async fn trusted_proxies_extend_others_are_replaced_on_the_hyper_path() {
     }
 }
 
-/// The same through the balancer's own listener, on the native HTTP/1 path and on h2c.
-/// Ignored until `proxy::listener` passes its settings to `ProxyService::with_listener` and
-/// `proxy::h1::write_head` asks `TrustedProxies::extends` (issue 10, native-path wiring).
+/// The same through the balancer's own listener, on the native HTTP/1 path and on h2c: the
+/// listener passes its settings to `ProxyService::with_listener` (h2c), and
+/// `proxy::h1::write_head` asks `TrustedProxies::extends` (native path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trusted_proxies_through_the_listener_on_both_paths() {
     let n1 = node("jvm1", &stickyroute::store::SessionStore::memory()).await;
@@ -705,9 +712,9 @@ async fn max_body_bytes_answers_413_on_the_hyper_path() {
     lb.stop().await;
 }
 
-/// The same through the balancer's own listener, on the native HTTP/1 path and on h2c.
-/// Ignored until `proxy::listener` passes its settings to `ProxyService::with_listener` and
-/// the native path checks `max_body_bytes` (issue 10, native-path wiring).
+/// The same through the balancer's own listener, on the native HTTP/1 path and on h2c: the
+/// listener passes its settings to `ProxyService::with_listener` (h2c), and the native path
+/// checks `max_body_bytes` itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_body_bytes_through_the_listener_on_both_paths() {
     let pool = yaml("", &[node_line("jvm1", buffering_node().await, "")]);

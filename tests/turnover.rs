@@ -8,12 +8,14 @@ mod common;
 
 use std::net::SocketAddr;
 use std::process::Output;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use stickyroute::control::Running;
 use stickyroute::core::node_state::NodeState;
 use stickyroute::store::SessionStore;
+use tokio::io::AsyncReadExt;
 
 const TOKEN: &str = "turn0ver";
 
@@ -74,6 +76,42 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// What a child process writes to one of its pipes, collected as it comes.
+struct Captured {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Captured {
+    fn start(mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Captured {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Captured { bytes, reader }
+    }
+
+    /// What arrived so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+
+    /// Everything, once the pipe is closed (the process has exited).
+    async fn finish(self) -> String {
+        let Captured { bytes, reader } = self;
+        tokio::time::timeout(DEADLINE, reader)
+            .await
+            .expect("the pipe stayed open after the process exited")
+            .unwrap();
+        let bytes = bytes.lock().unwrap();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
 async fn state_is(lb: &Running, route: &str, state: NodeState) {
     let ctl = admin_client(lb, Some(TOKEN));
     eventually(&format!("{route} {state:?}"), DEADLINE, || async {
@@ -87,12 +125,25 @@ async fn disable_waits_until_the_sessions_moved() {
     let (lb, _nodes) = setup("").await;
     let addr = lb.addr();
     let mut on2 = sessions_on_jvm2(addr, 2).await;
-    let child = turnover(&lb, &["jvm2", "--timeout", "60s"])
+    let mut child = turnover(&lb, &["jvm2", "--timeout", "60s"])
         .spawn()
         .unwrap();
+    let stdout = Captured::start(child.stdout.take().unwrap());
+    let stderr = Captured::start(child.stderr.take().unwrap());
     state_is(&lb, "jvm2", NodeState::Disabled).await;
-    // Still two sessions pinned there: the command waits.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Still two sessions pinned there: the command reports them and waits.
+    wait::until("turnover to report jvm2's two live sessions", || async {
+        stdout
+            .text()
+            .lines()
+            .any(|l| l.starts_with("jvm2 disabled: 2 live sessions, 0 in flight, "))
+    })
+    .await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "turnover exited with two sessions left: {}",
+        stdout.text()
+    );
     let ctl = admin_client(&lb, Some(TOKEN));
     assert_eq!(
         node_report(&ctl.status().await.unwrap(), "jvm2").live_sessions,
@@ -104,12 +155,12 @@ async fn disable_waits_until_the_sessions_moved() {
         assert_eq!(r.status, 200);
         assert_ne!(r.node(), "jvm2");
     }
-    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+    let status = tokio::time::timeout(DEADLINE, child.wait())
         .await
         .expect("turnover did not finish after the sessions moved")
         .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (stdout, stderr) = (stdout.finish().await, stderr.finish().await);
+    assert!(status.success(), "{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "jvm2: active -> disabled (pool app)", "{stdout}");
     assert!(

@@ -204,6 +204,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 
 pub mod load;
 pub mod services;
+pub mod wait;
 #[allow(unused_imports)]
 pub use services::service_url;
 
