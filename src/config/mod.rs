@@ -129,8 +129,12 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// Connections served at once; further clients wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// A client must send its complete request head within this time (slow-client guard).
+    /// Once the first byte of a request head arrived, the rest of the head must arrive within
+    /// this time (slow-client guard). The wait for that first byte is `keepalive_timeout`.
     pub header_read_timeout: Duration,
+    /// An idle keep-alive client connection (HTTP/1.1 between requests, HTTP/2 with no open
+    /// stream) is closed after this long (HAProxy's `timeout http-keep-alive`).
+    pub keepalive_timeout: Duration,
     /// Largest request head accepted; larger ones get `431`.
     pub max_header_bytes: usize,
     /// Peers whose `X-Forwarded-For` / `Forwarded` are extended; from anyone else they are
@@ -362,6 +366,8 @@ struct RawListener {
     max_connections: usize,
     #[serde(default = "default_header_read_timeout", with = "duration")]
     header_read_timeout: Duration,
+    #[serde(default = "default_keepalive_timeout", with = "duration")]
+    keepalive_timeout: Duration,
     #[serde(default = "default_max_header_bytes")]
     max_header_bytes: usize,
     #[serde(default)]
@@ -686,6 +692,10 @@ fn default_tunnel_idle_timeout() -> Duration {
 
 fn default_header_read_timeout() -> Duration {
     Duration::from_secs(10)
+}
+/// `listeners[].keepalive_timeout` by default, as nginx's `keepalive_timeout`.
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(75)
 }
 fn default_max_header_bytes() -> usize {
     16 * 1024
@@ -1098,6 +1108,9 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
         if l.header_read_timeout.is_zero() {
             return Err(ctx.err(format!("{key}.header_read_timeout"), "must not be zero"));
         }
+        if l.keepalive_timeout.is_zero() {
+            return Err(ctx.err(format!("{key}.keepalive_timeout"), "must not be zero"));
+        }
         if l.tunnel_idle_timeout.is_zero() {
             return Err(ctx.err(format!("{key}.tunnel_idle_timeout"), "must not be zero"));
         }
@@ -1115,6 +1128,7 @@ fn validate(raw: RawConfig, ctx: &Ctx, file: &str) -> Result<Config, ConfigError
             }),
             max_connections: l.max_connections,
             header_read_timeout: l.header_read_timeout,
+            keepalive_timeout: l.keepalive_timeout,
             max_header_bytes: l.max_header_bytes,
             trusted_proxies: TrustedProxies::new(blocks),
             max_body_bytes: l.max_body_bytes,
@@ -2094,6 +2108,53 @@ pools:
                 "{err}"
             );
         }
+    }
+
+    /// `listeners[].keepalive_timeout`: 75 s by default, a value taken on cleartext and TLS
+    /// listeners alike, zero and past 1y refused with file, line and key.
+    #[test]
+    fn keepalive_timeout_default_value_and_errors() {
+        let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+        assert_eq!(c.listeners[0].keepalive_timeout, Duration::from_secs(75));
+        let with = |v: &str| {
+            GOOD.replace(
+                "  - bind: \"127.0.0.1:8080\"\n",
+                &format!(
+                    "  - bind: \"127.0.0.1:8080\"\n    keepalive_timeout: {v}\n  - bind: \"127.0.0.1:8443\"\n    tls: {{ cert: c.pem, key: k.pem }}\n    keepalive_timeout: {v}\n"
+                ),
+            )
+        };
+        let c = Config::from_yaml(&with("5s"), "t.yaml").unwrap();
+        assert_eq!(c.listeners[0].keepalive_timeout, Duration::from_secs(5));
+        assert!(c.listeners[1].tls.is_some());
+        assert_eq!(c.listeners[1].keepalive_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.listeners[0].header_read_timeout,
+            Duration::from_secs(10),
+            "a separate key"
+        );
+        for (v, fragment) in [("0s", "must not be zero"), ("2y", "at most 1y")] {
+            let err = Config::from_yaml(&with(v), "t.yaml").unwrap_err();
+            assert_eq!(
+                (err.key.as_str(), err.line),
+                ("listeners[0].keepalive_timeout", Some(4)),
+                "{v}: {err}"
+            );
+            assert!(err.message.contains(fragment), "{v}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with("t.yaml:4: key `listeners[0].keepalive_timeout`"),
+                "{err}"
+            );
+        }
+        let tls_zero = with("5s").replacen("keepalive_timeout: 5s", "keepalive_timeout: 0s", 2);
+        let tls_zero = tls_zero.replacen("keepalive_timeout: 0s", "keepalive_timeout: 5s", 1);
+        let err = Config::from_yaml(&tls_zero, "t.yaml").unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("listeners[1].keepalive_timeout", Some(7)),
+            "{tls_zero}\n{err}"
+        );
     }
 
     #[test]
