@@ -1,0 +1,314 @@
+//! The validated configuration: what the rest of the balancer reads. Every value here has
+//! passed `validate` (addresses parsed, durations non-zero, routes unique), so readers need no
+//! checks of their own. The session store's settings are in `store`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::environment::CLUSTER_REDIS_ENV;
+use super::locator::ConfigError;
+use super::store::StoreConfig;
+use crate::core::binder::BinderKind;
+use crate::core::cookie::CookieDefaults;
+use crate::core::forwarding::TrustedProxies;
+use crate::core::node_state::NodeState;
+use crate::core::select::BalanceKind;
+use crate::core::session::SessionSettings;
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from (for messages and reload).
+    pub source: String,
+    pub listeners: Vec<ListenerConfig>,
+    pub admin: Option<AdminConfig>,
+    pub session: SessionConfig,
+    pub registry: RegistryConfig,
+    pub pools: Vec<PoolConfig>,
+    /// `cluster:`: share operator states and session counts with other instances.
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl Config {
+    /// The pool with this name.
+    pub fn pool(&self, name: &str) -> Option<&PoolConfig> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// One-line summary for `stickyroute check`.
+    pub fn summary(&self) -> String {
+        let pools: Vec<String> = self
+            .pools
+            .iter()
+            .map(|p| {
+                let routes: Vec<&str> = p.nodes.iter().map(|n| n.route.as_str()).collect();
+                format!("{} ({}: {})", p.name, p.binder.as_str(), routes.join(", "))
+            })
+            .collect();
+        let group = self
+            .cluster
+            .as_ref()
+            .map_or(String::new(), |c| format!("; cluster {:?}", c.name));
+        format!(
+            "{}: ok, {} listener(s), {} pool(s): {}{group}",
+            self.source,
+            self.listeners.len(),
+            self.pools.len(),
+            pools.join("; ")
+        )
+    }
+}
+
+/// The `cluster:` section: instances with the same `name` on one Redis form a group that shares
+/// operator states (drain, disable, activate, standby) and live-session counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port/db`; `None` when only [`CLUSTER_REDIS_ENV`] may give
+    /// it (see [`ClusterConfig::redis_url`]).
+    pub redis: Option<String>,
+    /// The group's name; also the prefix of its Redis keys (`stickyroute:{name}:…`).
+    pub name: String,
+    /// This instance's id in the group; `None`: `hostname-pid`, chosen at start.
+    pub instance: Option<String>,
+    /// How often this instance publishes its counts and re-reads the group's states; an
+    /// instance unheard of for 3 heartbeats is no longer alive.
+    pub heartbeat: Duration,
+    /// Deadline for one Redis operation (connect included).
+    pub timeout: Duration,
+    /// Where the section is written (for errors found after parsing).
+    pub file: String,
+    pub line: Option<usize>,
+}
+
+impl ClusterConfig {
+    /// The Redis URL, or the error naming the key when neither the file nor
+    /// [`CLUSTER_REDIS_ENV`] gave one.
+    pub fn redis_url(&self) -> Result<&str, ConfigError> {
+        self.redis.as_deref().ok_or_else(|| ConfigError {
+            file: self.file.clone(),
+            line: self.line,
+            key: "cluster.redis".into(),
+            message: format!("no Redis URL: set cluster.redis or {CLUSTER_REDIS_ENV}"),
+        })
+    }
+
+    /// Whether `other` describes the same group membership (what a reload may not change).
+    pub fn same_settings(&self, other: &ClusterConfig) -> bool {
+        (
+            &self.redis,
+            &self.name,
+            &self.instance,
+            self.heartbeat,
+            self.timeout,
+        ) == (
+            &other.redis,
+            &other.name,
+            &other.instance,
+            other.heartbeat,
+            other.timeout,
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub bind: SocketAddr,
+    pub tls: Option<TlsConfig>,
+    /// Connections served at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Once the first byte of a request head arrived, the rest of the head must arrive within
+    /// this time (slow-client guard). The wait for that first byte is `keepalive_timeout`.
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive client connection (HTTP/1.1 between requests, HTTP/2 with no open
+    /// stream) is closed after this long (HAProxy's `timeout http-keep-alive`).
+    pub keepalive_timeout: Duration,
+    /// Largest request head accepted; larger ones get `431`.
+    pub max_header_bytes: usize,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` are extended; from anyone else they are
+    /// replaced by what the balancer saw. Empty (the default): nobody is trusted.
+    pub trusted_proxies: TrustedProxies,
+    /// Largest request body accepted, in bytes; larger ones get `413`. `None`: unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// An upgraded connection (WebSocket) with no byte in either direction for this long is
+    /// closed.
+    pub tunnel_idle_timeout: Duration,
+    /// HTTP/2 limits (h2 by ALPN on TLS, h2c by prior knowledge).
+    pub h2: H2Limits,
+}
+
+/// `listeners[].h2`: what one HTTP/2 client connection may ask of the balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Limits {
+    /// Streams (requests) open at once on one connection, advertised in `SETTINGS`; a client
+    /// that opens more has them refused.
+    pub max_concurrent_streams: u32,
+    /// Largest header list of a request (`SETTINGS_MAX_HEADER_LIST_SIZE`: names, values and
+    /// 32 bytes per field, decoded), in bytes; a larger one gets `431`.
+    pub max_header_list_size: u32,
+    /// Streams a client may reset before their response began, beyond those it let finish
+    /// (rapid reset, CVE-2023-44487): one more and the connection is closed with `GOAWAY`.
+    pub max_reset_streams: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub bind: SocketAddr,
+    /// Bearer token required for changes (and, off loopback, for reads); `None`: the API is
+    /// open, which [`Config::check_admin_exposure`] allows on loopback only.
+    pub token: Option<String>,
+    /// Line of the `admin:` section, for errors found after parsing (the token may come from
+    /// the environment).
+    pub line: Option<usize>,
+}
+
+impl AdminConfig {
+    /// Whether the listener is bound to a loopback address (`127.0.0.0/8`, `::1`, or an
+    /// IPv4-mapped loopback): only local processes reach it. `0.0.0.0` and `::` are not.
+    pub fn on_loopback(&self) -> bool {
+        self.bind.ip().to_canonical().is_loopback()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub settings: SessionSettings,
+    /// A session unseen for this long is forgotten by the registry (Tomcat default: 30 min).
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    pub max_sessions: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// Allow failover into another domain when the session's domain has no node up.
+    pub cross_domain: bool,
+    /// Nodes tried for one request (connect failures move to the next candidate).
+    pub max_attempts: usize,
+    /// A node marked down by a passive failure is retried after this long.
+    pub recover_after: Duration,
+    /// Retry idempotent requests without a body on another node after a failure past sending.
+    pub retry_idempotent: bool,
+    /// Request header naming the original id and route on a failed-over request.
+    pub header: HeaderName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// From the end of the request body until the response head arrives.
+    pub response: Duration,
+    /// The longest gap between two reads of a body (the node's response, the client's
+    /// upload) or two writes of one (to a client that does not read, to a node that does not
+    /// take the upload).
+    pub body_idle: Duration,
+    /// An idle pooled upstream connection is closed after this long.
+    pub idle: Duration,
+    /// How long a request waits for a node at its `max_connections` before a `503`.
+    pub queue: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// Accepted statuses; empty means any 2xx.
+    pub expect_status: Vec<u16>,
+}
+
+/// Where a node listens: a literal socket address, or `host:port` looked up each time a new
+/// connection is opened (so a container that comes back with a new IP is found without a
+/// reload, and a config naming compose services validates on any machine).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NodeAddr {
+    Socket(SocketAddr),
+    Host { host: String, port: u16 },
+}
+
+impl NodeAddr {
+    /// Parses `ip:port`, `[v6]:port` or `host:port` (no lookup).
+    pub fn parse(text: &str) -> Result<NodeAddr, String> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(NodeAddr::Socket(addr));
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!("address {text:?} needs a port (host:port)"));
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid address {text:?}: bad port {port:?}"))?;
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !host_ok {
+            return Err(format!("invalid address {text:?}: bad host name {host:?}"));
+        }
+        Ok(NodeAddr::Host {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeAddr::Socket(a) => write!(f, "{a}"),
+            NodeAddr::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub route: String,
+    /// As written (host:port).
+    pub address: String,
+    pub addr: NodeAddr,
+    pub weight: u32,
+    /// Replication domain; nodes without one share the default domain `""`.
+    pub domain: String,
+    pub redirect: Option<String>,
+    pub state: NodeState,
+    /// Requests the balancer has open on this node at once (each holds one connection to
+    /// it; idle pooled connections are not counted); more wait in the node's queue. `None`:
+    /// unlimited.
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Lower-case host names without port; empty matches every host.
+    pub hosts: Vec<String>,
+    pub path_prefix: String,
+    pub binder: BinderKind,
+    pub balance: BalanceKind,
+    pub failover: FailoverConfig,
+    pub timeouts: Timeouts,
+    pub cookie: CookieDefaults,
+    pub store: Option<StoreConfig>,
+    pub health: Option<HealthConfig>,
+    /// Response statuses that count as a passive failure of the node.
+    pub fail_on_status: Vec<u16>,
+    /// Requests that may wait for one node at its `max_connections`; more get `503` at once.
+    pub max_queue_per_node: u32,
+    pub nodes: Vec<NodeConfig>,
+}
