@@ -57,8 +57,6 @@ const BUF_SIZE: usize = 16 * 1024;
 const POOLED_BUFS: usize = 256;
 /// Idle connections kept per node.
 const MAX_IDLE_PER_NODE: usize = 512;
-/// How long a keep-alive client connection may sit idle between requests.
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(75);
 
 thread_local! {
     static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -361,7 +359,8 @@ where
                     // hand-rolled wait, for size: the readiness waker lives in the socket's own
                     // slot, the deadline is a table slot, and shutdown wakes it through
                     // `deadline::nudge_idle`: a few words in every idle connection's state.
-                    let mut idle = deadline::Deadline::idle(Instant::now() + KEEPALIVE_IDLE);
+                    let mut idle =
+                        deadline::Deadline::idle(Instant::now() + ctx.cfg.keepalive_timeout);
                     let readable = std::future::poll_fn(|cx| {
                         if ctx.shutdown.is_cancelled() {
                             return Poll::Ready(false);

@@ -394,8 +394,7 @@ fn write_stall_limit(balancer: &Balancer) -> Duration {
 /// How long a client connection may stay idle between requests (HTTP/1.1) or with no open
 /// stream (HTTP/2).
 fn keepalive_timeout(cfg: &ListenerConfig) -> Duration {
-    let _ = cfg;
-    h1::KEEPALIVE_IDLE
+    cfg.keepalive_timeout
 }
 
 /// How long a connection cut off for resetting too many streams gets to finish after its
