@@ -37,14 +37,13 @@ use crate::config::ListenerConfig;
 use crate::core::binder::{self, ResponsePlan};
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
-use crate::core::session::{self, IdLocation};
 use crate::h1::{
     self, BodyFraming, BodyOut, BodyReader, HeaderKind, Method, Parsed, RequestEdits, RequestHead,
     ResponseEdits, ResponseHead, Step, Version,
 };
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
 use crate::proxy::deadline;
-use crate::proxy::pipeline::{self, Ids, InflightGuard, Matched, ProxyError};
+use crate::proxy::pipeline::{self, Ids, InflightGuard, Matched, ProxyError, SessionEdit};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::open_tcp;
 use crate::state::node::now_ms;
@@ -930,23 +929,16 @@ fn session_edit(
     let (Some(found), Some(fwd)) = (req.m.found.as_ref(), forward_id) else {
         return (None, None);
     };
-    match &found.location {
-        loc @ IdLocation::Cookie { .. } => (
-            session::rewrite_cookie_lines(req.lines, req.m.cookie_name, loc, fwd),
-            None,
-        ),
-        IdLocation::PathParam { start, end } => {
-            let path = std::str::from_utf8(req.head.path(req.src)).unwrap_or("/");
-            if path.get(*start..*end) == Some(fwd) {
-                return (None, None);
-            }
-            let mut t = session::replace_range(path, *start, *end, fwd);
-            if let Some(q) = req.head.query(req.src) {
-                t.push('?');
-                t.push_str(std::str::from_utf8(q).unwrap_or(""));
-            }
-            (None, Some(t))
-        }
+    let path = std::str::from_utf8(req.head.path(req.src)).unwrap_or("/");
+    let query = req
+        .head
+        .query(req.src)
+        .map(|q| std::str::from_utf8(q).unwrap_or(""));
+    let loc = &found.location;
+    match pipeline::session_edit(loc, req.lines, req.m.cookie_name, path, query, fwd) {
+        SessionEdit::Unchanged => (None, None),
+        SessionEdit::CookieLines(l) => (Some(l), None),
+        SessionEdit::Target(t) => (None, Some(t)),
     }
 }
 

@@ -184,23 +184,7 @@ pub async fn serve_listener(a: AcceptLoop) {
         }
     };
     let local = listener.local_addr().unwrap_or(cfg.bind);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.max_header_bytes);
-    // `listeners[].h2`. The reset limits of h2 itself (streams reset before hyper accepted
-    // them, resets its protocol checks force) take the same value as our own budget for
-    // streams reset before their answer (`service::ResetBudget`).
-    let h2 = cfg.h2;
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(h2.max_header_list_size)
-        .max_concurrent_streams(h2.max_concurrent_streams)
-        .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
-        .max_local_error_reset_streams(h2.max_reset_streams as usize);
+    let builder = hyper_builder(&cfg);
     let native = TaskTracker::new();
     let tunnels = TunnelPolicy {
         idle: cfg.tunnel_idle_timeout,
@@ -256,6 +240,42 @@ pub async fn serve_listener(a: AcceptLoop) {
         }
     }
     drop(listener);
+    drain(local, graceful, native, &tunnels, grace).await;
+}
+
+/// The hyper connection builder of a listener: HTTP/2 (`listeners[].h2`) for clients that
+/// speak it, by prior knowledge or ALPN; HTTP/1.1 settings for a client that chose `h2` by
+/// ALPN and then spoke HTTP/1.1.
+fn hyper_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_read_timeout)
+        .max_buf_size(cfg.max_header_bytes);
+    // The reset limits of h2 itself (streams reset before hyper accepted them, resets its
+    // protocol checks force) take the same value as our own budget for streams reset before
+    // their answer (`service::ResetBudget`).
+    let h2 = cfg.h2;
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(h2.max_header_list_size)
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
+        .max_local_error_reset_streams(h2.max_reset_streams as usize);
+    builder
+}
+
+/// After the accept loop stopped: open connections get `grace` to finish (idle keep-alive
+/// ones close at once, HTTP/2 ones get `GOAWAY`), then tunnels are told to close.
+async fn drain(
+    local: SocketAddr,
+    graceful: GracefulShutdown,
+    native: TaskTracker,
+    tunnels: &TunnelPolicy,
+    grace: Duration,
+) {
     // Idle keep-alive connections wait without a shutdown waiter of their own: wake them to
     // look at the token.
     crate::proxy::deadline::nudge_idle();

@@ -403,6 +403,47 @@ pub fn mark_down(pool: &Pool, node: &Node, reason: String) {
     }
 }
 
+/// How the request must change for the node to see `forward_id` where the client had its
+/// id: nothing (the id is unchanged: a sticky hit allocates nothing), new `Cookie` lines
+/// (replacing the lines that held a session cookie; the others stay), or a new target.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionEdit {
+    Unchanged,
+    CookieLines(Vec<String>),
+    Target(String),
+}
+
+/// The one session-id edit of both request paths. `lines` are the request's `Cookie` lines
+/// as sent (`None`: not UTF-8), `path` and `query` its target as sent.
+pub fn session_edit(
+    location: &session::IdLocation,
+    lines: &[Option<&str>],
+    cookie_name: &str,
+    path: &str,
+    query: Option<&str>,
+    forward_id: &str,
+) -> SessionEdit {
+    match location {
+        loc @ session::IdLocation::Cookie { .. } => {
+            match session::rewrite_cookie_lines(lines, cookie_name, loc, forward_id) {
+                Some(l) => SessionEdit::CookieLines(l),
+                None => SessionEdit::Unchanged,
+            }
+        }
+        session::IdLocation::PathParam { start, end } => {
+            if path.get(*start..*end) == Some(forward_id) {
+                return SessionEdit::Unchanged;
+            }
+            let mut t = session::replace_range(path, *start, *end, forward_id);
+            if let Some(q) = query {
+                t.push('?');
+                t.push_str(q);
+            }
+            SessionEdit::Target(t)
+        }
+    }
+}
+
 /// Phase 6, what the binder does to the response's cookies: the one place a response plan
 /// is assembled. `reissue`: the request also carried older forms of its id; `secure`: the
 /// client connection is TLS.
@@ -565,5 +606,53 @@ fn refuse(pool: &Pool, node: &Node, why: Refusal) -> ProxyError {
     ProxyError::NodeBusy {
         route: node.route.clone(),
         why,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use session::IdLocation;
+
+    #[test]
+    fn session_edits() {
+        let path = "/app;jsessionid=X.jvm1/page";
+        let param = IdLocation::PathParam { start: 16, end: 22 };
+        let cookie = IdLocation::Cookie {
+            name: 0,
+            header: 0,
+            start: 11,
+            end: 17,
+        };
+        let lines = [Some("JSESSIONID=X.jvm1; lang=en")];
+        let cases: Vec<(&IdLocation, Option<&str>, &str, SessionEdit)> = vec![
+            // The id as the node must see it already: nothing changes.
+            (&param, None, "X.jvm1", SessionEdit::Unchanged),
+            (&cookie, None, "X.jvm1", SessionEdit::Unchanged),
+            // A path parameter is replaced in place; the query stays.
+            (
+                &param,
+                Some("a=1"),
+                "X.jvm2",
+                SessionEdit::Target("/app;jsessionid=X.jvm2/page?a=1".into()),
+            ),
+            (
+                &param,
+                None,
+                "X.jvm1.jvm3",
+                SessionEdit::Target("/app;jsessionid=X.jvm1.jvm3/page".into()),
+            ),
+            // A cookie line is rewritten with its other cookies.
+            (
+                &cookie,
+                None,
+                "X.jvm2",
+                SessionEdit::CookieLines(vec!["JSESSIONID=X.jvm2; lang=en".into()]),
+            ),
+        ];
+        for (loc, query, fwd, want) in cases {
+            let got = session_edit(loc, &lines, "JSESSIONID", path, query, fwd);
+            assert_eq!(got, want, "{loc:?} {query:?} {fwd}");
+        }
     }
 }

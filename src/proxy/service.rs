@@ -32,9 +32,9 @@ use crate::core::forwarding::{
 };
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
-use crate::core::session::{self, IdLocation};
+use crate::core::session::IdLocation;
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
-use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionIds};
+use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionEdit, SessionIds};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::{
     self, BodyIdle, ForwardBody, Sender, UploadState, UploadWatch, UpstreamPool, UpstreamPools,
@@ -723,49 +723,38 @@ fn apply_session(
     let (Some(loc), Some(forward_id)) = (location, forward_id) else {
         return;
     };
-    match loc {
-        IdLocation::Cookie { .. } => {
-            let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
-            let rewritten = session::rewrite_cookie_lines(&lines, cookie_name, loc, forward_id);
-            if rewritten.is_none() && !*cookies_dirty {
-                return; // the common sticky hit: the client's cookies go through as they are
+    let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
+    let (path, query) = (original_uri.path(), original_uri.query());
+    match pipeline::session_edit(loc, &lines, cookie_name, path, query, forward_id) {
+        SessionEdit::Unchanged if matches!(loc, IdLocation::PathParam { .. }) => {
+            parts.uri = original_uri.clone();
+        }
+        // The common sticky hit: the client's cookies go through as they are.
+        SessionEdit::Unchanged if !*cookies_dirty => {}
+        SessionEdit::Unchanged => {
+            parts.headers.remove(header::COOKIE);
+            for v in cookie_values {
+                parts.headers.append(header::COOKIE, v.clone());
             }
+        }
+        SessionEdit::CookieLines(new_lines) => {
             *cookies_dirty = true;
             parts.headers.remove(header::COOKIE);
-            match rewritten {
-                None => {
-                    for v in cookie_values {
-                        parts.headers.append(header::COOKIE, v.clone());
-                    }
+            for (i, line) in lines.iter().enumerate() {
+                if line.is_none() {
+                    parts
+                        .headers
+                        .append(header::COOKIE, cookie_values[i].clone());
                 }
-                Some(new_lines) => {
-                    for (i, line) in lines.iter().enumerate() {
-                        if line.is_none() {
-                            parts
-                                .headers
-                                .append(header::COOKIE, cookie_values[i].clone());
-                        }
-                    }
-                    for l in new_lines {
-                        if let Ok(v) = HeaderValue::from_str(&l) {
-                            parts.headers.append(header::COOKIE, v);
-                        }
-                    }
+            }
+            for l in new_lines {
+                if let Ok(v) = HeaderValue::from_str(&l) {
+                    parts.headers.append(header::COOKIE, v);
                 }
             }
         }
-        IdLocation::PathParam { start, end } => {
-            let path = original_uri.path();
-            if &path[*start..*end] == forward_id {
-                parts.uri = original_uri.clone();
-                return;
-            }
-            let mut new = session::replace_range(path, *start, *end, forward_id);
-            if let Some(q) = original_uri.query() {
-                new.push('?');
-                new.push_str(q);
-            }
-            if let Ok(uri) = new.parse::<Uri>() {
+        SessionEdit::Target(t) => {
+            if let Ok(uri) = t.parse::<Uri>() {
                 parts.uri = uri;
             }
         }
