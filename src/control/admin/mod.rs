@@ -14,7 +14,7 @@
 //! Changes (`POST`) need `Authorization: Bearer <token>` when `admin.token` (or
 //! `STICKYROUTE_ADMIN_TOKEN`) is set; reads are open on loopback. Off loopback the config must
 //! have a token (`Config::check_admin_exposure`) and reads need it too, as a bearer token or
-//! as an HTTP Basic password (see [`auth`]). Without a token, a `POST` carrying an
+//! as an HTTP Basic password (see `auth`). Without a token, a `POST` carrying an
 //! `Origin` header must come from the admin page itself, so a web page elsewhere cannot drive
 //! the API through the operator's browser. Errors are JSON: `{"error": "…"}`.
 //!
