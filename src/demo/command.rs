@@ -416,77 +416,8 @@ pub async fn start_demo(opts: DemoOptions) -> Result<RunningDemo, DemoError> {
 
     // The nodes first: the balancer's config needs their bound addresses.
     let store = SessionStore::memory();
-    let mut slots = Vec::new();
-    let Some(pool) = config.pools.first_mut() else {
-        return Err(DemoError::Config(ConfigError {
-            file: DEMO_CONFIG_NAME.to_owned(),
-            line: None,
-            key: "pools".to_owned(),
-            message: "the demo needs one pool".to_owned(),
-        }));
-    };
-    let count = pool.nodes.len();
-    if opts.node_port != 0 && usize::from(opts.node_port) + count - 1 > usize::from(u16::MAX) {
-        return Err(DemoError::NodePortRange {
-            port: opts.node_port,
-            nodes: count,
-        });
-    }
-    for (i, node_cfg) in pool.nodes.iter_mut().enumerate() {
-        let port = if opts.node_port == 0 {
-            0
-        } else {
-            // In range: checked above.
-            opts.node_port + i as u16
-        };
-        let listener = bind_flag("--node-port", SocketAddr::new(NODE_HOST, port)).await?;
-        let node = RunningNode::start(
-            listener,
-            demo_node_config(&node_cfg.route, store.clone(), &control_url),
-        )
-        .await;
-        node_cfg.addr = crate::config::NodeAddr::Socket(node.addr);
-        node_cfg.address = node.addr.to_string();
-        slots.push(NodeSlot {
-            route: node_cfg.route.clone(),
-            addr: node.addr,
-            running: Some(node),
-        });
-    }
-
-    // Validated text, then the addresses of this run: the listener and the admin may both be
-    // `127.0.0.1:0`, which validation would (rightly) refuse as one address written twice.
-    let Some(listener_cfg) = config.listeners.first_mut() else {
-        return Err(DemoError::Config(ConfigError {
-            file: DEMO_CONFIG_NAME.to_owned(),
-            line: None,
-            key: "listeners".to_owned(),
-            message: "the demo needs one listener".to_owned(),
-        }));
-    };
-    listener_cfg.bind = opts.listen;
-    let token = config.admin.as_ref().and_then(|a| a.token.clone());
-    config.admin = Some(AdminConfig {
-        bind: opts.admin,
-        token,
-        line: None,
-    });
-
-    // `Running::start` reports a bind failure by address; name the flag that sets it.
-    let running = Running::start_with_grace(config, opts.grace)
-        .await
-        .map_err(|e| match e {
-            ServerError::Bind { addr, source } => DemoError::Bind {
-                flag: if addr == opts.listen {
-                    "--listen"
-                } else {
-                    "--admin"
-                },
-                addr,
-                source,
-            },
-            other => DemoError::Server(other),
-        })?;
+    let slots = start_nodes(&mut config, &opts, &store, &control_url).await?;
+    let running = start_balancer(config, &opts).await?;
     let balancer_addr = running.addr();
     let admin_addr = running.admin_addr.unwrap_or(opts.admin);
 
@@ -513,6 +444,91 @@ pub async fn start_demo(opts: DemoOptions) -> Result<RunningDemo, DemoError> {
         control_stop,
         control_task,
     })
+}
+
+/// Starts one demo node per node of the demo pool, on `opts.node_port` and the ports after it
+/// (or any free ports), and writes their bound addresses into `config`.
+async fn start_nodes(
+    config: &mut Config,
+    opts: &DemoOptions,
+    store: &SessionStore,
+    control_url: &str,
+) -> Result<Vec<NodeSlot>, DemoError> {
+    let mut slots = Vec::new();
+    let Some(pool) = config.pools.first_mut() else {
+        return Err(DemoError::Config(ConfigError {
+            file: DEMO_CONFIG_NAME.to_owned(),
+            line: None,
+            key: "pools".to_owned(),
+            message: "the demo needs one pool".to_owned(),
+        }));
+    };
+    let count = pool.nodes.len();
+    if opts.node_port != 0 && usize::from(opts.node_port) + count - 1 > usize::from(u16::MAX) {
+        return Err(DemoError::NodePortRange {
+            port: opts.node_port,
+            nodes: count,
+        });
+    }
+    for (i, node_cfg) in pool.nodes.iter_mut().enumerate() {
+        let port = if opts.node_port == 0 {
+            0
+        } else {
+            // In range: checked above.
+            opts.node_port + i as u16
+        };
+        let listener = bind_flag("--node-port", SocketAddr::new(NODE_HOST, port)).await?;
+        let node = RunningNode::start(
+            listener,
+            demo_node_config(&node_cfg.route, store.clone(), control_url),
+        )
+        .await;
+        node_cfg.addr = crate::config::NodeAddr::Socket(node.addr);
+        node_cfg.address = node.addr.to_string();
+        slots.push(NodeSlot {
+            route: node_cfg.route.clone(),
+            addr: node.addr,
+            running: Some(node),
+        });
+    }
+    Ok(slots)
+}
+
+/// Starts the balancer of `config` on the addresses of `opts`.
+async fn start_balancer(mut config: Config, opts: &DemoOptions) -> Result<Running, DemoError> {
+    // Validated text, then the addresses of this run: the listener and the admin may both be
+    // `127.0.0.1:0`, which validation would (rightly) refuse as one address written twice.
+    let Some(listener_cfg) = config.listeners.first_mut() else {
+        return Err(DemoError::Config(ConfigError {
+            file: DEMO_CONFIG_NAME.to_owned(),
+            line: None,
+            key: "listeners".to_owned(),
+            message: "the demo needs one listener".to_owned(),
+        }));
+    };
+    listener_cfg.bind = opts.listen;
+    let token = config.admin.as_ref().and_then(|a| a.token.clone());
+    config.admin = Some(AdminConfig {
+        bind: opts.admin,
+        token,
+        line: None,
+    });
+
+    // `Running::start` reports a bind failure by address; name the flag that sets it.
+    Running::start_with_grace(config, opts.grace)
+        .await
+        .map_err(|e| match e {
+            ServerError::Bind { addr, source } => DemoError::Bind {
+                flag: if addr == opts.listen {
+                    "--listen"
+                } else {
+                    "--admin"
+                },
+                addr,
+                source,
+            },
+            other => DemoError::Server(other),
+        })
 }
 
 impl RunningDemo {

@@ -56,6 +56,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::control::html::escape_html;
 use crate::store::{
     now_ms, JdbcTable, OnStoreError, SessionRecord, SessionStore, StoreConfig, StoreError,
     StoreKind,
@@ -748,11 +749,11 @@ async fn page(node: &Node, candidates: &[String], query: Option<&str>) -> Respon
     if let Err(e) = node.save(&mut session).await {
         return node.store_error(&e);
     }
-    let route = html_escape(&node.route);
+    let route = escape_html(&node.route);
     // With a control listener: the failover story in the page (see `DEMO_PAGE_SCRIPT`).
     let (control_attr, control_html) = match &node.control_url {
         Some(url) => (
-            format!(" data-control=\"{}\"", html_escape(url)),
+            format!(" data-control=\"{}\"", escape_html(url)),
             format!(
                 "<h2>What the browser sees</h2>\n<p id=\"answer\"></p>\
                  <table id=\"history\"><thead><tr><th>#</th><th>answered by</th><th>count</th>\
@@ -778,7 +779,7 @@ async fn page(node: &Node, candidates: &[String], query: Option<&str>) -> Respon
          <button type=\"submit\" id=\"count-again\">Count again</button></form>\n\
          <p><a href=\"count\">count (JSON)</a> &middot; <a href=\"whoami\">whoami</a></p>\n\
          {control_html}</body></html>\n",
-        id = html_escape(&session.id),
+        id = escape_html(&session.id),
         count = session.count(),
     );
     let mut resp = full(StatusCode::OK, "text/html; charset=utf-8", html);
@@ -997,24 +998,6 @@ fn method_not_allowed(allow: &'static str) -> Response<RespBody> {
     resp
 }
 
-fn html_escape(s: &str) -> Cow<'_, str> {
-    if !s.contains(['<', '>', '&', '"', '\'']) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1138,15 +1121,6 @@ mod tests {
         assert!(validate_route("").is_err());
         assert!(validate_route("a.b").is_err());
         assert!(validate_route("a b").is_err());
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            html_escape("<a href='x'>&\""),
-            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
-        );
-        assert_eq!(html_escape("plain"), "plain");
     }
 
     #[test]
