@@ -528,7 +528,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
         },
         ("/metrics", _) => match method {
             Method::GET | Method::HEAD => {
-                let text = crate::state::metrics::render(balancer);
+                let text = super::exposition::render(balancer);
                 let openmetrics = req
                     .headers()
                     .get_all(header::ACCEPT)
@@ -536,12 +536,12 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
                     .filter_map(|v| v.to_str().ok())
                     .any(|v| v.contains("application/openmetrics-text"));
                 if openmetrics {
-                    respond(StatusCode::OK, crate::state::metrics::CONTENT_TYPE, text)
+                    respond(StatusCode::OK, super::exposition::CONTENT_TYPE, text)
                 } else {
                     respond(
                         StatusCode::OK,
-                        crate::state::metrics::CONTENT_TYPE_TEXT,
-                        crate::state::metrics::to_prometheus_text(&text),
+                        super::exposition::CONTENT_TYPE_TEXT,
+                        super::exposition::to_prometheus_text(&text),
                     )
                 }
             }
