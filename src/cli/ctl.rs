@@ -4,7 +4,8 @@
 //! turnover ROUTE` ([`crate::cli::turnover`]), with
 //! `--admin URL` (default `http://127.0.0.1:9901`), `--token` (or `STICKYROUTE_ADMIN_TOKEN`) and
 //! `--json`. Output is a readable table by default; a failure exits non-zero with the server's
-//! reason. It runs on [`crate::cli::client`], re-exported here.
+//! reason. It runs on [`Client`] (from [`crate::cli::client`], re-exported here with
+//! [`CtlError`] for programs and tests).
 
 use std::fmt::Write as _;
 
