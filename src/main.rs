@@ -7,12 +7,6 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use stickyroute::control::Running;
-use stickyroute::proxy::workers::Workers;
-
-/// Exit code for a configuration error (EX_USAGE would be 64; `check` uses 1 as the issue asks).
-const EXIT_CONFIG: u8 = 64;
-
 #[derive(Parser)]
 #[command(
     name = "stickyroute",
@@ -36,18 +30,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the balancer.
-    Serve {
-        /// Configuration file.
-        #[arg(short, long, default_value = "balancer.yaml")]
-        config: PathBuf,
-        /// Worker threads for the proxy listeners, each with its own runtime and sockets
-        /// (SO_REUSEPORT); 0 means one per CPU, 1 runs everything on one thread.
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Time in-flight requests get to finish on SIGTERM / SIGINT.
-        #[arg(long, default_value = "30s", value_parser = stickyroute::config::duration::parse)]
-        grace: Duration,
-    },
+    Serve(stickyroute::cli::serve::ServeArgs),
     /// Talk to a running balancer's admin API: status, drain / disable / activate / standby a
     /// node, reload the configuration.
     Ctl(stickyroute::cli::ctl::CtlArgs),
@@ -120,67 +103,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Ctl(args) => stickyroute::cli::ctl::run_cli(args).await,
-        Command::Check { config } => match stickyroute::cli::check::check(&config) {
-            Ok(summary) => {
-                println!("{summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(1)
-            }
-        },
-        Command::Serve {
-            config,
-            grace,
-            threads,
-        } => {
+        Command::Check { config } => stickyroute::cli::check::run_cli(&config),
+        Command::Serve(args) => {
             init_tracing(cli.log_format);
-            // The file, plus STICKYROUTE_ADMIN_TOKEN; every reload reads it the same way.
-            let cfg = match stickyroute::control::load_config(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            #[cfg(unix)]
-            let hup = stickyroute::control::listen_for_sighup();
-            // `--threads 1`: everything on this one thread, no worker thread at all.
-            let workers = if threads == 1 {
-                Ok(Workers::inline())
-            } else {
-                Workers::start(stickyroute::proxy::workers::count_for(threads))
-            };
-            let workers = match workers {
-                Ok(w) => w,
-                Err(e) => {
-                    eprintln!("error: cannot start the worker threads: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            let running = match Running::start_on(cfg, grace, workers).await {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            #[cfg(unix)]
-            if let Some(hup) = hup {
-                tokio::spawn(stickyroute::control::reload_on_sighup(
-                    running.control().clone(),
-                    hup,
-                ));
-            }
-            let token = running.shutdown_token();
-            tokio::spawn(async move {
-                stickyroute::proxy::listener::shutdown_signal().await;
-                tracing::info!("shutdown requested");
-                token.cancel();
-            });
-            running.wait().await;
-            ExitCode::SUCCESS
+            stickyroute::cli::serve::run(args).await
         }
         Command::DemoNode {
             route,
@@ -190,31 +116,31 @@ async fn run(cli: Cli) -> ExitCode {
             binder_valve,
         } => {
             init_tracing(cli.log_format);
-            match stickyroute::demo::node::run_demo_node_cli(
-                route,
-                listen,
-                store,
-                session_timeout,
-                binder_valve,
+            exit_code(
+                stickyroute::demo::node::run_demo_node_cli(
+                    route,
+                    listen,
+                    store,
+                    session_timeout,
+                    binder_valve,
+                )
+                .await,
             )
-            .await
-            {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
         }
         Command::Demo(args) => {
             init_tracing(cli.log_format);
-            match stickyroute::demo::command::run_cli(args).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(1)
-                }
-            }
+            exit_code(stickyroute::demo::command::run_cli(args).await)
+        }
+    }
+}
+
+/// 0, or 1 with the error on stderr.
+fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -216,8 +216,8 @@ async fn counting_hook() -> (
 }
 
 fn metric(lb: &stickyroute::control::Running, name: &str) -> f64 {
-    let text = stickyroute::state::metrics::to_prometheus_text(
-        &stickyroute::state::metrics::render(&lb.balancer),
+    let text = stickyroute::control::exposition::to_prometheus_text(
+        &stickyroute::control::exposition::render(&lb.balancer),
     );
     text.lines()
         .find(|l| l.starts_with(name))

@@ -16,3 +16,17 @@ pub fn check(path: &Path) -> Result<String, ConfigError> {
         .with_cluster_redis_override(url)
         .map(|c| c.summary())
 }
+
+/// `stickyroute check`: prints the summary (exit 0), or the error to stderr (exit 1).
+pub fn run_cli(path: &Path) -> std::process::ExitCode {
+    match check(path) {
+        Ok(summary) => {
+            println!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

@@ -341,6 +341,16 @@ impl ClusterTask {
 
     /// Publishes this instance's record and reads the others'.
     async fn heartbeat(&mut self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let record = self.own_record(unix_ms());
+        let (previous, members) = self.publish(conn, &record).await?;
+        self.check_twin(previous);
+        let members = self.read_members(conn, members).await?;
+        self.state.set_members(members);
+        Ok(())
+    }
+
+    /// This instance's record at `now`: its counts for every node of the snapshot.
+    fn own_record(&self, now: u64) -> InstanceRecord {
         let snap = self.balancer.snapshot();
         let registry = &self.balancer.registry;
         let nodes = snap
@@ -355,20 +365,30 @@ impl ClusterTask {
                 })
             })
             .collect();
-        let now = unix_ms();
         let admin: Option<SocketAddr> = self.control.upgrade().and_then(|c| c.admin_addr());
-        let record = InstanceRecord {
+        InstanceRecord {
             id: self.state.instance.clone(),
             boot: self.boot,
             admin: admin.map(|a| a.to_string()),
             at_ms: now,
             nodes,
-        };
-        let json = serde_json::to_string(&record).unwrap_or_default();
+        }
+    }
+
+    /// Writes `record` (with its TTL) and this instance's place in the member set, forgets
+    /// members unheard of for [`FORGET_AFTER_HEARTBEATS`], all in one pipeline; returns the
+    /// record it replaced and the member set (id, last heartbeat in ms since the epoch).
+    async fn publish(
+        &self,
+        conn: &mut MultiplexedConnection,
+        record: &InstanceRecord,
+    ) -> Result<(Option<String>, Vec<(String, f64)>), String> {
+        let json = serde_json::to_string(record).unwrap_or_default();
         let ttl_ms = u64::try_from(self.ttl().as_millis()).unwrap_or(u64::MAX);
-        let forget_before = now.saturating_sub(ttl_ms / 3 * u64::from(FORGET_AFTER_HEARTBEATS));
+        let forget_ms = ttl_ms / 3 * u64::from(FORGET_AFTER_HEARTBEATS);
+        let forget_before = record.at_ms.saturating_sub(forget_ms);
         let own = self.keys.instance(&self.state.instance);
-        let (previous, members): (Option<String>, Vec<(String, f64)>) = redis::pipe()
+        redis::pipe()
             .get(&own)
             .cmd("SET")
             .arg(&own)
@@ -376,7 +396,7 @@ impl ClusterTask {
             .arg("PX")
             .arg(ttl_ms)
             .ignore()
-            .zadd(self.keys.instances(), &self.state.instance, now)
+            .zadd(self.keys.instances(), &self.state.instance, record.at_ms)
             .ignore()
             .cmd("ZREMRANGEBYSCORE")
             .arg(self.keys.instances())
@@ -386,7 +406,7 @@ impl ClusterTask {
             // A group whose instances are all gone leaves no member list behind.
             .cmd("PEXPIRE")
             .arg(self.keys.instances())
-            .arg(ttl_ms / 3 * u64::from(FORGET_AFTER_HEARTBEATS))
+            .arg(forget_ms)
             .ignore()
             .cmd("ZRANGE")
             .arg(self.keys.instances())
@@ -395,7 +415,12 @@ impl ClusterTask {
             .arg("WITHSCORES")
             .query_async(conn)
             .await
-            .map_err(|e| format!("heartbeat: {}", describe(&e)))?;
+            .map_err(|e| format!("heartbeat: {}", describe(&e)))
+    }
+
+    /// Logs, once per occurrence, that the record this instance replaced came from another
+    /// process (another boot) using the same instance id.
+    fn check_twin(&mut self, previous: Option<String>) {
         let twin = previous
             .and_then(|p| serde_json::from_str::<InstanceRecord>(&p).ok())
             .is_some_and(|p| p.boot != self.boot);
@@ -403,7 +428,15 @@ impl ClusterTask {
             tracing::error!(instance = %self.state.instance, "cluster: another process uses this instance id; give each instance its own cluster.instance");
         }
         self.twin_seen = twin;
+    }
 
+    /// Reads the records of the other members of the set: alive with their counts while their
+    /// record has not expired, gone (last heartbeat only) after.
+    async fn read_members(
+        &self,
+        conn: &mut MultiplexedConnection,
+        members: Vec<(String, f64)>,
+    ) -> Result<Vec<Member>, String> {
         let others: Vec<(String, u64)> = members
             .into_iter()
             .filter(|(id, _)| *id != self.state.instance)
@@ -420,7 +453,7 @@ impl ClusterTask {
                 .await
                 .map_err(|e| format!("reading instances: {}", describe(&e)))?
         };
-        let members = others
+        Ok(others
             .into_iter()
             .zip(records.into_iter().chain(std::iter::repeat(None)))
             .map(|((id, seen_ms), rec)| {
@@ -441,9 +474,7 @@ impl ClusterTask {
                     },
                 }
             })
-            .collect();
-        self.state.set_members(members);
-        Ok(())
+            .collect())
     }
 
     /// On shutdown: removes this instance's record, so the others stop counting it at once

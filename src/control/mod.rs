@@ -34,6 +34,7 @@ pub mod admin;
 pub mod api;
 #[cfg(feature = "redis-store")]
 pub mod cluster;
+pub mod exposition;
 pub mod health;
 pub mod html;
 mod reload;

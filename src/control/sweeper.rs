@@ -35,9 +35,6 @@ pub async fn run_sweeper(balancer: Arc<Balancer>, shutdown: CancellationToken) {
                 tracing::debug!(removed, "expired idle sessions from the registry");
             }
         }
-        // In a cluster, "drained" is the group's verdict (no live instance sees a session).
-        registry.report_drained(&snap, |pool, node| {
-            balancer.operator.view(registry, pool, node).drained
-        });
+        balancer.report_drained();
     }
 }

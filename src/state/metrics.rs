@@ -1,34 +1,22 @@
-//! Prometheus metrics: the names (one constant each), the counters the request path bumps, and
-//! the `/metrics` rendering (OpenMetrics text through `prometheus-client`).
+//! Prometheus metrics: the names (one constant each) and the counters the request path bumps.
+//! `control::exposition` renders them for `/metrics`.
 //!
 //! The request path never takes a lock or looks up a label set: every counter lives in plain
 //! atomics next to what it counts ([`NodeMetrics`] in each node's runtime, [`PoolMetrics`] in
-//! each pool's, [`Metrics`] in the balancer), and a [`Collector`] walks the current snapshot at
-//! scrape time and exports them with their labels. One request costs two relaxed atomic adds
-//! for the counter and four for the duration histograms (the pool's and the node's).
+//! each pool's, `BalancerMetrics` in the balancer), and the exposition walks the current
+//! snapshot at scrape time and exports them with their labels. One request costs two relaxed
+//! atomic adds for the counter and four for the duration histograms (the pool's and the node's).
 //!
 //! A node's counters live as long as its runtime: they survive reloads that keep its route and
 //! address; a node whose address changes starts from zero (Prometheus sees a counter reset), and
 //! a removed node's series end.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
 
-use crate::core::binder::RebindResult;
-use crate::core::node_state::NodeState;
 use crate::core::select::Outcome;
-use crate::state::balancer::Balancer;
-use crate::state::snapshot::Snapshot;
 
 // Names. Counters are written without `_total`: the OpenMetrics encoder appends it.
 
@@ -106,11 +94,14 @@ pub const DURATION_BUCKETS_US: [u64; 15] = [
     2_500_000, 5_000_000, 10_000_000, 30_000_000,
 ];
 
-/// Status classes `1xx`..`5xx`.
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const OUTCOMES: [Outcome; 3] = [Outcome::Hit, Outcome::New, Outcome::Failover];
+/// Status classes `1xx`..`5xx`, the labels of the indexes [`status_class`] returns.
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+/// The outcomes [`NodeMetrics`] counts, in their export order.
+pub const OUTCOMES: [Outcome; 3] = [Outcome::Hit, Outcome::New, Outcome::Failover];
 
-fn class_index(status: StatusCode) -> usize {
+/// The index of `status`'s class in [`STATUS_CLASSES`] (below 1xx counts as 1xx, above 5xx as
+/// 5xx).
+pub fn status_class(status: StatusCode) -> usize {
     (status.as_u16() / 100).clamp(1, 5) as usize - 1
 }
 
@@ -142,7 +133,7 @@ impl AtomicHistogram {
     }
 
     /// (sum in seconds, count, per-bucket counts with upper bounds in seconds).
-    fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
+    pub fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut count = 0;
         let mut out = Vec::with_capacity(self.buckets.len());
         for (i, b) in self.buckets.iter().enumerate() {
@@ -171,6 +162,12 @@ pub struct NodeMetrics {
 }
 
 impl NodeMetrics {
+    /// Counts one request this node answered.
+    pub fn count(&self, outcome: Outcome, status: StatusCode, elapsed: Duration) {
+        self.requests[outcome_index(outcome)][status_class(status)].fetch_add(1, Ordering::Relaxed);
+        self.duration.observe(elapsed);
+    }
+
     /// Requests answered through this node with this outcome and status class.
     pub fn requests(&self, outcome: Outcome, status_class: usize) -> u64 {
         self.requests[outcome_index(outcome)][status_class].load(Ordering::Relaxed)
@@ -185,511 +182,16 @@ pub struct PoolMetrics {
     pub duration: AtomicHistogram,
 }
 
-/// Balancer-wide counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Requests no pool serves, by status class.
-    no_pool: [AtomicU64; 5],
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-}
-
-impl Metrics {
-    /// Counts one answered request. `pool` and `node` index the snapshot the request used.
-    pub fn observe_request(
-        &self,
-        snap: &Snapshot,
-        pool: Option<usize>,
-        node: Option<usize>,
-        outcome: Option<Outcome>,
-        status: StatusCode,
-        elapsed: Duration,
-    ) {
-        let class = class_index(status);
-        let Some(pool) = pool.and_then(|i| snap.pools.get(i)) else {
-            self.no_pool[class].fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        pool.rt.metrics.duration.observe(elapsed);
-        match (node.and_then(|i| pool.nodes.get(i)), outcome) {
-            (Some(n), Some(o)) => {
-                n.rt.metrics.requests[outcome_index(o)][class].fetch_add(1, Ordering::Relaxed);
-                n.rt.metrics.duration.observe(elapsed);
-            }
-            _ => {
-                pool.rt.metrics.unrouted[class].fetch_add(1, Ordering::Relaxed);
-            }
-        }
+impl PoolMetrics {
+    /// Counts one request of this pool that reached no node (its duration is counted apart,
+    /// in [`PoolMetrics::duration`], for every request of the pool).
+    pub fn count_unrouted(&self, status: StatusCode) {
+        self.unrouted[status_class(status)].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record_reload(&self, ok: bool) {
-        if ok {
-            self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.reloads_failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Renders every metric of `balancer` in the OpenMetrics text format.
-pub fn render(balancer: &Arc<Balancer>) -> String {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Scrape(balancer.clone())));
-    let mut out = String::with_capacity(16 * 1024);
-    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
-        out.clear();
-        let _ = writeln!(out, "# metrics encoding failed");
-    }
-    out
-}
-
-/// The content type of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-/// The content type of [`to_prometheus_text`]'s output.
-pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Converts OpenMetrics text to the classic Prometheus text format (0.0.4), for scrapers and
-/// parsers that do not ask for OpenMetrics: counter families are named with their `_total`
-/// suffix in `# HELP` / `# TYPE`, and `# UNIT` / `# EOF` lines are dropped.
-pub fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
-        match meta {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                if counters.contains(name) {
-                    let _ = writeln!(out, "{prefix}{name}_total {tail}");
-                } else {
-                    out.push_str(line);
-                    out.push('\n');
-                }
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
-
-/// Reads the atomics at scrape time.
-#[derive(Debug)]
-struct Scrape(Arc<Balancer>);
-
-type Enc<'a> = DescriptorEncoder<'a>;
-
-fn counter_family<'a, L: prometheus_client::encoding::EncodeLabelSet>(
-    enc: &mut Enc<'a>,
-    name: &str,
-    help: &str,
-    rows: &[(L, u64)],
-) -> std::fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-fn gauge_family<'a, L: prometheus_client::encoding::EncodeLabelSet>(
-    enc: &mut Enc<'a>,
-    name: &str,
-    help: &str,
-    rows: &[(L, i64)],
-) -> std::fmt::Result {
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
-}
-
-impl Collector for Scrape {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let b = &self.0;
-        let snap = b.snapshot();
-        let now = crate::state::node::now_ms();
-        let ld = |v: &AtomicU64| v.load(Ordering::Relaxed);
-
-        // Requests.
-        let mut rows: Vec<([(&str, &str); 4], u64)> = Vec::new();
-        for (class, name) in CLASSES.iter().enumerate() {
-            let v = ld(&b.metrics.no_pool[class]);
-            if v > 0 {
-                rows.push((
-                    [
-                        ("pool", ""),
-                        ("node", ""),
-                        ("outcome", "none"),
-                        ("status_class", name),
-                    ],
-                    v,
-                ));
-            }
-        }
-        for pool in &snap.pools {
-            let p = pool.cfg.name.as_str();
-            for (class, name) in CLASSES.iter().enumerate() {
-                let v = ld(&pool.rt.metrics.unrouted[class]);
-                if v > 0 {
-                    rows.push((
-                        [
-                            ("pool", p),
-                            ("node", ""),
-                            ("outcome", "none"),
-                            ("status_class", name),
-                        ],
-                        v,
-                    ));
-                }
-            }
-            for node in &pool.nodes {
-                for o in OUTCOMES {
-                    for (class, name) in CLASSES.iter().enumerate() {
-                        let v = node.rt.metrics.requests(o, class);
-                        // Always export the common series so rates start at zero.
-                        if v > 0 || class == 1 {
-                            rows.push((
-                                [
-                                    ("pool", p),
-                                    ("node", &node.route),
-                                    ("outcome", o.as_str()),
-                                    ("status_class", name),
-                                ],
-                                v,
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        counter_family(
-            &mut enc,
-            REQUESTS,
-            "Client requests answered, by pool, node, outcome and status class",
-            &rows,
-        )?;
-
-        // Duration histogram.
-        {
-            let mut m = enc.encode_descriptor(
-                REQUEST_DURATION,
-                "Time from request to response head",
-                None,
-                MetricType::Histogram,
-            )?;
-            for pool in &snap.pools {
-                let (sum, count, buckets) = pool.rt.metrics.duration.read();
-                let labels = [("pool", pool.cfg.name.as_str())];
-                m.encode_family(&labels)?
-                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-            }
-        }
-        {
-            let mut m = enc.encode_descriptor(
-                NODE_REQUEST_DURATION,
-                "Time from request to response head, by the node that answered",
-                None,
-                MetricType::Histogram,
-            )?;
-            for pool in &snap.pools {
-                for node in &pool.nodes {
-                    let (sum, count, buckets) = node.rt.metrics.duration.read();
-                    let labels = [("pool", pool.cfg.name.as_str()), ("node", &node.route)];
-                    m.encode_family(&labels)?
-                        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-                }
-            }
-        }
-
-        // Per-node counters and gauges.
-        let mut upstream = Vec::new();
-        let mut errors = Vec::new();
-        let mut failovers = Vec::new();
-        let mut transitions = Vec::new();
-        let mut up = Vec::new();
-        let mut state = Vec::new();
-        let mut in_flight = Vec::new();
-        let mut queued = Vec::new();
-        let mut max_conns = Vec::new();
-        let mut refused = Vec::new();
-        let mut live = Vec::new();
-        let mut drained = Vec::new();
-        for pool in &snap.pools {
-            let p = pool.cfg.name.as_str();
-            for node in &pool.nodes {
-                let r = node.route.as_str();
-                let rt = &node.rt;
-                let pn = [("pool", p), ("node", r)];
-                upstream.push((pn, ld(&rt.stats.requests)));
-                errors.push((
-                    [("pool", p), ("node", r), ("kind", "connect")],
-                    ld(&rt.stats.connect_errors),
-                ));
-                errors.push((
-                    [("pool", p), ("node", r), ("kind", "response")],
-                    ld(&rt.stats.upstream_errors),
-                ));
-                failovers.push((
-                    [("pool", p), ("node", r), ("direction", "in")],
-                    ld(&rt.stats.failovers_in),
-                ));
-                failovers.push((
-                    [("pool", p), ("node", r), ("direction", "out")],
-                    ld(&rt.stats.failovers_out),
-                ));
-                let m = &rt.metrics;
-                transitions.push((
-                    [
-                        ("pool", p),
-                        ("node", r),
-                        ("to", "down"),
-                        ("check", "active"),
-                    ],
-                    ld(&m.health_down_active),
-                ));
-                transitions.push((
-                    [("pool", p), ("node", r), ("to", "up"), ("check", "active")],
-                    ld(&m.health_up_active),
-                ));
-                transitions.push((
-                    [
-                        ("pool", p),
-                        ("node", r),
-                        ("to", "down"),
-                        ("check", "passive"),
-                    ],
-                    ld(&m.health_down_passive),
-                ));
-                up.push((pn, i64::from(node.is_up(now))));
-                let current = node.state();
-                for s in [
-                    NodeState::Active,
-                    NodeState::Draining,
-                    NodeState::Disabled,
-                    NodeState::Standby,
-                ] {
-                    state.push((
-                        [("pool", p), ("node", r), ("state", s.as_str())],
-                        i64::from(s == current),
-                    ));
-                }
-                in_flight.push((pn, node.inflight() as i64));
-                queued.push((pn, ld(&rt.queued) as i64));
-                if let Some(max) = node.max_connections {
-                    max_conns.push((pn, i64::from(max)));
-                }
-                for why in crate::state::node::Refusal::ALL {
-                    refused.push((
-                        [("pool", p), ("node", r), ("reason", why.as_str())],
-                        ld(&rt.stats.refused[why as usize]),
-                    ));
-                }
-                live.push((pn, b.registry.live_sessions(node.slot) as i64));
-                drained.push((pn, i64::from(b.registry.is_drained(current, node.slot))));
-            }
-        }
-        counter_family(
-            &mut enc,
-            UPSTREAM_REQUESTS,
-            "Requests sent to a node, retries included",
-            &upstream,
-        )?;
-        counter_family(
-            &mut enc,
-            UPSTREAM_ERRORS,
-            "Failed connects and failed upstream responses",
-            &errors,
-        )?;
-        counter_family(
-            &mut enc,
-            FAILOVERS,
-            "Sessions moved to (in) or away from (out) a node",
-            &failovers,
-        )?;
-        counter_family(
-            &mut enc,
-            HEALTH_TRANSITIONS,
-            "Node health transitions",
-            &transitions,
-        )?;
-        gauge_family(&mut enc, NODE_UP, "1 when the node is up", &up)?;
-        gauge_family(
-            &mut enc,
-            NODE_STATE,
-            "1 for the node's current runtime state",
-            &state,
-        )?;
-        gauge_family(
-            &mut enc,
-            NODE_IN_FLIGHT,
-            "Requests in flight on the node (each holds a connection to it)",
-            &in_flight,
-        )?;
-        gauge_family(
-            &mut enc,
-            NODE_QUEUE_LENGTH,
-            "Requests waiting for a node at its max_connections",
-            &queued,
-        )?;
-        gauge_family(
-            &mut enc,
-            NODE_MAX_CONNECTIONS,
-            "The node's max_connections (nodes that have one)",
-            &max_conns,
-        )?;
-        counter_family(
-            &mut enc,
-            NODE_LIMIT_REFUSED,
-            "Requests refused with 503 by a node's connection limit, by reason",
-            &refused,
-        )?;
-        gauge_family(
-            &mut enc,
-            NODE_LIVE_SESSIONS,
-            "Sessions seen within the idle timeout, by node",
-            &live,
-        )?;
-        gauge_family(
-            &mut enc,
-            NODE_DRAINED,
-            "1 when a draining or disabled node has no live session",
-            &drained,
-        )?;
-
-        // Pools.
-        let mut rebinds = Vec::new();
-        let mut store_errors = Vec::new();
-        let mut unknown_cached = Vec::new();
-        for pool in &snap.pools {
-            let p = pool.cfg.name.as_str();
-            for r in RebindResult::ALL {
-                rebinds.push((
-                    [
-                        ("pool", p),
-                        ("binder", pool.cfg.binder.as_str()),
-                        ("result", r.as_str()),
-                    ],
-                    ld(&pool.rt.stats.rebinds[r as usize]),
-                ));
-            }
-            store_errors.push(([("pool", p)], ld(&pool.rt.stats.store_errors)));
-            if pool.store.is_some() {
-                unknown_cached.push(([("pool", p)], ld(&pool.rt.stats.unknown_id_hits)));
-            }
-        }
-        counter_family(
-            &mut enc,
-            REBINDS,
-            "Session rebinds after failover, by binder and result",
-            &rebinds,
-        )?;
-        counter_family(
-            &mut enc,
-            STORE_ERRORS,
-            "Session store failures",
-            &store_errors,
-        )?;
-        counter_family(
-            &mut enc,
-            RENAME_UNKNOWN_CACHED,
-            "Rename failovers of ids the store had just said it does not know, answered without asking it",
-            &unknown_cached,
-        )?;
-
-        // Registry and process.
-        let rs = b.registry.stats();
-        let single_gauge = |enc: &mut Enc, name: &str, help: &str, v: i64| -> std::fmt::Result {
-            ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
-        };
-        let single_counter = |enc: &mut Enc, name: &str, help: &str, v: u64| -> std::fmt::Result {
-            ConstCounter::new(v).encode(enc.encode_descriptor(
-                name,
-                help,
-                None,
-                MetricType::Counter,
-            )?)
-        };
-        single_gauge(
-            &mut enc,
-            REGISTRY_SESSIONS,
-            "Sessions tracked by the registry",
-            rs.sessions as i64,
-        )?;
-        single_gauge(
-            &mut enc,
-            REGISTRY_MAX_SESSIONS,
-            "Bound of the registry",
-            rs.max_sessions as i64,
-        )?;
-        single_counter(
-            &mut enc,
-            REGISTRY_REJECTED,
-            "New sessions not tracked because the registry was full",
-            rs.rejected,
-        )?;
-        single_counter(
-            &mut enc,
-            REGISTRY_EXPIRED,
-            "Sessions forgotten after the idle timeout",
-            rs.expired,
-        )?;
-        single_counter(
-            &mut enc,
-            ACCESS_LOG_DROPPED,
-            "Access log lines dropped because the log writer fell behind",
-            ACCESS_LOG_DROPPED_LINES.load(Ordering::Relaxed),
-        )?;
-        counter_family(
-            &mut enc,
-            CONFIG_RELOADS,
-            "Configuration reloads, by result",
-            &[
-                ([("result", "ok")], ld(&b.metrics.reloads_ok)),
-                ([("result", "error")], ld(&b.metrics.reloads_failed)),
-            ],
-        )?;
-        if let Some(c) = b.operator.cluster() {
-            let labels = [("group", c.name.as_str())];
-            gauge_family(
-                &mut enc,
-                CLUSTER_CONNECTED,
-                "1 when the cluster's Redis is reachable",
-                &[(labels, i64::from(c.connected()))],
-            )?;
-            let alive = 1 + c.members().iter().filter(|m| m.alive).count();
-            gauge_family(
-                &mut enc,
-                CLUSTER_INSTANCES,
-                "Live instances of the group, this one included",
-                &[(labels, alive as i64)],
-            )?;
-            counter_family(
-                &mut enc,
-                CLUSTER_ERRORS,
-                "Failed cluster operations on Redis",
-                &[(labels, ld(&c.errors))],
-            )?;
-            counter_family(
-                &mut enc,
-                CLUSTER_DISCONNECTS,
-                "Times the connection to the cluster's Redis was lost",
-                &[(labels, ld(&c.disconnects))],
-            )?;
-        }
-        Ok(())
+    /// Requests of this pool that reached no node, with this status class.
+    pub fn unrouted(&self, status_class: usize) -> u64 {
+        self.unrouted[status_class].load(Ordering::Relaxed)
     }
 }
 
@@ -698,23 +200,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn openmetrics_to_prometheus_text() {
-        let om =
-            "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 3\n\
-                  # HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
-        let text = to_prometheus_text(om);
-        assert_eq!(
-            text,
-            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 3\n\
-             # HELP g A gauge.\n# TYPE g gauge\ng 1\n"
-        );
-    }
-
-    #[test]
     fn status_classes() {
         for (status, want) in [(101, 0), (200, 1), (204, 1), (302, 2), (404, 3), (503, 4)] {
             assert_eq!(
-                class_index(StatusCode::from_u16(status).unwrap()),
+                status_class(StatusCode::from_u16(status).unwrap()),
                 want,
                 "{status}"
             );

@@ -1,15 +1,19 @@
 //! The running balancer's state: what the request path reads and bumps, and what outlives a
-//! reload. No sockets here; the proxy and control layers drive it.
+//! reload. No sockets here; the proxy and control layers drive it, and `control::exposition`
+//! renders its counters for `/metrics`.
 //!
-//! - [`snapshot`]: the immutable routing table (pools, nodes), swapped whole on reload;
-//! - [`node`]: per-node runtime that survives reloads (operator state, health, counters);
-//! - [`registry`]: sessions seen recently, live sessions per node, drain completion;
+//! From the leaves up (a module imports only modules above it in this list):
+//!
+//! - [`metrics`]: metric names, and the counters and histograms of nodes and pools;
 //! - [`cookies`]: the session cookie's attributes the nodes were seen to set, per context;
 //! - [`unknown_ids`]: the `rename` binder's negative cache of ids the store does not know;
-//! - [`metrics`]: counters, histograms and the Prometheus rendering;
-//! - [`operator`]: operator state changes (drain, disable, ...) behind one interface;
+//! - [`registry`]: sessions seen recently, live sessions per node slot, drain completion;
+//! - [`node`]: per-node runtime that survives reloads (operator state, health, counters);
+//! - [`snapshot`]: the immutable routing table (pools, nodes), swapped whole on reload;
 //! - [`cluster`]: the group's states and counts as this instance knows them (`cluster:`);
-//! - [`balancer`]: the one handle that holds them all.
+//! - [`operator`]: operator state changes (drain, disable, ...) behind one interface;
+//! - [`balancer`]: the one handle that holds them all, with the balancer's own counters and
+//!   the work that reads several of them (counting a request, reporting drain completion).
 
 pub mod balancer;
 pub mod cluster;

@@ -40,7 +40,6 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 
 use crate::core::node_state::NodeState;
-use crate::state::snapshot::{Node, Snapshot};
 
 /// The key of a session id in the registry.
 pub fn session_hash(backend_id: &str) -> u64 {
@@ -99,7 +98,7 @@ pub struct Registry {
     /// [`Registry::now`] as of the last [`Registry::tick`]: the request path reads this
     /// instead of the system clock (a clock read costs more than the map update here).
     clock: AtomicU32,
-    /// [`Registry::report_drained`] ran once (the first pass records, it does not log).
+    /// [`Registry::begin_drain_pass`] ran once (the first pass records, it does not report).
     reported_once: AtomicBool,
     /// Slot numbers by `(pool, route)`: see [`Registry::slot`].
     slots: Mutex<HashMap<(String, String), u32>>,
@@ -301,27 +300,20 @@ impl Registry {
         matches!(state, NodeState::Draining | NodeState::Disabled) && self.live_sessions(slot) == 0
     }
 
-    /// Logs "node drained" once per drain for every node of `snap` that became drained, and
-    /// re-arms the event for nodes that are not drained. Nodes already drained at the first
-    /// call (disabled in the file at startup) are not reported. `drained(pool, node)` is the
-    /// verdict: [`Registry::is_drained`] for this instance, or the group's in a cluster.
-    pub fn report_drained(&self, snap: &Snapshot, drained: impl Fn(&str, &Node) -> bool) {
-        let first = !self.reported_once.swap(true, Ordering::Relaxed);
-        for pool in &snap.pools {
-            for node in &pool.nodes {
-                let drained = drained(&pool.cfg.name, node);
-                let slot = self.nodes.entry(node.slot).or_default();
-                let was = slot.drained_reported.swap(drained, Ordering::Relaxed);
-                if drained && !was && !first {
-                    tracing::info!(
-                        pool = %pool.cfg.name,
-                        node = %node.route,
-                        state = node.state().as_str(),
-                        "node drained: no live session left"
-                    );
-                }
-            }
-        }
+    /// Starts a pass of drain reports over every node (see [`Registry::record_drained`]);
+    /// true for the first pass, whose findings are recorded but not reported: nodes already
+    /// drained at startup (disabled in the file) are no news.
+    pub fn begin_drain_pass(&self) -> bool {
+        !self.reported_once.swap(true, Ordering::Relaxed)
+    }
+
+    /// Records whether the node of `slot` is drained now (the verdict is the caller's:
+    /// [`Registry::is_drained`] for this instance, or the group's in a cluster); true when it
+    /// became drained since the last record, the moment to report it once.
+    pub fn record_drained(&self, slot: u32, drained: bool) -> bool {
+        let node = self.nodes.entry(slot).or_default();
+        let was = node.drained_reported.swap(drained, Ordering::Relaxed);
+        drained && !was
     }
 }
 
@@ -453,6 +445,21 @@ mod tests {
         assert!(r.is_drained(NodeState::Disabled, 4));
         r.touch_at(1, 4, 1);
         assert!(r.is_drained(NodeState::Disabled, 3));
+    }
+
+    #[test]
+    fn drain_is_reported_once_per_drain_and_not_on_the_first_pass() {
+        let r = reg(10);
+        assert!(r.begin_drain_pass());
+        assert!(r.record_drained(1, true), "recorded on the first pass");
+        assert!(!r.begin_drain_pass());
+        assert!(!r.record_drained(1, true), "still drained: no news");
+        assert!(!r.record_drained(1, false));
+        assert!(
+            r.record_drained(1, true),
+            "drained again after being re-armed"
+        );
+        assert!(!r.record_drained(2, false));
     }
 
     #[test]

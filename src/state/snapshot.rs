@@ -411,7 +411,7 @@ pools:
         let first = Snapshot::build_pinned(Arc::new(c), None, &test_registry(), &pin).unwrap();
         assert_eq!(first.pools[0].nodes[0].state(), NodeState::Draining);
         assert_eq!(first.pools[1].nodes[0].state(), NodeState::Active);
-        // The file now says disabled for both: the pinned node keeps the group's state.
+        // The reloaded file says disabled for both: the pinned node keeps the group's state.
         let changed = TWO_POOLS
             .replace(
                 "route: a, address: \"127.0.0.1:2\"",

@@ -238,8 +238,8 @@ pub fn metric_sum(
     family: &str,
     labels: &[(&str, &str)],
 ) -> f64 {
-    let text = stickyroute::state::metrics::to_prometheus_text(
-        &stickyroute::state::metrics::render(&lb.balancer),
+    let text = stickyroute::control::exposition::to_prometheus_text(
+        &stickyroute::control::exposition::render(&lb.balancer),
     );
     let mut sum = 0.0;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
