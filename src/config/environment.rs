@@ -1,16 +1,13 @@
 //! What the environment may add to a validated [`Config`]: the admin token
-//! ([`ADMIN_TOKEN_ENV`]) and the cluster's Redis URL ([`CLUSTER_REDIS_ENV`]), read by the caller
+//! ([`ADMIN_TOKEN_ENV`]) and the cluster's Redis URL ([`CLUSTER_REDIS_ENV`](super::types::CLUSTER_REDIS_ENV)), read by the caller
 //! so that parsing stays pure, and the check that an admin listener off loopback has a token.
 
 use super::locator::ConfigError;
-use super::types::Config;
+use super::types::{Config, CLUSTER_REDIS_ENV};
 use super::validate::{check_redis_url, valid_admin_token};
 
 /// Environment variable that provides (or overrides) `admin.token`.
 pub const ADMIN_TOKEN_ENV: &str = "STICKYROUTE_ADMIN_TOKEN";
-
-/// Environment variable that provides (or overrides) `cluster.redis`.
-pub const CLUSTER_REDIS_ENV: &str = "STICKYROUTE_CLUSTER_REDIS";
 
 impl Config {
     /// Replaces the admin token with `token` when it is `Some` and not empty (the

@@ -28,8 +28,9 @@ mod types;
 mod validate;
 
 pub use self::duration::MAX_DURATION;
-pub use self::environment::{ADMIN_TOKEN_ENV, CLUSTER_REDIS_ENV};
+pub use self::environment::ADMIN_TOKEN_ENV;
 pub use self::locator::{ConfigError, KeyLocator};
+pub use self::types::CLUSTER_REDIS_ENV;
 pub use self::types::{
     AdminConfig, ClusterConfig, Config, FailoverConfig, H2Limits, HealthConfig, ListenerConfig,
     NodeAddr, NodeConfig, PoolConfig, RegistryConfig, SessionConfig, Timeouts, TlsConfig,

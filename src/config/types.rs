@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::environment::CLUSTER_REDIS_ENV;
 use super::locator::ConfigError;
 use super::store::StoreConfig;
 use crate::core::binder::BinderKind;
@@ -18,6 +17,10 @@ use crate::core::forwarding::TrustedProxies;
 use crate::core::node_state::NodeState;
 use crate::core::select::BalanceKind;
 use crate::core::session::SessionSettings;
+
+/// Environment variable that provides (or overrides) `cluster.redis`: the validated
+/// [`ClusterConfig`] names it in its error when neither gives a URL.
+pub const CLUSTER_REDIS_ENV: &str = "STICKYROUTE_CLUSTER_REDIS";
 
 /// Validated configuration.
 #[derive(Debug, Clone)]

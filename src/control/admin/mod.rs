@@ -298,19 +298,23 @@ fn read_only(method: &Method, answer: impl FnOnce() -> AdminResponse) -> AdminRe
 
 /// `GET /metrics`: Prometheus text, or OpenMetrics when the `Accept` header asks for it.
 fn metrics(balancer: &Arc<Balancer>, headers: &HeaderMap) -> AdminResponse {
-    let text = crate::state::metrics::render(balancer);
+    let text = crate::control::exposition::render(balancer);
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/openmetrics-text"));
     if openmetrics {
-        respond(StatusCode::OK, crate::state::metrics::CONTENT_TYPE, text)
+        respond(
+            StatusCode::OK,
+            crate::control::exposition::CONTENT_TYPE,
+            text,
+        )
     } else {
         respond(
             StatusCode::OK,
-            crate::state::metrics::CONTENT_TYPE_TEXT,
-            crate::state::metrics::to_prometheus_text(&text),
+            crate::control::exposition::CONTENT_TYPE_TEXT,
+            crate::control::exposition::to_prometheus_text(&text),
         )
     }
 }
