@@ -4,9 +4,12 @@
 //! path only carries the decision out.
 //!
 //! The rules:
-//! - nothing was sent (connect refused or timed out, or a pooled connection closed before
-//!   taking the request): the node is marked down and the untouched request moves to the next
-//!   candidate, for any method;
+//! - nothing was sent on a *reused* keep-alive connection (it closed before taking the
+//!   request): the request goes again, once, on a fresh connection to the same node, for any
+//!   method;
+//! - nothing was sent otherwise (connect refused or timed out, or a fresh connection closed
+//!   before taking the request): the node is marked down and the untouched request moves to
+//!   the next candidate, for any method;
 //! - the client's own body failed: the client gets `400` (`413` when it passed
 //!   `max_body_bytes`), the node is not blamed, nothing is retried;
 //! - a failure after sending, on a *reused* keep-alive connection, of a replayable request
@@ -85,6 +88,12 @@ pub fn decide(failure: Failure, a: &Attempt) -> Decision {
         }
     };
     match failure {
+        // Most often the node closed an idle pooled connection as we took it: nothing was
+        // sent, so any request goes again, once, on a new connection to the same node.
+        Failure::NotSent if a.reused && !a.retried_fresh => Decision {
+            mark_down: false,
+            action: Action::SameNodeFresh,
+        },
         Failure::Connect | Failure::NotSent => Decision {
             mark_down: true,
             action: next_or_fail(true),
@@ -144,18 +153,39 @@ mod tests {
                 Fail,
             ),
             (
-                "pooled conn closed before sending a POST moves it",
+                "pooled conn closed before sending a POST: again on a fresh one",
                 NotSent,
                 attempt(1, false, true, false),
+                false,
+                SameNodeFresh,
+            ),
+            (
+                "not sent on a fresh conn after the pooled one moves it",
+                NotSent,
+                attempt(2, false, false, true),
+                true,
+                NextNode,
+            ),
+            (
+                "fresh conn closed before sending moves it",
+                NotSent,
+                attempt(1, false, false, false),
                 true,
                 NextNode,
             ),
             (
                 "not sent on the last attempt",
                 NotSent,
-                attempt(3, false, true, false),
+                attempt(3, false, false, false),
                 true,
                 Fail,
+            ),
+            (
+                "pooled conn not sent on the last attempt: the fresh retry is still due",
+                NotSent,
+                attempt(3, false, true, false),
+                false,
+                SameNodeFresh,
             ),
             (
                 "client body failure blames nobody",

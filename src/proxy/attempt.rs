@@ -4,9 +4,9 @@
 //!
 //! [`Attempts`] owns what the attempts of one request share and every decision between
 //! them:
-//! - **select** ([`Attempts::next`]): the next node (never one already tried), the slot on it
-//!   (a node at its `max_connections` is queued for, not failed), its connection epoch and
-//!   whether this attempt must use a new connection;
+//! - **select** ([`Attempts::next`]): the next node (never one already tried; the same one
+//!   again when the last attempt is to be repeated on a new connection), the slot on it (a
+//!   node at its `max_connections` is queued for, not failed) and its connection epoch;
 //! - **rebind** ([`Attempts::rebind`]): the ids on that node. A retry after a `rename` starts
 //!   from the id the store holds now, not from the client's original one;
 //! - **after a failure** ([`Attempts::failed`]): the one mapping from failures to the node's
@@ -43,7 +43,8 @@ pub struct Attempts<'a> {
     had_body: bool,
     tried: Vec<usize>,
     number: usize,
-    fresh_next: bool,
+    /// The next attempt goes to this node again, on a new connection.
+    fresh_next: Option<Choice>,
     retried_fresh: bool,
     /// Under `rename`: the id an earlier attempt of this request renamed the session to.
     renamed_to: Option<String>,
@@ -104,7 +105,7 @@ impl<'a> Attempts<'a> {
             had_body,
             tried: Vec::new(),
             number: 0,
-            fresh_next: false,
+            fresh_next: None,
             retried_fresh: false,
             renamed_to: None,
         }
@@ -122,9 +123,15 @@ impl<'a> Attempts<'a> {
     pub async fn next(&mut self, trace: &mut Trace) -> Result<Turn<'a>, Fail> {
         self.number += 1;
         let pool = self.pool;
-        let key = self.ids.map(|i| i.key());
-        let choice = pipeline::select(pool, key, &self.tried)
-            .map_err(|e| (e, Some(pipeline::retry_after(pool))))?;
+        let fresh = self.fresh_next.take();
+        let choice = match fresh {
+            Some(same) => same,
+            None => {
+                let key = self.ids.map(|i| i.key());
+                pipeline::select(pool, key, &self.tried)
+                    .map_err(|e| (e, Some(pipeline::retry_after(pool))))?
+            }
+        };
         let node = &pool.nodes[choice.node];
         trace.outcome = Some(choice.outcome);
         trace.node_ix = Some(choice.node);
@@ -139,7 +146,7 @@ impl<'a> Attempts<'a> {
             choice,
             slot,
             epoch: node.rt.conn_epoch.load(Ordering::Relaxed),
-            fresh: std::mem::take(&mut self.fresh_next),
+            fresh: fresh.is_some(),
         })
     }
 
@@ -203,7 +210,7 @@ impl<'a> Attempts<'a> {
             Action::SameNodeFresh => {
                 tracing::debug!(node = %node.route, error = %f.reason, "pooled connection failed; retrying on a new one");
                 self.retried_fresh = true;
-                self.fresh_next = true;
+                self.fresh_next = Some(choice);
             }
             Action::Fail => {
                 return Err(pipeline::give_up(

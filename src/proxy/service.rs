@@ -345,9 +345,7 @@ impl ProxyService {
             let request = Request::from_parts(take_parts(&mut parts), body_now);
             turn.slot.sending();
             let sent_at = Instant::now();
-            let (failure, reason, err) = match send(sender, request, node, t.response, t.connect)
-                .await
-            {
+            let (failure, reason, err) = match send(sender, request, t.response).await {
                 SendResult::Response(resp, sender) => {
                     trace.upstream = Some(sent_at.elapsed());
                     let conn = (sender, conns, turn.epoch);
@@ -603,49 +601,37 @@ enum SendResult {
     ClientStalled(String),
 }
 
-/// Sends on `sender`; a pooled connection that closed under us is replaced once by a fresh one.
+/// Sends on `sender`. A connection that closed before taking the request gives the request
+/// back unsent (`core::retry` decides whether a new connection or another node gets it).
 /// `timeouts.response` counts from the end of the request body.
 async fn send(
     mut sender: Sender,
     request: Request<ForwardBody>,
-    node: &Node,
     response_timeout: Duration,
-    connect_timeout: Duration,
 ) -> SendResult {
-    let mut request = request;
     let upload = request.body().upload();
-    for fresh in [false, true] {
-        if fresh {
-            match upstream::connect(&node.addr, connect_timeout).await {
-                Ok(s) => sender = s,
-                Err(e) => return SendResult::NotSent(request, e.to_string()),
-            }
-        }
-        let fut = sender.try_send_request(request);
-        match head_within(fut, upload.clone(), response_timeout).await {
-            None => return SendResult::Failed(ProxyError::Timeout(response_timeout)),
-            Some(Ok(resp)) => return SendResult::Response(resp, sender),
-            Some(Err(mut e)) => match e.take_message() {
-                Some(req) if !fresh => request = req,
-                Some(req) => return SendResult::NotSent(req, e.into_error().to_string()),
-                None => {
-                    let err = e.into_error();
-                    let stalled = upload
-                        .as_ref()
-                        .is_some_and(|u| *u.borrow() == UploadState::Stalled);
-                    if stalled {
-                        return SendResult::ClientStalled(err.to_string());
-                    }
-                    // A failure of the body we were streaming from the client is a user error.
-                    if err.is_user() || err.is_body_write_aborted() {
-                        return SendResult::ClientBody(err.to_string());
-                    }
-                    return SendResult::Failed(ProxyError::Upstream(err.to_string()));
+    let fut = sender.try_send_request(request);
+    match head_within(fut, upload.clone(), response_timeout).await {
+        None => SendResult::Failed(ProxyError::Timeout(response_timeout)),
+        Some(Ok(resp)) => SendResult::Response(resp, sender),
+        Some(Err(mut e)) => match e.take_message() {
+            Some(req) => SendResult::NotSent(req, e.into_error().to_string()),
+            None => {
+                let err = e.into_error();
+                let stalled = upload
+                    .as_ref()
+                    .is_some_and(|u| *u.borrow() == UploadState::Stalled);
+                if stalled {
+                    return SendResult::ClientStalled(err.to_string());
                 }
-            },
-        }
+                // A failure of the body we were streaming from the client is a user error.
+                if err.is_user() || err.is_body_write_aborted() {
+                    return SendResult::ClientBody(err.to_string());
+                }
+                SendResult::Failed(ProxyError::Upstream(err.to_string()))
+            }
+        },
     }
-    unreachable!("the loop returns on its second pass")
 }
 
 /// `fut` (the node's response head), or `None` once `timeout` passed since the request body
