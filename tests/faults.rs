@@ -1,4 +1,4 @@
-//! Faults under load (issue 10), through real TCP on 127.0.0.1:
+//! Faults under load, through real TCP on 127.0.0.1:
 //! - a demo node process `SIGKILL`ed during a fixed-rate load of many sessions, with the
 //!   sessions in Redis and in PostgreSQL: no failed GET, and every session's count seen exactly
 //!   1, 2, 3, … (counted per session, every response);
@@ -15,7 +15,11 @@
 //! (default 200) sessions. The tests that load the machine take one lock, so they run one after
 //! the other and do not distort each other's timing; the Redis pause also stays out of the way
 //! of the Redis node-kill test that way.
+//!
+//! Every case runs with HTTP/1.1 clients (the balancer's native path) and with h2c clients (its
+//! hyper path), as `NAME::http1` and `NAME::h2c`.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -112,6 +116,7 @@ struct SessionRun {
 /// One client session at a fixed rate: `GET /count` with the cookie it was given, on one
 /// keep-alive connection (a new one only if the balancer closed it or a request failed).
 async fn drive_session(
+    proto: Proto,
     addr: std::net::SocketAddr,
     plan: Arc<Plan>,
     start: Instant,
@@ -136,7 +141,7 @@ async fn drive_session(
         }
         let sent = Instant::now();
         if !conn.as_ref().is_some_and(LoadConn::is_open) {
-            conn = LoadConn::open(addr).await.ok();
+            conn = LoadConn::open(proto, addr).await.ok();
         }
         let result = match conn.as_mut() {
             Some(c) => c.get("/count", cookie.as_deref(), REQUEST_LIMIT).await,
@@ -250,7 +255,7 @@ fn check_counts(runs: &[SessionRun], killed: &str, kill_ms: (u64, u64)) -> Count
 
 /// Three demo node processes on one shared store, the balancer (default `translate` binder)
 /// in front, `plan` load over many sessions, one node SIGKILLed at a third of the run.
-async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
+async fn node_killed_under_load(proto: Proto, store_url: &str, cleanup: StoreKind) {
     let _serial = SERIAL.lock().await;
     let plan = Arc::new(Plan::from_env());
     let mut nodes: Vec<NodeProcess> = (1..=3)
@@ -262,7 +267,7 @@ async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
     for n in &nodes {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let r = match LoadConn::open(n.addr).await {
+            let r = match LoadConn::open(Proto::Http1, n.addr).await {
                 Ok(mut c) => c.get("/count", None, Duration::from_secs(2)).await,
                 Err(e) => Err(e),
             };
@@ -289,7 +294,7 @@ async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
 
     let start = Instant::now() + Duration::from_millis(200);
     let tasks: Vec<_> = (0..plan.sessions)
-        .map(|i| tokio::spawn(drive_session(lb.addr(), plan.clone(), start, i)))
+        .map(|i| tokio::spawn(drive_session(proto, lb.addr(), plan.clone(), start, i)))
         .collect();
     tokio::time::sleep_until(start + Duration::from_secs_f64(plan.secs / 3.0)).await;
     let killed = nodes[0].route.clone();
@@ -313,7 +318,7 @@ async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
         .map(|(s, n)| format!("{s}s:{n}"))
         .collect();
     eprintln!(
-        "node kill under load ({store_url}): {} requests over {} sessions in {:.0} s \
+        "node kill under load ({proto}, {store_url}): {} requests over {} sessions in {:.0} s \
          (target {} req/s), {killed} SIGKILLed at {kill_before}–{kill_after} ms, {} sessions \
          were on it; failed {}, lost increments {}, replayed increments {}, other gaps {}; \
          responses per second around the kill: {}; all seconds: {:?}",
@@ -382,8 +387,11 @@ async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
     assert!(report.replayed.len() <= report.pinned_to_killed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_sigkilled_under_load_with_sessions_in_redis() {
+on_both_paths!(
+    node_sigkilled_under_load_with_sessions_in_redis,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn node_sigkilled_under_load_with_sessions_in_redis(proto: Proto) {
     let Some(url) = service_url(
         "TEST_REDIS_URL",
         "node_sigkilled_under_load_with_sessions_in_redis",
@@ -394,11 +402,14 @@ async fn node_sigkilled_under_load_with_sessions_in_redis() {
         url: url.clone(),
         key: "session:{id}".into(),
     };
-    node_killed_under_load(&url, cleanup).await;
+    node_killed_under_load(proto, &url, cleanup).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_sigkilled_under_load_with_sessions_in_postgres() {
+on_both_paths!(
+    node_sigkilled_under_load_with_sessions_in_postgres,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn node_sigkilled_under_load_with_sessions_in_postgres(proto: Proto) {
     let Some(url) = service_url(
         "TEST_POSTGRES_URL",
         "node_sigkilled_under_load_with_sessions_in_postgres",
@@ -409,7 +420,7 @@ async fn node_sigkilled_under_load_with_sessions_in_postgres() {
         url: url.clone(),
         table: JdbcTable::default(),
     };
-    node_killed_under_load(&url, cleanup).await;
+    node_killed_under_load(proto, &url, cleanup).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,6 +482,7 @@ fn random_base() -> String {
 /// Drives `ids` (sessions pinned to the disabled `jvm1`, one request each) through the balancer
 /// from `STORE_CLIENTS` clients until `STORE_LOAD` or the ids run out.
 async fn rename_load(
+    proto: Proto,
     addr: std::net::SocketAddr,
     ids: Arc<Vec<String>>,
     start: Instant,
@@ -492,7 +504,11 @@ async fn rename_load(
                         return out;
                     }
                     if !conn.as_ref().is_some_and(LoadConn::is_open) {
-                        conn = Some(LoadConn::open(addr).await.expect("connect to the balancer"));
+                        conn = Some(
+                            LoadConn::open(proto, addr)
+                                .await
+                                .expect("connect to the balancer"),
+                        );
                     }
                     let sent_ms = start.elapsed().as_millis() as u64;
                     let c = conn.as_mut().unwrap();
@@ -589,14 +605,14 @@ async fn inject(
 /// Sessions of the disabled `jvm1` (count `PREPARED_COUNT`) in the store, failed over under
 /// load by the `rename` binder while the store fails: the policy is followed, every store
 /// error is counted, nothing is lost and renames work again after the fault.
-async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
+async fn rename_under_store_fault(proto: Proto, fault: StoreFault, policy: OnStoreError) {
     let var = match fault {
         StoreFault::RedisPause | StoreFault::RedisStall | StoreFault::RedisRepliesLost => {
             "TEST_REDIS_URL"
         }
         StoreFault::PostgresTerminate => "TEST_POSTGRES_URL",
     };
-    let test = format!("rename_under_store_fault({fault:?}, {policy:?})");
+    let test = format!("rename_under_store_fault({proto}, {fault:?}, {policy:?})");
     let Some(url) = service_url(var, &test) else {
         return;
     };
@@ -691,7 +707,7 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
     let errors_before = metric_sum(&lb, "stickyroute_store_errors_total", &[("pool", "app")]);
     let start = Instant::now() + Duration::from_millis(100);
     let fault_task = tokio::spawn(inject(fault, url.clone(), proxy.clone(), start));
-    let samples = rename_load(lb.addr(), ids.clone(), start).await;
+    let samples = rename_load(proto, lb.addr(), ids.clone(), start).await;
     let terminated = fault_task.await.unwrap();
     let errors =
         metric_sum(&lb, "stickyroute_store_errors_total", &[("pool", "app")]) - errors_before;
@@ -776,7 +792,7 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
         .filter(|s| s.status == 503 || s.seen == s.old_id)
     {
         let want = PREPARED_COUNT + if s.status == 503 { 1 } else { 2 };
-        let r = get(lb.addr(), "/count", Some(&s.old_id)).await;
+        let r = proto.get(lb.addr(), "/count", Some(&s.old_id)).await;
         let count = if r.status == 200 {
             r.json()["count"].as_i64().unwrap_or(0)
         } else {
@@ -791,7 +807,7 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
             ));
         }
     }
-    let still_serving = get(lb.addr(), "/health", None).await.status;
+    let still_serving = proto.get(lb.addr(), "/health", None).await.status;
 
     for id in ids.iter() {
         let _ = store.remove(id).await;
@@ -837,51 +853,85 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
     assert_eq!(still_serving, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_paused_during_load_forward_old_id() {
-    rename_under_store_fault(StoreFault::RedisPause, OnStoreError::ForwardOldId).await;
+on_both_paths!(
+    redis_paused_during_load_forward_old_id,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn redis_paused_during_load_forward_old_id(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisPause, OnStoreError::ForwardOldId).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_paused_during_load_fail() {
-    rename_under_store_fault(StoreFault::RedisPause, OnStoreError::Fail).await;
+on_both_paths!(
+    redis_paused_during_load_fail,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn redis_paused_during_load_fail(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisPause, OnStoreError::Fail).await;
 }
 
+on_both_paths!(
+    redis_stalled_during_load_forward_old_id,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// A stall that begins after a rename reached Redis and before its answer came back: the
 /// rename may have been applied, so `forward_old_id` answers `503` too (see below).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_stalled_during_load_forward_old_id() {
-    rename_under_store_fault(StoreFault::RedisStall, OnStoreError::ForwardOldId).await;
+async fn redis_stalled_during_load_forward_old_id(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisStall, OnStoreError::ForwardOldId).await;
 }
 
-/// Renames done by Redis whose answers come too late. Found by this test: `forward_old_id`
-/// used to treat them as not done and send the node the old id, which no longer existed; the
-/// node started a new, empty session whose cookie the client took, and the session was lost.
-/// A rename that may have been applied (a timeout) is now answered `503` under either policy,
-/// and the client's retry finds it renamed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_replies_lost_during_load_forward_old_id() {
-    rename_under_store_fault(StoreFault::RedisRepliesLost, OnStoreError::ForwardOldId).await;
+on_both_paths!(
+    redis_replies_lost_during_load_forward_old_id,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+/// Renames done by Redis whose answers come too late. Treated as not done, `forward_old_id`
+/// would send the node the old id, which no longer exists: the node would start a new, empty
+/// session whose cookie the client takes, and the session would be lost. A rename that may
+/// have been applied (a timeout) is answered `503` under either policy, and the client's retry
+/// finds it renamed.
+async fn redis_replies_lost_during_load_forward_old_id(proto: Proto) {
+    rename_under_store_fault(
+        proto,
+        StoreFault::RedisRepliesLost,
+        OnStoreError::ForwardOldId,
+    )
+    .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_replies_lost_during_load_fail() {
-    rename_under_store_fault(StoreFault::RedisRepliesLost, OnStoreError::Fail).await;
+on_both_paths!(
+    redis_replies_lost_during_load_fail,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn redis_replies_lost_during_load_fail(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisRepliesLost, OnStoreError::Fail).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_stalled_during_load_fail() {
-    rename_under_store_fault(StoreFault::RedisStall, OnStoreError::Fail).await;
+on_both_paths!(
+    redis_stalled_during_load_fail,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn redis_stalled_during_load_fail(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisStall, OnStoreError::Fail).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backends_terminated_during_load_forward_old_id() {
-    rename_under_store_fault(StoreFault::PostgresTerminate, OnStoreError::ForwardOldId).await;
+on_both_paths!(
+    postgres_backends_terminated_during_load_forward_old_id,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn postgres_backends_terminated_during_load_forward_old_id(proto: Proto) {
+    rename_under_store_fault(
+        proto,
+        StoreFault::PostgresTerminate,
+        OnStoreError::ForwardOldId,
+    )
+    .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backends_terminated_during_load_fail() {
-    rename_under_store_fault(StoreFault::PostgresTerminate, OnStoreError::Fail).await;
+on_both_paths!(
+    postgres_backends_terminated_during_load_fail,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn postgres_backends_terminated_during_load_fail(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::PostgresTerminate, OnStoreError::Fail).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -917,6 +967,7 @@ async fn bad_and_good(
 
 /// `CONCURRENT` GETs of `path` at once, each on its own connection, with `cookie`.
 async fn burst(
+    proto: Proto,
     addr: std::net::SocketAddr,
     path: &str,
     cookie: Option<&str>,
@@ -925,7 +976,7 @@ async fn burst(
         .map(|_| {
             let (path, cookie) = (path.to_string(), cookie.map(str::to_string));
             tokio::spawn(async move {
-                let mut c = LoadConn::open(addr).await?;
+                let mut c = LoadConn::open(proto, addr).await?;
                 c.get(&path, cookie.as_deref(), REQUEST_LIMIT).await
             })
         })
@@ -948,8 +999,8 @@ fn tally(results: &[Result<Resp, String>]) -> BTreeMap<u16, usize> {
 }
 
 /// The good pool keeps answering while the bad one misbehaves: a burst to it, all `200`.
-async fn good_pool_serves(addr: std::net::SocketAddr) {
-    let results = burst(addr, "/count", None).await;
+async fn good_pool_serves(proto: Proto, addr: std::net::SocketAddr) {
+    let results = burst(proto, addr, "/count", None).await;
     assert_eq!(
         tally(&results),
         BTreeMap::from([(200, CONCURRENT)]),
@@ -973,12 +1024,15 @@ fn health(lb: &stickyroute::control::Running, route: &str) -> (String, u64) {
     (n.health.clone(), n.in_flight)
 }
 
+on_both_paths!(
+    silent_node_under_load_times_out_with_504_and_is_marked_down,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// A node that accepts and never answers: every request sent to it gets `504` after
 /// `timeouts.response` (not replayed: the node may still be working on it), the node is
 /// marked down, its sessions then fail over, nothing stays in flight, and the other pool
 /// serves throughout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_node_under_load_times_out_with_504_and_is_marked_down() {
+async fn silent_node_under_load_times_out_with_504_and_is_marked_down(proto: Proto) {
     let _serial = SERIAL.lock().await;
     let silent = raw_node(Misbehaviour::Silent).await;
     let mem = SessionStore::memory();
@@ -995,13 +1049,13 @@ async fn silent_node_under_load_times_out_with_504_and_is_marked_down() {
     .await;
     let started = Instant::now();
     let (bad, ()) = tokio::join!(
-        burst(lb.addr(), "/bad/count", Some("X.s1")),
-        good_pool_serves(lb.addr())
+        burst(proto, lb.addr(), "/bad/count", Some("X.s1")),
+        good_pool_serves(proto, lb.addr())
     );
     let took = started.elapsed();
     let t = tally(&bad);
     let sent = silent.requests.load(Ordering::Relaxed);
-    eprintln!("silent node: {t:?} in {took:?}, {sent} requests reached it");
+    eprintln!("silent node ({proto}): {t:?} in {took:?}, {sent} requests reached it");
     for r in bad.iter().flatten().filter(|r| r.status == 504) {
         assert_eq!(
             r.text(),
@@ -1015,7 +1069,7 @@ async fn silent_node_under_load_times_out_with_504_and_is_marked_down() {
     assert!(t.keys().all(|s| *s == 504 || *s == 200), "{t:?}");
     assert!(sent > 0);
     assert_eq!(health(&lb, "s1").0, "down");
-    let r = get(lb.addr(), "/bad/count", Some("X.s1")).await;
+    let r = proto.get(lb.addr(), "/bad/count", Some("X.s1")).await;
     assert_eq!((r.status.as_u16(), r.node()), (200, "b2"), "{}", r.text());
     eventually(
         "nothing in flight to s1",
@@ -1023,16 +1077,19 @@ async fn silent_node_under_load_times_out_with_504_and_is_marked_down() {
         || async { health(&lb, "s1").1 == 0 },
     )
     .await;
-    good_pool_serves(lb.addr()).await;
+    good_pool_serves(proto, lb.addr()).await;
     lb.stop().await;
 }
 
+on_both_paths!(
+    garbage_node_under_load_gets_502_or_is_retried,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// A node that answers garbage: a replayable GET goes on to the next node (every one of a
 /// burst answered `200`), and with `retry_idempotent: false` every request that reached the
 /// node is a `502` in our words (the node is marked down, so later ones get the `503` of a
 /// pool with no node up).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_node_under_load_gets_502_or_is_retried() {
+async fn garbage_node_under_load_gets_502_or_is_retried(proto: Proto) {
     let _serial = SERIAL.lock().await;
     let mem = SessionStore::memory();
     let ok1 = node("ok1", &mem).await;
@@ -1049,12 +1106,12 @@ async fn garbage_node_under_load_gets_502_or_is_retried() {
     )
     .await;
     let (bad, ()) = tokio::join!(
-        burst(lb.addr(), "/bad/count", Some("X.g1")),
-        good_pool_serves(lb.addr())
+        burst(proto, lb.addr(), "/bad/count", Some("X.g1")),
+        good_pool_serves(proto, lb.addr())
     );
     let t = tally(&bad);
     eprintln!(
-        "garbage node, GETs retried: {t:?}, {} reached it",
+        "garbage node ({proto}), GETs retried: {t:?}, {} reached it",
         garbage.requests.load(Ordering::Relaxed)
     );
     assert_eq!(t, BTreeMap::from([(200, CONCURRENT)]));
@@ -1071,12 +1128,12 @@ async fn garbage_node_under_load_gets_502_or_is_retried() {
     )
     .await;
     let (bad, ()) = tokio::join!(
-        burst(lb.addr(), "/bad/count", Some("X.g1")),
-        good_pool_serves(lb.addr())
+        burst(proto, lb.addr(), "/bad/count", Some("X.g1")),
+        good_pool_serves(proto, lb.addr())
     );
     let t = tally(&bad);
     let reached = garbage.requests.load(Ordering::Relaxed);
-    eprintln!("garbage node, no retry: {t:?}, {reached} reached it");
+    eprintln!("garbage node ({proto}), no retry: {t:?}, {reached} reached it");
     for r in bad.iter().flatten() {
         match r.status.as_u16() {
             502 => assert_eq!(r.text(), "502 Bad Gateway: the node failed to answer\n"),
@@ -1087,15 +1144,18 @@ async fn garbage_node_under_load_gets_502_or_is_retried() {
     assert_eq!(t.get(&502).copied().unwrap_or(0), reached, "{t:?}");
     assert_eq!(t.values().sum::<usize>(), CONCURRENT, "{t:?}");
     assert!(reached > 0);
-    good_pool_serves(lb.addr()).await;
+    good_pool_serves(proto, lb.addr()).await;
     lb.stop().await;
 }
 
-/// A node that closes mid-body: the client sees a `200` whose body ends early and its
-/// connection closed (never a hang, never a complete-looking response), and the balancer
-/// serves on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_closing_mid_body_under_load_truncates_and_closes() {
+on_both_paths!(
+    node_closing_mid_body_under_load_truncates_and_closes,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+/// A node that closes mid-body: the client sees a `200` whose body ends early, its connection
+/// closed (HTTP/1.1) or its stream reset (HTTP/2): never a hang, never a complete-looking
+/// response; and the balancer serves on.
+async fn node_closing_mid_body_under_load_truncates_and_closes(proto: Proto) {
     let _serial = SERIAL.lock().await;
     let mem = SessionStore::memory();
     let ok1 = node("ok1", &mem).await;
@@ -1103,8 +1163,8 @@ async fn node_closing_mid_body_under_load_truncates_and_closes() {
     let lb = bad_and_good("", &[node_line("c1", cut.addr, "")], ok1.addr).await;
     let started = Instant::now();
     let (bad, ()) = tokio::join!(
-        burst(lb.addr(), "/bad/count", None),
-        good_pool_serves(lb.addr())
+        burst(proto, lb.addr(), "/bad/count", None),
+        good_pool_serves(proto, lb.addr())
     );
     let took = started.elapsed();
     let reached = cut.requests.load(Ordering::Relaxed);
@@ -1120,14 +1180,15 @@ async fn node_closing_mid_body_under_load_truncates_and_closes() {
             Ok(r) => Some(format!("{} {}", r.status, r.text())),
         })
         .collect();
-    eprintln!("node closing mid-body: {truncated} truncated, {reached} reached it, others {others:?}, in {took:?}");
+    eprintln!("node closing mid-body ({proto}): {truncated} truncated, {reached} reached it, others {others:?}, in {took:?}");
     // Each request that reached the node was cut short; one that came after the node was
     // marked down (if it is) gets the 503 of a pool with no node up.
     assert_eq!(truncated, reached, "{others:?}");
     assert!(others.iter().all(|o| o.starts_with("503 ")), "{others:?}");
     assert!(reached > 0);
-    // A raw look at one exchange: the head, ten bytes of body, then the balancer closes.
-    if health(&lb, "c1").0 == "up" {
+    // A raw look at one exchange: the head, ten bytes of body, then the balancer closes (the
+    // connection's end is how HTTP/1.1 marks the body cut; HTTP/2 resets the stream instead).
+    if proto == Proto::Http1 && health(&lb, "c1").0 == "up" {
         let mut raw_conn = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
         let got = raw_get(&mut raw_conn, "/bad/x", None).await;
         assert!(
@@ -1135,15 +1196,18 @@ async fn node_closing_mid_body_under_load_truncates_and_closes() {
             "{got:?}"
         );
     }
-    assert_eq!(get(lb.addr(), "/count", None).await.status, 200);
+    assert_eq!(proto.get(lb.addr(), "/count", None).await.status, 200);
     lb.stop().await;
 }
 
+on_both_paths!(
+    node_closing_every_connection_under_load_serves_everything,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// A node that answers `Connection: close` every time: every request is served (`200`), the
 /// balancer opens a new connection to the node for each one, and the client keeps its own
 /// keep-alive connection throughout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_closing_every_connection_under_load_serves_everything() {
+async fn node_closing_every_connection_under_load_serves_everything(proto: Proto) {
     let _serial = SERIAL.lock().await;
     const PER_CLIENT: usize = 5;
     let mem = SessionStore::memory();
@@ -1154,7 +1218,7 @@ async fn node_closing_every_connection_under_load_serves_everything() {
     let tasks: Vec<_> = (0..CONCURRENT)
         .map(|_| {
             tokio::spawn(async move {
-                let mut c = LoadConn::open(addr).await?;
+                let mut c = LoadConn::open(proto, addr).await?;
                 let mut bad = Vec::new();
                 for i in 0..PER_CLIENT {
                     let r = c.get("/bad/x", None, REQUEST_LIMIT).await?;
@@ -1192,7 +1256,7 @@ async fn node_closing_every_connection_under_load_serves_everything() {
         closer.requests.load(Ordering::Relaxed),
     );
     eprintln!(
-        "node closing every connection: {} requests, {accepted} node connections, problems {}",
+        "node closing every connection ({proto}): {} requests, {accepted} node connections, problems {}",
         CONCURRENT * PER_CLIENT,
         problems.len()
     );
@@ -1204,7 +1268,7 @@ async fn node_closing_every_connection_under_load_serves_everything() {
     assert_eq!(requests, CONCURRENT * PER_CLIENT);
     assert_eq!(accepted, requests, "one node connection per request");
     assert_eq!(health(&lb, "k1").0, "up");
-    good_pool_serves(lb.addr()).await;
+    good_pool_serves(proto, lb.addr()).await;
     lb.stop().await;
 }
 
@@ -1215,11 +1279,50 @@ async fn node_closing_every_connection_under_load_serves_everything() {
 /// Idle keep-alive connections in the test (`scripts/idle-conns.sh` does 10,000).
 const IDLE: usize = 2000;
 
+/// One of the idle client connections: raw HTTP/1.1 (light enough for thousands), or an h2c
+/// client.
+enum IdleConn {
+    Http1(tokio::net::TcpStream),
+    H2c(LoadConn),
+}
+
+impl IdleConn {
+    async fn open(proto: Proto, addr: std::net::SocketAddr) -> Result<IdleConn, String> {
+        Ok(match proto {
+            Proto::Http1 => IdleConn::Http1(
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            Proto::H2c => IdleConn::H2c(LoadConn::open(proto, addr).await?),
+        })
+    }
+
+    /// `GET /count` with the session `id` when given: the status and the body as JSON.
+    async fn count(&mut self, id: Option<&str>) -> Result<(u16, serde_json::Value), String> {
+        let (status, body) = match self {
+            IdleConn::Http1(s) => raw_get(s, "/count", id)
+                .await
+                .map(|(status, body)| (status, bytes::Bytes::from(body)))
+                .map_err(|e| e.to_string())?,
+            IdleConn::H2c(c) => {
+                let r = c.get("/count", id, REQUEST_LIMIT).await?;
+                (r.status.as_u16(), r.body)
+            }
+        };
+        let v = serde_json::from_slice(&body).map_err(|e| format!("{status}: {e}"))?;
+        Ok((status, v))
+    }
+}
+
+on_both_paths!(
+    idle_connections_all_still_work_after_load,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// `IDLE` client connections, each with one request of its own session done, sit idle while
 /// other connections load the balancer; then each sends one more request, and every one is
 /// answered on its connection with its session's next count.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_all_still_work_after_load() {
+async fn idle_connections_all_still_work_after_load(proto: Proto) {
     let _serial = SERIAL.lock().await;
     let mem = SessionStore::memory();
     let nodes = [
@@ -1248,13 +1351,8 @@ async fn idle_connections_all_still_work_after_load() {
         let gate = gate.clone();
         async move {
             let _permit = gate.acquire().await.unwrap();
-            let mut s = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (status, body) = raw_get(&mut s, "/count", None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let mut s = IdleConn::open(proto, addr).await?;
+            let (status, v) = s.count(None).await?;
             match (status, v["count"].as_i64(), v["session"].as_str()) {
                 (200, Some(1), Some(id)) => Ok((s, id.to_string())),
                 _ => Err(format!("{status} {v}")),
@@ -1269,7 +1367,7 @@ async fn idle_connections_all_still_work_after_load() {
 
     // Load on other connections meanwhile.
     let load = join_all((0..32).map(|_| async move {
-        let mut c = LoadConn::open(addr).await.unwrap();
+        let mut c = LoadConn::open(proto, addr).await.unwrap();
         let mut ok = 0;
         for _ in 0..50 {
             if c.get("/count", None, REQUEST_LIMIT)
@@ -1289,10 +1387,7 @@ async fn idle_connections_all_still_work_after_load() {
         let gate = gate.clone();
         async move {
             let _permit = gate.acquire().await.unwrap();
-            let (status, body) = raw_get(&mut s, "/count", Some(&id))
-                .await
-                .map_err(|e| e.to_string())?;
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let (status, v) = s.count(Some(&id)).await?;
             if status == 200 && v["count"].as_i64() == Some(2) {
                 Ok(())
             } else {

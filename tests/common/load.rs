@@ -1,5 +1,5 @@
 //! Fixtures for faults under load (`tests/faults.rs`): demo nodes as child processes that can be
-//! `SIGKILL`ed, a keep-alive client whose failures are values (a load test counts them instead
+//! `SIGKILL`ed, a keep-alive client of either protocol whose failures are values (a load test counts them instead
 //! of panicking at the first one), raw nodes that misbehave on purpose, and sums of metric
 //! families from a running balancer.
 #![allow(dead_code)]
@@ -12,14 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Resp;
+use super::{HttpSender, Proto, Resp};
 
 /// `stickyroute demo-node` in a process of its own, on a port of 127.0.0.1 it picked itself;
 /// killed (SIGKILL) on drop.
@@ -80,25 +78,24 @@ impl Drop for NodeProcess {
     }
 }
 
-/// One keep-alive HTTP/1.1 client connection whose failures are returned, not panicked on.
+/// One keep-alive client connection (HTTP/1.1 or h2c) whose failures are returned, not
+/// panicked on.
 pub struct LoadConn {
-    sender: SendRequest<Full<Bytes>>,
+    sender: HttpSender,
+    proto: Proto,
 }
 
 impl LoadConn {
-    pub async fn open(addr: SocketAddr) -> Result<LoadConn, String> {
+    pub async fn open(proto: Proto, addr: SocketAddr) -> Result<LoadConn, String> {
         let stream = tokio::time::timeout(super::DEADLINE, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| format!("connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let sender = proto
+            .handshake(stream)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(LoadConn { sender })
+        Ok(LoadConn { sender, proto })
     }
 
     /// Whether the connection can take another request (the peer did not close it).
@@ -114,13 +111,11 @@ impl LoadConn {
         cookie: Option<&str>,
         within: Duration,
     ) -> Result<Resp, String> {
-        let mut req = Request::get(path).header("host", "app.test");
-        if let Some(c) = cookie {
-            req = req.header("cookie", format!("JSESSIONID={c}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+        let cookie = cookie.map(|c| format!("JSESSIONID={c}"));
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+        let req = self
+            .proto
+            .request(Method::GET, path, &headers, Bytes::new());
         let exchange = async {
             self.sender
                 .ready()
