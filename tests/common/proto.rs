@@ -116,13 +116,15 @@ impl HttpSender {
 }
 
 /// Makes two tests of the async function `$name(proto: Proto)`: `$name::http1` and
-/// `$name::h2c`. The test attribute is `#[tokio::test]` unless given (as `$name, tokio::test(…)`).
+/// `$name::h2c`. Attributes before the name (a `cfg`) apply to both; the test attribute is
+/// `#[tokio::test]` unless given after the name (`$name, tokio::test(…)`).
 #[allow(unused_macros)]
 macro_rules! on_both_paths {
-    ($name:ident) => {
-        on_both_paths!($name, tokio::test);
+    ($(#[$attr:meta])* $name:ident) => {
+        on_both_paths!($(#[$attr])* $name, tokio::test);
     };
-    ($name:ident, $test:meta) => {
+    ($(#[$attr:meta])* $name:ident, $test:meta) => {
+        $(#[$attr])*
         mod $name {
             #[$test]
             async fn http1() {
