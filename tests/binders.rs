@@ -235,6 +235,136 @@ async fn rename_against_redis(proto: Proto) {
     .await;
 }
 
+/// A listener that accepts connections and closes each at once, reading nothing: a node whose
+/// every exchange fails before an answer. Counts the connections it accepted.
+#[cfg(feature = "redis-store")]
+async fn closing_listener() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            drop(s);
+        }
+    });
+    (addr, accepted)
+}
+
+/// Whether Redis holds `key`.
+#[cfg(feature = "redis-store")]
+async fn redis_has(url: &str, key: &str) -> bool {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<bool>(&mut c)
+        .await
+        .unwrap()
+}
+
+on_both_paths!(
+    #[cfg(feature = "redis-store")]
+    rename_moves_on_from_a_failover_target_that_closes_without_reading
+);
+/// Under `rename`, the session `X.jvm1` of the down jvm1 fails over to jvm2 (its `redirect`),
+/// which accepts and closes without reading: the session was renamed to `X.jvm2` for it. The
+/// request goes on to jvm3, and the rename to `X.jvm3` starts from the id the store holds
+/// now, `X.jvm2`: jvm3 gets `X.jvm3` with the session's data, the store holds it under
+/// `X.jvm3` only, and the client gets that id in one `Set-Cookie`.
+#[cfg(feature = "redis-store")]
+async fn rename_moves_on_from_a_failover_target_that_closes_without_reading(proto: Proto) {
+    let Some(url) = service_url(
+        "TEST_REDIS_URL",
+        "rename_moves_on_from_a_failover_target_that_closes_without_reading",
+    ) else {
+        return;
+    };
+    let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
+    let jvm3 = node("jvm3", &store).await;
+    let (closer, closer_accepted) = closing_listener().await;
+    let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
+    let lb = balancer(&yaml(
+        &format!("binder: rename\nstore: {store_yaml}"),
+        &[
+            node_line("jvm1", dead_addr().await, "redirect: jvm2"),
+            node_line("jvm2", closer, ""),
+            node_line("jvm3", jvm3.addr, ""),
+        ],
+    ))
+    .await;
+    let base = format!("{:032X}", rand::random::<u128>());
+    let id = |route: &str| format!("{base}.{route}");
+    let record = stickyroute::store::SessionRecord {
+        data: serde_json::json!({ "count": 5 }),
+        last_access_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+        max_inactive_secs: 600,
+        valid: true,
+    };
+    store.save(&id("jvm1"), &record).await.unwrap();
+
+    let r = proto.get(lb.addr(), "/count", Some(&id("jvm1"))).await;
+    let set_cookies: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let mut held = Vec::new();
+    for route in ["jvm1", "jvm2", "jvm3"] {
+        if redis_has(&url, &format!("session:{}", id(route))).await {
+            held.push(id(route));
+        }
+    }
+    let stored_count = match store.load(&id("jvm3")).await {
+        Ok(Some(rec)) => rec.data["count"].as_i64(),
+        _ => None,
+    };
+    // The test's keys go, whatever the outcome.
+    for route in ["jvm1", "jvm2", "jvm3"] {
+        let _ = store.remove(&id(route)).await;
+    }
+    for cookie in r.session_cookies() {
+        let _ = store.remove(&cookie).await;
+    }
+    lb.stop().await;
+    eprintln!(
+        "{proto}: {} from {} which saw {:?}, count {:?}; Redis holds {held:?} (count under \
+         {}: {stored_count:?}); Set-Cookie {set_cookies:?}",
+        r.status,
+        r.header("x-node").unwrap_or("-"),
+        r.seen(),
+        r.json()["count"].as_i64(),
+        id("jvm3"),
+    );
+
+    assert!(
+        closer_accepted.load(Ordering::Relaxed) > 0,
+        "jvm2 was never tried: the case needs the failover to try it first"
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.node(), "jvm3");
+    assert_eq!(r.seen(), id("jvm3"), "the id jvm3 received");
+    assert_eq!(count_of(&r), 6, "the session's data did not follow it");
+    assert_eq!(held, [id("jvm3")], "the ids Redis holds the session under");
+    assert_eq!(
+        stored_count,
+        Some(6),
+        "the count stored under {}",
+        id("jvm3")
+    );
+    assert_eq!(
+        set_cookies.len(),
+        1,
+        "one Set-Cookie for the client: {set_cookies:?}"
+    );
+    assert_eq!(r.session_cookies(), [id("jvm3")], "{set_cookies:?}");
+}
+
 on_both_paths!(
     #[cfg(feature = "sql-store")]
     rename_against_postgres
