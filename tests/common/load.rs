@@ -120,17 +120,17 @@ impl LoadConn {
             self.sender
                 .ready()
                 .await
-                .map_err(|e| format!("not ready: {e}"))?;
+                .map_err(|e| format!("not ready: {}", with_causes(&e)))?;
             let resp = self
                 .sender
                 .send_request(req)
                 .await
-                .map_err(|e| format!("request: {e}"))?;
+                .map_err(|e| format!("request: {}", with_causes(&e)))?;
             let (parts, body) = resp.into_parts();
             let body = body
                 .collect()
                 .await
-                .map_err(|e| format!("body after {}: {e}", parts.status))?
+                .map_err(|e| format!("body after {}: {}", parts.status, with_causes(&e)))?
                 .to_bytes();
             Ok(Resp {
                 status: parts.status,
@@ -142,6 +142,18 @@ impl LoadConn {
             .await
             .map_err(|_| format!("no complete response within {within:?}"))?
     }
+}
+
+/// An error and its causes, `outer: inner: …` (hyper's own text is only the outermost).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// How a [`raw_node`] misbehaves, after reading a whole request head.

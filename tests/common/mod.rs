@@ -124,6 +124,11 @@ impl Resp {
     }
 }
 
+#[macro_use]
+pub mod proto;
+#[allow(unused_imports)]
+pub use proto::{HttpSender, Proto, TEST_HOST};
+
 /// One keep-alive connection to `addr`, HTTP/1.1 or h2c.
 pub struct Conn {
     sender: HttpSender,
@@ -233,11 +238,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 }
 
 pub mod load;
-#[macro_use]
-pub mod proto;
 pub mod services;
-#[allow(unused_imports)]
-pub use proto::{HttpSender, Proto, TEST_HOST};
 #[allow(unused_imports)]
 pub use services::service_url;
 
