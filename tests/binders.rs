@@ -2,7 +2,11 @@
 //! (shared memory map standing in for replication), `rename` against Redis, PostgreSQL and
 //! MariaDB, concurrent failover, an unreachable store, two balancers agreeing, and `backend`
 //! with a JvmRouteBinderValve-like node.
+//!
+//! Every case runs over HTTP/1.1 (the balancer's native path) and over h2c (its hyper path), as
+//! `NAME::http1` and `NAME::h2c`.
 
+#[macro_use]
 mod common;
 #[path = "common/cookie_jar.rs"]
 mod cookie_jar;
@@ -69,15 +73,15 @@ async fn session_on(node: SocketAddr) -> String {
     ids[0].clone()
 }
 
-#[tokio::test]
-async fn translate_moves_the_session_and_never_bounces_back() {
+on_both_paths!(translate_moves_the_session_and_never_bounces_back);
+async fn translate_moves_the_session_and_never_bounces_back(proto: Proto) {
     let store = SessionStore::memory();
     let mut nodes = three_nodes(&store, false).await;
     let lb = balancer(&yaml("binder: translate", &lines(&nodes))).await;
     let id = session_on(nodes[0].addr).await;
     assert!(id.ends_with(".jvm1"));
 
-    let mut c = Conn::open(lb.addr()).await;
+    let mut c = proto.open(lb.addr()).await;
     let r = c.get("/count", Some(&id)).await;
     assert_eq!((r.node(), count_of(&r)), ("jvm1", 2));
     assert!(
@@ -148,12 +152,16 @@ async fn translate_moves_the_session_and_never_bounces_back() {
         node_line("jvm2", nodes[0].addr, "domain: a"),
     ];
     let lb2 = balancer(&yaml("", &lb2_nodes)).await;
-    let who = get(lb2.addr(), "/whoami", Some("P.jvm1")).await.json();
+    let who = proto
+        .get(lb2.addr(), "/whoami", Some("P.jvm1"))
+        .await
+        .json();
     assert_eq!(
         who["headers"]["x-session-failover-from"], "P.jvm1; route=jvm1",
         "{who}"
     );
-    let who = get(lb2.addr(), "/whoami;jsessionid=P.jvm1.jvm2?q=1", None)
+    let who = proto
+        .get(lb2.addr(), "/whoami;jsessionid=P.jvm1.jvm2?q=1", None)
         .await
         .json();
     assert_eq!(who["path"], "/whoami;jsessionid=P.jvm1", "{who}");
@@ -166,7 +174,7 @@ async fn translate_moves_the_session_and_never_bounces_back() {
 
 /// The rename flow against one real store kind.
 #[cfg(any(feature = "redis-store", feature = "sql-store"))]
-async fn rename_flow(url: &str, store_yaml: &str) {
+async fn rename_flow(proto: Proto, url: &str, store_yaml: &str) {
     let store = parse_store_arg(url, Duration::from_secs(5)).unwrap();
     store.ensure_schema().await.unwrap();
     let mut nodes = three_nodes(&store, false).await;
@@ -177,11 +185,11 @@ async fn rename_flow(url: &str, store_yaml: &str) {
     .await;
     let id = session_on(nodes[0].addr).await;
     let base = id.strip_suffix(".jvm1").unwrap().to_string();
-    let r = get(lb.addr(), "/count", Some(&id)).await;
+    let r = proto.get(lb.addr(), "/count", Some(&id)).await;
     assert_eq!((r.node(), count_of(&r)), ("jvm1", 2));
 
     nodes.remove(0).stop().await;
-    let r = get(lb.addr(), "/count", Some(&id)).await;
+    let r = proto.get(lb.addr(), "/count", Some(&id)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let new_node = r.node().to_string();
     let new_id = format!("{base}.{new_node}");
@@ -197,7 +205,7 @@ async fn rename_flow(url: &str, store_yaml: &str) {
         "store still holds {id}"
     );
 
-    let r = get(lb.addr(), "/count", Some(&new_id)).await;
+    let r = proto.get(lb.addr(), "/count", Some(&new_id)).await;
     assert_eq!((r.node(), count_of(&r)), (new_node.as_str(), 4));
     assert!(r.session_cookies().is_empty());
     let stats = &lb.balancer.snapshot().pools[0].rt.stats;
@@ -210,40 +218,188 @@ async fn rename_flow(url: &str, store_yaml: &str) {
     lb.stop().await;
 }
 
+on_both_paths!(
+    #[cfg(feature = "redis-store")]
+    rename_against_redis
+);
 #[cfg(feature = "redis-store")]
-#[tokio::test]
-async fn rename_against_redis() {
+async fn rename_against_redis(proto: Proto) {
     let Some(url) = service_url("TEST_REDIS_URL", "rename_against_redis") else {
         return;
     };
     rename_flow(
+        proto,
         &url,
         &format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}"),
     )
     .await;
 }
 
+/// A listener that accepts connections and closes each at once, reading nothing: a node whose
+/// every exchange fails before an answer. Counts the connections it accepted.
+#[cfg(feature = "redis-store")]
+async fn closing_listener() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            drop(s);
+        }
+    });
+    (addr, accepted)
+}
+
+/// Whether Redis holds `key`.
+#[cfg(feature = "redis-store")]
+async fn redis_has(url: &str, key: &str) -> bool {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async::<bool>(&mut c)
+        .await
+        .unwrap()
+}
+
+on_both_paths!(
+    #[cfg(feature = "redis-store")]
+    rename_moves_on_from_a_failover_target_that_closes_without_reading
+);
+/// Under `rename`, the session `X.jvm1` of the down jvm1 fails over to jvm2 (its `redirect`),
+/// which accepts and closes without reading: the session was renamed to `X.jvm2` for it. The
+/// request goes on to jvm3, and the rename to `X.jvm3` starts from the id the store holds
+/// now, `X.jvm2`: jvm3 gets `X.jvm3` with the session's data, the store holds it under
+/// `X.jvm3` only, and the client gets that id in one `Set-Cookie`.
+#[cfg(feature = "redis-store")]
+async fn rename_moves_on_from_a_failover_target_that_closes_without_reading(proto: Proto) {
+    let Some(url) = service_url(
+        "TEST_REDIS_URL",
+        "rename_moves_on_from_a_failover_target_that_closes_without_reading",
+    ) else {
+        return;
+    };
+    let store = parse_store_arg(&url, Duration::from_secs(5)).unwrap();
+    let jvm3 = node("jvm3", &store).await;
+    let (closer, closer_accepted) = closing_listener().await;
+    let store_yaml = format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\" }}");
+    let lb = balancer(&yaml(
+        &format!("binder: rename\nstore: {store_yaml}"),
+        &[
+            node_line("jvm1", dead_addr().await, "redirect: jvm2"),
+            node_line("jvm2", closer, ""),
+            node_line("jvm3", jvm3.addr, ""),
+        ],
+    ))
+    .await;
+    let base = format!("{:032X}", rand::random::<u128>());
+    let id = |route: &str| format!("{base}.{route}");
+    let record = stickyroute::store::SessionRecord {
+        data: serde_json::json!({ "count": 5 }),
+        last_access_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+        max_inactive_secs: 600,
+        valid: true,
+    };
+    store.save(&id("jvm1"), &record).await.unwrap();
+
+    let r = proto.get(lb.addr(), "/count", Some(&id("jvm1"))).await;
+    let set_cookies: Vec<String> = r
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    let mut held = Vec::new();
+    for route in ["jvm1", "jvm2", "jvm3"] {
+        if redis_has(&url, &format!("session:{}", id(route))).await {
+            held.push(id(route));
+        }
+    }
+    let stored_count = match store.load(&id("jvm3")).await {
+        Ok(Some(rec)) => rec.data["count"].as_i64(),
+        _ => None,
+    };
+    // The test's keys go, whatever the outcome.
+    for route in ["jvm1", "jvm2", "jvm3"] {
+        let _ = store.remove(&id(route)).await;
+    }
+    for cookie in r.session_cookies() {
+        let _ = store.remove(&cookie).await;
+    }
+    lb.stop().await;
+    eprintln!(
+        "{proto}: {} from {} which saw {:?}, count {:?}; Redis holds {held:?} (count under \
+         {}: {stored_count:?}); Set-Cookie {set_cookies:?}",
+        r.status,
+        r.header("x-node").unwrap_or("-"),
+        r.seen(),
+        r.json()["count"].as_i64(),
+        id("jvm3"),
+    );
+
+    assert!(
+        closer_accepted.load(Ordering::Relaxed) > 0,
+        "jvm2 was never tried: the case needs the failover to try it first"
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.node(), "jvm3");
+    assert_eq!(r.seen(), id("jvm3"), "the id jvm3 received");
+    assert_eq!(count_of(&r), 6, "the session's data did not follow it");
+    assert_eq!(held, [id("jvm3")], "the ids Redis holds the session under");
+    assert_eq!(
+        stored_count,
+        Some(6),
+        "the count stored under {}",
+        id("jvm3")
+    );
+    assert_eq!(
+        set_cookies.len(),
+        1,
+        "one Set-Cookie for the client: {set_cookies:?}"
+    );
+    assert_eq!(r.session_cookies(), [id("jvm3")], "{set_cookies:?}");
+}
+
+on_both_paths!(
+    #[cfg(feature = "sql-store")]
+    rename_against_postgres
+);
 #[cfg(feature = "sql-store")]
-#[tokio::test]
-async fn rename_against_postgres() {
+async fn rename_against_postgres(proto: Proto) {
     let Some(url) = service_url("TEST_POSTGRES_URL", "rename_against_postgres") else {
         return;
     };
-    rename_flow(&url, &format!("{{ kind: postgres, url: \"{url}\" }}")).await;
+    rename_flow(
+        proto,
+        &url,
+        &format!("{{ kind: postgres, url: \"{url}\" }}"),
+    )
+    .await;
 }
 
+on_both_paths!(
+    #[cfg(feature = "sql-store")]
+    rename_against_mariadb
+);
 #[cfg(feature = "sql-store")]
-#[tokio::test]
-async fn rename_against_mariadb() {
+async fn rename_against_mariadb(proto: Proto) {
     let Some(url) = service_url("TEST_MYSQL_URL", "rename_against_mariadb") else {
         return;
     };
-    rename_flow(&url, &format!("{{ kind: mysql, url: \"{url}\" }}")).await;
+    rename_flow(proto, &url, &format!("{{ kind: mysql, url: \"{url}\" }}")).await;
 }
 
+on_both_paths!(
+    #[cfg(feature = "redis-store")]
+    concurrent_failover_of_one_session_does_not_fork_it
+);
 #[cfg(feature = "redis-store")]
-#[tokio::test]
-async fn concurrent_failover_of_one_session_does_not_fork_it() {
+async fn concurrent_failover_of_one_session_does_not_fork_it(proto: Proto) {
     let Some(url) = service_url(
         "TEST_REDIS_URL",
         "concurrent_failover_of_one_session_does_not_fork_it",
@@ -260,7 +416,7 @@ async fn concurrent_failover_of_one_session_does_not_fork_it() {
     for _ in 0..20 {
         let (addr, id) = (lb.addr(), id.clone());
         tasks.push(tokio::spawn(async move {
-            let r = get(addr, "/count", Some(&id)).await;
+            let r = proto.get(addr, "/count", Some(&id)).await;
             (
                 r.status.as_u16(),
                 r.node().to_string(),
@@ -295,9 +451,12 @@ async fn concurrent_failover_of_one_session_does_not_fork_it() {
     lb.stop().await;
 }
 
+on_both_paths!(
+    #[cfg(feature = "redis-store")]
+    unreachable_store_follows_on_store_error
+);
 #[cfg(feature = "redis-store")]
-#[tokio::test]
-async fn unreachable_store_follows_on_store_error() {
+async fn unreachable_store_follows_on_store_error(proto: Proto) {
     let shared = SessionStore::memory();
     let nodes = three_nodes(&shared, false).await;
     let dead = dead_addr().await;
@@ -324,7 +483,7 @@ async fn unreachable_store_follows_on_store_error() {
         &node_lines,
     ))
     .await;
-    let r = get(lb.addr(), "/count", Some(&id)).await;
+    let r = proto.get(lb.addr(), "/count", Some(&id)).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.node(), "jvm2");
     assert_eq!(r.seen(), id, "forward_old_id must forward the old id");
@@ -342,44 +501,53 @@ async fn unreachable_store_follows_on_store_error() {
         &node_lines,
     ))
     .await;
-    let r = get(lb.addr(), "/count", Some(&id)).await;
+    let r = proto.get(lb.addr(), "/count", Some(&id)).await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert!(r.text().contains("store"), "{}", r.text());
     assert!(r.header("retry-after").is_some());
     lb.stop().await;
 }
 
-#[tokio::test]
-async fn two_balancers_produce_the_same_client_id() {
+on_both_paths!(two_balancers_produce_the_same_client_id);
+async fn two_balancers_produce_the_same_client_id(proto: Proto) {
     let store = SessionStore::memory();
     let mut nodes = three_nodes(&store, false).await;
     let config = yaml("binder: translate", &lines(&nodes));
     let (a, b): (Running, Running) = (balancer(&config).await, balancer(&config).await);
     let id = session_on(nodes[0].addr).await;
-    assert_eq!(get(a.addr(), "/count", Some(&id)).await.node(), "jvm1");
-    assert_eq!(get(b.addr(), "/count", Some(&id)).await.node(), "jvm1");
+    assert_eq!(
+        proto.get(a.addr(), "/count", Some(&id)).await.node(),
+        "jvm1"
+    );
+    assert_eq!(
+        proto.get(b.addr(), "/count", Some(&id)).await.node(),
+        "jvm1"
+    );
     nodes.remove(0).stop().await;
     // Both balancers see the old cookie (e.g. concurrent tabs) and must rebind it alike.
-    let ra = get(a.addr(), "/count", Some(&id)).await;
-    let rb = get(b.addr(), "/count", Some(&id)).await;
+    let ra = proto.get(a.addr(), "/count", Some(&id)).await;
+    let rb = proto.get(b.addr(), "/count", Some(&id)).await;
     assert_eq!(ra.session_cookies(), rb.session_cookies());
     assert_eq!(ra.node(), rb.node());
     let client_id = ra.session_cookies()[0].clone();
     for lb in [&a, &b, &a, &b] {
-        let r = get(lb.addr(), "/count", Some(&client_id)).await;
+        let r = proto.get(lb.addr(), "/count", Some(&client_id)).await;
         assert_eq!(r.node(), ra.node());
     }
     assert_eq!(
-        count_of(&get(a.addr(), "/count", Some(&client_id)).await),
+        count_of(&proto.get(a.addr(), "/count", Some(&client_id)).await),
         10
     ); // 1 direct + 2 + 2 + 4 + 1
     a.stop().await;
     b.stop().await;
 }
 
+on_both_paths!(
+    #[cfg(feature = "redis-store")]
+    two_balancers_agree_on_rename_through_redis
+);
 #[cfg(feature = "redis-store")]
-#[tokio::test]
-async fn two_balancers_agree_on_rename_through_redis() {
+async fn two_balancers_agree_on_rename_through_redis(proto: Proto) {
     let Some(url) = service_url(
         "TEST_REDIS_URL",
         "two_balancers_agree_on_rename_through_redis",
@@ -390,8 +558,8 @@ async fn two_balancers_agree_on_rename_through_redis() {
     let (a, b) = (balancer(&config).await, balancer(&config).await);
     let id = session_on(nodes[0].addr).await;
     nodes.remove(0).stop().await;
-    let ra = get(a.addr(), "/count", Some(&id)).await;
-    let rb = get(b.addr(), "/count", Some(&id)).await;
+    let ra = proto.get(a.addr(), "/count", Some(&id)).await;
+    let rb = proto.get(b.addr(), "/count", Some(&id)).await;
     assert_eq!(ra.status, 200);
     assert_eq!(rb.status, 200);
     assert_eq!(
@@ -411,15 +579,15 @@ async fn two_balancers_agree_on_rename_through_redis() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn backend_binder_leaves_the_rename_to_the_valve() {
+on_both_paths!(backend_binder_leaves_the_rename_to_the_valve);
+async fn backend_binder_leaves_the_rename_to_the_valve(proto: Proto) {
     let store = SessionStore::memory();
     let mut nodes = three_nodes(&store, true).await;
     let lb = balancer(&yaml("binder: backend", &lines(&nodes))).await;
     let id = session_on(nodes[0].addr).await;
     let base = id.strip_suffix(".jvm1").unwrap().to_string();
     nodes.remove(0).stop().await;
-    let r = get(lb.addr(), "/count", Some(&id)).await;
+    let r = proto.get(lb.addr(), "/count", Some(&id)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.seen(), id, "backend binder forwards the id unchanged");
     let new_node = r.node().to_string();
@@ -437,7 +605,7 @@ async fn backend_binder_leaves_the_rename_to_the_valve() {
     );
     assert_eq!(r.session_cookies(), vec![new_id.clone()]);
     assert_eq!(count_of(&r), 2);
-    let r = get(lb.addr(), "/count", Some(&new_id)).await;
+    let r = proto.get(lb.addr(), "/count", Some(&new_id)).await;
     assert_eq!(
         r.node(),
         new_node,
@@ -449,7 +617,7 @@ async fn backend_binder_leaves_the_rename_to_the_valve() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Issue 9: the application's cookie path, several forms of one session, ids without a route.
+// The application's cookie path, several forms of one session, ids without a route.
 
 /// Three demo nodes on one store, each like a Tomcat application: under `context` (its cookie
 /// `Path=<context>`), with or without the route in its ids.
@@ -480,10 +648,11 @@ fn app_node_cfg(
 }
 
 /// A GET with the cookies a browser holding `jar` sends for `path`; stores what comes back.
-async fn browse(jar: &mut CookieJar, addr: SocketAddr, path: &str) -> Resp {
+async fn browse(proto: Proto, jar: &mut CookieJar, addr: SocketAddr, path: &str) -> Resp {
     let cookie = jar.cookie_header(path);
     let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
-    let r = Conn::open(addr)
+    let r = proto
+        .open(addr)
         .await
         .request(Method::GET, path, &headers, Bytes::new())
         .await;
@@ -504,12 +673,12 @@ fn held(jar: &CookieJar) -> Vec<String> {
         .collect()
 }
 
+on_both_paths!(translate_rebinds_with_the_applications_cookie_path_and_never_bounces_back);
 /// The seeds' Tomcat setup in miniature: nodes whose session cookie has `Path=/app`, a pool at
 /// `/` with default cookie settings. After failover the balancer's cookie takes the path the
 /// nodes set, so it replaces the application's: the browser holds one `JSESSIONID`, and the
 /// session does not go back when its old node returns (it would, with a second cookie).
-#[tokio::test]
-async fn translate_rebinds_with_the_applications_cookie_path_and_never_bounces_back() {
+async fn translate_rebinds_with_the_applications_cookie_path_and_never_bounces_back(proto: Proto) {
     let store = SessionStore::memory();
     let mut nodes = app_nodes(&store, "/app", true).await;
     let config = yaml(
@@ -519,13 +688,13 @@ async fn translate_rebinds_with_the_applications_cookie_path_and_never_bounces_b
     let lb = balancer(&config).await;
     let mut jar = CookieJar::new();
 
-    let r = browse(&mut jar, lb.addr(), "/app/count").await;
+    let r = browse(proto, &mut jar, lb.addr(), "/app/count").await;
     assert_eq!((r.status.as_u16(), count_of(&r)), (200, 1), "{}", r.text());
     let home = r.node().to_string();
     let id = r.json()["session"].as_str().unwrap().to_string();
     assert_eq!(held(&jar), [format!("JSESSIONID={id} (Path=/app)")]);
     for n in 2..=5 {
-        let r = browse(&mut jar, lb.addr(), "/app/count").await;
+        let r = browse(proto, &mut jar, lb.addr(), "/app/count").await;
         assert_eq!((r.node(), count_of(&r)), (home.as_str(), n));
     }
 
@@ -537,7 +706,7 @@ async fn translate_rebinds_with_the_applications_cookie_path_and_never_bounces_b
         .unwrap();
     let home_addr = nodes[home_ix].addr;
     nodes.remove(home_ix).stop().await;
-    let r = browse(&mut jar, lb.addr(), "/app/count").await;
+    let r = browse(proto, &mut jar, lb.addr(), "/app/count").await;
     assert_eq!((r.status.as_u16(), count_of(&r)), (200, 6), "{}", r.text());
     let new_node = r.node().to_string();
     assert_ne!(new_node, home);
@@ -563,14 +732,16 @@ async fn translate_rebinds_with_the_applications_cookie_path_and_never_bounces_b
         "the restarted node takes its ids again",
         DEADLINE,
         || async {
-            let r = get(lb.addr(), "/app/whoami", Some(&format!("PROBE.{home}"))).await;
+            let r = proto
+                .get(lb.addr(), "/app/whoami", Some(&format!("PROBE.{home}")))
+                .await;
             r.status == 200 && r.node() == home
         },
     )
     .await;
     // ... but the browser stays where its session went.
     for n in 7..=16 {
-        let r = browse(&mut jar, lb.addr(), "/app/count").await;
+        let r = browse(proto, &mut jar, lb.addr(), "/app/count").await;
         assert_eq!(
             (r.node(), count_of(&r)),
             (new_node.as_str(), n),
@@ -584,19 +755,19 @@ async fn translate_rebinds_with_the_applications_cookie_path_and_never_bounces_b
     lb.stop().await;
 }
 
+on_both_paths!(the_most_rebound_form_of_a_session_wins_and_overwrites_the_stale_one);
 /// A client that still carries both forms of one session (`X.jvm1` under the application's
 /// path, `X.jvm1.jvm2` under another, as written before the path was known): the rebound form
 /// wins in either order, although `X.jvm1` names a live node, and it is written again with the
 /// application's path, which overwrites the stale one. A balancer that learned nothing yet
 /// routes the same way but cannot overwrite, so it writes nothing.
-#[tokio::test]
-async fn the_most_rebound_form_of_a_session_wins_and_overwrites_the_stale_one() {
+async fn the_most_rebound_form_of_a_session_wins_and_overwrites_the_stale_one(proto: Proto) {
     let store = SessionStore::memory();
     let nodes = app_nodes(&store, "/app", true).await;
     let config = yaml("binder: translate\npath_prefix: /", &lines(&nodes));
     let lb = balancer(&config).await;
     // A new session through the balancer: it learns the nodes' `Path=/app`.
-    let r = get(lb.addr(), "/app/count", None).await;
+    let r = proto.get(lb.addr(), "/app/count", None).await;
     let home = r.node().to_string();
     let id = r.json()["session"].as_str().unwrap().to_string();
     let other = ["jvm1", "jvm2", "jvm3"]
@@ -612,7 +783,8 @@ async fn the_most_rebound_form_of_a_session_wins_and_overwrites_the_stale_one() 
             format!("JSESSIONID={id}; JSESSIONID={rebound}"),
             format!("JSESSIONID={rebound}; JSESSIONID={id}"),
         ] {
-            let r = Conn::open(lb_addr)
+            let r = proto
+                .open(lb_addr)
                 .await
                 .request(
                     Method::GET,
@@ -642,22 +814,22 @@ async fn the_most_rebound_form_of_a_session_wins_and_overwrites_the_stale_one() 
         }
     }
     // The rebound form alone needs no cookie.
-    let r = get(lb.addr(), "/app/count", Some(&rebound)).await;
+    let r = proto.get(lb.addr(), "/app/count", Some(&rebound)).await;
     assert_eq!(r.node(), other);
     assert!(r.header("set-cookie").is_none(), "{:?}", r.headers);
     fresh.stop().await;
     lb.stop().await;
 }
 
+on_both_paths!(translate_keeps_an_id_without_route_as_the_node_issued_it);
 /// Nodes without `jvmRoute` issue ids without a route (`NOROUTEID123`). Under `translate` the
 /// client is pinned with `NOROUTEID123..jvm2`, and the node receives `NOROUTEID123`, exactly as
 /// it issued it, on every request after, through a second failover too.
-#[tokio::test]
-async fn translate_keeps_an_id_without_route_as_the_node_issued_it() {
+async fn translate_keeps_an_id_without_route_as_the_node_issued_it(proto: Proto) {
     let store = SessionStore::memory();
     let mut nodes = app_nodes(&store, "", false).await;
     let lb = balancer(&yaml("binder: translate", &lines(&nodes))).await;
-    let mut c = Conn::open(lb.addr()).await;
+    let mut c = proto.open(lb.addr()).await;
     let r = c.get("/count", None).await;
     let ids = r.session_cookies();
     assert_eq!(ids.len(), 1, "{:?}", r.headers);

@@ -1,4 +1,4 @@
-//! Faults under load (issue 10), through real TCP on 127.0.0.1:
+//! Faults under load, through real TCP on 127.0.0.1:
 //! - a demo node process `SIGKILL`ed during a fixed-rate load of many sessions, with the
 //!   sessions in Redis and in PostgreSQL: no failed GET, and every session's count seen exactly
 //!   1, 2, 3, … (counted per session, every response);
@@ -15,7 +15,11 @@
 //! (default 200) sessions. The tests that load the machine take one lock, so they run one after
 //! the other and do not distort each other's timing; the Redis pause also stays out of the way
 //! of the Redis node-kill test that way.
+//!
+//! Every case runs with HTTP/1.1 clients (the balancer's native path) and with h2c clients (its
+//! hyper path), as `NAME::http1` and `NAME::h2c`.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -112,6 +116,7 @@ struct SessionRun {
 /// One client session at a fixed rate: `GET /count` with the cookie it was given, on one
 /// keep-alive connection (a new one only if the balancer closed it or a request failed).
 async fn drive_session(
+    proto: Proto,
     addr: std::net::SocketAddr,
     plan: Arc<Plan>,
     start: Instant,
@@ -136,7 +141,7 @@ async fn drive_session(
         }
         let sent = Instant::now();
         if !conn.as_ref().is_some_and(LoadConn::is_open) {
-            conn = LoadConn::open(addr).await.ok();
+            conn = LoadConn::open(proto, addr).await.ok();
         }
         let result = match conn.as_mut() {
             Some(c) => c.get("/count", cookie.as_deref(), REQUEST_LIMIT).await,
@@ -248,27 +253,20 @@ fn check_counts(runs: &[SessionRun], killed: &str, kill_ms: (u64, u64)) -> Count
     r
 }
 
-/// Three demo node processes on one shared store, the balancer (default `translate` binder)
-/// in front, `plan` load over many sessions, one node SIGKILLed at a third of the run.
-async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
-    let _serial = SERIAL.lock().await;
-    let plan = Arc::new(Plan::from_env());
-    let mut nodes: Vec<NodeProcess> = (1..=3)
-        .map(|i| NodeProcess::start(&format!("jvm{i}"), store_url))
-        .collect();
-    // Each node counts from its store before the load starts (a SQL schema may still be in
-    // the making); the sessions this makes are removed at the end with the others.
-    let mut warm_up_ids = Vec::new();
-    for n in &nodes {
+/// Has each node count from its store before the load starts (a SQL schema may still be in
+/// the making); the ids of the sessions this makes, to be removed at the end with the others.
+async fn warm_up(nodes: &[NodeProcess]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in nodes {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let r = match LoadConn::open(n.addr).await {
+            let r = match LoadConn::open(Proto::Http1, n.addr).await {
                 Ok(mut c) => c.get("/count", None, Duration::from_secs(2)).await,
                 Err(e) => Err(e),
             };
             match r {
                 Ok(r) if r.status == 200 => {
-                    warm_up_ids.extend(r.json()["session"].as_str().map(str::to_string));
+                    ids.extend(r.json()["session"].as_str().map(str::to_string));
                     break;
                 }
                 other => assert!(
@@ -281,29 +279,12 @@ async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    let lines: Vec<String> = nodes
-        .iter()
-        .map(|n| node_line(&n.route, n.addr, ""))
-        .collect();
-    let lb = balancer(&yaml("", &lines)).await;
+    ids
+}
 
-    let start = Instant::now() + Duration::from_millis(200);
-    let tasks: Vec<_> = (0..plan.sessions)
-        .map(|i| tokio::spawn(drive_session(lb.addr(), plan.clone(), start, i)))
-        .collect();
-    tokio::time::sleep_until(start + Duration::from_secs_f64(plan.secs / 3.0)).await;
-    let killed = nodes[0].route.clone();
-    let kill_before = start.elapsed().as_millis() as u64;
-    nodes[0].kill();
-    let kill_after = start.elapsed().as_millis() as u64;
-    let runs: Vec<SessionRun> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.expect("a session task panicked"))
-        .collect();
-    let report = check_counts(&runs, &killed, (kill_before, kill_after));
-
-    let kill_second = (kill_before / 1000) as usize;
+/// Prints what a node-kill load did (`what`: the load and the kill), for reading.
+fn print_report(what: &str, report: &CountReport, kill_ms: u64) {
+    let kill_second = (kill_ms / 1000) as usize;
     let around: Vec<String> = report
         .per_second
         .iter()
@@ -313,14 +294,8 @@ async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
         .map(|(s, n)| format!("{s}s:{n}"))
         .collect();
     eprintln!(
-        "node kill under load ({store_url}): {} requests over {} sessions in {:.0} s \
-         (target {} req/s), {killed} SIGKILLed at {kill_before}–{kill_after} ms, {} sessions \
-         were on it; failed {}, lost increments {}, replayed increments {}, other gaps {}; \
-         responses per second around the kill: {}; all seconds: {:?}",
-        report.requests,
-        plan.sessions,
-        plan.secs,
-        plan.rate,
+        "{what}, {} sessions were on it; failed {}, lost increments {}, replayed increments {}, \
+         other gaps {}; responses per second around the kill: {}; all seconds: {:?}",
         report.pinned_to_killed,
         report.failed.len(),
         report.lost.len(),
@@ -334,6 +309,44 @@ async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
             "REPLAYED INCREMENT (the killed node applied it, then died before answering): {r}"
         );
     }
+}
+
+/// Three demo node processes on one shared store, the balancer (default `translate` binder)
+/// in front, `plan` load over many sessions, one node SIGKILLed at a third of the run.
+async fn node_killed_under_load(proto: Proto, store_url: &str, cleanup: StoreKind) {
+    let _serial = SERIAL.lock().await;
+    let plan = Arc::new(Plan::from_env());
+    let mut nodes: Vec<NodeProcess> = (1..=3)
+        .map(|i| NodeProcess::start(&format!("jvm{i}"), store_url))
+        .collect();
+    let warm_up_ids = warm_up(&nodes).await;
+    let lines: Vec<String> = nodes
+        .iter()
+        .map(|n| node_line(&n.route, n.addr, ""))
+        .collect();
+    let lb = balancer(&yaml("", &lines)).await;
+
+    let start = Instant::now() + Duration::from_millis(200);
+    let tasks: Vec<_> = (0..plan.sessions)
+        .map(|i| tokio::spawn(drive_session(proto, lb.addr(), plan.clone(), start, i)))
+        .collect();
+    tokio::time::sleep_until(start + Duration::from_secs_f64(plan.secs / 3.0)).await;
+    let killed = nodes[0].route.clone();
+    let kill_before = start.elapsed().as_millis() as u64;
+    nodes[0].kill();
+    let kill_after = start.elapsed().as_millis() as u64;
+    let runs: Vec<SessionRun> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("a session task panicked"))
+        .collect();
+    let report = check_counts(&runs, &killed, (kill_before, kill_after));
+    let what = format!(
+        "node kill under load ({proto}, {store_url}): {} requests over {} sessions in {:.0} s \
+         (target {} req/s), {killed} SIGKILLed at {kill_before}–{kill_after} ms",
+        report.requests, plan.sessions, plan.secs, plan.rate,
+    );
+    print_report(&what, &report, kill_before);
 
     // Every session is cleaned from the shared store, whatever the outcome.
     let store = SessionStore::open(&StoreConfig {
@@ -382,8 +395,11 @@ async fn node_killed_under_load(store_url: &str, cleanup: StoreKind) {
     assert!(report.replayed.len() <= report.pinned_to_killed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_sigkilled_under_load_with_sessions_in_redis() {
+on_both_paths!(
+    node_sigkilled_under_load_with_sessions_in_redis,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn node_sigkilled_under_load_with_sessions_in_redis(proto: Proto) {
     let Some(url) = service_url(
         "TEST_REDIS_URL",
         "node_sigkilled_under_load_with_sessions_in_redis",
@@ -394,11 +410,14 @@ async fn node_sigkilled_under_load_with_sessions_in_redis() {
         url: url.clone(),
         key: "session:{id}".into(),
     };
-    node_killed_under_load(&url, cleanup).await;
+    node_killed_under_load(proto, &url, cleanup).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_sigkilled_under_load_with_sessions_in_postgres() {
+on_both_paths!(
+    node_sigkilled_under_load_with_sessions_in_postgres,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn node_sigkilled_under_load_with_sessions_in_postgres(proto: Proto) {
     let Some(url) = service_url(
         "TEST_POSTGRES_URL",
         "node_sigkilled_under_load_with_sessions_in_postgres",
@@ -409,7 +428,7 @@ async fn node_sigkilled_under_load_with_sessions_in_postgres() {
         url: url.clone(),
         table: JdbcTable::default(),
     };
-    node_killed_under_load(&url, cleanup).await;
+    node_killed_under_load(proto, &url, cleanup).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -471,6 +490,7 @@ fn random_base() -> String {
 /// Drives `ids` (sessions pinned to the disabled `jvm1`, one request each) through the balancer
 /// from `STORE_CLIENTS` clients until `STORE_LOAD` or the ids run out.
 async fn rename_load(
+    proto: Proto,
     addr: std::net::SocketAddr,
     ids: Arc<Vec<String>>,
     start: Instant,
@@ -492,7 +512,11 @@ async fn rename_load(
                         return out;
                     }
                     if !conn.as_ref().is_some_and(LoadConn::is_open) {
-                        conn = Some(LoadConn::open(addr).await.expect("connect to the balancer"));
+                        conn = Some(
+                            LoadConn::open(proto, addr)
+                                .await
+                                .expect("connect to the balancer"),
+                        );
                     }
                     let sent_ms = start.elapsed().as_millis() as u64;
                     let c = conn.as_mut().unwrap();
@@ -586,30 +610,26 @@ async fn inject(
     }
 }
 
-/// Sessions of the disabled `jvm1` (count `PREPARED_COUNT`) in the store, failed over under
-/// load by the `rename` binder while the store fails: the policy is followed, every store
-/// error is counted, nothing is lost and renames work again after the fault.
-async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
-    let var = match fault {
-        StoreFault::RedisPause | StoreFault::RedisStall | StoreFault::RedisRepliesLost => {
-            "TEST_REDIS_URL"
-        }
-        StoreFault::PostgresTerminate => "TEST_POSTGRES_URL",
+/// The stores of a store-fault test: the nodes' (straight to the service), the balancer's as
+/// the start of its YAML mapping (through a [`StallProxy`] for a stall, under [`PG_APP`] on
+/// PostgreSQL), and the proxy.
+struct FaultStores {
+    nodes: StoreKind,
+    balancer_yaml: String,
+    proxy: Option<Arc<StallProxy>>,
+}
+
+async fn fault_stores(fault: StoreFault, url: &str) -> FaultStores {
+    let redis = || StoreKind::Redis {
+        url: url.to_string(),
+        key: "session:{id}".into(),
     };
-    let test = format!("rename_under_store_fault({fault:?}, {policy:?})");
-    let Some(url) = service_url(var, &test) else {
-        return;
-    };
-    let _serial = SERIAL.lock().await;
-    let mut proxy = None;
-    let (node_kind, lb_store) = match fault {
-        StoreFault::RedisPause => (
-            StoreKind::Redis {
-                url: url.clone(),
-                key: "session:{id}".into(),
-            },
-            format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\""),
-        ),
+    match fault {
+        StoreFault::RedisPause => FaultStores {
+            nodes: redis(),
+            balancer_yaml: format!("{{ kind: redis, url: \"{url}\", key: \"session:{{id}}\""),
+            proxy: None,
+        },
         StoreFault::RedisStall | StoreFault::RedisRepliesLost => {
             // redis://[user@]host:port/db → the same through the proxy.
             let (scheme, rest) = url.split_once("://").unwrap();
@@ -621,55 +641,56 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
             let upstream = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
             let p = Arc::new(StallProxy::start(upstream).await);
             let via = format!("{scheme}://{auth}{}/{path}", p.addr);
-            proxy = Some(p);
-            (
-                StoreKind::Redis {
-                    url: url.clone(),
-                    key: "session:{id}".into(),
-                },
-                format!("{{ kind: redis, url: \"{via}\", key: \"session:{{id}}\""),
-            )
+            FaultStores {
+                nodes: redis(),
+                balancer_yaml: format!("{{ kind: redis, url: \"{via}\", key: \"session:{{id}}\""),
+                proxy: Some(p),
+            }
         }
         StoreFault::PostgresTerminate => {
             let sep = if url.contains('?') { '&' } else { '?' };
-            (
-                StoreKind::Postgres {
-                    url: url.clone(),
+            FaultStores {
+                nodes: StoreKind::Postgres {
+                    url: url.to_string(),
                     table: JdbcTable::default(),
                 },
-                format!("{{ kind: postgres, url: \"{url}{sep}application_name={PG_APP}\""),
-            )
+                balancer_yaml: format!(
+                    "{{ kind: postgres, url: \"{url}{sep}application_name={PG_APP}\""
+                ),
+                proxy: None,
+            }
         }
-    };
-    // The nodes' store waits out the fault (its deadline is above the fault's length).
-    let store = SessionStore::open(&StoreConfig {
-        kind: node_kind,
-        timeout: Duration::from_secs(10),
-        pool_size: 16,
-        on_error: OnStoreError::Fail,
-        negative_ttl: Duration::ZERO,
-    })
-    .unwrap();
-    store.ensure_schema().await.unwrap();
-    let n2 = node("jvm2", &store).await;
-    let n3 = node("jvm3", &store).await;
+    }
+}
+
+/// The balancer of a store-fault test: `rename` with the store `lb_store` (the start of its
+/// YAML mapping) and `policy`, over a disabled jvm1, `jvm2` and `jvm3`.
+async fn rename_balancer(
+    lb_store: &str,
+    policy: OnStoreError,
+    jvm2: std::net::SocketAddr,
+    jvm3: std::net::SocketAddr,
+) -> stickyroute::control::Running {
     let policy_name = match policy {
         OnStoreError::ForwardOldId => "forward_old_id",
         OnStoreError::Fail => "fail",
     };
-    let lb = balancer(&yaml(
+    balancer(&yaml(
         &format!(
             "binder: rename\nstore: {lb_store}, timeout: {STORE_TIMEOUT}, on_store_error: {policy_name}, negative_ttl: 0s }}"
         ),
         &[
             node_line("jvm1", dead_addr().await, "state: disabled"),
-            node_line("jvm2", n2.addr, ""),
-            node_line("jvm3", n3.addr, ""),
+            node_line("jvm2", jvm2, ""),
+            node_line("jvm3", jvm3, ""),
         ],
     ))
-    .await;
+    .await
+}
 
-    // More sessions than the load can use, each in the store under `<base>.jvm1`.
+/// More sessions than the load can use, each in `store` under `<base>.jvm1` with the count
+/// `PREPARED_COUNT`; their ids.
+async fn prepare_sessions(store: &SessionStore) -> Vec<String> {
     let n = (STORE_RATE * STORE_LOAD.as_secs_f64()) as usize + STORE_CLIENTS;
     let ids: Vec<String> = (0..n).map(|_| format!("{}.jvm1", random_base())).collect();
     let rec = SessionRecord {
@@ -686,12 +707,144 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
             r.unwrap();
         }
     }
-    let ids = Arc::new(ids);
+    ids
+}
+
+/// The session id without its last route (`<base>` of `<base>.jvm1`).
+fn base_of(id: &str) -> &str {
+    id.rsplit_once('.').map_or(id, |(b, _)| b)
+}
+
+/// How the failed-over requests of a store-fault load went.
+#[derive(Default)]
+struct RenameTally {
+    renamed: usize,
+    kept_old: usize,
+    refused: usize,
+    /// Responses that follow neither the rename nor `on_store_error`.
+    wrong: Vec<String>,
+    /// Requests sent a second after the fault ended, and those of them renamed.
+    after: usize,
+    after_renamed: usize,
+    not_renamed_after: Vec<String>,
+}
+
+/// Every response is either the renamed session (the node saw `<base>.jvm2|3` and the client
+/// was given that id) or the policy's answer to a store error.
+fn tally_renames(samples: &[RenameSample], policy: OnStoreError) -> RenameTally {
+    let mut t = RenameTally::default();
+    for s in samples {
+        let moved = s.seen != s.old_id
+            && base_of(&s.seen) == base_of(&s.old_id)
+            && s.cookie.as_deref() == Some(s.seen.as_str());
+        let outcome = match (s.status, policy) {
+            (200, _) if moved && s.count == PREPARED_COUNT + 1 => &mut t.renamed,
+            (200, OnStoreError::ForwardOldId)
+                if s.seen == s.old_id && s.cookie.is_none() && s.count == PREPARED_COUNT + 1 =>
+            {
+                &mut t.kept_old
+            }
+            // `fail` always; `forward_old_id` when the rename may have been applied (a
+            // timeout), since the old id may be gone.
+            (503, _)
+                if s.retry_after
+                    && s.body == "503 Service Unavailable: the session store is unavailable\n" =>
+            {
+                &mut t.refused
+            }
+            _ => {
+                t.wrong.push(format!(
+                    "{} at {} ms: {} seen {:?} cookie {:?} count {} {:?}",
+                    s.old_id, s.sent_ms, s.status, s.seen, s.cookie, s.count, s.body
+                ));
+                continue;
+            }
+        };
+        *outcome += 1;
+    }
+    let fault_end_ms = (FAULT_AT + FAULT_FOR).as_millis() as u64;
+    for s in samples.iter().filter(|s| s.sent_ms > fault_end_ms + 1000) {
+        t.after += 1;
+        if s.status == 200 && s.seen != s.old_id {
+            t.after_renamed += 1;
+        } else {
+            t.not_renamed_after.push(format!(
+                "{} at {} ms: {} {:?}",
+                s.old_id, s.sent_ms, s.status, s.body
+            ));
+        }
+    }
+    t
+}
+
+/// The sessions the fault touched are all still there: a second request of each (the client
+/// kept the old id) is renamed now and continues its count: 6 after a refusal, 7 after a
+/// request served with the old id (whose rename the store may have applied late, which the
+/// binder then finds done). What did not.
+async fn ask_again(
+    proto: Proto,
+    addr: std::net::SocketAddr,
+    samples: &[RenameSample],
+) -> Vec<String> {
+    let mut lost = Vec::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.status == 503 || s.seen == s.old_id)
+    {
+        let want = PREPARED_COUNT + if s.status == 503 { 1 } else { 2 };
+        let r = proto.get(addr, "/count", Some(&s.old_id)).await;
+        let count = if r.status == 200 {
+            r.json()["count"].as_i64().unwrap_or(0)
+        } else {
+            0
+        };
+        if count != want || r.seen() == s.old_id {
+            lost.push(format!(
+                "{}: {} count {count} (want {want}), seen {}",
+                s.old_id,
+                r.status,
+                r.seen()
+            ));
+        }
+    }
+    lost
+}
+
+/// Sessions of the disabled `jvm1` (count `PREPARED_COUNT`) in the store, failed over under
+/// load by the `rename` binder while the store fails: the policy is followed, every store
+/// error is counted, nothing is lost and renames work again after the fault.
+async fn rename_under_store_fault(proto: Proto, fault: StoreFault, policy: OnStoreError) {
+    let var = match fault {
+        StoreFault::RedisPause | StoreFault::RedisStall | StoreFault::RedisRepliesLost => {
+            "TEST_REDIS_URL"
+        }
+        StoreFault::PostgresTerminate => "TEST_POSTGRES_URL",
+    };
+    let test = format!("rename_under_store_fault({proto}, {fault:?}, {policy:?})");
+    let Some(url) = service_url(var, &test) else {
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let stores = fault_stores(fault, &url).await;
+    // The nodes' store waits out the fault (its deadline is above the fault's length).
+    let store = SessionStore::open(&StoreConfig {
+        kind: stores.nodes,
+        timeout: Duration::from_secs(10),
+        pool_size: 16,
+        on_error: OnStoreError::Fail,
+        negative_ttl: Duration::ZERO,
+    })
+    .unwrap();
+    store.ensure_schema().await.unwrap();
+    let n2 = node("jvm2", &store).await;
+    let n3 = node("jvm3", &store).await;
+    let lb = rename_balancer(&stores.balancer_yaml, policy, n2.addr, n3.addr).await;
+    let ids = Arc::new(prepare_sessions(&store).await);
 
     let errors_before = metric_sum(&lb, "stickyroute_store_errors_total", &[("pool", "app")]);
     let start = Instant::now() + Duration::from_millis(100);
-    let fault_task = tokio::spawn(inject(fault, url.clone(), proxy.clone(), start));
-    let samples = rename_load(lb.addr(), ids.clone(), start).await;
+    let fault_task = tokio::spawn(inject(fault, url.clone(), stores.proxy.clone(), start));
+    let samples = rename_load(proto, lb.addr(), ids.clone(), start).await;
     let terminated = fault_task.await.unwrap();
     let errors =
         metric_sum(&lb, "stickyroute_store_errors_total", &[("pool", "app")]) - errors_before;
@@ -700,116 +853,38 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
         "stickyroute_rebinds_total",
         &[("pool", "app"), ("result", "store_error")],
     );
-
-    // Every response is either the renamed session (the node saw `<base>.jvm2|3` and the client
-    // was given that id) or the policy's answer to a store error.
-    let base = |id: &str| id.rsplit_once('.').map_or(id, |(b, _)| b).to_string();
-    let (mut renamed, mut kept_old, mut refused) = (0usize, 0usize, 0usize);
-    let mut wrong = Vec::new();
-    for s in &samples {
-        let moved = s.seen != s.old_id
-            && base(&s.seen) == base(&s.old_id)
-            && s.cookie.as_deref() == Some(s.seen.as_str());
-        let outcome = match (s.status, policy) {
-            (200, _) if moved && s.count == PREPARED_COUNT + 1 => {
-                renamed += 1;
-                "renamed"
-            }
-            (200, OnStoreError::ForwardOldId)
-                if s.seen == s.old_id && s.cookie.is_none() && s.count == PREPARED_COUNT + 1 =>
-            {
-                kept_old += 1;
-                "old id"
-            }
-            // `fail` always; `forward_old_id` when the rename may have been applied (a
-            // timeout), since the old id may be gone.
-            (503, _)
-                if s.retry_after
-                    && s.body == "503 Service Unavailable: the session store is unavailable\n" =>
-            {
-                refused += 1;
-                "refused"
-            }
-            _ => "",
-        };
-        if outcome.is_empty() {
-            wrong.push(format!(
-                "{} at {} ms: {} seen {:?} cookie {:?} count {} {:?}",
-                s.old_id, s.sent_ms, s.status, s.seen, s.cookie, s.count, s.body
-            ));
-        }
-    }
-    let fault_end_ms = (FAULT_AT + FAULT_FOR).as_millis() as u64;
-    let after: Vec<&RenameSample> = samples
-        .iter()
-        .filter(|s| s.sent_ms > fault_end_ms + 1000)
-        .collect();
-    let after_renamed = after
-        .iter()
-        .filter(|s| s.status == 200 && s.seen != s.old_id)
-        .count();
-    let not_renamed_after: Vec<String> = after
-        .iter()
-        .filter(|s| !(s.status == 200 && s.seen != s.old_id))
-        .map(|s| {
-            format!(
-                "{} at {} ms: {} {:?}",
-                s.old_id, s.sent_ms, s.status, s.body
-            )
-        })
-        .collect();
+    let t = tally_renames(&samples, policy);
     eprintln!(
-        "{test}: {} requests, {renamed} renamed, {kept_old} served with the old id, {refused} \
-         refused (503); store errors counted {errors} (rebinds store_error {rebind_errors}); \
-         backends terminated {terminated}; after the fault {after_renamed} of {} renamed",
+        "{test}: {} requests, {} renamed, {} served with the old id, {} refused (503); store \
+         errors counted {errors} (rebinds store_error {rebind_errors}); backends terminated \
+         {terminated}; after the fault {} of {} renamed",
         samples.len(),
-        after.len()
+        t.renamed,
+        t.kept_old,
+        t.refused,
+        t.after_renamed,
+        t.after
     );
-
-    // The sessions the fault touched are all still there: a second request of each (the
-    // client kept the old id) is renamed now and continues its count: 6 after a refusal, 7
-    // after a request served with the old id (whose rename the store may have applied late,
-    // which the binder then finds done).
-    let mut lost_after_fault = Vec::new();
-    for s in samples
-        .iter()
-        .filter(|s| s.status == 503 || s.seen == s.old_id)
-    {
-        let want = PREPARED_COUNT + if s.status == 503 { 1 } else { 2 };
-        let r = get(lb.addr(), "/count", Some(&s.old_id)).await;
-        let count = if r.status == 200 {
-            r.json()["count"].as_i64().unwrap_or(0)
-        } else {
-            0
-        };
-        if count != want || r.seen() == s.old_id {
-            lost_after_fault.push(format!(
-                "{}: {} count {count} (want {want}), seen {}",
-                s.old_id,
-                r.status,
-                r.seen()
-            ));
-        }
-    }
-    let still_serving = get(lb.addr(), "/health", None).await.status;
+    let lost_after_fault = ask_again(proto, lb.addr(), &samples).await;
+    let still_serving = proto.get(lb.addr(), "/health", None).await.status;
 
     for id in ids.iter() {
         let _ = store.remove(id).await;
-        let _ = store.remove(&format!("{}.jvm2", base(id))).await;
-        let _ = store.remove(&format!("{}.jvm3", base(id))).await;
+        let _ = store.remove(&format!("{}.jvm2", base_of(id))).await;
+        let _ = store.remove(&format!("{}.jvm3", base_of(id))).await;
     }
     lb.stop().await;
     n2.stop().await;
     n3.stop().await;
 
     assert!(
-        wrong.is_empty(),
+        t.wrong.is_empty(),
         "{} responses follow neither the rename nor on_store_error: {:#?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(10)]
+        t.wrong.len(),
+        &t.wrong[..t.wrong.len().min(10)]
     );
     assert_eq!(
-        (kept_old + refused) as f64,
+        (t.kept_old + t.refused) as f64,
         errors,
         "every store error is counted once in stickyroute_store_errors_total"
     );
@@ -825,63 +900,97 @@ async fn rename_under_store_fault(fault: StoreFault, policy: OnStoreError) {
         "sessions touched by the fault, asked again: {lost_after_fault:#?}"
     );
     assert!(
-        after.len() >= 50,
+        t.after >= 50,
         "too little load after the fault: {}",
-        after.len()
+        t.after
     );
     assert_eq!(
-        after_renamed,
-        after.len(),
-        "renames work again after the fault: {not_renamed_after:#?}"
+        t.after_renamed, t.after,
+        "renames work again after the fault: {:#?}",
+        t.not_renamed_after
     );
     assert_eq!(still_serving, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_paused_during_load_forward_old_id() {
-    rename_under_store_fault(StoreFault::RedisPause, OnStoreError::ForwardOldId).await;
+on_both_paths!(
+    redis_paused_during_load_forward_old_id,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn redis_paused_during_load_forward_old_id(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisPause, OnStoreError::ForwardOldId).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_paused_during_load_fail() {
-    rename_under_store_fault(StoreFault::RedisPause, OnStoreError::Fail).await;
+on_both_paths!(
+    redis_paused_during_load_fail,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn redis_paused_during_load_fail(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisPause, OnStoreError::Fail).await;
 }
 
+on_both_paths!(
+    redis_stalled_during_load_forward_old_id,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// A stall that begins after a rename reached Redis and before its answer came back: the
 /// rename may have been applied, so `forward_old_id` answers `503` too (see below).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_stalled_during_load_forward_old_id() {
-    rename_under_store_fault(StoreFault::RedisStall, OnStoreError::ForwardOldId).await;
+async fn redis_stalled_during_load_forward_old_id(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisStall, OnStoreError::ForwardOldId).await;
 }
 
-/// Renames done by Redis whose answers come too late. Found by this test: `forward_old_id`
-/// used to treat them as not done and send the node the old id, which no longer existed; the
-/// node started a new, empty session whose cookie the client took, and the session was lost.
-/// A rename that may have been applied (a timeout) is now answered `503` under either policy,
-/// and the client's retry finds it renamed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_replies_lost_during_load_forward_old_id() {
-    rename_under_store_fault(StoreFault::RedisRepliesLost, OnStoreError::ForwardOldId).await;
+on_both_paths!(
+    redis_replies_lost_during_load_forward_old_id,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+/// Renames done by Redis whose answers come too late. Treated as not done, `forward_old_id`
+/// would send the node the old id, which no longer exists: the node would start a new, empty
+/// session whose cookie the client takes, and the session would be lost. A rename that may
+/// have been applied (a timeout) is answered `503` under either policy, and the client's retry
+/// finds it renamed.
+async fn redis_replies_lost_during_load_forward_old_id(proto: Proto) {
+    rename_under_store_fault(
+        proto,
+        StoreFault::RedisRepliesLost,
+        OnStoreError::ForwardOldId,
+    )
+    .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_replies_lost_during_load_fail() {
-    rename_under_store_fault(StoreFault::RedisRepliesLost, OnStoreError::Fail).await;
+on_both_paths!(
+    redis_replies_lost_during_load_fail,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn redis_replies_lost_during_load_fail(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisRepliesLost, OnStoreError::Fail).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_stalled_during_load_fail() {
-    rename_under_store_fault(StoreFault::RedisStall, OnStoreError::Fail).await;
+on_both_paths!(
+    redis_stalled_during_load_fail,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn redis_stalled_during_load_fail(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::RedisStall, OnStoreError::Fail).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backends_terminated_during_load_forward_old_id() {
-    rename_under_store_fault(StoreFault::PostgresTerminate, OnStoreError::ForwardOldId).await;
+on_both_paths!(
+    postgres_backends_terminated_during_load_forward_old_id,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn postgres_backends_terminated_during_load_forward_old_id(proto: Proto) {
+    rename_under_store_fault(
+        proto,
+        StoreFault::PostgresTerminate,
+        OnStoreError::ForwardOldId,
+    )
+    .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_backends_terminated_during_load_fail() {
-    rename_under_store_fault(StoreFault::PostgresTerminate, OnStoreError::Fail).await;
+on_both_paths!(
+    postgres_backends_terminated_during_load_fail,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+async fn postgres_backends_terminated_during_load_fail(proto: Proto) {
+    rename_under_store_fault(proto, StoreFault::PostgresTerminate, OnStoreError::Fail).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -917,6 +1026,7 @@ async fn bad_and_good(
 
 /// `CONCURRENT` GETs of `path` at once, each on its own connection, with `cookie`.
 async fn burst(
+    proto: Proto,
     addr: std::net::SocketAddr,
     path: &str,
     cookie: Option<&str>,
@@ -925,7 +1035,7 @@ async fn burst(
         .map(|_| {
             let (path, cookie) = (path.to_string(), cookie.map(str::to_string));
             tokio::spawn(async move {
-                let mut c = LoadConn::open(addr).await?;
+                let mut c = LoadConn::open(proto, addr).await?;
                 c.get(&path, cookie.as_deref(), REQUEST_LIMIT).await
             })
         })
@@ -948,8 +1058,8 @@ fn tally(results: &[Result<Resp, String>]) -> BTreeMap<u16, usize> {
 }
 
 /// The good pool keeps answering while the bad one misbehaves: a burst to it, all `200`.
-async fn good_pool_serves(addr: std::net::SocketAddr) {
-    let results = burst(addr, "/count", None).await;
+async fn good_pool_serves(proto: Proto, addr: std::net::SocketAddr) {
+    let results = burst(proto, addr, "/count", None).await;
     assert_eq!(
         tally(&results),
         BTreeMap::from([(200, CONCURRENT)]),
@@ -973,12 +1083,15 @@ fn health(lb: &stickyroute::control::Running, route: &str) -> (String, u64) {
     (n.health.clone(), n.in_flight)
 }
 
+on_both_paths!(
+    silent_node_under_load_times_out_with_504_and_is_marked_down,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// A node that accepts and never answers: every request sent to it gets `504` after
 /// `timeouts.response` (not replayed: the node may still be working on it), the node is
 /// marked down, its sessions then fail over, nothing stays in flight, and the other pool
 /// serves throughout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_node_under_load_times_out_with_504_and_is_marked_down() {
+async fn silent_node_under_load_times_out_with_504_and_is_marked_down(proto: Proto) {
     let _serial = SERIAL.lock().await;
     let silent = raw_node(Misbehaviour::Silent).await;
     let mem = SessionStore::memory();
@@ -995,13 +1108,13 @@ async fn silent_node_under_load_times_out_with_504_and_is_marked_down() {
     .await;
     let started = Instant::now();
     let (bad, ()) = tokio::join!(
-        burst(lb.addr(), "/bad/count", Some("X.s1")),
-        good_pool_serves(lb.addr())
+        burst(proto, lb.addr(), "/bad/count", Some("X.s1")),
+        good_pool_serves(proto, lb.addr())
     );
     let took = started.elapsed();
     let t = tally(&bad);
     let sent = silent.requests.load(Ordering::Relaxed);
-    eprintln!("silent node: {t:?} in {took:?}, {sent} requests reached it");
+    eprintln!("silent node ({proto}): {t:?} in {took:?}, {sent} requests reached it");
     for r in bad.iter().flatten().filter(|r| r.status == 504) {
         assert_eq!(
             r.text(),
@@ -1015,7 +1128,7 @@ async fn silent_node_under_load_times_out_with_504_and_is_marked_down() {
     assert!(t.keys().all(|s| *s == 504 || *s == 200), "{t:?}");
     assert!(sent > 0);
     assert_eq!(health(&lb, "s1").0, "down");
-    let r = get(lb.addr(), "/bad/count", Some("X.s1")).await;
+    let r = proto.get(lb.addr(), "/bad/count", Some("X.s1")).await;
     assert_eq!((r.status.as_u16(), r.node()), (200, "b2"), "{}", r.text());
     eventually(
         "nothing in flight to s1",
@@ -1023,16 +1136,19 @@ async fn silent_node_under_load_times_out_with_504_and_is_marked_down() {
         || async { health(&lb, "s1").1 == 0 },
     )
     .await;
-    good_pool_serves(lb.addr()).await;
+    good_pool_serves(proto, lb.addr()).await;
     lb.stop().await;
 }
 
+on_both_paths!(
+    garbage_node_under_load_gets_502_or_is_retried,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// A node that answers garbage: a replayable GET goes on to the next node (every one of a
 /// burst answered `200`), and with `retry_idempotent: false` every request that reached the
 /// node is a `502` in our words (the node is marked down, so later ones get the `503` of a
 /// pool with no node up).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_node_under_load_gets_502_or_is_retried() {
+async fn garbage_node_under_load_gets_502_or_is_retried(proto: Proto) {
     let _serial = SERIAL.lock().await;
     let mem = SessionStore::memory();
     let ok1 = node("ok1", &mem).await;
@@ -1049,12 +1165,12 @@ async fn garbage_node_under_load_gets_502_or_is_retried() {
     )
     .await;
     let (bad, ()) = tokio::join!(
-        burst(lb.addr(), "/bad/count", Some("X.g1")),
-        good_pool_serves(lb.addr())
+        burst(proto, lb.addr(), "/bad/count", Some("X.g1")),
+        good_pool_serves(proto, lb.addr())
     );
     let t = tally(&bad);
     eprintln!(
-        "garbage node, GETs retried: {t:?}, {} reached it",
+        "garbage node ({proto}), GETs retried: {t:?}, {} reached it",
         garbage.requests.load(Ordering::Relaxed)
     );
     assert_eq!(t, BTreeMap::from([(200, CONCURRENT)]));
@@ -1071,12 +1187,12 @@ async fn garbage_node_under_load_gets_502_or_is_retried() {
     )
     .await;
     let (bad, ()) = tokio::join!(
-        burst(lb.addr(), "/bad/count", Some("X.g1")),
-        good_pool_serves(lb.addr())
+        burst(proto, lb.addr(), "/bad/count", Some("X.g1")),
+        good_pool_serves(proto, lb.addr())
     );
     let t = tally(&bad);
     let reached = garbage.requests.load(Ordering::Relaxed);
-    eprintln!("garbage node, no retry: {t:?}, {reached} reached it");
+    eprintln!("garbage node ({proto}), no retry: {t:?}, {reached} reached it");
     for r in bad.iter().flatten() {
         match r.status.as_u16() {
             502 => assert_eq!(r.text(), "502 Bad Gateway: the node failed to answer\n"),
@@ -1087,15 +1203,18 @@ async fn garbage_node_under_load_gets_502_or_is_retried() {
     assert_eq!(t.get(&502).copied().unwrap_or(0), reached, "{t:?}");
     assert_eq!(t.values().sum::<usize>(), CONCURRENT, "{t:?}");
     assert!(reached > 0);
-    good_pool_serves(lb.addr()).await;
+    good_pool_serves(proto, lb.addr()).await;
     lb.stop().await;
 }
 
-/// A node that closes mid-body: the client sees a `200` whose body ends early and its
-/// connection closed (never a hang, never a complete-looking response), and the balancer
-/// serves on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_closing_mid_body_under_load_truncates_and_closes() {
+on_both_paths!(
+    node_closing_mid_body_under_load_truncates_and_closes,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
+/// A node that closes mid-body: the client sees a `200` whose body ends early, its connection
+/// closed (HTTP/1.1) or its stream reset (HTTP/2): never a hang, never a complete-looking
+/// response; and the balancer serves on.
+async fn node_closing_mid_body_under_load_truncates_and_closes(proto: Proto) {
     let _serial = SERIAL.lock().await;
     let mem = SessionStore::memory();
     let ok1 = node("ok1", &mem).await;
@@ -1103,31 +1222,43 @@ async fn node_closing_mid_body_under_load_truncates_and_closes() {
     let lb = bad_and_good("", &[node_line("c1", cut.addr, "")], ok1.addr).await;
     let started = Instant::now();
     let (bad, ()) = tokio::join!(
-        burst(lb.addr(), "/bad/count", None),
-        good_pool_serves(lb.addr())
+        burst(proto, lb.addr(), "/bad/count", None),
+        good_pool_serves(proto, lb.addr())
     );
     let took = started.elapsed();
     let reached = cut.requests.load(Ordering::Relaxed);
+    // Over HTTP/2 the balancer resets the stream, and the reset may overtake the response head
+    // still queued for it (a reset stream's queued frames are dropped): the client then sees
+    // the reset alone, still an error, never a complete-looking response.
+    let cut_short = |e: &str| {
+        e.starts_with("body after 200 OK")
+            || (proto == Proto::H2c && e.starts_with("request: http2 error: stream error received"))
+    };
     let truncated = bad
         .iter()
-        .filter(|r| matches!(r, Err(e) if e.starts_with("body after 200 OK")))
+        .filter(|r| matches!(r, Err(e) if cut_short(e)))
         .count();
     let others: Vec<String> = bad
         .iter()
         .filter_map(|r| match r {
-            Err(e) if e.starts_with("body after 200 OK") => None,
+            Err(e) if cut_short(e) => None,
             Err(e) => Some(e.clone()),
             Ok(r) => Some(format!("{} {}", r.status, r.text())),
         })
         .collect();
-    eprintln!("node closing mid-body: {truncated} truncated, {reached} reached it, others {others:?}, in {took:?}");
+    let reset_alone = bad
+        .iter()
+        .filter(|r| matches!(r, Err(e) if cut_short(e) && e.starts_with("request:")))
+        .count();
+    eprintln!("node closing mid-body ({proto}): {truncated} truncated ({reset_alone} reset before the head), {reached} reached it, others {others:?}, in {took:?}");
     // Each request that reached the node was cut short; one that came after the node was
     // marked down (if it is) gets the 503 of a pool with no node up.
     assert_eq!(truncated, reached, "{others:?}");
     assert!(others.iter().all(|o| o.starts_with("503 ")), "{others:?}");
     assert!(reached > 0);
-    // A raw look at one exchange: the head, ten bytes of body, then the balancer closes.
-    if health(&lb, "c1").0 == "up" {
+    // A raw look at one exchange: the head, ten bytes of body, then the balancer closes (the
+    // connection's end is how HTTP/1.1 marks the body cut; HTTP/2 resets the stream instead).
+    if proto == Proto::Http1 && health(&lb, "c1").0 == "up" {
         let mut raw_conn = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
         let got = raw_get(&mut raw_conn, "/bad/x", None).await;
         assert!(
@@ -1135,15 +1266,18 @@ async fn node_closing_mid_body_under_load_truncates_and_closes() {
             "{got:?}"
         );
     }
-    assert_eq!(get(lb.addr(), "/count", None).await.status, 200);
+    assert_eq!(proto.get(lb.addr(), "/count", None).await.status, 200);
     lb.stop().await;
 }
 
+on_both_paths!(
+    node_closing_every_connection_under_load_serves_everything,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// A node that answers `Connection: close` every time: every request is served (`200`), the
 /// balancer opens a new connection to the node for each one, and the client keeps its own
 /// keep-alive connection throughout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_closing_every_connection_under_load_serves_everything() {
+async fn node_closing_every_connection_under_load_serves_everything(proto: Proto) {
     let _serial = SERIAL.lock().await;
     const PER_CLIENT: usize = 5;
     let mem = SessionStore::memory();
@@ -1154,7 +1288,7 @@ async fn node_closing_every_connection_under_load_serves_everything() {
     let tasks: Vec<_> = (0..CONCURRENT)
         .map(|_| {
             tokio::spawn(async move {
-                let mut c = LoadConn::open(addr).await?;
+                let mut c = LoadConn::open(proto, addr).await?;
                 let mut bad = Vec::new();
                 for i in 0..PER_CLIENT {
                     let r = c.get("/bad/x", None, REQUEST_LIMIT).await?;
@@ -1192,7 +1326,7 @@ async fn node_closing_every_connection_under_load_serves_everything() {
         closer.requests.load(Ordering::Relaxed),
     );
     eprintln!(
-        "node closing every connection: {} requests, {accepted} node connections, problems {}",
+        "node closing every connection ({proto}): {} requests, {accepted} node connections, problems {}",
         CONCURRENT * PER_CLIENT,
         problems.len()
     );
@@ -1204,7 +1338,7 @@ async fn node_closing_every_connection_under_load_serves_everything() {
     assert_eq!(requests, CONCURRENT * PER_CLIENT);
     assert_eq!(accepted, requests, "one node connection per request");
     assert_eq!(health(&lb, "k1").0, "up");
-    good_pool_serves(lb.addr()).await;
+    good_pool_serves(proto, lb.addr()).await;
     lb.stop().await;
 }
 
@@ -1215,11 +1349,50 @@ async fn node_closing_every_connection_under_load_serves_everything() {
 /// Idle keep-alive connections in the test (`scripts/idle-conns.sh` does 10,000).
 const IDLE: usize = 2000;
 
+/// One of the idle client connections: raw HTTP/1.1 (light enough for thousands), or an h2c
+/// client.
+enum IdleConn {
+    Http1(tokio::net::TcpStream),
+    H2c(LoadConn),
+}
+
+impl IdleConn {
+    async fn open(proto: Proto, addr: std::net::SocketAddr) -> Result<IdleConn, String> {
+        Ok(match proto {
+            Proto::Http1 => IdleConn::Http1(
+                tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            Proto::H2c => IdleConn::H2c(LoadConn::open(proto, addr).await?),
+        })
+    }
+
+    /// `GET /count` with the session `id` when given: the status and the body as JSON.
+    async fn count(&mut self, id: Option<&str>) -> Result<(u16, serde_json::Value), String> {
+        let (status, body) = match self {
+            IdleConn::Http1(s) => raw_get(s, "/count", id)
+                .await
+                .map(|(status, body)| (status, bytes::Bytes::from(body)))
+                .map_err(|e| e.to_string())?,
+            IdleConn::H2c(c) => {
+                let r = c.get("/count", id, REQUEST_LIMIT).await?;
+                (r.status.as_u16(), r.body)
+            }
+        };
+        let v = serde_json::from_slice(&body).map_err(|e| format!("{status}: {e}"))?;
+        Ok((status, v))
+    }
+}
+
+on_both_paths!(
+    idle_connections_all_still_work_after_load,
+    tokio::test(flavor = "multi_thread", worker_threads = 2)
+);
 /// `IDLE` client connections, each with one request of its own session done, sit idle while
 /// other connections load the balancer; then each sends one more request, and every one is
 /// answered on its connection with its session's next count.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_all_still_work_after_load() {
+async fn idle_connections_all_still_work_after_load(proto: Proto) {
     let _serial = SERIAL.lock().await;
     let mem = SessionStore::memory();
     let nodes = [
@@ -1248,13 +1421,8 @@ async fn idle_connections_all_still_work_after_load() {
         let gate = gate.clone();
         async move {
             let _permit = gate.acquire().await.unwrap();
-            let mut s = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (status, body) = raw_get(&mut s, "/count", None)
-                .await
-                .map_err(|e| e.to_string())?;
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let mut s = IdleConn::open(proto, addr).await?;
+            let (status, v) = s.count(None).await?;
             match (status, v["count"].as_i64(), v["session"].as_str()) {
                 (200, Some(1), Some(id)) => Ok((s, id.to_string())),
                 _ => Err(format!("{status} {v}")),
@@ -1269,7 +1437,7 @@ async fn idle_connections_all_still_work_after_load() {
 
     // Load on other connections meanwhile.
     let load = join_all((0..32).map(|_| async move {
-        let mut c = LoadConn::open(addr).await.unwrap();
+        let mut c = LoadConn::open(proto, addr).await.unwrap();
         let mut ok = 0;
         for _ in 0..50 {
             if c.get("/count", None, REQUEST_LIMIT)
@@ -1289,10 +1457,7 @@ async fn idle_connections_all_still_work_after_load() {
         let gate = gate.clone();
         async move {
             let _permit = gate.acquire().await.unwrap();
-            let (status, body) = raw_get(&mut s, "/count", Some(&id))
-                .await
-                .map_err(|e| e.to_string())?;
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            let (status, v) = s.count(Some(&id)).await?;
             if status == 200 && v["count"].as_i64() == Some(2) {
                 Ok(())
             } else {

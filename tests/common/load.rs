@@ -1,5 +1,5 @@
 //! Fixtures for faults under load (`tests/faults.rs`): demo nodes as child processes that can be
-//! `SIGKILL`ed, a keep-alive client whose failures are values (a load test counts them instead
+//! `SIGKILL`ed, a keep-alive client of either protocol whose failures are values (a load test counts them instead
 //! of panicking at the first one), raw nodes that misbehave on purpose, and sums of metric
 //! families from a running balancer.
 #![allow(dead_code)]
@@ -12,14 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::Resp;
+use super::{HttpSender, Proto, Resp};
 
 /// `stickyroute demo-node` in a process of its own, on a port of 127.0.0.1 it picked itself;
 /// killed (SIGKILL) on drop.
@@ -80,25 +78,24 @@ impl Drop for NodeProcess {
     }
 }
 
-/// One keep-alive HTTP/1.1 client connection whose failures are returned, not panicked on.
+/// One keep-alive client connection (HTTP/1.1 or h2c) whose failures are returned, not
+/// panicked on.
 pub struct LoadConn {
-    sender: SendRequest<Full<Bytes>>,
+    sender: HttpSender,
+    proto: Proto,
 }
 
 impl LoadConn {
-    pub async fn open(addr: SocketAddr) -> Result<LoadConn, String> {
+    pub async fn open(proto: Proto, addr: SocketAddr) -> Result<LoadConn, String> {
         let stream = tokio::time::timeout(super::DEADLINE, TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| format!("connect: {e}"))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let sender = proto
+            .handshake(stream)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(LoadConn { sender })
+        Ok(LoadConn { sender, proto })
     }
 
     /// Whether the connection can take another request (the peer did not close it).
@@ -114,28 +111,26 @@ impl LoadConn {
         cookie: Option<&str>,
         within: Duration,
     ) -> Result<Resp, String> {
-        let mut req = Request::get(path).header("host", "app.test");
-        if let Some(c) = cookie {
-            req = req.header("cookie", format!("JSESSIONID={c}"));
-        }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+        let cookie = cookie.map(|c| format!("JSESSIONID={c}"));
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("cookie", c.as_str())).collect();
+        let req = self
+            .proto
+            .request(Method::GET, path, &headers, Bytes::new());
         let exchange = async {
             self.sender
                 .ready()
                 .await
-                .map_err(|e| format!("not ready: {e}"))?;
+                .map_err(|e| format!("not ready: {}", with_causes(&e)))?;
             let resp = self
                 .sender
                 .send_request(req)
                 .await
-                .map_err(|e| format!("request: {e}"))?;
+                .map_err(|e| format!("request: {}", with_causes(&e)))?;
             let (parts, body) = resp.into_parts();
             let body = body
                 .collect()
                 .await
-                .map_err(|e| format!("body after {}: {e}", parts.status))?
+                .map_err(|e| format!("body after {}: {}", parts.status, with_causes(&e)))?
                 .to_bytes();
             Ok(Resp {
                 status: parts.status,
@@ -147,6 +142,18 @@ impl LoadConn {
             .await
             .map_err(|_| format!("no complete response within {within:?}"))?
     }
+}
+
+/// An error and its causes, `outer: inner: …` (hyper's own text is only the outermost).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// How a [`raw_node`] misbehaves, after reading a whole request head.

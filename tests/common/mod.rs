@@ -1,15 +1,15 @@
 //! Shared harness for integration tests: demo nodes as backends on 127.0.0.1:0, a balancer
-//! started from inline YAML, and a small HTTP/1.1 client. Nothing listens on a fixed port.
+//! started from inline YAML, and a small HTTP/1.1 and h2c client. Nothing listens on a fixed
+//! port.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::header::HeaderMap;
-use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, StatusCode};
 use stickyroute::config::Config;
 use stickyroute::control::Running;
 use stickyroute::demo::node::{DemoNodeConfig, RunningNode};
@@ -124,25 +124,35 @@ impl Resp {
     }
 }
 
-/// One keep-alive HTTP/1.1 connection to `addr`.
+#[macro_use]
+pub mod proto;
+#[allow(unused_imports)]
+pub use proto::{HttpSender, Proto, TEST_HOST};
+
+/// One keep-alive connection to `addr`, HTTP/1.1 or h2c.
 pub struct Conn {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    sender: HttpSender,
     pub addr: SocketAddr,
+    pub proto: Proto,
 }
 
 impl Conn {
+    /// An HTTP/1.1 connection.
     pub async fn open(addr: SocketAddr) -> Conn {
+        Conn::open_with(Proto::Http1, addr).await
+    }
+
+    pub async fn open_with(proto: Proto, addr: SocketAddr) -> Conn {
         let stream = tokio::time::timeout(DEADLINE, TcpStream::connect(addr))
             .await
             .expect("connect timed out")
             .expect("connect");
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        Conn { sender, addr }
+        let sender = proto.handshake(stream).await.unwrap();
+        Conn {
+            sender,
+            addr,
+            proto,
+        }
     }
 
     pub async fn request(
@@ -152,14 +162,12 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Resp {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "app.test");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(body)).unwrap();
+        let req = self.proto.request(method, path, headers, body);
+        self.send(req).await
+    }
+
+    /// Sends a request made by [`Proto::request`] (and changed by the caller).
+    pub async fn send(&mut self, req: hyper::Request<http_body_util::Full<Bytes>>) -> Resp {
         let fut = async {
             self.sender.ready().await.expect("connection not ready");
             let resp = self.sender.send_request(req).await.expect("request failed");
@@ -187,6 +195,33 @@ impl Conn {
     }
 }
 
+impl Proto {
+    /// A connection of this protocol to `addr`.
+    pub async fn open(self, addr: SocketAddr) -> Conn {
+        Conn::open_with(self, addr).await
+    }
+
+    /// A GET of this protocol on a fresh connection, with `JSESSIONID=cookie` when given.
+    pub async fn get(self, addr: SocketAddr, path: &str, cookie: Option<&str>) -> Resp {
+        self.open(addr).await.get(path, cookie).await
+    }
+
+    /// A request of this protocol on a fresh connection.
+    pub async fn send(
+        self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Resp {
+        self.open(addr)
+            .await
+            .request(method, path, headers, body)
+            .await
+    }
+}
+
 /// A GET on a fresh connection.
 pub async fn get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Resp {
     Conn::open(addr).await.get(path, cookie).await
@@ -209,7 +244,7 @@ pub mod wait;
 pub use services::service_url;
 
 // ---------------------------------------------------------------------------------------------
-// Operations (admin API, health, reload): appended for tests/admin.rs, health.rs, reload.rs,
+// Operations (admin API, health, reload): tests/admin.rs, health.rs, reload.rs,
 // rolling_restart.rs.
 
 /// Adds an admin listener on 127.0.0.1:0 (and a token when given) to a config from [`yaml`].

@@ -14,7 +14,7 @@
 //! - [`Balancer`]: the binary (`stickyroute serve -c`) with `deploy/tomcat/balancer.yaml`, its
 //!   addresses replaced by local ports and its binder by the scenario's.
 //! - [`Browser`]: a blocking HTTP/1.1 client with a browser-like [`CookieJar`].
-//! - [`failover_scenario`] and [`turnover_scenario`]: the scenarios, each check printed
+//! - [`failover_scenario`] and [`turnover_scenario`]: the Tomcat scenarios, each check printed
 //!   as a `RESULT` line as it is made, all failures reported together at the end.
 //!
 //! Without Tomcat (or, in the persistent mode, without `TEST_POSTGRES_URL`) the tests print a
