@@ -302,7 +302,7 @@ impl RequestHead {
 /// A bare LF (one without its CR) and a bare CR (one followed by a byte other than LF) are a
 /// `true` too: [`parse_request`] refuses them at once, and without this a head with one
 /// would wait for its blank line, which may never come, so the client would get a 408 after
-/// the header-read timeout instead of its 400 now. A CR that is the last byte of `buf` is
+/// the header-read timeout instead of its 400 at once. A CR that is the last byte of `buf` is
 /// not yet bare: its LF may be in the next read.
 pub fn may_be_complete(buf: &[u8], scanned: usize) -> bool {
     // The LF of a blank line's `\n\r\n` may sit two bytes before the new ones, and a CR one
@@ -445,7 +445,7 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error>
 }
 
 /// What to answer when httparse saw no complete head yet: a target or head already over its
-/// limit, or a bare CR or LF, is refused now rather than when the head completes.
+/// limit, or a bare CR or LF, is refused at once rather than when the head completes.
 #[inline]
 fn partial_request(buf: &[u8], path: Option<&str>) -> Result<Parsed, Error> {
     if path.is_some_and(|p| p.len() > MAX_TARGET_LEN) {
@@ -1037,128 +1037,42 @@ mod tests {
     /// it is and whether or not the blank line has come; a CR that is the last byte so far
     /// waits for its LF.
     #[test]
+    #[rustfmt::skip]
     fn bare_cr_table() {
         use Parsed::*;
         type Case = (&'static str, &'static [u8], Result<Parsed, Error>);
         let cases: &[Case] = &[
-            (
-                "CRLF throughout",
-                b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-                Ok(Complete(27)),
-            ),
-            (
-                "before the method",
-                b"\rGET / HTTP/1.1\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in the method",
-                b"GE\rT / HTTP/1.1\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in the target",
-                b"GET /a\rb HTTP/1.1\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "before the version",
-                b"GET /\r HTTP/1.1\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "after the version",
-                b"GET / HTTP/1.1\rHost: a\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "after the version, head complete",
-                b"GET / HTTP/1.1\rHost: a\r\n\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in a header name",
-                b"GET / HTTP/1.1\r\nHost: a\r\nX-\rA: 1\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "at the start of a line",
-                b"GET / HTTP/1.1\r\nHost: a\r\n\rX-A: 1\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "before a value",
-                b"GET / HTTP/1.1\r\nHost: a\r\nX-A:\r b\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in a header value",
-                b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in a header value, head complete",
-                b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "CR CR LF after a value",
-                b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in the blank line",
-                b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "obs-fold after a bare CR",
-                b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r 2\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "obs-fold after a CRLF",
-                b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n",
-                Err(Error::HeaderName),
-            ),
-            (
-                "last byte, after the version",
-                b"GET / HTTP/1.1\r",
-                Ok(Partial),
-            ),
-            (
-                "last byte, after a value",
-                b"GET / HTTP/1.1\r\nHost: a\r",
-                Ok(Partial),
-            ),
-            (
-                "last byte, of the blank line",
-                b"GET / HTTP/1.1\r\nHost: a\r\n\r",
-                Ok(Partial),
-            ),
-            (
-                "last byte, in the target (no LF may follow there)",
-                b"GET /a\r",
-                Err(Error::Target),
-            ),
-            (
-                "a bare CR after an earlier fault",
-                b"GET / HTTP/1.2\r\nHost: a\rb",
-                Err(Error::VersionNotSupported),
-            ),
+            ("CRLF throughout", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Complete(27))),
+            ("before the method", b"\rGET / HTTP/1.1\r\n", Err(Error::NewLine)),
+            ("in the method", b"GE\rT / HTTP/1.1\r\n", Err(Error::NewLine)),
+            ("in the target", b"GET /a\rb HTTP/1.1\r\n", Err(Error::NewLine)),
+            ("before the version", b"GET /\r HTTP/1.1\r\n", Err(Error::NewLine)),
+            ("after the version", b"GET / HTTP/1.1\rHost: a\r\n", Err(Error::NewLine)),
+            ("after the version, head complete", b"GET / HTTP/1.1\rHost: a\r\n\r\n", Err(Error::NewLine)),
+            ("in a header name", b"GET / HTTP/1.1\r\nHost: a\r\nX-\rA: 1\r\n", Err(Error::NewLine)),
+            ("at the start of a line", b"GET / HTTP/1.1\r\nHost: a\r\n\rX-A: 1\r\n", Err(Error::NewLine)),
+            ("before a value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A:\r b\r\n", Err(Error::NewLine)),
+            ("in a header value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n", Err(Error::NewLine)),
+            ("in a header value, head complete", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", Err(Error::NewLine)),
+            ("CR CR LF after a value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\r\n", Err(Error::NewLine)),
+            ("in the blank line", b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n", Err(Error::NewLine)),
+            ("obs-fold after a bare CR", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r 2\r\n", Err(Error::NewLine)),
+            ("obs-fold after a CRLF", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", Err(Error::HeaderName)),
+            ("last byte, after the version", b"GET / HTTP/1.1\r", Ok(Partial)),
+            ("last byte, after a value", b"GET / HTTP/1.1\r\nHost: a\r", Ok(Partial)),
+            ("last byte, of the blank line", b"GET / HTTP/1.1\r\nHost: a\r\n\r", Ok(Partial)),
+            ("last byte, in the target (no LF may follow there)", b"GET /a\r", Err(Error::Target)),
+            ("a bare CR after an earlier fault", b"GET / HTTP/1.2\r\nHost: a\rb", Err(Error::VersionNotSupported)),
         ];
         for (name, raw, want) in cases {
             let mut h = RequestHead::new();
             assert_eq!(parse_request(raw, &mut h), *want, "{name}");
-            assert_eq!(Error::NewLine.status(), 400);
             if *want == Err(Error::NewLine) {
-                let at = raw
-                    .windows(2)
-                    .position(|w| w[0] == b'\r' && w[1] != b'\n')
-                    .unwrap();
+                let at = raw.windows(2).position(|w| w[0] == b'\r' && w[1] != b'\n').unwrap();
                 assert_eq!(refused_after(raw), Some((at + 2, Error::NewLine)), "{name}");
             }
         }
+        assert_eq!(Error::NewLine.status(), 400);
     }
 
     /// Every place a bare CR can fall in a head: refused with [`Error::NewLine`] by the

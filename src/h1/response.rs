@@ -402,70 +402,23 @@ mod tests {
     /// driver parses on every read and answers its client 502); a CR that is the last
     /// byte so far waits for its LF.
     #[test]
+    #[rustfmt::skip]
     fn bare_cr_table() {
         use Parsed::*;
         type Case = (&'static str, &'static [u8], Result<Parsed, Error>);
         let cases: &[Case] = &[
-            (
-                "CRLF throughout",
-                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
-                Ok(Complete(38)),
-            ),
-            (
-                "in the version",
-                b"HTTP/1\r.1 200 OK\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in the status code",
-                b"HTTP/1.1 2\r00 OK\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in the reason",
-                b"HTTP/1.1 200 O\rK\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "after the status line",
-                b"HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in a header name",
-                b"HTTP/1.1 200 OK\r\nCont\rent-Length: 0\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in a header value",
-                b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "in the blank line",
-                b"HTTP/1.1 200 OK\r\nX-A: a\r\n\rx",
-                Err(Error::NewLine),
-            ),
-            (
-                "obs-fold after a bare CR",
-                b"HTTP/1.1 200 OK\r\nX-A: a\r b\r\n\r\n",
-                Err(Error::NewLine),
-            ),
-            (
-                "last byte, after the status line",
-                b"HTTP/1.1 200 OK\r",
-                Ok(Partial),
-            ),
-            (
-                "last byte, after a value",
-                b"HTTP/1.1 200 OK\r\nX-A: a\r",
-                Ok(Partial),
-            ),
-            (
-                "last byte, of the blank line",
-                b"HTTP/1.1 200 OK\r\nX-A: a\r\n\r",
-                Ok(Partial),
-            ),
+            ("CRLF throughout", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Ok(Complete(38))),
+            ("in the version", b"HTTP/1\r.1 200 OK\r\n", Err(Error::NewLine)),
+            ("in the status code", b"HTTP/1.1 2\r00 OK\r\n", Err(Error::NewLine)),
+            ("in the reason", b"HTTP/1.1 200 O\rK\r\n", Err(Error::NewLine)),
+            ("after the status line", b"HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n", Err(Error::NewLine)),
+            ("in a header name", b"HTTP/1.1 200 OK\r\nCont\rent-Length: 0\r\n", Err(Error::NewLine)),
+            ("in a header value", b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n", Err(Error::NewLine)),
+            ("in the blank line", b"HTTP/1.1 200 OK\r\nX-A: a\r\n\rx", Err(Error::NewLine)),
+            ("obs-fold after a bare CR", b"HTTP/1.1 200 OK\r\nX-A: a\r b\r\n\r\n", Err(Error::NewLine)),
+            ("last byte, after the status line", b"HTTP/1.1 200 OK\r", Ok(Partial)),
+            ("last byte, after a value", b"HTTP/1.1 200 OK\r\nX-A: a\r", Ok(Partial)),
+            ("last byte, of the blank line", b"HTTP/1.1 200 OK\r\nX-A: a\r\n\r", Ok(Partial)),
         ];
         for (name, raw, want) in cases {
             let mut r = ResponseHead::new();
