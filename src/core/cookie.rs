@@ -83,14 +83,11 @@ pub fn path_matches(request_path: &str, cookie_path: &str) -> bool {
             && (cookie_path.ends_with('/') || request_path[cookie_path.len()..].starts_with('/')))
 }
 
-/// What one backend `Set-Cookie` teaches about the session cookie `name`, received for a
-/// request of `request_path`: its attributes, when it sets the cookie (a non-empty value, not
-/// a deletion by `Max-Age` ≤ 0).
 /// The name and value of a `Set-Cookie` value (`name=value; attrs`), trimmed, as the
 /// `cookie` crate reads them; `None` without `=` or with an empty name.
 ///
 /// Hand-written for cost: every response that sets a cookie passes here, and the crate's
-/// full parse (every attribute, `Expires` dates) was an eighth of a new session's
+/// full parse (every attribute, `Expires` dates) costs an eighth of a new session's
 /// instructions. Checked against the crate in the tests below.
 pub fn name_value(set_cookie: &str) -> Option<(&str, &str)> {
     // Byte scans: `;` and `=` are ASCII, so the cuts fall on character boundaries.
@@ -107,6 +104,9 @@ pub fn attributes(set_cookie: &str) -> &str {
     set_cookie.find(';').map_or("", |i| &set_cookie[i..])
 }
 
+/// What one backend `Set-Cookie` teaches about the session cookie `name`, received for a
+/// request of `request_path`: its attributes, when it sets the cookie (a non-empty value, not
+/// a deletion by `Max-Age` ≤ 0).
 pub fn learn(set_cookie: &str, name: &str, request_path: &str) -> Option<CookieAttrs> {
     let c = Cookie::parse(set_cookie).ok()?;
     if c.name() != name || c.value().is_empty() {

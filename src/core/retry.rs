@@ -133,137 +133,30 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip]
     fn decision_table() {
         use Action::*;
         use Failure::*;
         // (case, failure, attempt, mark down, action)
         let cases: &[(&str, Failure, Attempt, bool, Action)] = &[
-            (
-                "refused connect moves on",
-                Connect,
-                attempt(1, false, false, false),
-                true,
-                NextNode,
-            ),
-            (
-                "refused connect, last attempt",
-                Connect,
-                attempt(3, true, false, false),
-                true,
-                Fail,
-            ),
-            (
-                "pooled conn closed before sending a POST: again on a fresh one",
-                NotSent,
-                attempt(1, false, true, false),
-                false,
-                SameNodeFresh,
-            ),
-            (
-                "not sent on a fresh conn after the pooled one moves it",
-                NotSent,
-                attempt(2, false, false, true),
-                true,
-                NextNode,
-            ),
-            (
-                "fresh conn closed before sending moves it",
-                NotSent,
-                attempt(1, false, false, false),
-                true,
-                NextNode,
-            ),
-            (
-                "not sent on the last attempt",
-                NotSent,
-                attempt(3, false, false, false),
-                true,
-                Fail,
-            ),
-            (
-                "pooled conn not sent on the last attempt: the fresh retry is still due",
-                NotSent,
-                attempt(3, false, true, false),
-                false,
-                SameNodeFresh,
-            ),
-            (
-                "client body failure blames nobody",
-                ClientBody,
-                attempt(1, false, false, false),
-                false,
-                Fail,
-            ),
-            (
-                "a stalled upload blames nobody and is not retried",
-                ClientStalled,
-                attempt(1, false, false, false),
-                false,
-                Fail,
-            ),
-            (
-                "a body over max_body_bytes blames nobody and is not retried",
-                BodyTooLarge,
-                attempt(1, false, false, false),
-                false,
-                Fail,
-            ),
-            (
-                "reused conn died under a GET: replay fresh",
-                Upstream,
-                attempt(1, true, true, false),
-                false,
-                SameNodeFresh,
-            ),
-            (
-                "replayed fresh and failed again: node down, next",
-                Upstream,
-                attempt(1, true, false, true),
-                true,
-                NextNode,
-            ),
-            (
-                "reused conn died under a POST: no replay, no blame",
-                Upstream,
-                attempt(1, false, true, false),
-                false,
-                Fail,
-            ),
-            (
-                "fresh conn died under a POST: node down, fail",
-                Upstream,
-                attempt(1, false, false, false),
-                true,
-                Fail,
-            ),
-            (
-                "fresh conn died under a GET: node down, next",
-                Upstream,
-                attempt(2, true, false, false),
-                true,
-                NextNode,
-            ),
-            (
-                "GET failing on the last node",
-                Upstream,
-                attempt(3, true, false, false),
-                true,
-                Fail,
-            ),
-            (
-                "timeout of a GET: node down, no replay",
-                Timeout,
-                attempt(1, true, false, false),
-                true,
-                Fail,
-            ),
-            (
-                "timeout during an upload: client may be slow",
-                Timeout,
-                attempt(1, false, false, false),
-                false,
-                Fail,
-            ),
+            ("refused connect moves on", Connect, attempt(1, false, false, false), true, NextNode),
+            ("refused connect, last attempt", Connect, attempt(3, true, false, false), true, Fail),
+            ("pooled conn closed before sending a POST: again on a fresh one", NotSent, attempt(1, false, true, false), false, SameNodeFresh),
+            ("not sent on a fresh conn after the pooled one moves it", NotSent, attempt(2, false, false, true), true, NextNode),
+            ("fresh conn closed before sending moves it", NotSent, attempt(1, false, false, false), true, NextNode),
+            ("not sent on the last attempt", NotSent, attempt(3, false, false, false), true, Fail),
+            ("pooled conn not sent on the last attempt: the fresh retry is still due", NotSent, attempt(3, false, true, false), false, SameNodeFresh),
+            ("client body failure blames nobody", ClientBody, attempt(1, false, false, false), false, Fail),
+            ("a stalled upload blames nobody and is not retried", ClientStalled, attempt(1, false, false, false), false, Fail),
+            ("a body over max_body_bytes blames nobody and is not retried", BodyTooLarge, attempt(1, false, false, false), false, Fail),
+            ("reused conn died under a GET: replay fresh", Upstream, attempt(1, true, true, false), false, SameNodeFresh),
+            ("replayed fresh and failed again: node down, next", Upstream, attempt(1, true, false, true), true, NextNode),
+            ("reused conn died under a POST: no replay, no blame", Upstream, attempt(1, false, true, false), false, Fail),
+            ("fresh conn died under a POST: node down, fail", Upstream, attempt(1, false, false, false), true, Fail),
+            ("fresh conn died under a GET: node down, next", Upstream, attempt(2, true, false, false), true, NextNode),
+            ("GET failing on the last node", Upstream, attempt(3, true, false, false), true, Fail),
+            ("timeout of a GET: node down, no replay", Timeout, attempt(1, true, false, false), true, Fail),
+            ("timeout during an upload: client may be slow", Timeout, attempt(1, false, false, false), false, Fail),
         ];
         for (name, failure, a, mark_down, action) in cases {
             let d = decide(*failure, a);

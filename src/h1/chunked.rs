@@ -135,135 +135,19 @@ impl ChunkedDecoder {
         while i < input.len() {
             let b = input[i];
             match self.state {
-                State::Size { digits } => {
-                    if let Some(d) = hex(b) {
-                        if digits == MAX_CHUNK_SIZE_DIGITS {
-                            return Err(Error::ChunkSize);
-                        }
-                        self.size = (self.size << 4) | u64::from(d);
-                        self.state = State::Size { digits: digits + 1 };
-                    } else if digits == 0 {
-                        return Err(Error::ChunkSize);
-                    } else {
-                        match b {
-                            b'\r' => self.state = State::SizeLf,
-                            b';' => self.state = State::Ext,
-                            b' ' | b'\t' => self.state = State::SizeWs,
-                            b'\n' => return Err(Error::ChunkFraming),
-                            _ => return Err(Error::ChunkSize),
-                        }
-                    }
+                State::Size { .. } | State::SizeWs | State::Ext | State::SizeLf => {
+                    self.size_line(b)?;
                 }
-                State::SizeWs => match b {
-                    b' ' | b'\t' => {}
-                    b';' => self.state = State::Ext,
-                    _ => return Err(Error::ChunkSize),
-                },
-                State::Ext => {
-                    if b == b'\r' {
-                        self.state = State::SizeLf;
-                    } else if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 {
-                        self.ext_bytes += 1;
-                        if self.ext_bytes > MAX_CHUNK_EXTENSIONS {
-                            return Err(Error::ChunkExtension);
-                        }
-                    } else if b == b'\n' {
-                        return Err(Error::ChunkFraming);
-                    } else {
-                        return Err(Error::ChunkExtension);
+                State::Data => return Ok(self.data(input, i)),
+                State::DataCr | State::DataLf => self.data_end(b)?,
+                State::TrailerStart
+                | State::TrailerName
+                | State::TrailerValue
+                | State::TrailerLf
+                | State::EndLf => {
+                    if let Some(step) = self.trailer_section(b, i, &mut trailer_from)? {
+                        return Ok(step);
                     }
-                }
-                State::SizeLf => {
-                    if b != b'\n' {
-                        return Err(Error::ChunkFraming);
-                    }
-                    self.state = if self.size == 0 {
-                        State::TrailerStart
-                    } else {
-                        State::Data
-                    };
-                }
-                State::Data => {
-                    let avail = (input.len() - i) as u64;
-                    let n = avail.min(self.size);
-                    self.size -= n;
-                    if self.size == 0 {
-                        self.state = State::DataCr;
-                    }
-                    // n > 0: the size is non-zero in this state and there is input left.
-                    return Ok(Step::Data {
-                        start: i,
-                        end: i + n as usize,
-                    });
-                }
-                State::DataCr => {
-                    if b != b'\r' {
-                        return Err(Error::ChunkFraming);
-                    }
-                    self.state = State::DataLf;
-                }
-                State::DataLf => {
-                    if b != b'\n' {
-                        return Err(Error::ChunkFraming);
-                    }
-                    self.state = State::Size { digits: 0 };
-                }
-                State::TrailerStart => {
-                    if b == b'\r' {
-                        if let Some(from) = trailer_from {
-                            // Hand out the trailer lines first; the final CRLF is consumed
-                            // on the next call.
-                            return Ok(Step::Trailer {
-                                start: from,
-                                end: i,
-                            });
-                        }
-                        self.state = State::EndLf;
-                    } else if is_tchar(b) {
-                        if self.trailers == MAX_TRAILERS {
-                            return Err(Error::Trailer);
-                        }
-                        self.trailers += 1;
-                        trailer_from.get_or_insert(i);
-                        self.trailer_byte()?;
-                        self.state = State::TrailerName;
-                    } else {
-                        // Whitespace (obs-fold), a bare LF, anything else.
-                        return Err(Error::Trailer);
-                    }
-                }
-                State::TrailerName => {
-                    trailer_from.get_or_insert(i);
-                    self.trailer_byte()?;
-                    if b == b':' {
-                        self.state = State::TrailerValue;
-                    } else if !is_tchar(b) {
-                        return Err(Error::Trailer);
-                    }
-                }
-                State::TrailerValue => {
-                    trailer_from.get_or_insert(i);
-                    self.trailer_byte()?;
-                    if b == b'\r' {
-                        self.state = State::TrailerLf;
-                    } else if !(b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80) {
-                        return Err(Error::Trailer);
-                    }
-                }
-                State::TrailerLf => {
-                    trailer_from.get_or_insert(i);
-                    self.trailer_byte()?;
-                    if b != b'\n' {
-                        return Err(Error::Trailer);
-                    }
-                    self.state = State::TrailerStart;
-                }
-                State::EndLf => {
-                    if b != b'\n' {
-                        return Err(Error::ChunkFraming);
-                    }
-                    self.state = State::Done;
-                    return Ok(Step::Done { consumed: i + 1 });
                 }
                 State::Done => return Ok(Step::Done { consumed: 0 }),
             }
@@ -281,7 +165,165 @@ impl ChunkedDecoder {
         })
     }
 
-    fn trailer_byte(&mut self) -> Result<(), Error> {
+    /// One byte of a chunk-size line: the hex size, whitespace, extensions, its CRLF.
+    #[inline]
+    fn size_line(&mut self, b: u8) -> Result<(), Error> {
+        match self.state {
+            State::Size { digits } => {
+                if let Some(d) = hex(b) {
+                    if digits == MAX_CHUNK_SIZE_DIGITS {
+                        return Err(Error::ChunkSize);
+                    }
+                    self.size = (self.size << 4) | u64::from(d);
+                    self.state = State::Size { digits: digits + 1 };
+                } else if digits == 0 {
+                    return Err(Error::ChunkSize);
+                } else {
+                    match b {
+                        b'\r' => self.state = State::SizeLf,
+                        b';' => self.state = State::Ext,
+                        b' ' | b'\t' => self.state = State::SizeWs,
+                        b'\n' => return Err(Error::ChunkFraming),
+                        _ => return Err(Error::ChunkSize),
+                    }
+                }
+            }
+            State::SizeWs => match b {
+                b' ' | b'\t' => {}
+                b';' => self.state = State::Ext,
+                _ => return Err(Error::ChunkSize),
+            },
+            State::Ext => {
+                if b == b'\r' {
+                    self.state = State::SizeLf;
+                } else if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 {
+                    self.ext_bytes += 1;
+                    if self.ext_bytes > MAX_CHUNK_EXTENSIONS {
+                        return Err(Error::ChunkExtension);
+                    }
+                } else if b == b'\n' {
+                    return Err(Error::ChunkFraming);
+                } else {
+                    return Err(Error::ChunkExtension);
+                }
+            }
+            _ => {
+                // SizeLf, the one size-line state left: `decode` sends only those here.
+                if b != b'\n' {
+                    return Err(Error::ChunkFraming);
+                }
+                self.state = if self.size == 0 {
+                    State::TrailerStart
+                } else {
+                    State::Data
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Chunk data from `input[i..]`: as much of the chunk as the input holds.
+    #[inline]
+    fn data(&mut self, input: &[u8], i: usize) -> Step {
+        let avail = (input.len() - i) as u64;
+        let n = avail.min(self.size);
+        self.size -= n;
+        if self.size == 0 {
+            self.state = State::DataCr;
+        }
+        // n > 0: the size is non-zero in this state and there is input left.
+        Step::Data {
+            start: i,
+            end: i + n as usize,
+        }
+    }
+
+    /// One byte of the CRLF after chunk data.
+    #[inline]
+    fn data_end(&mut self, b: u8) -> Result<(), Error> {
+        match (self.state, b) {
+            (State::DataCr, b'\r') => self.state = State::DataLf,
+            (State::DataLf, b'\n') => self.state = State::Size { digits: 0 },
+            _ => return Err(Error::ChunkFraming),
+        }
+        Ok(())
+    }
+
+    /// One byte (at `i`) of the trailer section or of the final CRLF. `trailer_from` is
+    /// where this call's trailer bytes started. Returns the step to hand out when the
+    /// trailer lines end (they go out before the final CRLF is consumed) or when the body
+    /// does.
+    #[inline]
+    fn trailer_section(
+        &mut self,
+        b: u8,
+        i: usize,
+        trailer_from: &mut Option<usize>,
+    ) -> Result<Option<Step>, Error> {
+        match self.state {
+            State::TrailerStart => {
+                if b == b'\r' {
+                    if let Some(from) = *trailer_from {
+                        // Hand out the trailer lines first; the final CRLF is consumed
+                        // on the next call.
+                        return Ok(Some(Step::Trailer {
+                            start: from,
+                            end: i,
+                        }));
+                    }
+                    self.state = State::EndLf;
+                } else if is_tchar(b) {
+                    if self.trailers == MAX_TRAILERS {
+                        return Err(Error::Trailer);
+                    }
+                    self.trailers += 1;
+                    trailer_from.get_or_insert(i);
+                    self.count_trailer_byte()?;
+                    self.state = State::TrailerName;
+                } else {
+                    // Whitespace (obs-fold), a bare LF, anything else.
+                    return Err(Error::Trailer);
+                }
+            }
+            State::TrailerName => {
+                trailer_from.get_or_insert(i);
+                self.count_trailer_byte()?;
+                if b == b':' {
+                    self.state = State::TrailerValue;
+                } else if !is_tchar(b) {
+                    return Err(Error::Trailer);
+                }
+            }
+            State::TrailerValue => {
+                trailer_from.get_or_insert(i);
+                self.count_trailer_byte()?;
+                if b == b'\r' {
+                    self.state = State::TrailerLf;
+                } else if !(b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80) {
+                    return Err(Error::Trailer);
+                }
+            }
+            State::TrailerLf => {
+                trailer_from.get_or_insert(i);
+                self.count_trailer_byte()?;
+                if b != b'\n' {
+                    return Err(Error::Trailer);
+                }
+                self.state = State::TrailerStart;
+            }
+            _ => {
+                // EndLf, the one state left: `decode` sends only trailer-section states here.
+                if b != b'\n' {
+                    return Err(Error::ChunkFraming);
+                }
+                self.state = State::Done;
+                return Ok(Some(Step::Done { consumed: i + 1 }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn count_trailer_byte(&mut self) -> Result<(), Error> {
         self.trailer_bytes += 1;
         if self.trailer_bytes > MAX_TRAILER_BYTES {
             return Err(Error::Trailer);

@@ -21,7 +21,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::h1::{
-    parse_request, parse_response, BodyReader, Parsed, RequestHead, ResponseHead, Step,
+    may_be_complete, parse_request, parse_response, BodyReader, Parsed, RequestHead, ResponseHead,
+    Step,
 };
 
 /// One message as seen by a server.
@@ -230,12 +231,31 @@ fn runtime() -> tokio::runtime::Runtime {
 
 const H: &str = "Host: a.example\r\n";
 
-fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
+/// One row of the table: name, bytes, what to expect.
+type Case = (&'static str, Vec<u8>, Expect);
+
+fn s(x: &str) -> Vec<u8> {
+    x.as_bytes().to_vec()
+}
+
+/// A POST to `/p` with `fields` (each ending in CRLF) and `body`.
+fn post(fields: &str, body: &str) -> Vec<u8> {
+    format!("POST /p HTTP/1.1\r\n{H}{fields}\r\n{body}").into_bytes()
+}
+
+fn cases() -> Vec<Case> {
+    let mut all = message_cases();
+    all.extend(transfer_coding_cases());
+    all.extend(head_syntax_cases());
+    all
+}
+
+// The tables below keep one row per line.
+
+/// Plain messages and Content-Length.
+#[rustfmt::skip]
+fn message_cases() -> Vec<Case> {
     use Expect::*;
-    let s = |x: &str| x.as_bytes().to_vec();
-    let post = |fields: &str, body: &str| {
-        format!("POST /p HTTP/1.1\r\n{H}{fields}\r\n{body}").into_bytes()
-    };
     vec![
         // Plain messages.
         ("get", s(&format!("GET /a?b=1 HTTP/1.1\r\n{H}\r\n")), Same),
@@ -263,6 +283,14 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("cl hex", post("Content-Length: 0x5\r\n", "hello"), Same),
         ("cl overflow", post("Content-Length: 99999999999999999999\r\n", ""), Same),
         ("cl short body", post("Content-Length: 10\r\n", "hello"), Same),
+    ]
+}
+
+/// Transfer-Encoding, both framing fields, chunked bodies.
+#[rustfmt::skip]
+fn transfer_coding_cases() -> Vec<Case> {
+    use Expect::*;
+    vec![
         // Transfer-Encoding.
         ("te chunked", post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n"), Same),
         ("te CHUNKED", post("Transfer-Encoding: CHUNKED\r\n", "5\r\nhello\r\n0\r\n\r\n"), Same),
@@ -306,6 +334,14 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             Stricter("trailer section capped at 8 KiB (hyper: 16 KiB)")),
         ("trailer bare LF", post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\nX: 1\nY: 2\r\n\r\n"), Same),
         ("chunked eof mid-body", post("Transfer-Encoding: chunked\r\n", "5\r\nhel"), Same),
+    ]
+}
+
+/// Header syntax, line endings, the request line and Host.
+#[rustfmt::skip]
+fn head_syntax_cases() -> Vec<Case> {
+    use Expect::*;
+    vec![
         // Header syntax.
         ("obs-fold", s(&format!("GET / HTTP/1.1\r\n{H}X-A: 1\r\n  2\r\n\r\n")), Same),
         ("space before colon", s(&format!("GET / HTTP/1.1\r\n{H}X-A : 1\r\n\r\n")), Same),
@@ -318,6 +354,10 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("bare LF one line", s(&format!("GET / HTTP/1.1\r\n{H}X-A: 1\n\r\n")),
             Stricter("CRLF only")),
         ("bare CR", s(&format!("GET / HTTP/1.1\r{H}\r\n")), Same),
+        ("bare CR in the target", s(&format!("GET /a\rb HTTP/1.1\r\n{H}\r\n")), Same),
+        ("bare CR in a header name", s(&format!("GET / HTTP/1.1\r\n{H}X-\rA: 1\r\n\r\n")), Same),
+        ("bare CR before a value", s(&format!("GET / HTTP/1.1\r\n{H}X-A:\r 1\r\n\r\n")), Same),
+        ("bare CR in the blank line", s(&format!("GET / HTTP/1.1\r\n{H}\r\r\n")), Same),
         ("too many headers", s(&format!("GET / HTTP/1.1\r\n{H}{}\r\n", "X-A: 1\r\n".repeat(100))), Same),
         // Request line.
         ("double space", s(&format!("GET  / HTTP/1.1\r\n{H}\r\n")), Same),
@@ -378,5 +418,90 @@ fn differential_bodies_against_hyper() {
             Expect::Same,
             &rt,
         );
+    }
+}
+
+/// The status hyper answers `raw` with while the client keeps the connection open (no EOF),
+/// or `None` if it does not answer within two seconds.
+async fn hyper_answer_before_eof(raw: Vec<u8>) -> Option<u16> {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let svc = service_fn(|_req: hyper::Request<Incoming>| async {
+        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+    });
+    let conn = tokio::spawn(
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), svc),
+    );
+    let (mut rd, mut wr) = tokio::io::split(client);
+    wr.write_all(&raw).await.ok()?;
+    let mut answer = Vec::new();
+    let mut res = ResponseHead::new();
+    let status = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let Ok(Parsed::Complete(_)) = parse_response(&answer, false, &mut res) {
+                return Some(res.status());
+            }
+            if rd.read_buf(&mut answer).await.ok()? == 0 {
+                return None;
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    conn.abort();
+    drop(wr);
+    status
+}
+
+/// What a driver over our codec answers `raw` with before any more bytes come: it parses
+/// only when [`may_be_complete`] says the head may be complete or faulty.
+fn our_answer_before_eof(raw: &[u8]) -> Option<u16> {
+    let mut head = RequestHead::new();
+    if !may_be_complete(raw, 0) {
+        return None;
+    }
+    parse_request(raw, &mut head).err().map(|e| e.status())
+}
+
+/// A bare CR is answered 400 as soon as the byte after it arrives, without waiting for
+/// the blank line that ends the head, as hyper does; a CR that is the last byte sent so far
+/// is answered by neither.
+#[test]
+fn bare_cr_answered_before_the_head_ends_as_hyper_does() {
+    let rt = runtime();
+    let cases: &[(&str, &[u8], Option<u16>)] = &[
+        ("in the method", b"GE\rT / HTTP/1.1\r\n", Some(400)),
+        ("in the target", b"GET /a\rb HTTP/1.1\r\n", Some(400)),
+        (
+            "after the version",
+            b"GET / HTTP/1.1\rHost: a.example\r\n",
+            Some(400),
+        ),
+        (
+            "in a header name",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\nX-\rA: 1\r\n",
+            Some(400),
+        ),
+        (
+            "in a header value",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\nX-A: a\rb\r\n",
+            Some(400),
+        ),
+        (
+            "at the start of a line",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\n\rX",
+            Some(400),
+        ),
+        ("last byte", b"GET / HTTP/1.1\r\nHost: a.example\r", None),
+        (
+            "no CR at all",
+            b"GET / HTTP/1.1\r\nHost: a.example\r\n",
+            None,
+        ),
+    ];
+    for (name, raw, want) in cases {
+        let theirs = rt.block_on(hyper_answer_before_eof(raw.to_vec()));
+        assert_eq!(theirs, *want, "hyper, bare CR {name}");
+        assert_eq!(our_answer_before_eof(raw), *want, "ours, bare CR {name}");
     }
 }

@@ -34,7 +34,7 @@ pub enum Error {
     /// colon, a missing colon and obs-fold (a line starting with whitespace).
     #[error("invalid header name")]
     HeaderName,
-    /// A header value with NUL, a bare CR or another control byte.
+    /// A header value with NUL or another control byte.
     #[error("invalid header value")]
     HeaderValue,
     /// A line not ended by CRLF (bare LF or bare CR).

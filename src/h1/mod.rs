@@ -1,7 +1,7 @@
 //! The HTTP/1.1 codec of the fast proxy path: parsing, validation, framing and head
-//! writing, with no I/O (issue 13). An async driver reads bytes into its own buffers and
-//! calls these functions; nothing here allocates per request once the reusable heads and
-//! output buffers have grown to their working size.
+//! writing, with no I/O. An async driver reads bytes into its own buffers and calls these
+//! functions; nothing here allocates per request once the reusable heads and output buffers
+//! have grown to their working size.
 //!
 //! It imports nothing from the rest of the crate and uses only `httparse`, `memchr`, `itoa`
 //! and `thiserror`, so it can be fuzzed on its own (`fuzz/`).

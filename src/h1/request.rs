@@ -299,28 +299,75 @@ impl RequestHead {
 /// a client trickling a head byte by byte costs linear, not quadratic, parsing time (hyper
 /// has the same fast path). A `false` is exact; a `true` still needs the full parse.
 ///
-/// A bare LF (one without its CR) is a `true` too: [`parse_request`] refuses it at once, and
-/// without it a head ended by bare LFs would never look complete, so the client would wait
-/// for the header-read timeout (408) instead of getting its 400.
+/// A bare LF (one without its CR) and a bare CR (one followed by a byte other than LF) are a
+/// `true` too: [`parse_request`] refuses them at once, and without this a head with one
+/// would wait for its blank line, which may never come, so the client would get a 408 after
+/// the header-read timeout instead of its 400 at once. A CR that is the last byte of `buf` is
+/// not yet bare: its LF may be in the next read.
 pub fn may_be_complete(buf: &[u8], scanned: usize) -> bool {
-    // The LF of a blank line's `\n\r\n` may sit two bytes before the new ones.
+    // The LF of a blank line's `\n\r\n` may sit two bytes before the new ones, and a CR one
+    // byte before the first new one (its successor).
     let from = scanned.min(buf.len()).saturating_sub(2);
-    memchr::memchr_iter(b'\n', &buf[from..]).any(|i| {
+    memchr::memchr2_iter(b'\r', b'\n', &buf[from..]).any(|i| {
         let i = from + i;
+        if buf[i] == b'\r' {
+            return buf.get(i + 1).is_some_and(|&b| b != b'\n');
+        }
         i == 0 || buf[i - 1] != b'\r' || buf[i + 1..].starts_with(b"\r\n")
     })
 }
 
-/// Refuses any LF in `head` that is not preceded by CR. httparse (and so hyper) accept a
-/// bare LF as a line end; RFC 9112 §2.2 only allows that as a leniency, and a bare LF that
-/// one hop takes as a line end and the next does not is a classic smuggling vector.
-pub(crate) fn check_crlf(head: &[u8]) -> Result<(), Error> {
-    for i in memchr::memchr_iter(b'\n', head) {
-        if i == 0 || head[i - 1] != b'\r' {
-            return Err(Error::NewLine);
+/// Refuses a bare LF (one not preceded by CR) and a bare CR (one followed by a byte other
+/// than LF) anywhere in `head`. A CR that is the last byte of `head` passes: on a partial
+/// head its LF may be in the next read, and a complete head ends in LF.
+///
+/// Hand-written rather than left to httparse: httparse accepts a bare LF as a line end
+/// (RFC 9112 §2.2 allows that only as a leniency, and a bare LF that one hop takes as a line
+/// end and the next does not is a classic smuggling vector), and it refuses a bare CR only
+/// as a fault of whatever part of the head it sits in. It is one `memchr2` pass that steps
+/// over each CRLF pair whole, so a normal head costs one search per line: any LF the search
+/// finds is one whose CR was not right before it.
+#[inline]
+pub(crate) fn check_line_ends(head: &[u8]) -> Result<(), Error> {
+    match first_bare_line_end(head) {
+        Some(_) => Err(Error::NewLine),
+        None => Ok(()),
+    }
+}
+
+/// Where the first bare LF or bare CR in `head` is (see [`check_line_ends`]).
+#[inline]
+fn first_bare_line_end(head: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(k) = memchr::memchr2(b'\r', b'\n', &head[at..]) {
+        let i = at + k;
+        if head[i] == b'\n' {
+            return Some(i);
+        }
+        match head.get(i + 1) {
+            Some(b'\n') => at = i + 2,
+            Some(_) => return Some(i),
+            None => return None,
         }
     }
-    Ok(())
+    None
+}
+
+/// The error to report when httparse refused `buf` with `parser_error`: [`Error::NewLine`]
+/// when the first fault in `buf` is a bare CR or LF, else `parser_error`. httparse stops at
+/// the first byte it refuses and names the fault after the part of the head it was in (a
+/// bare CR in the target is a bad target, in a value a bad value); this names every bare CR
+/// for what it is. `parses` says whether httparse accepts a prefix of `buf` (without error,
+/// complete or partial); it runs only on this error path.
+pub(crate) fn line_end_fault_first(
+    buf: &[u8],
+    parser_error: Error,
+    parses: impl FnOnce(&[u8]) -> bool,
+) -> Error {
+    match first_bare_line_end(buf) {
+        Some(at) if parses(&buf[..at]) => Error::NewLine,
+        _ => parser_error,
+    }
 }
 
 /// Tells a version error apart: a well-formed `HTTP/x.y` we do not speak (505), the
@@ -379,48 +426,79 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error>
         .parse_request_with_uninit_headers(&mut req, buf, &mut raw)
     {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            if req.path.is_some_and(|p| p.len() > MAX_TARGET_LEN) {
-                return Err(Error::TargetTooLong);
-            }
-            if buf.len() >= MAX_HEAD_LEN {
-                return Err(Error::HeadTooLarge);
-            }
-            // Refuse a bare LF as soon as it arrives rather than when the head completes.
-            check_crlf(buf)?;
-            return Ok(Parsed::Partial);
-        }
-        Err(httparse::Error::Token) => {
-            return Err(if req.method.is_none() {
-                Error::Method
-            } else {
-                Error::Target
-            })
-        }
-        Err(httparse::Error::Version) => return Err(version_error(buf, true)),
-        Err(e) => return Err(Error::from_httparse(e)),
+        Ok(httparse::Status::Partial) => return partial_request(buf, req.path),
+        Err(e) => return Err(request_syntax_error(buf, e, req.method.is_none())),
     };
     if len > MAX_HEAD_LEN {
         return Err(Error::HeadTooLarge);
     }
-    check_crlf(&buf[..len])?;
-
+    check_line_ends(&buf[..len])?;
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         // httparse fills all three on Complete.
         return Err(Error::Target);
     };
-    let method_bytes = method.as_bytes();
-    out.method = Method::from_bytes(method_bytes);
-    out.method_span = Span::of(buf, method_bytes);
+    let authority = read_request_line(buf, method.as_bytes(), path.as_bytes(), version, out)?;
+    let fields = read_request_fields(buf, req.headers, out)?;
+    decide_request(buf, authority, fields, out)?;
+    out.head_len = len;
+    Ok(Parsed::Complete(len))
+}
+
+/// What to answer when httparse saw no complete head yet: a target or head already over its
+/// limit, or a bare CR or LF, is refused at once rather than when the head completes.
+#[inline]
+fn partial_request(buf: &[u8], path: Option<&str>) -> Result<Parsed, Error> {
+    if path.is_some_and(|p| p.len() > MAX_TARGET_LEN) {
+        return Err(Error::TargetTooLong);
+    }
+    if buf.len() >= MAX_HEAD_LEN {
+        return Err(Error::HeadTooLarge);
+    }
+    check_line_ends(buf)?;
+    Ok(Parsed::Partial)
+}
+
+/// The error for a request head httparse refused; `no_method` says it failed before the end
+/// of the method.
+#[cold]
+fn request_syntax_error(buf: &[u8], e: httparse::Error, no_method: bool) -> Error {
+    let error = match e {
+        httparse::Error::Token if no_method => Error::Method,
+        httparse::Error::Token => Error::Target,
+        httparse::Error::Version => version_error(buf, true),
+        e => Error::from_httparse(e),
+    };
+    line_end_fault_first(buf, error, |prefix| {
+        let mut raw: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+            [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(&mut req, prefix, &mut raw)
+            .is_ok()
+    })
+}
+
+/// Records the method, target and version; returns the authority of an absolute-form
+/// target, which replaces Host.
+#[inline]
+fn read_request_line(
+    buf: &[u8],
+    method: &[u8],
+    path: &[u8],
+    version: u8,
+    out: &mut RequestHead,
+) -> Result<Option<Span>, Error> {
+    out.method = Method::from_bytes(method);
+    out.method_span = Span::of(buf, method);
     if out.method == Method::Connect {
         return Err(Error::ConnectUnsupported);
     }
     if path.len() > MAX_TARGET_LEN {
         return Err(Error::TargetTooLong);
     }
-    out.target = Span::of(buf, path.as_bytes());
+    out.target = Span::of(buf, path);
     let t = target::parse_target(
-        path.as_bytes(),
+        path,
         out.target.start as usize,
         out.method == Method::Options,
     )?;
@@ -431,40 +509,66 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error>
     } else {
         Version::Http10
     };
-    let http10 = out.version == Version::Http10;
+    Ok(t.authority)
+}
 
-    let mut framing = Framing::default();
-    let mut conn = ConnectionTokens::default();
-    let mut host_count = 0u32;
-    let mut expect = false;
-    let mut upgrade_field = false;
-    for (i, h) in req.headers.iter().enumerate() {
+/// What the header fields of a request say, for [`decide_request`].
+#[derive(Default)]
+struct RequestFields {
+    framing: Framing,
+    conn: ConnectionTokens,
+    host_count: u32,
+    expect_continue: bool,
+    upgrade_field: bool,
+}
+
+/// Records every header line in `out` and reads the ones the proxy decides on.
+#[inline]
+fn read_request_fields(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+    out: &mut RequestHead,
+) -> Result<RequestFields, Error> {
+    let mut f = RequestFields::default();
+    for (i, h) in headers.iter().enumerate() {
         let name = Span::of(buf, h.name.as_bytes());
         let value = span_in(buf, h.value, name.end);
         let kind = HeaderKind::of(h.name.as_bytes());
         match kind {
             HeaderKind::Host => {
-                host_count += 1;
+                f.host_count += 1;
                 out.host_index = u16::try_from(i).ok();
             }
-            HeaderKind::ContentLength => framing.content_length(h.value),
-            HeaderKind::TransferEncoding => framing.transfer_encoding(h.value),
+            HeaderKind::ContentLength => f.framing.content_length(h.value),
+            HeaderKind::TransferEncoding => f.framing.transfer_encoding(h.value),
             HeaderKind::Connection => header::read_connection(
                 h.value,
                 value.start,
-                &mut conn,
+                &mut f.conn,
                 &mut out.connection_tokens,
             )?,
-            HeaderKind::Expect => expect = h.value.eq_ignore_ascii_case(b"100-continue"),
-            HeaderKind::Upgrade => upgrade_field = true,
+            HeaderKind::Expect => f.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue"),
+            HeaderKind::Upgrade => f.upgrade_field = true,
             _ => {}
         }
         out.headers.push(Header { name, value, kind });
     }
+    Ok(f)
+}
 
+/// Decides Host, the body's framing, keep-alive, `100-continue` and upgrade from the fields
+/// read and the target's `authority`.
+#[inline]
+fn decide_request(
+    buf: &[u8],
+    authority: Option<Span>,
+    f: RequestFields,
+    out: &mut RequestHead,
+) -> Result<(), Error> {
+    let http10 = out.version == Version::Http10;
     // RFC 9112 §3.2: exactly one Host on HTTP/1.1, never two, always valid. hyper checks
     // none of this; the balancer routes on Host, so a second or a malformed one is refused.
-    if host_count > 1 || (host_count == 0 && !http10) {
+    if f.host_count > 1 || (f.host_count == 0 && !http10) {
         return Err(Error::Host);
     }
     if let Some(i) = out.host_index {
@@ -474,16 +578,14 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error>
         }
         out.host = Some(v);
     }
-    if let Some(a) = t.authority {
+    if let Some(a) = authority {
         out.host = Some(a);
     }
-
-    out.body = framing.finish(http10, BodyFraming::Empty)?;
-    out.keep_alive = !conn.close && (!http10 || conn.keep_alive);
-    out.expect_continue = expect && !http10;
-    out.upgrade = !http10 && upgrade_field && conn.upgrade;
-    out.head_len = len;
-    Ok(Parsed::Complete(len))
+    out.body = f.framing.finish(http10, BodyFraming::Empty)?;
+    out.keep_alive = !f.conn.close && (!http10 || f.conn.keep_alive);
+    out.expect_continue = f.expect_continue && !http10;
+    out.upgrade = !http10 && f.upgrade_field && f.conn.upgrade;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -620,7 +722,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", Err(Error::HeaderName)),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n", Err(Error::HeaderName)),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\0b\r\n\r\n", Err(Error::HeaderValue)),
-            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", Err(Error::HeaderValue)),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", Err(Error::NewLine)),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\x7fb\r\n\r\n", Err(Error::HeaderValue)),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX-A: caf\xc3\xa9\r\n\r\n", Ok(Empty)),
             (b"GET / HTTP/1.1\r\nHost: a\r\nX(A): 1\r\n\r\n", Err(Error::HeaderName)),
@@ -878,8 +980,8 @@ mod tests {
 
     #[test]
     fn may_be_complete_on_a_bare_lf_so_the_parser_refuses_it() {
-        // Regression (tests/conformance.rs): a head ended by bare LFs got 408 after the
-        // header-read timeout instead of an immediate 400.
+        // A head ended by bare LFs never shows a CRLF CRLF: without the `true` the driver
+        // would wait for the header-read timeout (408) instead of answering 400 at once.
         for raw in [
             &b"GET / HTTP/1.1\nHost: a\n\n"[..],
             b"GET / HTTP/1.1\r\nHost: a\n",
@@ -894,10 +996,119 @@ mod tests {
     }
 
     #[test]
-    fn crlf_check() {
-        assert_eq!(check_crlf(b"a\r\nb\r\n"), Ok(()));
-        assert_eq!(check_crlf(b""), Ok(()));
-        assert_eq!(check_crlf(b"\n"), Err(Error::NewLine));
-        assert_eq!(check_crlf(b"a\r\nb\n"), Err(Error::NewLine));
+    fn line_end_check() {
+        let cases: &[(&[u8], Result<(), Error>)] = &[
+            (b"", Ok(())),
+            (b"a\r\nb\r\n", Ok(())),
+            (b"a\r\nb\r", Ok(())),
+            (b"\r", Ok(())),
+            (b"\n", Err(Error::NewLine)),
+            (b"a\r\nb\n", Err(Error::NewLine)),
+            (b"a\n\r\n", Err(Error::NewLine)),
+            (b"a\rb", Err(Error::NewLine)),
+            (b"a\r\r\n", Err(Error::NewLine)),
+            (b"\r\n\rx", Err(Error::NewLine)),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(check_line_ends(raw), *want, "{raw:?}");
+        }
+    }
+
+    /// Feeds `raw` one byte per read the way the driver does (parse only when
+    /// [`may_be_complete`] says so) and says after how many bytes the head was refused.
+    fn refused_after(raw: &[u8]) -> Option<(usize, Error)> {
+        let mut h = RequestHead::new();
+        let mut scanned = 0;
+        for end in 1..=raw.len() {
+            let buf = &raw[..end];
+            if may_be_complete(buf, scanned) {
+                match parse_request(buf, &mut h) {
+                    Err(e) => return Some((end, e)),
+                    Ok(Parsed::Complete(_)) => return None,
+                    Ok(Parsed::Partial) => {}
+                }
+            }
+            scanned = end;
+        }
+        None
+    }
+
+    /// A bare CR (RFC 9112 §2.2) is refused as soon as the byte after it arrives, wherever
+    /// it is and whether or not the blank line has come; a CR that is the last byte so far
+    /// waits for its LF.
+    #[test]
+    #[rustfmt::skip]
+    fn bare_cr_table() {
+        use Parsed::*;
+        type Case = (&'static str, &'static [u8], Result<Parsed, Error>);
+        let cases: &[Case] = &[
+            ("CRLF throughout", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(Complete(27))),
+            ("before the method", b"\rGET / HTTP/1.1\r\n", Err(Error::NewLine)),
+            ("in the method", b"GE\rT / HTTP/1.1\r\n", Err(Error::NewLine)),
+            ("in the target", b"GET /a\rb HTTP/1.1\r\n", Err(Error::NewLine)),
+            ("before the version", b"GET /\r HTTP/1.1\r\n", Err(Error::NewLine)),
+            ("after the version", b"GET / HTTP/1.1\rHost: a\r\n", Err(Error::NewLine)),
+            ("after the version, head complete", b"GET / HTTP/1.1\rHost: a\r\n\r\n", Err(Error::NewLine)),
+            ("in a header name", b"GET / HTTP/1.1\r\nHost: a\r\nX-\rA: 1\r\n", Err(Error::NewLine)),
+            ("at the start of a line", b"GET / HTTP/1.1\r\nHost: a\r\n\rX-A: 1\r\n", Err(Error::NewLine)),
+            ("before a value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A:\r b\r\n", Err(Error::NewLine)),
+            ("in a header value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n", Err(Error::NewLine)),
+            ("in a header value, head complete", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\rb\r\n\r\n", Err(Error::NewLine)),
+            ("CR CR LF after a value", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: a\r\r\n", Err(Error::NewLine)),
+            ("in the blank line", b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n", Err(Error::NewLine)),
+            ("obs-fold after a bare CR", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r 2\r\n", Err(Error::NewLine)),
+            ("obs-fold after a CRLF", b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", Err(Error::HeaderName)),
+            ("last byte, after the version", b"GET / HTTP/1.1\r", Ok(Partial)),
+            ("last byte, after a value", b"GET / HTTP/1.1\r\nHost: a\r", Ok(Partial)),
+            ("last byte, of the blank line", b"GET / HTTP/1.1\r\nHost: a\r\n\r", Ok(Partial)),
+            ("last byte, in the target (no LF may follow there)", b"GET /a\r", Err(Error::Target)),
+            ("a bare CR after an earlier fault", b"GET / HTTP/1.2\r\nHost: a\rb", Err(Error::VersionNotSupported)),
+        ];
+        for (name, raw, want) in cases {
+            let mut h = RequestHead::new();
+            assert_eq!(parse_request(raw, &mut h), *want, "{name}");
+            if *want == Err(Error::NewLine) {
+                let at = raw.windows(2).position(|w| w[0] == b'\r' && w[1] != b'\n').unwrap();
+                assert_eq!(refused_after(raw), Some((at + 2, Error::NewLine)), "{name}");
+            }
+        }
+        assert_eq!(Error::NewLine.status(), 400);
+    }
+
+    /// Every place a bare CR can fall in a head: refused with [`Error::NewLine`] by the
+    /// driver's loop as soon as the byte after it is read; a CR as the last byte read is
+    /// never called a bad line ending.
+    #[test]
+    fn bare_cr_anywhere_is_refused_on_the_next_byte() {
+        let head = b"POST /a/b?c=d HTTP/1.1\r\nHost: a.example\r\nX-A: 1 2\r\nX-Empty:\r\n\r\n";
+        for p in 0..head.len() {
+            for next in [b'x', b' ', b'\t', b'\r', b':', 0, 0xff] {
+                let mut raw = head[..p].to_vec();
+                raw.extend_from_slice(&[b'\r', next]);
+                let at = if p > 0 && head[p - 1] == b'\r' {
+                    p + 1
+                } else {
+                    p + 2
+                };
+                assert_eq!(refused_after(&raw), Some((at, Error::NewLine)), "{raw:?}");
+                let mut h = RequestHead::new();
+                assert_eq!(parse_request(&raw, &mut h), Err(Error::NewLine), "{raw:?}");
+                assert!(may_be_complete(&raw, p), "{raw:?}");
+            }
+            if p == 0 || head[p - 1] != b'\r' {
+                let mut raw = head[..p].to_vec();
+                raw.push(b'\r');
+                let mut h = RequestHead::new();
+                assert_ne!(parse_request(&raw, &mut h), Err(Error::NewLine), "{raw:?}");
+                assert!(!may_be_complete(&raw, 0), "{raw:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bare_cr_after_the_http2_preface_keeps_it_a_preface() {
+        let raw = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\r\x00";
+        let mut h = RequestHead::new();
+        assert_eq!(parse_request(raw, &mut h), Err(Error::Http2Preface));
     }
 }

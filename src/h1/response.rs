@@ -18,7 +18,10 @@ use std::mem::MaybeUninit;
 
 use crate::h1::framing::{BodyFraming, Framing};
 use crate::h1::header::{self, ConnectionTokens, Header, HeaderKind, Span};
-use crate::h1::request::{check_crlf, version_error, Parsed, Version, MAX_HEADERS, MAX_HEAD_LEN};
+use crate::h1::request::{
+    check_line_ends, line_end_fault_first, version_error, Parsed, Version, MAX_HEADERS,
+    MAX_HEAD_LEN,
+};
 use crate::h1::Error;
 
 /// A parsed response head. Reuse one per node connection, as [`crate::h1::RequestHead`].
@@ -168,16 +171,15 @@ pub fn parse_response(
             if buf.len() >= MAX_HEAD_LEN {
                 return Err(Error::HeadTooLarge);
             }
-            check_crlf(buf)?;
+            check_line_ends(buf)?;
             return Ok(Parsed::Partial);
         }
-        Err(httparse::Error::Version) => return Err(version_error(buf, false)),
-        Err(e) => return Err(Error::from_httparse(e)),
+        Err(e) => return Err(response_syntax_error(buf, e)),
     };
     if len > MAX_HEAD_LEN {
         return Err(Error::HeadTooLarge);
     }
-    check_crlf(&buf[..len])?;
+    check_line_ends(&buf[..len])?;
     let (Some(version), Some(code), Some(reason)) = (res.version, res.code, res.reason) else {
         return Err(Error::Status);
     };
@@ -241,6 +243,23 @@ pub fn parse_response(
         && code != 101;
     out.head_len = len;
     Ok(Parsed::Complete(len))
+}
+
+/// The error for a response head httparse refused.
+#[cold]
+fn response_syntax_error(buf: &[u8], e: httparse::Error) -> Error {
+    let error = match e {
+        httparse::Error::Version => version_error(buf, false),
+        e => Error::from_httparse(e),
+    };
+    line_end_fault_first(buf, error, |prefix| {
+        let mut raw: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+            [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, prefix, &mut raw)
+            .is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -378,5 +397,49 @@ mod tests {
         let raw = b"HTTP/1.1 200 \xe9t\xe9\r\nContent-Length: 0\r\n\r\n";
         let r = parse(raw, false).unwrap();
         assert_eq!(r.reason(raw), b"");
+    }
+    /// A bare CR in a node's head is refused as soon as the byte after it arrives (the
+    /// driver parses on every read and answers its client 502); a CR that is the last
+    /// byte so far waits for its LF.
+    #[test]
+    #[rustfmt::skip]
+    fn bare_cr_table() {
+        use Parsed::*;
+        type Case = (&'static str, &'static [u8], Result<Parsed, Error>);
+        let cases: &[Case] = &[
+            ("CRLF throughout", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Ok(Complete(38))),
+            ("in the version", b"HTTP/1\r.1 200 OK\r\n", Err(Error::NewLine)),
+            ("in the status code", b"HTTP/1.1 2\r00 OK\r\n", Err(Error::NewLine)),
+            ("in the reason", b"HTTP/1.1 200 O\rK\r\n", Err(Error::NewLine)),
+            ("after the status line", b"HTTP/1.1 200 OK\rContent-Length: 0\r\n\r\n", Err(Error::NewLine)),
+            ("in a header name", b"HTTP/1.1 200 OK\r\nCont\rent-Length: 0\r\n", Err(Error::NewLine)),
+            ("in a header value", b"HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n", Err(Error::NewLine)),
+            ("in the blank line", b"HTTP/1.1 200 OK\r\nX-A: a\r\n\rx", Err(Error::NewLine)),
+            ("obs-fold after a bare CR", b"HTTP/1.1 200 OK\r\nX-A: a\r b\r\n\r\n", Err(Error::NewLine)),
+            ("last byte, after the status line", b"HTTP/1.1 200 OK\r", Ok(Partial)),
+            ("last byte, after a value", b"HTTP/1.1 200 OK\r\nX-A: a\r", Ok(Partial)),
+            ("last byte, of the blank line", b"HTTP/1.1 200 OK\r\nX-A: a\r\n\r", Ok(Partial)),
+        ];
+        for (name, raw, want) in cases {
+            let mut r = ResponseHead::new();
+            assert_eq!(parse_response(raw, false, &mut r), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn bare_cr_anywhere_is_refused_on_the_next_byte() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\r\n";
+        for p in 0..head.len() {
+            for next in [b'x', b' ', b'\r', 0] {
+                let mut raw = head[..p].to_vec();
+                raw.extend_from_slice(&[b'\r', next]);
+                let mut r = ResponseHead::new();
+                assert_eq!(
+                    parse_response(&raw, false, &mut r),
+                    Err(Error::NewLine),
+                    "{raw:?}"
+                );
+            }
+        }
     }
 }
