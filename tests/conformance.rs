@@ -441,6 +441,17 @@ fn cases() -> Vec<Case> {
         case("header line without a colon", get("X-A\r\n")).reject(400),
         case("NUL in a header value", get("X-A: a\0b\r\n")).reject(400),
         case("bare CR in a header value", get("X-A: a\rb\r\n")).reject(400),
+        // RFC 9112 §2.2: refused as soon as the byte after the CR shows it, not at the end of
+        // the head (that never comes) or at `header_read_timeout`.
+        case(
+            "bare CR in a head that never ends",
+            format!("GET / HTTP/1.1\r\nHost: {HOST}\r\nX-A: a\rb"),
+        )
+        .reject(400)
+        .stricter(
+            "hyper parses a head only once it looks complete, so it waits for the line feeds \
+             that never come; the native path refuses the bare CR as soon as it is read",
+        ),
         case(
             "bare LF inside a header value",
             get("X-A: a\nX-B: b\r\n"),
