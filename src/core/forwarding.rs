@@ -311,7 +311,7 @@ pub fn prepare_request(
     push_forwarded(
         &mut forwarded,
         prev.as_deref().map(str::as_bytes),
-        ip.as_bytes(),
+        |out| out.extend_from_slice(ip.as_bytes()),
         v6,
         tls,
         host.unwrap_or(""),
@@ -322,13 +322,15 @@ pub fn prepare_request(
 }
 
 /// Appends the `Forwarded` value (RFC 7239) the node receives: the chain kept from a trusted
-/// proxy (`prev`), then `for=IP;proto=http|https;host="HOST"` for this hop. `ip` is the
-/// client's address as text; `v6` quotes and brackets it. A host that cannot be a quoted
+/// proxy (`prev`), then `for=IP;proto=http|https;host="HOST"` for this hop. `push_ip` writes
+/// the client's address as text (a path that has it written already copies it); `v6` quotes
+/// and brackets it. A host that cannot be a quoted
 /// string is left out. The one writer of the value for both request paths.
+#[inline]
 pub fn push_forwarded(
     out: &mut Vec<u8>,
     prev: Option<&[u8]>,
-    ip: &[u8],
+    push_ip: impl FnOnce(&mut Vec<u8>),
     v6: bool,
     tls: bool,
     host: &str,
@@ -341,7 +343,7 @@ pub fn push_forwarded(
     if v6 {
         out.extend_from_slice(b"\"[");
     }
-    out.extend_from_slice(ip);
+    push_ip(out);
     if v6 {
         out.extend_from_slice(b"]\"");
     }

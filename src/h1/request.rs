@@ -308,13 +308,32 @@ pub fn may_be_complete(buf: &[u8], scanned: usize) -> bool {
     // The LF of a blank line's `\n\r\n` may sit two bytes before the new ones, and a CR one
     // byte before the first new one (its successor).
     let from = scanned.min(buf.len()).saturating_sub(2);
-    memchr::memchr2_iter(b'\r', b'\n', &buf[from..]).any(|i| {
+    let new = &buf[from..];
+    memchr::memchr_iter(b'\n', new).any(|i| {
         let i = from + i;
-        if buf[i] == b'\r' {
-            return buf.get(i + 1).is_some_and(|&b| b != b'\n');
-        }
         i == 0 || buf[i - 1] != b'\r' || buf[i + 1..].starts_with(b"\r\n")
-    })
+    }) || has_bare_cr(new)
+}
+
+/// Whether `bytes` hold a CR followed by a byte other than LF. Looked for only when a head
+/// does not look complete yet (a head that arrives whole, the common case, never pays it):
+/// such a head is refused at once instead of waiting for line feeds that may never come.
+fn has_bare_cr(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\r', bytes).any(|i| bytes.get(i + 1).is_some_and(|&b| b != b'\n'))
+}
+
+/// Refuses any LF in a complete `head` that is not preceded by CR. httparse accepts a bare
+/// LF as a line end (RFC 9112 §2.2 allows that only as a leniency, and a bare LF that one hop
+/// takes as a line end and the next does not is a classic smuggling vector); a bare CR it
+/// refuses itself, so a head it parsed whole needs only this one `memchr` pass.
+#[inline]
+pub(crate) fn check_bare_lf(head: &[u8]) -> Result<(), Error> {
+    for i in memchr::memchr_iter(b'\n', head) {
+        if i == 0 || head[i - 1] != b'\r' {
+            return Err(Error::NewLine);
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a bare LF (one not preceded by CR) and a bare CR (one followed by a byte other
@@ -432,7 +451,7 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error>
     if len > MAX_HEAD_LEN {
         return Err(Error::HeadTooLarge);
     }
-    check_line_ends(&buf[..len])?;
+    check_bare_lf(&buf[..len])?;
     let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
         // httparse fills all three on Complete.
         return Err(Error::Target);

@@ -19,8 +19,8 @@ use std::mem::MaybeUninit;
 use crate::h1::framing::{BodyFraming, Framing};
 use crate::h1::header::{self, ConnectionTokens, Header, HeaderKind, Span};
 use crate::h1::request::{
-    check_line_ends, line_end_fault_first, version_error, Parsed, Version, MAX_HEADERS,
-    MAX_HEAD_LEN,
+    check_bare_lf, check_line_ends, line_end_fault_first, version_error, Parsed, Version,
+    MAX_HEADERS, MAX_HEAD_LEN,
 };
 use crate::h1::Error;
 
@@ -179,7 +179,7 @@ pub fn parse_response(
     if len > MAX_HEAD_LEN {
         return Err(Error::HeadTooLarge);
     }
-    check_line_ends(&buf[..len])?;
+    check_bare_lf(&buf[..len])?;
     let (Some(version), Some(code), Some(reason)) = (res.version, res.code, res.reason) else {
         return Err(Error::Status);
     };

@@ -857,13 +857,12 @@ fn write_head(
     // The client's address as X-Forwarded-For just wrote it (it ends the value): formatted
     // once for both headers.
     let ip_len = ip_text_len(&vals.0[..xff_end]);
-    // The address as X-Forwarded-For wrote it, copied out of the buffer both values share.
-    let mut ip = [0u8; 64];
-    let ip = &mut ip[..ip_len.min(64)];
-    ip.copy_from_slice(&vals.0[xff_end - ip.len()..xff_end]);
     let v6 = conn.client.ip().to_canonical().is_ipv6();
     let prev = fwd_prev.as_deref().map(str::as_bytes);
-    crate::core::forwarding::push_forwarded(&mut vals.0, prev, ip, v6, req.tls, req.host);
+    // The address as X-Forwarded-For wrote it, copied within the buffer both values share.
+    let ip = xff_end - ip_len..xff_end;
+    let push_ip = |out: &mut Vec<u8>| out.extend_from_within(ip);
+    crate::core::forwarding::push_forwarded(&mut vals.0, prev, push_ip, v6, req.tls, req.host);
     let failover = pipeline::failover_header_value(choice, req.m.ids.as_ref(), req.sep);
     let fo_name = pool.cfg.failover.header.as_str().as_bytes();
     let skip: [&[u8]; 7] = [
