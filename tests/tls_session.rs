@@ -41,7 +41,8 @@ impl Pki {
 
     fn server(&self, versions: &[&'static SupportedProtocolVersion]) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.cert.key_pair.serialize_der()));
+        let key =
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.cert.key_pair.serialize_der()));
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .unwrap()
@@ -74,8 +75,13 @@ async fn bind() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
-async fn connect(connector: &tokio_rustls::TlsConnector, listener: &TcpListener) -> ClientTls<TcpStream> {
-    let tcp = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    listener: &TcpListener,
+) -> ClientTls<TcpStream> {
+    let tcp = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     connector.connect(name, tcp).await.unwrap()
 }
@@ -99,7 +105,9 @@ async fn pair(
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// Echoes with reads into a `buffer_size` buffer, `write_all` and `flush`, until EOF.
@@ -154,7 +162,10 @@ async fn echo_sizes(versions: &[&'static SupportedProtocolVersion], server_buffe
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty());
-    let holds = timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+    let holds = timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!holds, "a closed session holds no buffer");
 }
 
@@ -203,7 +214,10 @@ async fn reports_the_alpn_protocol_the_client_chose() {
                 ProtocolVersion::TLSv1_3
             };
             assert_eq!(server.connection().protocol_version(), Some(expected));
-            assert_eq!(server.tcp().peer_addr().unwrap(), client.get_ref().0.local_addr().unwrap());
+            assert_eq!(
+                server.tcp().peer_addr().unwrap(),
+                client.get_ref().0.local_addr().unwrap()
+            );
         }
     }
 }
@@ -220,7 +234,10 @@ async fn reads_two_messages_sent_in_one_flush() {
     let mut got = Vec::new();
     let mut buf = [0u8; 5];
     while got.len() < 11 {
-        let n = timeout(Duration::from_secs(10), server.read(&mut buf)).await.unwrap().unwrap();
+        let n = timeout(Duration::from_secs(10), server.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0);
         got.extend_from_slice(&buf[..n]);
         if got.len() < 11 {
@@ -250,7 +267,10 @@ async fn gives_buffers_back_while_idle(versions: &[&'static SupportedProtocolVer
         assert!(buf[..] == request[..]);
         assert!(!server.holds_buffers(), "nothing left to read");
         server.write_all(&pattern(20_000, round)).await.unwrap();
-        assert!(server.holds_buffers(), "the response's last record is not sent yet");
+        assert!(
+            server.holds_buffers(),
+            "the response's last record is not sent yet"
+        );
         server.flush().await.unwrap();
         assert!(!server.holds_buffers(), "idle once flushed");
         let mut response = vec![0u8; 20_000];
@@ -258,7 +278,11 @@ async fn gives_buffers_back_while_idle(versions: &[&'static SupportedProtocolVer
         assert!(response == pattern(20_000, round));
         // Idle wait: the buffers are in this thread's pool.
         assert!(pooled_buffers() >= 2);
-        let wait = timeout(Duration::from_millis(50), poll_fn(|cx| server.poll_read_ready(cx))).await;
+        let wait = timeout(
+            Duration::from_millis(50),
+            poll_fn(|cx| server.poll_read_ready(cx)),
+        )
+        .await;
         assert!(wait.is_err(), "nothing to read while the client is quiet");
         assert!(!server.holds_buffers());
     }
@@ -282,7 +306,10 @@ async fn close_notify_from_the_client_is_eof() {
         client.write_all(b"last words").await.unwrap();
         client.shutdown().await.unwrap();
         let mut got = Vec::new();
-        timeout(Duration::from_secs(10), server.read_to_end(&mut got)).await.unwrap().unwrap();
+        timeout(Duration::from_secs(10), server.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got, b"last words");
         // Still writable after the peer's close_notify, then closed by ours.
         server.write_all(b"bye").await.unwrap();
@@ -290,7 +317,10 @@ async fn close_notify_from_the_client_is_eof() {
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, b"bye");
-        assert!(server.write_all(b"more").await.is_err(), "no writes after close_notify");
+        assert!(
+            server.write_all(b"more").await.is_err(),
+            "no writes after close_notify"
+        );
     }
 }
 
@@ -301,18 +331,30 @@ async fn abrupt_close_is_eof_or_error_without_hang() {
     let (client, mut server) = pair(&pki, TLS13, b"http/1.1").await;
     drop(client);
     let mut buf = [0u8; 100];
-    let result = timeout(Duration::from_secs(10), server.read(&mut buf)).await.unwrap();
+    let result = timeout(Duration::from_secs(10), server.read(&mut buf))
+        .await
+        .unwrap();
     assert!(matches!(result, Ok(0)) || result.is_err());
     assert!(!server.holds_buffers());
     // In the middle of a record.
     let (mut client, mut server) = pair(&pki, TLS13, b"http/1.1").await;
-    client.get_mut().0.write_all(&[0x17, 0x03, 0x03, 0x01, 0x00, 1, 2, 3]).await.unwrap();
+    client
+        .get_mut()
+        .0
+        .write_all(&[0x17, 0x03, 0x03, 0x01, 0x00, 1, 2, 3])
+        .await
+        .unwrap();
     drop(client);
-    let result = timeout(Duration::from_secs(10), server.read(&mut buf)).await.unwrap();
+    let result = timeout(Duration::from_secs(10), server.read(&mut buf))
+        .await
+        .unwrap();
     // A reset when the client's socket closes with bytes (session tickets) unread.
     let kind = result.unwrap_err().kind();
     assert!(
-        matches!(kind, io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset),
+        matches!(
+            kind,
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+        ),
         "{kind:?}"
     );
 }
@@ -323,10 +365,16 @@ async fn bad_input_is_an_error() {
     // Not TLS at all.
     let listener = bind().await;
     let config = pki.server(TLS13);
-    let mut raw = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut raw = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let (tcp, _) = listener.accept().await.unwrap();
-    let result = timeout(Duration::from_secs(10), TlsSession::accept(tcp, config)).await.unwrap();
+    let result = timeout(Duration::from_secs(10), TlsSession::accept(tcp, config))
+        .await
+        .unwrap();
     assert!(result.is_err());
     // A record that does not decrypt.
     let (mut client, mut server) = pair(&pki, TLS13, b"http/1.1").await;
@@ -334,15 +382,27 @@ async fn bad_input_is_an_error() {
     forged.extend_from_slice(&[0x55; 0x20]);
     client.get_mut().0.write_all(&forged).await.unwrap();
     let mut buf = [0u8; 100];
-    let result = timeout(Duration::from_secs(10), server.read(&mut buf)).await.unwrap();
+    let result = timeout(Duration::from_secs(10), server.read(&mut buf))
+        .await
+        .unwrap();
     assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
-    assert!(server.read(&mut buf).await.is_err(), "a failed session stays failed");
+    assert!(
+        server.read(&mut buf).await.is_err(),
+        "a failed session stays failed"
+    );
     // The handshake ends with the client gone.
     let gone = bind().await;
-    let raw = TcpStream::connect(gone.local_addr().unwrap()).await.unwrap();
+    let raw = TcpStream::connect(gone.local_addr().unwrap())
+        .await
+        .unwrap();
     drop(raw);
     let (tcp, _) = gone.accept().await.unwrap();
-    let result = timeout(Duration::from_secs(10), TlsSession::accept(tcp, pki.server(TLS12))).await.unwrap();
+    let result = timeout(
+        Duration::from_secs(10),
+        TlsSession::accept(tcp, pki.server(TLS12)),
+    )
+    .await
+    .unwrap();
     assert!(result.is_err());
 }
 
@@ -371,7 +431,10 @@ async fn writes_stop_when_the_client_stops_reading() {
         }
     }
     // Without backpressure the loop would take 20,000 writes of up to 16 KiB (300 MiB).
-    assert!(pending, "writes return Pending once the socket and the buffer are full");
+    assert!(
+        pending,
+        "writes return Pending once the socket and the buffer are full"
+    );
     assert!(server.holds_buffers());
     // Every accepted byte arrives once the client reads again.
     let reader = tokio::spawn(async move {
@@ -381,8 +444,14 @@ async fn writes_stop_when_the_client_stops_reading() {
     });
     server.flush().await.unwrap();
     assert!(!server.holds_buffers());
-    let got = timeout(Duration::from_secs(30), reader).await.unwrap().unwrap();
-    let first_wrong = got.iter().enumerate().position(|(i, b)| *b != stream_byte(i));
+    let got = timeout(Duration::from_secs(30), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    let first_wrong = got
+        .iter()
+        .enumerate()
+        .position(|(i, b)| *b != stream_byte(i));
     assert_eq!(first_wrong, None, "of {accepted} bytes");
 }
 
@@ -409,7 +478,11 @@ async fn a_second_connection_resumes() {
                 client.get_ref().1.handshake_kind()
             };
             let (kind, ()) = tokio::join!(client, server);
-            let expected = if attempt == 0 { HandshakeKind::Full } else { HandshakeKind::Resumed };
+            let expected = if attempt == 0 {
+                HandshakeKind::Full
+            } else {
+                HandshakeKind::Resumed
+            };
             assert_eq!(kind, Some(expected), "attempt {attempt} over {versions:?}");
         }
     }
@@ -429,7 +502,11 @@ async fn follows_the_clients_key_updates() {
         assert!(echoed == data);
     }
     client.shutdown().await.unwrap();
-    timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+    timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 /// Heap the server side of one connection keeps while idle after a request (what dropping it
@@ -475,7 +552,12 @@ async fn pair_on(
 #[test]
 fn an_idle_session_holds_little_heap() {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "idle_heap_in_own_process", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "idle_heap_in_own_process",
+            "--ignored",
+            "--nocapture",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -491,7 +573,10 @@ fn an_idle_session_holds_little_heap() {
 #[ignore = "run in a process of its own by an_idle_session_holds_little_heap"]
 fn idle_heap_in_own_process() {
     let _profiler = dhat::Profiler::builder().testing().build();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         for versions in [TLS12, TLS13] {
             let heap = idle_heap(versions).await;
@@ -502,4 +587,51 @@ fn idle_heap_in_own_process() {
             assert!(heap < 8 * 1024, "idle heap {heap} B over {versions:?}");
         }
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_session_reads_and_writes_from_two_tasks() {
+    const LEN: usize = 4 * 1024 * 1024;
+    let pki = Pki::new();
+    let (client, server) = pair(&pki, TLS13, b"http/1.1").await;
+    let (mut server_reader, mut server_writer) = tokio::io::split(server);
+    let upload = tokio::spawn(async move {
+        let mut got = Vec::new();
+        server_reader.read_to_end(&mut got).await.unwrap();
+        (got, server_reader)
+    });
+    let download = tokio::spawn(async move {
+        server_writer.write_all(&pattern(LEN, 1)).await.unwrap();
+        server_writer.flush().await.unwrap();
+        server_writer
+    });
+    let (mut client_reader, mut client_writer) = tokio::io::split(client);
+    let client_upload = tokio::spawn(async move {
+        client_writer.write_all(&pattern(LEN, 2)).await.unwrap();
+        client_writer.shutdown().await.unwrap();
+        client_writer
+    });
+    // The server's writer blocks on a full socket while its reader goes on.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut downloaded = vec![0u8; LEN];
+    timeout(
+        Duration::from_secs(30),
+        client_reader.read_exact(&mut downloaded),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(downloaded == pattern(LEN, 1));
+    let (uploaded, server_reader) = timeout(Duration::from_secs(30), upload)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(uploaded == pattern(LEN, 2));
+    let server_writer = timeout(Duration::from_secs(30), download)
+        .await
+        .unwrap()
+        .unwrap();
+    let _client_writer = client_upload.await.unwrap();
+    let server = server_reader.unsplit(server_writer);
+    assert!(!server.holds_buffers());
 }

@@ -195,12 +195,10 @@ impl TlsSession {
 
     /// Ready once a read would not wait for the socket's next bytes to start: decrypted bytes
     /// are buffered, a whole TLS record is buffered, the session is closed or failed, or the
-    /// socket is readable. Also pushes out encrypted bytes not yet written.
+    /// socket is readable. Also writes, without waiting, encrypted bytes not yet written.
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.has_unsent() {
-            if let Poll::Ready(Err(e)) = self.poll_send(cx) {
-                return Poll::Ready(Err(e));
-            }
+            self.try_send()?;
             self.release_idle_buffers();
         }
         if self.plaintext_start < self.plaintext_end
@@ -290,6 +288,25 @@ impl TlsSession {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes what the socket takes of the outgoing buffer without waiting and without
+    /// registering for the socket's write readiness, which belongs to the writer's task when
+    /// the session is split: reads push out what rustls answered (tickets, a key update), which
+    /// the peer does not wait for; the writer's next write or flush sends the rest.
+    fn try_send(&mut self) -> io::Result<()> {
+        while self.outgoing_start < self.outgoing_end {
+            let unsent = &self.outgoing[self.outgoing_start as usize..self.outgoing_end as usize];
+            match self.tcp.try_write(unsent) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.outgoing_start += n as u32,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        self.outgoing_start = 0;
+        self.outgoing_end = 0;
+        Ok(())
+    }
+
     /// Gives each buffer that holds nothing back to the pool.
     fn release_idle_buffers(&mut self) {
         if self.incoming_len == 0 && !self.incoming.is_empty() {
@@ -312,7 +329,9 @@ impl TlsSession {
     fn holds_whole_record(&self) -> bool {
         let filled = &self.incoming[..self.incoming_len as usize];
         match filled {
-            [_, _, _, hi, lo, rest @ ..] => rest.len() >= usize::from(u16::from_be_bytes([*hi, *lo])),
+            [_, _, _, hi, lo, rest @ ..] => {
+                rest.len() >= usize::from(u16::from_be_bytes([*hi, *lo]))
+            }
             _ => false,
         }
     }
@@ -404,7 +423,9 @@ impl TlsSession {
             }
             ConnectionState::BlockedHandshake => Ok(Step::NeedInput),
             ConnectionState::WriteTraffic(mut traffic) => match want {
-                Want::Write(data) => output.encrypt_with(data, |plain, out| traffic.encrypt(plain, out)),
+                Want::Write(data) => {
+                    output.encrypt_with(data, |plain, out| traffic.encrypt(plain, out))
+                }
                 Want::CloseNotify => {
                     *close_queued = true;
                     output
@@ -422,7 +443,9 @@ impl TlsSession {
             ConnectionState::ReadEarlyData(_) => Err(rustls::Error::General(
                 "TLS 1.3 early data is not supported".into(),
             )),
-            _ => Err(rustls::Error::General("unexpected TLS connection state".into())),
+            _ => Err(rustls::Error::General(
+                "unexpected TLS connection state".into(),
+            )),
         };
         match result {
             Ok(step) => {
@@ -472,9 +495,7 @@ impl TlsSession {
         }
         loop {
             if self.has_unsent() {
-                if let Poll::Ready(Err(e)) = self.poll_send(cx) {
-                    return Poll::Ready(Err(e));
-                }
+                self.try_send()?;
             }
             match self.step(Want::Read(buf))? {
                 Step::Read => return Poll::Ready(Ok(())),
@@ -496,7 +517,11 @@ impl TlsSession {
         }
     }
 
-    fn poll_write_plaintext(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write_plaintext(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if data.is_empty() {
             return Poll::Ready(Ok(0));
         }
@@ -709,7 +734,9 @@ impl Output<'_> {
                     *self.end += n as u32;
                     return Ok(());
                 }
-                Err(required) if end + required <= 4 * BUFFER_SIZE && required > self.buffer.len() - end => {
+                Err(required)
+                    if end + required <= 4 * BUFFER_SIZE && required > self.buffer.len() - end =>
+                {
                     self.buffer.resize(end + required, 0);
                 }
                 Err(_) => {
@@ -756,4 +783,75 @@ impl Output<'_> {
 
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_keeps_only_buffers_of_the_pooled_size() {
+        let before = pooled_buffers();
+        let buffer = take_buffer();
+        assert_eq!(buffer.len(), BUFFER_SIZE);
+        give_back(buffer);
+        assert_eq!(pooled_buffers(), before.max(1));
+        let mut grown = take_buffer();
+        grown.resize(BUFFER_SIZE + 1, 0);
+        give_back(grown);
+        assert_eq!(
+            pooled_buffers(),
+            before.max(1) - 1,
+            "a grown buffer is freed"
+        );
+        let many: Vec<_> = (0..POOL_LIMIT + 5).map(|_| take_buffer()).collect();
+        many.into_iter().for_each(give_back);
+        assert_eq!(pooled_buffers(), POOL_LIMIT);
+    }
+
+    #[test]
+    fn leftover_plaintext_moves_to_the_front_then_grows() {
+        let (mut buffer, mut start, mut end) = (Vec::new(), 0u32, 0u32);
+        let mut leftover = Leftover {
+            buffer: &mut buffer,
+            start: &mut start,
+            end: &mut end,
+        };
+        leftover.keep(&[1; 10_000]);
+        *leftover.start = 9_000;
+        leftover.keep(&[2; 10_000]);
+        assert_eq!(
+            (*leftover.start, *leftover.end),
+            (0, 11_000),
+            "moved to the front"
+        );
+        leftover.keep(&[3; 10_000]);
+        assert_eq!(*leftover.end, 21_000);
+        assert!(buffer.len() >= 21_000);
+        assert!(buffer[..1_000].iter().all(|b| *b == 1));
+        assert!(buffer[1_000..11_000].iter().all(|b| *b == 2));
+        assert!(buffer[11_000..21_000].iter().all(|b| *b == 3));
+    }
+
+    #[test]
+    fn handshake_bytes_grow_the_outgoing_buffer_within_a_bound() {
+        let (mut buffer, mut end) = (Vec::new(), 0u32);
+        let mut output = Output {
+            buffer: &mut buffer,
+            end: &mut end,
+        };
+        let big = vec![7u8; BUFFER_SIZE + 100];
+        output
+            .encode_with(|out| {
+                if out.len() < big.len() {
+                    return Err(big.len());
+                }
+                out[..big.len()].copy_from_slice(&big);
+                Ok(big.len())
+            })
+            .unwrap();
+        assert_eq!(*output.end as usize, big.len());
+        let refused = output.encode_with(|_| Err(5 * BUFFER_SIZE));
+        assert!(refused.is_err(), "no growth past four buffers");
+    }
 }
