@@ -124,10 +124,7 @@ async fn echo_loop(session: &mut TlsSession, buffer_size: usize) -> io::Result<(
 }
 
 /// Sends `data` from the client while reading its echo; returns the echo.
-async fn exchange<S: AsyncRead + AsyncWrite>(client: S, data: &[u8]) -> (Vec<u8>, S)
-where
-    S: Unpin,
-{
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(client: S, data: &[u8]) -> (Vec<u8>, S) {
     let (mut reader, mut writer) = tokio::io::split(client);
     let write = async {
         writer.write_all(data).await.unwrap();

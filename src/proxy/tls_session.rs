@@ -38,8 +38,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, ReadTraffic, WriteTraffic};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -371,6 +371,7 @@ impl TlsSession {
         let state = match status.state {
             Ok(state) => state,
             Err(e) => {
+                self.discard_incoming(discard);
                 self.fail();
                 return Err(tls_error(e));
             }
@@ -386,27 +387,7 @@ impl TlsSession {
         };
         let result = match state {
             ConnectionState::ReadTraffic(mut traffic) => {
-                let mut read_any = false;
-                let mut result = Ok(());
-                while let Some(record) = traffic.next_record() {
-                    match record {
-                        Ok(record) => {
-                            discard += record.discard;
-                            read_any |= leftover.deliver(record.payload, &mut want);
-                        }
-                        Err(e) => {
-                            result = Err(e);
-                            break;
-                        }
-                    }
-                    // Leaves the next records with rustls once the caller's buffer is full.
-                    if let Want::Read(buf) = &want {
-                        if buf.remaining() == 0 {
-                            break;
-                        }
-                    }
-                }
-                result.map(|()| if read_any { Step::Read } else { Step::Again })
+                read_records(&mut traffic, &mut leftover, &mut want, &mut discard)
             }
             ConnectionState::EncodeTlsData(mut encode) => output
                 .encode_with(|out| match encode.encode(out) {
@@ -422,23 +403,9 @@ impl TlsSession {
                 Ok(Step::Again)
             }
             ConnectionState::BlockedHandshake => Ok(Step::NeedInput),
-            ConnectionState::WriteTraffic(mut traffic) => match want {
-                Want::Write(data) => {
-                    output.encrypt_with(data, |plain, out| traffic.encrypt(plain, out))
-                }
-                Want::CloseNotify => {
-                    *close_queued = true;
-                    output
-                        .encode_with(|out| match traffic.queue_close_notify(out) {
-                            Ok(n) => Ok(n),
-                            Err(EncryptError::InsufficientSize(size)) => Err(size.required_size),
-                            Err(EncryptError::EncryptExhausted) => Ok(0),
-                        })
-                        .map(|()| Step::Writable(0))
-                }
-                Want::Handshake => Ok(Step::Writable(0)),
-                Want::Read(_) => Ok(Step::NeedInput),
-            },
+            ConnectionState::WriteTraffic(mut traffic) => {
+                write_traffic(&mut traffic, &mut output, want, close_queued)
+            }
             ConnectionState::PeerClosed | ConnectionState::Closed => Ok(Step::PeerClosed),
             ConnectionState::ReadEarlyData(_) => Err(rustls::Error::General(
                 "TLS 1.3 early data is not supported".into(),
@@ -447,16 +414,11 @@ impl TlsSession {
                 "unexpected TLS connection state".into(),
             )),
         };
-        match result {
-            Ok(step) => {
-                self.discard_incoming(discard);
-                Ok(step)
-            }
-            Err(e) => {
-                self.fail();
-                Err(tls_error(e))
-            }
-        }
+        self.discard_incoming(discard);
+        result.map_err(|e| {
+            self.fail();
+            tls_error(e)
+        })
     }
 
     /// Drops the first `n` incoming bytes (processed by rustls) and moves the rest to the
@@ -474,7 +436,10 @@ impl TlsSession {
     /// rustls queued for the peer.
     fn fail(&mut self) {
         self.failed = true;
-        let status = self.conn.process_tls_records(&mut []);
+        let incoming_len = self.incoming_len as usize;
+        let status = self
+            .conn
+            .process_tls_records(&mut self.incoming[..incoming_len]);
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
             let mut alert = [0u8; 64];
             if let Ok(n) = encode.encode(&mut alert) {
@@ -657,6 +622,53 @@ impl Drop for TlsSession {
                 give_back(buffer);
             }
         }
+    }
+}
+
+/// Takes the decrypted records rustls holds: into the caller's buffer for a read, until it is
+/// full (the next records stay with rustls), and what does not fit into the leftover buffer.
+/// Adds the records' own discard counts to `discard`.
+fn read_records(
+    traffic: &mut ReadTraffic<'_, '_, ServerConnectionData>,
+    leftover: &mut Leftover<'_>,
+    want: &mut Want<'_, '_>,
+    discard: &mut usize,
+) -> Result<Step, rustls::Error> {
+    let mut read_any = false;
+    while let Some(record) = traffic.next_record() {
+        let record = record?;
+        *discard += record.discard;
+        read_any |= leftover.deliver(record.payload, want);
+        if let Want::Read(buf) = want {
+            if buf.remaining() == 0 {
+                break;
+            }
+        }
+    }
+    Ok(if read_any { Step::Read } else { Step::Again })
+}
+
+/// Encrypts a write's plaintext or queues close_notify, once rustls allows application data.
+fn write_traffic(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    output: &mut Output<'_>,
+    want: Want<'_, '_>,
+    close_queued: &mut bool,
+) -> Result<Step, rustls::Error> {
+    match want {
+        Want::Write(data) => output.encrypt_with(data, |plain, out| traffic.encrypt(plain, out)),
+        Want::CloseNotify => {
+            *close_queued = true;
+            output
+                .encode_with(|out| match traffic.queue_close_notify(out) {
+                    Ok(n) => Ok(n),
+                    Err(EncryptError::InsufficientSize(size)) => Err(size.required_size),
+                    Err(EncryptError::EncryptExhausted) => Ok(0),
+                })
+                .map(|()| Step::Writable(0))
+        }
+        Want::Handshake => Ok(Step::Writable(0)),
+        Want::Read(_) => Ok(Step::NeedInput),
     }
 }
 
