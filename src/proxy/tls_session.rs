@@ -19,9 +19,14 @@
 //!
 //! Writes: the caller's plaintext is encrypted in records of at most 16 KiB straight into the
 //! outgoing buffer ([`rustls::unbuffered::WriteTraffic::encrypt`]), which is written to the
-//! socket when it is full, on flush, and opportunistically on reads. A write returns `Pending`
-//! when the outgoing buffer is full and the socket takes nothing, so a client that stops
-//! reading holds at most one buffer of the session's output.
+//! socket when the next record does not fit, on flush, and (without waiting) on reads. A write
+//! returns `Pending` when the outgoing buffer is full and the socket takes nothing, so a client
+//! that stops reading holds at most one buffer of the session's output. Small writes (a
+//! response head, then its body) share the buffer and go out in one socket write at the flush.
+//!
+//! The pool is per thread so that taking and giving back a buffer is a `Vec` move without a
+//! lock; a task that moves between a runtime's worker threads gives its buffers back to the
+//! thread it is on, and each thread keeps at most 128 of them (2.3 MiB).
 //!
 //! Handshake messages rustls sends by itself (session tickets after the handshake, a TLS 1.3
 //! `KeyUpdate` answer, alerts) are encoded into the outgoing buffer whenever rustls asks
@@ -123,6 +128,12 @@ enum Step {
 }
 
 /// A server-side TLS session over a TCP socket; see the module doc.
+///
+/// `poll_write` returns `Ready(Ok(n))` once `n` bytes are encrypted into the outgoing buffer;
+/// they reach the socket with a later write or flush, so a caller flushes before it waits for
+/// the peer. `Pending` means nothing of that call's bytes was taken: dropping a pending write
+/// loses nothing. Reads and writes may go on from two tasks at once through
+/// [`tokio::io::split`]: only writes and flushes wait for the socket's write readiness.
 pub struct TlsSession {
     conn: UnbufferedServerConnection,
     tcp: TcpStream,
@@ -497,7 +508,7 @@ impl TlsSession {
             )));
         }
         loop {
-            ready!(self.poll_make_room(cx))?;
+            ready!(self.poll_make_room(cx, data.len()))?;
             match self.step(Want::Write(data))? {
                 Step::Writable(0) if self.has_unsent() => ready!(self.poll_send(cx))?,
                 Step::Writable(0) | Step::NeedInput => {
@@ -518,7 +529,7 @@ impl TlsSession {
     /// Queues close_notify once (a failed session sends none).
     fn poll_queue_close_notify(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.close_queued && !self.failed {
-            ready!(self.poll_make_room(cx))?;
+            ready!(self.poll_make_room(cx, 0))?;
             match self.step(Want::CloseNotify)? {
                 Step::Writable(_) | Step::NeedInput => break,
                 Step::Again | Step::Read => {}
@@ -529,10 +540,11 @@ impl TlsSession {
         Poll::Ready(Ok(()))
     }
 
-    /// Ready once the outgoing buffer has room for a record: written to the socket as far as
-    /// it takes, the unsent rest moved to the front.
-    fn poll_make_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.outgoing_free() > RECORD_OVERHEAD {
+    /// Ready once the outgoing buffer has room for a record of `plaintext` bytes, or, when the
+    /// socket takes no more, for a shorter one: written to the socket as far as it takes, the
+    /// unsent rest moved to the front. Writing first keeps bulk records at full size.
+    fn poll_make_room(&mut self, cx: &mut Context<'_>, plaintext: usize) -> Poll<io::Result<()>> {
+        if self.outgoing_free() >= plaintext.min(MAX_PLAINTEXT_PER_RECORD) + RECORD_OVERHEAD {
             return Poll::Ready(Ok(()));
         }
         if ready_or_pending(self.poll_send(cx))?.is_ready() {
