@@ -797,3 +797,76 @@ async fn a_request_sent_with_the_clients_finished_is_read() {
         assert!(!server.holds_buffers());
     }
 }
+
+/// Forwards `from` to `to` a few bytes at a time, so that records and handshake messages
+/// arrive split at every offset.
+async fn trickle(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+) {
+    let mut buf = [0u8; 4096];
+    let mut step = 1;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for piece in buf[..n].chunks(step) {
+            if to.write_all(piece).await.is_err() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        step = step % 7 + 1;
+    }
+    let _ = to.shutdown().await;
+}
+
+#[tokio::test]
+async fn records_split_at_every_offset_and_tiny_reads() {
+    let pki = Pki::new();
+    for versions in [TLS12, TLS13] {
+        let listener = bind().await;
+        let relay = bind().await;
+        let relay_addr = relay.local_addr().unwrap();
+        let server_addr = listener.local_addr().unwrap();
+        let config = pki.server(versions);
+        let relay_task = tokio::spawn(async move {
+            let (client_side, _) = relay.accept().await.unwrap();
+            let server_side = TcpStream::connect(server_addr).await.unwrap();
+            server_side.set_nodelay(true).unwrap();
+            let (client_read, client_write) = client_side.into_split();
+            let (server_read, server_write) = server_side.into_split();
+            let up = tokio::spawn(trickle(client_read, server_write));
+            let down = tokio::spawn(trickle(server_read, client_write));
+            let _ = tokio::join!(up, down);
+        });
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut session = TlsSession::accept(tcp, config).await.unwrap();
+            echo_loop(&mut session, 7).await.unwrap();
+            session.shutdown().await.unwrap();
+        });
+        let tcp = TcpStream::connect(relay_addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let connector = pki.client(versions, b"http/1.1");
+        let client = timeout(Duration::from_secs(30), connector.connect(name, tcp))
+            .await
+            .unwrap()
+            .unwrap();
+        let data = pattern(40_000, 4);
+        let (echoed, mut client) = timeout(Duration::from_secs(60), exchange(client, &data))
+            .await
+            .unwrap();
+        assert!(echoed == data, "over {versions:?}");
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+        relay_task.await.unwrap();
+    }
+}
