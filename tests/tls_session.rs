@@ -248,6 +248,16 @@ async fn reads_two_messages_sent_in_one_flush() {
     }
     assert_eq!(got, b"firstsecond");
     assert!(!server.holds_buffers());
+    // A larger read takes both records at once.
+    client.get_mut().1.writer().write_all(b"third").unwrap();
+    client.get_mut().1.writer().write_all(b"fourth").unwrap();
+    client.flush().await.unwrap();
+    let mut buf = [0u8; 100];
+    let n = timeout(Duration::from_secs(10), server.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"thirdfourth");
 }
 
 async fn gives_buffers_back_while_idle(versions: &[&'static SupportedProtocolVersion]) {

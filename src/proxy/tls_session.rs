@@ -209,7 +209,7 @@ impl TlsSession {
     /// socket is readable. Also writes, without waiting, encrypted bytes not yet written.
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.has_unsent() {
-            self.try_send()?;
+            self.try_send();
             self.release_idle_buffers();
         }
         if self.plaintext_start < self.plaintext_end
@@ -302,20 +302,20 @@ impl TlsSession {
     /// Writes what the socket takes of the outgoing buffer without waiting and without
     /// registering for the socket's write readiness, which belongs to the writer's task when
     /// the session is split: reads push out what rustls answered (tickets, a key update), which
-    /// the peer does not wait for; the writer's next write or flush sends the rest.
-    fn try_send(&mut self) -> io::Result<()> {
+    /// the peer does not wait for; the writer's next write or flush sends the rest. A socket
+    /// error drops the unsent bytes (they can never go out) and is left for the writer to
+    /// meet, so that a read still returns the plaintext and end of stream the peer sent.
+    fn try_send(&mut self) {
         while self.outgoing_start < self.outgoing_end {
             let unsent = &self.outgoing[self.outgoing_start as usize..self.outgoing_end as usize];
             match self.tcp.try_write(unsent) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.outgoing_start += n as u32,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
+                Ok(n) if n > 0 => self.outgoing_start += n as u32,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(_) | Err(_) => break,
             }
         }
         self.outgoing_start = 0;
         self.outgoing_end = 0;
-        Ok(())
     }
 
     /// Gives each buffer that holds nothing back to the pool.
@@ -469,17 +469,21 @@ impl TlsSession {
         if buf.remaining() == 0 || self.read_buffered_plaintext(buf) || self.peer_closed {
             return Poll::Ready(Ok(()));
         }
+        let mut read_any = false;
         loop {
             if self.has_unsent() {
-                self.try_send()?;
+                self.try_send();
             }
             match self.step(Want::Read(buf))? {
+                // Goes on with the next record when it is already whole in the buffer.
+                Step::Read if buf.remaining() > 0 && self.holds_whole_record() => read_any = true,
                 Step::Read => return Poll::Ready(Ok(())),
                 Step::PeerClosed => {
                     self.peer_closed = true;
                     return Poll::Ready(Ok(()));
                 }
                 Step::Again => {}
+                Step::NeedInput | Step::Writable(_) if read_any => return Poll::Ready(Ok(())),
                 Step::NeedInput | Step::Writable(_) => {
                     if self.socket_eof {
                         return Poll::Ready(Err(io::Error::new(
