@@ -516,6 +516,9 @@ async fn follows_the_clients_key_updates() {
         .unwrap();
 }
 
+/// Request sizes before the idle heap is measured: small ones and one of several records.
+const IDLE_HEAP_REQUESTS: [usize; 3] = [500, 40_000, 500];
+
 /// Heap the server side of one connection keeps while idle after a request (what dropping it
 /// frees): the boxed session and rustls's state, and no buffer.
 async fn idle_heap(versions: &[&'static SupportedProtocolVersion]) -> u64 {
@@ -525,13 +528,16 @@ async fn idle_heap(versions: &[&'static SupportedProtocolVersion]) -> u64 {
     let connector = pki.client(versions, b"http/1.1");
     let (client, server) = pair_on(&listener, &connector, &config).await;
     let (mut client, mut server) = (client, Box::new(server));
-    for round in 0..3u8 {
-        let request = pattern(500, round);
+    for (round, size) in IDLE_HEAP_REQUESTS.into_iter().enumerate() {
+        let request = pattern(size, round as u8);
         client.write_all(&request).await.unwrap();
         client.flush().await.unwrap();
-        let mut buf = [0u8; 500];
+        let mut buf = vec![0u8; size];
         server.read_exact(&mut buf).await.unwrap();
-        server.write_all(&pattern(5_000, round)).await.unwrap();
+        server
+            .write_all(&pattern(5_000, round as u8))
+            .await
+            .unwrap();
         server.flush().await.unwrap();
         let mut response = vec![0u8; 5_000];
         client.read_exact(&mut response).await.unwrap();
@@ -553,6 +559,37 @@ async fn pair_on(
         TlsSession::accept(tcp, config.clone()).await.unwrap()
     };
     tokio::join!(connect(connector, listener), server)
+}
+
+/// What [`idle_heap`] measures, for tokio-rustls's server stream over the buffered
+/// `rustls::ServerConnection`: the comparison.
+async fn idle_heap_tokio_rustls(versions: &[&'static SupportedProtocolVersion]) -> u64 {
+    let pki = Pki::new();
+    let listener = bind().await;
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server(versions));
+    let connector = pki.client(versions, b"http/1.1");
+    let server = async {
+        let (tcp, _) = listener.accept().await.unwrap();
+        Box::new(acceptor.accept(tcp).await.unwrap())
+    };
+    let (mut client, mut server) = tokio::join!(connect(&connector, &listener), server);
+    for (round, size) in IDLE_HEAP_REQUESTS.into_iter().enumerate() {
+        client.write_all(&pattern(size, round as u8)).await.unwrap();
+        client.flush().await.unwrap();
+        let mut buf = vec![0u8; size];
+        server.read_exact(&mut buf).await.unwrap();
+        server
+            .write_all(&pattern(5_000, round as u8))
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        let mut response = vec![0u8; 5_000];
+        client.read_exact(&mut response).await.unwrap();
+    }
+    let before = dhat::HeapStats::get().curr_bytes;
+    drop(server);
+    let after = dhat::HeapStats::get().curr_bytes;
+    (before - after) as u64
 }
 
 /// Runs [`idle_heap_in_own_process`] in a child process, where no other test allocates.
@@ -587,11 +624,14 @@ fn idle_heap_in_own_process() {
     runtime.block_on(async {
         for versions in [TLS12, TLS13] {
             let heap = idle_heap(versions).await;
+            let buffered = idle_heap_tokio_rustls(versions).await;
             println!(
-                "{versions:?}: an idle session holds {heap} B of heap (Box<TlsSession> of {} B included)",
+                "{versions:?}: an idle session holds {heap} B of heap (Box<TlsSession> of {} B \
+                 included); tokio-rustls's server stream {buffered} B",
                 std::mem::size_of::<TlsSession>()
             );
             assert!(heap < 8 * 1024, "idle heap {heap} B over {versions:?}");
+            assert!(heap < buffered, "less than tokio-rustls's {buffered} B");
         }
     });
 }
