@@ -920,3 +920,35 @@ async fn records_split_at_every_offset_and_tiny_reads() {
         relay_task.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_refused_handshake_sends_its_alert() {
+    let pki = Pki::new();
+    for versions in [TLS12, TLS13] {
+        let listener = bind().await;
+        let config = pki.server(versions);
+        let connector = pki.client(versions, b"spdy/1");
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            TlsSession::accept(tcp, config).await.map(|_| ())
+        };
+        let client = async {
+            let tcp = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            connector.connect(name, tcp).await.map(|_| ())
+        };
+        let (client, server) = timeout(Duration::from_secs(10), async {
+            tokio::join!(client, server)
+        })
+        .await
+        .unwrap();
+        assert_eq!(server.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let client_error = client.unwrap_err().to_string();
+        assert!(
+            client_error.contains("NoApplicationProtocol"),
+            "{client_error}"
+        );
+    }
+}

@@ -443,20 +443,35 @@ impl TlsSession {
         }
     }
 
-    /// Marks the session unusable and writes, best effort and without waiting, the alert
-    /// rustls queued for the peer.
+    /// Marks the session unusable and writes, best effort and without waiting, what rustls
+    /// queued for the peer before and with its alert (a TLS 1.3 ServerHello can precede it).
+    /// rustls is called only while it has queued bytes, which it hands out before looking at
+    /// the incoming bytes again: processing the bad record a second time would queue a second
+    /// fatal alert, which rustls asserts against.
     fn fail(&mut self) {
         self.failed = true;
         let incoming_len = self.incoming_len as usize;
-        let status = self
-            .conn
-            .process_tls_records(&mut self.incoming[..incoming_len]);
-        if let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state {
-            let mut alert = [0u8; 64];
-            if let Ok(n) = encode.encode(&mut alert) {
-                let _ = self.tcp.try_write(&alert[..n]);
+        while self.conn.wants_write() {
+            let status = self
+                .conn
+                .process_tls_records(&mut self.incoming[..incoming_len]);
+            let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state else {
+                break;
+            };
+            let mut output = Output {
+                buffer: &mut self.outgoing,
+                end: &mut self.outgoing_end,
+            };
+            let encoded = output.encode_with(|out| match encode.encode(out) {
+                Ok(n) => Ok(n),
+                Err(EncodeError::InsufficientSize(size)) => Err(size.required_size),
+                Err(EncodeError::AlreadyEncoded) => Ok(0),
+            });
+            if encoded.is_err() {
+                break;
             }
         }
+        self.try_send();
     }
 }
 
