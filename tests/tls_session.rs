@@ -952,3 +952,76 @@ async fn a_refused_handshake_sends_its_alert() {
         );
     }
 }
+
+/// Copies `from` to `to`, flipping the byte at offset `flip` of the stream.
+async fn copy_flipping(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    flip: usize,
+) {
+    let mut buf = [0u8; 4096];
+    let mut offset = 0;
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        if (offset..offset + n).contains(&flip) {
+            buf[flip - offset] ^= 0x5a;
+        }
+        offset += n;
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_corrupted_byte_anywhere_is_an_error_never_a_panic() {
+    let pki = Pki::new();
+    for versions in [TLS12, TLS13] {
+        for flip in (0..1_600).step_by(53) {
+            let listener = bind().await;
+            let relay = bind().await;
+            let relay_addr = relay.local_addr().unwrap();
+            let server_addr = listener.local_addr().unwrap();
+            let relay_task = tokio::spawn(async move {
+                let (client_side, _) = relay.accept().await.unwrap();
+                let server_side = TcpStream::connect(server_addr).await.unwrap();
+                let (client_read, mut client_write) = client_side.into_split();
+                let (mut server_read, server_write) = server_side.into_split();
+                tokio::select! {
+                    () = copy_flipping(client_read, server_write, flip) => {}
+                    _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                }
+            });
+            let config = pki.server(versions);
+            let server = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut session = TlsSession::accept(tcp, config).await?;
+                echo_loop(&mut session, 4096).await
+            });
+            let connector = pki.client(versions, b"http/1.1");
+            let client = async {
+                let tcp = TcpStream::connect(relay_addr).await.unwrap();
+                let name = ServerName::try_from("localhost").unwrap();
+                let mut client = connector.connect(name, tcp).await?;
+                client.write_all(&pattern(1_000, 1)).await?;
+                client.flush().await?;
+                let mut echoed = vec![0u8; 1_000];
+                client.read_exact(&mut echoed).await?;
+                client.shutdown().await
+            };
+            let outcome = timeout(Duration::from_secs(10), async {
+                let client = client.await;
+                // The client is done: the relay closes both sockets.
+                relay_task.abort();
+                let server = server.await;
+                (client, server)
+            })
+            .await;
+            let (_client, server) = outcome.unwrap_or_else(|_| panic!("hang, flip at {flip}"));
+            // A panic in the session would surface as a join error.
+            let _ = server.unwrap_or_else(|e| panic!("flip at {flip} over {versions:?}: {e}"));
+        }
+    }
+}
