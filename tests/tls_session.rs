@@ -1025,3 +1025,30 @@ async fn a_corrupted_byte_anywhere_is_an_error_never_a_panic() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_vectored_write_takes_every_slice_that_fits() {
+    let pki = Pki::new();
+    let (mut client, mut server) = pair(&pki, TLS13, b"http/1.1").await;
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n".to_vec();
+    let body = pattern(5_000, 8);
+    let slices = [
+        io::IoSlice::new(&head),
+        io::IoSlice::new(&[]),
+        io::IoSlice::new(&body),
+    ];
+    assert!(server.is_write_vectored());
+    let n = server.write_vectored(&slices).await.unwrap();
+    assert_eq!(n, head.len() + body.len());
+    // Larger than a record: taken up to the end of the first record of the second slice.
+    let big = pattern(40_000, 9);
+    let slices = [io::IoSlice::new(&head), io::IoSlice::new(&big)];
+    let m = server.write_vectored(&slices).await.unwrap();
+    assert_eq!(m, head.len() + 16 * 1024);
+    server.write_all(&big[16 * 1024..]).await.unwrap();
+    server.flush().await.unwrap();
+    let mut got = vec![0u8; n + head.len() + big.len()];
+    client.read_exact(&mut got).await.unwrap();
+    let expected = [&head[..], &body, &head, &big].concat();
+    assert!(got == expected);
+}

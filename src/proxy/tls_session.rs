@@ -625,6 +625,39 @@ impl AsyncWrite for TlsSession {
         result
     }
 
+    /// Encrypts the slices one after the other (a record each, at least), until one is not
+    /// taken whole; `Pending` only when nothing was taken.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let mut taken = 0;
+        for buf in bufs.iter().filter(|b| !b.is_empty()) {
+            match this.poll_write_plaintext(cx, buf) {
+                Poll::Ready(Ok(n)) => {
+                    taken += n;
+                    if n < buf.len() {
+                        break;
+                    }
+                }
+                // The error or the wait comes again with the next call.
+                Poll::Ready(Err(_)) | Poll::Pending if taken > 0 => break,
+                other => {
+                    this.release_idle_buffers();
+                    return other;
+                }
+            }
+        }
+        this.release_idle_buffers();
+        Poll::Ready(Ok(taken))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send(cx))?;
