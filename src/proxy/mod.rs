@@ -20,6 +20,7 @@ pub mod open_streams;
 pub mod pipeline;
 pub mod service;
 pub mod tls;
+pub mod tls_session;
 pub mod tunnel;
 pub mod upstream;
 pub mod workers;
