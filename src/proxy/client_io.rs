@@ -1,13 +1,14 @@
 //! A client connection's bytes on the native HTTP/1.1 path: a TCP socket, or a TLS session
-//! over one ([`ClientIo`]).
+//! over one ([`ClientIo`], the session a [`TlsSession`] that holds no buffer while idle).
 //!
 //! An enum rather than a type parameter: the native path's exchange futures are pooled per
 //! accept loop and named through one function ([`crate::proxy::h1::exchange_pool`]), and a
 //! second instance of every function for TLS would double the path's code for a branch per
 //! call. The TLS session is boxed so that a cleartext connection's state stays a socket.
 //!
-//! Writes to a TLS session may stay in rustls's buffer when the socket is full: the path
-//! flushes once per response ([`tokio::io::AsyncWriteExt::flush`], free on a socket).
+//! Writes to a TLS session collect in its outgoing buffer until a record's worth is there: the
+//! path flushes once per response and before it waits for more of a node's body
+//! ([`tokio::io::AsyncWriteExt::flush`], free on a socket).
 
 use std::io;
 use std::pin::Pin;
@@ -16,12 +17,13 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
 use tokio::net::tcp;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+
+use crate::proxy::tls_session::TlsSession;
 
 /// A client connection: plain TCP or TLS.
 pub enum ClientIo {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsSession>),
 }
 
 impl ClientIo {
@@ -29,7 +31,7 @@ impl ClientIo {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             ClientIo::Plain(s) => s,
-            ClientIo::Tls(s) => s.get_ref().0,
+            ClientIo::Tls(s) => s.tcp(),
         }
     }
 
@@ -38,21 +40,11 @@ impl ClientIo {
     }
 
     /// Ready once the connection has bytes to read: on its socket, or already decrypted in
-    /// the TLS session (a client that sent two requests in one record). A TLS record that
-    /// is only partly there makes it ready too; the read that follows waits for the rest.
+    /// the TLS session (a client that sent two requests in one record).
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             ClientIo::Plain(s) => s.poll_read_ready(cx),
-            ClientIo::Tls(s) => {
-                let (tcp, session) = s.get_mut();
-                match session.process_new_packets() {
-                    Ok(state) if state.plaintext_bytes_to_read() > 0 => Poll::Ready(Ok(())),
-                    // Closed by the peer, or an alert to send: the read says which.
-                    Ok(state) if state.peer_has_closed() => Poll::Ready(Ok(())),
-                    Ok(_) => tcp.poll_read_ready(cx),
-                    Err(_) => Poll::Ready(Ok(())),
-                }
-            }
+            ClientIo::Tls(s) => s.poll_read_ready(cx),
         }
     }
 
@@ -133,13 +125,13 @@ impl AsyncWrite for ClientIo {
 /// The read half of [`ClientIo::split`].
 pub enum ClientRead<'a> {
     Plain(tcp::ReadHalf<'a>),
-    Tls(ReadHalf<&'a mut TlsStream<TcpStream>>),
+    Tls(ReadHalf<&'a mut TlsSession>),
 }
 
 /// The write half of [`ClientIo::split`].
 pub enum ClientWrite<'a> {
     Plain(tcp::WriteHalf<'a>),
-    Tls(WriteHalf<&'a mut TlsStream<TcpStream>>),
+    Tls(WriteHalf<&'a mut TlsSession>),
 }
 
 impl AsyncRead for ClientRead<'_> {

@@ -1316,6 +1316,9 @@ async fn send_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     write_all_idle(client, out, idle).await.map_err(to_client)?;
     let mut inb = Buf::take();
     while !done {
+        // What a TLS session holds goes out before the wait for the node's next bytes (a
+        // no-op on a socket).
+        flush_idle(client, idle).await.map_err(to_client)?;
         inb.0.clear();
         let n = match deadline::timeout_pending(idle, upstream.read_buf(&mut inb.0)).await {
             Err(_) => return Err(BodyFault::Node("stalled mid-body (timeouts.body_idle)")),

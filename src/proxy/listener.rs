@@ -28,6 +28,7 @@ use crate::proxy::h1::{self, RawPools};
 use crate::proxy::open_streams::{Counted, OpenStreams};
 use crate::proxy::service::{ProxyService, ResetBudget};
 use crate::proxy::tls::{self, TlsError};
+use crate::proxy::tls_session::TlsSession;
 use crate::proxy::tunnel::TunnelPolicy;
 use crate::proxy::upstream::UpstreamPools;
 use crate::proxy::write_stall::WriteStall;
@@ -375,7 +376,9 @@ async fn serve_tls<F>(
     };
     // The handshake within the header read timeout; its state is boxed and dropped after.
     let timeout = shared.cfg.header_read_timeout;
-    let handshake = Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream)));
+    let config = acceptor.config().clone();
+    let accept = TlsSession::accept(stream, config);
+    let handshake = Box::pin(tokio::time::timeout(timeout, accept));
     let stream = match handshake.await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -387,9 +390,10 @@ async fn serve_tls<F>(
             return;
         }
     };
-    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+    let stream = Box::new(stream);
+    if stream.alpn_protocol() != Some(b"h2") {
         let _permit = permit;
-        let stream = ClientIo::Tls(Box::new(stream));
+        let stream = ClientIo::Tls(stream);
         Box::pin(serve_native(stream, client, shared, watcher)).await;
         return;
     }
