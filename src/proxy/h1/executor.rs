@@ -131,3 +131,93 @@ async fn executor(inbox: InboxRef<(Job, Buf), (Job, Next)>) {
         lock(&inbox).done = Some((job, next));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context as TaskContext, Wake, Waker};
+    use tokio::sync::oneshot;
+
+    /// Holds a job's exchange pending until its sender fires.
+    type Gate = oneshot::Receiver<()>;
+    type TestInbox = InboxRef<(u32, Gate), u32>;
+
+    /// Executors made by the test pool (only [`pool_lends_reuses_and_completes`] makes any).
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+
+    fn make(inbox: TestInbox) -> impl Future<Output = ()> {
+        MADE.fetch_add(1, Ordering::SeqCst);
+        doubler(inbox)
+    }
+
+    /// An exchange loop like [`executor`]'s: waits for its gate, answers twice the job.
+    async fn doubler(inbox: TestInbox) {
+        loop {
+            let (n, gate) = next_job(&inbox).await;
+            let _ = gate.await;
+            lock(&inbox).done = Some(n * 2);
+        }
+    }
+
+    /// Counts the wake-ups of the lending task.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn open_gate() -> Gate {
+        let (tx, rx) = oneshot::channel();
+        tx.send(()).unwrap();
+        rx
+    }
+
+    fn free_len<E, J, D>(pool: &ExchangePool<E, J, D>) -> usize {
+        pool.free.lock().unwrap().len()
+    }
+
+    #[test]
+    fn pool_lends_reuses_and_completes() {
+        let pool = ExchangePool {
+            make,
+            free: Mutex::new(Vec::new()),
+        };
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = TaskContext::from_waker(&waker);
+
+        // An exchange that completes in its first poll: its result comes back, and its
+        // executor goes back to the pool.
+        let mut run = std::pin::pin!(pool.run((1, open_gate())));
+        assert_eq!(run.as_mut().poll(&mut cx), Poll::Ready(Some(2)));
+        assert_eq!((MADE.load(Ordering::SeqCst), free_len(&pool)), (1, 1));
+
+        // A pending exchange: the executor is lent out while it waits, the lending task's
+        // waker is what the exchange's wait registered, and the lending task's next poll
+        // completes it on the same executor.
+        let (tx, gate) = oneshot::channel();
+        let mut run = std::pin::pin!(pool.run((2, gate)));
+        assert_eq!(run.as_mut().poll(&mut cx), Poll::Pending);
+        assert_eq!(free_len(&pool), 0);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        tx.send(()).unwrap();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(run.as_mut().poll(&mut cx), Poll::Ready(Some(4)));
+        assert_eq!((MADE.load(Ordering::SeqCst), free_len(&pool)), (1, 1));
+
+        // An exchange dropped mid-way takes its executor with it: the next one gets a new
+        // executor, not one still inside another request.
+        let (_tx, gate) = oneshot::channel();
+        let mut run = Box::pin(pool.run((3, gate)));
+        assert_eq!(run.as_mut().poll(&mut cx), Poll::Pending);
+        drop(run);
+        assert_eq!(free_len(&pool), 0);
+        let mut run = std::pin::pin!(pool.run((4, open_gate())));
+        assert_eq!(run.as_mut().poll(&mut cx), Poll::Ready(Some(8)));
+        assert_eq!((MADE.load(Ordering::SeqCst), free_len(&pool)), (2, 1));
+    }
+}
