@@ -19,11 +19,14 @@
 //!                       │ the HTTP/1.1 codec (parse, validate, frame, write heads; no I/O)
 //! ```
 //!
-//! One request (DESIGN.md "One request, end to end"): `proxy::listener` accepts,
-//! `proxy::service` hands the request to `proxy::pipeline`, which matches the pool, extracts
-//! the id (`core::session`), selects the node (`core::select`), rebinds a moved session
-//! (`core::binder`, the store for `rename`), forwards over `proxy::upstream`, and rewrites the
-//! response on its way back.
+//! One request (DESIGN.md "One request, end to end"): `proxy::listener` accepts, terminates
+//! TLS, and hands the connection to a path by protocol: HTTP/1.1, on cleartext and TLS
+//! listeners, to the native path `proxy::h1`; HTTP/2 (by prior knowledge on cleartext, by ALPN
+//! on TLS) to hyper through `proxy::service`. Both run the one attempt loop
+//! (`proxy::attempt::Attempts`) over `proxy::pipeline`'s phases: match the pool, extract the id
+//! (`core::session`), select the node (`core::select`), rebind a moved session
+//! (`core::binder`, the store for `rename`), forward (the native path on its own keep-alive
+//! connections, hyper over `proxy::upstream`), and rewrite the response on its way back.
 
 pub mod cli;
 pub mod config;

@@ -5,8 +5,10 @@
 //! - [`tls`]: rustls server configs from the listener's files;
 //! - [`pipeline`]: one request's phases, match → extract → select → rebind → forward →
 //!   respond, shared by every protocol;
-//! - [`h1`]: the native HTTP/1.1 path (cleartext listeners) on the `crate::h1` codec;
-//! - [`service`]: the hyper `Service` (HTTP/2, h2c, TLS listeners, upgrades) that drives them;
+//! - [`h1`]: the native HTTP/1.1 path on the `crate::h1` codec, on cleartext and TLS
+//!   listeners;
+//! - [`service`]: the hyper `Service` for HTTP/2 (h2c by prior knowledge on cleartext, `h2` by
+//!   ALPN on TLS) that drives them;
 //! - [`upstream`]: keep-alive connection pools to the nodes;
 //! - [`tunnel`]: byte tunnels for upgraded connections, with their idle limit and keepalive.
 

@@ -1,0 +1,104 @@
+//! Per-thread pools of what a request borrows only while its bytes move: byte buffers
+//! ([`Buf`]) and parsed request and response heads. An idle keep-alive connection holds none
+//! of them.
+
+use std::cell::RefCell;
+
+use crate::h1::{RequestHead, ResponseHead};
+
+/// Size of a pooled buffer; a larger head grows it up to the listener's `max_header_bytes`.
+pub(super) const BUF_SIZE: usize = 16 * 1024;
+/// How many buffers, heads or exchange executors one pool keeps for reuse.
+pub(super) const POOLED_BUFS: usize = 256;
+
+thread_local! {
+    static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer from this thread's pool, given back (emptied) on drop.
+pub struct Buf(pub(super) Vec<u8>);
+
+impl Buf {
+    pub(super) fn take() -> Buf {
+        let b = BUFS.with(|p| p.borrow_mut().pop());
+        Buf(b.unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        let mut b = std::mem::take(&mut self.0);
+        if b.capacity() == 0 || b.capacity() > 4 * BUF_SIZE {
+            return; // a grown buffer is not kept
+        }
+        b.clear();
+        BUFS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOLED_BUFS {
+                p.push(b);
+            }
+        });
+    }
+}
+
+/// The bytes of `buf` after `used`, in a pooled buffer; `None` when there are none.
+pub(super) fn rest_after(buf: &[u8], used: usize) -> Option<Buf> {
+    let rest = buf.get(used..).filter(|r| !r.is_empty())?;
+    let mut b = Buf::take();
+    b.0.extend_from_slice(rest);
+    Some(b)
+}
+
+thread_local! {
+    static REQ_HEADS: RefCell<Vec<RequestHead>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A request head from this thread's pool (its field vector keeps its capacity), given back
+/// on drop: an idle connection holds none.
+pub struct PooledRequestHead(pub(super) RequestHead);
+
+impl PooledRequestHead {
+    pub(super) fn take() -> PooledRequestHead {
+        let h = REQ_HEADS.with(|p| p.borrow_mut().pop());
+        PooledRequestHead(h.unwrap_or_default())
+    }
+}
+
+impl Drop for PooledRequestHead {
+    fn drop(&mut self) {
+        let h = std::mem::replace(&mut self.0, RequestHead::new());
+        REQ_HEADS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOLED_BUFS {
+                p.push(h);
+            }
+        });
+    }
+}
+
+thread_local! {
+    static RESP_HEADS: RefCell<Vec<ResponseHead>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A response head from this thread's pool (its field vector keeps its capacity), given
+/// back on drop.
+pub(super) struct PooledResponseHead(pub(super) ResponseHead);
+
+impl PooledResponseHead {
+    pub(super) fn take() -> PooledResponseHead {
+        let h = RESP_HEADS.with(|p| p.borrow_mut().pop());
+        PooledResponseHead(h.unwrap_or_default())
+    }
+}
+
+impl Drop for PooledResponseHead {
+    fn drop(&mut self) {
+        let h = std::mem::replace(&mut self.0, ResponseHead::new());
+        RESP_HEADS.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOLED_BUFS {
+                p.push(h);
+            }
+        });
+    }
+}

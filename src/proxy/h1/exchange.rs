@@ -1,0 +1,495 @@
+//! One request's exchange on the native path: phases 1–2 on the parsed head, the attempt
+//! loop over the nodes ([`crate::proxy::attempt::Attempts`]), the head the node receives,
+//! and how the exchange ends for the connection ([`Next`], a [`Tunnel`] after a `101`).
+//! The bytes of the response and of a streamed request body move in [`super::relay`].
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::buffers::{rest_after, Buf};
+use super::context::Conn;
+use super::relay::{flush_idle, reframe, relay_response, stream_body, write_all_idle, Relayed};
+use super::request::Request;
+use crate::core::retry::Failure;
+use crate::core::select::Choice;
+use crate::h1::{self, BodyFraming, BodyReader, HeaderKind, RequestEdits, RequestHead};
+use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
+use crate::proxy::client_io::ClientIo;
+use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError, SessionEdit};
+use crate::proxy::tunnel::{self, TunnelPolicy};
+use crate::proxy::upstream::open_tcp;
+use crate::state::node::now_ms;
+use crate::state::snapshot::{Node, Pool, Snapshot};
+
+/// What the connection does after a request.
+pub enum Next {
+    /// Keep it open; `Some` holds the bytes of the next request already read.
+    Keep(Option<Buf>),
+    Close,
+    Tunnel(Tunnel),
+}
+
+/// How the request's exchange ended, for the connection.
+struct Done {
+    /// The client connection can take another request.
+    keep: bool,
+    /// Bytes after this request (its body included) that were already read.
+    rest: Option<Buf>,
+    /// After a `101`: the node's connection, and the head and early bytes for the client.
+    tunnel: Option<Tunnel>,
+}
+
+/// An upgraded connection (WebSocket) to run as a byte tunnel.
+pub struct Tunnel {
+    upstream: TcpStream,
+    head: Buf,
+    early: Vec<u8>,
+    /// The node's slot, held until the tunnel closes.
+    slot: Option<InflightGuard>,
+}
+
+impl Tunnel {
+    /// Sends the `101` head and the node's early bytes, then copies both ways until either
+    /// side closes, the tunnel sits idle for `policy.idle`, or the shutdown grace ends
+    /// ([`tunnel::relay`]).
+    pub async fn run(mut self, mut client: ClientIo, policy: &TunnelPolicy) {
+        tunnel::keepalive(client.tcp());
+        tunnel::keepalive(&self.upstream);
+        if write_all_idle(&mut client, &self.head.0, policy.idle)
+            .await
+            .is_err()
+            || write_all_idle(&mut client, &self.early, policy.idle)
+                .await
+                .is_err()
+            || flush_idle(&mut client, policy.idle).await.is_err()
+        {
+            return;
+        }
+        drop(std::mem::take(&mut self.early));
+        drop(std::mem::replace(&mut self.head, Buf(Vec::new())));
+        let end = tunnel::relay(&mut client, &mut self.upstream, policy).await;
+        tracing::debug!(?end, "tunnel closed");
+    }
+}
+
+/// One request and its response, then the access log line.
+pub(super) async fn exchange(
+    client: &mut ClientIo,
+    buf: Buf,
+    head: &RequestHead,
+    conn: &Conn<'_>,
+) -> Next {
+    let start = Instant::now();
+    let snap = conn.balancer.snapshot();
+    let mut trace = Trace::default();
+    let result = route_and_forward(client, &buf.0, head, &snap, conn, &mut trace).await;
+    let done = match result {
+        Ok(done) => done,
+        Err((err, retry_after)) => {
+            trace.status = err.status().as_u16();
+            trace.warn_failed(&snap, &err);
+            // The body was not read: the connection cannot be reused unless there was none.
+            let keep = head.keep_alive() && matches!(head.body(), BodyFraming::Empty);
+            let synthetic = Synthetic::new(err.status(), &err.to_string(), retry_after);
+            let w = Box::pin(write_synthetic(client, &synthetic, keep)).await;
+            let rest = rest_after(&buf.0, head.head_len());
+            Done {
+                keep: keep && w.is_ok(),
+                rest,
+                tunnel: None,
+            }
+        }
+    };
+    let mut done = done;
+    if client.is_tls() && done.tunnel.is_none() {
+        // What the TLS session still holds of the response (a client slow to read).
+        let idle = trace
+            .pool_ix
+            .map_or(SYNTHETIC_WRITE, |i| snap.pools[i].cfg.timeouts.body_idle);
+        if flush_idle(client, idle).await.is_err() {
+            done.keep = false;
+        }
+    }
+    let method = std::str::from_utf8(head.method_bytes(&buf.0)).unwrap_or("-");
+    let path = std::str::from_utf8(head.path(&buf.0)).unwrap_or("/");
+    trace.finish(conn.balancer, &snap, conn.client, method, path, start);
+    if let Some(t) = done.tunnel {
+        Next::Tunnel(t)
+    } else if done.keep {
+        Next::Keep(done.rest)
+    } else {
+        Next::Close
+    }
+}
+
+/// Phases 1–2 on the parsed head, then the attempts.
+async fn route_and_forward(
+    client: &mut ClientIo,
+    src: &[u8],
+    head: &RequestHead,
+    snap: &Snapshot,
+    conn: &Conn<'_>,
+    trace: &mut Trace,
+) -> Result<Done, Fail> {
+    let host = head.host(src).and_then(|h| std::str::from_utf8(h).ok());
+    let path = std::str::from_utf8(head.path(src)).map_err(|_| {
+        (
+            ProxyError::ClientBody("request target is not UTF-8".into()),
+            None,
+        )
+    })?;
+    if let BodyFraming::Length(n) = head.body() {
+        if crate::core::forwarding::declared_body_too_large(conn.cfg.max_body_bytes, Some(n)) {
+            return Err((ProxyError::BodyTooLarge, None));
+        }
+    }
+    let mut lines: [Option<&str>; 8] = [None; 8];
+    let mut n = 0;
+    for i in head.indices(HeaderKind::Cookie) {
+        if n < lines.len() {
+            lines[n] = std::str::from_utf8(head.header_value(i, src)).ok();
+            n += 1;
+        }
+    }
+    let started_ms = now_ms();
+    let m = pipeline::match_and_extract(snap, host, path, &lines[..n], started_ms)
+        .map_err(|e| (e, None))?;
+    trace.pool_ix = Some(m.pool_ix);
+    let settings = &snap.config.session.settings;
+    let req = Request {
+        head,
+        src,
+        m,
+        lines: &lines[..n],
+        sep: settings.separator,
+        path_param: settings.path_param.as_deref(),
+        started_ms,
+        host: host.unwrap_or(""),
+        balancer: conn.balancer,
+        pools: conn.pools,
+        tls: conn.tls,
+    };
+    attempts(client, &req, conn, trace).await
+}
+
+/// Phases 3–6 for each node tried, through the shared attempt loop ([`Attempts`]).
+async fn attempts(
+    client: &mut ClientIo,
+    req: &Request<'_>,
+    conn: &Conn<'_>,
+    trace: &mut Trace,
+) -> Result<Done, Fail> {
+    let pool = req.m.pool;
+    let replayable = pool.cfg.failover.retry_idempotent
+        && req.head.method().is_idempotent()
+        && matches!(req.head.body(), BodyFraming::Empty);
+    let had_body = !matches!(req.head.body(), BodyFraming::Empty);
+    let mut attempts = Attempts::new(pool, req.m.ids, req.sep, replayable, had_body);
+    loop {
+        let turn = attempts.next(trace).await?;
+        let (node, choice, epoch) = (turn.node, turn.choice, turn.epoch);
+        let failed = match connect(conn, pool, node, epoch, turn.fresh).await {
+            Err(reason) => Failed::new(Failure::Connect, reason, false),
+            Ok((upstream, reused)) => {
+                let ids = attempts.rebind(&turn).await?;
+                turn.slot.sending();
+                let sent_at = Instant::now();
+                let r = forward(
+                    client, upstream, req, conn, node, choice, &ids, epoch, trace,
+                )
+                .await;
+                match r {
+                    Ok(mut done) => {
+                        trace.upstream.get_or_insert(sent_at.elapsed());
+                        // A tunnel keeps its connection to the node, and so its slot.
+                        if let Some(t) = &mut done.tunnel {
+                            t.slot = Some(turn.slot);
+                        }
+                        return Ok(done);
+                    }
+                    Err((failure, reason)) => Failed {
+                        renamed: attempts.renamed(&ids),
+                        ..Failed::new(failure, reason, reused)
+                    },
+                }
+            }
+        };
+        attempts.failed(turn, failed)?;
+    }
+}
+
+/// A connection to `node`: a pooled one unless `fresh`, else a new one within the connect
+/// timeout. The flag says whether it was reused.
+async fn connect(
+    conn: &Conn<'_>,
+    pool: &Pool,
+    node: &Node,
+    epoch: u64,
+    fresh: bool,
+) -> Result<(TcpStream, bool), String> {
+    if !fresh {
+        if let Some(s) = conn
+            .pools
+            .checkout(node.slot, epoch, pool.cfg.timeouts.idle)
+        {
+            return Ok((s, true));
+        }
+    }
+    let t = pool.cfg.timeouts.connect;
+    // Boxed, timer included: the rare path's state stays out of every connection's.
+    match Box::pin(tokio::time::timeout(t, open_tcp(&node.addr))).await {
+        Err(_) => Err(format!("connect to {} timed out after {t:?}", node.addr)),
+        Ok(Err(e)) => Err(format!("connect to {} failed: {e}", node.addr)),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok((s, false))
+        }
+    }
+}
+
+/// Sends the request on `upstream` and relays the response. `Err` carries the failure for
+/// `core::retry`; it is only returned while nothing of the response reached the client.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    client: &mut ClientIo,
+    mut upstream: TcpStream,
+    req: &Request<'_>,
+    conn: &Conn<'_>,
+    node: &Node,
+    choice: Choice,
+    ids: &Ids<'_>,
+    epoch: u64,
+    trace: &mut Trace,
+) -> Result<Done, (Failure, String)> {
+    let mut out = Buf::take();
+    write_head(req, conn, choice, ids, &mut out.0);
+    let framing = req.head.body();
+    let mut reader = BodyReader::new(framing);
+    let mut budget = crate::core::forwarding::BodyBudget::new(conn.cfg.max_body_bytes);
+    let early = &req.src[req.head.head_len()..];
+    let (body_done, used) = reframe(&mut reader, &mut budget, early, framing, &mut out.0)?;
+    if upstream.write_all(&out.0).await.is_err() {
+        return Err((Failure::NotSent, "the connection to the node closed".into()));
+    }
+    drop(out);
+    if body_done {
+        let rest = rest_after(req.src, req.head.head_len() + used);
+        let relayed = relay_response(client, &mut upstream, req, node, ids, trace, None).await?;
+        return Ok(finish(upstream, req, node, epoch, relayed, rest));
+    }
+    if req.head.expect_continue() {
+        let _ = client.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        let _ = flush_idle(client, req.m.pool.cfg.timeouts.body_idle).await;
+    }
+    // The rest of the body and the response at once: a node may answer (an echo, an early
+    // error) before it read the whole body, and waiting for one before the other deadlocks.
+    let (mut client_rd, mut client_wr) = client.split();
+    let (mut up_rd, mut up_wr) = upstream.split();
+    // Set by the upload when the body's last byte went to the node: `timeouts.response`
+    // counts from there, however long a slow but steady upload took.
+    let upload_end = OnceLock::new();
+    // The first failure ends both (an aborted upload must not wait for the node's answer).
+    // Boxed: only a body larger than the first read gets here, and the two futures inline
+    // would be part of every connection's state, idle ones included.
+    let both = Box::pin(async {
+        tokio::try_join!(
+            stream_body(
+                &mut client_rd,
+                &mut up_wr,
+                &mut reader,
+                &mut budget,
+                (framing, req.m.pool.cfg.timeouts.body_idle),
+                &upload_end,
+            ),
+            relay_response(
+                &mut client_wr,
+                &mut up_rd,
+                req,
+                node,
+                ids,
+                trace,
+                Some(&upload_end)
+            ),
+        )
+    });
+    let (rest, relayed) = both.await?;
+    let relayed = match relayed {
+        // No tunnel for a request with a body.
+        Relayed::Upgrade { .. } => {
+            return Err((
+                Failure::Upstream,
+                "the node upgraded a request with a body".into(),
+            ))
+        }
+        r => r,
+    };
+    Ok(finish(upstream, req, node, epoch, relayed, rest))
+}
+
+/// After the response: the node's connection back to the pool (or into a tunnel), and what
+/// the client connection does next.
+fn finish(
+    upstream: TcpStream,
+    req: &Request<'_>,
+    node: &Node,
+    epoch: u64,
+    relayed: Relayed,
+    rest: Option<Buf>,
+) -> Done {
+    match relayed {
+        Relayed::Upgrade { head, early } => Done {
+            keep: false,
+            rest: None,
+            tunnel: Some(Tunnel {
+                upstream,
+                head,
+                early,
+                slot: None,
+            }),
+        },
+        Relayed::Sent {
+            keep_client,
+            reusable,
+        } => {
+            if reusable {
+                req.pools.checkin(node.slot, epoch, upstream);
+            }
+            Done {
+                keep: keep_client,
+                rest: rest.filter(|_| keep_client),
+                tunnel: None,
+            }
+        }
+    }
+}
+
+/// Writes the head the node receives: the session id it must see, the forwarding headers,
+/// the failover header; hop-by-hop headers and client-supplied forwarding headers out.
+fn write_head(
+    req: &Request<'_>,
+    conn: &Conn<'_>,
+    choice: Choice,
+    ids: &Ids<'_>,
+    out: &mut Vec<u8>,
+) {
+    let pool = req.m.pool;
+    let (cookie_lines, target) = session_edit(req, ids.forward_id.as_deref());
+    let mut vals = Buf::take();
+    let src = req.src;
+    // Kept and extended from a trusted proxy (every line, in order), replaced for anyone else.
+    let extend = conn.cfg.trusted_proxies.extends(conn.client.ip());
+    let chain = |name: &'static [u8]| {
+        crate::core::forwarding::prior_chain(
+            extend,
+            req.head
+                .find_all(src, name)
+                .map(|i| req.head.header_value(i, src)),
+        )
+    };
+    let (xff_prev, fwd_prev) = (chain(b"x-forwarded-for"), chain(b"forwarded"));
+    let xff_prev = xff_prev.as_deref().map(str::as_bytes);
+    h1::push_forwarded_for(&mut vals.0, xff_prev, conn.client.ip());
+    let xff_end = vals.0.len();
+    // The client's address as X-Forwarded-For just wrote it (it ends the value): formatted
+    // once for both headers.
+    let ip_len = ip_text_len(&vals.0[..xff_end]);
+    let v6 = conn.client.ip().to_canonical().is_ipv6();
+    let prev = fwd_prev.as_deref().map(str::as_bytes);
+    // The address as X-Forwarded-For wrote it, copied within the buffer both values share.
+    let ip = xff_end - ip_len..xff_end;
+    let push_ip = |out: &mut Vec<u8>| out.extend_from_within(ip);
+    crate::core::forwarding::push_forwarded(&mut vals.0, prev, push_ip, v6, req.tls, req.host);
+    let failover = pipeline::failover_header_value(choice, req.m.ids.as_ref(), req.sep);
+    let fo_name = pool.cfg.failover.header.as_str().as_bytes();
+    let skip: [&[u8]; 7] = [
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"expect",
+        fo_name,
+        if cookie_lines.is_some() {
+            b"cookie"
+        } else {
+            b""
+        },
+    ];
+    let mut extra: [(&[u8], &[u8]); 24] = [(b"", b""); 24];
+    let mut n = 0;
+    let mut add = |name: &'static [u8], value| {
+        extra[n] = (name, value);
+        n += 1;
+    };
+    add(b"X-Forwarded-For", &vals.0[..xff_end]);
+    add(
+        b"X-Forwarded-Proto",
+        if req.tls { &b"https"[..] } else { &b"http"[..] },
+    );
+    if !req.host.is_empty() {
+        add(b"X-Forwarded-Host", req.host.as_bytes());
+    }
+    add(b"Forwarded", &vals.0[xff_end..]);
+    for l in cookie_lines.iter().flatten().take(16) {
+        add(b"Cookie", l.as_bytes());
+    }
+    if let Some(v) = &failover {
+        extra[n] = (fo_name, v.as_bytes());
+        n += 1;
+    }
+    let edits = RequestEdits {
+        skip: &skip,
+        extra: &extra[..n],
+        upgrade: req.head.upgrade(),
+        target: target.as_deref().map(str::as_bytes),
+        default_host: req.host.as_bytes(),
+        ..RequestEdits::default()
+    };
+    h1::write_request_head(src, req.head, &edits, out);
+}
+
+/// Length of the address that ends an X-Forwarded-For value (after its last `", "`).
+fn ip_text_len(xff: &[u8]) -> usize {
+    xff.iter()
+        .rev()
+        .take_while(|&&c| c != b' ' && c != b',')
+        .count()
+}
+
+/// The session id the node must see: rewritten cookie lines or a rewritten target, each
+/// only when it changes (a sticky hit allocates nothing).
+fn session_edit(
+    req: &Request<'_>,
+    forward_id: Option<&str>,
+) -> (Option<Vec<String>>, Option<String>) {
+    let (Some(found), Some(fwd)) = (req.m.found.as_ref(), forward_id) else {
+        return (None, None);
+    };
+    let path = std::str::from_utf8(req.head.path(req.src)).unwrap_or("/");
+    let query = req
+        .head
+        .query(req.src)
+        .map(|q| std::str::from_utf8(q).unwrap_or(""));
+    let loc = &found.location;
+    match pipeline::session_edit(loc, req.lines, req.m.cookie_name, path, query, fwd) {
+        SessionEdit::Unchanged => (None, None),
+        SessionEdit::CookieLines(l) => (Some(l), None),
+        SessionEdit::Target(t) => (None, Some(t)),
+    }
+}
+
+/// A short text response of the balancer's own ([`Synthetic`]).
+pub(super) async fn write_synthetic(
+    client: &mut ClientIo,
+    synthetic: &Synthetic,
+    keep_alive: bool,
+) -> std::io::Result<()> {
+    let bytes = synthetic.to_http1(keep_alive);
+    write_all_idle(client, bytes.as_bytes(), SYNTHETIC_WRITE).await?;
+    flush_idle(client, SYNTHETIC_WRITE).await
+}
+
+/// How long the balancer's own short responses may wait for a client that does not read.
+const SYNTHETIC_WRITE: Duration = Duration::from_secs(10);
