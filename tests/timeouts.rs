@@ -711,3 +711,161 @@ impl Body for ChanBody {
         self.0.is_none()
     }
 }
+
+/// `listeners[].keepalive_timeout` for the tests below, and the listener lines that set it
+/// (with TLS when given a certificate directory).
+fn keepalive_listener(tls: Option<&tempfile::TempDir>) -> String {
+    let mut l = "keepalive_timeout: 1s".to_string();
+    if let Some(dir) = tls {
+        l.push_str(&format!(
+            "\n    tls: {{ cert: \"{}\", key: \"{}\" }}",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        ));
+    }
+    l
+}
+
+/// One HTTP/1.1 request on `c` and its whole response (`Content-Length` framed).
+async fn h1_exchange<S: AsyncRead + AsyncWrite + Unpin>(c: &mut S, what: &str) {
+    c.write_all(b"GET /count HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a Content-Length");
+            if got.len() >= end + 4 + length {
+                break;
+            }
+        }
+        let n = tokio::time::timeout(DEADLINE, c.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no response in time: {got:?}"))
+            .unwrap();
+        assert!(n > 0, "{what}: closed before the response: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{what}: {got:?}");
+}
+
+/// An idle HTTP/1.1 keep-alive connection: kept while idle for less than
+/// `keepalive_timeout` (a second request goes through), closed once idle for it.
+async fn h1_idle_connection_closes_after_keepalive_timeout(tls: bool) {
+    let store = stickyroute::store::SessionStore::memory();
+    let node = node("jvm1", &store).await;
+    let (cert, dir) = test_cert();
+    let listener = keepalive_listener(tls.then_some(&dir));
+    let lb = lb_with(node.addr, "", &listener).await;
+    let mut c = connect(lb.addr(), tls.then_some(&cert)).await;
+    h1_exchange(&mut c, "first request").await;
+    // Idle for half the limit: still open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h1_exchange(&mut c, "after 500 ms idle").await;
+    let idle_from = Instant::now();
+    let (rest, closed_at) = read_to_close(&mut c, DEADLINE)
+        .await
+        .expect("the idle connection was never closed");
+    let idle = closed_at - idle_from;
+    assert!(
+        rest.is_empty(),
+        "nothing is sent before the close: {rest:?}"
+    );
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(4),
+        "closed after {idle:?} idle (keepalive_timeout 1s)"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_http1_connection_closes_after_keepalive_timeout() {
+    h1_idle_connection_closes_after_keepalive_timeout(false).await;
+}
+
+#[tokio::test]
+async fn an_idle_http1_connection_closes_after_keepalive_timeout_over_tls() {
+    h1_idle_connection_closes_after_keepalive_timeout(true).await;
+}
+
+/// An HTTP/2 connection: kept while a stream is open (a node that does not answer), closed
+/// once it has had no open stream for `keepalive_timeout`.
+async fn h2_idle_connection_closes_after_keepalive_timeout(tls: bool) {
+    let (echo, _closed) = raw_node(Behavior::Echo).await;
+    let (cert, dir) = test_cert();
+    let listener = keepalive_listener(tls.then_some(&dir));
+    let yaml = format!(
+        "{}  - name: slow\n    path_prefix: /slow\n    nodes:\n      - {{ route: jvm9, address: \"{}\" }}\n",
+        config(echo, "", &listener),
+        raw_node(Behavior::Silent).await.0
+    );
+    let lb = balancer(&yaml).await;
+    let tcp = TcpStream::connect(lb.addr()).await.unwrap();
+    let io: Box<dyn Io> = if tls {
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        Box::new(
+            tls_connector(&cert, b"h2")
+                .connect(name, tcp)
+                .await
+                .unwrap(),
+        )
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let _ = conn.await;
+        let _ = ended_tx.send(Instant::now());
+    });
+    let get = |path: &str| {
+        Request::get(format!("http://app.test{path}"))
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap()
+    };
+    // A stream held open by a node that never answers, for twice the keep-alive timeout.
+    let held = sender.send_request(get("/slow/x"));
+    let held = tokio::spawn(held);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        ended.try_recv().is_err(),
+        "the connection closed with a stream open"
+    );
+    held.abort();
+    // A request that completes; then the connection has no open stream.
+    sender.ready().await.unwrap();
+    let resp = sender.send_request(get("/")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"got 0");
+    let idle_from = Instant::now();
+    let closed_at = tokio::time::timeout(DEADLINE, &mut ended)
+        .await
+        .expect("the idle HTTP/2 connection was never closed")
+        .unwrap();
+    let idle = closed_at - idle_from;
+    assert!(
+        idle >= Duration::from_millis(900) && idle < Duration::from_secs(4),
+        "closed after {idle:?} with no open stream (keepalive_timeout 1s)"
+    );
+    lb.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_no_open_stream_closes_after_keepalive_timeout() {
+    h2_idle_connection_closes_after_keepalive_timeout(false).await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_no_open_stream_closes_after_keepalive_timeout_over_tls() {
+    h2_idle_connection_closes_after_keepalive_timeout(true).await;
+}

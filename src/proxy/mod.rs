@@ -3,14 +3,22 @@
 //! - [`access_log`]: one line per request, buffered per thread and written by a writer thread;
 //! - [`listener`]: bind, accept, TLS handshake, hand each connection to a protocol, drain;
 //! - [`tls`]: rustls server configs from the listener's files;
+//! - [`tls_session`]: a TLS session over a socket (rustls unbuffered) that holds no buffer
+//!   while its connection is idle;
 //! - [`pipeline`]: one request's phases, match → extract → select → rebind → forward →
 //!   respond, shared by every protocol;
+//! - [`attempt`]: the attempt loop both protocols run: the node, its slot, the rebind, what a
+//!   failed attempt counts and what `core::retry` decides next, the access-log trace;
+//! - [`client_io`]: a native-path client connection, plain TCP or a [`tls_session`];
 //! - [`h1`]: the native HTTP/1.1 path on the `crate::h1` codec, on cleartext and TLS
 //!   listeners;
 //! - [`service`]: the hyper `Service` for HTTP/2 (h2c by prior knowledge on cleartext, `h2` by
 //!   ALPN on TLS) that drives them;
 //! - [`upstream`]: keep-alive connection pools to the nodes;
-//! - [`tunnel`]: byte tunnels for upgraded connections, with their idle limit and keepalive.
+//! - [`open_streams`]: an HTTP/2 connection's open streams, for its keep-alive limit;
+//! - [`tunnel`]: byte tunnels for upgraded connections, with their idle limit and keepalive;
+//! - [`deadline`], [`workers`], [`write_stall`]: coarse per-thread deadlines, the worker
+//!   threads, and the bound on a hyper client write that stays pending.
 
 pub mod access_log;
 pub mod attempt;
