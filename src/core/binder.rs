@@ -67,7 +67,7 @@ impl RebindResult {
 /// An id the node issued without a route was translated with an empty route segment in
 /// between, which goes too (`X..jvm2` -> `X`): the node gets its id back exactly as it issued it.
 pub fn backend_facing(kind: BinderKind, client_id: &str, sep: char) -> &str {
-    if kind == BinderKind::Translate && client_id.matches(sep).count() >= 2 {
+    if kind == BinderKind::Translate && crate::core::session::has_two_seps(client_id, sep) {
         let base = strip_last_route(client_id, sep).unwrap_or(client_id);
         base.strip_suffix(sep).unwrap_or(base)
     } else {

@@ -261,8 +261,9 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split(']').next().map_or(host, |h| &h[1..]);
     }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+    // By bytes, for cost: every request's host goes through here.
+    match memchr::memrchr(b':', host.as_bytes()) {
+        Some(at) if host.as_bytes()[at + 1..].iter().all(u8::is_ascii_digit) => &host[..at],
         _ => host,
     }
 }

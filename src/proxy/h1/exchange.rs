@@ -15,6 +15,7 @@ use super::relay::{flush_idle, reframe, relay_response, stream_body, write_all_i
 use super::request::Request;
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
+use crate::core::session::IdLocation;
 use crate::h1::{self, BodyFraming, BodyReader, HeaderKind, RequestEdits, RequestHead};
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
 use crate::proxy::client_io::ClientIo;
@@ -467,12 +468,18 @@ fn session_edit(
     let (Some(found), Some(fwd)) = (req.m.found.as_ref(), forward_id) else {
         return (None, None);
     };
-    let path = std::str::from_utf8(req.head.path(req.src)).unwrap_or("/");
-    let query = req
-        .head
-        .query(req.src)
-        .map(|q| std::str::from_utf8(q).unwrap_or(""));
     let loc = &found.location;
+    // The target matters only to an id in a path parameter: a cookie's edit skips its UTF-8
+    // check.
+    let (path, query) = match loc {
+        IdLocation::PathParam { .. } => (
+            std::str::from_utf8(req.head.path(req.src)).unwrap_or("/"),
+            req.head
+                .query(req.src)
+                .map(|q| std::str::from_utf8(q).unwrap_or("")),
+        ),
+        IdLocation::Cookie { .. } => ("", None),
+    };
     match pipeline::session_edit(loc, req.lines, req.m.cookie_name, path, query, fwd) {
         SessionEdit::Unchanged => (None, None),
         SessionEdit::CookieLines(l) => (Some(l), None),
