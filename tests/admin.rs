@@ -1,4 +1,4 @@
-//! The admin listener through real TCP (issue 5, "What must be shown" 3 and 5): the status API,
+//! The admin listener through real TCP: the status API,
 //! state changes and their errors, the token, the status page, `/metrics` parsed as Prometheus
 //! text with counters matching the requests sent, and no admin API on the proxy listener.
 

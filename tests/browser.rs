@@ -5,7 +5,7 @@
 //! - Status page: it renders the nodes from the embedded report and then live from the API;
 //!   *drain* asks for the admin token, the state changes in the page and in the API; *disable*
 //!   asks for confirmation (cancel changes nothing, OK disables); the cluster line renders the
-//!   issue-12 `cluster` section when a report has one and nothing when it has none. Screenshots:
+//!   `cluster` section when a report has one and nothing when it has none. Screenshots:
 //!   `<target>/screenshots/status.png` (jvm2 draining) and `status-disabled.png` (jvm2
 //!   disabled: drained, its sessions failed over).
 //! - Demo page: count, *stop* the node that answered, count again: another node answers, the
@@ -409,7 +409,7 @@ async fn status_page(b: &Browser) {
         "active"
     );
 
-    // The issue-12 cluster section, when a report carries one.
+    // The cluster section, when a report carries one.
     let cluster = |c: &str| {
         format!(
             "const r = JSON.parse(document.getElementById('initial').textContent); \

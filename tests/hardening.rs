@@ -1,4 +1,4 @@
-//! Issue 10 "Hardening", through real TCP on 127.0.0.1: error bodies that say what happened
+//! Hardening, through real TCP on 127.0.0.1: error bodies that say what happened
 //! in our words and never an internal error's text, the `rename` binder's negative cache,
 //! `listeners[].trusted_proxies` and `listeners[].max_body_bytes`. Each runs over the native
 //! HTTP/1 path (cleartext) and over hyper (h2c with prior knowledge), since both build the

@@ -1,4 +1,4 @@
-//! Active health checks through real TCP (issue 5, "What must be shown" 2): a node failing its
+//! Active health checks through real TCP: a node failing its
 //! check is down within `fall × interval`, back after `rise` good checks, and requests go
 //! elsewhere meanwhile. Waits are bounded polls; durations are asserted with generous slack.
 

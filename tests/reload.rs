@@ -1,4 +1,4 @@
-//! Hot reload (issue 5, "What must be shown" 4): `SIGHUP` to the real binary changes a weight
+//! Hot reload: `SIGHUP` to the real binary changes a weight
 //! and adds a node while slow requests are in flight, none fails; an invalid file is refused
 //! with its reason and the old config keeps serving. In process, through the API: listeners
 //! added and removed, runtime state of unchanged nodes kept, a removed node's in-flight request

@@ -1,4 +1,4 @@
-//! A rolling restart, end to end (issue 5, "What must be shown" 1): drain, disable, restart,
+//! A rolling restart, end to end: drain, disable, restart,
 //! activate one node of three while 30 sessions keep counting, driven through `ctl`'s client.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Issue 10 "Hardening", the timeouts, over real TCP on 127.0.0.1: `pools[].timeouts.body_idle`
+//! The timeouts, over real TCP on 127.0.0.1: `pools[].timeouts.body_idle`
 //! (a node stalling mid-body, a client stalling its upload, a client that does not read),
 //! `timeouts.response` counted from the end of the request body, and the tunnels' bounds
 //! (`listeners[].tunnel_idle_timeout`, `max_connections`, the shutdown grace). The body cases

@@ -1,5 +1,8 @@
 //! One request's phases, in the order of DESIGN.md "One request, end to end", shared by every
-//! protocol the listeners speak:
+//! protocol the listeners speak. Both paths, the native HTTP/1.1 one (`proxy::h1`, cleartext
+//! and TLS) and hyper's for HTTP/2 (`proxy::service`), match and extract once, then run the one
+//! attempt loop ([`crate::proxy::attempt::Attempts`]), which calls phases 3–4 and carries out
+//! `core::retry`'s decisions; each path only moves the bytes of phase 5 and applies phase 6:
 //!
 //! 1. **match** ([`match_pool`]): host and path prefix → pool;
 //! 2. **extract** ([`extract`], [`SessionIds::of`]): the session id (cookies first, then
@@ -7,9 +10,12 @@
 //! 3. **select** ([`select`]): sticky hit, new session or failover (`core::select`);
 //! 4. **rebind** ([`rebind`]): the ids after a failover, by the pool's binder; the `rename`
 //!    binder asks the store first;
-//! 5. **forward**: protocol-specific (hyper in `proxy::service`); what to do when an attempt
-//!    fails is `core::retry`'s decision, carried out with [`mark_down`];
-//! 6. **respond** ([`judge_response`], [`learn`], [`rewrite_set_cookies`]): passive health
+//! 5. **forward**: the path's byte handling, with the session-id edit ([`session_edit`]) and
+//!    the `Forwarded` value (`core::forwarding::push_forwarded`) shared; what to do when an
+//!    attempt fails is `core::retry`'s decision, carried out by the attempt loop with
+//!    [`mark_down`] and [`give_up`];
+//! 6. **respond** ([`judge_response`], [`response_plan`], [`learn`], [`rewrite_set_cookies`]):
+//!    passive health
 //!    from the status, the registry learns the session, the pool learns the session cookie's
 //!    attributes, `Set-Cookie`/`Location` are rewritten by `core::binder`.
 //!
