@@ -76,15 +76,20 @@ async fn requests(client: &mut TcpStream, req: &[u8], buf: &mut [u8], n: usize) 
     }
 }
 
-#[test]
-fn a_sticky_hit_allocates_nothing() {
+/// Runs `test` on a current-thread runtime while dhat counts, one test at a time.
+fn counted(test: impl std::future::Future<Output = ()>) {
     let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
     let _profiler = dhat::Profiler::builder().testing().build();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    rt.block_on(test);
+}
+
+#[test]
+fn a_sticky_hit_allocates_nothing() {
+    counted(async {
         let node = raw_node().await;
         let yaml = format!(
             "listeners: [{{ bind: \"127.0.0.1:0\" }}]\npools:\n  - name: app\n    nodes:\n      - {{ route: jvm2, address: \"{node}\" }}\n"
@@ -189,13 +194,7 @@ fn a_sticky_hit_over_tls_allocates_nothing() {
         eprintln!("SKIPPED: python3 with ssl not found (the TLS client of this test)");
         return;
     }
-    let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
-    let _profiler = dhat::Profiler::builder().testing().build();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    counted(async {
         let node = raw_node().await;
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let dir = tempfile::tempdir().unwrap();
