@@ -396,6 +396,13 @@ async fn send_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     let to_client = |_| BodyFault::Client;
     write_all_idle(client, out, idle).await.map_err(to_client)?;
     let mut inb = Buf::take();
+    if let BodyReader::Length(left) = reader {
+        // A long body moves in reads of up to four buffers' worth: a quarter of the system
+        // calls of 16 KiB reads. The buffer stays this size in the thread's pool.
+        if left > BUF_SIZE as u64 {
+            inb.0.reserve(LONG_BODY_READ);
+        }
+    }
     while !done {
         // What a TLS session holds goes out before the wait for the node's next bytes (a
         // no-op on a socket).
@@ -418,12 +425,41 @@ async fn send_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
             }
             return Err(BodyFault::Node("closed mid-body"));
         }
+        if let BodyReader::Length(_) | BodyReader::CloseDelimited = reader {
+            // The body's bytes go to the client straight from the read buffer: no copy.
+            let (piece, d) = identity_piece(&mut reader, &inb.0).map_err(invalid)?;
+            done = d;
+            write_all_idle(client, &inb.0[piece], idle)
+                .await
+                .map_err(to_client)?;
+            continue;
+        }
         out.clear();
         done = relay_piece(&mut reader, &inb.0, rechunk, out).map_err(invalid)?;
         write_all_idle(client, out, idle).await.map_err(to_client)?;
     }
     Ok(!matches!(reader, BodyReader::CloseDelimited))
 }
+
+/// For a body with a length or up to the close, passed on as it is: the range of `input` that
+/// is body (bytes a node sent past its `Content-Length` are not), and whether the body is now
+/// complete.
+fn identity_piece(
+    reader: &mut BodyReader,
+    input: &[u8],
+) -> Result<(std::ops::Range<usize>, bool), h1::Error> {
+    if reader.is_done() {
+        return Ok((0..0, true));
+    }
+    Ok(match reader.decode(input)? {
+        Step::Data { start, end } => (start..end, reader.is_done()),
+        Step::Done { .. } => (0..0, true),
+        Step::NeedMore | Step::Trailer { .. } => (0..0, false),
+    })
+}
+
+/// The read size of a response body longer than one buffer.
+const LONG_BODY_READ: usize = 4 * BUF_SIZE;
 
 /// Appends the body bytes of `input` to `out` (re-chunked when `rechunk`); true when the body
 /// is complete.
@@ -460,5 +496,31 @@ fn relay_piece(
                 return Ok(true);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_pieces() {
+        // (reader, input, range that is body, complete)
+        let cases: Vec<(BodyReader, &[u8], std::ops::Range<usize>, bool)> = vec![
+            (BodyReader::Length(10), b"abcd", 0..4, false),
+            (BodyReader::Length(4), b"abcd", 0..4, true),
+            // Bytes past the Content-Length are not body.
+            (BodyReader::Length(4), b"abcdEXTRA", 0..4, true),
+            (BodyReader::Length(0), b"abcd", 0..0, true),
+            (BodyReader::CloseDelimited, b"abcde", 0..5, false),
+        ];
+        for (mut reader, input, want, done) in cases {
+            let got = identity_piece(&mut reader, input).unwrap();
+            assert_eq!(got, (want.clone(), done), "{input:?}");
+        }
+        // A second piece continues where the first left off.
+        let mut reader = BodyReader::Length(6);
+        assert_eq!(identity_piece(&mut reader, b"abc").unwrap(), (0..3, false));
+        assert_eq!(identity_piece(&mut reader, b"defg").unwrap(), (0..3, true));
     }
 }
