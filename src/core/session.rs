@@ -149,18 +149,43 @@ pub fn is_valid_route(route: &str, sep: char) -> bool {
 /// Iterates the `name=value` pairs of one `Cookie` header line as `(name, value, value_start,
 /// value_end)` byte offsets into `line`. Pairs without `=` are skipped; a value in double quotes
 /// is returned without them.
+///
+/// By bytes with `memchr`, for cost: every request's cookies pass here, and `split`,
+/// `split_once` and `trim_matches` with `char` patterns cost several times as much. `;`, `=`,
+/// space, tab and `"` are ASCII, so every cut falls on a character boundary.
 pub fn cookie_pairs(line: &str) -> impl Iterator<Item = (&str, &str, usize, usize)> {
-    let base = line.as_ptr() as usize;
-    line.split(';').filter_map(move |pair| {
-        let (name, value) = pair.split_once('=')?;
-        let name = name.trim_matches([' ', '\t']);
-        let mut value = value.trim_matches([' ', '\t']);
-        if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
-            value = &value[1..value.len() - 1];
+    let b = line.as_bytes();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at <= b.len() {
+            let start = at;
+            let end = memchr::memchr(b';', &b[start..]).map_or(b.len(), |i| start + i);
+            at = end + 1;
+            let Some(eq) = memchr::memchr(b'=', &b[start..end]).map(|i| start + i) else {
+                continue;
+            };
+            let (ns, ne) = trim_ows(b, start, eq);
+            let (mut vs, mut ve) = trim_ows(b, eq + 1, end);
+            if ve - vs >= 2 && b[vs] == b'"' && b[ve - 1] == b'"' {
+                vs += 1;
+                ve -= 1;
+            }
+            return Some((&line[ns..ne], &line[vs..ve], vs, ve));
         }
-        let start = value.as_ptr() as usize - base;
-        Some((name, value, start, start + value.len()))
+        None
     })
+}
+
+/// `start..end` of `b` without the spaces and tabs at either end.
+#[inline]
+fn trim_ows(b: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
+    while start < end && matches!(b[start], b' ' | b'\t') {
+        start += 1;
+    }
+    while end > start && matches!(b[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    (start, end)
 }
 
 /// Finds the session id of a request.
@@ -312,6 +337,45 @@ pub fn replace_range(s: &str, start: usize, end: usize, with: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The byte scan gives what `split`/`split_once`/`trim_matches` would.
+    #[test]
+    fn cookie_pairs_match_a_split_reference() {
+        fn reference(line: &str) -> Vec<(&str, &str, usize, usize)> {
+            let base = line.as_ptr() as usize;
+            line.split(';')
+                .filter_map(|pair| {
+                    let (name, value) = pair.split_once('=')?;
+                    let name = name.trim_matches([' ', '\t']);
+                    let mut value = value.trim_matches([' ', '\t']);
+                    if value.len() >= 2 && value.starts_with('"') && value.ends_with('"') {
+                        value = &value[1..value.len() - 1];
+                    }
+                    let start = value.as_ptr() as usize - base;
+                    Some((name, value, start, start + value.len()))
+                })
+                .collect()
+        }
+        for line in [
+            "",
+            ";",
+            ";;",
+            "a=1",
+            " a = \"x\" ; b=2;",
+            "=v",
+            "a=",
+            "a==b",
+            "  ;c=3",
+            "\ta=1\t;\tb = 2 ",
+            "x=\"\"",
+            "x=\"",
+            "ä=ö; JSESSIONID=0123.jvm2; theme=dark",
+            "noequals; JSESSIONID=A.jvm1",
+        ] {
+            let got: Vec<_> = cookie_pairs(line).collect();
+            assert_eq!(got, reference(line), "{line:?}");
+        }
+    }
 
     fn settings() -> SessionSettings {
         SessionSettings::default()
