@@ -111,14 +111,6 @@ impl<'a> Attempts<'a> {
         }
     }
 
-    pub fn pool(&self) -> &'a Pool {
-        self.pool
-    }
-
-    pub fn replayable(&self) -> bool {
-        self.replayable
-    }
-
     /// Phase 3 for the next attempt: the node, noted in `trace`, and a slot on it.
     pub async fn next(&mut self, trace: &mut Trace) -> Result<Turn<'a>, Fail> {
         self.number += 1;
