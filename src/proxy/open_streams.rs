@@ -79,29 +79,49 @@ impl<S> Counted<S> {
 impl<S, B, Q> hyper::service::Service<Request<Q>> for Counted<S>
 where
     S: hyper::service::Service<Request<Q>, Response = Response<B>>,
-    S::Future: Send + 'static,
+    S::Future: Unpin,
 {
     type Response = Response<CountedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = CountedFuture<S::Future>;
 
     fn call(&self, req: Request<Q>) -> Self::Future {
-        let guard = self.streams.open();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            Ok(resp.map(|body| CountedBody {
-                inner: body,
-                _guard: guard,
-            }))
-        })
+        CountedFuture {
+            guard: Some(self.streams.open()),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+/// The service's future with its stream's guard, handed to the response body when it is
+/// ready. A wrapper rather than another boxed `async` block: no allocation per stream.
+pub struct CountedFuture<F> {
+    inner: F,
+    guard: Option<StreamGuard>,
+}
+
+impl<F, B, E> Future for CountedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>> + Unpin,
+{
+    type Output = Result<Response<CountedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let resp = std::task::ready!(Pin::new(&mut this.inner).poll(cx))?;
+        let guard = this.guard.take();
+        Poll::Ready(Ok(resp.map(|body| CountedBody {
+            inner: body,
+            _guard: guard,
+        })))
     }
 }
 
 /// A response body that keeps its stream open until it ends or is dropped.
 pub struct CountedBody<B> {
     inner: B,
-    _guard: StreamGuard,
+    /// `None` only if the future was polled again after it was ready.
+    _guard: Option<StreamGuard>,
 }
 
 impl<B: Body + Unpin> Body for CountedBody<B> {
