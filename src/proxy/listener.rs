@@ -299,6 +299,9 @@ async fn drain(
     }
 }
 
+/// How long a closing TLS connection may take to send its `close_notify`.
+const CLOSE_NOTIFY: Duration = Duration::from_secs(1);
+
 /// How long the drain waits for tunnels to close once told to, after the grace period.
 const TUNNEL_CLOSE: Duration = Duration::from_secs(1);
 
@@ -340,6 +343,13 @@ where
         let native = shared.native.clone();
         match h1::serve(stream, client, native, &shared.exchanges).await {
             h1::Outcome::Closed => {}
+            // A TLS client is told the session ends (`close_notify`), as HAProxy and nginx
+            // do; a socket just closes.
+            h1::Outcome::Finished(ClientIo::Tls(mut tls)) => {
+                use tokio::io::AsyncWriteExt;
+                let _ = tokio::time::timeout(CLOSE_NOTIFY, tls.shutdown()).await;
+            }
+            h1::Outcome::Finished(ClientIo::Plain(_)) => {}
             h1::Outcome::Upgraded(client, tunnel) => {
                 // In this task, so the listener's drain sees it. Boxed: only a tunnel
                 // carries its state.

@@ -22,8 +22,11 @@ use crate::proxy::deadline;
 
 /// How a connection ended.
 pub enum Outcome {
-    /// Closed by either side, or shut down.
+    /// Closed by either side, or shut down, with nothing left of the connection.
     Closed,
+    /// Done, by either side or a shutdown: the connection only needs closing (a TLS session
+    /// says `close_notify` first).
+    Finished(ClientIo),
     /// The client spoke HTTP/2 with prior knowledge: these bytes were read; hyper takes over.
     Http2(ClientIo, Vec<u8>),
     /// The node accepted an upgrade: run the tunnel.
@@ -52,7 +55,7 @@ where
                 Some(b) => b,
                 None => {
                     if !idle_wait(&mut client, &ctx).await {
-                        return Outcome::Closed;
+                        return Outcome::Finished(client);
                     }
                     Buf::take()
                 }
@@ -60,14 +63,14 @@ where
             let mut head = PooledRequestHead::take();
             match read_head(&mut client, &mut buf.0, &mut head.0, &ctx.cfg).await {
                 HeadRead::Complete => {}
-                HeadRead::Closed => return Outcome::Closed,
+                HeadRead::Closed => return Outcome::Finished(client),
                 HeadRead::Http2 => return Outcome::Http2(client, std::mem::take(&mut buf.0)),
                 HeadRead::Bad(status, reason) => {
                     let code =
                         http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
                     let synthetic = Synthetic::new(code, reason, None);
                     let _ = Box::pin(write_synthetic(&mut client, &synthetic, false)).await;
-                    return Outcome::Closed;
+                    return Outcome::Finished(client);
                 }
             }
             let job = Job {
@@ -84,11 +87,11 @@ where
             drop(job.head);
             match next {
                 Next::Keep(rest) => carry = rest,
-                Next::Close => return Outcome::Closed,
+                Next::Close => return Outcome::Finished(client),
                 Next::Tunnel(t) => return Outcome::Upgraded(client, t),
             }
             if ctx.shutdown.is_cancelled() {
-                return Outcome::Closed;
+                return Outcome::Finished(client);
             }
         }
     }
