@@ -853,16 +853,24 @@ impl Cluster {
     }
 
     /// Delta mode: waits until a session replicates around the whole cluster, node to node
-    /// (jvm1 → jvm2 → jvm3 → jvm1), each node seeing the count of the one before.
+    /// (jvm1 → jvm2 → jvm3 → jvm1), each node seeing the count of the one before, on two
+    /// checks a second apart. One pass is not enough after a restart: the restarted node's
+    /// static membership may still flap (a peer "disappears" and comes back within the
+    /// membership's expiration time), and a replication sent meanwhile never reaches it.
     fn wait_replication(&self) {
         let deadline = Instant::now() + START_DEADLINE;
         let mut last = String::new();
+        let mut passes = 0;
         while Instant::now() < deadline {
             match self.replicates_around() {
-                Ok(()) => return,
-                Err(e) => last = e,
+                Ok(()) if passes == 1 => return,
+                Ok(()) => passes = 1,
+                Err(e) => {
+                    passes = 0;
+                    last = e;
+                }
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(if passes == 1 { 1000 } else { 500 }));
         }
         panic!("the delta cluster does not replicate within {START_DEADLINE:?}: {last}");
     }
