@@ -682,6 +682,12 @@ fn cases() -> Vec<Case> {
         case("chunked response body 64 KiB", get("")).reply(chunked_response(KIB64)).want(
             Want::Check(|r| response_body(r, KIB64)),
         ),
+        // Longer than one read: every piece after the first is re-chunked too.
+        case("close-delimited response body of 1 MiB", get(""))
+            .replies(vec![reply_close(
+                [b"HTTP/1.1 200 OK\r\n\r\n".to_vec(), payload(1 << 20)].concat(),
+            )])
+            .want(Want::Check(|r| response_body(r, 1 << 20))),
         case("close-delimited response body", get(""))
             .replies(vec![reply_close(b"HTTP/1.1 200 OK\r\n\r\nuntil close".to_vec())])
             .want(Want::Check(|r| {

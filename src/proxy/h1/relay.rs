@@ -425,7 +425,7 @@ async fn send_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
             }
             return Err(BodyFault::Node("closed mid-body"));
         }
-        if let BodyReader::Length(_) | BodyReader::CloseDelimited = reader {
+        if !rechunk && matches!(reader, BodyReader::Length(_) | BodyReader::CloseDelimited) {
             // The body's bytes go to the client straight from the read buffer: no copy.
             let (piece, d) = identity_piece(&mut reader, &inb.0).map_err(invalid)?;
             done = d;
