@@ -425,12 +425,6 @@ fn write_stall_limit(balancer: &Balancer) -> Duration {
         .unwrap_or(Duration::from_secs(60))
 }
 
-/// How long a client connection may stay idle between requests (HTTP/1.1) or with no open
-/// stream (HTTP/2).
-fn keepalive_timeout(cfg: &ListenerConfig) -> Duration {
-    cfg.keepalive_timeout
-}
-
 /// How long a connection cut off for resetting too many streams gets to finish after its
 /// `GOAWAY`, before it is closed whatever it does.
 const CUT_OFF_GRACE: Duration = Duration::from_secs(1);
@@ -455,7 +449,7 @@ async fn serve_hyper<F, I>(
     let cut_off = budget.exhausted();
     let mut closing = false;
     let mut close_by: Option<tokio::time::Instant> = None;
-    let keepalive = keepalive_timeout(&shared.cfg);
+    let keepalive = shared.cfg.keepalive_timeout;
     let mut idle_check = tokio::time::Instant::now() + keepalive;
     let ended = loop {
         let until = close_by.unwrap_or_else(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);

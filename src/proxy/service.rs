@@ -294,6 +294,7 @@ impl ProxyService {
             location: m.found.as_ref().map(|f| &f.location),
             reissue: m.found.as_ref().is_some_and(|f| f.older_forms),
             cookie_values: &cookie_values,
+            lines: &lines,
             original_uri: &original_uri,
             had_body: !body.is_end_stream(),
             replay,
@@ -409,15 +410,7 @@ impl ProxyService {
         ids: &Ids<'_>,
         cookies_dirty: &mut bool,
     ) {
-        apply_session(
-            parts,
-            req.cookie_values,
-            req.original_uri,
-            req.location,
-            req.cookie_name,
-            ids.forward_id.as_deref(),
-            cookies_dirty,
-        );
+        apply_session(parts, req, ids.forward_id.as_deref(), cookies_dirty);
         let header = &req.pool.cfg.failover.header;
         parts.headers.remove(header);
         if let Some(v) = pipeline::failover_header_value(choice, req.ids.as_ref(), req.sep) {
@@ -473,6 +466,8 @@ struct Prepared<'a> {
     /// The request also carried older forms of its session id (stale cookies).
     reissue: bool,
     cookie_values: &'a [HeaderValue],
+    /// `cookie_values` as text (`None`: not UTF-8), as the session was extracted from them.
+    lines: &'a [Option<&'a str>],
     original_uri: &'a Uri,
     had_body: bool,
     replay: Option<http::request::Parts>,
@@ -699,19 +694,16 @@ fn request_host(parts: &http::request::Parts) -> Result<Option<String>, &'static
 /// client's original cookies and path so a retry on another node starts clean.
 fn apply_session(
     parts: &mut http::request::Parts,
-    cookie_values: &[HeaderValue],
-    original_uri: &Uri,
-    location: Option<&IdLocation>,
-    cookie_name: &str,
+    req: &Prepared<'_>,
     forward_id: Option<&str>,
     cookies_dirty: &mut bool,
 ) {
-    let (Some(loc), Some(forward_id)) = (location, forward_id) else {
+    let (Some(loc), Some(forward_id)) = (req.location, forward_id) else {
         return;
     };
-    let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
+    let (cookie_values, lines, original_uri) = (req.cookie_values, req.lines, req.original_uri);
     let (path, query) = (original_uri.path(), original_uri.query());
-    match pipeline::session_edit(loc, &lines, cookie_name, path, query, forward_id) {
+    match pipeline::session_edit(loc, lines, req.cookie_name, path, query, forward_id) {
         SessionEdit::Unchanged if matches!(loc, IdLocation::PathParam { .. }) => {
             parts.uri = original_uri.clone();
         }
