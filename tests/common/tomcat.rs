@@ -853,7 +853,7 @@ impl Cluster {
     }
 
     /// Delta mode: waits until a session replicates around the whole cluster, node to node
-    /// (jvm1 → jvm2 → jvm3 → jvm1), each node seeing the count of the one before, on two
+    /// ([`Cluster::replicates_around`]), each node seeing the count of the one before, on two
     /// checks a second apart. One pass is not enough after a restart: the restarted node's
     /// static membership may still flap (a peer "disappears" and comes back within the
     /// membership's expiration time), and a replication sent meanwhile never reaches it.
@@ -875,9 +875,17 @@ impl Cluster {
         panic!("the delta cluster does not replicate within {START_DEADLINE:?}: {last}");
     }
 
+    /// Both ways round the ring (jvm1 → jvm2 → jvm3 → jvm1, then jvm1 → jvm3 → jvm2 → jvm1):
+    /// every node sends to every other one. One direction alone missed a node whose peers'
+    /// senders still pointed at its killed process: it received from one peer, not the other.
     fn replicates_around(&self) -> Result<(), String> {
+        self.replicates_along([0, 1, 2, 0])?;
+        self.replicates_along([0, 2, 1, 0])
+    }
+
+    fn replicates_along(&self, ring: [usize; 4]) -> Result<(), String> {
         let mut b = Browser::new(self.nodes[0].http);
-        for (k, j) in [0, 1, 2, 0].into_iter().enumerate() {
+        for (k, j) in ring.into_iter().enumerate() {
             b.addr = self.nodes[j].http;
             let p = b.get(APP);
             if p.status != 200 || p.count() != k as i64 + 1 {
