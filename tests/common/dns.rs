@@ -16,6 +16,11 @@
 //!   of file: the test process holds the other end of that pipe, so no knotd outlives the test,
 //!   whether it passes, panics or is killed.
 //!
+//! hickory-resolver's `Resolver` never sends a PTR query for 127.0.0.0/8 (nor for ::1): it
+//! answers `localhost.` itself (RFC 6761). Ask the reverse zone through its name-server layer
+//! (`hickory_resolver::name_server::NameServerPool` and `DnsHandle::lookup`), as
+//! `tests/dns_server.rs` does.
+//!
 //! Without `knotd` (looked up on `PATH` and in the `sbin` directories, which a normal user's
 //! `PATH` may lack) the server is not started: a `SKIPPED` line goes to stderr and the test
 //! passes, unless `STICKYROUTE_REQUIRE_SERVICES=1`, which makes it a failure.
@@ -170,7 +175,7 @@ impl DnsServer {
         let (knotd, knotc) = match (find_program("knotd"), find_program("knotc")) {
             (Some(d), Some(c)) => (d, c),
             _ => {
-                let what = "needs knotd and knotc (Debian package `knot`: apt-get install knot)";
+                let what = "need knotd and knotc (Debian package `knot`: apt-get install knot)";
                 if std::env::var("STICKYROUTE_REQUIRE_SERVICES").as_deref() == Ok("1") {
                     panic!("the DNS tests {what} (STICKYROUTE_REQUIRE_SERVICES=1)");
                 }
