@@ -34,6 +34,7 @@ pub mod control;
 pub mod core;
 pub mod demo;
 pub mod h1;
+pub mod import;
 pub mod proxy;
 pub mod state;
 pub mod store;

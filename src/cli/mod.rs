@@ -9,5 +9,6 @@
 pub mod check;
 pub mod client;
 pub mod ctl;
+pub mod import;
 pub mod serve;
 pub mod turnover;
