@@ -385,7 +385,7 @@ fn unparseable_files_are_errors_naming_file_and_line() {
             "mod-jk",
             "workers.properties",
             "worker.list=lb\nworker.lb.type=lb\n",
-            ": lb worker lb has no balance_workers",
+            ":2: lb worker lb has no balance_workers",
         ),
         (
             "mod-jk",

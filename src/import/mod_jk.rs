@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::model::{
-    hoist_protocol, shared_duration, Ajp, Balance, Balancer, Listener, Node, NodeState, Noted,
-    Pool, Protocol, Session, PREPOST_PING_AFTER,
+    hoist_notes, hoist_protocol, shared_duration, Ajp, Balance, Balancer, Listener, Node,
+    NodeState, Noted, Pool, Protocol, Session, PREPOST_PING_AFTER,
 };
 use super::properties::{self, boolean, Property};
 use super::{uri_map, ImportError, Input};
@@ -31,6 +31,8 @@ const MAX_REFERENCE_DEPTH: usize = 20;
 struct Worker {
     name: String,
     settings: Vec<Setting>,
+    /// The first line of the worker's own settings (not inherited); `None` without any.
+    own_line: Option<usize>,
 }
 
 impl Worker {
@@ -65,9 +67,9 @@ impl Worker {
             .unwrap_or_else(|| "ajp13".into())
     }
 
-    /// The line that best locates the worker: its `type`, else its first setting.
+    /// The first line of the worker's own settings.
     fn line(&self) -> Option<usize> {
-        self.get("type").or(self.settings.first()).map(|s| s.line)
+        self.own_line
     }
 }
 
@@ -143,9 +145,14 @@ impl<'a> Workers<'a> {
                     .cloned(),
             );
             let Some(r) = own.iter().find(|s| s.directive == "reference") else {
+                let own_line = self
+                    .own
+                    .get(name)
+                    .and_then(|o| o.iter().map(|s| s.line).min());
                 return Ok(Worker {
                     name: name.to_string(),
                     settings,
+                    own_line,
                 });
             };
             current = match r.value.strip_prefix("worker.") {
@@ -266,6 +273,7 @@ pub(super) fn import(
     });
     for p in b.pools.iter_mut() {
         hoist_protocol(p);
+        hoist_notes(p);
     }
     Ok(b)
 }
@@ -339,6 +347,7 @@ fn single_pool(jk: &Workers, w: &Worker) -> Result<Pool, ImportError> {
         &Worker {
             name: String::new(),
             settings: vec![],
+            own_line: None,
         },
         w,
         w.line().unwrap_or(1),
@@ -917,4 +926,256 @@ fn number<T: FromStr>(file: &str, s: &Setting) -> Result<T, ImportError> {
             format!("{}: expected a number, found {:?}", s.directive, s.value),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    /// The import of an lb worker `lb` with one member `n` configured by `member` lines
+    /// (`host=…`, written as `worker.n.host=…`), and `lb` lines for the lb worker.
+    fn one(member: &[&str], lb: &[&str]) -> Result<Balancer, ImportError> {
+        let mut text =
+            String::from("worker.list=lb\nworker.lb.type=lb\nworker.lb.balance_workers=n\n");
+        for l in member {
+            text.push_str(&format!("worker.n.{l}\n"));
+        }
+        for l in lb {
+            text.push_str(&format!("worker.lb.{l}\n"));
+        }
+        import(
+            Input {
+                name: "w.properties",
+                text: &text,
+            },
+            None,
+            &no_env,
+        )
+    }
+
+    fn node(b: &Balancer) -> &Node {
+        &b.pools[0].nodes[0]
+    }
+
+    #[test]
+    fn address_table() {
+        for (lines, expected) in [
+            (vec!["host=10.0.0.1"], "10.0.0.1:8009"),
+            (vec!["host=tomcat1", "port=8010"], "tomcat1:8010"),
+            (vec!["host=tomcat1:8011"], "tomcat1:8011"),
+            (vec!["host=::1"], "[::1]:8009"),
+            (vec!["host=[::1]:9000"], "[::1]:9000"),
+            (vec!["host=[fe80::1]", "port=9001"], "[fe80::1]:9001"),
+            (vec!["port=8010"], "localhost:8010"),
+        ] {
+            let b = one(&lines, &[]).unwrap();
+            assert_eq!(node(&b).address, expected, "{lines:?}");
+        }
+    }
+
+    #[test]
+    fn activation_table() {
+        for (line, expected) in [
+            ("activation=A", Some(NodeState::Active)),
+            ("activation=d", Some(NodeState::Draining)),
+            ("activation=Stopped", Some(NodeState::Disabled)),
+            ("disabled=true", Some(NodeState::Draining)),
+            ("stopped=1", Some(NodeState::Disabled)),
+            ("stopped=0", None),
+            ("host=h", None),
+        ] {
+            let b = one(&[line], &[]).unwrap();
+            assert_eq!(node(&b).state.as_ref().map(|s| s.value), expected, "{line}");
+        }
+        let e = one(&["activation=X"], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "w.properties:4: worker.n.activation: expected A, D or S, found \"X\""
+        );
+    }
+
+    #[test]
+    fn ping_after_table() {
+        for (lines, expected) in [
+            (vec![], None),
+            (vec!["ping_mode=P"], Some(1)),
+            (vec!["ping_mode=A"], Some(1)),
+            (vec!["prepost_timeout=1000"], Some(1)),
+            (vec!["ping_mode=I"], Some(100)),
+            (vec!["ping_mode=I", "ping_timeout=5000"], Some(50)),
+            (vec!["ping_mode=I", "connection_ping_interval=30"], Some(30)),
+            (vec!["connection_ping_interval=20"], Some(20)),
+            (vec!["ping_mode=C"], None),
+        ] {
+            let b = one(&lines, &[]).unwrap();
+            let got = b.pools[0]
+                .ajp
+                .as_ref()
+                .and_then(|a| a.ping_after.as_ref())
+                .map(|p| p.value.as_secs());
+            assert_eq!(got, expected, "{lines:?}");
+        }
+        let b = one(&["ping_mode=C"], &[]).unwrap();
+        assert!(node(&b)
+            .notes
+            .iter()
+            .any(|n| n.contains("right after connecting")));
+    }
+
+    #[test]
+    fn packet_size_table() {
+        for (size, expected) in [
+            ("8192", 8192),
+            ("10000", 10240),
+            ("4096", 8192),
+            ("65536", 65536),
+            ("100000", 65536),
+        ] {
+            let b = one(&[&format!("max_packet_size={size}")], &[]).unwrap();
+            let got = b.pools[0]
+                .ajp
+                .as_ref()
+                .unwrap()
+                .packet_size
+                .as_ref()
+                .unwrap()
+                .value;
+            assert_eq!(got, expected, "{size}");
+        }
+    }
+
+    #[test]
+    fn secret_table() {
+        // (member lines, lb lines, the secret, or None for secret_required: false)
+        for (member, lb, expected) in [
+            (vec!["secret=m"], vec![], Some("m")),
+            (vec![], vec!["secret=l"], Some("l")),
+            (vec!["secret=m"], vec!["secret=l"], Some("m")),
+            (vec![], vec![], None),
+        ] {
+            let b = one(&member, &lb).unwrap();
+            let ajp = b.pools[0].ajp.as_ref().unwrap();
+            assert_eq!(ajp.secret.as_deref(), expected, "{member:?} {lb:?}");
+            assert_eq!(b.pools[0].protocol, Some(Protocol::Ajp));
+        }
+    }
+
+    #[test]
+    fn lb_settings_table() {
+        let balance = |b: &Balancer| b.pools[0].balance.as_ref().map(|v| v.value);
+        for (line, expected) in [
+            ("method=R", Some(Balance::RoundRobin)),
+            ("method=Busyness", Some(Balance::P2c)),
+            ("method=T", Some(Balance::P2c)),
+            ("method=N", Some(Balance::RoundRobin)),
+            ("method=S", Some(Balance::RoundRobin)),
+            ("sticky_session=1", None),
+        ] {
+            assert_eq!(balance(&one(&[], &[line]).unwrap()), expected, "{line}");
+        }
+        let b = one(&[], &["recover_time=45", "retries=5"]).unwrap();
+        let p = &b.pools[0];
+        assert_eq!(
+            p.recover_after.as_ref().unwrap().value,
+            Duration::from_secs(45)
+        );
+        assert_eq!(p.max_attempts.as_ref().unwrap().value, 1);
+        for (line, note) in [
+            ("sticky_session=false", "sticky_session=false"),
+            ("sticky_session_force=1", "sticky_session_force=true"),
+            ("lock=P", "lock=P (no shared memory"),
+            ("error_escalation_time=30", "error_escalation_time=30"),
+        ] {
+            let b = one(&[], &[line]).unwrap();
+            assert!(
+                b.pools[0].notes.iter().any(|n| n.contains(note)),
+                "{line}: {:?}",
+                b.pools[0].notes
+            );
+        }
+        assert!(one(&[], &["method=Q"]).is_err());
+    }
+
+    #[test]
+    fn members_table() {
+        let text = "worker.list=lb\n\
+            worker.t.port=8009\nworker.t.secret=s\n\
+            worker.a.reference=worker.t\nworker.a.host=h1\nworker.a.redirect=b\n\
+            worker.b.reference=worker.t\nworker.b.host=h2\nworker.b.route=jvmB\nworker.b.redirect=jvmC\n\
+            worker.c.reference=worker.t\nworker.c.host=h3\nworker.c.route=jvmC\nworker.c.distance=1\nworker.c.redirect=jvmC\n\
+            worker.lb.type=lb\nworker.lb.balance_workers=a,b\nworker.lb.balance_workers=c\n";
+        let b = import(Input { name: "w", text }, None, &no_env).unwrap();
+        let nodes = &b.pools[0].nodes;
+        let got: Vec<(&str, &str, Option<&str>, Option<NodeState>)> = nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.route.as_str(),
+                    n.address.as_str(),
+                    n.redirect.as_deref(),
+                    n.state.as_ref().map(|s| s.value),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", "h1:8009", Some("jvmB"), None),
+                ("jvmB", "h2:8009", Some("jvmC"), None),
+                ("jvmC", "h3:8009", None, Some(NodeState::Standby)),
+            ]
+        );
+        assert!(nodes[2]
+            .notes
+            .iter()
+            .any(|n| n.contains("cannot redirect to itself")));
+        assert_eq!(
+            b.pools[0].ajp.as_ref().unwrap().secret.as_deref(),
+            Some("s")
+        );
+    }
+
+    #[test]
+    fn errors_table() {
+        for (text, expected) in [
+            ("worker.list=lb\nworker.lb.type=lb\n", "w:2: lb worker lb has no balance_workers"),
+            ("worker.list=status\nworker.status.type=status\n", "w: no lb or ajp13 worker to import (worker.list names none, and no worker.NAME.type=lb is defined)"),
+            ("worker.a.reference=worker.b\nworker.b.reference=worker.a\nworker.lb.type=lb\nworker.lb.balance_workers=a\n", "w:1: worker a: reference loop through a"),
+            ("worker.a.reference=b\nworker.lb.type=lb\nworker.lb.balance_workers=a\n", "w:1: worker.a.reference must be written worker.NAME, found \"b\""),
+            ("worker.a.lbfactor=much\nworker.lb.type=lb\nworker.lb.balance_workers=a\n", "w:1: lbfactor: expected a number, found \"much\""),
+            ("worker.a.route=x.y\nworker.lb.type=lb\nworker.lb.balance_workers=a\n", "w:1: worker a: route \"x.y\" may only use letters, digits and - _ ~ ! : (at most 64), not the separator ."),
+            ("worker.a.route=r\nworker.b.route=r\nworker.lb.type=lb\nworker.lb.balance_workers=a,b\n", "w:4: members a and b of lb worker lb have the same route \"r\"; routes must differ"),
+            ("worker.a.fail_on_status=5xx\nworker.lb.type=lb\nworker.lb.balance_workers=a\n", "w:1: fail_on_status: \"5xx\" is not a status code"),
+            ("worker.lb.type=lb\nworker.lb.balance_workers=s\nworker.s.type=status\n", "w:1: lb worker lb has no ajp13 member"),
+        ] {
+            let e = import(Input { name: "w", text }, None, &no_env).unwrap_err();
+            assert_eq!(e.to_string(), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn entry_points_and_single_workers() {
+        // Without worker.list every lb worker is a pool; a mounted ajp13 worker is one too.
+        let text = "worker.x.type=lb\nworker.x.balance_workers=a\nworker.a.host=h\n";
+        let b = import(Input { name: "w", text }, None, &no_env).unwrap();
+        assert_eq!(
+            b.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["x"]
+        );
+        let text = "worker.list=solo,st\nworker.solo.host=h\nworker.solo.port=8019\nworker.st.type=status\n";
+        let b = import(Input { name: "w", text }, None, &no_env).unwrap();
+        assert_eq!(b.pools.len(), 1);
+        assert_eq!(
+            (
+                b.pools[0].name.as_str(),
+                b.pools[0].nodes[0].address.as_str()
+            ),
+            ("solo", "h:8019")
+        );
+        assert!(b.header.iter().any(|h| h.contains("status worker st")));
+    }
 }

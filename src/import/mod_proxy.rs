@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::httpd::{self, Directive};
 use super::model::{
-    hoist_protocol, shared_duration, Ajp, Balance, Balancer, Health, Listener, Node, NodeState,
-    Noted, Pool, Protocol, Session, PREPOST_PING_AFTER,
+    hoist_notes, hoist_protocol, shared_duration, Ajp, Balance, Balancer, Health, Listener, Node,
+    NodeState, Noted, Pool, Protocol, Session, PREPOST_PING_AFTER,
 };
 use super::{ImportError, Input};
 use crate::core::session::is_valid_route;
@@ -68,6 +68,7 @@ struct Pass {
 /// What the walk over the file collects.
 #[derive(Default)]
 struct Collected {
+    file: String,
     balancers: Vec<BalancerDef>,
     passes: Vec<Pass>,
     listens: Vec<(Vec<String>, usize)>,
@@ -107,7 +108,10 @@ fn balancer_url(url: &str) -> Option<(String, String)> {
 pub(super) fn import(input: Input) -> Result<Balancer, ImportError> {
     let file = input.name;
     let tree = httpd::parse(input.text, file)?;
-    let mut c = Collected::default();
+    let mut c = Collected {
+        file: file.to_string(),
+        ..Collected::default()
+    };
     walk(&tree, None, None, file, &mut c)?;
     if c.balancers.is_empty() {
         return Err(ImportError::whole(
@@ -132,6 +136,7 @@ pub(super) fn import(input: Input) -> Result<Balancer, ImportError> {
     b.listeners = listeners(&c.listens, file)?;
     for p in b.pools.iter_mut() {
         hoist_protocol(p);
+        hoist_notes(p);
         if p.protocol == Some(Protocol::Ajp) {
             if let Some(h) = p.health.as_mut() {
                 h.http_kind = h.path.is_some();
@@ -346,7 +351,7 @@ fn passes(pool: &mut Pool, def: &BalancerDef, c: &Collected) {
     let prefix = if prefix.is_empty() { "/" } else { prefix };
     pool.path_prefix = Some(Noted::new(
         prefix.to_string(),
-        format!("ProxyPass, line {}", first.line),
+        format!("{}:{}: ProxyPass {}", c.file, first.line, first.path),
     ));
     for p in &mine {
         let target = p.target_path.trim_end_matches('/');
@@ -695,7 +700,7 @@ fn member_health(
         interval: get("hcinterval").map(|p| time(p, file)).transpose()?,
         rise: count("hcpasses")?,
         fall: count("hcfails")?,
-        note: Some(format!("hcmethod={} (line {})", method.value, m.line)),
+        note: Some(format!("hcmethod={} ({file}:{})", method.value, m.line)),
     }))
 }
 
@@ -947,7 +952,7 @@ fn listeners(listens: &[(Vec<String>, usize)], file: &str) -> Result<Vec<Listene
                 format!("Listen {addr}: expected a port, ip:port or [ipv6]:port"),
             ));
         }
-        let mut notes = vec![format!("Listen {} (line {line})", args.join(" "))];
+        let mut notes = vec![format!("Listen {} ({file}:{line})", args.join(" "))];
         if args.get(1).is_some_and(|p| p.eq_ignore_ascii_case("https")) || bind.ends_with(":443") {
             notes.push("TLS: add tls.cert and tls.key (httpd's SSLCertificateFile and SSLCertificateKeyFile, PEM)".into());
         }
@@ -1024,4 +1029,290 @@ fn time(p: &Param, file: &str) -> Result<Duration, ImportError> {
         }
     };
     Ok(d.min(crate::config::MAX_DURATION))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(members: &[&str], set: &str) -> String {
+        let mut text = String::from("<Proxy balancer://c>\n");
+        for m in members {
+            text.push_str(&format!("  BalancerMember {m}\n"));
+        }
+        text.push_str(&format!(
+            "  ProxySet {set}\n</Proxy>\nProxyPass /app balancer://c/app\n"
+        ));
+        text
+    }
+
+    fn run(members: &[&str], set: &str) -> Result<Balancer, ImportError> {
+        import(Input {
+            name: "h.conf",
+            text: &conf(members, set),
+        })
+    }
+
+    #[test]
+    fn member_table() {
+        // (member, route, address, protocol override of a pool of HTTP nodes, weight, state)
+        let cases: Vec<(
+            &str,
+            &str,
+            &str,
+            Option<Protocol>,
+            Option<u32>,
+            Option<NodeState>,
+        )> = vec![
+            (
+                "http://10.0.0.1:8080 route=a",
+                "a",
+                "10.0.0.1:8080",
+                None,
+                None,
+                None,
+            ),
+            (
+                "http://h route=a loadfactor=5",
+                "a",
+                "h:80",
+                None,
+                Some(5),
+                None,
+            ),
+            (
+                "http://h:1 route=a loadfactor=2.5",
+                "a",
+                "h:1",
+                None,
+                Some(3),
+                None,
+            ),
+            (
+                "ajp://h route=a",
+                "a",
+                "h:8009",
+                Some(Protocol::Ajp),
+                None,
+                None,
+            ),
+            (
+                "http://[::1]:8080 route=a",
+                "a",
+                "[::1]:8080",
+                None,
+                None,
+                None,
+            ),
+            (
+                "http://h:1 route=a status=+H",
+                "a",
+                "h:1",
+                None,
+                None,
+                Some(NodeState::Standby),
+            ),
+            (
+                "http://h:1 route=a status=+R",
+                "a",
+                "h:1",
+                None,
+                None,
+                Some(NodeState::Standby),
+            ),
+            (
+                "http://h:1 route=a status=+N",
+                "a",
+                "h:1",
+                None,
+                None,
+                Some(NodeState::Draining),
+            ),
+            (
+                "http://h:1 route=a status=+D",
+                "a",
+                "h:1",
+                None,
+                None,
+                Some(NodeState::Disabled),
+            ),
+            (
+                "http://h:1 route=a status=S",
+                "a",
+                "h:1",
+                None,
+                None,
+                Some(NodeState::Disabled),
+            ),
+            (
+                "http://h:1 route=a status=+D-D",
+                "a",
+                "h:1",
+                None,
+                None,
+                None,
+            ),
+            ("http://h:1 route=a status=+I", "a", "h:1", None, None, None),
+            (
+                "http://h:1 route=a lbset=2",
+                "a",
+                "h:1",
+                None,
+                None,
+                Some(NodeState::Standby),
+            ),
+            ("ws://h:1", "node3", "h:1", None, None, None),
+        ];
+        for (member, route, address, protocol, weight, state) in cases {
+            let b = run(
+                &[
+                    "http://base:1 route=base lbset=1",
+                    "http://base:2 route=base2 lbset=1",
+                    member,
+                ],
+                "",
+            )
+            .unwrap();
+            let n = &b.pools[0].nodes[2];
+            assert_eq!(n.route, route, "{member}");
+            assert_eq!(n.address, address, "{member}");
+            assert_eq!(n.protocol, protocol, "{member}");
+            assert_eq!(n.weight.as_ref().map(|w| w.value), weight, "{member}");
+            // The base members are in lbset 1: a member of a higher lbset is standby.
+            assert_eq!(n.state.as_ref().map(|s| s.value), state, "{member}");
+        }
+    }
+
+    #[test]
+    fn balancer_table() {
+        let b = run(
+            &["http://h:1 route=a", "http://h:2 route=b"],
+            "stickysession=SID|sid lbmethod=byrequests maxattempts=0 failonstatus=500,503 growth=5",
+        )
+        .unwrap();
+        let p = &b.pools[0];
+        assert_eq!(p.balance.as_ref().unwrap().value, Balance::RoundRobin);
+        assert_eq!(p.max_attempts.as_ref().unwrap().value, 1);
+        assert_eq!(p.fail_on_status, [500, 503]);
+        assert_eq!(p.path_prefix.as_ref().unwrap().value, "/app");
+        assert!(p.notes.iter().any(|n| n.contains("growth=5")));
+        assert_eq!(b.session.cookies.as_ref().unwrap().value, ["SID"]);
+        assert_eq!(b.session.path_param.as_ref().unwrap().value, "sid");
+        let b = run(
+            &["http://h:1 route=a"],
+            "stickysession=JSESSIONID stickysessionsep=_",
+        )
+        .unwrap();
+        assert_eq!(b.session.path_param.as_ref().unwrap().value, "JSESSIONID");
+        assert_eq!(b.session.separator.as_ref().unwrap().value, "_");
+        let b = run(&["http://h:1 route=a", "https://h:2 route=b"], "").unwrap();
+        assert_eq!(b.pools[0].nodes.len(), 1);
+        assert!(b.pools[0].notes.iter().any(|n| n.contains("not https://")));
+        assert!(b.pools[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("no stickysession")));
+    }
+
+    #[test]
+    fn time_table() {
+        for (v, expected) in [
+            ("5", Some(5_000)),
+            ("5s", Some(5_000)),
+            ("250ms", Some(250)),
+            ("2mi", Some(120_000)),
+            ("1h", Some(3_600_000)),
+            ("5x", None),
+            ("", None),
+        ] {
+            let p = Param {
+                key: "timeout".into(),
+                value: v.into(),
+                line: 1,
+            };
+            assert_eq!(
+                time(&p, "h").ok().map(|d| d.as_millis() as u64),
+                expected,
+                "{v}"
+            );
+        }
+    }
+
+    #[test]
+    fn listeners_table() {
+        for (listen, expected) in [
+            ("Listen 80", Ok("0.0.0.0:80")),
+            ("Listen 192.0.2.1:8080", Ok("192.0.2.1:8080")),
+            ("Listen [::]:80", Ok("[::]:80")),
+            ("Listen localhost:81", Ok("localhost:81")),
+            (
+                "Listen www.example.com:80",
+                Err("h.conf:1: Listen www.example.com:80: expected a port, ip:port or [ipv6]:port"),
+            ),
+        ] {
+            let text = format!("{listen}\n{}", conf(&["http://h:1 route=a"], ""));
+            let got = import(Input {
+                name: "h.conf",
+                text: &text,
+            })
+            .map(|b| b.listeners[0].bind.clone());
+            assert_eq!(
+                got.map_err(|e| e.to_string()),
+                expected.map(String::from).map_err(String::from),
+                "{listen}"
+            );
+        }
+    }
+
+    #[test]
+    fn passes_and_hosts() {
+        let text = "<VirtualHost *:80>\n ServerName A.example:80\n ServerAlias b.example *.example\n ProxyPass / balancer://c/\n</VirtualHost>\n\
+            BalancerMember balancer://c http://h:1 route=a\nProxySet balancer://c lbmethod=bybusyness\n\
+            ProxyPass /x balancer://c/y\nProxyPass /static !\nProxyPassMatch ^/(.*)$ balancer://c/$1\n";
+        let b = import(Input {
+            name: "h.conf",
+            text,
+        })
+        .unwrap();
+        let p = &b.pools[0];
+        assert_eq!(p.path_prefix.as_ref().unwrap().value, "/");
+        assert!(
+            p.hosts.is_empty(),
+            "a ProxyPass outside the virtual host serves any host"
+        );
+        assert_eq!(p.balance.as_ref().unwrap().value, Balance::P2c);
+        assert!(p.notes.iter().any(|n| n.contains("also at /x")));
+        assert!(p
+            .notes
+            .iter()
+            .any(|n| n.contains("ProxyPass /x balancer://c/y")));
+        assert!(b.header.iter().any(|h| h.contains("ProxyPass /static !")));
+        assert!(b.header.iter().any(|h| h.contains("ProxyPassMatch")));
+        let only_vhost = &text[..text.find("ProxyPass /x").unwrap()];
+        let b = import(Input {
+            name: "h.conf",
+            text: only_vhost,
+        })
+        .unwrap();
+        assert_eq!(b.pools[0].hosts, ["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn errors_table() {
+        for (text, expected) in [
+            ("<Proxy balancer://c>\n</Proxy>\n", "h.conf:1: balancer://c has no BalancerMember"),
+            ("<Proxy balancer://c>\nBalancerMember fcgi://h:1\n</Proxy>\n", "h.conf:1: balancer://c has no member stickyroute can forward to (http:// or ajp://)"),
+            ("<Proxy balancer://c>\nBalancerMember h:1\n</Proxy>\n", "h.conf:2: BalancerMember \"h:1\" is not a URL"),
+            ("<Proxy balancer://c>\nBalancerMember http://h:x\n</Proxy>\n", "h.conf:2: BalancerMember \"http://h:x\": bad host or port"),
+            ("<Proxy balancer://c>\nBalancerMember http://h:1 route=a\nBalancerMember http://h:2 route=a\n</Proxy>\n", "h.conf:3: two members of balancer://c have the route \"a\" (the other at line 2)"),
+            ("<Proxy balancer://c>\nBalancerMember http://h:1 route=a.b\n</Proxy>\n", "h.conf:2: route \"a.b\" may only use letters, digits and - _ ~ ! : (at most 64), not the separator ."),
+            ("<Proxy balancer://c>\nBalancerMember http://h:1 loadfactor=x\n</Proxy>\n", "h.conf:2: loadfactor: expected a number, found \"x\""),
+            ("<Proxy balancer://c>\nBalancerMember http://h:1\nProxySet lbmethod=random\n</Proxy>\n", "h.conf:3: lbmethod=random: expected byrequests, bybusyness, bytraffic or heartbeat"),
+            ("BalancerMember http://h:1\n", "h.conf:1: BalancerMember outside <Proxy balancer://…> needs the balancer's URL, then the member's"),
+            ("<Location /a>\n</Location>\n", "h.conf: no balancer to import: no <Proxy balancer://…> section and no BalancerMember"),
+        ] {
+            let e = import(Input { name: "h.conf", text }).unwrap_err();
+            assert_eq!(e.to_string(), expected, "{text:?}");
+        }
+    }
 }

@@ -276,6 +276,39 @@ pub fn hoist_protocol(pool: &mut Pool) {
     }
 }
 
+/// Moves the notes every node of a pool shares (settings inherited from one template, say) to
+/// the pool, written once. A node's first note, the one naming its source, stays.
+pub fn hoist_notes(pool: &mut Pool) {
+    if pool.nodes.len() < 2 {
+        return;
+    }
+    let shared: Vec<String> = pool.nodes[0]
+        .notes
+        .iter()
+        .skip(1)
+        .filter(|n| {
+            pool.nodes[1..]
+                .iter()
+                .all(|o| o.notes.iter().skip(1).any(|x| x == *n))
+        })
+        .cloned()
+        .collect();
+    for n in pool.nodes.iter_mut() {
+        let source = n.notes.first().cloned();
+        let rest: Vec<String> = n
+            .notes
+            .iter()
+            .skip(1)
+            .filter(|x| !shared.contains(x))
+            .cloned()
+            .collect();
+        n.notes = source.into_iter().chain(rest).collect();
+    }
+    for s in shared {
+        pool.notes.push(format!("{s} (every node)"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +389,41 @@ mod tests {
                 .map(|n| n.ajp.as_ref().map(|a| a.secret.as_deref()))
                 .collect();
             assert_eq!(got, secrets, "{nodes:?}");
+        }
+    }
+
+    #[test]
+    fn hoist_notes_table() {
+        // (notes of each node after its source note, pool notes after, node notes after)
+        let cases: Vec<(Vec<Vec<&str>>, Vec<&str>, Vec<Vec<&str>>)> = vec![
+            (
+                vec![vec!["x", "y"], vec!["y", "x"]],
+                vec!["x (every node)", "y (every node)"],
+                vec![vec![], vec![]],
+            ),
+            (
+                vec![vec!["x", "y"], vec!["x"]],
+                vec!["x (every node)"],
+                vec![vec!["y"], vec![]],
+            ),
+            (vec![vec!["x"]], vec![], vec![vec!["x"]]),
+            (vec![vec![], vec!["x"]], vec![], vec![vec![], vec!["x"]]),
+        ];
+        for (notes, pool_after, nodes_after) in cases {
+            let mut pool = Pool::new("p");
+            for (i, n) in notes.iter().enumerate() {
+                let mut node = Node::new(&format!("n{i}"), "h:1");
+                node.notes.push(format!("source {i}"));
+                node.notes.extend(n.iter().map(|s| s.to_string()));
+                pool.nodes.push(node);
+            }
+            hoist_notes(&mut pool);
+            assert_eq!(pool.notes, pool_after, "{notes:?}");
+            for (i, want) in nodes_after.iter().enumerate() {
+                let mut expected = vec![format!("source {i}")];
+                expected.extend(want.iter().map(|s| s.to_string()));
+                assert_eq!(pool.nodes[i].notes, expected, "{notes:?}");
+            }
         }
     }
 }
