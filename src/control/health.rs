@@ -253,6 +253,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         drop(l);
         let cfg = HealthConfig {
+            kind: None,
             path: "/health".into(),
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(500),
@@ -277,6 +278,7 @@ mod tests {
             }
         });
         let cfg = HealthConfig {
+            kind: None,
             path: "/health".into(),
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(100),
