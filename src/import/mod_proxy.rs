@@ -137,6 +137,12 @@ pub(super) fn import(input: Input) -> Result<Balancer, ImportError> {
     for p in b.pools.iter_mut() {
         hoist_protocol(p);
         hoist_notes(p);
+        let has_http =
+            p.protocol.is_none() || p.nodes.iter().any(|n| n.protocol == Some(Protocol::Http));
+        if p.health.as_ref().is_some_and(|h| h.path.is_none()) && has_http {
+            p.health = None;
+            p.notes.push("not carried over: hcmethod=CPING: a CPing cannot check this pool's HTTP nodes; set health.path to check them all over HTTP".into());
+        }
         if p.protocol == Some(Protocol::Ajp) {
             if let Some(h) = p.health.as_mut() {
                 h.http_kind = h.path.is_some();
