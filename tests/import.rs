@@ -11,7 +11,7 @@ use serde_norway::Value;
 /// whose connector has no secret.
 const WORKERS: &str = r#"# mod_jk workers for the shop cluster
 worker.list=loadbalancer,legacy
-worker.list=status
+worker.list=reports,status
 worker.maintain=60
 tomcat.net=10.0.0
 
@@ -68,6 +68,13 @@ worker.legacy.type=lb
 worker.legacy.balance_workers=old1
 worker.legacy.sticky_session=0
 
+# the secret comes from the environment of httpd
+worker.rep1.host=10.0.3.1
+worker.rep1.secret=$(STICKYROUTE_TEST_AJP_SECRET)
+worker.reports.type=lb
+worker.reports.balance_workers=rep1
+worker.reports.mount=/reports/*
+
 worker.status.type=status
 "#;
 
@@ -109,6 +116,11 @@ ProxyIOBufferSize 16384
 <Location "/app">
     ProxyPass "balancer://app/app"
 </Location>
+<Proxy balancer://reports>
+    BalancerMember ajp://10.0.3.1:8009 route=r1 hcmethod=CPING hcinterval=5
+    BalancerMember ajp://10.0.3.2:8009 route=r2 hcmethod=CPING hcinterval=5
+</Proxy>
+ProxyPass /reports balancer://reports/reports
 "#;
 
 fn bin() -> Command {
@@ -134,6 +146,8 @@ fn run(cmd: &mut Command) -> (i32, String, String) {
 /// `stickyroute import ARGS…`: its YAML text and that text read back.
 fn import(args: &[&Path], sub: &str, flag: Option<&str>) -> (String, Value) {
     let mut cmd = bin();
+    // The mod_jk file's secret is `$(STICKYROUTE_TEST_AJP_SECRET)`: unset, it stays a reference.
+    cmd.env_remove("STICKYROUTE_TEST_AJP_SECRET");
     cmd.args(["import", sub]).arg(args[0]);
     if let (Some(flag), Some(extra)) = (flag, args.get(1)) {
         cmd.arg(flag).arg(extra);
@@ -144,10 +158,13 @@ fn import(args: &[&Path], sub: &str, flag: Option<&str>) -> (String, Value) {
     (stdout, value)
 }
 
-/// `stickyroute check` on `yaml`, written to `dir`.
+/// `stickyroute check` on `yaml`, written to `dir`, with the secret a `secret_env` names.
 fn check(dir: &Path, yaml: &str) -> (i32, String) {
     let path = write(dir, "balancer.yaml", yaml);
-    let (code, stdout, stderr) = run(bin().args(["check", "-c"]).arg(&path));
+    let (code, stdout, stderr) = run(bin()
+        .env("STICKYROUTE_TEST_AJP_SECRET", "from-the-environment")
+        .args(["check", "-c"])
+        .arg(&path));
     (code, format!("{stdout}{stderr}"))
 }
 
@@ -233,9 +250,14 @@ fn mod_jk_maps_every_key() {
             ("pools.1.nodes.0.route", "old1"),
             ("pools.1.nodes.0.address", "127.0.0.1:8019"),
             ("pools.1.nodes.0.weight", "1"),
+            ("pools.2.name", "reports"),
+            ("pools.2.path_prefix", "/reports"),
+            ("pools.2.ajp.secret_env", "STICKYROUTE_TEST_AJP_SECRET"),
+            ("pools.2.nodes.0.address", "10.0.3.1:8009"),
         ],
     );
-    assert_eq!(at(&v, "pools").as_sequence().unwrap().len(), 2);
+    assert_eq!(at(&v, "pools").as_sequence().unwrap().len(), 3);
+    assert!(missing(&v, "pools.2.ajp.secret"));
     assert!(
         missing(&v, "pools.0.nodes.0.protocol"),
         "the pool's protocol is not repeated"
@@ -324,6 +346,13 @@ fn mod_proxy_maps_every_key() {
             ("pools.1.nodes.2.address", "10.0.2.3:8080"),
             ("pools.1.nodes.2.protocol", "http"),
             ("pools.1.nodes.2.state", "standby"),
+            ("pools.2.name", "reports"),
+            ("pools.2.path_prefix", "/reports"),
+            ("pools.2.protocol", "ajp"),
+            ("pools.2.ajp.secret_required", "false"),
+            ("pools.2.health.kind", "cping"),
+            ("pools.2.health.interval", "5s"),
+            ("pools.2.nodes.1.route", "r2"),
         ],
     );
     assert!(missing(&v, "pools.0.protocol"), "HTTP is the default");
@@ -341,6 +370,8 @@ fn mod_proxy_maps_every_key() {
         "TLS: add tls.cert and tls.key",
         "the CPong wait of ping=5",
         "query string",
+        "no stickysession",
+        "Tomcat 9.0.31+",
     ] {
         assert!(commented(&yaml, note), "no comment on {note:?}:\n{yaml}");
     }

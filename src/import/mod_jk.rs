@@ -21,6 +21,8 @@ struct Setting {
     directive: String,
     value: String,
     line: usize,
+    /// `NAME` when the value is a `$(NAME)` nothing defines (allowed for `secret` only).
+    env_only: Option<String>,
 }
 
 /// Nesting limit of `reference`, as mod_jk's.
@@ -84,7 +86,7 @@ struct Workers<'a> {
 }
 
 impl<'a> Workers<'a> {
-    fn read(file: &'a str, props: &[Property]) -> Workers<'a> {
+    fn read(file: &'a str, props: &[Property]) -> Result<Workers<'a>, ImportError> {
         let mut own: HashMap<String, Vec<Setting>> = HashMap::new();
         let mut order = Vec::new();
         let mut list = Vec::new();
@@ -94,6 +96,7 @@ impl<'a> Workers<'a> {
             };
             let Some((name, directive)) = rest.split_once('.') else {
                 if rest == "list" {
+                    p.resolved(file)?;
                     list.extend(
                         p.value
                             .split(',')
@@ -107,21 +110,25 @@ impl<'a> Workers<'a> {
             if !own.contains_key(name) {
                 order.push(name.to_string());
             }
+            if directive != "secret" {
+                p.resolved(file)?;
+            }
             own.entry(name.to_string()).or_default().insert(
                 0,
                 Setting {
                     directive: directive.to_string(),
                     value: p.value.clone(),
                     line: p.line,
+                    env_only: p.env_only.clone(),
                 },
             );
         }
-        Workers {
+        Ok(Workers {
             file,
             own,
             order,
             list,
-        }
+        })
     }
 
     /// `name` with its references resolved (a directive set nearer wins, a multi-valued one
@@ -216,7 +223,7 @@ pub(super) fn import(
 ) -> Result<Balancer, ImportError> {
     let file = input.name;
     let props = properties::parse(input.text, file, env)?;
-    let jk = Workers::read(file, &props);
+    let jk = Workers::read(file, &props)?;
     let mut b = Balancer::default();
     b.header.push(match uri_input {
         Some(u) => format!(
@@ -531,13 +538,15 @@ fn member_ajp(
     w: &Worker,
     notes: &mut Vec<String>,
 ) -> Result<Ajp, ImportError> {
-    let mut ajp = Ajp {
-        secret: w
-            .get("secret")
-            .or(lb.get("secret"))
-            .map(|s| s.value.clone()),
-        ..Ajp::default()
-    };
+    let mut ajp = Ajp::default();
+    match w.get("secret").or(lb.get("secret")) {
+        Some(Setting {
+            env_only: Some(var),
+            ..
+        }) => ajp.secret_env = Some(var.clone()),
+        Some(s) => ajp.secret = Some(s.value.clone()),
+        None => {}
+    }
     if let Some(s) = w.get("max_packet_size") {
         let size: u32 = number(file, s)?;
         let rounded = size.div_ceil(1024) * 1024;
@@ -1062,6 +1071,19 @@ mod tests {
             assert_eq!(ajp.secret.as_deref(), expected, "{member:?} {lb:?}");
             assert_eq!(b.pools[0].protocol, Some(Protocol::Ajp));
         }
+    }
+
+    #[test]
+    fn secret_env_from_an_undefined_variable() {
+        let b = one(&["secret=$(AJP_SECRET_NOT_SET)"], &[]).unwrap();
+        let ajp = b.pools[0].ajp.as_ref().unwrap();
+        assert_eq!(ajp.secret_env.as_deref(), Some("AJP_SECRET_NOT_SET"));
+        assert_eq!(ajp.secret, None);
+        let e = one(&["host=$(TOMCAT_HOST_NOT_SET)"], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "w.properties:4: $(TOMCAT_HOST_NOT_SET) is neither defined earlier in the file nor set in the environment"
+        );
     }
 
     #[test]

@@ -63,11 +63,13 @@ impl Protocol {
     }
 }
 
-/// `ajp:` of a pool or a node. `secret: None` is written as `secret_required: false` with the
-/// comment that Tomcat 9.0.31+ needs a secret.
+/// `ajp:` of a pool or a node. Without `secret` and `secret_env` it is written as
+/// `secret_required: false` with the comment that Tomcat 9.0.31+ needs a secret.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Ajp {
     pub secret: Option<String>,
+    /// The environment variable holding the secret.
+    pub secret_env: Option<String>,
     pub packet_size: Option<Noted<u32>>,
     pub ping_after: Option<Noted<Duration>>,
 }

@@ -1,7 +1,9 @@
 //! The `name=value` line format of mod_jk's `workers.properties` and `uriworkermap.properties`:
 //! `#` starts a comment anywhere on a line, whitespace around names and values is dropped, and
 //! `$(name)` in a value is replaced by an earlier property of that name or, failing that, by
-//! the environment variable of that name, as mod_jk does.
+//! the environment variable of that name, as mod_jk does. A value that is one `$(NAME)` and
+//! nothing else, with `NAME` defined nowhere, is kept as a reference ([`Property::env_only`]):
+//! a secret written that way becomes `secret_env: NAME`.
 
 use super::ImportError;
 
@@ -12,6 +14,31 @@ pub struct Property {
     pub value: String,
     /// 1-based line number in its file.
     pub line: usize,
+    /// `NAME` when the value was written `$(NAME)`, with `NAME` neither an earlier property
+    /// nor set in the environment; `value` is then empty.
+    pub env_only: Option<String>,
+}
+
+impl Property {
+    /// The value, or the error for a `$(NAME)` that nothing defines.
+    pub fn resolved(&self, file: &str) -> Result<&str, ImportError> {
+        match &self.env_only {
+            None => Ok(&self.value),
+            Some(name) => Err(ImportError::at(file, self.line, undefined(name))),
+        }
+    }
+}
+
+fn undefined(name: &str) -> String {
+    format!("$({name}) is neither defined earlier in the file nor set in the environment")
+}
+
+/// `NAME` if `value` is exactly `$(NAME)`.
+fn sole_reference(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("$(")
+        .and_then(|v| v.strip_suffix(')'))
+        .filter(|name| !name.contains([')', '(', '$']))
 }
 
 /// Every property of `text` in file order; `env` looks up environment variables.
@@ -38,12 +65,20 @@ pub fn parse(
         if name.is_empty() {
             return Err(ImportError::at(file, line, "a property without a name"));
         }
-        let value =
-            substitute(value.trim(), &props, env).map_err(|m| ImportError::at(file, line, m))?;
+        let value = value.trim();
+        let defined = |n: &str| props.iter().any(|p| p.name == n) || env(n).is_some();
+        let env_only = sole_reference(value)
+            .filter(|n| !defined(n))
+            .map(str::to_string);
+        let value = match env_only {
+            Some(_) => String::new(),
+            None => substitute(value, &props, env).map_err(|m| ImportError::at(file, line, m))?,
+        };
         props.push(Property {
             name: name.to_string(),
             value,
             line,
+            env_only,
         });
     }
     Ok(props)
@@ -72,11 +107,7 @@ fn substitute(
             .or_else(|| env(name));
         match found {
             Some(v) => out.push_str(&v),
-            None => {
-                return Err(format!(
-                    "$({name}) is neither defined earlier in the file nor set in the environment"
-                ))
-            }
+            None => return Err(undefined(name)),
         }
         rest = &after[end + 1..];
     }
@@ -120,9 +151,10 @@ mod tests {
             ("a=1\njust words", Err("t.properties:2: expected name=value, found \"just words\"")),
             ("=v", Err("t.properties:1: a property without a name")),
             (
-                "h=$(NOPE)",
+                "h=x$(NOPE)",
                 Err("t.properties:1: $(NOPE) is neither defined earlier in the file nor set in the environment"),
             ),
+            ("h=$(NOPE)", Ok(vec![("h", "", 1)])),
             ("h=$(open", Err("t.properties:1: unclosed $( in \"$(open\"")),
         ];
         for (text, expected) in cases {
@@ -142,6 +174,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn env_only_table() {
+        for (text, expected) in [
+            ("s=$(AJP_SECRET)", Some("AJP_SECRET")),
+            ("s=$(TOMCAT_HOST)", None),
+            ("v=1\ns=$(v)", None),
+            ("s=x$(v)", None),
+            ("s=plain", None),
+        ] {
+            let got = parse(text, "t", &|n| env(n)).ok();
+            let got = got
+                .as_ref()
+                .and_then(|p| p.last())
+                .and_then(|p| p.env_only.as_deref());
+            assert_eq!(got, expected, "{text:?}");
+        }
+        let p = &parse("s=$(X)", "t", &env).unwrap()[0];
+        assert_eq!(
+            p.resolved("t").unwrap_err().to_string(),
+            "t:1: $(X) is neither defined earlier in the file nor set in the environment"
+        );
     }
 
     #[test]

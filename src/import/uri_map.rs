@@ -28,6 +28,7 @@ pub fn parse(
 ) -> Result<Vec<Mount>, ImportError> {
     let mut mounts = Vec::new();
     for p in properties::parse(input.text, input.name, env)? {
+        p.resolved(input.name)?;
         if p.value.is_empty() {
             return Err(ImportError::at(
                 input.name,

@@ -117,9 +117,10 @@ fn write_pool(out: &mut Out, p: &Pool) {
 fn write_ajp(out: &mut Out, indent: usize, ajp: &Ajp) {
     out.key(indent, "ajp");
     let inner = indent + 2;
-    match &ajp.secret {
-        Some(s) => out.value(inner, "secret", &scalar(s), None),
-        None => out.value(inner, "secret_required", "false", Some(NO_SECRET_NOTE)),
+    match (&ajp.secret, &ajp.secret_env) {
+        (Some(s), _) => out.value(inner, "secret", &scalar(s), None),
+        (None, Some(var)) => out.value(inner, "secret_env", &scalar(var), None),
+        (None, None) => out.value(inner, "secret_required", "false", Some(NO_SECRET_NOTE)),
     }
     if let Some(size) = &ajp.packet_size {
         noted(out, inner, "packet_size", size, |v| v.to_string());
