@@ -1062,14 +1062,15 @@ mod tests {
     #[test]
     fn member_table() {
         // (member, route, address, protocol override of a pool of HTTP nodes, weight, state)
-        let cases: Vec<(
-            &str,
-            &str,
-            &str,
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
             Option<Protocol>,
             Option<u32>,
             Option<NodeState>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (
                 "http://10.0.0.1:8080 route=a",
                 "a",

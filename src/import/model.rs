@@ -397,7 +397,8 @@ mod tests {
     #[test]
     fn hoist_notes_table() {
         // (notes of each node after its source note, pool notes after, node notes after)
-        let cases: Vec<(Vec<Vec<&str>>, Vec<&str>, Vec<Vec<&str>>)> = vec![
+        type Notes<'a> = Vec<Vec<&'a str>>;
+        let cases: Vec<(Notes, Vec<&str>, Notes)> = vec![
             (
                 vec![vec!["x", "y"], vec!["y", "x"]],
                 vec!["x (every node)", "y (every node)"],

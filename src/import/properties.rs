@@ -138,7 +138,8 @@ mod tests {
 
     #[test]
     fn parse_table() {
-        let cases: Vec<(&str, Result<Vec<(&str, &str, usize)>, &str>)> = vec![
+        type Expected<'a> = Result<Vec<(&'a str, &'a str, usize)>, &'a str>;
+        let cases: Vec<(&str, Expected)> = vec![
             ("a=b", Ok(vec![("a", "b", 1)])),
             (
                 "# comment\n\n  worker.x.host = h  # trailing\n",
