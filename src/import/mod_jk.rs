@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::model::{
-    hoist_notes, hoist_protocol, shared_duration, Ajp, Balance, Balancer, Listener, Node,
-    NodeState, Noted, Pool, Protocol, Session, PREPOST_PING_AFTER,
+    hoist_notes, hoist_protocol, note_overlaps, shared_duration, Ajp, Balance, Balancer, Listener,
+    Node, NodeState, Noted, Pool, Protocol, Session, PREPOST_PING_AFTER,
 };
 use super::properties::{self, boolean, Property};
 use super::{uri_map, ImportError, Input};
@@ -271,6 +271,7 @@ pub(super) fn import(
         mounts.extend(uri_map::parse(u, env)?);
     }
     uri_map::apply(&mut b.pools, &mounts, &mut b.header);
+    note_overlaps(&mut b.pools);
     b.session = session(names);
     b.listeners.push(Listener {
         bind: "0.0.0.0:8080".into(),
@@ -599,7 +600,14 @@ fn ping_after(
         notes.push("not carried over: the CPing right after connecting (ping_mode C or connect_timeout): a new connection is used as it is".into());
     }
     if prepost {
-        return Ok(Some(Noted::new(PREPOST_PING_AFTER, "ping_mode P (CPing before every request): here before reusing a connection idle longer than this")));
+        let source = if all {
+            "ping_mode A"
+        } else if mode.contains('P') {
+            "ping_mode P"
+        } else {
+            "prepost_timeout"
+        };
+        return Ok(Some(Noted::new(PREPOST_PING_AFTER, format!("{source} (CPing before every request): here before reusing a connection idle longer than this"))));
     }
     if interval {
         let secs = match w.get("connection_ping_interval") {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use super::httpd::{self, Directive};
 use super::model::{
-    hoist_notes, hoist_protocol, shared_duration, Ajp, Balance, Balancer, Health, Listener, Node,
-    NodeState, Noted, Pool, Protocol, Session, PREPOST_PING_AFTER,
+    hoist_notes, hoist_protocol, note_overlaps, shared_duration, Ajp, Balance, Balancer, Health,
+    Listener, Node, NodeState, Noted, Pool, Protocol, Session, PREPOST_PING_AFTER,
 };
 use super::{ImportError, Input};
 use crate::core::session::is_valid_route;
@@ -133,6 +133,7 @@ pub(super) fn import(input: Input) -> Result<Balancer, ImportError> {
         b.pools.push(pool);
     }
     b.session = session(&sticky);
+    note_overlaps(&mut b.pools);
     b.listeners = listeners(&c.listens, file)?;
     for p in b.pools.iter_mut() {
         hoist_protocol(p);

@@ -278,6 +278,28 @@ pub fn hoist_protocol(pool: &mut Pool) {
     }
 }
 
+/// Notes pools that serve the same hosts and path prefix: requests can reach only one of them.
+pub fn note_overlaps(pools: &mut [Pool]) {
+    let keys: Vec<(Vec<String>, String)> = pools
+        .iter()
+        .map(|p| {
+            let mut hosts = p.hosts.clone();
+            hosts.sort();
+            let prefix = p.path_prefix.as_ref().map_or("/", |n| n.value.as_str());
+            (hosts, prefix.to_string())
+        })
+        .collect();
+    for i in 0..pools.len() {
+        if let Some(j) = (0..i).find(|j| keys[*j] == keys[i]) {
+            let note = format!(
+                "pool {} serves the same hosts and path_prefix ({}): give one of them its own path_prefix or hosts",
+                pools[j].name, keys[i].1
+            );
+            pools[i].notes.push(note);
+        }
+    }
+}
+
 /// Moves the notes every node of a pool shares (settings inherited from one template, say) to
 /// the pool, written once. A node's first note, the one naming its source, stays.
 pub fn hoist_notes(pool: &mut Pool) {
@@ -391,6 +413,39 @@ mod tests {
                 .map(|n| n.ajp.as_ref().map(|a| a.secret.as_deref()))
                 .collect();
             assert_eq!(got, secrets, "{nodes:?}");
+        }
+    }
+
+    #[test]
+    fn note_overlaps_table() {
+        // (hosts and prefix of each pool, which pools get a note)
+        let cases: Vec<(Vec<(&[&str], Option<&str>)>, Vec<bool>)> = vec![
+            (vec![(&[], None), (&[], None)], vec![false, true]),
+            (vec![(&[], None), (&[], Some("/"))], vec![false, true]),
+            (
+                vec![(&[], Some("/a")), (&[], Some("/b"))],
+                vec![false, false],
+            ),
+            (
+                vec![(&["x", "y"], None), (&["y", "x"], None)],
+                vec![false, true],
+            ),
+            (vec![(&["x"], None), (&[], None)], vec![false, false]),
+        ];
+        for (shape, expected) in cases {
+            let mut pools: Vec<Pool> = shape
+                .iter()
+                .enumerate()
+                .map(|(i, (hosts, prefix))| {
+                    let mut p = Pool::new(&format!("p{i}"));
+                    p.hosts = hosts.iter().map(|h| h.to_string()).collect();
+                    p.path_prefix = prefix.map(|v| Noted::new(v.to_string(), "x"));
+                    p
+                })
+                .collect();
+            note_overlaps(&mut pools);
+            let got: Vec<bool> = pools.iter().map(|p| !p.notes.is_empty()).collect();
+            assert_eq!(got, expected, "{shape:?}");
         }
     }
 
