@@ -21,8 +21,8 @@ struct Setting {
     directive: String,
     value: String,
     line: usize,
-    /// `NAME` when the value is a `$(NAME)` nothing defines (allowed for `secret` only).
-    env_only: Option<String>,
+    /// `NAME` when the value is written `$(NAME)` and `NAME` is no property of the file.
+    env_var: Option<String>,
 }
 
 /// Nesting limit of `reference`, as mod_jk's.
@@ -119,7 +119,7 @@ impl<'a> Workers<'a> {
                     directive: directive.to_string(),
                     value: p.value.clone(),
                     line: p.line,
-                    env_only: p.env_only.clone(),
+                    env_var: p.env_var.clone(),
                 },
             );
         }
@@ -542,8 +542,7 @@ fn member_ajp(
     let mut ajp = Ajp::default();
     match w.get("secret").or(lb.get("secret")) {
         Some(Setting {
-            env_only: Some(var),
-            ..
+            env_var: Some(var), ..
         }) => ajp.secret_env = Some(var.clone()),
         Some(s) => ajp.secret = Some(s.value.clone()),
         None => {}
@@ -1082,7 +1081,23 @@ mod tests {
     }
 
     #[test]
-    fn secret_env_from_an_undefined_variable() {
+    fn secret_env_from_a_variable() {
+        let env = |n: &str| (n == "AJP_SECRET").then(|| "set".to_string());
+        let text =
+            "worker.lb.type=lb\nworker.lb.balance_workers=n\nworker.n.secret=$(AJP_SECRET)\n";
+        let b = import(Input { name: "w", text }, None, &env).unwrap();
+        let ajp = b.pools[0].ajp.as_ref().unwrap();
+        assert_eq!(
+            (ajp.secret_env.as_deref(), ajp.secret.as_deref()),
+            (Some("AJP_SECRET"), None)
+        );
+        let text = "s=x\nworker.lb.type=lb\nworker.lb.balance_workers=n\nworker.n.secret=$(s)\n";
+        let b = import(Input { name: "w", text }, None, &env).unwrap();
+        let ajp = b.pools[0].ajp.as_ref().unwrap();
+        assert_eq!(
+            (ajp.secret_env.as_deref(), ajp.secret.as_deref()),
+            (None, Some("x"))
+        );
         let b = one(&["secret=$(AJP_SECRET_NOT_SET)"], &[]).unwrap();
         let ajp = b.pools[0].ajp.as_ref().unwrap();
         assert_eq!(ajp.secret_env.as_deref(), Some("AJP_SECRET_NOT_SET"));

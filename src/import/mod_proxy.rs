@@ -817,35 +817,7 @@ fn balancer_params(
         pool.notes.push("no stickysession: httpd did not keep sessions on a node; stickyroute does, by session.cookies".into());
     }
     if let Some(p) = get("lbmethod") {
-        let (balance, note) = match p.value.to_ascii_lowercase().as_str() {
-            "byrequests" => (
-                Balance::RoundRobin,
-                "lbmethod=byrequests: weighted by loadfactor",
-            ),
-            "bybusyness" => (
-                Balance::P2c,
-                "lbmethod=bybusyness: the node with fewer requests in flight",
-            ),
-            "bytraffic" => (
-                Balance::P2c,
-                "lbmethod=bytraffic: no traffic-based balancing; requests in flight instead",
-            ),
-            "heartbeat" => (
-                Balance::P2c,
-                "lbmethod=heartbeat: no heartbeat from the nodes; requests in flight instead",
-            ),
-            _ => {
-                return Err(ImportError::at(
-                    file,
-                    p.line,
-                    format!(
-                        "lbmethod={}: expected byrequests, bybusyness, bytraffic or heartbeat",
-                        p.value
-                    ),
-                ))
-            }
-        };
-        pool.balance = Some(Noted::new(balance, note));
+        pool.balance = Some(lbmethod(p, file)?);
     }
     pool.max_attempts = Some(match get("maxattempts") {
         Some(p) => {
@@ -896,6 +868,39 @@ fn balancer_params(
         names: sticky,
         separator: get("stickysessionsep").map(|p| p.value.clone()),
     })
+}
+
+/// `lbmethod=` as the way new sessions are spread.
+fn lbmethod(p: &Param, file: &str) -> Result<Noted<Balance>, ImportError> {
+    let (balance, note) = match p.value.to_ascii_lowercase().as_str() {
+        "byrequests" => (
+            Balance::RoundRobin,
+            "lbmethod=byrequests: weighted by loadfactor",
+        ),
+        "bybusyness" => (
+            Balance::P2c,
+            "lbmethod=bybusyness: the node with fewer requests in flight",
+        ),
+        "bytraffic" => (
+            Balance::P2c,
+            "lbmethod=bytraffic: no traffic-based balancing; requests in flight instead",
+        ),
+        "heartbeat" => (
+            Balance::P2c,
+            "lbmethod=heartbeat: no heartbeat from the nodes; requests in flight instead",
+        ),
+        _ => {
+            return Err(ImportError::at(
+                file,
+                p.line,
+                format!(
+                    "lbmethod={}: expected byrequests, bybusyness, bytraffic or heartbeat",
+                    p.value
+                ),
+            ))
+        }
+    };
+    Ok(Noted::new(balance, note))
 }
 
 /// The session section from every balancer's `stickysession` and `stickysessionsep`.

@@ -2,8 +2,9 @@
 //! `#` starts a comment anywhere on a line, whitespace around names and values is dropped, and
 //! `$(name)` in a value is replaced by an earlier property of that name or, failing that, by
 //! the environment variable of that name, as mod_jk does. A value that is one `$(NAME)` and
-//! nothing else, with `NAME` defined nowhere, is kept as a reference ([`Property::env_only`]):
-//! a secret written that way becomes `secret_env: NAME`.
+//! nothing else, `NAME` not being a property of the file, also keeps the variable's name
+//! ([`Property::env_var`]): a secret written that way becomes `secret_env: NAME`, whether or not
+//! the variable is set where the import runs.
 
 use super::ImportError;
 
@@ -14,17 +15,18 @@ pub struct Property {
     pub value: String,
     /// 1-based line number in its file.
     pub line: usize,
-    /// `NAME` when the value was written `$(NAME)`, with `NAME` neither an earlier property
-    /// nor set in the environment; `value` is then empty.
-    pub env_only: Option<String>,
+    /// `NAME` when the value was written `$(NAME)` and `NAME` is no earlier property.
+    pub env_var: Option<String>,
+    /// That variable is not set either: `value` is empty.
+    pub unset: bool,
 }
 
 impl Property {
     /// The value, or the error for a `$(NAME)` that nothing defines.
     pub fn resolved(&self, file: &str) -> Result<&str, ImportError> {
-        match &self.env_only {
-            None => Ok(&self.value),
-            Some(name) => Err(ImportError::at(file, self.line, undefined(name))),
+        match (&self.env_var, self.unset) {
+            (Some(name), true) => Err(ImportError::at(file, self.line, undefined(name))),
+            _ => Ok(&self.value),
         }
     }
 }
@@ -66,19 +68,25 @@ pub fn parse(
             return Err(ImportError::at(file, line, "a property without a name"));
         }
         let value = value.trim();
-        let defined = |n: &str| props.iter().any(|p| p.name == n) || env(n).is_some();
-        let env_only = sole_reference(value)
-            .filter(|n| !defined(n))
+        let env_var = sole_reference(value)
+            .filter(|n| !props.iter().any(|p| p.name == *n))
             .map(str::to_string);
-        let value = match env_only {
-            Some(_) => String::new(),
-            None => substitute(value, &props, env).map_err(|m| ImportError::at(file, line, m))?,
+        let (value, unset) = match &env_var {
+            Some(var) => match env(var) {
+                Some(v) => (v, false),
+                None => (String::new(), true),
+            },
+            None => (
+                substitute(value, &props, env).map_err(|m| ImportError::at(file, line, m))?,
+                false,
+            ),
         };
         props.push(Property {
             name: name.to_string(),
             value,
             line,
-            env_only,
+            env_var,
+            unset,
         });
     }
     Ok(props)
@@ -178,10 +186,10 @@ mod tests {
     }
 
     #[test]
-    fn env_only_table() {
+    fn env_var_table() {
         for (text, expected) in [
             ("s=$(AJP_SECRET)", Some("AJP_SECRET")),
-            ("s=$(TOMCAT_HOST)", None),
+            ("s=$(TOMCAT_HOST)", Some("TOMCAT_HOST")),
             ("v=1\ns=$(v)", None),
             ("s=x$(v)", None),
             ("s=plain", None),
@@ -190,7 +198,7 @@ mod tests {
             let got = got
                 .as_ref()
                 .and_then(|p| p.last())
-                .and_then(|p| p.env_only.as_deref());
+                .and_then(|p| p.env_var.as_deref());
             assert_eq!(got, expected, "{text:?}");
         }
         let p = &parse("s=$(X)", "t", &env).unwrap()[0];
