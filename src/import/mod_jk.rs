@@ -803,15 +803,14 @@ fn lb_settings(
             pool.notes.push("not carried over: sticky_session_force=true (a session whose node is down gets an error): stickyroute fails the session over to another node of its domain".into());
         }
     }
-    let retries: usize = lb
-        .get("retries")
-        .map(|s| number(file, s))
-        .transpose()?
-        .unwrap_or(2);
-    pool.max_attempts = Some(Noted::new(
-        members.max(1),
-        format!("retries={retries}: mod_jk tries each member up to {retries} times; stickyroute tries each node once"),
-    ));
+    let note = match lb.get("retries") {
+        Some(s) => {
+            let retries: u32 = number(file, s)?;
+            format!("retries={retries}: mod_jk tries each member up to {retries} times; stickyroute tries each node once")
+        }
+        None => "mod_jk tries every member; stickyroute tries each node once".into(),
+    };
+    pool.max_attempts = Some(Noted::new(members.max(1), note));
     if let Some(s) = lb.get("recover_time") {
         let secs: u64 = number(file, s)?;
         if secs > 0 {
@@ -1143,6 +1142,14 @@ mod tests {
             );
         }
         assert!(one(&[], &["method=Q"]).is_err());
+        for (lines, note) in [
+            (vec![], "mod_jk tries every member; stickyroute tries each node once"),
+            (vec!["retries=4"], "retries=4: mod_jk tries each member up to 4 times; stickyroute tries each node once"),
+        ] {
+            let b = one(&[], &lines).unwrap();
+            let attempts = b.pools[0].max_attempts.as_ref().unwrap();
+            assert_eq!((attempts.value, attempts.note.as_deref()), (1, Some(note)), "{lines:?}");
+        }
     }
 
     #[test]

@@ -363,10 +363,10 @@ fn passes(pool: &mut Pool, def: &BalancerDef, c: &Collected) {
     for p in &mine {
         let target = p.target_path.trim_end_matches('/');
         if target != p.path.trim_end_matches('/') && !(target.is_empty() && p.path == "/") {
-            pool.notes.push(format!("not carried over: ProxyPass {} balancer://{}{} (line {}) maps the path to another; stickyroute forwards the path unchanged", p.path, p.balancer, p.target_path, p.line));
+            pool.notes.push(format!("not carried over: ProxyPass {} balancer://{}{} ({}:{}) maps the path to another; stickyroute forwards the path unchanged", p.path, p.balancer, p.target_path, c.file, p.line));
         }
         if p.path.trim_end_matches('/') != first.path.trim_end_matches('/') {
-            pool.notes.push(format!("also at {} (line {}): a pool has one path_prefix; copy the pool under another name for this path", p.path, p.line));
+            pool.notes.push(format!("also at {} ({}:{}): a pool has one path_prefix; copy the pool under another name for this path", p.path, c.file, p.line));
         }
     }
     if mine.iter().all(|p| p.hosts.is_some()) {
@@ -431,7 +431,7 @@ fn member(
         "ajp" => (Protocol::Ajp, 8009),
         "http" | "ws" => (Protocol::Http, 80),
         other => {
-            pool_notes.push(format!("member {} (line {}) not imported: stickyroute reaches nodes over http:// or ajp://, not {other}://", m.url, m.line));
+            pool_notes.push(format!("member {} ({file}:{}) not imported: stickyroute reaches nodes over http:// or ajp://, not {other}://", m.url, m.line));
             return Ok(None);
         }
     };
@@ -449,7 +449,7 @@ fn member(
     };
     let mut node = Node::new(&route, &address);
     node.notes
-        .push(format!("BalancerMember {} (line {})", m.url, m.line));
+        .push(format!("BalancerMember {} ({file}:{})", m.url, m.line));
     if get("route").is_none() {
         node.notes.push(format!("no route= in httpd: sessions were not pinned to this member; set jvmRoute=\"{route}\" on the node"));
     }
@@ -859,7 +859,7 @@ fn balancer_params(
             format!("{}={}", p.key, p.value)
         };
         pool.notes.push(format!(
-            "not carried over: {shown} (line {}; {})",
+            "not carried over: {shown} ({file}:{}; {})",
             p.line,
             reason(&p.key)
         ));
