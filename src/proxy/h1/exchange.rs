@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::ajp;
 use super::buffers::{rest_after, Buf};
 use super::context::Conn;
 use super::relay::{flush_idle, reframe, relay_response, stream_body, write_all_idle, Relayed};
@@ -34,13 +35,13 @@ pub enum Next {
 }
 
 /// How the request's exchange ended, for the connection.
-struct Done {
+pub(super) struct Done {
     /// The client connection can take another request.
-    keep: bool,
+    pub(super) keep: bool,
     /// Bytes after this request (its body included) that were already read.
-    rest: Option<Buf>,
+    pub(super) rest: Option<Buf>,
     /// After a `101`: the node's connection, and the head and early bytes for the client.
-    tunnel: Option<Tunnel>,
+    pub(super) tunnel: Option<Tunnel>,
 }
 
 /// An upgraded connection (WebSocket) to run as a byte tunnel.
@@ -192,16 +193,34 @@ async fn attempts(
     loop {
         let turn = attempts.next(trace).await?;
         let (node, choice, epoch) = (turn.node, turn.choice, turn.epoch);
-        let failed = match connect(conn, pool, node, epoch, turn.fresh).await {
+        if node.ajp.is_some() && req.head.upgrade() {
+            let why = "WebSocket upgrades cannot cross AJP (the node speaks AJP/1.3)";
+            return Err((ProxyError::NotImplemented(why), None));
+        }
+        let connected = match &node.ajp {
+            None => connect(conn, pool, node, epoch, turn.fresh).await,
+            Some(cfg) => Box::pin(ajp::connect(conn, pool, node, cfg, epoch, turn.fresh)).await,
+        };
+        let failed = match connected {
             Err(reason) => Failed::new(Failure::Connect, reason, false),
             Ok((upstream, reused)) => {
                 let ids = attempts.rebind(&turn).await?;
                 turn.slot.sending();
                 let sent_at = Instant::now();
-                let r = forward(
-                    client, upstream, req, conn, node, choice, &ids, epoch, trace,
-                )
-                .await;
+                let r = match &node.ajp {
+                    None => {
+                        forward(
+                            client, upstream, req, conn, node, choice, &ids, epoch, trace,
+                        )
+                        .await
+                    }
+                    Some(cfg) => {
+                        let fwd = ajp::forward(
+                            client, upstream, req, conn, node, cfg, choice, &ids, epoch, trace,
+                        );
+                        Box::pin(fwd).await
+                    }
+                };
                 match r {
                     Ok(mut done) => {
                         trace.upstream.get_or_insert(sent_at.elapsed());
@@ -461,7 +480,7 @@ fn ip_text_len(xff: &[u8]) -> usize {
 
 /// The session id the node must see: rewritten cookie lines or a rewritten target, each
 /// only when it changes (a sticky hit allocates nothing).
-fn session_edit(
+pub(super) fn session_edit(
     req: &Request<'_>,
     forward_id: Option<&str>,
 ) -> (Option<Vec<String>>, Option<String>) {
