@@ -81,6 +81,11 @@ pub async fn get(
                     Err(ProbeError::Status(h.status))
                 };
             }
+            Ok(Some((Packet::GetBodyChunk(_), used))) => {
+                // The request has no body: the empty chunk says so.
+                inb.drain(..used);
+                s.write_all(&[0x12, 0x34, 0x00, 0x00]).await.map_err(io)?;
+            }
             Ok(Some((_, used))) => {
                 inb.drain(..used);
             }
