@@ -5,25 +5,32 @@
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::health::ProbeError;
 use crate::ajp::{self, Packet};
 use crate::config::{AjpConfig, HealthConfig, NodeAddr};
 use crate::core::health::status_ok;
 use crate::proxy::upstream::open_tcp;
+
+/// Why an AJP probe failed (the health checker's `ProbeError` says it to the operator).
+#[derive(Debug)]
+pub enum ProbeError {
+    Connect(String),
+    Protocol(String),
+    Status(u16),
+}
 
 /// CPing on a new connection; good when CPong comes back.
 pub async fn cping(addr: &NodeAddr) -> Result<(), ProbeError> {
     let mut s = open_tcp(addr)
         .await
         .map_err(|e| ProbeError::Connect(e.to_string()))?;
-    let io = |e: std::io::Error| ProbeError::Http(format!("CPing: {e}"));
+    let io = |e: std::io::Error| ProbeError::Protocol(format!("CPing: {e}"));
     s.write_all(&ajp::CPING_PACKET).await.map_err(io)?;
     let mut pong = [0u8; 5];
     s.read_exact(&mut pong).await.map_err(io)?;
     if pong == ajp::CPONG_PACKET {
         Ok(())
     } else {
-        Err(ProbeError::Http(
+        Err(ProbeError::Protocol(
             "CPing answered with something other than CPong".into(),
         ))
     }
@@ -65,16 +72,16 @@ pub async fn get(
     };
     let mut out = Vec::new();
     ajp::write_forward_request(&req, ajp_cfg.packet_size, &mut out)
-        .map_err(|e| ProbeError::Http(e.to_string()))?;
-    let io = |e: std::io::Error| ProbeError::Http(format!("AJP: {e}"));
+        .map_err(|e| ProbeError::Protocol(e.to_string()))?;
+    let io = |e: std::io::Error| ProbeError::Protocol(format!("AJP: {e}"));
     s.write_all(&out).await.map_err(io)?;
     let mut inb = Vec::with_capacity(4096);
     loop {
         match ajp::parse_packet(&inb, ajp_cfg.packet_size) {
-            Err(e) => return Err(ProbeError::Http(e.to_string())),
+            Err(e) => return Err(ProbeError::Protocol(e.to_string())),
             Ok(Some((Packet::SendHeaders(h), _))) => {
                 let status = http::StatusCode::from_u16(h.status)
-                    .map_err(|_| ProbeError::Http("invalid status".into()))?;
+                    .map_err(|_| ProbeError::Protocol("invalid status".into()))?;
                 return if status_ok(status, &cfg.expect_status) {
                     Ok(())
                 } else {
@@ -91,7 +98,9 @@ pub async fn get(
             }
             Ok(None) => {
                 if s.read_buf(&mut inb).await.map_err(io)? == 0 {
-                    return Err(ProbeError::Http("the node closed before answering".into()));
+                    return Err(ProbeError::Protocol(
+                        "the node closed before answering".into(),
+                    ));
                 }
             }
         }

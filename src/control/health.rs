@@ -100,6 +100,11 @@ pub async fn probe_node(target: &Target, cfg: &HealthConfig) -> Result<(), Probe
             HealthKind::Cping => ajp_probe::cping(&target.addr).await,
             HealthKind::Http => ajp_probe::get(&target.addr, &target.address, cfg, ajp_cfg).await,
         }
+        .map_err(|e| match e {
+            ajp_probe::ProbeError::Connect(m) => ProbeError::Connect(m),
+            ajp_probe::ProbeError::Protocol(m) => ProbeError::Http(m),
+            ajp_probe::ProbeError::Status(s) => ProbeError::Status(s),
+        })
     };
     match tokio::time::timeout(cfg.timeout, check).await {
         Ok(r) => r,

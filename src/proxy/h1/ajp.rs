@@ -19,7 +19,6 @@ use tokio::net::TcpStream;
 
 use super::buffers::{Buf, PooledResponseHead};
 use super::context::Conn;
-use super::exchange::{session_edit, Done};
 use super::relay::{flush_idle, write_all_idle, write_response};
 use super::request::Request;
 use crate::ajp::{self, Packet, SendHeaders};
@@ -37,6 +36,14 @@ use crate::state::snapshot::{Node, Pool};
 
 type Fault = (Failure, String);
 
+/// How an AJP exchange ended, for the client connection.
+pub(super) struct Ended {
+    /// The client connection can take another request.
+    pub(super) keep: bool,
+    /// Bytes after this request that were already read.
+    pub(super) rest: Option<Buf>,
+}
+
 /// A connection to the AJP node: a pooled one unless `fresh` (CPinged first when idle past
 /// `ajp.ping_after`; one that fails the CPing is dropped), else a new one. The flag says
 /// whether it was reused.
@@ -49,15 +56,12 @@ pub(super) async fn connect(
     fresh: bool,
 ) -> Result<(TcpStream, bool), String> {
     let t = pool.cfg.timeouts.connect;
-    while !fresh {
-        let Some((mut s, idle)) = conn
-            .pools
-            .checkout_ajp(node.slot, epoch, pool.cfg.timeouts.idle)
-        else {
-            break;
-        };
-        if idle <= ajp.ping_after || cping(&mut s, t).await.is_ok() {
-            return Ok((s, true));
+    if !fresh {
+        let idle_limit = pool.cfg.timeouts.idle;
+        while let Some((mut s, idle)) = conn.pools.checkout_ajp(node.slot, epoch, idle_limit) {
+            if idle <= ajp.ping_after || cping(&mut s, t).await.is_ok() {
+                return Ok((s, true));
+            }
         }
     }
     match Box::pin(tokio::time::timeout(t, open_tcp(&node.addr))).await {
@@ -100,7 +104,7 @@ pub(super) async fn forward(
     ids: &Ids<'_>,
     epoch: u64,
     trace: &mut Trace,
-) -> Result<Done, Fault> {
+) -> Result<Ended, Fault> {
     let ps = cfg.packet_size;
     let mut upload = Upload::new(req, conn.cfg.max_body_bytes);
     let mut out = Buf::take();
@@ -123,10 +127,9 @@ pub(super) async fn forward(
     if end.reuse {
         req.pools.checkin_ajp(node.slot, epoch, upstream);
     }
-    Ok(Done {
+    Ok(Ended {
         keep: keep_client,
         rest: if keep_client { upload.rest() } else { None },
-        tunnel: None,
     })
 }
 
@@ -142,7 +145,7 @@ fn write_forward_request(
     out: &mut Vec<u8>,
 ) -> Result<(), Fault> {
     let (src, head) = (req.src, req.head);
-    let (cookie_lines, target) = session_edit(req, ids.forward_id.as_deref());
+    let (cookie_lines, target) = req.session_edit(ids.forward_id.as_deref());
     let failover = pipeline::failover_header_value(choice, req.m.ids.as_ref(), req.sep);
     let fo_name = req.m.pool.cfg.failover.header.as_str().as_bytes();
     let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(head.headers().len() + 4);
@@ -295,6 +298,8 @@ struct Upload {
     done: bool,
     /// The last chunk handed out, kept for the borrow of [`Upload::next`].
     chunk: Vec<u8>,
+    /// The client sent `Expect: 100-continue` and has not been told to go on yet.
+    expects_continue: bool,
 }
 
 impl Upload {
@@ -308,6 +313,7 @@ impl Upload {
             pending: Vec::new(),
             done: matches!(framing, BodyFraming::Empty),
             chunk: Vec::new(),
+            expects_continue: req.head.expect_continue() && req.head.version() == Version::Http11,
         }
     }
 
@@ -325,6 +331,17 @@ impl Upload {
             }
             if !self.pending.is_empty() {
                 break;
+            }
+            if std::mem::take(&mut self.expects_continue) {
+                write_all_idle(client, b"HTTP/1.1 100 Continue\r\n\r\n", idle)
+                    .await
+                    .and(flush_idle(client, idle).await)
+                    .map_err(|_| {
+                        (
+                            Failure::ClientBody,
+                            "the client stopped reading".to_string(),
+                        )
+                    })?;
             }
             self.input.clear();
             self.pos = 0;
@@ -718,7 +735,8 @@ mod tests {
 
     #[test]
     fn http1_heads_from_send_headers() {
-        let cases: Vec<(u16, &[u8], Vec<(&[u8], &[u8])>, bool, &str)> = vec![
+        type Case<'a> = (u16, &'a [u8], Vec<(&'a [u8], &'a [u8])>, bool, &'a str);
+        let cases: Vec<Case<'_>> = vec![
             (
                 200,
                 b"200",

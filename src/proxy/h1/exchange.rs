@@ -16,11 +16,10 @@ use super::relay::{flush_idle, reframe, relay_response, stream_body, write_all_i
 use super::request::Request;
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
-use crate::core::session::IdLocation;
 use crate::h1::{self, BodyFraming, BodyReader, HeaderKind, RequestEdits, RequestHead};
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
 use crate::proxy::client_io::ClientIo;
-use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError, SessionEdit};
+use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::open_tcp;
 use crate::state::node::now_ms;
@@ -35,13 +34,13 @@ pub enum Next {
 }
 
 /// How the request's exchange ended, for the connection.
-pub(super) struct Done {
+struct Done {
     /// The client connection can take another request.
-    pub(super) keep: bool,
+    keep: bool,
     /// Bytes after this request (its body included) that were already read.
-    pub(super) rest: Option<Buf>,
+    rest: Option<Buf>,
     /// After a `101`: the node's connection, and the head and early bytes for the client.
-    pub(super) tunnel: Option<Tunnel>,
+    tunnel: Option<Tunnel>,
 }
 
 /// An upgraded connection (WebSocket) to run as a byte tunnel.
@@ -218,7 +217,11 @@ async fn attempts(
                         let fwd = ajp::forward(
                             client, upstream, req, conn, node, cfg, choice, &ids, epoch, trace,
                         );
-                        Box::pin(fwd).await
+                        Box::pin(fwd).await.map(|e| Done {
+                            keep: e.keep,
+                            rest: e.rest,
+                            tunnel: None,
+                        })
                     }
                 };
                 match r {
@@ -396,7 +399,7 @@ fn write_head(
     out: &mut Vec<u8>,
 ) {
     let pool = req.m.pool;
-    let (cookie_lines, target) = session_edit(req, ids.forward_id.as_deref());
+    let (cookie_lines, target) = req.session_edit(ids.forward_id.as_deref());
     let mut vals = Buf::take();
     let src = req.src;
     // Kept and extended from a trusted proxy (every line, in order), replaced for anyone else.
@@ -476,34 +479,6 @@ fn ip_text_len(xff: &[u8]) -> usize {
         .rev()
         .take_while(|&&c| c != b' ' && c != b',')
         .count()
-}
-
-/// The session id the node must see: rewritten cookie lines or a rewritten target, each
-/// only when it changes (a sticky hit allocates nothing).
-pub(super) fn session_edit(
-    req: &Request<'_>,
-    forward_id: Option<&str>,
-) -> (Option<Vec<String>>, Option<String>) {
-    let (Some(found), Some(fwd)) = (req.m.found.as_ref(), forward_id) else {
-        return (None, None);
-    };
-    let loc = &found.location;
-    // The target matters only to an id in a path parameter: a cookie's edit skips its UTF-8
-    // check.
-    let (path, query) = match loc {
-        IdLocation::PathParam { .. } => (
-            std::str::from_utf8(req.head.path(req.src)).unwrap_or("/"),
-            req.head
-                .query(req.src)
-                .map(|q| std::str::from_utf8(q).unwrap_or("")),
-        ),
-        IdLocation::Cookie { .. } => ("", None),
-    };
-    match pipeline::session_edit(loc, req.lines, req.m.cookie_name, path, query, fwd) {
-        SessionEdit::Unchanged => (None, None),
-        SessionEdit::CookieLines(l) => (Some(l), None),
-        SessionEdit::Target(t) => (None, Some(t)),
-    }
 }
 
 /// A short text response of the balancer's own ([`Synthetic`]).
