@@ -11,7 +11,9 @@
 
 use super::codes::{self, HEADER_LEN, MAGIC_TO_CONTAINER};
 use super::error::Error;
-use super::wire::{finish_packet, put_int, put_string, start_packet, Reader};
+use super::wire::{
+    finish_packet, is_token, put_int, put_string, split_packet, start_packet, Reader,
+};
 
 /// The TLS attributes of a client that came over TLS.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -230,9 +232,7 @@ pub fn parse_to_container(
     packet_size: usize,
     expect_body: bool,
 ) -> Result<Option<(ToContainer<'_>, usize)>, Error> {
-    let Some((payload, used)) =
-        super::response::split_packet(buf, MAGIC_TO_CONTAINER, packet_size, true)?
-    else {
+    let Some((payload, used)) = split_packet(buf, MAGIC_TO_CONTAINER, packet_size, true)? else {
         return Ok(None);
     };
     if expect_body {
@@ -325,11 +325,4 @@ fn parse_attributes(r: &mut Reader<'_>, req: &mut ReceivedRequest) -> Result<(),
 
 fn owned(s: Option<&[u8]>) -> Vec<u8> {
     s.unwrap_or_default().to_vec()
-}
-
-/// RFC 9110 token characters.
-pub(crate) fn is_token(s: &[u8]) -> bool {
-    !s.is_empty()
-        && s.iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }

@@ -9,10 +9,11 @@
 //! The `write_*` functions build the same packets on the container's side, for the test
 //! fixtures' AJP node and the round-trip tests.
 
-use super::codes::{self, HEADER_LEN, MAGIC_FROM_CONTAINER};
+use super::codes::{self, MAGIC_FROM_CONTAINER};
 use super::error::Error;
-use super::request::is_token;
-use super::wire::{finish_packet, put_int, put_string, start_packet, Reader};
+use super::wire::{
+    finish_packet, is_token, put_int, put_string, split_packet, start_packet, Reader,
+};
 
 /// The response head of a Send Headers packet. Names and values borrow the read buffer (a
 /// coded name is its static spelling).
@@ -76,35 +77,6 @@ pub fn parse_packet(buf: &[u8], packet_size: usize) -> Result<Option<(Packet<'_>
         _ => return Err(Error::UnknownType),
     };
     Ok(Some((packet, used)))
-}
-
-/// Checks a packet's header and splits off its payload, once all of it is in `buf`.
-pub(super) fn split_packet(
-    buf: &[u8],
-    magic: [u8; 2],
-    packet_size: usize,
-    allow_empty: bool,
-) -> Result<Option<(&[u8], usize)>, Error> {
-    // A wrong magic is known from the first byte that differs.
-    for (i, &m) in magic.iter().enumerate() {
-        match buf.get(i) {
-            Some(&b) if b != m => return Err(Error::Magic),
-            None => return Ok(None),
-            Some(_) => {}
-        }
-    }
-    let Some(&[hi, lo]) = buf.get(2..4) else {
-        return Ok(None);
-    };
-    let len = usize::from(u16::from_be_bytes([hi, lo]));
-    if (len == 0 && !allow_empty) || len + HEADER_LEN > packet_size {
-        return Err(Error::Length);
-    }
-    let end = HEADER_LEN + len;
-    match buf.get(HEADER_LEN..end) {
-        Some(payload) => Ok(Some((payload, end))),
-        None => Ok(None),
-    }
 }
 
 fn parse_send_headers<'a>(r: &mut Reader<'a>) -> Result<SendHeaders<'a>, Error> {

@@ -426,7 +426,8 @@ fn larger_packet_sizes() {
 
 #[test]
 fn container_side_refuses_garbage() {
-    let table: &[(&[u8], bool, Result<Option<usize>, Error>)] = &[
+    type Case<'a> = (&'a [u8], bool, Result<Option<usize>, Error>);
+    let table: &[Case<'_>] = &[
         (&[0x12, 0x34, 0x00, 0x00], true, Ok(Some(4))),
         (&[0x12, 0x34, 0x00, 0x00], false, Err(Error::Truncated)),
         (&[0x12, 0x34, 0x00, 0x01, 0x0A], false, Ok(Some(5))),

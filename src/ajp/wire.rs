@@ -1,7 +1,9 @@
 //! AJP's four data types on the wire: byte, boolean, integer (two bytes, big endian) and
 //! string (two-byte length, the bytes, a NUL; length `0xFFFF` and no bytes for a null
-//! string). A [`Reader`] walks one packet's payload; the `put_*` functions append.
+//! string). A [`Reader`] walks one packet's payload; the `put_*` functions append;
+//! [`start_packet`] / [`finish_packet`] frame a packet and [`split_packet`] unframes one.
 
+use super::codes::HEADER_LEN;
 use super::error::Error;
 
 /// The length that marks a null string.
@@ -101,7 +103,7 @@ pub fn start_packet(out: &mut Vec<u8>, magic: [u8; 2]) -> usize {
 /// `packet_size` it is removed again and the result is [`Error::TooLarge`].
 pub fn finish_packet(out: &mut Vec<u8>, start: usize, packet_size: usize) -> Result<(), Error> {
     let total = out.len() - start;
-    let payload = total - super::codes::HEADER_LEN;
+    let payload = total - HEADER_LEN;
     match u16::try_from(payload) {
         Ok(len) if total <= packet_size => {
             out[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -112,6 +114,42 @@ pub fn finish_packet(out: &mut Vec<u8>, start: usize, packet_size: usize) -> Res
             Err(Error::TooLarge)
         }
     }
+}
+
+/// Checks a packet's header and splits off its payload, once all of it is in `buf`.
+pub fn split_packet(
+    buf: &[u8],
+    magic: [u8; 2],
+    packet_size: usize,
+    allow_empty: bool,
+) -> Result<Option<(&[u8], usize)>, Error> {
+    // A wrong magic is known from the first byte that differs.
+    for (i, &m) in magic.iter().enumerate() {
+        match buf.get(i) {
+            Some(&b) if b != m => return Err(Error::Magic),
+            None => return Ok(None),
+            Some(_) => {}
+        }
+    }
+    let Some(&[hi, lo]) = buf.get(2..4) else {
+        return Ok(None);
+    };
+    let len = usize::from(u16::from_be_bytes([hi, lo]));
+    if (len == 0 && !allow_empty) || len + HEADER_LEN > packet_size {
+        return Err(Error::Length);
+    }
+    let end = HEADER_LEN + len;
+    match buf.get(HEADER_LEN..end) {
+        Some(payload) => Ok(Some((payload, end))),
+        None => Ok(None),
+    }
+}
+
+/// RFC 9110 token characters.
+pub fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod admin;
+mod ajp_probe;
 pub mod api;
 #[cfg(feature = "redis-store")]
 pub mod cluster;
