@@ -419,7 +419,8 @@ mod tests {
     #[test]
     fn note_overlaps_table() {
         // (hosts and prefix of each pool, which pools get a note)
-        let cases: Vec<(Vec<(&[&str], Option<&str>)>, Vec<bool>)> = vec![
+        type Shape<'a> = Vec<(&'a [&'a str], Option<&'a str>)>;
+        let cases: Vec<(Shape, Vec<bool>)> = vec![
             (vec![(&[], None), (&[], None)], vec![false, true]),
             (vec![(&[], None), (&[], Some("/"))], vec![false, true]),
             (
