@@ -15,8 +15,9 @@
 //!     │      │
 //!  config               YAML → validated Config with file/line/key errors (no I/O)
 //!     │
-//!  core    h1           pure: session id, binders, selection, retry policy, header rewriting
+//!  core    h1   ajp      pure: session id, binders, selection, retry policy, header rewriting
 //!                       │ the HTTP/1.1 codec (parse, validate, frame, write heads; no I/O)
+//!                       │ the AJP/1.3 codec (Forward Request, body chunks, container packets)
 //! ```
 //!
 //! One request (DESIGN.md "One request, end to end"): `proxy::listener` accepts, terminates
@@ -28,12 +29,14 @@
 //! (`core::binder`, the store for `rename`), forward (the native path on its own keep-alive
 //! connections, hyper over `proxy::upstream`), and rewrite the response on its way back.
 
+pub mod ajp;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod core;
 pub mod demo;
 pub mod h1;
+pub mod import;
 pub mod proxy;
 pub mod state;
 pub mod store;

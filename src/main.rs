@@ -39,6 +39,9 @@ enum Command {
         #[arg(short, long, default_value = "balancer.yaml")]
         config: PathBuf,
     },
+    /// Print a balancer.yaml made from an httpd balancer configuration: `import mod-jk
+    /// workers.properties [--uri-map uriworkermap.properties]` or `import mod-proxy httpd.conf`.
+    Import(stickyroute::cli::import::ImportArgs),
     /// Run one Tomcat-like demo application server.
     DemoNode {
         /// The node's jvmRoute.
@@ -104,6 +107,7 @@ async fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Ctl(args) => stickyroute::cli::ctl::run_cli(args).await,
         Command::Check { config } => stickyroute::cli::check::run_cli(&config),
+        Command::Import(args) => stickyroute::cli::import::run_cli(&args),
         Command::Serve(args) => {
             init_tracing(cli.log_format);
             stickyroute::cli::serve::run(args).await

@@ -13,7 +13,8 @@ pub fn check(path: &Path) -> Result<String, ConfigError> {
     let url = std::env::var(crate::config::CLUSTER_REDIS_ENV).ok();
     Config::load(path)?
         .with_admin_token_override(token)?
-        .with_cluster_redis_override(url)
+        .with_cluster_redis_override(url)?
+        .with_ajp_secrets(|var| std::env::var(var).ok())
         .map(|c| c.summary())
 }
 

@@ -11,5 +11,6 @@ pub mod check;
 pub mod client;
 pub mod ctl;
 pub mod node_changes;
+pub mod import;
 pub mod serve;
 pub mod turnover;

@@ -1,6 +1,7 @@
 //! What the environment may add to a validated [`Config`]: the admin token
-//! ([`ADMIN_TOKEN_ENV`]) and the cluster's Redis URL ([`CLUSTER_REDIS_ENV`](super::types::CLUSTER_REDIS_ENV)), read by the caller
-//! so that parsing stays pure, and the check that an admin listener off loopback has a token.
+//! ([`ADMIN_TOKEN_ENV`]), the cluster's Redis URL ([`CLUSTER_REDIS_ENV`](super::types::CLUSTER_REDIS_ENV))
+//! and AJP secrets named by `ajp.secret_env`, read by the caller so that parsing stays pure,
+//! and the check that an admin listener off loopback has a token.
 
 use super::locator::ConfigError;
 use super::types::{Config, CLUSTER_REDIS_ENV};
@@ -80,6 +81,40 @@ impl Config {
                 c.redis = Some(u);
             }
             c.redis_url()?;
+        }
+        Ok(self)
+    }
+
+    /// Fills every AJP node's secret from the variable its `ajp.secret_env` names, looked up
+    /// with `lookup` (`std::env::var` for `serve` and `check`). A variable that is unset or
+    /// empty is an error naming the key.
+    pub fn with_ajp_secrets(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        for node in self.pools.iter_mut().flat_map(|p| p.nodes.iter_mut()) {
+            let Some(ajp) = node.ajp.as_mut() else {
+                continue;
+            };
+            let Some(var) = &ajp.secret_env else {
+                continue;
+            };
+            match lookup(var).filter(|v| !v.is_empty()) {
+                Some(v) if !v.contains(['\0', '\r', '\n']) => ajp.secret = Some(v),
+                found => {
+                    return Err(ConfigError {
+                        file: ajp.file.clone(),
+                        line: ajp.line,
+                        key: ajp.secret_env_key.clone(),
+                        message: match found {
+                            None => format!("environment variable {var} is not set or empty"),
+                            Some(_) => {
+                                format!("environment variable {var} holds a line break or NUL")
+                            }
+                        },
+                    })
+                }
+            }
         }
         Ok(self)
     }

@@ -13,7 +13,7 @@
 //! | `validate/`      | raw → validated, one file per section (listeners, pools, store, cluster) |
 //! | `types.rs`       | the validated types the rest of the balancer reads                    |
 //! | `store.rs`       | the validated session-store settings                                  |
-//! | `environment.rs` | what `STICKYROUTE_ADMIN_TOKEN` and `STICKYROUTE_CLUSTER_REDIS` add    |
+//! | `environment.rs` | what `STICKYROUTE_ADMIN_TOKEN`, `STICKYROUTE_CLUSTER_REDIS` and `ajp.secret_env` add |
 //! | `locator.rs`     | [`ConfigError`] and the key → line map                                |
 //! | `duration.rs`    | how every duration is read and bounded                                |
 
@@ -32,9 +32,10 @@ pub use self::environment::ADMIN_TOKEN_ENV;
 pub use self::locator::{ConfigError, KeyLocator};
 pub use self::types::CLUSTER_REDIS_ENV;
 pub use self::types::{
-    AdminConfig, ClusterConfig, Config, DiscoveryConfig, DiscoverySource, FailoverConfig, H2Limits,
-    HealthConfig, ListenerConfig, NodeAddr, NodeConfig, NodeSource, PoolConfig, RegistryConfig,
-    SessionConfig, Timeouts, TlsConfig,
+    AdminConfig, AjpConfig, ClientAuth, ClusterConfig, Config, DiscoveryConfig, DiscoverySource,
+    FailoverConfig, H2Limits, HealthConfig, HealthKind, ListenerConfig, NodeAddr, NodeConfig,
+    NodeProtocol, NodeSource, PoolConfig, RegistryConfig, SessionConfig, Timeouts, TlsConfig,
+    DEFAULT_AJP_PACKET_SIZE, DEFAULT_AJP_PING_AFTER,
 };
 pub use self::validate::{
     valid_admin_token, DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_RESET_STREAMS, SEPARATORS,

@@ -79,6 +79,69 @@ pub(super) struct RawH2 {
 pub(super) struct RawTls {
     pub(super) cert: PathBuf,
     pub(super) key: PathBuf,
+    #[serde(default)]
+    pub(super) client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) client_auth: Option<RawClientAuth>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawClientAuth {
+    Optional,
+    Required,
+}
+
+/// `http` (the default) or `ajp`, for a pool's nodes or one node.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawProtocol {
+    #[default]
+    Http,
+    Ajp,
+}
+
+/// `pools[].ajp` and `nodes[].ajp`: every key optional, so a node's block can be merged over
+/// its pool's key by key.
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawAjp {
+    pub(super) secret: Option<String>,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret_required: Option<bool>,
+    pub(super) packet_size: Option<u32>,
+    /// A duration, read in validation so that its error names the key.
+    pub(super) ping_after: Option<String>,
+}
+
+impl RawAjp {
+    /// `self`'s keys over `base`'s. A node giving either secret key replaces both of the
+    /// pool's.
+    pub(super) fn merged_over(&self, base: &RawAjp) -> RawAjp {
+        let own_secret = self.secret.is_some() || self.secret_env.is_some();
+        RawAjp {
+            secret: if own_secret {
+                self.secret.clone()
+            } else {
+                base.secret.clone()
+            },
+            secret_env: if own_secret {
+                self.secret_env.clone()
+            } else {
+                base.secret_env.clone()
+            },
+            secret_required: self.secret_required.or(base.secret_required),
+            packet_size: self.packet_size.or(base.packet_size),
+            ping_after: self.ping_after.clone().or_else(|| base.ping_after.clone()),
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum RawHealthKind {
+    Http,
+    Cping,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +217,10 @@ pub(super) struct RawPool {
     pub(super) max_connections_per_node: Option<u32>,
     #[serde(default = "default_max_queue_per_node")]
     pub(super) max_queue_per_node: u32,
+    #[serde(default)]
+    pub(super) protocol: RawProtocol,
+    #[serde(default)]
+    pub(super) ajp: Option<RawAjp>,
     #[serde(default)]
     pub(super) nodes: Vec<RawNode>,
     #[serde(default)]
@@ -341,7 +408,12 @@ pub(super) struct RawStore {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHealth {
-    pub(super) path: String,
+    /// Default: `cping` for AJP nodes, `http` for the others.
+    #[serde(default)]
+    pub(super) kind: Option<RawHealthKind>,
+    /// Required when some node is checked over `http`.
+    #[serde(default)]
+    pub(super) path: Option<String>,
     #[serde(default = "default_health_interval", with = "duration")]
     pub(super) interval: Duration,
     #[serde(default = "default_health_timeout", with = "duration")]
@@ -369,6 +441,12 @@ pub(super) struct RawNode {
     pub(super) state: RawNodeState,
     #[serde(default)]
     pub(super) max_connections: Option<u32>,
+    /// Overrides the pool's `protocol`.
+    #[serde(default)]
+    pub(super) protocol: Option<RawProtocol>,
+    /// Merged over the pool's `ajp`, key by key.
+    #[serde(default)]
+    pub(super) ajp: Option<RawAjp>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]

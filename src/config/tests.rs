@@ -766,3 +766,285 @@ fn zero_and_absurd_limits_name_file_line_and_key() {
         assert_eq!(err.line, Some(line), "{yaml}\n{err}");
     }
 }
+
+const AJP_POOL: &str = r#"
+listeners:
+  - bind: "127.0.0.1:8080"
+pools:
+  - name: app
+    protocol: ajp
+    ajp:
+      secret: "s3cret"
+      packet_size: 16384
+      ping_after: 5s
+    health:
+      interval: 2s
+    nodes:
+      - route: jvm1
+        address: 127.0.0.1:8009
+      - route: jvm2
+        address: 127.0.0.1:8010
+        ajp: { secret_env: NODE2_SECRET, packet_size: 65536 }
+      - route: web
+        address: 127.0.0.1:8080
+        protocol: http
+"#;
+
+#[test]
+fn ajp_pools_merge_node_blocks_over_the_pool() {
+    use crate::config::{HealthKind, NodeProtocol};
+    let c = Config::from_yaml(AJP_POOL, "t.yaml")
+        .unwrap_err_or_health_path()
+        .with_ajp_secrets(|var| (var == "NODE2_SECRET").then(|| "from-env".to_string()))
+        .unwrap();
+    let nodes = &c.pools[0].nodes;
+    let a1 = nodes[0].ajp.as_ref().unwrap();
+    assert_eq!(nodes[0].protocol, NodeProtocol::Ajp);
+    assert_eq!(
+        (a1.secret.as_deref(), a1.packet_size),
+        (Some("s3cret"), 16384)
+    );
+    assert_eq!(a1.ping_after, Duration::from_secs(5));
+    let a2 = nodes[1].ajp.as_ref().unwrap();
+    assert_eq!(
+        (a2.secret.as_deref(), a2.packet_size),
+        (Some("from-env"), 65536)
+    );
+    assert_eq!(
+        a2.ping_after,
+        Duration::from_secs(5),
+        "inherited from the pool"
+    );
+    assert_eq!(
+        (nodes[2].protocol, nodes[2].ajp.is_none()),
+        (NodeProtocol::Http, true)
+    );
+    let h = c.pools[0].health.as_ref().unwrap();
+    assert_eq!(h.kind, None);
+    assert_eq!(h.kind_for(NodeProtocol::Ajp), HealthKind::Cping);
+    assert_eq!(h.kind_for(NodeProtocol::Http), HealthKind::Http);
+}
+
+/// The AJP pool above needs a health path for its http node; this adds it.
+trait WithHealthPath {
+    fn unwrap_err_or_health_path(self) -> Config;
+}
+
+impl WithHealthPath for Result<Config, ConfigError> {
+    fn unwrap_err_or_health_path(self) -> Config {
+        let err = self.unwrap_err();
+        assert_eq!(err.key, "pools[0].health.path", "{err}");
+        assert_eq!(err.line, Some(11), "{err}");
+        Config::from_yaml(
+            &AJP_POOL.replace("      interval: 2s", "      interval: 2s\n      path: /ok"),
+            "t.yaml",
+        )
+        .unwrap()
+    }
+}
+
+#[test]
+fn ajp_defaults_and_plain_http_pools() {
+    let only_ajp = "listeners:\n  - bind: \"127.0.0.1:8080\"\npools:\n  - name: app\n    protocol: ajp\n    ajp: { secret_required: false }\n    health: {}\n    nodes:\n      - { route: jvm1, address: \"127.0.0.1:8009\" }\n";
+    let c = Config::from_yaml(only_ajp, "t.yaml").unwrap();
+    let a = c.pools[0].nodes[0].ajp.as_ref().unwrap();
+    assert_eq!(a.secret, None);
+    assert_eq!(a.packet_size, crate::config::DEFAULT_AJP_PACKET_SIZE);
+    assert_eq!(a.ping_after, crate::config::DEFAULT_AJP_PING_AFTER);
+    assert_eq!(
+        c.pools[0].health.as_ref().unwrap().path,
+        "/",
+        "cping needs no path"
+    );
+    let plain = Config::from_yaml(GOOD, "t.yaml").unwrap();
+    assert!(plain.pools[0].nodes.iter().all(|n| n.ajp.is_none()));
+}
+
+#[test]
+fn ajp_errors_name_file_line_and_key() {
+    let pool = |pool_keys: &str, node_keys: &str| {
+        format!(
+            "listeners:\n  - bind: \"127.0.0.1:8080\"\npools:\n  - name: app\n{pool_keys}    nodes:\n      - route: jvm1\n        address: 127.0.0.1:8009\n{node_keys}"
+        )
+    };
+    let cases = [
+        (
+            "    protocol: ajp\n",
+            "",
+            "pools[0].ajp.secret",
+            4,
+            "CVE-2020-1938",
+        ),
+        (
+            "",
+            "        protocol: ajp\n",
+            "pools[0].nodes[0].ajp.secret",
+            6,
+            "secret_required: false",
+        ),
+        (
+            "    protocol: ajp\n    ajp:\n      secret: a\n      secret_env: B\n",
+            "",
+            "pools[0].ajp.secret_env",
+            8,
+            "not both",
+        ),
+        (
+            "    protocol: ajp\n    ajp:\n      secret: \"\"\n",
+            "",
+            "pools[0].ajp.secret",
+            7,
+            "1 to 1024",
+        ),
+        (
+            "    protocol: ajp\n    ajp:\n      secret_env: \"1BAD\"\n",
+            "",
+            "pools[0].ajp.secret_env",
+            7,
+            "environment variable name",
+        ),
+        (
+            "    protocol: ajp\n    ajp:\n      secret: a\n      packet_size: 4096\n",
+            "",
+            "pools[0].ajp.packet_size",
+            8,
+            "packetSize",
+        ),
+        (
+            "    protocol: ajp\n    ajp:\n      secret: a\n",
+            "        ajp: { packet_size: 70000 }\n",
+            "pools[0].nodes[0].ajp.packet_size",
+            11,
+            "65536",
+        ),
+        (
+            "    protocol: ajp\n    ajp:\n      secret: a\n      ping_after: 0s\n",
+            "",
+            "pools[0].ajp.ping_after",
+            8,
+            "zero",
+        ),
+        (
+            "    protocol: ajp\n    ajp:\n      secret: a\n      ping_after: soon\n",
+            "",
+            "pools[0].ajp.ping_after",
+            8,
+            "invalid duration",
+        ),
+        (
+            "    protocol: ajp\n    ajp:\n      secret: a\n      pingafter: 1s\n",
+            "",
+            "pools[0].ajp.pingafter",
+            8,
+            "unknown field",
+        ),
+        (
+            "    protocol: spdy\n",
+            "",
+            "pools[0].protocol",
+            5,
+            "unknown variant",
+        ),
+        ("    ajp: { secret: a }\n", "", "pools[0].ajp", 5, "no node"),
+        (
+            "",
+            "        ajp: { secret: a }\n",
+            "pools[0].nodes[0].ajp",
+            8,
+            "speaks http",
+        ),
+        (
+            "    health: { kind: cping }\n",
+            "",
+            "pools[0].health.kind",
+            5,
+            "AJP nodes only",
+        ),
+        (
+            "    health: { kind: http }\n    protocol: ajp\n    ajp: { secret: a }\n",
+            "",
+            "pools[0].health.path",
+            5,
+            "required",
+        ),
+        (
+            "    health: { interval: 1s }\n",
+            "",
+            "pools[0].health.path",
+            5,
+            "required",
+        ),
+    ];
+    for (pool_keys, node_keys, key, line, msg) in cases {
+        let text = pool(pool_keys, node_keys);
+        let err = Config::from_yaml(&text, "t.yaml").unwrap_err();
+        assert_eq!(err.key, key, "{text}\n{err}");
+        assert_eq!(err.line, Some(line), "{text}\n{err}");
+        assert!(err.message.contains(msg), "{text}\n{err}");
+        assert_eq!(err.file, "t.yaml");
+    }
+}
+
+#[test]
+fn ajp_secret_env_must_be_set() {
+    let text = "listeners:\n  - bind: \"127.0.0.1:8080\"\npools:\n  - name: app\n    protocol: ajp\n    ajp:\n      secret_env: AJP_SECRET\n    nodes:\n      - { route: jvm1, address: \"127.0.0.1:8009\" }\n";
+    let c = Config::from_yaml(text, "t.yaml").unwrap();
+    for unset in [None, Some(String::new())] {
+        let err = c.clone().with_ajp_secrets(|_| unset.clone()).unwrap_err();
+        assert_eq!(
+            (err.key.as_str(), err.line),
+            ("pools[0].ajp.secret_env", Some(7)),
+            "{err}"
+        );
+        assert!(err.message.contains("AJP_SECRET is not set"), "{err}");
+    }
+    let ok = c
+        .with_ajp_secrets(|v| (v == "AJP_SECRET").then(|| "x".into()))
+        .unwrap();
+    assert_eq!(
+        ok.pools[0].nodes[0].ajp.as_ref().unwrap().secret.as_deref(),
+        Some("x")
+    );
+}
+
+#[test]
+fn listener_client_certificates() {
+    let tls = |keys: &str| {
+        format!("listeners:\n  - bind: \"127.0.0.1:8443\"\n    tls:\n      cert: c.pem\n      key: k.pem\n{keys}pools:\n  - name: app\n    nodes:\n      - {{ route: jvm1, address: \"127.0.0.1:1\" }}\n")
+    };
+    let auth = |keys: &str| {
+        Config::from_yaml(&tls(keys), "t.yaml").unwrap().listeners[0]
+            .tls
+            .clone()
+            .unwrap()
+            .client_auth
+    };
+    assert_eq!(auth(""), None);
+    let required = auth("      client_ca: ca.pem\n").unwrap();
+    assert_eq!(
+        (required.ca.to_str(), required.required),
+        (Some("ca.pem"), true)
+    );
+    assert!(
+        !auth("      client_ca: ca.pem\n      client_auth: optional\n")
+            .unwrap()
+            .required
+    );
+    assert!(
+        auth("      client_ca: ca.pem\n      client_auth: required\n")
+            .unwrap()
+            .required
+    );
+    let err = Config::from_yaml(&tls("      client_auth: required\n"), "t.yaml").unwrap_err();
+    assert_eq!(
+        (err.key.as_str(), err.line),
+        ("listeners[0].tls.client_auth", Some(6)),
+        "{err}"
+    );
+    let err = Config::from_yaml(
+        &tls("      client_ca: ca.pem\n      client_auth: maybe\n"),
+        "t.yaml",
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "listeners[0].tls.client_auth", "{err}");
+}

@@ -162,6 +162,16 @@ pub struct H2Limits {
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// `client_ca` and `client_auth`: client certificates are asked for and verified.
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `listeners[].tls.client_ca` / `client_auth`: client certificates verified against the CA
+/// certificates in `ca` (PEM); `required`: a client without one is refused in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,8 +234,18 @@ pub struct Timeouts {
     pub queue: Duration,
 }
 
+/// How a node is checked: `GET health.path` (over AJP on an AJP node), or CPing/CPong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthKind {
+    Http,
+    Cping,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthConfig {
+    /// `None`: CPing for AJP nodes, HTTP for the others ([`HealthConfig::kind_for`]).
+    pub kind: Option<HealthKind>,
+    /// The path of `http` checks (`/` when every node is checked with CPing).
     pub path: String,
     pub interval: Duration,
     pub timeout: Duration,
@@ -234,6 +254,48 @@ pub struct HealthConfig {
     /// Accepted statuses; empty means any 2xx.
     pub expect_status: Vec<u16>,
 }
+
+impl HealthConfig {
+    /// The check a node speaking `protocol` gets.
+    pub fn kind_for(&self, protocol: NodeProtocol) -> HealthKind {
+        match (self.kind, protocol) {
+            (Some(k), _) => k,
+            (None, NodeProtocol::Ajp) => HealthKind::Cping,
+            (None, NodeProtocol::Http) => HealthKind::Http,
+        }
+    }
+}
+
+/// What a node speaks: HTTP/1.1 (the default) or AJP/1.3.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum NodeProtocol {
+    #[default]
+    Http,
+    Ajp,
+}
+
+/// `ajp:` of an AJP node, its pool's keys merged with its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AjpConfig {
+    /// The `secret` attribute sent with every request. Filled from `secret_env` by
+    /// [`Config::with_ajp_secrets`] when the file names a variable.
+    pub secret: Option<String>,
+    /// The environment variable that holds the secret.
+    pub secret_env: Option<String>,
+    /// Must equal the connector's `packetSize` (8192..=65536).
+    pub packet_size: usize,
+    /// A pooled connection idle longer than this is CPinged before it carries a request.
+    pub ping_after: Duration,
+    /// Where `secret_env` is written, for its error once the environment is read.
+    pub secret_env_key: String,
+    pub file: String,
+    pub line: Option<usize>,
+}
+
+/// `ajp.packet_size` by default (Tomcat's `packetSize` default).
+pub const DEFAULT_AJP_PACKET_SIZE: usize = 8192;
+/// `ajp.ping_after` by default.
+pub const DEFAULT_AJP_PING_AFTER: Duration = Duration::from_secs(10);
 
 /// Where a node listens: a literal socket address, or `host:port` looked up each time a new
 /// connection is opened (so a container that comes back with a new IP is found without a
@@ -378,6 +440,9 @@ pub struct NodeConfig {
     /// unlimited.
     pub max_connections: Option<u32>,
     pub source: NodeSource,
+    pub protocol: NodeProtocol,
+    /// `Some` exactly when `protocol` is AJP.
+    pub ajp: Option<AjpConfig>,
 }
 
 #[derive(Debug, Clone)]

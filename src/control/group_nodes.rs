@@ -102,5 +102,8 @@ fn node_config(n: &SharedNode, balancer: &Balancer, pool: &str) -> Option<NodeCo
         state: NodeState::Active,
         max_connections: per_node,
         source: NodeSource::Api,
+        // Runtime nodes speak HTTP (an AJP pool refuses discovery; see config validation).
+        protocol: crate::config::NodeProtocol::Http,
+        ajp: None,
     })
 }

@@ -3,7 +3,8 @@
 //! - [`ConsecutiveCounter`]: the pure `rise` / `fall` state machine; `record(ok)` says when the
 //!   node changes state.
 //! - [`probe`]: one `GET health.path` on a fresh connection, within `health.timeout`; good is a
-//!   status listed in `expect_status`, or any 2xx when the list is empty.
+//!   status listed in `expect_status`, or any 2xx when the list is empty. [`probe_node`]
+//!   checks an AJP node with CPing or an AJP `GET` instead (`health.kind`, `ajp_probe`).
 //! - [`run_checker`]: one task per node, every `health.interval` (missed ticks skipped), that
 //!   drives the counter and sets the node's `probe_down` flag. Only transitions are logged.
 //! - [`HealthChecks`]: the set of checker tasks, reconciled with each new snapshot (a reload
@@ -24,7 +25,8 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{HealthConfig, NodeAddr};
+use super::ajp_probe;
+use crate::config::{AjpConfig, HealthConfig, HealthKind, NodeAddr, NodeProtocol};
 use crate::core::health::{status_ok, ConsecutiveCounter};
 use crate::proxy::upstream::open_tcp;
 use crate::state::node::{now_ms, NodeRuntime};
@@ -84,6 +86,30 @@ pub struct Target {
     pub route: String,
     pub address: String,
     pub addr: NodeAddr,
+    /// The node's AJP settings when it speaks AJP.
+    pub ajp: Option<AjpConfig>,
+}
+
+/// One check of `target` as `cfg.kind` says for its protocol, within `cfg.timeout`.
+pub async fn probe_node(target: &Target, cfg: &HealthConfig) -> Result<(), ProbeError> {
+    let Some(ajp_cfg) = &target.ajp else {
+        return probe(&target.addr, &target.address, cfg).await;
+    };
+    let check = async {
+        match cfg.kind_for(NodeProtocol::Ajp) {
+            HealthKind::Cping => ajp_probe::cping(&target.addr).await,
+            HealthKind::Http => ajp_probe::get(&target.addr, &target.address, cfg, ajp_cfg).await,
+        }
+        .map_err(|e| match e {
+            ajp_probe::ProbeError::Connect(m) => ProbeError::Connect(m),
+            ajp_probe::ProbeError::Protocol(m) => ProbeError::Http(m),
+            ajp_probe::ProbeError::Status(s) => ProbeError::Status(s),
+        })
+    };
+    match tokio::time::timeout(cfg.timeout, check).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Timeout(cfg.timeout)),
+    }
 }
 
 /// Checks one node every `cfg.interval` until `cancel`.
@@ -107,7 +133,7 @@ pub async fn run_checker(
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => return,
-            r = probe(&target.addr, &target.address, &cfg) => r,
+            r = probe_node(&target, &cfg) => r,
         };
         let ok = result.is_ok();
         match counter.record(ok) {
@@ -157,6 +183,7 @@ pub async fn run_checker(
 struct Checker {
     rt: Arc<NodeRuntime>,
     addr: NodeAddr,
+    ajp: Option<AjpConfig>,
     cfg: HealthConfig,
     cancel: CancellationToken,
 }
@@ -186,7 +213,8 @@ impl HealthChecks {
                 };
                 wanted.insert(key.clone());
                 if let Some(old) = self.checkers.get(&key) {
-                    if Arc::ptr_eq(&old.rt, &node.rt) && old.addr == node.addr && &old.cfg == cfg {
+                    let same = old.addr == node.addr && old.ajp == node.ajp && &old.cfg == cfg;
+                    if Arc::ptr_eq(&old.rt, &node.rt) && same {
                         continue;
                     }
                     old.cancel.cancel();
@@ -197,6 +225,7 @@ impl HealthChecks {
                     route: node.route.clone(),
                     address: node.address.clone(),
                     addr: node.addr.clone(),
+                    ajp: node.ajp.clone(),
                 };
                 tokio::spawn(run_checker(
                     target,
@@ -209,6 +238,7 @@ impl HealthChecks {
                     Checker {
                         rt: node.rt.clone(),
                         addr: node.addr.clone(),
+                        ajp: node.ajp.clone(),
                         cfg: cfg.clone(),
                         cancel,
                     },
@@ -253,6 +283,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         drop(l);
         let cfg = HealthConfig {
+            kind: None,
             path: "/health".into(),
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(500),
@@ -277,6 +308,7 @@ mod tests {
             }
         });
         let cfg = HealthConfig {
+            kind: None,
             path: "/health".into(),
             interval: Duration::from_millis(100),
             timeout: Duration::from_millis(100),

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod admin;
+mod ajp_probe;
 pub mod api;
 #[cfg(feature = "redis-store")]
 pub mod cluster;
@@ -60,13 +61,14 @@ use health::HealthChecks;
 
 /// Reads and validates a config file, then applies `STICKYROUTE_ADMIN_TOKEN` (when set and not
 /// empty) as the admin token and `STICKYROUTE_CLUSTER_REDIS` as `cluster.redis`. `serve` and
-/// every reload load the file through this.
+/// every reload load the file through this; `ajp.secret_env` variables are read here too.
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     let token = std::env::var(ADMIN_TOKEN_ENV).ok();
     let redis = std::env::var(crate::config::CLUSTER_REDIS_ENV).ok();
     Config::load(path)?
         .with_admin_token_override(token)?
-        .with_cluster_redis_override(redis)
+        .with_cluster_redis_override(redis)?
+        .with_ajp_secrets(|var| std::env::var(var).ok())
 }
 
 /// Why a reload was refused. The running configuration stays in every case.

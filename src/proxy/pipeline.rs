@@ -82,6 +82,9 @@ pub enum ProxyError {
     /// session is not moved (that would rebind it because its node is busy).
     #[error("node {route} is at its connection limit")]
     NodeBusy { route: String, why: Refusal },
+    /// What the chosen node's protocol cannot carry (a WebSocket upgrade to an AJP node).
+    #[error("{0}")]
+    NotImplemented(&'static str),
 }
 
 impl ProxyError {
@@ -98,6 +101,7 @@ impl ProxyError {
             ProxyError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -107,7 +111,8 @@ impl ProxyError {
             ProxyError::NoPool
             | ProxyError::NoCandidate(_)
             | ProxyError::BodyTooLarge
-            | ProxyError::BadHost(_) => self.to_string(),
+            | ProxyError::BadHost(_)
+            | ProxyError::NotImplemented(_) => self.to_string(),
             ProxyError::Store(e)
             | ProxyError::Upstream(e)
             | ProxyError::ClientBody(e)

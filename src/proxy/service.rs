@@ -327,6 +327,11 @@ impl ProxyService {
         loop {
             let turn = attempts.next(trace).await?;
             let node = turn.node;
+            if node.ajp.is_some() {
+                // AJP is driven from the native HTTP/1.1 path only.
+                let why = "HTTP/2 to an AJP node is not supported: use HTTP/1.1";
+                return Err((ProxyError::NotImplemented(why), None));
+            }
             let conns = self.conns.get(node.slot);
             let t = &pool.cfg.timeouts;
             let checkout = conns

@@ -150,5 +150,7 @@ pub fn discovered_node(found: &Found, d: &crate::config::DiscoveryConfig) -> Nod
         state: crate::core::node_state::NodeState::Active,
         max_connections: d.max_connections,
         source: NodeSource::Discovery,
+        protocol: crate::config::NodeProtocol::Http,
+        ajp: None,
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::config::{BalanceKind, Config, NodeAddr, NodeSource, PoolConfig};
+use crate::config::{AjpConfig, BalanceKind, Config, NodeAddr, NodeSource, PoolConfig};
 use crate::core::node_state::NodeState;
 use crate::core::select::PoolView;
 use crate::state::node::NodeRuntime;
@@ -39,6 +39,8 @@ pub struct Node {
     pub max_connections: Option<u32>,
     /// Where the node comes from: the file, DNS discovery or the admin API.
     pub source: NodeSource,
+    /// `Some` when the node speaks AJP/1.3 (`protocol: ajp`), with its settings.
+    pub ajp: Option<AjpConfig>,
     pub rt: Arc<NodeRuntime>,
 }
 
@@ -195,6 +197,7 @@ impl Snapshot {
                         slot: registry.slot(&pc.name, &nc.route),
                         max_connections: nc.max_connections,
                         source: nc.source,
+                        ajp: nc.ajp.clone(),
                         rt,
                     }
                 })

@@ -238,6 +238,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 }
 
 pub mod dns;
+pub mod ajp_node;
 pub mod load;
 pub mod services;
 pub mod wait;

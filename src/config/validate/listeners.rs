@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use super::{parse_addr, valid_admin_token, Ctx, MAX_LIMIT};
 use crate::config::locator::ConfigError;
-use crate::config::raw::{RawAdmin, RawH2, RawListener};
-use crate::config::types::{AdminConfig, H2Limits, ListenerConfig, TlsConfig};
+use crate::config::raw::{RawAdmin, RawClientAuth, RawH2, RawListener, RawTls};
+use crate::config::types::{AdminConfig, ClientAuth, H2Limits, ListenerConfig, TlsConfig};
 use crate::core::forwarding::{Cidr, TrustedProxies};
 
 /// `listeners[].h2.max_concurrent_streams` by default: what HAProxy and most servers
@@ -81,10 +81,10 @@ fn validate_listener(
     }
     Ok(ListenerConfig {
         bind,
-        tls: l.tls.map(|t| TlsConfig {
-            cert: t.cert,
-            key: t.key,
-        }),
+        tls: match l.tls {
+            None => None,
+            Some(t) => Some(validate_tls(t, key, ctx)?),
+        },
         max_connections: l.max_connections,
         header_read_timeout: l.header_read_timeout,
         keepalive_timeout: l.keepalive_timeout,
@@ -93,6 +93,29 @@ fn validate_listener(
         max_body_bytes: l.max_body_bytes,
         h2: validate_h2(&l.h2, l.max_header_bytes, key, ctx)?,
         tunnel_idle_timeout: l.tunnel_idle_timeout,
+    })
+}
+
+/// `listeners[].tls`: `client_auth` needs `client_ca`, and `client_ca` alone means
+/// `required`.
+fn validate_tls(t: RawTls, key: &str, ctx: &Ctx) -> Result<TlsConfig, ConfigError> {
+    let client_auth = match (t.client_ca, t.client_auth) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(ctx.err(
+                format!("{key}.tls.client_auth"),
+                "needs tls.client_ca (the CA certificates, PEM, that client certificates are verified against)",
+            ))
+        }
+        (Some(ca), auth) => Some(ClientAuth {
+            ca,
+            required: !matches!(auth, Some(RawClientAuth::Optional)),
+        }),
+    };
+    Ok(TlsConfig {
+        cert: t.cert,
+        key: t.key,
+        client_auth,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Raw YAML sections (`raw`) to the validated types (`types`), one section at a time: the
-//! listeners and the admin listener (`listeners`), the pools and their nodes (`pools`), a pool's
+//! listeners and the admin listener (`listeners`), the pools and their nodes (`pools`, with
+//! a node's protocol and AJP settings in `ajp`), a pool's
 //! session store (`store`), the cluster (`cluster`); the session and registry sections, being
 //! short, are here. The first error ends validation; it names the key, and the
 //! [`KeyLocator`] finds the line it is written on.
@@ -11,6 +12,7 @@ use super::raw::{RawConfig, RawSession};
 use super::types::{Config, RegistryConfig, SessionConfig};
 use crate::core::session::SessionSettings;
 
+mod ajp;
 mod cluster;
 mod discovery;
 mod listeners;

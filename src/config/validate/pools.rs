@@ -1,5 +1,5 @@
-//! `pools:`: each pool's matching (hosts, path prefix), nodes, failover, timeouts, cookie,
-//! health checks and session store (`store`).
+//! `pools:`: each pool's matching (hosts, path prefix), nodes (their protocol in `ajp`),
+//! failover, timeouts, cookie, health checks and session store (`store`).
 
 use std::collections::HashSet;
 
@@ -9,11 +9,12 @@ use http::HeaderName;
 use super::{check_limit, Ctx};
 use crate::config::locator::ConfigError;
 use crate::config::raw::{
-    RawBalance, RawBinder, RawCookie, RawFailover, RawHealth, RawNode, RawNodeState, RawPool,
-    RawSameSite, RawTimeouts,
+    RawBalance, RawBinder, RawCookie, RawFailover, RawHealth, RawHealthKind, RawNode, RawNodeState,
+    RawPool, RawProtocol, RawSameSite, RawTimeouts,
 };
 use crate::config::types::{
-    FailoverConfig, HealthConfig, NodeAddr, NodeConfig, NodeSource, PoolConfig, Timeouts,
+    FailoverConfig, HealthConfig, HealthKind, NodeAddr, NodeConfig, NodeProtocol, NodeSource,
+    PoolConfig, Timeouts,
 };
 use crate::core::binder::BinderKind;
 use crate::core::cookie::CookieDefaults;
@@ -74,6 +75,12 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         ctx,
     )?;
     let nodes = validate_nodes(&p, key, sep, per_node, ctx)?;
+    if p.discovery.is_some() && p.protocol == RawProtocol::Ajp {
+        return Err(ctx.err(
+            format!("{key}.discovery"),
+            "discovered nodes speak http: a pool with protocol: ajp cannot use discovery",
+        ));
+    }
     let discovery = match &p.discovery {
         None => None,
         Some(d) => Some(super::discovery::validate_discovery(
@@ -105,9 +112,15 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
             ctx,
         )?),
     };
+    if p.ajp.is_some() && nodes.iter().all(|n| n.protocol == NodeProtocol::Http) {
+        return Err(ctx.err(
+            format!("{key}.ajp"),
+            "ajp settings but no node of the pool speaks ajp (set protocol: ajp)",
+        ));
+    }
     let health = match &p.health {
         None => None,
-        Some(h) => Some(validate_health(h, &format!("{key}.health"), ctx)?),
+        Some(h) => Some(validate_health(h, &nodes, &format!("{key}.health"), ctx)?),
     };
     for (i, s) in p.fail_on_status.iter().enumerate() {
         if !(100..=599).contains(s) {
@@ -163,7 +176,11 @@ fn validate_nodes(
     for (ni, n) in p.nodes.iter().enumerate() {
         let nkey = format!("{key}.nodes[{ni}]");
         check_route(n, &nkey, sep, &mut routes, ctx)?;
-        nodes.push(validate_node(n, &nkey, per_node, ctx)?);
+        let (protocol, ajp) = super::ajp::validate_node_protocol(p, n, key, &nkey, ctx)?;
+        let mut node = validate_node(n, &nkey, per_node, ctx)?;
+        node.protocol = protocol;
+        node.ajp = ajp;
+        nodes.push(node);
     }
     for (ni, n) in nodes.iter().enumerate() {
         if let Some(target) = &n.redirect {
@@ -250,6 +267,8 @@ fn validate_node(
         },
         max_connections,
         source: NodeSource::File,
+        protocol: NodeProtocol::Http,
+        ajp: None,
     })
 }
 
@@ -317,9 +336,48 @@ fn validate_cookie(c: &RawCookie, key: &str, ctx: &Ctx) -> Result<CookieDefaults
     })
 }
 
-/// `pools[].health`; `hkey` is `pools[i].health`.
-fn validate_health(h: &RawHealth, hkey: &str, ctx: &Ctx) -> Result<HealthConfig, ConfigError> {
-    if !h.path.starts_with('/') || h.path.contains(['\r', '\n', ' ']) {
+/// `pools[].health`; `hkey` is `pools[i].health`. `nodes` decide which kinds are in use: a
+/// path is needed when some node is checked over HTTP, and CPing checks AJP nodes only.
+fn validate_health(
+    h: &RawHealth,
+    nodes: &[NodeConfig],
+    hkey: &str,
+    ctx: &Ctx,
+) -> Result<HealthConfig, ConfigError> {
+    let kind = h.kind.map(|k| match k {
+        RawHealthKind::Http => HealthKind::Http,
+        RawHealthKind::Cping => HealthKind::Cping,
+    });
+    if kind == Some(HealthKind::Cping) {
+        if let Some(n) = nodes.iter().find(|n| n.protocol == NodeProtocol::Http) {
+            return Err(ctx.err(
+                format!("{hkey}.kind"),
+                format!(
+                    "cping checks AJP nodes only; node {:?} speaks http",
+                    n.route
+                ),
+            ));
+        }
+    }
+    let http_checked = nodes.iter().any(|n| {
+        let by_default = if n.protocol == NodeProtocol::Ajp {
+            HealthKind::Cping
+        } else {
+            HealthKind::Http
+        };
+        kind.unwrap_or(by_default) == HealthKind::Http
+    });
+    let path = match (&h.path, http_checked) {
+        (Some(p), _) => p.clone(),
+        (None, false) => "/".to_string(),
+        (None, true) => {
+            return Err(ctx.err(
+                format!("{hkey}.path"),
+                "required for http health checks (the path to GET)",
+            ))
+        }
+    };
+    if !path.starts_with('/') || path.contains(['\r', '\n', ' ']) {
         return Err(ctx.err(format!("{hkey}.path"), "must be a path starting with /"));
     }
     if h.interval.is_zero() {
@@ -340,7 +398,8 @@ fn validate_health(h: &RawHealth, hkey: &str, ctx: &Ctx) -> Result<HealthConfig,
         }
     }
     Ok(HealthConfig {
-        path: h.path.clone(),
+        kind,
+        path,
         interval: h.interval,
         timeout: h.timeout,
         rise: h.rise,

@@ -55,6 +55,9 @@ pub async fn add(balancer: &Balancer, pool: Option<&str>, body: &[u8]) -> Result
         state: NodeState::Active,
         max_connections: pc.max_connections_per_node,
         source: NodeSource::Api,
+        // Runtime nodes speak HTTP (an AJP pool refuses discovery; see config validation).
+        protocol: crate::config::NodeProtocol::Http,
+        ajp: None,
     };
     let taken = || MembershipError::Exists {
         pool: pool.to_string(),

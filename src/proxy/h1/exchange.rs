@@ -9,17 +9,17 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::ajp;
 use super::buffers::{rest_after, Buf};
 use super::context::Conn;
 use super::relay::{flush_idle, reframe, relay_response, stream_body, write_all_idle, Relayed};
 use super::request::Request;
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
-use crate::core::session::IdLocation;
 use crate::h1::{self, BodyFraming, BodyReader, HeaderKind, RequestEdits, RequestHead};
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
 use crate::proxy::client_io::ClientIo;
-use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError, SessionEdit};
+use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::open_tcp;
 use crate::state::node::now_ms;
@@ -192,16 +192,38 @@ async fn attempts(
     loop {
         let turn = attempts.next(trace).await?;
         let (node, choice, epoch) = (turn.node, turn.choice, turn.epoch);
-        let failed = match connect(conn, pool, node, epoch, turn.fresh).await {
+        if node.ajp.is_some() && req.head.upgrade() {
+            let why = "WebSocket upgrades cannot cross AJP (the node speaks AJP/1.3)";
+            return Err((ProxyError::NotImplemented(why), None));
+        }
+        let connected = match &node.ajp {
+            None => connect(conn, pool, node, epoch, turn.fresh).await,
+            Some(cfg) => Box::pin(ajp::connect(conn, pool, node, cfg, epoch, turn.fresh)).await,
+        };
+        let failed = match connected {
             Err(reason) => Failed::new(Failure::Connect, reason, false),
             Ok((upstream, reused)) => {
                 let ids = attempts.rebind(&turn).await?;
                 turn.slot.sending();
                 let sent_at = Instant::now();
-                let r = forward(
-                    client, upstream, req, conn, node, choice, &ids, epoch, trace,
-                )
-                .await;
+                let r = match &node.ajp {
+                    None => {
+                        forward(
+                            client, upstream, req, conn, node, choice, &ids, epoch, trace,
+                        )
+                        .await
+                    }
+                    Some(cfg) => {
+                        let fwd = ajp::forward(
+                            client, upstream, req, conn, node, cfg, choice, &ids, epoch, trace,
+                        );
+                        Box::pin(fwd).await.map(|e| Done {
+                            keep: e.keep,
+                            rest: e.rest,
+                            tunnel: None,
+                        })
+                    }
+                };
                 match r {
                     Ok(mut done) => {
                         trace.upstream.get_or_insert(sent_at.elapsed());
@@ -377,7 +399,7 @@ fn write_head(
     out: &mut Vec<u8>,
 ) {
     let pool = req.m.pool;
-    let (cookie_lines, target) = session_edit(req, ids.forward_id.as_deref());
+    let (cookie_lines, target) = req.session_edit(ids.forward_id.as_deref());
     let mut vals = Buf::take();
     let src = req.src;
     // Kept and extended from a trusted proxy (every line, in order), replaced for anyone else.
@@ -457,34 +479,6 @@ fn ip_text_len(xff: &[u8]) -> usize {
         .rev()
         .take_while(|&&c| c != b' ' && c != b',')
         .count()
-}
-
-/// The session id the node must see: rewritten cookie lines or a rewritten target, each
-/// only when it changes (a sticky hit allocates nothing).
-fn session_edit(
-    req: &Request<'_>,
-    forward_id: Option<&str>,
-) -> (Option<Vec<String>>, Option<String>) {
-    let (Some(found), Some(fwd)) = (req.m.found.as_ref(), forward_id) else {
-        return (None, None);
-    };
-    let loc = &found.location;
-    // The target matters only to an id in a path parameter: a cookie's edit skips its UTF-8
-    // check.
-    let (path, query) = match loc {
-        IdLocation::PathParam { .. } => (
-            std::str::from_utf8(req.head.path(req.src)).unwrap_or("/"),
-            req.head
-                .query(req.src)
-                .map(|q| std::str::from_utf8(q).unwrap_or("")),
-        ),
-        IdLocation::Cookie { .. } => ("", None),
-    };
-    match pipeline::session_edit(loc, req.lines, req.m.cookie_name, path, query, fwd) {
-        SessionEdit::Unchanged => (None, None),
-        SessionEdit::CookieLines(l) => (Some(l), None),
-        SessionEdit::Target(t) => (None, Some(t)),
-    }
 }
 
 /// A short text response of the balancer's own ([`Synthetic`]).

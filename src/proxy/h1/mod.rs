@@ -28,12 +28,15 @@
 //! - `executor`: the pooled exchange executors a connection borrows per request
 //!   ([`ExchangePool`]);
 //! - `exchange`: one request's exchange: routing, the attempts, the head the node receives;
+//! - `ajp`: the exchange with an AJP/1.3 node (Forward Request, Get Body Chunk, the
+//!   container's packets to the client's response) and CPing;
 //! - `relay`: a streamed request body and the response's bytes, node to client;
 //! - `request`: the parsed request every attempt shares;
 //! - `context`: what a connection borrows from its listener ([`Context`], `Conn`);
 //! - `buffers`: per-thread pools of buffers and heads;
-//! - `node_pool`: keep-alive connections to the nodes ([`RawPools`]).
+//! - `node_pool`: keep-alive connections to the nodes, HTTP/1.1 and AJP ([`RawPools`]).
 
+mod ajp;
 mod buffers;
 mod connection;
 mod context;

@@ -289,7 +289,7 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
 /// Writes the response head for the client into `out`: `Set-Cookie` and `Location`
 /// rewritten by the binder (only when there is something to rewrite). Returns the session ids
 /// the response issued, and how to send the body.
-fn write_response(
+pub(super) fn write_response(
     req: &Request<'_>,
     src: &[u8],
     resp: &ResponseHead,

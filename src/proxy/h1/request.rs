@@ -2,8 +2,9 @@
 //! the exchange and read by the relay.
 
 use super::node_pool::RawPools;
+use crate::core::session::IdLocation;
 use crate::h1::RequestHead;
-use crate::proxy::pipeline::Matched;
+use crate::proxy::pipeline::{self, Matched, SessionEdit};
 use crate::state::Balancer;
 
 /// What every attempt of one request shares.
@@ -19,4 +20,34 @@ pub(super) struct Request<'a> {
     pub(super) balancer: &'a Balancer,
     pub(super) pools: &'a RawPools,
     pub(super) tls: bool,
+}
+
+impl Request<'_> {
+    /// The session id the node must see: rewritten cookie lines or a rewritten target, each
+    /// only when it changes (a sticky hit allocates nothing).
+    pub(super) fn session_edit(
+        &self,
+        forward_id: Option<&str>,
+    ) -> (Option<Vec<String>>, Option<String>) {
+        let (Some(found), Some(fwd)) = (self.m.found.as_ref(), forward_id) else {
+            return (None, None);
+        };
+        let loc = &found.location;
+        // The target matters only to an id in a path parameter: a cookie's edit skips its UTF-8
+        // check.
+        let (path, query) = match loc {
+            IdLocation::PathParam { .. } => (
+                std::str::from_utf8(self.head.path(self.src)).unwrap_or("/"),
+                self.head
+                    .query(self.src)
+                    .map(|q| std::str::from_utf8(q).unwrap_or("")),
+            ),
+            IdLocation::Cookie { .. } => ("", None),
+        };
+        match pipeline::session_edit(loc, self.lines, self.m.cookie_name, path, query, fwd) {
+            SessionEdit::Unchanged => (None, None),
+            SessionEdit::CookieLines(l) => (Some(l), None),
+            SessionEdit::Target(t) => (None, Some(t)),
+        }
+    }
 }
