@@ -32,8 +32,9 @@ pub use self::environment::ADMIN_TOKEN_ENV;
 pub use self::locator::{ConfigError, KeyLocator};
 pub use self::types::CLUSTER_REDIS_ENV;
 pub use self::types::{
-    AdminConfig, ClusterConfig, Config, FailoverConfig, H2Limits, HealthConfig, ListenerConfig,
-    NodeAddr, NodeConfig, PoolConfig, RegistryConfig, SessionConfig, Timeouts, TlsConfig,
+    AdminConfig, ClusterConfig, Config, DiscoveryConfig, DiscoverySource, FailoverConfig, H2Limits,
+    HealthConfig, ListenerConfig, NodeAddr, NodeConfig, NodeSource, PoolConfig, RegistryConfig,
+    SessionConfig, Timeouts, TlsConfig,
 };
 pub use self::validate::{
     valid_admin_token, DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_RESET_STREAMS, SEPARATORS,

@@ -156,6 +156,36 @@ pub(super) struct RawPool {
     pub(super) max_queue_per_node: u32,
     #[serde(default)]
     pub(super) nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub(super) discovery: Option<RawDiscovery>,
+}
+
+/// `pools[].discovery`: nodes from DNS, besides (or instead of) `nodes`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscovery {
+    #[serde(default)]
+    pub(super) srv: Option<String>,
+    #[serde(default)]
+    pub(super) host: Option<String>,
+    #[serde(default)]
+    pub(super) port: Option<u16>,
+    #[serde(default)]
+    pub(super) resolver: Option<String>,
+    #[serde(default = "default_discovery_route")]
+    pub(super) route: String,
+    #[serde(default = "default_discovery_min_interval", with = "duration")]
+    pub(super) min_interval: Duration,
+    #[serde(default = "default_discovery_max_interval", with = "duration")]
+    pub(super) max_interval: Duration,
+    #[serde(default = "default_discovery_drain_timeout", with = "duration")]
+    pub(super) drain_timeout: Duration,
+    #[serde(default = "default_discovery_empty_grace", with = "duration")]
+    pub(super) empty_grace: Duration,
+    #[serde(default = "default_weight")]
+    pub(super) weight: u32,
+    #[serde(default)]
+    pub(super) domain: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -399,6 +429,21 @@ fn default_fall() -> u32 {
 }
 fn default_weight() -> u32 {
     1
+}
+fn default_discovery_route() -> String {
+    "first_label".into()
+}
+fn default_discovery_min_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_discovery_max_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_discovery_drain_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_discovery_empty_grace() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_cluster_heartbeat() -> Duration {
     Duration::from_secs(1)

@@ -13,6 +13,7 @@ use super::locator::ConfigError;
 use super::store::StoreConfig;
 use crate::core::binder::BinderKind;
 use crate::core::cookie::CookieDefaults;
+use crate::core::discovery::RouteRule;
 use crate::core::forwarding::TrustedProxies;
 use crate::core::node_state::NodeState;
 use crate::core::select::BalanceKind;
@@ -240,7 +241,12 @@ pub struct HealthConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum NodeAddr {
     Socket(SocketAddr),
-    Host { host: String, port: u16 },
+    Host {
+        host: String,
+        port: u16,
+    },
+    /// The addresses a discovery lookup gave, tried in order; never looked up again.
+    Resolved(std::sync::Arc<[SocketAddr]>),
 }
 
 impl NodeAddr {
@@ -275,6 +281,83 @@ impl fmt::Display for NodeAddr {
         match self {
             NodeAddr::Socket(a) => write!(f, "{a}"),
             NodeAddr::Host { host, port } => write!(f, "{host}:{port}"),
+            NodeAddr::Resolved(list) => {
+                for (i, a) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{a}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where a node comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeSource {
+    /// `pools[].nodes` of the config file.
+    File,
+    /// `pools[].discovery`: named by the pool's DNS records.
+    Discovery,
+    /// Added at runtime through the admin API (`POST /api/v1/nodes`); lost on restart.
+    Api,
+}
+
+impl NodeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeSource::File => "file",
+            NodeSource::Discovery => "discovery",
+            NodeSource::Api => "api",
+        }
+    }
+}
+
+/// `pools[].discovery`: the pool's nodes (some or all of them) come from DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    pub source: DiscoverySource,
+    /// The DNS server to ask; `None`: the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+    /// How a node's route comes from its DNS name (the SRV target, or each address's PTR name).
+    pub route: RouteRule,
+    /// Lookups happen at the records' TTL, bounded by these.
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+    /// A node that left the answer is removed when drained, at the latest after this.
+    pub drain_timeout: Duration,
+    /// Empty answers drain the discovered nodes only once they have lasted this long.
+    pub empty_grace: Duration,
+    /// Of every discovered node.
+    pub weight: u32,
+    pub domain: String,
+    /// The pool's `max_connections_per_node`, for discovered nodes.
+    pub max_connections: Option<u32>,
+}
+
+/// What `discovery` looks up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverySource {
+    /// `discovery.srv`: SRV records (targets and ports), then the targets' addresses.
+    Srv(String),
+    /// `discovery.host` + `discovery.port`: A/AAAA records, one node per address.
+    Host { name: String, port: u16 },
+}
+
+impl DiscoverySource {
+    /// The name looked up.
+    pub fn name(&self) -> &str {
+        match self {
+            DiscoverySource::Srv(n) | DiscoverySource::Host { name: n, .. } => n,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DiscoverySource::Srv(_) => "srv",
+            DiscoverySource::Host { .. } => "host",
         }
     }
 }
@@ -294,6 +377,7 @@ pub struct NodeConfig {
     /// it; idle pooled connections are not counted); more wait in the node's queue. `None`:
     /// unlimited.
     pub max_connections: Option<u32>,
+    pub source: NodeSource,
 }
 
 #[derive(Debug, Clone)]
@@ -313,5 +397,7 @@ pub struct PoolConfig {
     pub fail_on_status: Vec<u16>,
     /// Requests that may wait for one node at its `max_connections`; more get `503` at once.
     pub max_queue_per_node: u32,
+    /// The file's nodes, then (in a running balancer's snapshot) the discovered and API ones.
     pub nodes: Vec<NodeConfig>,
+    pub discovery: Option<DiscoveryConfig>,
 }

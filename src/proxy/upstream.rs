@@ -383,6 +383,7 @@ pub async fn open_tcp(addr: &NodeAddr) -> std::io::Result<TcpStream> {
     match addr {
         NodeAddr::Socket(a) => TcpStream::connect(a).await,
         NodeAddr::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await,
+        NodeAddr::Resolved(list) => TcpStream::connect(&list[..]).await,
     }
 }
 

@@ -8,18 +8,21 @@
 //! (the registry's counts, the operator's verdict).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::StatusCode;
 
 use crate::config::Config;
+use crate::config::NodeSource;
 use crate::core::select::Outcome;
 use crate::state::cluster::{default_instance_id, ClusterState};
+use crate::state::discovery::DiscoveryBoard;
 use crate::state::metrics::status_class;
 use crate::state::operator::OperatorStates;
 use crate::state::registry::Registry;
+use crate::state::runtime_nodes::RuntimeNodes;
 use crate::state::snapshot::{Snapshot, SnapshotError};
 
 /// Shared state of one balancer process.
@@ -32,6 +35,17 @@ pub struct Balancer {
     pub metrics: BalancerMetrics,
     /// Where operator state changes go (this process, or the cluster).
     pub operator: OperatorStates,
+    /// Each pool's DNS discovery: status and counters.
+    pub discovery: DiscoveryBoard,
+    /// What every snapshot is built from; the lock serializes rebuilds.
+    sources: Mutex<Sources>,
+}
+
+/// The file's config and the nodes added at runtime: a snapshot's config is their merge.
+#[derive(Debug)]
+pub struct Sources {
+    pub file: Arc<Config>,
+    pub nodes: RuntimeNodes,
 }
 
 impl Balancer {
@@ -46,13 +60,29 @@ impl Balancer {
                 c.timeout,
             ))),
         };
-        let snapshot = Snapshot::build(Arc::new(config), None, &registry)?;
+        let file = Arc::new(config);
+        let snapshot = Snapshot::build(file.clone(), None, &registry)?;
         Ok(Arc::new(Balancer {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
             metrics: BalancerMetrics::default(),
             operator,
+            discovery: DiscoveryBoard::default(),
+            sources: Mutex::new(Sources {
+                file,
+                nodes: RuntimeNodes::default(),
+            }),
         }))
+    }
+
+    /// The sources of the snapshot, locked: changes to them end with [`Balancer::rebuild`].
+    pub fn sources(&self) -> MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The config file's settings as last loaded (without runtime nodes).
+    pub fn file_config(&self) -> Arc<Config> {
+        self.sources().file.clone()
     }
 
     /// The current routing table.
@@ -62,15 +92,42 @@ impl Balancer {
 
     /// Swaps in a new config, carrying node runtimes over (see [`Snapshot::build`]); in a
     /// cluster, nodes keep the group's states whatever the file says.
+    /// Runtime nodes stay unless the new file names their route or drops their pool (or,
+    /// for discovered nodes, the pool's discovery).
     pub fn apply(&self, config: Config) -> Result<Arc<Snapshot>, SnapshotError> {
+        let mut sources = self.sources();
+        let file = Arc::new(config);
+        let mut nodes = sources.nodes.clone();
+        let dropped = nodes.retain_for(&file);
+        let new = self.rebuild_from(&file, &nodes)?;
+        sources.file = file;
+        sources.nodes = nodes;
+        for (pool, route, source) in dropped {
+            tracing::info!(%pool, node = %route, source = source.as_str(), "runtime node dropped: the reloaded file names its route or no longer has its pool or discovery");
+            self.discovery.count_removed(&pool, source);
+        }
+        Ok(new)
+    }
+
+    /// Builds and swaps in the snapshot of `sources` (held locked by the caller).
+    pub fn rebuild(&self, sources: &Sources) -> Result<Arc<Snapshot>, SnapshotError> {
+        self.rebuild_from(&sources.file, &sources.nodes)
+    }
+
+    fn rebuild_from(
+        &self,
+        file: &Config,
+        nodes: &RuntimeNodes,
+    ) -> Result<Arc<Snapshot>, SnapshotError> {
         let old = self.snapshot.load_full();
         // The group's states beat the file's: a reload keeps them.
         let new = Arc::new(Snapshot::build_pinned(
-            Arc::new(config),
+            Arc::new(nodes.merge_into(file)),
             Some(&old),
             &self.registry,
             &|pool, route| self.operator.pinned(pool, route),
         )?);
+        hold_new_runtime_nodes_down(&old, &new);
         self.registry.set_limits(
             new.config.registry.max_sessions,
             new.config.session.idle_timeout,
@@ -100,6 +157,27 @@ impl Balancer {
                         "node drained: no live session left"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// A node that joins at runtime a pool with health checks takes requests only once the
+/// checks have passed `rise` times: its new runtime starts down (a file node starts up).
+fn hold_new_runtime_nodes_down(old: &Snapshot, new: &Snapshot) {
+    for pool in &new.pools {
+        if pool.cfg.health.is_none() {
+            continue;
+        }
+        let old_pool = old.pool(&pool.cfg.name);
+        for node in pool.nodes.iter().filter(|n| n.source != NodeSource::File) {
+            let known = old_pool
+                .and_then(|p| p.node(&node.route))
+                .is_some_and(|o| Arc::ptr_eq(&o.rt, &node.rt));
+            if !known {
+                node.rt
+                    .health
+                    .set_probe_down(true, Some("joined: waiting for health checks".into()));
             }
         }
     }

@@ -10,18 +10,25 @@
 //! - [`registry`]: sessions seen recently, live sessions per node slot, drain completion;
 //! - [`node`]: per-node runtime that survives reloads (operator state, health, counters);
 //! - [`snapshot`]: the immutable routing table (pools, nodes), swapped whole on reload;
+//! - [`runtime_nodes`]: nodes from DNS discovery and the admin API, merged into each snapshot;
+//! - [`discovery`]: each pool's discovery status and counters;
 //! - [`cluster`]: the group's states and counts as this instance knows them (`cluster:`);
 //! - [`operator`]: operator state changes (drain, disable, ...) behind one interface;
 //! - [`balancer`]: the one handle that holds them all, with the balancer's own counters and
-//!   the work that reads several of them (counting a request, reporting drain completion).
+//!   the work that reads several of them (counting a request, reporting drain completion);
+//! - [`membership`]: nodes joining and leaving at runtime (discovery answers, the API), the
+//!   drain of a leaving node and its removal.
 
 pub mod balancer;
 pub mod cluster;
 pub mod cookies;
+pub mod discovery;
+pub mod membership;
 pub mod metrics;
 pub mod node;
 pub mod operator;
 pub mod registry;
+pub mod runtime_nodes;
 pub mod snapshot;
 pub mod unknown_ids;
 

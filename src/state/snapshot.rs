@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::config::{BalanceKind, Config, NodeAddr, PoolConfig};
+use crate::config::{BalanceKind, Config, NodeAddr, NodeSource, PoolConfig};
 use crate::core::node_state::NodeState;
 use crate::core::select::PoolView;
 use crate::state::node::NodeRuntime;
@@ -37,6 +37,8 @@ pub struct Node {
     /// Requests open on the node at once (`nodes[].max_connections`, else the pool's
     /// `max_connections_per_node`); `None`: unlimited.
     pub max_connections: Option<u32>,
+    /// Where the node comes from: the file, DNS discovery or the admin API.
+    pub source: NodeSource,
     pub rt: Arc<NodeRuntime>,
 }
 
@@ -192,6 +194,7 @@ impl Snapshot {
                         route_seed: xxhash_rust::xxh3::xxh3_64(nc.route.as_bytes()),
                         slot: registry.slot(&pc.name, &nc.route),
                         max_connections: nc.max_connections,
+                        source: nc.source,
                         rt,
                     }
                 })

@@ -12,6 +12,7 @@ use super::types::{Config, RegistryConfig, SessionConfig};
 use crate::core::session::SessionSettings;
 
 mod cluster;
+mod discovery;
 mod listeners;
 mod pools;
 mod store;

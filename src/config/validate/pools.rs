@@ -13,7 +13,7 @@ use crate::config::raw::{
     RawSameSite, RawTimeouts,
 };
 use crate::config::types::{
-    FailoverConfig, HealthConfig, NodeAddr, NodeConfig, PoolConfig, Timeouts,
+    FailoverConfig, HealthConfig, NodeAddr, NodeConfig, NodeSource, PoolConfig, Timeouts,
 };
 use crate::core::binder::BinderKind;
 use crate::core::cookie::CookieDefaults;
@@ -54,8 +54,11 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         return Err(ctx.err(format!("{key}.path_prefix"), "must start with /"));
     }
     let hosts = validate_hosts(&p.hosts, key, ctx)?;
-    if p.nodes.is_empty() {
-        return Err(ctx.err(format!("{key}.nodes"), "a pool needs at least one node"));
+    if p.nodes.is_empty() && p.discovery.is_none() {
+        return Err(ctx.err(
+            format!("{key}.nodes"),
+            "a pool needs at least one node, or a discovery block",
+        ));
     }
     let per_node = match p.max_connections_per_node {
         Some(v) => Some(check_limit(
@@ -71,6 +74,15 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         ctx,
     )?;
     let nodes = validate_nodes(&p, key, sep, per_node, ctx)?;
+    let discovery = match &p.discovery {
+        None => None,
+        Some(d) => Some(super::discovery::validate_discovery(
+            d,
+            &format!("{key}.discovery"),
+            per_node,
+            ctx,
+        )?),
+    };
     let failover = validate_failover(&p.failover, key, ctx)?;
     let timeouts = validate_timeouts(&p.timeouts, key, ctx)?;
     let cookie = validate_cookie(&p.cookie, key, ctx)?;
@@ -119,6 +131,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         fail_on_status: p.fail_on_status,
         max_queue_per_node: p.max_queue_per_node,
         nodes,
+        discovery,
     })
 }
 
@@ -235,6 +248,7 @@ fn validate_node(
             RawNodeState::Standby => NodeState::Standby,
         },
         max_connections,
+        source: NodeSource::File,
     })
 }
 
