@@ -136,15 +136,21 @@ fn parse_db_url(url: &str) -> DbUrl {
     }
 }
 
-/// The demo-node services: name → (route, listen port, store URL).
-fn node_services(compose: &Value) -> BTreeMap<String, (String, u16, String)> {
+/// The demo-node services: name → (route, listen port, store URL). The route is `None` for a
+/// service that takes it from DNS (`--route-from-ptr`: the scalable one).
+fn node_services(compose: &Value) -> BTreeMap<String, (Option<String>, u16, String)> {
     services(compose)
         .iter()
         .filter(|(_, svc)| !svc["command"].is_null())
         .filter_map(|(name, svc)| {
             let cmd = command(name, svc);
             (cmd.first().map(String::as_str) == Some("demo-node")).then(|| {
-                let route = flag(&cmd, "--route").expect("--route").to_owned();
+                let from_ptr = cmd.iter().any(|a| a == "--route-from-ptr");
+                let route = flag(&cmd, "--route").map(str::to_owned);
+                assert!(
+                    route.is_some() != from_ptr,
+                    "service {name}: --route or --route-from-ptr, one of them: {cmd:?}"
+                );
                 let (host, port) = host_port(flag(&cmd, "--listen").expect("--listen"));
                 assert_eq!(
                     host, "0.0.0.0",
@@ -162,7 +168,16 @@ fn compose_file_and_balancer_config_agree() {
     let compose = yaml(COMPOSE_FILE);
     let svcs = services(&compose);
     let nodes = node_services(&compose);
-    assert_eq!(nodes.len(), 3, "three demo nodes: {nodes:?}");
+    assert_eq!(
+        nodes.len(),
+        4,
+        "three demo nodes and a scalable one: {nodes:?}"
+    );
+    let fixed: BTreeMap<&String, (&str, u16)> = nodes
+        .iter()
+        .filter_map(|(name, (route, port, _))| route.as_deref().map(|r| (name, (r, *port))))
+        .collect();
+    assert_eq!(fixed.len(), 3, "three demo nodes with a route: {nodes:?}");
     let bal = yaml(BALANCER_CONFIG);
 
     // Every node of the balancer config is a demo-node service with that route and port, and
@@ -174,14 +189,10 @@ fn compose_file_and_balancer_config_agree() {
     for n in cfg_nodes {
         let route = str_of(&n["route"], "route");
         let (host, port) = host_port(str_of(&n["address"], "address"));
-        let (svc_route, svc_port, _) = nodes.get(host).unwrap_or_else(|| {
+        let (svc_route, svc_port) = fixed.get(&host.to_owned()).unwrap_or_else(|| {
             panic!("node {route}: {host} is not a demo-node service of {COMPOSE_FILE}")
         });
-        assert_eq!(
-            (svc_route.as_str(), *svc_port),
-            (route, port),
-            "service {host}"
-        );
+        assert_eq!((*svc_route, *svc_port), (route, port), "service {host}");
         // The node's own health check probes the port it listens on.
         let hc = strings(&svcs[host]["healthcheck"]["test"]).join(" ");
         assert!(
@@ -192,9 +203,10 @@ fn compose_file_and_balancer_config_agree() {
     }
     assert_eq!(
         seen,
-        nodes.keys().cloned().collect(),
+        fixed.keys().map(|k| k.to_string()).collect(),
         "demo-node services missing from {BALANCER_CONFIG}"
     );
+    scalable_service_is_discovered(&svcs, &nodes, &bal);
 
     // One store URL; it names the store service, its credentials and database.
     let urls: BTreeSet<&str> = nodes.values().map(|(_, _, s)| s.as_str()).collect();
@@ -282,6 +294,74 @@ fn compose_file_and_balancer_config_agree() {
         cfg.pools[0].binder.as_str(),
         "translate",
         "the nodes find sessions by their original id"
+    );
+}
+
+/// The scalable demo-node service: every replica computes its route from the PTR name of its
+/// address, and the balancer's pool `scaled` discovers the service by name with the same rule.
+/// Nothing stops `--scale`: no container name, no published port.
+fn scalable_service_is_discovered(
+    svcs: &BTreeMap<String, Value>,
+    nodes: &BTreeMap<String, (Option<String>, u16, String)>,
+    bal: &Value,
+) {
+    let (name, port) = nodes
+        .iter()
+        .find_map(|(n, (route, port, _))| route.is_none().then_some((n.as_str(), *port)))
+        .expect("a demo-node service with --route-from-ptr");
+    let svc = &svcs[name];
+    assert!(
+        svc["container_name"].is_null(),
+        "{name}: container_name stops --scale"
+    );
+    assert!(
+        svc["ports"].is_null(),
+        "{name}: a published port stops --scale"
+    );
+    assert_eq!(svc["restart"].as_str(), Some("on-failure"), "{name}");
+    let hc = strings(&svc["healthcheck"]["test"]).join(" ");
+    assert!(
+        hc.contains(&format!("http://127.0.0.1:{port}/health")),
+        "{name}: {hc}"
+    );
+    let cmd = command(name, svc);
+    for test_only in ["--ptr-address", "--resolver"] {
+        assert!(
+            flag(&cmd, test_only).is_none(),
+            "{name}: {test_only} in {cmd:?}"
+        );
+    }
+
+    let pools = bal["pools"].as_sequence().expect("pools");
+    let discovered: Vec<&Value> = pools.iter().filter(|p| !p["discovery"].is_null()).collect();
+    assert_eq!(
+        discovered.len(),
+        1,
+        "one pool discovers the scalable service"
+    );
+    let pool = discovered[0];
+    assert!(pool["nodes"].is_null(), "the scalable pool lists no node");
+    let d = &pool["discovery"];
+    assert_eq!(str_of(&d["host"], "discovery.host"), name);
+    assert_eq!(d["port"].as_u64(), Some(u64::from(port)));
+    assert!(d["srv"].is_null(), "Docker's DNS has no SRV records");
+    assert_eq!(
+        d["route"].as_str().unwrap_or("first_label"),
+        "first_label",
+        "the rule of demo-node --route-from-ptr"
+    );
+    // A pool naming its host: the fixed nodes' pool keeps every other request.
+    let hosts = strings(&pool["hosts"]);
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert!(
+        hosts[0].ends_with(".localhost"),
+        "{hosts:?}: resolves to loopback"
+    );
+    assert_eq!(pool["binder"].as_str(), Some("translate"));
+    assert_eq!(
+        pool["health"]["path"].as_str(),
+        Some("/health"),
+        "the demo node's health page"
     );
 }
 
@@ -471,6 +551,9 @@ fn failover_script_is_sound_and_names_existing_services() {
     // The script maps route jvmN to service nodeN.
     assert!(script.contains("service=\"node${route#jvm}\""));
     for (name, (route, _, _)) in node_services(&yaml(COMPOSE_FILE)) {
+        // The scalable service's replicas are in another pool (`scaled`), which the script
+        // does not count through.
+        let Some(route) = route else { continue };
         assert_eq!(
             name.strip_prefix("node"),
             route.strip_prefix("jvm"),
@@ -647,7 +730,12 @@ async fn compose_topology_fails_over_with_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new());
     let mut text = read(BALANCER_CONFIG);
-    for (name, (_, port, _)) in node_services(&compose) {
+    for (name, (route, port, _)) in node_services(&compose) {
+        // The scalable service serves the pool `scaled`, which the script does not use (its
+        // route from a PTR lookup: tests/demo_node.rs).
+        if route.is_none() {
+            continue;
+        }
         let mut args = command(&name, &svcs[name.as_str()]);
         for (flag_name, value) in [
             ("--listen", "127.0.0.1:0".to_owned()),

@@ -1,0 +1,193 @@
+//! The route a demo node takes from DNS (`stickyroute demo-node --route-from-ptr`): the first
+//! label of the PTR name of its own address.
+//!
+//! Replicas started by `docker compose up --scale node=3` all run one command, so none can be
+//! told its route; each computes it instead, by the rule the balancer applies to a pool's
+//! `discovery.host` (the first label of each address's PTR name, see
+//! [`crate::core::discovery::RouteRule`]), so node and balancer agree without a list. Docker's
+//! DNS names a container's address `<project>-<service>-<N>.<network>.`: the replica
+//! `stickyroute-demo-node-2` has the route `stickyroute-demo-node-2`.
+//!
+//! Its own address: the one given (`--ptr-address`), else the first address its host name
+//! resolves to (`/etc/hosts` first, as the system resolves it) that is not loopback,
+//! unspecified or IPv6 link-local. In a container that is the address on its network. The PTR
+//! lookup asks the servers of `/etc/resolv.conf`, or the one given (`--resolver`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::{ResolveError, Resolver, TokioResolver};
+
+use crate::core::discovery::RouteRule;
+
+/// The separator of the demo node's session ids (`<id>.<route>`): a route never contains it.
+const SESSION_SEPARATOR: char = '.';
+/// The PTR lookup gives up after this (the resolver's own tries and timeouts included).
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(10);
+/// Where the host name is read (the UTS namespace's, what `hostname` prints), in order.
+const HOSTNAME_FILES: [&str; 2] = ["/proc/sys/kernel/hostname", "/etc/hostname"];
+
+/// Where the PTR lookup of `--route-from-ptr` starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PtrLookup {
+    /// The address whose PTR name gives the route; `None`: the host name's first usable one.
+    pub address: Option<IpAddr>,
+    /// The DNS server to ask; `None`: those of `/etc/resolv.conf`.
+    pub resolver: Option<SocketAddr>,
+}
+
+/// What `--route-from-ptr` found: the address, its PTR name and the route from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PtrRoute {
+    pub address: IpAddr,
+    pub name: String,
+    pub route: String,
+}
+
+/// Looks up the route of this node: its address (given or found), that address's PTR name,
+/// the name's first label. The error says which step failed and why.
+pub async fn route_from_ptr(lookup: &PtrLookup) -> Result<PtrRoute, String> {
+    let address = match lookup.address {
+        Some(a) => a,
+        None => own_address().await?,
+    };
+    let resolver = resolver(lookup.resolver)?;
+    let asked = lookup.resolver.map_or_else(
+        || "the resolvers of /etc/resolv.conf".to_owned(),
+        |r| r.to_string(),
+    );
+    let names = tokio::time::timeout(LOOKUP_DEADLINE, resolver.reverse_lookup(address))
+        .await
+        .map_err(|_| {
+            format!("PTR lookup of {address} (asked {asked}): no answer within {LOOKUP_DEADLINE:?}")
+        })?
+        .map_err(|e| ptr_error(address, &asked, &e))?;
+    let name = names
+        .iter()
+        .next()
+        .map(|ptr| ptr.0.to_utf8())
+        .ok_or_else(|| format!("no PTR record for {address} (asked {asked})"))?;
+    let route = first_label_route(&name)?;
+    Ok(PtrRoute {
+        address,
+        name,
+        route,
+    })
+}
+
+/// The demo node's route from PTR name `name`: its first label, valid as a route of the
+/// balancer and of the demo node alike.
+pub fn first_label_route(name: &str) -> Result<String, String> {
+    let route = RouteRule::FirstLabel.route(name, SESSION_SEPARATOR)?;
+    super::node::validate_route(&route).map_err(|e| format!("PTR name {name:?}: {e}"))?;
+    Ok(route)
+}
+
+fn ptr_error(address: IpAddr, asked: &str, e: &ResolveError) -> String {
+    if e.is_no_records_found() {
+        format!("no PTR record for {address} (asked {asked})")
+    } else {
+        format!("PTR lookup of {address} (asked {asked}) failed: {e}")
+    }
+}
+
+fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
+    Ok(match server {
+        Some(addr) => {
+            let servers = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
+            let config = ResolverConfig::from_parts(None, vec![], servers);
+            Resolver::builder_with_config(config, TokioConnectionProvider::default()).build()
+        }
+        None => Resolver::builder_tokio()
+            .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
+            .build(),
+    })
+}
+
+/// The first usable address the host name resolves to.
+async fn own_address() -> Result<IpAddr, String> {
+    let host = host_name()?;
+    let found: Vec<IpAddr> = tokio::net::lookup_host((host.as_str(), 0))
+        .await
+        .map_err(|e| format!("cannot resolve the host name {host:?}: {e} (give --ptr-address)"))?
+        .map(|a| a.ip())
+        .collect();
+    first_usable(&found).ok_or_else(|| {
+        format!(
+            "the host name {host:?} resolves to no address but loopback or link-local \
+             ({found:?}); give --ptr-address"
+        )
+    })
+}
+
+fn host_name() -> Result<String, String> {
+    HOSTNAME_FILES
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| !s.is_empty())
+        .ok_or_else(|| {
+            format!(
+                "cannot read the host name from {}; give --ptr-address",
+                HOSTNAME_FILES.join(" or ")
+            )
+        })
+}
+
+/// The first address that another host can reach this one at: not loopback, not unspecified,
+/// not IPv6 link-local (which needs an interface to mean anything).
+fn first_usable(addrs: &[IpAddr]) -> Option<IpAddr> {
+    addrs.iter().copied().find(|a| match a {
+        IpAddr::V4(v4) => !v4.is_loopback() && !v4.is_unspecified() && !v4.is_link_local(),
+        IpAddr::V6(v6) => !v6.is_loopback() && !v6.is_unspecified() && !v6.is_unicast_link_local(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_address_is_the_first_reachable_one() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases: [(&[&str], Option<&str>); 6] = [
+            (&["127.0.1.1", "172.18.0.3"], Some("172.18.0.3")),
+            (&["172.18.0.3", "10.0.0.7"], Some("172.18.0.3")),
+            (&["::1", "fe80::1", "fd00::5"], Some("fd00::5")),
+            (
+                &["0.0.0.0", "169.254.1.2", "192.168.1.9"],
+                Some("192.168.1.9"),
+            ),
+            (&["127.0.0.1", "::1"], None),
+            (&[], None),
+        ];
+        for (given, want) in cases {
+            let addrs: Vec<IpAddr> = given.iter().map(|s| ip(s)).collect();
+            assert_eq!(first_usable(&addrs), want.map(ip), "{given:?}");
+        }
+    }
+
+    #[test]
+    fn route_is_the_first_label_of_the_ptr_name() {
+        let cases: [(&str, Result<&str, &str>); 5] = [
+            (
+                "stickyroute-demo-node-2.stickyroute-demo_default.",
+                Ok("stickyroute-demo-node-2"),
+            ),
+            ("tomcat-0.tomcat.shop.svc.cluster.local", Ok("tomcat-0")),
+            ("node_1.", Ok("node_1")),
+            // Valid for the balancer, but the demo node's ids could not carry it.
+            ("jvm~1.example.", Err("may contain only")),
+            (".example.", Err("not a valid route")),
+        ];
+        for (name, want) in cases {
+            match (first_label_route(name), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{name}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{name}: {e}"),
+                (got, want) => panic!("{name}: {got:?}, expected {want:?}"),
+            }
+        }
+    }
+}
