@@ -237,6 +237,7 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+pub mod dns;
 pub mod load;
 pub mod services;
 pub mod wait;
