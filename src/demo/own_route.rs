@@ -11,14 +11,19 @@
 //! Its own address: the one given (`--ptr-address`), else the first address its host name
 //! resolves to (`/etc/hosts` first, as the system resolves it) that is not loopback,
 //! unspecified or IPv6 link-local. In a container that is the address on its network. The PTR
-//! lookup asks the servers of `/etc/resolv.conf`, or the one given (`--resolver`).
+//! lookup asks the servers of `/etc/resolv.conf`, or the one given (`--resolver`), through
+//! hickory's name-server layer: its `Resolver` answers a PTR query for 127.0.0.0/8 or `::1`
+//! itself with `localhost.` (RFC 6761), and a given loopback address must reach the server.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::{ResolveError, Resolver, TokioResolver};
+use hickory_resolver::config::{NameServerConfigGroup, ResolverOpts};
+use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
+use hickory_resolver::proto::op::Query;
+use hickory_resolver::proto::rr::{Name, RecordType};
+use hickory_resolver::proto::xfer::{DnsHandle, DnsRequestOptions, FirstAnswer};
+use hickory_resolver::proto::ProtoError;
 
 use crate::core::discovery::RouteRule;
 
@@ -53,23 +58,31 @@ pub async fn route_from_ptr(lookup: &PtrLookup) -> Result<PtrRoute, String> {
         Some(a) => a,
         None => own_address().await?,
     };
-    let resolver = resolver(lookup.resolver)?;
+    let (servers, opts) = name_servers(lookup.resolver)?;
     let asked = lookup.resolver.map_or_else(
         || "the resolvers of /etc/resolv.conf".to_owned(),
         |r| r.to_string(),
     );
-    let names = tokio::time::timeout(LOOKUP_DEADLINE, resolver.reverse_lookup(address))
+    let pool = NameServerPool::from_config(servers, opts, TokioConnectionProvider::default());
+    let query = Query::query(Name::from(address), RecordType::PTR);
+    let answer = pool
+        .lookup(query, DnsRequestOptions::default())
+        .first_answer();
+    let names: Vec<String> = tokio::time::timeout(LOOKUP_DEADLINE, answer)
         .await
         .map_err(|_| {
             format!("PTR lookup of {address} (asked {asked}): no answer within {LOOKUP_DEADLINE:?}")
         })?
-        .map_err(|e| ptr_error(address, &asked, &e))?;
-    let name = names
+        .map_err(|e| ptr_error(address, &asked, &e))?
+        .answers()
         .iter()
+        .filter_map(|r| r.data().as_ptr().map(|p| p.0.to_utf8()))
+        .collect();
+    let name = names
+        .into_iter()
         .next()
-        .map(|ptr| ptr.0.to_utf8())
         .ok_or_else(|| format!("no PTR record for {address} (asked {asked})"))?;
-    let route = first_label_route(&name)?;
+    let route = first_label_route(&name).map_err(|e| format!("{address}: {e}"))?;
     Ok(PtrRoute {
         address,
         name,
@@ -85,25 +98,29 @@ pub fn first_label_route(name: &str) -> Result<String, String> {
     Ok(route)
 }
 
-fn ptr_error(address: IpAddr, asked: &str, e: &ResolveError) -> String {
-    if e.is_no_records_found() {
+fn ptr_error(address: IpAddr, asked: &str, e: &ProtoError) -> String {
+    if e.is_no_records_found() || e.is_nx_domain() {
         format!("no PTR record for {address} (asked {asked})")
     } else {
         format!("PTR lookup of {address} (asked {asked}) failed: {e}")
     }
 }
 
-fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, String> {
-    Ok(match server {
-        Some(addr) => {
-            let servers = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
-            let config = ResolverConfig::from_parts(None, vec![], servers);
-            Resolver::builder_with_config(config, TokioConnectionProvider::default()).build()
+/// The servers to ask (UDP, then TCP for a truncated answer) and the options of the lookup.
+fn name_servers(
+    server: Option<SocketAddr>,
+) -> Result<(NameServerConfigGroup, ResolverOpts), String> {
+    match server {
+        Some(addr) => Ok((
+            NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true),
+            ResolverOpts::default(),
+        )),
+        None => {
+            let (config, opts) = hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?;
+            Ok((config.name_servers().to_vec().into(), opts))
         }
-        None => Resolver::builder_tokio()
-            .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
-            .build(),
-    })
+    }
 }
 
 /// The first usable address the host name resolves to.
