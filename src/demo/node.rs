@@ -301,6 +301,12 @@ impl RouteSource {
                 let found = route_from_ptr(lookup)
                     .await
                     .map_err(DemoNodeError::RouteFromPtr)?;
+                validate_route(&found.route).map_err(|e| {
+                    DemoNodeError::RouteFromPtr(format!(
+                        "{} (the PTR name of {}): {e}",
+                        found.name, found.address
+                    ))
+                })?;
                 info!(address = %found.address, ptr = %found.name, route = %found.route, "route from the PTR name of the node's address");
                 Ok(found.route)
             }
