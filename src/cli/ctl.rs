@@ -325,6 +325,7 @@ mod tests {
                 name: "app".into(),
                 binder: "translate".into(),
                 health_checks: false,
+                discovery: None,
                 nodes: ["jvm1", "jvm22"]
                     .iter()
                     .map(|r| crate::control::api::NodeReport {
@@ -344,6 +345,8 @@ mod tests {
                         connect_errors: 0,
                         upstream_errors: 0,
                         last_error: None,
+                        source: "file".into(),
+                        leaving: false,
                     })
                     .collect(),
             }],

@@ -397,6 +397,8 @@ pub struct PoolConfig {
     pub fail_on_status: Vec<u16>,
     /// Requests that may wait for one node at its `max_connections`; more get `503` at once.
     pub max_queue_per_node: u32,
+    /// The default of `nodes[].max_connections`, also for nodes added at runtime.
+    pub max_connections_per_node: Option<u32>,
     /// The file's nodes, then (in a running balancer's snapshot) the discovered and API ones.
     pub nodes: Vec<NodeConfig>,
     pub discovery: Option<DiscoveryConfig>,

@@ -85,6 +85,42 @@ pub struct PoolReport {
     pub binder: String,
     pub health_checks: bool,
     pub nodes: Vec<NodeReport>,
+    /// The pool's DNS discovery, when it has a `discovery` block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryReport>,
+}
+
+/// A pool's discovery source as last seen.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DiscoveryReport {
+    /// `srv` or `host`.
+    pub kind: String,
+    /// The name looked up.
+    pub name: String,
+    /// Unix milliseconds of the last lookup (0: none yet) and of the next.
+    pub last_lookup_ms: u64,
+    pub next_lookup_ms: u64,
+    /// Nodes the last good answer named.
+    pub records: usize,
+    /// The last lookup's error, while lookups fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The nodes in use are from an earlier answer: the last lookup failed, or gave no
+    /// records and the pool waits out `empty_grace`.
+    pub stale: bool,
+}
+
+/// `POST /api/v1/nodes?pool=NAME`: a node added at runtime (not written to the file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NewNode {
+    pub route: String,
+    /// `ip:port` or `host:port` (a host name is looked up at each new connection).
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,6 +150,16 @@ pub struct NodeReport {
     /// a cluster; never while the group is disconnected).
     pub drained: bool,
     pub last_error: Option<String>,
+    /// Where the node comes from: `file`, `discovery` or `api`.
+    #[serde(default = "file_source")]
+    pub source: String,
+    /// It left (DNS no longer names it, or its removal was asked): it drains, then goes.
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+fn file_source() -> String {
+    "file".into()
 }
 
 /// The result of a state change.

@@ -19,6 +19,11 @@ use prometheus_client::registry::Registry;
 
 use crate::core::binder::RebindResult;
 use crate::core::node_state::NodeState;
+use crate::config::NodeSource;
+use crate::state::discovery::LookupResult;
+use crate::state::metrics::{
+    DISCOVERY_CONFLICTS, DISCOVERY_LOOKUPS, DISCOVERY_NODES, NODES_ADDED, NODES_REMOVED,
+};
 use crate::state::metrics::{
     ACCESS_LOG_DROPPED, ACCESS_LOG_DROPPED_LINES, CLUSTER_CONNECTED, CLUSTER_DISCONNECTS,
     CLUSTER_ERRORS, CLUSTER_INSTANCES, CONFIG_RELOADS, FAILOVERS, HEALTH_TRANSITIONS, NODE_DRAINED,
@@ -99,6 +104,7 @@ impl Collector for Scrape {
         node_capacity(&mut enc, b, &snap)?;
         pools(&mut enc, &snap)?;
         registry_and_process(&mut enc, b)?;
+        discovery(&mut enc, b, &snap)?;
         cluster(&mut enc, b)
     }
 }
@@ -416,6 +422,56 @@ fn pools(enc: &mut Enc, snap: &Snapshot) -> std::fmt::Result {
         "Rename failovers of ids the store had just said it does not know, answered without asking it",
         &unknown_cached,
     )
+}
+
+/// Discovery lookups and nodes (pools with `discovery`), and nodes added and removed at
+/// runtime (every pool that had any). A removed node's own series end with it.
+fn discovery(enc: &mut Enc, b: &Balancer, snap: &Snapshot) -> std::fmt::Result {
+    let counters = b.discovery.counters();
+    let mut lookups = Vec::new();
+    let mut nodes = Vec::new();
+    let mut conflicts = Vec::new();
+    for pool in snap.pools.iter().filter(|p| p.cfg.discovery.is_some()) {
+        let name = pool.cfg.name.as_str();
+        let c = counters.get(name);
+        for r in LookupResult::ALL {
+            let v = c.and_then(|c| c.lookups.get(&r)).copied().unwrap_or(0);
+            lookups.push(([("pool", name), ("result", r.as_str())], v));
+        }
+        let present = pool
+            .nodes
+            .iter()
+            .filter(|n| n.source == NodeSource::Discovery)
+            .count()
+            .saturating_sub(leaving_discovered(b, name));
+        nodes.push(([("pool", name)], present as i64));
+        conflicts.push(([("pool", name)], c.map_or(0, |c| c.conflicts)));
+    }
+    counter_family(enc, DISCOVERY_LOOKUPS, "DNS lookups of a pool's discovery, by result", &lookups)?;
+    gauge_family(enc, DISCOVERY_NODES, "Nodes the pool's discovery names now", &nodes)?;
+    counter_family(enc, DISCOVERY_CONFLICTS, "Discovered routes another node already had", &conflicts)?;
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    for (pool, c) in &counters {
+        for source in [NodeSource::Discovery, NodeSource::Api] {
+            let s = source.as_str();
+            let labels = [("pool", pool.as_str()), ("source", s)];
+            added.push((labels, c.added.get(s).copied().unwrap_or(0)));
+            removed.push((labels, c.removed.get(s).copied().unwrap_or(0)));
+        }
+    }
+    counter_family(enc, NODES_ADDED, "Nodes that joined at runtime, by source", &added)?;
+    counter_family(enc, NODES_REMOVED, "Runtime nodes removed, by source", &removed)
+}
+
+/// Discovered nodes of `pool` that are leaving.
+fn leaving_discovered(b: &Balancer, pool: &str) -> usize {
+    b.sources().nodes.pool(pool).map_or(0, |nodes| {
+        nodes
+            .values()
+            .filter(|n| n.cfg.source == NodeSource::Discovery && n.leaving.is_some())
+            .count()
+    })
 }
 
 /// The session registry, the access log and config reloads.

@@ -34,6 +34,7 @@ pub mod admin;
 pub mod api;
 #[cfg(feature = "redis-store")]
 pub mod cluster;
+pub mod discovery;
 pub mod exposition;
 pub mod health;
 pub mod html;
@@ -52,6 +53,7 @@ use crate::proxy::tls::TlsError;
 use crate::proxy::workers::Workers;
 use crate::state::snapshot::SnapshotError;
 use crate::state::Balancer;
+use discovery::DiscoveryTasks;
 use health::HealthChecks;
 
 /// Reads and validates a config file, then applies `STICKYROUTE_ADMIN_TOKEN` (when set and not
@@ -110,6 +112,7 @@ struct State {
     listeners: Vec<ListenerHandle>,
     admin: Option<AdminHandle>,
     health: HealthChecks,
+    discovery: DiscoveryTasks,
 }
 
 /// Addresses currently served.
@@ -175,6 +178,7 @@ impl Control {
                 listeners: Vec::new(),
                 admin: None,
                 health: HealthChecks::default(),
+                discovery: DiscoveryTasks::default(),
             }),
             addrs: Mutex::new(Addrs::default()),
         });
@@ -188,8 +192,13 @@ impl Control {
             st.admin = Some(control.serve_admin(bind, listener));
         }
         st.health.reconcile(&balancer.snapshot(), &control.shutdown);
+        st.discovery.reconcile(&control, &control.shutdown);
         control.tracker.spawn(sweeper::run_sweeper(
             balancer.clone(),
+            control.shutdown.child_token(),
+        ));
+        control.tracker.spawn(discovery::run_removals(
+            Arc::downgrade(&control),
             control.shutdown.child_token(),
         ));
         control.publish_addrs(&st);
@@ -313,11 +322,23 @@ impl Control {
         self.shutdown.is_cancelled()
     }
 
+    /// Starts and stops health checkers for the nodes of the current snapshot (after nodes
+    /// joined or left at runtime).
+    pub async fn reconcile_health(&self) {
+        let mut st = self.state.lock().await;
+        if !self.shutdown.is_cancelled() {
+            st.health.reconcile(&self.balancer.snapshot(), &self.shutdown);
+        }
+    }
+
     /// Waits until shutdown is requested and every listener has drained: the proxy listeners
     /// and the other tasks first, the admin listener last.
     pub async fn wait(&self) {
         self.shutdown.cancelled().await;
-        self.state.lock().await.health.stop();
+        let mut st = self.state.lock().await;
+        st.health.stop();
+        st.discovery.stop();
+        drop(st);
         self.tracker.close();
         self.tracker.wait().await;
         self.drained.cancel();

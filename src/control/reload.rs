@@ -74,6 +74,7 @@ impl Control {
         self.switch_listeners(&mut st, plan, &mut report).await;
         self.switch_admin(&mut st, admin_plan, &mut report).await;
         st.health.reconcile(&snap, &self.shutdown);
+        st.discovery.reconcile(self, &self.shutdown);
         self.publish_addrs(&st);
         drop(st);
         self.balancer.metrics.record_reload(true);

@@ -36,6 +36,21 @@ pub const UPSTREAM_ERRORS: &str = "stickyroute_upstream_errors";
 /// `stickyroute_failovers_total{pool,node,direction}`: sessions moved to (`in`) or away from
 /// (`out`) a node.
 pub const FAILOVERS: &str = "stickyroute_failovers";
+/// `stickyroute_discovery_lookups_total{pool,result}`: DNS lookups of a pool's discovery,
+/// `result` = `ok`, `empty` (no records) or `error`.
+pub const DISCOVERY_LOOKUPS: &str = "stickyroute_discovery_lookups";
+/// `stickyroute_discovery_nodes{pool}`: nodes the pool's discovery names now (leaving ones
+/// excluded).
+pub const DISCOVERY_NODES: &str = "stickyroute_discovery_nodes";
+/// `stickyroute_discovery_conflicts_total{pool}`: discovered routes a file or API node already
+/// had (the existing node wins).
+pub const DISCOVERY_CONFLICTS: &str = "stickyroute_discovery_conflicts";
+/// `stickyroute_nodes_added_total{pool,source}`: nodes that joined at runtime, `source` =
+/// `discovery` or `api`.
+pub const NODES_ADDED: &str = "stickyroute_nodes_added";
+/// `stickyroute_nodes_removed_total{pool,source}`: runtime nodes removed (drained, at their
+/// deadline, or dropped by a reload).
+pub const NODES_REMOVED: &str = "stickyroute_nodes_removed";
 /// `stickyroute_rebinds_total{pool,binder,result}`.
 pub const REBINDS: &str = "stickyroute_rebinds";
 /// `stickyroute_store_errors_total{pool}`: session store failures of the `rename` binder.

@@ -153,6 +153,8 @@ mod tests {
             live_sessions: live,
             drained: state != "active" && state != "standby" && live == 0,
             last_error: None,
+            source: "file".into(),
+            leaving: false,
         }
     }
 
@@ -165,6 +167,7 @@ mod tests {
                 name: name.into(),
                 binder: "translate".into(),
                 health_checks: false,
+                discovery: None,
                 nodes,
             }).collect::<Vec<_>>(),
         }))

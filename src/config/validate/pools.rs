@@ -130,6 +130,7 @@ fn validate_pool(p: RawPool, key: &str, sep: char, ctx: &Ctx) -> Result<PoolConf
         health,
         fail_on_status: p.fail_on_status,
         max_queue_per_node: p.max_queue_per_node,
+        max_connections_per_node: per_node,
         nodes,
         discovery,
     })

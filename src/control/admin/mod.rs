@@ -7,6 +7,8 @@
 //! | `GET /`                           | live status page (`status_page.js`): charts, drain progress, buttons |
 //! | `GET /api/v1/status`              | [`crate::control::api::StatusReport`] as JSON                              |
 //! | `POST /api/v1/nodes/{route}/state`| body `{"state":"draining"}`; `?pool=NAME` to pick one pool |
+//! | `POST /api/v1/nodes?pool=NAME`   | add a node at runtime: `{"route","address","weight"?,"domain"?}` (`201`, `409` exists) |
+//! | `DELETE /api/v1/nodes/{route}?pool=NAME` | drain, then remove, a node added through the API (`202`) |
 //! | `POST /api/v1/reload`             | re-read the config file ([`crate::control::api::ReloadReport`] or `422`)   |
 //! | `GET /metrics`                    | Prometheus text; OpenMetrics when the `Accept` header asks |
 //! | `GET /live`                       | `ok`, always open (container health checks)           |
@@ -48,6 +50,7 @@ use crate::state::operator::OperatorError;
 use crate::state::Balancer;
 
 mod auth;
+mod nodes;
 mod page;
 mod report;
 
@@ -278,6 +281,21 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
             }
             reload(control).await
         }
+        ("/api/v1/nodes", _) => {
+            if method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            if let Err(e) = auth::authorize(req.headers(), token.as_deref()) {
+                return auth::unauthorized(e);
+            }
+            post_node(balancer, control, req).await
+        }
+        (p, None) if p.starts_with("/api/v1/nodes/") && method == Method::DELETE => {
+            if let Err(e) = auth::authorize(req.headers(), token.as_deref()) {
+                return auth::unauthorized(e);
+            }
+            delete_node(balancer, &p["/api/v1/nodes/".len()..], &req)
+        }
         (_, Some(raw_route)) => {
             if method != Method::POST {
                 return method_not_allowed("POST");
@@ -383,6 +401,63 @@ async fn post_state(balancer: &Balancer, raw_route: &str, req: Request<Incoming>
         Err(e) => error(e),
     }
 }
+/// The `pool` query parameter: `Err` when present but malformed.
+fn pool_param(req: &Request<Incoming>) -> Result<Option<String>, AdminResponse> {
+    match query_param(req.uri().query(), "pool") {
+        None => Ok(None),
+        Some(Some(p)) => Ok(Some(p)),
+        Some(None) => Err(error(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed pool parameter",
+        ))),
+    }
+}
+
+/// `POST /api/v1/nodes?pool=NAME` (authorized): `201` with the node, and its health checks
+/// started.
+async fn post_node(
+    balancer: &Balancer,
+    control: &Arc<Control>,
+    req: Request<Incoming>,
+) -> AdminResponse {
+    let pool = match pool_param(&req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(e) => return error(e),
+    };
+    match nodes::add(balancer, pool.as_deref(), &body) {
+        Ok(node) => {
+            control.reconcile_health().await;
+            json(StatusCode::CREATED, &node)
+        }
+        Err((status, reason)) => error(ApiError::new(status, reason)),
+    }
+}
+
+/// `DELETE /api/v1/nodes/{route}?pool=NAME` (authorized): `202`, the node drains, then goes.
+fn delete_node(balancer: &Balancer, raw_route: &str, req: &Request<Incoming>) -> AdminResponse {
+    let Some(route) = decode_path_segment(raw_route).filter(|r| !r.is_empty() && !r.contains('/')) else {
+        return error(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed route in the path",
+        ));
+    };
+    let pool = match pool_param(req) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match nodes::remove(balancer, pool.as_deref(), &route) {
+        Ok(()) => json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({"route": route, "removal": "draining"}),
+        ),
+        Err((status, reason)) => error(ApiError::new(status, reason)),
+    }
+}
+
 /// Serves the admin API on `listener` until `stop`, then gives open requests `grace`.
 pub async fn serve(
     listener: TcpListener,

@@ -100,6 +100,7 @@ mod tests {
                 name: "p\"<script>".into(),
                 binder: "translate".into(),
                 health_checks: false,
+                discovery: None,
                 nodes: vec![NodeReport {
                     route: "jvm1".into(),
                     address: "127.0.0.1:1".into(),
@@ -117,6 +118,8 @@ mod tests {
                     live_sessions: 0,
                     drained: false,
                     last_error: Some("<img src=x onerror=alert(1)>".into()),
+                    source: "file".into(),
+                    leaving: false,
                 }],
             }],
             cluster: None,

@@ -2,7 +2,7 @@
 //! `GET /api/v1/status` answers and the status page shows.
 
 use crate::control::api::{
-    ClusterReport, InstanceNodeReport, InstanceReport, NodeReport, PoolReport, RegistryReport,
+    ClusterReport, DiscoveryReport, InstanceNodeReport, InstanceReport, NodeReport, PoolReport, RegistryReport,
     StatusReport,
 };
 use crate::state::node::now_ms;
@@ -11,6 +11,7 @@ use crate::state::Balancer;
 /// Builds the status report from the current snapshot.
 pub fn status(balancer: &Balancer) -> StatusReport {
     let snap = balancer.snapshot();
+    let runtime = balancer.sources().nodes.clone();
     let now = now_ms();
     let reg = balancer.registry.stats();
     StatusReport {
@@ -28,6 +29,18 @@ pub fn status(balancer: &Balancer) -> StatusReport {
                 name: p.cfg.name.clone(),
                 binder: p.cfg.binder.as_str().to_string(),
                 health_checks: p.cfg.health.is_some(),
+                discovery: p.cfg.discovery.as_ref().map(|_| {
+                    let s = balancer.discovery.source(&p.cfg.name).unwrap_or_default();
+                    DiscoveryReport {
+                        kind: s.kind.to_string(),
+                        name: s.name,
+                        last_lookup_ms: s.last_lookup_ms,
+                        next_lookup_ms: s.next_lookup_ms,
+                        records: s.records,
+                        error: s.error,
+                        stale: s.stale,
+                    }
+                }),
                 nodes: p
                     .nodes
                     .iter()
@@ -54,6 +67,10 @@ pub fn status(balancer: &Balancer) -> StatusReport {
                             live_sessions: view.live_sessions,
                             drained: view.drained,
                             last_error: rt.health.last_error(),
+                            source: n.source.as_str().to_string(),
+                            leaving: runtime
+                                .get(&p.cfg.name, &n.route)
+                                .is_some_and(|r| r.leaving.is_some()),
                         }
                     })
                     .collect(),
