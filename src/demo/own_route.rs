@@ -76,7 +76,7 @@ pub async fn route_from_ptr(lookup: &PtrLookup) -> Result<PtrRoute, String> {
         .map_err(|e| ptr_error(address, &asked, &e))?
         .answers()
         .iter()
-        .filter_map(|r| r.data().as_ptr().map(|p| p.0.to_utf8()))
+        .filter_map(|r| r.data().as_ptr().map(|p| p.0.to_ascii()))
         .collect();
     let name = names
         .into_iter()
@@ -90,7 +90,8 @@ pub async fn route_from_ptr(lookup: &PtrLookup) -> Result<PtrRoute, String> {
     })
 }
 
-/// The route from PTR name `name`: its first label, checked as the balancer checks a route
+/// The route from PTR name `name` (in ASCII presentation form, as the balancer reads it): its
+/// first label, checked as the balancer checks a route
 /// (the demo node's own, narrower, check is `node::validate_route`).
 pub fn first_label_route(name: &str) -> Result<String, String> {
     RouteRule::FirstLabel.route(name, SESSION_SEPARATOR)
