@@ -116,22 +116,15 @@ impl SourceTask {
                     r.unwrap_or_else(|_| (Lookup::Failed(format!("no answer within {LOOKUP_DEADLINE:?}")), None))
                 }
             };
-            let Some(control) = self.control.upgrade() else {
-                return;
-            };
+            let Some(control) = self.control.upgrade() else { return };
             let wait = next_lookup_in(ttl, self.cfg.min_interval, self.cfg.max_interval);
             self.record(&control.balancer, &lookup, wait, &mut last_error);
             if let Verdict::Set(found) = watch.judge(&lookup, now_ms(), self.cfg.empty_grace) {
                 match control.balancer.discovered(&self.pool, &found) {
                     Ok(()) => control.reconcile_health().await,
-                    Err(e) => {
-                        tracing::warn!(pool = %self.pool, error = %e, "discovery: set not applied")
-                    }
+                    Err(e) => tracing::warn!(pool = %self.pool, error = %e, "discovery: set not applied"),
                 }
-                control
-                    .balancer
-                    .discovery
-                    .update(&self.pool, |s| s.stale = false);
+                control.balancer.discovery.update(&self.pool, |s| s.stale = false);
             }
             drop(control);
             tokio::select! {
@@ -211,11 +204,7 @@ fn build_resolver(server: Option<SocketAddr>) -> Result<TokioResolver, ResolveEr
 }
 
 /// One lookup of `cfg`'s name: the nodes it names and the smallest TTL seen.
-async fn lookup(
-    resolver: &TokioResolver,
-    cfg: &DiscoveryConfig,
-    sep: char,
-) -> (Lookup, Option<u32>) {
+async fn lookup(resolver: &TokioResolver, cfg: &DiscoveryConfig, sep: char) -> (Lookup, Option<u32>) {
     let result = match &cfg.source {
         DiscoverySource::Srv(name) => lookup_srv(resolver, name, cfg, sep).await,
         DiscoverySource::Host { name, port } => lookup_host(resolver, name, *port, cfg, sep).await,
@@ -241,12 +230,8 @@ enum Outcome {
 
 /// NXDOMAIN and NOERROR-without-records are an empty answer; anything else a failure.
 fn classify(e: &ResolveError) -> Outcome {
-    if let Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) = e.proto().map(|p| p.kind())
-    {
-        if matches!(
-            *response_code,
-            ResponseCode::NXDomain | ResponseCode::NoError
-        ) {
+    if let Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) = e.proto().map(|p| p.kind()) {
+        if matches!(*response_code, ResponseCode::NXDomain | ResponseCode::NoError) {
             return Outcome::Empty;
         }
         return Outcome::Failed(format!("server answered {response_code}"));
@@ -269,10 +254,7 @@ async fn lookup_srv(
     for r in srv.as_lookup().records() {
         ttl = min_ttl(ttl, r.ttl());
     }
-    let mut records: Vec<_> = srv
-        .iter()
-        .map(|s| (s.priority(), s.target().clone(), s.port()))
-        .collect();
+    let mut records: Vec<_> = srv.iter().map(|s| (s.priority(), s.target().clone(), s.port())).collect();
     records.sort_by_key(|(priority, _, _)| *priority);
     let mut found = Vec::new();
     for (_, target, port) in records {
@@ -332,9 +314,7 @@ async fn lookup_host(
                 f => return Err(f),
             },
         };
-        let Some(ptr_name) = ptr.iter().next().map(|n| n.0.to_ascii()) else {
-            continue;
-        };
+        let Some(ptr_name) = ptr.iter().next().map(|n| n.0.to_ascii()) else { continue };
         match cfg.route.route(&ptr_name, sep) {
             Ok(route) => found.push(Found {
                 route,
@@ -356,9 +336,7 @@ pub async fn run_removals(control: Weak<Control>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(control) = control.upgrade() else {
-            return;
-        };
+        let Some(control) = control.upgrade() else { return };
         match control.balancer.remove_drained() {
             Ok(0) => {}
             Ok(_) => control.reconcile_health().await,

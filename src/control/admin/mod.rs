@@ -439,8 +439,7 @@ async fn post_node(
 
 /// `DELETE /api/v1/nodes/{route}?pool=NAME` (authorized): `202`, the node drains, then goes.
 fn delete_node(balancer: &Balancer, raw_route: &str, req: &Request<Incoming>) -> AdminResponse {
-    let Some(route) = decode_path_segment(raw_route).filter(|r| !r.is_empty() && !r.contains('/'))
-    else {
+    let Some(route) = decode_path_segment(raw_route).filter(|r| !r.is_empty() && !r.contains('/')) else {
         return error(ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed route in the path",
