@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use crate::cli::turnover::remaining::TurnoverError;
-use crate::control::api::{ReloadReport, StateChange, StatusReport};
+use crate::control::api::{NewNode, ReloadReport, StateChange, StatusReport};
 use crate::core::node_state::NodeState;
 
 /// Bound on one admin request (a reload may bind listeners).
@@ -35,6 +35,9 @@ pub enum CtlError {
     Decode(String),
     #[error(transparent)]
     Turnover(Box<TurnoverError>),
+    /// A wait (`ctl remove-node`) ran out of time.
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 impl From<TurnoverError> for CtlError {
@@ -96,6 +99,19 @@ impl Client {
         }
         let body = serde_json::json!({ "state": state.as_str() }).to_string();
         self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `POST /api/v1/nodes?pool=POOL`: adds a node at runtime.
+    pub async fn add_node(&self, pool: &str, node: &NewNode) -> Result<NewNode, CtlError> {
+        let body = serde_json::to_string(node).map_err(|e| CtlError::Decode(e.to_string()))?;
+        let path = format!("/api/v1/nodes?pool={}", encode(pool));
+        self.call(Method::POST, &path, Some(body)).await
+    }
+
+    /// `DELETE /api/v1/nodes/{route}?pool=POOL`: starts the removal of a runtime node.
+    pub async fn remove_node(&self, pool: &str, route: &str) -> Result<(), CtlError> {
+        let path = format!("/api/v1/nodes/{}?pool={}", encode(route), encode(pool));
+        self.send(Method::DELETE, &path, None).await.map(|_| ())
     }
 
     /// `POST /api/v1/reload`.

@@ -1,7 +1,8 @@
 //! `stickyroute ctl`: the admin API from the command line.
 //!
 //! `ctl status | drain ROUTE | disable ROUTE | activate ROUTE | standby ROUTE | reload |
-//! turnover ROUTE` ([`crate::cli::turnover`]), with
+//! turnover ROUTE` ([`crate::cli::turnover`]) `| add-node ROUTE ADDRESS | remove-node ROUTE`
+//! ([`crate::cli::node_changes`]), with
 //! `--admin URL` (default `http://127.0.0.1:9901`), `--token` (or `STICKYROUTE_ADMIN_TOKEN`) and
 //! `--json`. Output is a readable table by default; a failure exits non-zero with the server's
 //! reason. It runs on [`Client`] (from [`crate::cli::client`], re-exported here with
@@ -9,6 +10,7 @@
 
 use std::fmt::Write as _;
 
+use crate::cli::node_changes::{self, AddNodeArgs, RemoveNodeArgs};
 use crate::cli::turnover::{self, TurnoverArgs};
 use crate::control::api::{ClusterReport, StatusReport};
 use crate::control::api::{ReloadReport, ADMIN_TOKEN_ENV};
@@ -52,6 +54,11 @@ pub enum CtlCommand {
     /// Disable (or drain) a node and wait until it has no live session and no request in
     /// flight: then it can be restarted. Exit 0 when it can, 3 at the timeout.
     Turnover(TurnoverArgs),
+    /// Add a node to a pool at runtime (not written to the file; a restart forgets it).
+    AddNode(AddNodeArgs),
+    /// Drain a node added with add-node, and wait until it is removed. Exit 0 when it is
+    /// gone, 3 at the timeout.
+    RemoveNode(RemoveNodeArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -92,6 +99,8 @@ pub async fn run(args: &CtlArgs) -> Result<String, CtlError> {
             text.push_str(&turnover::remaining::done_text(&t.route, elapsed));
             return Ok(text);
         }
+        CtlCommand::AddNode(a) => return node_changes::add(&client, a).await,
+        CtlCommand::RemoveNode(r) => return node_changes::remove(&client, r).await,
         CtlCommand::Drain(r) => state_cmd(r, NodeState::Draining),
         CtlCommand::Disable(r) => state_cmd(r, NodeState::Disabled),
         CtlCommand::Activate(r) => state_cmd(r, NodeState::Active),
@@ -132,7 +141,7 @@ pub async fn run_cli(args: CtlArgs) -> std::process::ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::ExitCode::from(1)
+            std::process::ExitCode::from(node_changes::exit_code(&e))
         }
     }
 }

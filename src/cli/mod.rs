@@ -3,11 +3,13 @@
 //! needs only `control::api`'s types), with `ctl turnover` in `turnover`.
 //!
 //! From the leaves up: `turnover::remaining` (what a status report says of a node being turned
-//! over), `client` (the admin API over HTTP), `turnover`, `ctl`; `check` and `serve` stand
+//! over), `client` (the admin API over HTTP), `turnover`, `node_changes` (`ctl add-node`,
+//! `ctl remove-node`), `ctl`; `check` and `serve` stand
 //! apart.
 
 pub mod check;
 pub mod client;
 pub mod ctl;
+pub mod node_changes;
 pub mod serve;
 pub mod turnover;

@@ -52,7 +52,7 @@ pub struct TurnoverArgs {
     pub timeout: Duration,
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     // The config's parser: the same units, and the same upper bound (`1y`).
     let d = crate::config::duration::parse(s)
         .map_err(|e| format!("{e} (expected a duration like 90s, 10m or 1h)"))?;

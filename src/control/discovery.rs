@@ -13,9 +13,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfigGroup, ResolveHosts, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::config::{
+    LookupIpStrategy, NameServerConfigGroup, ResolveHosts, ResolverConfig, ResolverOpts,
+};
+use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
+use hickory_resolver::proto::op::{Query, ResponseCode};
+use hickory_resolver::proto::rr::{Name, RecordType};
+use hickory_resolver::proto::xfer::{DnsHandle, DnsRequestOptions, FirstAnswer};
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{ResolveError, Resolver, TokioResolver};
 use tokio_util::sync::CancellationToken;
@@ -116,15 +120,22 @@ impl SourceTask {
                     r.unwrap_or_else(|_| (Lookup::Failed(format!("no answer within {LOOKUP_DEADLINE:?}")), None))
                 }
             };
-            let Some(control) = self.control.upgrade() else { return };
+            let Some(control) = self.control.upgrade() else {
+                return;
+            };
             let wait = next_lookup_in(ttl, self.cfg.min_interval, self.cfg.max_interval);
             self.record(&control.balancer, &lookup, wait, &mut last_error);
             if let Verdict::Set(found) = watch.judge(&lookup, now_ms(), self.cfg.empty_grace) {
                 match control.balancer.discovered(&self.pool, &found) {
                     Ok(()) => control.reconcile_health().await,
-                    Err(e) => tracing::warn!(pool = %self.pool, error = %e, "discovery: set not applied"),
+                    Err(e) => {
+                        tracing::warn!(pool = %self.pool, error = %e, "discovery: set not applied")
+                    }
                 }
-                control.balancer.discovery.update(&self.pool, |s| s.stale = false);
+                control
+                    .balancer
+                    .discovery
+                    .update(&self.pool, |s| s.stale = false);
             }
             drop(control);
             tokio::select! {
@@ -182,29 +193,66 @@ impl SourceTask {
     }
 }
 
-fn build_resolver(server: Option<SocketAddr>) -> Result<TokioResolver, ResolveError> {
-    let mut builder = match server {
-        Some(addr) => Resolver::builder_with_config(
+/// The resolver of one discovery source: hickory's for names, and a pool of the same name
+/// servers for PTR queries, which hickory's resolver answers itself for loopback and other
+/// special-use addresses (RFC 6761) without asking the server.
+struct Dns {
+    resolver: TokioResolver,
+    servers: NameServerPool<TokioConnectionProvider>,
+}
+
+fn build_resolver(server: Option<SocketAddr>) -> Result<Dns, ResolveError> {
+    let (config, mut opts) = match server {
+        Some(addr) => (
             ResolverConfig::from_parts(
                 None,
                 Vec::new(),
                 NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true),
             ),
-            TokioConnectionProvider::default(),
+            ResolverOpts::default(),
         ),
-        None => Resolver::builder_tokio()?,
+        None => hickory_resolver::system_conf::read_system_conf()?,
     };
-    let opts = builder.options_mut();
     // Every lookup asks the server: the lookup interval follows the records' TTLs itself.
     opts.cache_size = 0;
     opts.timeout = Duration::from_secs(2);
     opts.attempts = 2;
     opts.use_hosts_file = ResolveHosts::Never;
-    Ok(builder.build())
+    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    let servers = NameServerPool::from_config(
+        NameServerConfigGroup::from(config.name_servers().to_vec()),
+        opts.clone(),
+        TokioConnectionProvider::default(),
+    );
+    let resolver = Resolver::builder_with_config(config, TokioConnectionProvider::default())
+        .with_options(opts)
+        .build();
+    Ok(Dns { resolver, servers })
+}
+
+impl Dns {
+    /// The PTR names of `ip`, asked of the servers themselves.
+    async fn ptr(&self, ip: IpAddr) -> Result<(Vec<String>, Option<u32>), ResolveError> {
+        let query = Query::query(Name::from(ip), RecordType::PTR);
+        let answer = self
+            .servers
+            .lookup(query, DnsRequestOptions::default())
+            .first_answer()
+            .await?;
+        let mut ttl = None;
+        let mut names = Vec::new();
+        for r in answer.answers() {
+            if let Some(p) = r.data().as_ptr() {
+                names.push(p.0.to_ascii());
+                ttl = min_ttl(ttl, r.ttl());
+            }
+        }
+        Ok((names, ttl))
+    }
 }
 
 /// One lookup of `cfg`'s name: the nodes it names and the smallest TTL seen.
-async fn lookup(resolver: &TokioResolver, cfg: &DiscoveryConfig, sep: char) -> (Lookup, Option<u32>) {
+async fn lookup(resolver: &Dns, cfg: &DiscoveryConfig, sep: char) -> (Lookup, Option<u32>) {
     let result = match &cfg.source {
         DiscoverySource::Srv(name) => lookup_srv(resolver, name, cfg, sep).await,
         DiscoverySource::Host { name, port } => lookup_host(resolver, name, *port, cfg, sep).await,
@@ -230,11 +278,20 @@ enum Outcome {
 
 /// NXDOMAIN and NOERROR-without-records are an empty answer; anything else a failure.
 fn classify(e: &ResolveError) -> Outcome {
-    if let Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) = e.proto().map(|p| p.kind()) {
-        if matches!(*response_code, ResponseCode::NXDomain | ResponseCode::NoError) {
+    if let Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) = e.proto().map(|p| p.kind())
+    {
+        if matches!(
+            *response_code,
+            ResponseCode::NXDomain | ResponseCode::NoError
+        ) {
             return Outcome::Empty;
         }
-        return Outcome::Failed(format!("server answered {response_code}"));
+        let code = match *response_code {
+            ResponseCode::ServFail => "SERVFAIL".to_string(),
+            ResponseCode::Refused => "REFUSED".to_string(),
+            other => other.to_string(),
+        };
+        return Outcome::Failed(format!("the server answered {code}"));
     }
     Outcome::Failed(e.to_string())
 }
@@ -244,17 +301,21 @@ fn min_ttl(a: Option<u32>, b: u32) -> Option<u32> {
 }
 
 async fn lookup_srv(
-    resolver: &TokioResolver,
+    dns: &Dns,
     name: &str,
     cfg: &DiscoveryConfig,
     sep: char,
 ) -> Result<(Vec<Found>, Option<u32>), Outcome> {
+    let resolver = &dns.resolver;
     let srv = resolver.srv_lookup(name).await.map_err(|e| classify(&e))?;
     let mut ttl = None;
     for r in srv.as_lookup().records() {
         ttl = min_ttl(ttl, r.ttl());
     }
-    let mut records: Vec<_> = srv.iter().map(|s| (s.priority(), s.target().clone(), s.port())).collect();
+    let mut records: Vec<_> = srv
+        .iter()
+        .map(|s| (s.priority(), s.target().clone(), s.port()))
+        .collect();
     records.sort_by_key(|(priority, _, _)| *priority);
     let mut found = Vec::new();
     for (_, target, port) in records {
@@ -290,13 +351,17 @@ async fn lookup_srv(
 }
 
 async fn lookup_host(
-    resolver: &TokioResolver,
+    dns: &Dns,
     name: &str,
     port: u16,
     cfg: &DiscoveryConfig,
     sep: char,
 ) -> Result<(Vec<Found>, Option<u32>), Outcome> {
-    let ips = resolver.lookup_ip(name).await.map_err(|e| classify(&e))?;
+    let ips = dns
+        .resolver
+        .lookup_ip(name)
+        .await
+        .map_err(|e| classify(&e))?;
     let mut ttl = None;
     for r in ips.as_lookup().records() {
         ttl = min_ttl(ttl, r.ttl());
@@ -304,7 +369,7 @@ async fn lookup_host(
     let addrs: Vec<IpAddr> = ips.iter().collect();
     let mut found = Vec::new();
     for ip in addrs {
-        let ptr = match resolver.reverse_lookup(ip).await {
+        let (names, ptr_ttl) = match dns.ptr(ip).await {
             Ok(p) => p,
             Err(e) => match classify(&e) {
                 Outcome::Empty => {
@@ -314,7 +379,12 @@ async fn lookup_host(
                 f => return Err(f),
             },
         };
-        let Some(ptr_name) = ptr.iter().next().map(|n| n.0.to_ascii()) else { continue };
+        if let Some(t) = ptr_ttl {
+            ttl = min_ttl(ttl, t);
+        }
+        let Some(ptr_name) = names.into_iter().next() else {
+            continue;
+        };
         match cfg.route.route(&ptr_name, sep) {
             Ok(route) => found.push(Found {
                 route,
@@ -336,7 +406,9 @@ pub async fn run_removals(control: Weak<Control>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(control) = control.upgrade() else { return };
+        let Some(control) = control.upgrade() else {
+            return;
+        };
         match control.balancer.remove_drained() {
             Ok(0) => {}
             Ok(_) => control.reconcile_health().await,

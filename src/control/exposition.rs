@@ -17,13 +17,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::config::NodeSource;
 use crate::core::binder::RebindResult;
 use crate::core::node_state::NodeState;
-use crate::config::NodeSource;
 use crate::state::discovery::LookupResult;
-use crate::state::metrics::{
-    DISCOVERY_CONFLICTS, DISCOVERY_LOOKUPS, DISCOVERY_NODES, NODES_ADDED, NODES_REMOVED,
-};
 use crate::state::metrics::{
     ACCESS_LOG_DROPPED, ACCESS_LOG_DROPPED_LINES, CLUSTER_CONNECTED, CLUSTER_DISCONNECTS,
     CLUSTER_ERRORS, CLUSTER_INSTANCES, CONFIG_RELOADS, FAILOVERS, HEALTH_TRANSITIONS, NODE_DRAINED,
@@ -32,6 +29,9 @@ use crate::state::metrics::{
     REGISTRY_EXPIRED, REGISTRY_MAX_SESSIONS, REGISTRY_REJECTED, REGISTRY_SESSIONS,
     RENAME_UNKNOWN_CACHED, REQUESTS, REQUEST_DURATION, STATUS_CLASSES, STORE_ERRORS,
     UPSTREAM_ERRORS, UPSTREAM_REQUESTS,
+};
+use crate::state::metrics::{
+    DISCOVERY_CONFLICTS, DISCOVERY_LOOKUPS, DISCOVERY_NODES, NODES_ADDED, NODES_REMOVED,
 };
 use crate::state::node::{now_ms, Refusal};
 use crate::state::snapshot::{Node, Snapshot};
@@ -447,9 +447,24 @@ fn discovery(enc: &mut Enc, b: &Balancer, snap: &Snapshot) -> std::fmt::Result {
         nodes.push(([("pool", name)], present as i64));
         conflicts.push(([("pool", name)], c.map_or(0, |c| c.conflicts)));
     }
-    counter_family(enc, DISCOVERY_LOOKUPS, "DNS lookups of a pool's discovery, by result", &lookups)?;
-    gauge_family(enc, DISCOVERY_NODES, "Nodes the pool's discovery names now", &nodes)?;
-    counter_family(enc, DISCOVERY_CONFLICTS, "Discovered routes another node already had", &conflicts)?;
+    counter_family(
+        enc,
+        DISCOVERY_LOOKUPS,
+        "DNS lookups of a pool's discovery, by result",
+        &lookups,
+    )?;
+    gauge_family(
+        enc,
+        DISCOVERY_NODES,
+        "Nodes the pool's discovery names now",
+        &nodes,
+    )?;
+    counter_family(
+        enc,
+        DISCOVERY_CONFLICTS,
+        "Discovered routes another node already had",
+        &conflicts,
+    )?;
     let mut added = Vec::new();
     let mut removed = Vec::new();
     for (pool, c) in &counters {
@@ -460,8 +475,18 @@ fn discovery(enc: &mut Enc, b: &Balancer, snap: &Snapshot) -> std::fmt::Result {
             removed.push((labels, c.removed.get(s).copied().unwrap_or(0)));
         }
     }
-    counter_family(enc, NODES_ADDED, "Nodes that joined at runtime, by source", &added)?;
-    counter_family(enc, NODES_REMOVED, "Runtime nodes removed, by source", &removed)
+    counter_family(
+        enc,
+        NODES_ADDED,
+        "Nodes that joined at runtime, by source",
+        &added,
+    )?;
+    counter_family(
+        enc,
+        NODES_REMOVED,
+        "Runtime nodes removed, by source",
+        &removed,
+    )
 }
 
 /// Discovered nodes of `pool` that are leaving.

@@ -327,7 +327,8 @@ impl Control {
     pub async fn reconcile_health(&self) {
         let mut st = self.state.lock().await;
         if !self.shutdown.is_cancelled() {
-            st.health.reconcile(&self.balancer.snapshot(), &self.shutdown);
+            st.health
+                .reconcile(&self.balancer.snapshot(), &self.shutdown);
         }
     }
 

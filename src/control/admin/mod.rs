@@ -402,14 +402,14 @@ async fn post_state(balancer: &Balancer, raw_route: &str, req: Request<Incoming>
     }
 }
 /// The `pool` query parameter: `Err` when present but malformed.
-fn pool_param(req: &Request<Incoming>) -> Result<Option<String>, AdminResponse> {
+fn pool_param(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
     match query_param(req.uri().query(), "pool") {
         None => Ok(None),
         Some(Some(p)) => Ok(Some(p)),
-        Some(None) => Err(error(ApiError::new(
+        Some(None) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed pool parameter",
-        ))),
+        )),
     }
 }
 
@@ -422,7 +422,7 @@ async fn post_node(
 ) -> AdminResponse {
     let pool = match pool_param(&req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(e),
     };
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
@@ -439,7 +439,8 @@ async fn post_node(
 
 /// `DELETE /api/v1/nodes/{route}?pool=NAME` (authorized): `202`, the node drains, then goes.
 fn delete_node(balancer: &Balancer, raw_route: &str, req: &Request<Incoming>) -> AdminResponse {
-    let Some(route) = decode_path_segment(raw_route).filter(|r| !r.is_empty() && !r.contains('/')) else {
+    let Some(route) = decode_path_segment(raw_route).filter(|r| !r.is_empty() && !r.contains('/'))
+    else {
         return error(ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed route in the path",
@@ -447,7 +448,7 @@ fn delete_node(balancer: &Balancer, raw_route: &str, req: &Request<Incoming>) ->
     };
     let pool = match pool_param(req) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(e),
     };
     match nodes::remove(balancer, pool.as_deref(), &route) {
         Ok(()) => json(

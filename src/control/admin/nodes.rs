@@ -21,7 +21,10 @@ pub type Refusal = (StatusCode, String);
 
 /// Adds the node of `body` to `pool`.
 pub fn add(balancer: &Balancer, pool: Option<&str>, body: &[u8]) -> Result<NewNode, Refusal> {
-    let pool = pool.ok_or((StatusCode::BAD_REQUEST, "the pool parameter is required (?pool=NAME)".to_string()))?;
+    let pool = pool.ok_or((
+        StatusCode::BAD_REQUEST,
+        "the pool parameter is required (?pool=NAME)".to_string(),
+    ))?;
     let new: NewNode = serde_json::from_slice(body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
@@ -63,19 +66,26 @@ pub fn add(balancer: &Balancer, pool: Option<&str>, body: &[u8]) -> Result<NewNo
 
 /// Starts the removal of `route` from `pool`.
 pub fn remove(balancer: &Balancer, pool: Option<&str>, route: &str) -> Result<(), Refusal> {
-    let pool = pool.ok_or((StatusCode::BAD_REQUEST, "the pool parameter is required (?pool=NAME)".to_string()))?;
+    let pool = pool.ok_or((
+        StatusCode::BAD_REQUEST,
+        "the pool parameter is required (?pool=NAME)".to_string(),
+    ))?;
     let drain_timeout = balancer
         .file_config()
         .pool(pool)
         .and_then(|p| p.discovery.as_ref().map(|d| d.drain_timeout))
         .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
-    balancer.remove_node(pool, route, drain_timeout).map_err(refusal)
+    balancer
+        .remove_node(pool, route, drain_timeout)
+        .map_err(refusal)
 }
 
 fn refusal(e: MembershipError) -> Refusal {
     let status = match &e {
         MembershipError::NoPool(_) | MembershipError::NoNode { .. } => StatusCode::NOT_FOUND,
-        MembershipError::Exists { .. } | MembershipError::NotRemovable { .. } => StatusCode::CONFLICT,
+        MembershipError::Exists { .. } | MembershipError::NotRemovable { .. } => {
+            StatusCode::CONFLICT
+        }
         MembershipError::Snapshot(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, e.to_string())

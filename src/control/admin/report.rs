@@ -2,8 +2,8 @@
 //! `GET /api/v1/status` answers and the status page shows.
 
 use crate::control::api::{
-    ClusterReport, DiscoveryReport, InstanceNodeReport, InstanceReport, NodeReport, PoolReport, RegistryReport,
-    StatusReport,
+    ClusterReport, DiscoveryReport, InstanceNodeReport, InstanceReport, NodeReport, PoolReport,
+    RegistryReport, StatusReport,
 };
 use crate::state::node::now_ms;
 use crate::state::Balancer;
