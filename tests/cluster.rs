@@ -722,3 +722,86 @@ async fn propagation_delay_over_100_changes() {
     }
     delete_group(&redis, &group).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_through_one_instance_is_served_by_all() {
+    let Some(redis) = service_url(
+        "TEST_REDIS_URL",
+        "a_node_added_through_one_instance_is_served_by_all",
+    ) else {
+        return;
+    };
+    let group = group_name("nodes");
+    let store = SessionStore::memory();
+    let (jvm1, jvm2) = (node("jvm1", &store).await, node("jvm2", &store).await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Instance::start(dir.path(), "one", &redis, &group, &[("jvm1", jvm1.addr)]).await;
+    let mut b = Instance::start(dir.path(), "two", &redis, &group, &[("jvm1", jvm1.addr)]).await;
+    let add = stickyroute::cli::node_changes::AddNodeArgs {
+        route: "jvm2".into(),
+        address: jvm2.addr.to_string(),
+        pool: "app".into(),
+        weight: None,
+        domain: None,
+    };
+    stickyroute::cli::node_changes::add(&a.ctl, &add)
+        .await
+        .unwrap();
+    // The group has it: instance two serves it within a heartbeat or two.
+    for inst in [&a, &b] {
+        let ctl = inst.ctl.clone();
+        eventually("jvm2 on every instance", PROPAGATION, || {
+            let ctl = ctl.clone();
+            async move {
+                ctl.status().await.is_ok_and(|s| {
+                    s.pools[0]
+                        .nodes
+                        .iter()
+                        .any(|n| n.route == "jvm2" && n.state == "active")
+                })
+            }
+        })
+        .await;
+    }
+    assert_eq!(node_report(&b.status().await, "jvm2").source, "api");
+    let on_jvm2 = session_on(b.proxy, "jvm2").await;
+    drop(on_jvm2);
+    // The same route again, through the other instance: the group refuses it.
+    match stickyroute::cli::node_changes::add(&b.ctl, &add).await {
+        Err(CtlError::Server { status, .. }) => assert_eq!(status, 409),
+        other => panic!("expected 409, got {other:?}"),
+    }
+    // Removal through instance two: both drain it, then drop it.
+    b.ctl
+        .send(hyper::Method::DELETE, "/api/v1/nodes/jvm2?pool=app", None)
+        .await
+        .unwrap();
+    for inst in [&a, &b] {
+        let ctl = inst.ctl.clone();
+        eventually(
+            "jvm2 leaves every instance",
+            Duration::from_secs(10),
+            || {
+                let ctl = ctl.clone();
+                async move {
+                    ctl.status().await.is_ok_and(|s| {
+                        s.pools[0]
+                            .nodes
+                            .iter()
+                            .find(|n| n.route == "jvm2")
+                            .is_none_or(|n| n.leaving && n.state == "draining")
+                    })
+                }
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        hget(&redis, &format!("stickyroute:{group}:nodes:app"), "jvm2").await,
+        None
+    );
+    for inst in [&mut a, &mut b] {
+        inst.kill().await;
+    }
+    delete_group(&redis, &group).await;
+}

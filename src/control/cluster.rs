@@ -8,6 +8,7 @@
 //! | key                      | type    | what                                                 |
 //! |--------------------------|---------|------------------------------------------------------|
 //! | `states:{pool}`          | hash    | route → [`SharedState`] JSON: state, who set it, when |
+//! | `nodes:{pool}`           | hash    | route → runtime node JSON (`POST /api/v1/nodes`), see `group_nodes` |
 //! | `changes`                | channel | a [`SharedState`] JSON per change                     |
 //! | `instance:{id}`          | string  | [`InstanceRecord`] JSON: counts per node, TTL 3 heartbeats |
 //! | `instances`              | zset    | instance ids by last heartbeat (ms since the epoch); expires 60 heartbeats after the last |
@@ -37,10 +38,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ClusterConfig;
-use crate::control::Control;
+use crate::control::{group_nodes, Control};
 use crate::core::node_state::NodeState;
 use crate::state::cluster::{
-    unix_ms, ClusterState, InstanceRecord, Member, NodeCounts, SetRequest, SharedState,
+    unix_ms, ClusterState, GroupChange, InstanceRecord, Member, NodeCounts, SetRequest, SharedState,
 };
 use crate::state::Balancer;
 
@@ -61,6 +62,9 @@ impl Keys {
     }
     pub fn states(&self, pool: &str) -> String {
         format!("{}states:{pool}", self.prefix)
+    }
+    pub fn nodes(&self, pool: &str) -> String {
+        format!("{}nodes:{pool}", self.prefix)
     }
     pub fn channel(&self) -> String {
         format!("{}changes", self.prefix)
@@ -159,6 +163,7 @@ impl ClusterTask {
     ) -> Result<(), String> {
         let (mut conn, mut changes) = self.connect().await?;
         self.resync(&mut conn, true).await?;
+        self.sync_nodes(&mut conn).await?;
         self.heartbeat(&mut conn).await?;
         self.state.set_connected();
         tracing::info!(group = %self.state.name, instance = %self.state.instance, "cluster connected");
@@ -217,7 +222,7 @@ impl ClusterTask {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 Some(req) = inbox.recv() => {
-                    let result = self.set(conn, &req.targets, req.state).await;
+                    let result = self.change(conn, req.change).await;
                     let _ = req.reply.send(result.clone());
                     result?;
                 }
@@ -234,9 +239,47 @@ impl ClusterTask {
                 _ = tick.tick() => {
                     self.heartbeat(conn).await?;
                     self.resync(conn, false).await?;
+                    self.sync_nodes(conn).await?;
                 }
             }
         }
+    }
+
+    /// Makes one change in the group (see [`SetRequest`]).
+    async fn change(
+        &self,
+        conn: &mut MultiplexedConnection,
+        change: GroupChange,
+    ) -> Result<bool, String> {
+        match change {
+            GroupChange::State { targets, state } => {
+                self.set(conn, &targets, state).await.map(|()| true)
+            }
+            GroupChange::AddNode { pool, node } => {
+                group_nodes::add(conn, &self.keys.nodes(&pool), &node).await
+            }
+            GroupChange::RemoveNode { pool, route } => {
+                group_nodes::remove(conn, &self.keys.nodes(&pool), &route)
+                    .await
+                    .map(|_| true)
+            }
+        }
+    }
+
+    /// Reads every pool's runtime nodes and makes this instance's match them.
+    async fn sync_nodes(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+        let snap = self.balancer.snapshot();
+        let mut changed = false;
+        for pool in &snap.pools {
+            let key = self.keys.nodes(&pool.cfg.name);
+            changed |= group_nodes::sync(conn, &key, &self.balancer, &pool.cfg.name).await?;
+        }
+        if changed {
+            if let Some(c) = self.control.upgrade() {
+                c.reconcile_health().await;
+            }
+        }
+        Ok(())
     }
 
     /// Stores, announces and applies one change per target.

@@ -36,6 +36,8 @@ pub mod api;
 pub mod cluster;
 pub mod discovery;
 pub mod exposition;
+#[cfg(feature = "redis-store")]
+pub mod group_nodes;
 pub mod health;
 pub mod html;
 mod reload;

@@ -105,13 +105,40 @@ pub struct Member {
     pub nodes: Vec<NodeCounts>,
 }
 
-/// Asks the cluster task to set `targets` (pool, route) to `state` in the group.
+/// A node added through the admin API, as the group holds it: a field of the pool's
+/// `nodes:{pool}` hash in Redis. Every instance serves the group's runtime nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedNode {
+    pub route: String,
+    pub address: String,
+    pub weight: u32,
+    pub domain: String,
+    /// The instance whose admin API was told, and when (ms since the Unix epoch).
+    pub by: String,
+    pub at_ms: u64,
+}
+
+/// A change the cluster task makes in the group.
+#[derive(Debug)]
+pub enum GroupChange {
+    /// Set `targets` (pool, route) to `state`.
+    State {
+        targets: Vec<(String, String)>,
+        state: NodeState,
+    },
+    /// Add a runtime node to `pool`, unless the group has its route already.
+    AddNode { pool: String, node: SharedNode },
+    /// Remove a runtime node from `pool`: every instance drains it, then drops it.
+    RemoveNode { pool: String, route: String },
+}
+
+/// Asks the cluster task to make a change in the group.
 #[derive(Debug)]
 pub struct SetRequest {
-    pub targets: Vec<(String, String)>,
-    pub state: NodeState,
-    /// `Ok` once the group holds the change and this instance applied it.
-    pub reply: oneshot::Sender<Result<(), String>>,
+    pub change: GroupChange,
+    /// `Ok(true)` once the group holds the change and this instance applied it; `Ok(false)`
+    /// when an added node's route was the group's already.
+    pub reply: oneshot::Sender<Result<bool, String>>,
 }
 
 /// A group's numbers for one node: summed over the live instances.
@@ -213,6 +240,14 @@ impl ClusterState {
         targets: Vec<(String, String)>,
         state: NodeState,
     ) -> Result<(), ClusterError> {
+        self.change(GroupChange::State { targets, state })
+            .await
+            .map(|_| ())
+    }
+
+    /// Makes `change` in the group through the cluster task (see [`SetRequest::reply`]).
+    /// Refused at once when disconnected.
+    pub async fn change(&self, change: GroupChange) -> Result<bool, ClusterError> {
         let disconnected = |reason: String| ClusterError::Disconnected {
             name: self.name.clone(),
             reason,
@@ -223,18 +258,14 @@ impl ClusterState {
             ));
         }
         let (reply, answer) = oneshot::channel();
-        let req = SetRequest {
-            targets,
-            state,
-            reply,
-        };
+        let req = SetRequest { change, reply };
         if self.requests.send(req).await.is_err() {
             return Err(disconnected("the cluster task has stopped".into()));
         }
         // The task answers within its Redis deadlines (one write per target, then the reply).
         let bound = self.timeout * 4 + Duration::from_secs(1);
         match tokio::time::timeout(bound, answer).await {
-            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Ok(applied))) => Ok(applied),
             Ok(Ok(Err(reason))) => Err(ClusterError::Failed {
                 name: self.name.clone(),
                 reason,
@@ -423,7 +454,13 @@ mod tests {
         c.set_connected();
         let answer = tokio::spawn(async move {
             let req = inbox.recv().await.unwrap();
-            assert_eq!(req.state, NodeState::Draining);
+            assert!(matches!(
+                req.change,
+                GroupChange::State {
+                    state: NodeState::Draining,
+                    ..
+                }
+            ));
             req.reply.send(Err("READONLY".into())).unwrap();
         });
         let err = c

@@ -14,6 +14,9 @@ use crate::state::node::now_ms;
 use crate::state::runtime_nodes::{discovered_node, Leaving, RuntimeNode};
 use crate::state::snapshot::SnapshotError;
 
+/// How long a removed API node may drain when its pool gives no `discovery.drain_timeout`.
+pub const API_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Why a runtime change was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MembershipError {
@@ -155,16 +158,10 @@ impl Balancer {
         Ok(())
     }
 
-    /// Starts the removal of a node added through the API: it drains, then goes (at the
-    /// latest after `drain_timeout`). File and discovered nodes are refused: the file, or
-    /// DNS, names them.
-    pub fn remove_node(
-        &self,
-        pool: &str,
-        route: &str,
-        drain_timeout: std::time::Duration,
-    ) -> Result<(), MembershipError> {
-        let mut sources = self.sources();
+    /// Why `route` of `pool` cannot be removed through the API, if it cannot: unknown, or
+    /// named by the file or by DNS.
+    pub fn check_removable(&self, pool: &str, route: &str) -> Result<(), MembershipError> {
+        let sources = self.sources();
         let Some(pc) = sources.file.pool(pool) else {
             return Err(MembershipError::NoPool(pool.to_string()));
         };
@@ -181,20 +178,29 @@ impl Balancer {
             ));
         }
         match sources.nodes.get(pool, route).map(|n| n.cfg.source) {
-            None => {
-                return Err(MembershipError::NoNode {
-                    pool: pool.to_string(),
-                    route: route.to_string(),
-                })
-            }
-            Some(NodeSource::Discovery) => {
-                return Err(refused(
-                    NodeSource::Discovery,
-                    "it leaves when DNS no longer names it",
-                ))
-            }
-            Some(_) => {}
+            None => Err(MembershipError::NoNode {
+                pool: pool.to_string(),
+                route: route.to_string(),
+            }),
+            Some(NodeSource::Discovery) => Err(refused(
+                NodeSource::Discovery,
+                "it leaves when DNS no longer names it",
+            )),
+            Some(_) => Ok(()),
         }
+    }
+
+    /// Starts the removal of a node added through the API: it drains, then goes (at the
+    /// latest after `drain_timeout`). File and discovered nodes are refused: the file, or
+    /// DNS, names them.
+    pub fn remove_node(
+        &self,
+        pool: &str,
+        route: &str,
+        drain_timeout: std::time::Duration,
+    ) -> Result<(), MembershipError> {
+        self.check_removable(pool, route)?;
+        let mut sources = self.sources();
         if sources
             .nodes
             .get(pool, route)
@@ -206,6 +212,73 @@ impl Balancer {
             tracing::info!(%pool, node = %route, "node removal started through the admin API: draining");
         }
         Ok(())
+    }
+
+    /// Makes `pool`'s API nodes match the group's (`cluster:`): nodes the group has join (or
+    /// stop leaving), API nodes it no longer has start leaving. True when anything changed.
+    pub fn group_nodes(&self, pool: &str, group: Vec<NodeConfig>) -> Result<bool, MembershipError> {
+        let mut sources = self.sources();
+        let Some(pc) = sources.file.pool(pool) else {
+            return Ok(false);
+        };
+        let drain_timeout = pc
+            .discovery
+            .as_ref()
+            .map_or(API_DRAIN_TIMEOUT, |d| d.drain_timeout);
+        let file_routes: Vec<String> = pc.nodes.iter().map(|n| n.route.clone()).collect();
+        let (mut rebuild, mut back, mut leaving) = (false, Vec::new(), Vec::new());
+        for cfg in &group {
+            if file_routes.contains(&cfg.route) {
+                continue;
+            }
+            match sources.nodes.get_mut(pool, &cfg.route) {
+                Some(n) if n.cfg.source != NodeSource::Api => {}
+                Some(n) => {
+                    if n.cfg.addr != cfg.addr
+                        || n.cfg.weight != cfg.weight
+                        || n.cfg.domain != cfg.domain
+                    {
+                        n.cfg = cfg.clone();
+                        rebuild = true;
+                    }
+                    if let Some(l) = n.leaving.take() {
+                        back.push((cfg.route.clone(), l));
+                    }
+                }
+                None => {
+                    tracing::info!(%pool, node = %cfg.route, "node added by the group");
+                    self.discovery.count_added(pool, NodeSource::Api);
+                    sources.nodes.pool_mut(pool).insert(
+                        cfg.route.clone(),
+                        RuntimeNode {
+                            cfg: cfg.clone(),
+                            dns_name: None,
+                            leaving: None,
+                        },
+                    );
+                    rebuild = true;
+                }
+            }
+        }
+        let gone: Vec<String> = sources
+            .nodes
+            .pool(pool)
+            .into_iter()
+            .flat_map(|nodes| nodes.values())
+            .filter(|n| n.cfg.source == NodeSource::Api && n.leaving.is_none())
+            .filter(|n| !group.iter().any(|g| g.route == n.cfg.route))
+            .map(|n| n.cfg.route.clone())
+            .collect();
+        for route in gone {
+            tracing::info!(%pool, node = %route, "node removed by the group: draining");
+            self.start_leaving(&mut sources, pool, &route, now_ms(), drain_timeout);
+            leaving.push(route);
+        }
+        if rebuild {
+            self.rebuild(&sources)?;
+        }
+        self.after_membership_change(&mut sources, pool, &leaving, &back);
+        Ok(rebuild || !leaving.is_empty() || !back.is_empty())
     }
 
     /// Removes every leaving node that is drained or past its deadline; returns how many.

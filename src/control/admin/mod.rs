@@ -294,7 +294,7 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
             if let Err(e) = auth::authorize(req.headers(), token.as_deref()) {
                 return auth::unauthorized(e);
             }
-            delete_node(balancer, &p["/api/v1/nodes/".len()..], &req)
+            delete_node(balancer, &p["/api/v1/nodes/".len()..], &req).await
         }
         (_, Some(raw_route)) => {
             if method != Method::POST {
@@ -428,7 +428,7 @@ async fn post_node(
         Ok(b) => b,
         Err(e) => return error(e),
     };
-    match nodes::add(balancer, pool.as_deref(), &body) {
+    match nodes::add(balancer, pool.as_deref(), &body).await {
         Ok(node) => {
             control.reconcile_health().await;
             json(StatusCode::CREATED, &node)
@@ -438,7 +438,11 @@ async fn post_node(
 }
 
 /// `DELETE /api/v1/nodes/{route}?pool=NAME` (authorized): `202`, the node drains, then goes.
-fn delete_node(balancer: &Balancer, raw_route: &str, req: &Request<Incoming>) -> AdminResponse {
+async fn delete_node(
+    balancer: &Balancer,
+    raw_route: &str,
+    req: &Request<Incoming>,
+) -> AdminResponse {
     let Some(route) = decode_path_segment(raw_route).filter(|r| !r.is_empty() && !r.contains('/'))
     else {
         return error(ApiError::new(
@@ -450,7 +454,7 @@ fn delete_node(balancer: &Balancer, raw_route: &str, req: &Request<Incoming>) ->
         Ok(p) => p,
         Err(e) => return error(e),
     };
-    match nodes::remove(balancer, pool.as_deref(), &route) {
+    match nodes::remove(balancer, pool.as_deref(), &route).await {
         Ok(()) => json(
             StatusCode::ACCEPTED,
             &serde_json::json!({"route": route, "removal": "draining"}),

@@ -2,25 +2,21 @@
 //! and removed at runtime, as HAProxy's `add server` / `del server`. The answers' statuses are
 //! decided here; the listener's routing and the JSON rendering are the caller's.
 
-use std::time::Duration;
-
 use http::StatusCode;
 
 use crate::config::{NodeAddr, NodeConfig, NodeSource};
 use crate::control::api::NewNode;
 use crate::core::node_state::NodeState;
-use crate::state::membership::MembershipError;
+use crate::state::cluster::{unix_ms, ClusterError, GroupChange, SharedNode};
+use crate::state::membership::{MembershipError, API_DRAIN_TIMEOUT};
 use crate::state::Balancer;
-
-/// How long an API removal waits for the node to drain when the pool gives no
-/// `discovery.drain_timeout`.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A refusal: its status and reason.
 pub type Refusal = (StatusCode, String);
 
-/// Adds the node of `body` to `pool`.
-pub fn add(balancer: &Balancer, pool: Option<&str>, body: &[u8]) -> Result<NewNode, Refusal> {
+/// Adds the node of `body` to `pool`: in a cluster, to the group first (every instance then
+/// serves it), then here.
+pub async fn add(balancer: &Balancer, pool: Option<&str>, body: &[u8]) -> Result<NewNode, Refusal> {
     let pool = pool.ok_or((
         StatusCode::BAD_REQUEST,
         "the pool parameter is required (?pool=NAME)".to_string(),
@@ -60,12 +56,51 @@ pub fn add(balancer: &Balancer, pool: Option<&str>, body: &[u8]) -> Result<NewNo
         max_connections: pc.max_connections_per_node,
         source: NodeSource::Api,
     };
-    balancer.add_node(pool, cfg).map_err(refusal)?;
-    Ok(new)
+    let taken = || MembershipError::Exists {
+        pool: pool.to_string(),
+        route: new.route.clone(),
+    };
+    let here = pc.nodes.iter().any(|n| n.route == new.route)
+        || balancer
+            .snapshot()
+            .pool(pool)
+            .and_then(|p| p.node(&new.route))
+            .is_some();
+    if here {
+        return Err(refusal(taken()));
+    }
+    if let Some(group) = balancer.operator.cluster() {
+        let shared = SharedNode {
+            route: new.route.clone(),
+            address: new.address.clone(),
+            weight: cfg.weight,
+            domain: cfg.domain.clone(),
+            by: group.instance.clone(),
+            at_ms: unix_ms(),
+        };
+        let change = GroupChange::AddNode {
+            pool: pool.to_string(),
+            node: shared,
+        };
+        if !group.change(change).await.map_err(unavailable)? {
+            return Err(refusal(taken()));
+        }
+    }
+    match balancer.add_node(pool, cfg) {
+        // The group's sync added it here meanwhile.
+        Err(MembershipError::Exists { .. }) if balancer.operator.cluster().is_some() => Ok(new),
+        Err(e) => Err(refusal(e)),
+        Ok(()) => Ok(new),
+    }
 }
 
-/// Starts the removal of `route` from `pool`.
-pub fn remove(balancer: &Balancer, pool: Option<&str>, route: &str) -> Result<(), Refusal> {
+/// The group could not take the change: nothing changed.
+fn unavailable(e: ClusterError) -> Refusal {
+    (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// Starts the removal of `route` from `pool`: in a cluster, from the group first.
+pub async fn remove(balancer: &Balancer, pool: Option<&str>, route: &str) -> Result<(), Refusal> {
     let pool = pool.ok_or((
         StatusCode::BAD_REQUEST,
         "the pool parameter is required (?pool=NAME)".to_string(),
@@ -74,7 +109,16 @@ pub fn remove(balancer: &Balancer, pool: Option<&str>, route: &str) -> Result<()
         .file_config()
         .pool(pool)
         .and_then(|p| p.discovery.as_ref().map(|d| d.drain_timeout))
-        .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+        .unwrap_or(API_DRAIN_TIMEOUT);
+    // Refusals (unknown, a file or discovered node) before the group is asked.
+    balancer.check_removable(pool, route).map_err(refusal)?;
+    if let Some(group) = balancer.operator.cluster() {
+        let change = GroupChange::RemoveNode {
+            pool: pool.to_string(),
+            route: route.to_string(),
+        };
+        group.change(change).await.map_err(unavailable)?;
+    }
     balancer
         .remove_node(pool, route, drain_timeout)
         .map_err(refusal)
