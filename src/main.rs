@@ -1,11 +1,13 @@
 //! The `stickyroute` binary: parses the command line and calls the library.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use stickyroute::demo::node::RouteSource;
+use stickyroute::demo::own_route::PtrLookup;
 
 #[derive(Parser)]
 #[command(
@@ -47,6 +49,17 @@ enum Command {
         /// The node's jvmRoute.
         #[arg(long, default_value = "jvm1")]
         route: String,
+        /// Take the route from DNS instead: the first label of the PTR name of the node's own
+        /// address (what a balancer's `discovery.host` computes for it; for `compose --scale`).
+        #[arg(long, conflicts_with = "route")]
+        route_from_ptr: bool,
+        /// With --route-from-ptr: the address whose PTR name gives the route (default: the
+        /// first address the host name resolves to that is not loopback or link-local).
+        #[arg(long, requires = "route_from_ptr")]
+        ptr_address: Option<IpAddr>,
+        /// With --route-from-ptr: the DNS server to ask, IP:PORT (default: /etc/resolv.conf's).
+        #[arg(long, requires = "route_from_ptr")]
+        resolver: Option<SocketAddr>,
         #[arg(long, default_value = "127.0.0.1:18081")]
         listen: SocketAddr,
         /// memory | redis://… | postgres://… | mysql://…
@@ -114,12 +127,23 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::DemoNode {
             route,
+            route_from_ptr,
+            ptr_address,
+            resolver,
             listen,
             store,
             session_timeout,
             binder_valve,
         } => {
             init_tracing(cli.log_format);
+            let route = if route_from_ptr {
+                RouteSource::FromPtr(PtrLookup {
+                    address: ptr_address,
+                    resolver,
+                })
+            } else {
+                RouteSource::Given(route)
+            };
             exit_code(
                 stickyroute::demo::node::run_demo_node_cli(
                     route,

@@ -723,6 +723,11 @@ async fn admin_off_loopback_needs_a_token_for_reads_too() {
         .contains("\"route\":\"jvm1\""));
     let live = read("/live", None).await;
     assert_eq!((live.status.as_u16(), live.text().as_str()), (200, "ok\n"));
+    let ready = read("/ready", None).await;
+    assert_eq!(
+        (ready.status.as_u16(), ready.text().as_str()),
+        (200, "ready\n")
+    );
     // ctl sends its token on reads too; without one it hears why.
     let ctl =
         stickyroute::cli::ctl::Client::new(&format!("http://{admin_addr}"), Some("s3cret".into()))
@@ -750,4 +755,94 @@ async fn admin_off_loopback_needs_a_token_for_reads_too() {
         NodeState::Active
     );
     lb.stop().await;
+}
+
+/// `GET /ready` is open like `/live` (no token, even with one configured): `200` while serving,
+/// `503` from the start of a graceful shutdown. The admin listener keeps serving while a request
+/// still drains on the proxy listener, which has stopped accepting, and closes once it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_answers_503_from_the_start_of_a_shutdown_through_the_drain() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A node that holds its answer to the first request until the test releases it.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_addr = upstream.local_addr().unwrap();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let held_node = tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the balancer closed before sending its request head");
+            head.extend_from_slice(&buf[..n]);
+        }
+        released.await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nheld")
+            .await
+            .unwrap();
+    });
+    let lb = balancer(&with_admin(
+        &yaml("", &[node_line("jvm1", node_addr, "")]),
+        Some("s3cret"),
+    ))
+    .await;
+    let admin_addr = lb.admin_addr.unwrap();
+    let proxy_addr = lb.addr();
+    let call = |method: Method, path: &'static str| async move {
+        let r = Conn::open(admin_addr)
+            .await
+            .request(method, path, &[], Bytes::new())
+            .await;
+        (r.status.as_u16(), r.text())
+    };
+
+    assert_eq!(call(Method::GET, "/ready").await, (200, "ready\n".into()));
+    assert_eq!(call(Method::HEAD, "/ready").await.0, 200);
+    assert_eq!(call(Method::POST, "/ready").await.0, 405);
+
+    let client = tokio::spawn(async move { get(proxy_addr, "/held", None).await });
+    eventually("the held request in flight to jvm1", DEADLINE, || async {
+        lb.balancer.snapshot().pools[0]
+            .node("jvm1")
+            .unwrap()
+            .inflight()
+            == 1
+    })
+    .await;
+    lb.shutdown_token().cancel();
+    let stopped = tokio::spawn(lb.stop());
+
+    assert_eq!(
+        call(Method::GET, "/ready").await,
+        (503, "shutting down\n".into())
+    );
+    assert_eq!(call(Method::GET, "/live").await, (200, "ok\n".into()));
+    eventually(
+        "the proxy listener refuses connections",
+        DEADLINE,
+        || async { tokio::net::TcpStream::connect(proxy_addr).await.is_err() },
+    )
+    .await;
+    // Still draining: the admin listener still answers, and still says 503.
+    assert!(
+        !stopped.is_finished(),
+        "the balancer stopped with a request in flight"
+    );
+    assert_eq!(call(Method::GET, "/ready").await.0, 503);
+
+    release.send(()).unwrap();
+    let r = tokio::time::timeout(DEADLINE, client)
+        .await
+        .expect("the held request never finished")
+        .unwrap();
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "held"));
+    held_node.await.unwrap();
+    tokio::time::timeout(DEADLINE, stopped)
+        .await
+        .expect("the balancer did not stop after the drain")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(admin_addr).await.is_err(),
+        "the admin listener outlived the drain"
+    );
 }

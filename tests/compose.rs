@@ -7,11 +7,15 @@
 //! - `scripts/failover-demo.sh` is sound, and it runs for real against `stickyroute demo` and —
 //!   with `TEST_POSTGRES_URL` — against the compose topology run as local processes (the node
 //!   commands of the compose file, the init script, the mounted balancer config), with a
-//!   stand-in for `docker compose` that stops a node process.
+//!   stand-in for `docker compose` that stops a node process;
+//! - the scalable service's replicas, run as local processes on their own loopback addresses
+//!   with a real DNS server (Knot, `common/dns.rs`) in the place of Docker's, take the routes
+//!   the balancer's pool `scaled` discovers for them.
 //!
-//! Nothing here needs Docker. The failover runs need `curl` (the script's client) and the
-//! compose topology run needs PostgreSQL: without them they print `SKIPPED` and pass, and
-//! under `STICKYROUTE_REQUIRE_SERVICES=1` (CI) they fail, as every service test does.
+//! Nothing here needs Docker. The failover runs need `curl` (the script's client), the compose
+//! topology run needs PostgreSQL and the scaled run `knotd`: without them they print `SKIPPED`
+//! and pass, and under `STICKYROUTE_REQUIRE_SERVICES=1` (CI) they fail, as every service test
+//! does.
 
 mod common;
 
@@ -136,15 +140,21 @@ fn parse_db_url(url: &str) -> DbUrl {
     }
 }
 
-/// The demo-node services: name → (route, listen port, store URL).
-fn node_services(compose: &Value) -> BTreeMap<String, (String, u16, String)> {
+/// The demo-node services: name → (route, listen port, store URL). The route is `None` for a
+/// service that takes it from DNS (`--route-from-ptr`: the scalable one).
+fn node_services(compose: &Value) -> BTreeMap<String, (Option<String>, u16, String)> {
     services(compose)
         .iter()
         .filter(|(_, svc)| !svc["command"].is_null())
         .filter_map(|(name, svc)| {
             let cmd = command(name, svc);
             (cmd.first().map(String::as_str) == Some("demo-node")).then(|| {
-                let route = flag(&cmd, "--route").expect("--route").to_owned();
+                let from_ptr = cmd.iter().any(|a| a == "--route-from-ptr");
+                let route = flag(&cmd, "--route").map(str::to_owned);
+                assert!(
+                    route.is_some() != from_ptr,
+                    "service {name}: --route or --route-from-ptr, one of them: {cmd:?}"
+                );
                 let (host, port) = host_port(flag(&cmd, "--listen").expect("--listen"));
                 assert_eq!(
                     host, "0.0.0.0",
@@ -162,7 +172,16 @@ fn compose_file_and_balancer_config_agree() {
     let compose = yaml(COMPOSE_FILE);
     let svcs = services(&compose);
     let nodes = node_services(&compose);
-    assert_eq!(nodes.len(), 3, "three demo nodes: {nodes:?}");
+    assert_eq!(
+        nodes.len(),
+        4,
+        "three demo nodes and a scalable one: {nodes:?}"
+    );
+    let fixed: BTreeMap<&String, (&str, u16)> = nodes
+        .iter()
+        .filter_map(|(name, (route, port, _))| route.as_deref().map(|r| (name, (r, *port))))
+        .collect();
+    assert_eq!(fixed.len(), 3, "three demo nodes with a route: {nodes:?}");
     let bal = yaml(BALANCER_CONFIG);
 
     // Every node of the balancer config is a demo-node service with that route and port, and
@@ -174,14 +193,10 @@ fn compose_file_and_balancer_config_agree() {
     for n in cfg_nodes {
         let route = str_of(&n["route"], "route");
         let (host, port) = host_port(str_of(&n["address"], "address"));
-        let (svc_route, svc_port, _) = nodes.get(host).unwrap_or_else(|| {
+        let (svc_route, svc_port) = fixed.get(&host.to_owned()).unwrap_or_else(|| {
             panic!("node {route}: {host} is not a demo-node service of {COMPOSE_FILE}")
         });
-        assert_eq!(
-            (svc_route.as_str(), *svc_port),
-            (route, port),
-            "service {host}"
-        );
+        assert_eq!((*svc_route, *svc_port), (route, port), "service {host}");
         // The node's own health check probes the port it listens on.
         let hc = strings(&svcs[host]["healthcheck"]["test"]).join(" ");
         assert!(
@@ -192,9 +207,10 @@ fn compose_file_and_balancer_config_agree() {
     }
     assert_eq!(
         seen,
-        nodes.keys().cloned().collect(),
+        fixed.keys().map(|k| k.to_string()).collect(),
         "demo-node services missing from {BALANCER_CONFIG}"
     );
+    scalable_service_is_discovered(&svcs, &nodes, &bal);
 
     // One store URL; it names the store service, its credentials and database.
     let urls: BTreeSet<&str> = nodes.values().map(|(_, _, s)| s.as_str()).collect();
@@ -282,6 +298,74 @@ fn compose_file_and_balancer_config_agree() {
         cfg.pools[0].binder.as_str(),
         "translate",
         "the nodes find sessions by their original id"
+    );
+}
+
+/// The scalable demo-node service: every replica computes its route from the PTR name of its
+/// address, and the balancer's pool `scaled` discovers the service by name with the same rule.
+/// Nothing stops `--scale`: no container name, no published port.
+fn scalable_service_is_discovered(
+    svcs: &BTreeMap<String, Value>,
+    nodes: &BTreeMap<String, (Option<String>, u16, String)>,
+    bal: &Value,
+) {
+    let (name, port) = nodes
+        .iter()
+        .find_map(|(n, (route, port, _))| route.is_none().then_some((n.as_str(), *port)))
+        .expect("a demo-node service with --route-from-ptr");
+    let svc = &svcs[name];
+    assert!(
+        svc["container_name"].is_null(),
+        "{name}: container_name stops --scale"
+    );
+    assert!(
+        svc["ports"].is_null(),
+        "{name}: a published port stops --scale"
+    );
+    assert_eq!(svc["restart"].as_str(), Some("on-failure"), "{name}");
+    let hc = strings(&svc["healthcheck"]["test"]).join(" ");
+    assert!(
+        hc.contains(&format!("http://127.0.0.1:{port}/health")),
+        "{name}: {hc}"
+    );
+    let cmd = command(name, svc);
+    for test_only in ["--ptr-address", "--resolver"] {
+        assert!(
+            flag(&cmd, test_only).is_none(),
+            "{name}: {test_only} in {cmd:?}"
+        );
+    }
+
+    let pools = bal["pools"].as_sequence().expect("pools");
+    let discovered: Vec<&Value> = pools.iter().filter(|p| !p["discovery"].is_null()).collect();
+    assert_eq!(
+        discovered.len(),
+        1,
+        "one pool discovers the scalable service"
+    );
+    let pool = discovered[0];
+    assert!(pool["nodes"].is_null(), "the scalable pool lists no node");
+    let d = &pool["discovery"];
+    assert_eq!(str_of(&d["host"], "discovery.host"), name);
+    assert_eq!(d["port"].as_u64(), Some(u64::from(port)));
+    assert!(d["srv"].is_null(), "Docker's DNS has no SRV records");
+    assert_eq!(
+        d["route"].as_str().unwrap_or("first_label"),
+        "first_label",
+        "the rule of demo-node --route-from-ptr"
+    );
+    // A pool naming its host: the fixed nodes' pool keeps every other request.
+    let hosts = strings(&pool["hosts"]);
+    assert_eq!(hosts.len(), 1, "{hosts:?}");
+    assert!(
+        hosts[0].ends_with(".localhost"),
+        "{hosts:?}: resolves to loopback"
+    );
+    assert_eq!(pool["binder"].as_str(), Some("translate"));
+    assert_eq!(
+        pool["health"]["path"].as_str(),
+        Some("/health"),
+        "the demo node's health page"
     );
 }
 
@@ -471,6 +555,9 @@ fn failover_script_is_sound_and_names_existing_services() {
     // The script maps route jvmN to service nodeN.
     assert!(script.contains("service=\"node${route#jvm}\""));
     for (name, (route, _, _)) in node_services(&yaml(COMPOSE_FILE)) {
+        // The scalable service's replicas are in another pool (`scaled`), which the script
+        // does not count through.
+        let Some(route) = route else { continue };
         assert_eq!(
             name.strip_prefix("node"),
             route.strip_prefix("jvm"),
@@ -647,7 +734,12 @@ async fn compose_topology_fails_over_with_postgres() {
     let dir = tempfile::tempdir().unwrap();
     let mut procs = Procs(Vec::new());
     let mut text = read(BALANCER_CONFIG);
-    for (name, (_, port, _)) in node_services(&compose) {
+    for (name, (route, port, _)) in node_services(&compose) {
+        // The scalable service serves the pool `scaled`, which the script does not use (run
+        // with its DNS: scaled_replicas_and_the_balancer_agree_on_their_routes).
+        if route.is_none() {
+            continue;
+        }
         let mut args = command(&name, &svcs[name.as_str()]);
         for (flag_name, value) in [
             ("--listen", "127.0.0.1:0".to_owned()),
@@ -708,4 +800,150 @@ async fn compose_topology_fails_over_with_postgres() {
     );
     let out = run_failover_script(lb, &compose_cmd).await;
     assert!(out.contains("OK: the count went on (3 -> 4)"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scalable service, run as local processes against a real DNS server
+// ---------------------------------------------------------------------------------------------
+
+/// The scalable service as `--scale node=2` runs it, on local processes, with a real DNS server
+/// (Knot, `common::dns`) standing in for Docker's: two replicas run the compose file's command,
+/// each taking its route from the PTR name of its own address, and the pool `scaled` of the
+/// mounted config discovers them by name with `route: first_label`. Both sides agree on every
+/// route: the balancer lists exactly the replicas' routes, and a session stays on the replica
+/// that created it, whose route its cookie carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_replicas_and_the_balancer_agree_on_their_routes() {
+    use std::net::Ipv4Addr;
+    let Some(dns) = common::dns::DnsServer::start("compose.test.").await else {
+        return;
+    };
+    let compose = yaml(COMPOSE_FILE);
+    let svcs = services(&compose);
+    let (name, port) = node_services(&compose)
+        .into_iter()
+        .find_map(|(n, (route, port, _))| route.is_none().then_some((n, port)))
+        .expect("the scalable service");
+    // Docker names each replica's address after its container, on the project's network.
+    let replicas = [
+        (Ipv4Addr::new(127, 0, 0, 21), "stickyroute-demo-node-1"),
+        (Ipv4Addr::new(127, 0, 0, 22), "stickyroute-demo-node-2"),
+    ];
+    let mut records = Vec::new();
+    for (ip, container) in replicas {
+        records.push(common::dns::Record::a(&name, 5, ip));
+        let ptr = format!("{container}.stickyroute-demo_default.");
+        records.push(common::dns::Record::ptr(ip, 5, &ptr));
+    }
+    dns.set_records(&records).await;
+
+    // Every replica runs the same command, on one port of its own address (as in its
+    // container), with the address and the DNS server given, and a memory store.
+    let local_port = free_port();
+    let mut procs = Procs(Vec::new());
+    for (ip, container) in replicas {
+        let mut args = command(&name, &svcs[name.as_str()]);
+        for (flag_name, value) in [
+            ("--listen", format!("{ip}:{local_port}")),
+            ("--store", "memory".to_owned()),
+        ] {
+            let i = args.iter().position(|a| a == flag_name).unwrap();
+            args[i + 1] = value;
+        }
+        args.extend(["--ptr-address".into(), ip.to_string()]);
+        args.extend(["--resolver".into(), dns.addr().to_string()]);
+        let (child, line) = spawn_until(&args, "listening on http://");
+        procs.0.push(child);
+        assert!(
+            line.starts_with(&format!("demo-node {container} listening on http://{ip}:")),
+            "{line}"
+        );
+    }
+
+    // The mounted config, with local listeners and the test's DNS server for the pool `scaled`.
+    let mut bal = yaml(BALANCER_CONFIG);
+    bal["listeners"][0]["bind"] = Value::from("127.0.0.1:0");
+    bal["admin"]["bind"] = Value::from("127.0.0.1:0");
+    let token = str_of(&bal["admin"]["token"], "admin.token").to_owned();
+    let pools = bal["pools"].as_sequence_mut().unwrap();
+    let scaled = pools
+        .iter_mut()
+        .find(|p| !p["discovery"].is_null())
+        .expect("the pool of the scalable service");
+    let pool_name = str_of(&scaled["name"], "pool name").to_owned();
+    let host = str_of(&scaled["hosts"][0], "hosts[0]").to_owned();
+    let d = scaled["discovery"].as_mapping_mut().unwrap();
+    assert_eq!(d.get("port").and_then(Value::as_u64), Some(u64::from(port)));
+    d.insert("host".into(), format!("{name}.compose.test.").into());
+    d.insert("port".into(), u64::from(local_port).into());
+    d.insert("resolver".into(), dns.addr().to_string().into());
+    d.insert("min_interval".into(), "100ms".into());
+    let text = serde_norway::to_string(&bal).unwrap();
+    let cfg = Config::from_yaml(&text, BALANCER_CONFIG).unwrap_or_else(|e| panic!("{e}"));
+    let lb = stickyroute::control::Running::start(cfg).await.unwrap();
+    let admin = common::admin_client(&lb, Some(&token));
+
+    let want: BTreeSet<String> = replicas.iter().map(|(_, c)| c.to_string()).collect();
+    common::eventually(
+        "the balancer lists both replicas by their routes, up",
+        Duration::from_secs(15),
+        || async {
+            let s = admin.status().await.unwrap();
+            let p = s.pools.iter().find(|p| p.name == pool_name).unwrap();
+            let up: BTreeSet<String> = p
+                .nodes
+                .iter()
+                .filter(|n| n.health == "up" && n.source == "discovery")
+                .map(|n| n.route.clone())
+                .collect();
+            up == want
+        },
+    )
+    .await;
+
+    // New sessions spread over both replicas; each stays where it began.
+    let mut served = BTreeSet::new();
+    for _ in 0..20 {
+        let (node, cookie, count) = scaled_count(lb.addr(), &host, None).await;
+        assert_eq!(count, 1);
+        assert!(
+            cookie.ends_with(&format!(".{node}")),
+            "{cookie} from {node}"
+        );
+        let (again, _, count) = scaled_count(lb.addr(), &host, Some(&cookie)).await;
+        assert_eq!((again.as_str(), count), (node.as_str(), 2), "{cookie}");
+        served.insert(node);
+        if served == want {
+            break;
+        }
+    }
+    assert_eq!(served, want, "both replicas took sessions");
+    lb.stop().await;
+    drop(procs);
+}
+
+/// `GET /count` through the balancer for `host`: (the node that answered, the session cookie
+/// it holds now, the count).
+async fn scaled_count(lb: SocketAddr, host: &str, cookie: Option<&str>) -> (String, String, i64) {
+    let mut conn = common::Conn::open(lb).await;
+    let cookie_header = cookie.map(|c| format!("JSESSIONID={c}"));
+    let headers: Vec<(&str, &str)> = cookie_header
+        .as_deref()
+        .map(|c| vec![("cookie", c)])
+        .unwrap_or_default();
+    let mut req =
+        common::Proto::Http1.request(hyper::Method::GET, "/count", &headers, bytes::Bytes::new());
+    req.headers_mut()
+        .insert("host", hyper::header::HeaderValue::from_str(host).unwrap());
+    let r = conn.send(req).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let node = r.node().to_owned();
+    let json = r.json();
+    let cookie = r
+        .session_cookies()
+        .into_iter()
+        .last()
+        .or_else(|| cookie.map(str::to_owned))
+        .expect("a session cookie");
+    (node, cookie, json["count"].as_i64().unwrap())
 }

@@ -1,8 +1,11 @@
 //! The demo node over real TCP on 127.0.0.1:0: Tomcat-like session ids and cookies, counters
 //! shared through a store (memory, and Redis / PostgreSQL / MariaDB: `TEST_*_URL` or the standard
 //! local addresses, see `common/services.rs`),
-//! expiry, the binder valve, `/login`, `/echo`, `/ws`, and `stop` closing everything.
+//! expiry, the binder valve, `/login`, `/echo`, `/ws`, and `stop` closing everything; and
+//! `demo-node --route-from-ptr` against a real DNS server (`common/dns.rs`, Knot DNS).
 
+#[path = "common/dns.rs"]
+mod dns;
 #[cfg(any(feature = "redis-store", feature = "sql-store"))]
 #[path = "common/services.rs"]
 mod services;
@@ -484,5 +487,134 @@ async fn stop_closes_idle_keep_alive_connections_and_the_listener() {
     assert!(
         TcpStream::connect(addr).await.is_err(),
         "new connects are refused"
+    );
+}
+
+/// `--route-from-ptr` against a real DNS server: the route is the first label of the PTR name
+/// of the given address (the rule of a balancer's `discovery.host`); an address without a PTR
+/// record, or whose name gives no valid route, is refused with the reason. Then the binary:
+/// it serves under the route it found.
+#[tokio::test]
+async fn route_from_ptr_is_the_first_label_of_the_address_ptr_name() {
+    use std::net::{IpAddr, Ipv4Addr};
+    use stickyroute::demo::own_route::{route_from_ptr, PtrLookup};
+
+    let Some(dns) = dns::DnsServer::start("pool.test.").await else {
+        return;
+    };
+    let (named, bad, none) = (
+        Ipv4Addr::new(127, 0, 0, 9),
+        Ipv4Addr::new(127, 0, 0, 10),
+        Ipv4Addr::new(127, 0, 0, 11),
+    );
+    dns.set_records(&[
+        dns::Record::ptr(named, 5, "web-3.pool.test."),
+        // `\126` is `~` in zone file syntax.
+        dns::Record::ptr(bad, 5, "web\\1263.pool.test."),
+        dns::Record::a("web-3", 5, named),
+    ])
+    .await;
+    let lookup = |ip: Ipv4Addr| PtrLookup {
+        address: Some(IpAddr::V4(ip)),
+        resolver: Some(dns.addr()),
+    };
+
+    let found = timeout(DEADLINE, route_from_ptr(&lookup(named)))
+        .await
+        .expect("PTR lookup in time")
+        .unwrap();
+    assert_eq!(found.route, "web-3");
+    assert_eq!(found.name, "web-3.pool.test.");
+    assert_eq!(found.address, IpAddr::V4(named));
+
+    // A first label that gives no route (`web~3`, presented escaped as `web\~3`) is refused,
+    // naming the address.
+    let e = timeout(DEADLINE, route_from_ptr(&lookup(bad)))
+        .await
+        .expect("PTR lookup in time")
+        .unwrap_err();
+    assert!(
+        e.starts_with("127.0.0.10: name \"web\\\\~3.pool.test\"")
+            && e.contains("not a valid route"),
+        "{e}"
+    );
+    let e = timeout(DEADLINE, route_from_ptr(&lookup(none)))
+        .await
+        .expect("PTR lookup in time")
+        .unwrap_err();
+    assert_eq!(
+        e,
+        format!("no PTR record for {none} (asked {})", dns.addr())
+    );
+
+    // The binary: it looks its route up, then serves under it.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stickyroute"))
+        .args([
+            "demo-node",
+            "--route-from-ptr",
+            "--ptr-address",
+            "127.0.0.9",
+        ])
+        .args([
+            "--resolver",
+            &dns.addr().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let line = timeout(DEADLINE, lines.next_line())
+        .await
+        .expect("the demo node's first line in time")
+        .unwrap()
+        .expect("the demo node exited before listening");
+    assert!(
+        line.starts_with("demo-node web-3 listening on http://"),
+        "{line}"
+    );
+    let addr: SocketAddr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (session, n, cookie) = count(addr, None).await;
+    assert_eq!(n, 1);
+    assert_tomcat_id(&session, "web-3");
+    assert_eq!(cookie.as_deref(), Some(session.as_str()));
+    child.kill().await.unwrap();
+
+    // The binary with an address that has no PTR record: exit 1 with the reason.
+    let out = timeout(
+        DEADLINE,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_stickyroute"))
+            .args([
+                "demo-node",
+                "--route-from-ptr",
+                "--ptr-address",
+                "127.0.0.11",
+            ])
+            .args([
+                "--resolver",
+                &dns.addr().to_string(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .output(),
+    )
+    .await
+    .expect("the demo node gave up in time")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: --route-from-ptr: no PTR record for 127.0.0.11"),
+        "{err}"
     );
 }

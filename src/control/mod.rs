@@ -133,10 +133,16 @@ pub struct Control {
     /// (shared by every listener across reloads).
     workers: Workers,
     shutdown: CancellationToken,
+    /// Cancelled by [`Control::wait`] once everything but the admin listener has finished
+    /// after a shutdown: the admin listener serves through the drain (its `/ready` answers
+    /// `503` then), and stops at this.
+    drained: CancellationToken,
     grace: Duration,
-    /// Every task serving this balancer (listeners, admin, sweeper); [`Control::wait`] waits
-    /// for all of them.
+    /// Every task serving this balancer but the admin listener (proxy listeners, sweeper,
+    /// cluster task); [`Control::wait`] waits for all of them.
     tracker: TaskTracker,
+    /// The admin listener's task, waited for after `tracker`'s.
+    admin_tasks: TaskTracker,
     /// Serializes reloads (an async mutex: a reload awaits binds while holding it).
     state: tokio::sync::Mutex<State>,
     addrs: Mutex<Addrs>,
@@ -168,8 +174,10 @@ impl Control {
             balancer: balancer.clone(),
             workers,
             shutdown: CancellationToken::new(),
+            drained: CancellationToken::new(),
             grace,
             tracker: TaskTracker::new(),
+            admin_tasks: TaskTracker::new(),
             state: tokio::sync::Mutex::new(State {
                 listeners: Vec::new(),
                 admin: None,
@@ -273,10 +281,12 @@ impl Control {
         handle
     }
 
+    /// Serves the admin API on `listener` until a reload stops it, or until the drain after a
+    /// shutdown is over.
     fn serve_admin(self: &Arc<Self>, bind: SocketAddr, listener: TcpListener) -> AdminHandle {
-        let stop = self.shutdown.child_token();
+        let stop = self.drained.child_token();
         let addr = listener.local_addr().unwrap_or(bind);
-        self.tracker.spawn(admin::serve(
+        self.admin_tasks.spawn(admin::serve(
             listener,
             self.clone(),
             stop.clone(),
@@ -305,9 +315,15 @@ impl Control {
         self.addrs.lock().unwrap_or_else(|e| e.into_inner()).admin
     }
 
-    /// Cancelling it stops everything.
+    /// Cancelling it stops everything: the proxy listeners stop accepting and drain, the
+    /// admin listener answers `GET /ready` with `503` until the drain is over.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Whether a shutdown has begun (`GET /ready` answers `503` from then on).
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     /// Starts and stops health checkers for the nodes of the current snapshot (after nodes
@@ -320,7 +336,8 @@ impl Control {
         }
     }
 
-    /// Waits until shutdown is requested and every listener has drained.
+    /// Waits until shutdown is requested and every listener has drained: the proxy listeners
+    /// and the other tasks first, the admin listener last.
     pub async fn wait(&self) {
         self.shutdown.cancelled().await;
         let mut st = self.state.lock().await;
@@ -329,7 +346,17 @@ impl Control {
         drop(st);
         self.tracker.close();
         self.tracker.wait().await;
+        self.drained.cancel();
+        self.admin_tasks.close();
+        self.admin_tasks.wait().await;
         self.workers.stop();
+    }
+
+    /// Stops everything without waiting, the admin listener included (a [`Running`] dropped
+    /// without [`Running::stop`]).
+    pub(crate) fn abandon(&self) {
+        self.shutdown.cancel();
+        self.drained.cancel();
     }
 }
 

@@ -91,6 +91,6 @@ impl Running {
 impl Drop for Running {
     /// A balancer dropped without `stop` (a failed test) stops serving in the background.
     fn drop(&mut self) {
-        self.control.shutdown_token().cancel();
+        self.control.abandon();
     }
 }

@@ -56,6 +56,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::own_route::{route_from_ptr, PtrLookup};
 use crate::control::html::escape_html;
 use crate::store::{
     now_ms, JdbcTable, OnStoreError, SessionRecord, SessionStore, StoreConfig, StoreError,
@@ -267,6 +268,8 @@ impl Drop for RunningNode {
 pub enum DemoNodeError {
     #[error("--route: {0}")]
     Route(String),
+    #[error("--route-from-ptr: {0}")]
+    RouteFromPtr(String),
     #[error("--store: {0}")]
     Store(String),
     #[error("--listen {addr}: {source}")]
@@ -276,15 +279,50 @@ pub enum DemoNodeError {
     },
 }
 
+/// Where `stickyroute demo-node` gets its route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteSource {
+    /// `--route NAME`.
+    Given(String),
+    /// `--route-from-ptr`: the first label of the PTR name of its own address
+    /// ([`super::own_route`]).
+    FromPtr(PtrLookup),
+}
+
+impl RouteSource {
+    /// The route, checked; looked up in DNS for [`RouteSource::FromPtr`].
+    pub async fn resolve(&self) -> Result<String, DemoNodeError> {
+        match self {
+            RouteSource::Given(route) => {
+                validate_route(route).map_err(DemoNodeError::Route)?;
+                Ok(route.clone())
+            }
+            RouteSource::FromPtr(lookup) => {
+                let found = route_from_ptr(lookup)
+                    .await
+                    .map_err(DemoNodeError::RouteFromPtr)?;
+                validate_route(&found.route).map_err(|e| {
+                    DemoNodeError::RouteFromPtr(format!(
+                        "{} (the PTR name of {}): {e}",
+                        found.name, found.address
+                    ))
+                })?;
+                info!(address = %found.address, ptr = %found.name, route = %found.route, "route from the PTR name of the node's address");
+                Ok(found.route)
+            }
+        }
+    }
+}
+
 /// Runs one demo node until Ctrl-C or SIGTERM: the `stickyroute demo-node` subcommand.
 pub async fn run_demo_node_cli(
-    route: String,
+    route: RouteSource,
     listen: SocketAddr,
     store: String,
     session_timeout: Duration,
     binder_valve: bool,
 ) -> Result<(), DemoNodeError> {
-    validate_route(&route).map_err(DemoNodeError::Route)?;
+    let route = route.resolve().await?;
     let store = parse_store_arg(&store, DEMO_STORE_TIMEOUT).map_err(DemoNodeError::Store)?;
     let listener = TcpListener::bind(listen)
         .await
@@ -1007,7 +1045,7 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let run = |route: &str, store: &str| {
             run_demo_node_cli(
-                route.to_owned(),
+                RouteSource::Given(route.to_owned()),
                 addr,
                 store.to_owned(),
                 Duration::from_secs(60),

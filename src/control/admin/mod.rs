@@ -12,6 +12,7 @@
 //! | `POST /api/v1/reload`             | re-read the config file ([`crate::control::api::ReloadReport`] or `422`)   |
 //! | `GET /metrics`                    | Prometheus text; OpenMetrics when the `Accept` header asks |
 //! | `GET /live`                       | `ok`, always open (container health checks)           |
+//! | `GET /ready`                      | `ready`; `503` from the start of a shutdown; always open |
 //!
 //! Changes (`POST`) need `Authorization: Bearer <token>` when `admin.token` (or
 //! `STICKYROUTE_ADMIN_TOKEN`) is set; reads are open on loopback. Off loopback the config must
@@ -248,6 +249,11 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
             respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")
         });
     }
+    // Readiness (a Kubernetes readiness probe, a load balancer in front): whether this instance
+    // takes new connections. Open like `/live`; it says nothing about the pools either.
+    if path == "/ready" {
+        return read_only(&method, || readiness(control));
+    }
     let is_read = matches!(path.as_str(), "/" | "/api/v1/status" | "/metrics")
         && matches!(method, Method::GET | Method::HEAD);
     if is_read {
@@ -303,6 +309,21 @@ pub async fn handle(control: &Arc<Control>, req: Request<Incoming>) -> AdminResp
             StatusCode::NOT_FOUND,
             format!("no such admin endpoint: {path}"),
         )),
+    }
+}
+
+/// `GET /ready`: `200` while serving; `503` from the moment a shutdown begins, while the proxy
+/// listeners drain (the admin listener serves until they are done), so that whatever routes
+/// clients here stops before the listeners close.
+fn readiness(control: &Control) -> AdminResponse {
+    if control.is_shutting_down() {
+        respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "shutting down\n",
+        )
+    } else {
+        respond(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
     }
 }
 
