@@ -525,3 +525,159 @@ async fn runtime_nodes_through_the_api_and_ctl() {
 async fn metric_token(lb: &Running, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(lb, name, labels).await
 }
+
+/// Where one node of the rolling update is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Named,
+    /// Out of the DNS answer, still running: its sessions must still reach it.
+    Left,
+    /// Being stopped, or stopped.
+    Stopped,
+}
+
+/// What the load saw.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u64,
+    not_ok: u64,
+    count_breaks: u64,
+    /// Requests of a session pinned to a node that had left DNS but still ran, answered there.
+    pinned_to_leaving: u64,
+    /// Such requests answered elsewhere (must be none).
+    left_early: u64,
+    /// Sessions whose id was rebound to another node.
+    moves: u64,
+    errors: Vec<String>,
+}
+
+type Phases = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Phase>>>;
+
+/// One load task: `sessions` sessions, one request each per round, `per_round` apart, until
+/// `stop`; every answer checked as it comes.
+async fn session_load(
+    addr: SocketAddr,
+    sessions: usize,
+    per_round: Duration,
+    phases: Phases,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Tally {
+    let mut t = Tally::default();
+    let mut s: Vec<(Session, u64)> = (0..sessions).map(|_| (Session::new(), 0)).collect();
+    let phase = |route: &str| phases.lock().unwrap().get(route).copied();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let round = tokio::time::Instant::now();
+        for (session, count) in s.iter_mut() {
+            let pin = session.pin().to_string();
+            let before = phase(&pin);
+            let r = tokio::time::timeout(WAIT, session.get(addr, "/count")).await;
+            t.requests += 1;
+            let Ok(r) = r else {
+                t.not_ok += 1;
+                t.errors.push(format!("no answer for a session on {pin}"));
+                continue;
+            };
+            if r.status != 200 {
+                t.not_ok += 1;
+                t.errors.push(format!("{} from a session on {pin}: {}", r.status, r.text()));
+                continue;
+            }
+            let got = r.json()["count"].as_u64().unwrap_or(0);
+            if got != *count + 1 {
+                t.count_breaks += 1;
+                t.errors.push(format!("count {got} after {count} (session on {pin})"));
+            }
+            *count = got;
+            if !pin.is_empty() && session.pin() != pin {
+                t.moves += 1;
+            }
+            if before == Some(Phase::Left) && phase(&pin) == Some(Phase::Left) {
+                if r.node() == pin {
+                    t.pinned_to_leaving += 1;
+                } else {
+                    t.left_early += 1;
+                    t.errors.push(format!("a session on leaving {pin} answered by {}", r.node()));
+                }
+            }
+        }
+        tokio::time::sleep(per_round.saturating_sub(round.elapsed())).await;
+    }
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_update_under_load_loses_no_request_and_no_session() {
+    let Some(dns) = DnsServer::start(ORIGIN).await else { return };
+    let store = SessionStore::memory();
+    let mut running: Vec<(String, RunningNode)> = Vec::new();
+    for i in 0..3 {
+        let r = format!("tomcat-{i}");
+        running.push((r.clone(), node(&r, &store).await));
+    }
+    let zone = |nodes: &[(String, RunningNode)]| {
+        let list: Vec<(&str, SocketAddr)> = nodes.iter().map(|(r, n)| (r.as_str(), n.addr)).collect();
+        srv_zone(&list, 1)
+    };
+    dns.set_records(&zone(&running)).await;
+    let lb = balancer(&discovery_yaml(&dns, "      drain_timeout: 3s\n", "")).await;
+    let addr = lb.listen_addrs[0];
+    for (r, _) in &running {
+        wait_node(&lb, r, "active", false).await;
+    }
+    let phases: Phases = Default::default();
+    for (r, _) in &running {
+        phases.lock().unwrap().insert(r.clone(), Phase::Named);
+    }
+    // 200 sessions, 20 tasks of 10, one request per session every 2 s: 100 requests/s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(session_load(addr, 10, Duration::from_secs(2), phases.clone(), stop.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Replace each node: the new one joins the zone, the old one leaves it, runs on for a
+    // grace period (its sessions still reach it), then stops (they fail over, rebound).
+    for i in 0..3 {
+        let new = format!("tomcat-{}", i + 3);
+        running.push((new.clone(), node(&new, &store).await));
+        phases.lock().unwrap().insert(new.clone(), Phase::Named);
+        dns.set_records(&zone(&running)).await;
+        wait_node(&lb, &new, "active", false).await;
+        let (old, old_node) = running.remove(0);
+        dns.set_records(&zone(&running)).await;
+        wait_node(&lb, &old, "draining", true).await;
+        phases.lock().unwrap().insert(old.clone(), Phase::Left);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        phases.lock().unwrap().insert(old.clone(), Phase::Stopped);
+        old_node.stop().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = Tally::default();
+    for task in load {
+        let t = task.await.unwrap();
+        total.requests += t.requests;
+        total.not_ok += t.not_ok;
+        total.count_breaks += t.count_breaks;
+        total.pinned_to_leaving += t.pinned_to_leaving;
+        total.left_early += t.left_early;
+        total.moves += t.moves;
+        total.errors.extend(t.errors);
+    }
+    for old in ["tomcat-0", "tomcat-1", "tomcat-2"] {
+        wait_gone(&lb, old, WAIT).await;
+    }
+    let s = status(&lb).await;
+    let live: Vec<&str> = pool(&s).nodes.iter().map(|n| n.route.as_str()).collect();
+    eprintln!(
+        "rolling update: {} requests, {} not 200, {} count breaks, {} answered by a leaving node before it stopped, {} moved early, {} session moves; nodes now {live:?}",
+        total.requests, total.not_ok, total.count_breaks, total.pinned_to_leaving, total.left_early, total.moves
+    );
+    assert!(total.errors.is_empty(), "{:#?}", &total.errors[..total.errors.len().min(20)]);
+    assert_eq!(live, ["tomcat-3", "tomcat-4", "tomcat-5"]);
+    // Every session started on an old node; each moved once per node it outlived.
+    assert!(total.moves >= 200, "{} moves", total.moves);
+    assert!(total.pinned_to_leaving > 0);
+    assert!(total.requests > 2000, "{} requests", total.requests);
+}
