@@ -184,8 +184,15 @@ async fn responses_without_a_length_are_chunked_for_the_client() {
     .await;
     assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
     assert!(text.ends_with("0\r\n\r\n"), "{text}");
-    let r = get(lb.addr(), "/stream", None).await;
+    let mut c = Conn::open(lb.addr()).await;
+    let r = c.get("/stream", None).await;
     assert!(r.text().starts_with("route=jvm1 len=0"), "{}", r.text());
+    // HEAD: the length without a body, and the connection carries on.
+    let r = c.request(Method::HEAD, "/", &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("content-length").is_some_and(|l| l != "0"));
+    assert!(r.body.is_empty());
+    assert_eq!(c.get("/", None).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
