@@ -28,8 +28,8 @@
 //! (`core::session`), select the node (`core::select`), rebind a moved session
 //! (`core::binder`, the store for `rename`), forward (the native path on its own keep-alive
 //! connections, hyper over `proxy::upstream`), and rewrite the response on its way back. AJP/1.3
-//! nodes (`protocol: ajp`) are reached from the native path (`proxy::h1::ajp`, on the `ajp`
-//! codec).
+//! nodes (`protocol: ajp`) are reached from both paths on the `ajp` codec (`proxy::h1::ajp`,
+//! `proxy::ajp_exchange`).
 
 pub mod ajp;
 pub mod cli;

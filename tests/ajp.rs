@@ -421,3 +421,84 @@ async fn tls_clients_send_their_tls_attributes_and_certificate() {
     let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     assert_eq!(der.as_ref(), client.der().as_ref());
 }
+
+#[tokio::test]
+async fn h2c_clients_reach_ajp_nodes() {
+    let (n1, n2) = two_nodes().await;
+    let lb = balancer(&ajp_yaml("", &[&n1, &n2])).await;
+    let mut c = Proto::H2c.open(lb.addr()).await;
+    let first = c.get("/app/page?x=1", None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let id = first.session_cookies().pop().expect("a session cookie");
+    let route = first.node().to_string();
+    for _ in 0..3 {
+        let r = c.get("/", Some(&id)).await;
+        assert_eq!(
+            (r.node(), r.seen()),
+            (route.as_str(), id.as_str()),
+            "sticky over h2c"
+        );
+    }
+    let node = if route == "jvm1" { &n1 } else { &n2 };
+    let seen = node.seen.last();
+    assert_eq!(
+        seen.protocol, b"HTTP/1.1",
+        "the version an HTTP node would get"
+    );
+    assert_eq!(seen.remote_addr, b"127.0.0.1");
+    assert_eq!(seen.secret.as_deref(), Some(SECRET.as_bytes()));
+    assert_eq!(seen.header("host"), Some(TEST_HOST.as_bytes()));
+    assert_eq!(
+        node.seen
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "pooled"
+    );
+
+    // 1 MiB over HTTP/2 frames, through Get Body Chunk.
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i * 13 % 251) as u8).collect();
+    let want = format!("len={} sum={:x}", body.len(), checksum(&body));
+    let r = c
+        .request(Method::POST, "/upload", &[], Bytes::from(body))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains(&want), "{} / {want}", r.text());
+
+    // Unframed responses come through; HEAD has no body.
+    let r = c.get("/stream", None).await;
+    assert!(r.text().starts_with("route="), "{}", r.text());
+    let r = c.request(Method::HEAD, "/", &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.is_empty());
+
+    // The session's node stops: failover over h2c too.
+    node.stop();
+    let r = Proto::H2c.open(lb.addr()).await.get("/", Some(&id)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_ne!(r.node(), route);
+}
+
+#[tokio::test]
+async fn h2c_malformed_framing_is_502() {
+    let good = AjpNode::start("good", Some(SECRET), 8192, Misbehave::No).await;
+    for mode in [
+        Misbehave::WrongMagic,
+        Misbehave::LengthPastPacket,
+        Misbehave::BodyBeforeHeaders,
+    ] {
+        let bad = AjpNode::start("bad", Some(SECRET), 8192, mode).await;
+        let text = format!(
+            "listeners:\n  - bind: \"127.0.0.1:0\"\npools:\n  - name: bad\n    path_prefix: /bad\n    protocol: ajp\n    ajp: {{ secret: {SECRET} }}\n    failover: {{ max_attempts: 1 }}\n    nodes:\n      {}\n  - name: good\n    protocol: ajp\n    ajp: {{ secret: {SECRET} }}\n    nodes:\n      {}\n",
+            node_line("bad", bad.addr, ""),
+            node_line("good", good.addr, ""),
+        );
+        let lb = balancer(&text).await;
+        let mut c = Proto::H2c.open(lb.addr()).await;
+        let r = c.get("/bad", None).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{mode:?}");
+        assert!(upstream_errors(&lb, "bad") >= 1, "{mode:?}");
+        let r = c.get("/", None).await;
+        assert_eq!((r.status, r.node()), (StatusCode::OK, "good"), "{mode:?}");
+    }
+}
