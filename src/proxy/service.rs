@@ -344,11 +344,8 @@ impl ProxyService {
             let turn = attempts.next(trace).await?;
             let node = turn.node;
             if let Some(cfg) = &node.ajp {
-                if client_upgrade.is_some() {
-                    let why = "WebSocket upgrades cannot cross AJP (the node speaks AJP/1.3)";
-                    return Err((ProxyError::NotImplemented(why), None));
-                }
                 let mut state = AjpState {
+                    upgrade: client_upgrade.is_some(),
                     parts: &mut parts,
                     body: &mut body,
                     cookies_dirty: &mut cookies_dirty,
@@ -445,6 +442,10 @@ impl ProxyService {
         st: &mut AjpState<'_>,
         trace: &mut Trace,
     ) -> Result<Option<Response<ResponseBody>>, Fail> {
+        if st.upgrade {
+            let why = "WebSocket upgrades cannot cross AJP (the node speaks AJP/1.3)";
+            return Err((ProxyError::NotImplemented(why), None));
+        }
         let node = turn.node;
         let t = &req.pool.cfg.timeouts;
         let connected =
@@ -601,6 +602,8 @@ impl ProxyService {
 /// What an AJP attempt changes of the request loop's state: the request to send (given back
 /// when it was not sent), the client body, and whether the cookies need rewriting again.
 struct AjpState<'s> {
+    /// The client asked for an upgrade, which AJP cannot carry.
+    upgrade: bool,
     parts: &'s mut http::request::Parts,
     body: &'s mut Option<ForwardBody>,
     cookies_dirty: &'s mut bool,
