@@ -502,3 +502,45 @@ async fn h2c_malformed_framing_is_502() {
         assert_eq!((r.status, r.node()), (StatusCode::OK, "good"), "{mode:?}");
     }
 }
+
+#[tokio::test]
+async fn expect_continue_and_body_limits() {
+    let n = AjpNode::start("jvm1", Some(SECRET), 8192, Misbehave::No).await;
+    let lb = balancer(&ajp_yaml("", &[&n])).await;
+    // The client waits for `100 Continue` before its body.
+    let mut s = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
+    let exchange = async {
+        let head = format!("POST /up HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut interim = [0u8; 25];
+        s.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(b"hello").await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let answer = tokio::time::timeout(DEADLINE, exchange)
+        .await
+        .expect("100-continue");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("len=5"), "{answer}");
+    assert_eq!(n.seen.last().header("expect"), None);
+
+    // A chunked upload past max_body_bytes is the client's 413, not the node's fault.
+    let limited = ajp_yaml("", &[&n]).replace(
+        "  - bind: \"127.0.0.1:0\"\n",
+        "  - bind: \"127.0.0.1:0\"\n    max_body_bytes: 1000\n",
+    );
+    let lb = balancer(&limited).await;
+    let mut req = format!("POST /up HTTP/1.1\r\nHost: {TEST_HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
+    for _ in 0..5 {
+        req.extend_from_slice(b"3e8\r\n");
+        req.extend_from_slice(&[b'z'; 1000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(lb.addr(), &req).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(upstream_errors(&lb, "jvm1"), 0);
+}
