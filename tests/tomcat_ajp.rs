@@ -1,8 +1,10 @@
 //! Real Tomcat 10.1 behind `protocol: ajp`: two nodes with an `AJP/1.3` connector that has a
-//! `secret`, on loopback, and a JSP that shows what the application sees. Checks: stickiness,
-//! the client's address and `https` scheme seen by the application without any valve, a 1 MiB
-//! POST (Get Body Chunk round trips), a wrong secret (Tomcat's 403 passed on, the node not
-//! marked down), a Tomcat killed mid-way (connect failure, then failover), and CPing health.
+//! `secret`, on loopback, sharing a `PersistentManager` + `FileStore` session store, and a JSP
+//! that shows what the application sees. Checks: stickiness, the client's address and `https`
+//! scheme seen by the application without any valve, a 1 MiB POST (Get Body Chunk round
+//! trips), a wrong secret (Tomcat's 403 passed on, the node not marked down), CPing health, and
+//! a Tomcat killed mid-way: connect failure, then `translate` failover to the other Tomcat,
+//! which finds the session in the shared store under its original id.
 //!
 //! Needs Debian's `tomcat10` (or `STICKYROUTE_CATALINA_HOME`) and `java`; without them the test
 //! prints `SKIPPED` and passes, unless `STICKYROUTE_REQUIRE_SERVICES=1`.
@@ -74,9 +76,25 @@ struct Node {
     proc: Option<Wrapped>,
 }
 
+/// The application's context: sessions written to the store shared by both nodes about a
+/// second after their last request (see deploy/tomcat/context-datasourcestore.xml).
+fn context_xml(store: &Path) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<Context backgroundProcessorDelay="1">
+  <Manager className="org.apache.catalina.session.PersistentManager" maxIdleBackup="1"
+           processExpiresFrequency="1" sessionActivityCheck="true">
+    <Store className="org.apache.catalina.session.FileStore" directory="{}"/>
+  </Manager>
+</Context>
+"#,
+        store.display()
+    )
+}
+
 fn start_node(found: &Found, root: &Path, route: &str) -> Node {
     let base = root.join(route);
-    for d in ["conf", "logs", "temp", "work", "webapps/app"] {
+    for d in ["conf", "logs", "temp", "work", "webapps/app/META-INF"] {
         std::fs::create_dir_all(base.join(d)).unwrap();
     }
     for f in ["web.xml", "logging.properties"] {
@@ -98,6 +116,13 @@ fn start_node(found: &Found, root: &Path, route: &str) -> Node {
     );
     std::fs::write(base.join("conf/server.xml"), server).unwrap();
     std::fs::write(base.join("webapps/app/index.jsp"), INDEX_JSP).unwrap();
+    let store = root.join("sessions");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::write(
+        base.join("webapps/app/META-INF/context.xml"),
+        context_xml(&store),
+    )
+    .unwrap();
     let home = &found.home;
     let args: Vec<String> = vec![
         "-Xmx128m".into(),
@@ -238,6 +263,8 @@ async fn tomcat_over_ajp() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(field(&r.text(), "len"), "1048576");
+    assert_eq!(field(&r.text(), "count"), "5");
+    let last_request = std::time::SystemTime::now();
 
     // Over TLS the application sees https, without any valve.
     let connector = tls_connector(&cert, b"http/1.1");
@@ -280,16 +307,49 @@ async fn tomcat_over_ajp() {
         assert!(r.is_ok(), "{r:?}");
     }
 
-    // The session's Tomcat is killed: connect failure, then failover to the other one.
+    // The session's Tomcat is killed once the store has its last request (count 5): connect
+    // failure, then `translate` failover; the other Tomcat finds the session under its
+    // original id and counts on.
+    wait_stored(root.path(), &id, last_request).await;
     let i = nodes.iter().position(|n| n.route == route).unwrap();
     nodes[i]
         .proc
         .take()
         .unwrap()
         .stop("-KILL", Duration::from_secs(10));
+    let other = &nodes[1 - i];
     let r = get(plain, "/app/", Some(&id)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert_ne!(field(&r.text(), "route"), route, "failed over");
-    let other = &nodes[1 - i];
-    assert_eq!(field(&r.text(), "route"), other.route);
+    assert_eq!(field(&r.text(), "route"), other.route, "failed over");
+    assert_eq!(
+        field(&r.text(), "count"),
+        "6",
+        "the session came from the shared store"
+    );
+    let moved = format!("{id}.{}", other.route);
+    assert_eq!(r.session_cookies(), vec![moved.clone()]);
+    let r = get(plain, "/app/", Some(&moved)).await;
+    let text = r.text();
+    assert_eq!(
+        (field(&text, "route"), field(&text, "count")),
+        (other.route.as_str(), "7")
+    );
+}
+
+/// Waits (bounded) until the shared store holds the session as written after `since`.
+async fn wait_stored(root: &Path, id: &str, since: std::time::SystemTime) {
+    let file = root.join("sessions").join(format!("{id}.session"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let written = std::fs::metadata(&file).and_then(|m| m.modified());
+        if written.is_ok_and(|t| t > since) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached the store",
+            file.display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
