@@ -65,15 +65,34 @@ pub(super) async fn forward(
     let mut out = Buf::take();
     write_forward_request(req, conn, client, cfg, choice, ids, &mut out.0)?;
     // With a Content-Length the first chunk goes out unsolicited (Tomcat reads it at once);
-    // a chunked upload waits for the container's first Get Body Chunk.
-    if matches!(req.head.body(), BodyFraming::Length(n) if n > 0) {
-        let idle = req.m.pool.cfg.timeouts.body_idle;
-        let chunk = upload.next(client, ajp::max_body_chunk(ps), idle).await?;
-        ajp::write_body_chunk(chunk, ps, &mut out.0)
-            .map_err(|e| (Failure::Upstream, e.to_string()))?;
-    }
+    // a chunked upload waits for the container's first Get Body Chunk. Body bytes already
+    // read go out with the Forward Request; none is read from the client before the Forward
+    // Request was written, so a request not sent is whole for the next attempt.
+    let first_chunk = matches!(req.head.body(), BodyFraming::Length(n) if n > 0);
+    let max = ajp::max_body_chunk(ps);
+    let buffered = first_chunk && {
+        let chunk = upload.next_buffered(max)?;
+        if !chunk.is_empty() {
+            ajp::write_body_chunk(chunk, ps, &mut out.0)
+                .map_err(|e| (Failure::Upstream, e.to_string()))?;
+        }
+        !chunk.is_empty()
+    };
     if upstream.write_all(&out.0).await.is_err() {
         return Err((Failure::NotSent, "the connection to the node closed".into()));
+    }
+    if first_chunk && !buffered {
+        let idle = req.m.pool.cfg.timeouts.body_idle;
+        out.0.clear();
+        let chunk = upload.next(client, max, idle).await?;
+        ajp::write_body_chunk(chunk, ps, &mut out.0)
+            .map_err(|e| (Failure::Upstream, e.to_string()))?;
+        if upstream.write_all(&out.0).await.is_err() {
+            return Err((
+                Failure::Upstream,
+                "the node closed during the request body".into(),
+            ));
+        }
     }
     drop(out);
     let mut relay = Relay::new(req, node, ids, cfg);
@@ -235,6 +254,15 @@ impl Upload {
                 Ok(Ok(_)) => {}
             }
         }
+        let n = self.pending.len().min(max);
+        self.chunk.clear();
+        self.chunk.extend(self.pending.drain(..n));
+        Ok(&self.chunk)
+    }
+
+    /// Up to `max` body bytes from what was already read, without reading from the client.
+    fn next_buffered(&mut self, max: usize) -> Result<&[u8], Fault> {
+        while self.pending.len() < max && !self.done && self.decode()? {}
         let n = self.pending.len().min(max);
         self.chunk.clear();
         self.chunk.extend(self.pending.drain(..n));
