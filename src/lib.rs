@@ -27,7 +27,9 @@
 //! (`proxy::attempt::Attempts`) over `proxy::pipeline`'s phases: match the pool, extract the id
 //! (`core::session`), select the node (`core::select`), rebind a moved session
 //! (`core::binder`, the store for `rename`), forward (the native path on its own keep-alive
-//! connections, hyper over `proxy::upstream`), and rewrite the response on its way back.
+//! connections, hyper over `proxy::upstream`), and rewrite the response on its way back. AJP/1.3
+//! nodes (`protocol: ajp`) are reached from both paths on the `ajp` codec (`proxy::h1::ajp`,
+//! `proxy::ajp_exchange`).
 
 pub mod ajp;
 pub mod cli;

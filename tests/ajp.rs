@@ -184,8 +184,15 @@ async fn responses_without_a_length_are_chunked_for_the_client() {
     .await;
     assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
     assert!(text.ends_with("0\r\n\r\n"), "{text}");
-    let r = get(lb.addr(), "/stream", None).await;
+    let mut c = Conn::open(lb.addr()).await;
+    let r = c.get("/stream", None).await;
     assert!(r.text().starts_with("route=jvm1 len=0"), "{}", r.text());
+    // HEAD: the length without a body, and the connection carries on.
+    let r = c.request(Method::HEAD, "/", &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.header("content-length").is_some_and(|l| l != "0"));
+    assert!(r.body.is_empty());
+    assert_eq!(c.get("/", None).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -413,4 +420,127 @@ async fn tls_clients_send_their_tls_attributes_and_certificate() {
     use rustls_pki_types::pem::PemObject;
     let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     assert_eq!(der.as_ref(), client.der().as_ref());
+}
+
+#[tokio::test]
+async fn h2c_clients_reach_ajp_nodes() {
+    let (n1, n2) = two_nodes().await;
+    let lb = balancer(&ajp_yaml("", &[&n1, &n2])).await;
+    let mut c = Proto::H2c.open(lb.addr()).await;
+    let first = c.get("/app/page?x=1", None).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let id = first.session_cookies().pop().expect("a session cookie");
+    let route = first.node().to_string();
+    for _ in 0..3 {
+        let r = c.get("/", Some(&id)).await;
+        assert_eq!(
+            (r.node(), r.seen()),
+            (route.as_str(), id.as_str()),
+            "sticky over h2c"
+        );
+    }
+    let node = if route == "jvm1" { &n1 } else { &n2 };
+    let seen = node.seen.last();
+    assert_eq!(
+        seen.protocol, b"HTTP/1.1",
+        "the version an HTTP node would get"
+    );
+    assert_eq!(seen.remote_addr, b"127.0.0.1");
+    assert_eq!(seen.secret.as_deref(), Some(SECRET.as_bytes()));
+    assert_eq!(seen.header("host"), Some(TEST_HOST.as_bytes()));
+    assert_eq!(
+        node.seen
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "pooled"
+    );
+
+    // 1 MiB over HTTP/2 frames, through Get Body Chunk.
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i * 13 % 251) as u8).collect();
+    let want = format!("len={} sum={:x}", body.len(), checksum(&body));
+    let r = c
+        .request(Method::POST, "/upload", &[], Bytes::from(body))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains(&want), "{} / {want}", r.text());
+
+    // Unframed responses come through; HEAD has no body.
+    let r = c.get("/stream", None).await;
+    assert!(r.text().starts_with("route="), "{}", r.text());
+    let r = c.request(Method::HEAD, "/", &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.is_empty());
+
+    // The session's node stops: failover over h2c too.
+    node.stop();
+    let r = Proto::H2c.open(lb.addr()).await.get("/", Some(&id)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_ne!(r.node(), route);
+}
+
+#[tokio::test]
+async fn h2c_malformed_framing_is_502() {
+    let good = AjpNode::start("good", Some(SECRET), 8192, Misbehave::No).await;
+    for mode in [
+        Misbehave::WrongMagic,
+        Misbehave::LengthPastPacket,
+        Misbehave::BodyBeforeHeaders,
+    ] {
+        let bad = AjpNode::start("bad", Some(SECRET), 8192, mode).await;
+        let text = format!(
+            "listeners:\n  - bind: \"127.0.0.1:0\"\npools:\n  - name: bad\n    path_prefix: /bad\n    protocol: ajp\n    ajp: {{ secret: {SECRET} }}\n    failover: {{ max_attempts: 1 }}\n    nodes:\n      {}\n  - name: good\n    protocol: ajp\n    ajp: {{ secret: {SECRET} }}\n    nodes:\n      {}\n",
+            node_line("bad", bad.addr, ""),
+            node_line("good", good.addr, ""),
+        );
+        let lb = balancer(&text).await;
+        let mut c = Proto::H2c.open(lb.addr()).await;
+        let r = c.get("/bad", None).await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{mode:?}");
+        assert!(upstream_errors(&lb, "bad") >= 1, "{mode:?}");
+        let r = c.get("/", None).await;
+        assert_eq!((r.status, r.node()), (StatusCode::OK, "good"), "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn expect_continue_and_body_limits() {
+    let n = AjpNode::start("jvm1", Some(SECRET), 8192, Misbehave::No).await;
+    let lb = balancer(&ajp_yaml("", &[&n])).await;
+    // The client waits for `100 Continue` before its body.
+    let mut s = tokio::net::TcpStream::connect(lb.addr()).await.unwrap();
+    let exchange = async {
+        let head = format!("POST /up HTTP/1.1\r\nHost: {TEST_HOST}\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut interim = [0u8; 25];
+        s.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(b"hello").await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let answer = tokio::time::timeout(DEADLINE, exchange)
+        .await
+        .expect("100-continue");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("len=5"), "{answer}");
+    assert_eq!(n.seen.last().header("expect"), None);
+
+    // A chunked upload past max_body_bytes is the client's 413, not the node's fault.
+    let limited = ajp_yaml("", &[&n]).replace(
+        "  - bind: \"127.0.0.1:0\"\n",
+        "  - bind: \"127.0.0.1:0\"\n    max_body_bytes: 1000\n",
+    );
+    let lb = balancer(&limited).await;
+    let mut req = format!("POST /up HTTP/1.1\r\nHost: {TEST_HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").into_bytes();
+    for _ in 0..5 {
+        req.extend_from_slice(b"3e8\r\n");
+        req.extend_from_slice(&[b'z'; 1000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(lb.addr(), &req).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(upstream_errors(&lb, "jvm1"), 0);
 }

@@ -280,27 +280,7 @@ fn incremental_parse_needs_the_whole_packet() {
 }
 
 #[test]
-fn malformed_packets_are_refused() {
-    let headers = |extra: &[u8]| {
-        let mut p = vec![0x04, 0x00, 0xC8];
-        p.extend(s("OK"));
-        p.extend(extra);
-        packet(b"AB", &p)
-    };
-    let mut bad_value = vec![0x00, 0x01];
-    bad_value.extend(s("X-A"));
-    bad_value.extend(s("a\r\nSet-Cookie: x=1"));
-    let mut bad_name = vec![0x00, 0x01];
-    bad_name.extend(s("X A"));
-    bad_name.extend(s("v"));
-    let mut null_name = vec![0x00, 0x01, 0xFF, 0xFF];
-    null_name.extend(s("v"));
-    let mut bad_status = vec![0x04, 0x00, 0x63];
-    bad_status.extend(s("x"));
-    bad_status.extend([0x00, 0x00]);
-    let mut bad_message = vec![0x04, 0x00, 0xC8];
-    bad_message.extend(s("O\nK"));
-    bad_message.extend([0x00, 0x00]);
+fn malformed_framing_is_refused() {
     let table: Vec<(&str, Vec<u8>, Error)> = vec![
         (
             "wrong first magic byte",
@@ -357,6 +337,35 @@ fn malformed_packets_are_refused() {
             packet(b"AB", &[0x03, 0x00, 0x01, b'a', 0, 0]),
             Error::Length,
         ),
+    ];
+    for (what, wire, err) in table {
+        assert_eq!(parse_packet(&wire, PS), Err(err), "{what}");
+    }
+}
+
+#[test]
+fn malformed_send_headers_are_refused() {
+    let headers = |extra: &[u8]| {
+        let mut p = vec![0x04, 0x00, 0xC8];
+        p.extend(s("OK"));
+        p.extend(extra);
+        packet(b"AB", &p)
+    };
+    let mut bad_value = vec![0x00, 0x01];
+    bad_value.extend(s("X-A"));
+    bad_value.extend(s("a\r\nSet-Cookie: x=1"));
+    let mut bad_name = vec![0x00, 0x01];
+    bad_name.extend(s("X A"));
+    bad_name.extend(s("v"));
+    let mut null_name = vec![0x00, 0x01, 0xFF, 0xFF];
+    null_name.extend(s("v"));
+    let mut bad_status = vec![0x04, 0x00, 0x63];
+    bad_status.extend(s("x"));
+    bad_status.extend([0x00, 0x00]);
+    let mut bad_message = vec![0x04, 0x00, 0xC8];
+    bad_message.extend(s("O\nK"));
+    bad_message.extend([0x00, 0x00]);
+    let table: Vec<(&str, Vec<u8>, Error)> = vec![
         ("headers without count", headers(&[]), Error::Truncated),
         (
             "header count lies",

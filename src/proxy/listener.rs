@@ -196,6 +196,7 @@ pub async fn serve_listener(a: AcceptLoop) {
         native: Arc::new(h1::Context {
             balancer: balancer.clone(),
             pools: raw,
+            upstream: conns.clone(),
             cfg: cfg.clone(),
             shutdown: shutdown.clone(),
             tls: tls.is_some(),
@@ -407,8 +408,10 @@ async fn serve_tls<F>(
         Box::pin(serve_native(stream, client, shared, watcher)).await;
         return;
     }
+    let client_tls = crate::proxy::ajp_client::ClientTls::of(&stream);
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
         .with_listener(&shared.cfg)
+        .with_client_tls(client_tls)
         .with_tunnels(shared.tunnels.clone(), Some(Arc::new(permit)));
     let io = TokioIo::new(WriteStall::new(stream, write_stall_limit(&shared.balancer)));
     Box::pin(serve_hyper(&shared, io, service, watcher)).await;

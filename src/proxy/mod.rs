@@ -14,17 +14,23 @@
 //!   listeners;
 //! - [`service`]: the hyper `Service` for HTTP/2 (h2c by prior knowledge on cleartext, `h2` by
 //!   ALPN on TLS) that drives them;
-//! - [`upstream`]: keep-alive connection pools to the nodes;
+//! - [`upstream`]: keep-alive connection pools to the nodes; [`idle_conns`]: idle TCP
+//!   connections per node (native HTTP/1.1, AJP);
+//! - [`ajp_exchange`]: AJP nodes: connecting (CPing past `ping_after`), the hyper path's
+//!   exchange, and the client's TLS attributes for them ([`ajp_client`]);
 //! - [`open_streams`]: an HTTP/2 connection's open streams, for its keep-alive limit;
 //! - [`tunnel`]: byte tunnels for upgraded connections, with their idle limit and keepalive;
 //! - [`deadline`], [`workers`], [`write_stall`]: coarse per-thread deadlines, the worker
 //!   threads, and the bound on a hyper client write that stays pending.
 
 pub mod access_log;
+pub mod ajp_client;
+pub mod ajp_exchange;
 pub mod attempt;
 pub mod client_io;
 pub mod deadline;
 pub mod h1;
+pub mod idle_conns;
 pub mod listener;
 pub mod open_streams;
 pub mod pipeline;

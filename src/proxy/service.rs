@@ -24,6 +24,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::config::AjpConfig;
 use crate::config::ListenerConfig;
 use crate::core::binder::{self, ResponsePlan};
 use crate::core::forwarding::{
@@ -33,7 +34,9 @@ use crate::core::forwarding::{
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
 use crate::core::session::IdLocation;
-use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
+use crate::proxy::ajp_client::ClientTls;
+use crate::proxy::ajp_exchange;
+use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace, Turn};
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionEdit, SessionIds};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::{
@@ -62,6 +65,10 @@ pub struct ProxyService {
     tunnels: TunnelPolicy,
     /// The connection's permit of `listeners[].max_connections`, kept by a tunnel it becomes.
     permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    /// The listener's port (`server_port` of AJP requests).
+    listener_port: u16,
+    /// A TLS client's attributes, for AJP nodes.
+    client_tls: Option<Arc<ClientTls>>,
 }
 
 impl ProxyService {
@@ -83,7 +90,15 @@ impl ProxyService {
             resets: None,
             tunnels: TunnelPolicy::default(),
             permit: None,
+            listener_port: 0,
+            client_tls: None,
         }
+    }
+
+    /// The TLS attributes of the client, passed to AJP nodes.
+    pub fn with_client_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.client_tls = tls.map(Arc::new);
+        self
     }
 
     /// Counts this connection's streams that the client cancels before their response
@@ -108,6 +123,7 @@ impl ProxyService {
     pub fn with_listener(mut self, cfg: &ListenerConfig) -> Self {
         self.trusted = cfg.trusted_proxies.clone();
         self.max_body = cfg.max_body_bytes;
+        self.listener_port = cfg.bind.port();
         self
     }
 }
@@ -327,10 +343,19 @@ impl ProxyService {
         loop {
             let turn = attempts.next(trace).await?;
             let node = turn.node;
-            if node.ajp.is_some() {
-                // AJP is driven from the native HTTP/1.1 path only.
-                let why = "HTTP/2 to an AJP node is not supported: use HTTP/1.1";
-                return Err((ProxyError::NotImplemented(why), None));
+            if let Some(cfg) = &node.ajp {
+                let mut state = AjpState {
+                    upgrade: client_upgrade.is_some(),
+                    parts: &mut parts,
+                    body: &mut body,
+                    cookies_dirty: &mut cookies_dirty,
+                    too_large: &too_large,
+                };
+                let tried = self.attempt_ajp(req, cfg, turn, &mut attempts, &mut state, trace);
+                match Box::pin(tried).await? {
+                    Some(resp) => return Ok(resp),
+                    None => continue,
+                }
             }
             let conns = self.conns.get(node.slot);
             let t = &pool.cfg.timeouts;
@@ -406,6 +431,120 @@ impl ProxyService {
         }
     }
 
+    /// One attempt on an AJP node ([`ajp_exchange`]): `Some` response, or `None` when the
+    /// failure was recorded and the loop goes on to the next attempt.
+    async fn attempt_ajp<'p>(
+        &self,
+        req: &Prepared<'_>,
+        cfg: &AjpConfig,
+        turn: Turn<'p>,
+        attempts: &mut Attempts<'p>,
+        st: &mut AjpState<'_>,
+        trace: &mut Trace,
+    ) -> Result<Option<Response<ResponseBody>>, Fail> {
+        if st.upgrade {
+            let why = "WebSocket upgrades cannot cross AJP (the node speaks AJP/1.3)";
+            return Err((ProxyError::NotImplemented(why), None));
+        }
+        let node = turn.node;
+        let t = &req.pool.cfg.timeouts;
+        let connected =
+            ajp_exchange::connect(&self.conns.ajp, node, cfg, t, turn.epoch, turn.fresh).await;
+        let (stream, reused) = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                attempts.failed(turn, Failed::new(Failure::Connect, e, false))?;
+                return Ok(None);
+            }
+        };
+        let ids = attempts.rebind(&turn).await?;
+        self.rewrite_for_node(req, st.parts, turn.choice, &ids, st.cookies_dirty);
+        let body_now = st.body.take().unwrap_or_else(ForwardBody::empty);
+        let request = Request::from_parts(take_parts(st.parts), body_now);
+        turn.slot.sending();
+        let sent_at = Instant::now();
+        let client = ajp_exchange::ClientSide {
+            addr: self.client,
+            listener_port: self.listener_port,
+            is_ssl: self.tls,
+            tls: self.client_tls.as_deref(),
+        };
+        let home = ajp_exchange::Home {
+            pools: self.conns.clone(),
+            slot: node.slot,
+            epoch: turn.epoch,
+            rt: node.rt.clone(),
+        };
+        let (failure, reason) =
+            match ajp_exchange::send(stream, request, &client, cfg, t, home).await {
+                ajp_exchange::Sent::Response(resp) => {
+                    trace.upstream = Some(sent_at.elapsed());
+                    return Ok(Some(self.respond_ajp(req, node, &ids, resp, turn.slot)));
+                }
+                ajp_exchange::Sent::NotSent(unsent, reason) => {
+                    let (p, b) = unsent.into_parts();
+                    *st.parts = p;
+                    *st.body = Some(b);
+                    *st.cookies_dirty = true;
+                    (Failure::NotSent, reason)
+                }
+                ajp_exchange::Sent::Failed((Failure::ClientBody, reason))
+                    if st.too_large.load(Ordering::Relaxed) =>
+                {
+                    (Failure::BodyTooLarge, reason)
+                }
+                ajp_exchange::Sent::Failed(fault) => fault,
+            };
+        let failed = Failed {
+            renamed: attempts.renamed(&ids),
+            ..Failed::new(failure, reason, reused)
+        };
+        drop(ids);
+        attempts.failed(turn, failed)?;
+        if matches!(failure, Failure::Upstream | Failure::Timeout) {
+            if let Some(saved) = &req.replay {
+                *st.parts = saved.clone();
+                *st.body = Some(ForwardBody::empty());
+                *st.cookies_dirty = true;
+            }
+        }
+        Ok(None)
+    }
+
+    /// An AJP node's response for the client: judged, rewritten by the binder, learned from,
+    /// its body streaming from the exchange's task.
+    fn respond_ajp(
+        &self,
+        req: &Prepared<'_>,
+        node: &Node,
+        ids: &Ids<'_>,
+        resp: Response<ajp_exchange::AjpBody>,
+        guard: InflightGuard,
+    ) -> Response<ResponseBody> {
+        let pool = req.pool;
+        pipeline::judge_response(pool, node, resp.status(), req.started_ms);
+        let plan = pipeline::response_plan(pool, req.cookie_name, ids, req.reissue, self.tls);
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        let issued = rewrite_response_headers(&mut parts.headers, req, &plan);
+        pipeline::learn(
+            &self.balancer,
+            pool,
+            node,
+            req.sep,
+            req.ids.map(|i| i.backend),
+            ids.forward_id.as_deref(),
+            issued.iter().map(String::as_str),
+        );
+        Response::from_parts(
+            parts,
+            ResponseBody::Ajp {
+                body,
+                _guard: guard,
+            },
+        )
+    }
+
     /// Node-dependent rewriting: the id the backend sees, the failover header.
     fn rewrite_for_node(
         &self,
@@ -458,6 +597,17 @@ impl ProxyService {
         );
         resp
     }
+}
+
+/// What an AJP attempt changes of the request loop's state: the request to send (given back
+/// when it was not sent), the client body, and whether the cookies need rewriting again.
+struct AjpState<'s> {
+    /// The client asked for an upgrade, which AJP cannot carry.
+    upgrade: bool,
+    parts: &'s mut http::request::Parts,
+    body: &'s mut Option<ForwardBody>,
+    cookies_dirty: &'s mut bool,
+    too_large: &'s std::sync::atomic::AtomicBool,
 }
 
 /// What every attempt of one request shares: the pool, the session as the client sent it, and
@@ -829,6 +979,11 @@ pub enum ResponseBody {
         idle: BodyIdle,
     },
     Synthetic(Full<Bytes>),
+    /// An AJP node's body, and the node's slot held until it ends.
+    Ajp {
+        body: ajp_exchange::AjpBody,
+        _guard: InflightGuard,
+    },
 }
 
 impl ResponseBody {
@@ -884,6 +1039,7 @@ impl Body for ResponseBody {
             ResponseBody::Synthetic(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(|never| match never {}))),
+            ResponseBody::Ajp { body, .. } => Pin::new(body).poll_frame(cx),
             ResponseBody::Upstream {
                 body,
                 conn,
@@ -919,6 +1075,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Synthetic(full) => full.is_end_stream(),
             ResponseBody::Upstream { body, .. } => body.is_end_stream(),
+            ResponseBody::Ajp { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -926,6 +1083,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Synthetic(full) => full.size_hint(),
             ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Ajp { body, .. } => body.size_hint(),
         }
     }
 }

@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::config::NodeAddr;
+use crate::proxy::idle_conns::IdleConns;
 
 /// How long a checkout waits for a pooled connection that is finishing its last exchange.
 const READY_WAIT: Duration = Duration::from_millis(50);
@@ -355,6 +356,8 @@ impl UpstreamPool {
 #[derive(Debug, Default)]
 pub struct UpstreamPools {
     by_slot: RwLock<Vec<Option<Arc<UpstreamPool>>>>,
+    /// Idle AJP connections of AJP nodes, shared by both request paths.
+    pub ajp: IdleConns,
 }
 
 impl UpstreamPools {

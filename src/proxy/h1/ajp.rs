@@ -1,5 +1,5 @@
-//! The native path's exchange with an AJP/1.3 node, beside the HTTP/1.1 one in `exchange`:
-//! a pooled AJP connection (CPinged first when it sat idle past `ajp.ping_after`), the
+//! The native path's exchange with an AJP/1.3 node, beside the HTTP/1.1 one in `exchange`
+//! (the connection comes from [`crate::proxy::ajp_exchange::connect`]): the
 //! Forward Request built from the client's head ([`crate::ajp`]), the request body as the
 //! container asks for it (Get Body Chunk), and the container's packets turned into the
 //! client's HTTP/1.1 response through the same head rewriting as an HTTP node's
@@ -27,12 +27,13 @@ use crate::core::forwarding::BodyBudget;
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
 use crate::h1::{self, BodyFraming, BodyOut, BodyReader, Method, Parsed, Step, Version};
+use crate::proxy::ajp_client::ClientTls;
+use crate::proxy::ajp_exchange::{read_more, HOP_BY_HOP_RESPONSE, SKIPPED_REQUEST};
 use crate::proxy::attempt::Trace;
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::deadline;
 use crate::proxy::pipeline::{self, Ids};
-use crate::proxy::upstream::open_tcp;
-use crate::state::snapshot::{Node, Pool};
+use crate::state::snapshot::Node;
 
 type Fault = (Failure, String);
 
@@ -42,52 +43,6 @@ pub(super) struct Ended {
     pub(super) keep: bool,
     /// Bytes after this request that were already read.
     pub(super) rest: Option<Buf>,
-}
-
-/// A connection to the AJP node: a pooled one unless `fresh` (CPinged first when idle past
-/// `ajp.ping_after`; one that fails the CPing is dropped), else a new one. The flag says
-/// whether it was reused.
-pub(super) async fn connect(
-    conn: &Conn<'_>,
-    pool: &Pool,
-    node: &Node,
-    ajp: &AjpConfig,
-    epoch: u64,
-    fresh: bool,
-) -> Result<(TcpStream, bool), String> {
-    let t = pool.cfg.timeouts.connect;
-    if !fresh {
-        let idle_limit = pool.cfg.timeouts.idle;
-        while let Some((mut s, idle)) = conn.pools.checkout_ajp(node.slot, epoch, idle_limit) {
-            if idle <= ajp.ping_after || cping(&mut s, t).await.is_ok() {
-                return Ok((s, true));
-            }
-        }
-    }
-    match Box::pin(tokio::time::timeout(t, open_tcp(&node.addr))).await {
-        Err(_) => Err(format!("connect to {} timed out after {t:?}", node.addr)),
-        Ok(Err(e)) => Err(format!("connect to {} failed: {e}", node.addr)),
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok((s, false))
-        }
-    }
-}
-
-/// One CPing/CPong within `limit`.
-pub async fn cping(s: &mut TcpStream, limit: Duration) -> Result<(), String> {
-    let exchange = async {
-        s.write_all(&ajp::CPING_PACKET).await?;
-        let mut pong = [0u8; 5];
-        s.read_exact(&mut pong).await?;
-        Ok::<_, std::io::Error>(pong)
-    };
-    match tokio::time::timeout(limit, exchange).await {
-        Err(_) => Err(format!("no CPong within {limit:?}")),
-        Ok(Err(e)) => Err(format!("CPing failed: {e}")),
-        Ok(Ok(pong)) if pong == ajp::CPONG_PACKET => Ok(()),
-        Ok(Ok(_)) => Err("the node answered CPing with something other than CPong".into()),
-    }
 }
 
 /// Sends the request as AJP and relays the response. `Err` only while nothing of the
@@ -110,22 +65,41 @@ pub(super) async fn forward(
     let mut out = Buf::take();
     write_forward_request(req, conn, client, cfg, choice, ids, &mut out.0)?;
     // With a Content-Length the first chunk goes out unsolicited (Tomcat reads it at once);
-    // a chunked upload waits for the container's first Get Body Chunk.
-    if matches!(req.head.body(), BodyFraming::Length(n) if n > 0) {
-        let idle = req.m.pool.cfg.timeouts.body_idle;
-        let chunk = upload.next(client, ajp::max_body_chunk(ps), idle).await?;
-        ajp::write_body_chunk(chunk, ps, &mut out.0)
-            .map_err(|e| (Failure::Upstream, e.to_string()))?;
-    }
+    // a chunked upload waits for the container's first Get Body Chunk. Body bytes already
+    // read go out with the Forward Request; none is read from the client before the Forward
+    // Request was written, so a request not sent is whole for the next attempt.
+    let first_chunk = matches!(req.head.body(), BodyFraming::Length(n) if n > 0);
+    let max = ajp::max_body_chunk(ps);
+    let buffered = first_chunk && {
+        let chunk = upload.next_buffered(max)?;
+        if !chunk.is_empty() {
+            ajp::write_body_chunk(chunk, ps, &mut out.0)
+                .map_err(|e| (Failure::Upstream, e.to_string()))?;
+        }
+        !chunk.is_empty()
+    };
     if upstream.write_all(&out.0).await.is_err() {
         return Err((Failure::NotSent, "the connection to the node closed".into()));
+    }
+    if first_chunk && !buffered {
+        let idle = req.m.pool.cfg.timeouts.body_idle;
+        out.0.clear();
+        let chunk = upload.next(client, max, idle).await?;
+        ajp::write_body_chunk(chunk, ps, &mut out.0)
+            .map_err(|e| (Failure::Upstream, e.to_string()))?;
+        if upstream.write_all(&out.0).await.is_err() {
+            return Err((
+                Failure::Upstream,
+                "the node closed during the request body".into(),
+            ));
+        }
     }
     drop(out);
     let mut relay = Relay::new(req, node, ids, cfg);
     let end = relay.run(client, &mut upstream, &mut upload, trace).await?;
     let keep_client = end.keep_client && upload.done;
     if end.reuse {
-        req.pools.checkin_ajp(node.slot, epoch, upstream);
+        conn.ajp.checkin(node.slot, epoch, upstream);
     }
     Ok(Ended {
         keep: keep_client,
@@ -151,7 +125,7 @@ fn write_forward_request(
     let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(head.headers().len() + 4);
     for i in 0..head.headers().len() {
         let name = head.header_name(i, src);
-        let skip = SKIPPED.iter().any(|s| s.eq_ignore_ascii_case(name))
+        let skip = SKIPPED_REQUEST.iter().any(|s| s.eq_ignore_ascii_case(name))
             || name.eq_ignore_ascii_case(fo_name)
             || (cookie_lines.is_some() && name.eq_ignore_ascii_case(b"cookie"))
             || head.connection_names(src, name);
@@ -178,7 +152,10 @@ fn write_forward_request(
     uri.extend_from_slice(path);
     let addr = conn.client.ip().to_canonical().to_string();
     let server_name = req.host.rsplit_once(':').map_or(req.host, |(h, _)| h);
-    let tls = TlsAttrs::of(client);
+    let tls = match client {
+        ClientIo::Tls(session) => ClientTls::of(session),
+        ClientIo::Plain(_) => None,
+    };
     let fr = ajp::ForwardRequest {
         method: head.method_bytes(src),
         protocol: if head.version() == Version::Http10 {
@@ -196,93 +173,10 @@ fn write_forward_request(
         is_ssl: req.tls,
         headers: &headers,
         secret: cfg.secret.as_deref().map(str::as_bytes),
-        tls: tls.as_ref().map(TlsAttrs::attributes),
+        tls: tls.as_ref().map(ClientTls::attributes),
     };
     ajp::write_forward_request(&fr, cfg.packet_size, out)
         .map_err(|e| (Failure::ClientBody, e.to_string()))
-}
-
-/// Request headers not passed to an AJP node: hop-by-hop ones (AJP frames the body itself)
-/// and forwarding headers a client could forge (the node reads the address from AJP).
-const SKIPPED: [&[u8]; 12] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"transfer-encoding",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"expect",
-    b"x-forwarded-for",
-    b"x-forwarded-proto",
-    b"x-forwarded-host",
-    b"forwarded",
-];
-
-/// The TLS attributes of a client that came over TLS, formatted for AJP.
-struct TlsAttrs {
-    cipher: String,
-    key_size: Option<u16>,
-    protocol: &'static str,
-    cert_pem: Option<String>,
-}
-
-impl TlsAttrs {
-    fn of(client: &ClientIo) -> Option<TlsAttrs> {
-        let ClientIo::Tls(session) = client else {
-            return None;
-        };
-        let c = session.connection();
-        let suite = c.negotiated_cipher_suite()?;
-        // IANA names: rustls spells TLS 1.3 suites `TLS13_…`.
-        let name = suite.suite().as_str().unwrap_or("unknown");
-        let cipher = name.replacen("TLS13_", "TLS_", 1);
-        let key_size = if cipher.contains("AES_128") {
-            Some(128)
-        } else if cipher.contains("AES_256") || cipher.contains("CHACHA20") {
-            Some(256)
-        } else {
-            None
-        };
-        let protocol = match c.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-            _ => "TLS",
-        };
-        let cert_pem = c
-            .peer_certificates()
-            .filter(|c| !c.is_empty())
-            .map(|chain| {
-                use base64::Engine;
-                let mut pem = String::new();
-                for cert in chain {
-                    let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-                    pem.push_str("-----BEGIN CERTIFICATE-----\n");
-                    for line in b64.as_bytes().chunks(64) {
-                        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-                        pem.push('\n');
-                    }
-                    pem.push_str("-----END CERTIFICATE-----\n");
-                }
-                pem
-            });
-        Some(TlsAttrs {
-            cipher,
-            key_size,
-            protocol,
-            cert_pem,
-        })
-    }
-
-    fn attributes(&self) -> ajp::TlsAttributes<'_> {
-        ajp::TlsAttributes {
-            cipher: Some(self.cipher.as_bytes()),
-            session_id: None,
-            key_size: self.key_size,
-            protocol: Some(self.protocol.as_bytes()),
-            client_cert: self.cert_pem.as_deref().map(str::as_bytes),
-        }
-    }
 }
 
 /// The client's request body, decoded, handed out as the container asks for it.
@@ -360,6 +254,15 @@ impl Upload {
                 Ok(Ok(_)) => {}
             }
         }
+        let n = self.pending.len().min(max);
+        self.chunk.clear();
+        self.chunk.extend(self.pending.drain(..n));
+        Ok(&self.chunk)
+    }
+
+    /// Up to `max` body bytes from what was already read, without reading from the client.
+    fn next_buffered(&mut self, max: usize) -> Result<&[u8], Fault> {
+        while self.pending.len() < max && !self.done && self.decode()? {}
         let n = self.pending.len().min(max);
         self.chunk.clear();
         self.chunk.extend(self.pending.drain(..n));
@@ -668,22 +571,6 @@ impl<'r, 'a> Relay<'r, 'a> {
     }
 }
 
-/// More bytes from the node into `inb`, within `limit`.
-async fn read_more(
-    upstream: &mut TcpStream,
-    inb: &mut Vec<u8>,
-    limit: Duration,
-) -> Result<(), Fault> {
-    if inb.capacity() - inb.len() < 1024 {
-        inb.reserve(16 * 1024);
-    }
-    match deadline::timeout_pending(limit, upstream.read_buf(inb)).await {
-        Err(_) => Err((Failure::Timeout, format!("no AJP packet within {limit:?}"))),
-        Ok(Ok(0)) | Ok(Err(_)) => Err((Failure::Upstream, "the node closed mid-response".into())),
-        Ok(Ok(_)) => Ok(()),
-    }
-}
-
 /// The HTTP/1.1 head a Send Headers packet stands for: its headers without hop-by-hop
 /// ones, and `Transfer-Encoding: chunked` when a body without a length follows (AJP frames
 /// the body itself, so the head never says how).
@@ -703,7 +590,10 @@ fn http1_head(h: &SendHeaders<'_>, is_head: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
     let mut has_length = false;
     for &(name, value) in &h.headers {
-        if HOP_BY_HOP.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        if HOP_BY_HOP_RESPONSE
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(name))
+        {
             continue;
         }
         has_length |= name.eq_ignore_ascii_case(b"content-length");
@@ -718,16 +608,6 @@ fn http1_head(h: &SendHeaders<'_>, is_head: bool, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(b"\r\n");
 }
-
-/// Response headers dropped from an AJP response: the connection to the node is AJP's, not
-/// the client's.
-const HOP_BY_HOP: [&[u8]; 5] = [
-    b"connection",
-    b"keep-alive",
-    b"transfer-encoding",
-    b"trailer",
-    b"upgrade",
-];
 
 #[cfg(test)]
 mod tests {

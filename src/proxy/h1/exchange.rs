@@ -17,6 +17,7 @@ use super::request::Request;
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
 use crate::h1::{self, BodyFraming, BodyReader, HeaderKind, RequestEdits, RequestHead};
+use crate::proxy::ajp_exchange;
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError};
@@ -198,7 +199,13 @@ async fn attempts(
         }
         let connected = match &node.ajp {
             None => connect(conn, pool, node, epoch, turn.fresh).await,
-            Some(cfg) => Box::pin(ajp::connect(conn, pool, node, cfg, epoch, turn.fresh)).await,
+            Some(cfg) => {
+                let t = &pool.cfg.timeouts;
+                Box::pin(ajp_exchange::connect(
+                    conn.ajp, node, cfg, t, epoch, turn.fresh,
+                ))
+                .await
+            }
         };
         let failed = match connected {
             Err(reason) => Failed::new(Failure::Connect, reason, false),

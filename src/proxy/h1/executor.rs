@@ -122,6 +122,7 @@ async fn executor(inbox: InboxRef<(Job, Buf), (Job, Next)>) {
             let conn = Conn {
                 balancer: &job.ctx.balancer,
                 pools: &job.ctx.pools,
+                ajp: &job.ctx.upstream.ajp,
                 client: job.peer,
                 cfg: &job.ctx.cfg,
                 tls: job.ctx.tls,
