@@ -10,7 +10,7 @@
 pub mod check;
 pub mod client;
 pub mod ctl;
-pub mod node_changes;
 pub mod import;
+pub mod node_changes;
 pub mod serve;
 pub mod turnover;

@@ -237,8 +237,8 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub mod dns;
 pub mod ajp_node;
+pub mod dns;
 pub mod load;
 pub mod services;
 pub mod wait;
