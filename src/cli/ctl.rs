@@ -272,6 +272,7 @@ pub fn status_table(s: &StatusReport) -> String {
         "ROUTE",
         "ADDRESS",
         "STATE",
+        "SOURCE",
         "HEALTH",
         "IN-FLIGHT",
         "REQUESTS",
@@ -287,7 +288,12 @@ pub fn status_table(s: &StatusReport) -> String {
                 p.name.clone(),
                 n.route.clone(),
                 n.address.clone(),
-                n.state.clone(),
+                if n.leaving {
+                    format!("{} (leaving)", n.state)
+                } else {
+                    n.state.clone()
+                },
+                n.source.clone(),
                 n.health.clone(),
                 n.in_flight.to_string(),
                 n.requests.to_string(),
@@ -299,6 +305,22 @@ pub fn status_table(s: &StatusReport) -> String {
         }
     }
     let mut out = aligned(&rows);
+    for p in &s.pools {
+        if let Some(d) = &p.discovery {
+            let _ = writeln!(
+                out,
+                "pool {}: discovery {} {}: {} node(s){}{}",
+                p.name,
+                d.kind,
+                d.name,
+                d.records,
+                if d.stale { ", stale" } else { "" },
+                d.error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" ({e})"))
+            );
+        }
+    }
     let _ = writeln!(
         out,
         "registry: {} of {} sessions tracked{}",
@@ -368,6 +390,27 @@ mod tests {
         assert_eq!(lines[1].find("draining"), lines[0].find("STATE"), "{t}");
         assert!(t.contains("registry: 3 of 10"));
         assert!(!t.contains("cluster"), "{t}");
+        assert_eq!(lines[1].find("file"), lines[0].find("SOURCE"), "{t}");
+
+        // A discovered, leaving node and the pool's discovery line.
+        let mut s = s;
+        s.pools[0].nodes[1].source = "discovery".into();
+        s.pools[0].nodes[1].leaving = true;
+        s.pools[0].discovery = Some(crate::control::api::DiscoveryReport {
+            kind: "srv".into(),
+            name: "_http._tcp.tomcat".into(),
+            last_lookup_ms: 1,
+            next_lookup_ms: 2,
+            records: 1,
+            error: Some("the server answered SERVFAIL".into()),
+            stale: true,
+        });
+        let t = status_table(&s);
+        assert!(t.contains("draining (leaving)  discovery"), "{t}");
+        assert!(
+            t.contains("pool app: discovery srv _http._tcp.tomcat: 1 node(s), stale (the server answered SERVFAIL)"),
+            "{t}"
+        );
     }
 
     #[test]

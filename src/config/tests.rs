@@ -1048,3 +1048,137 @@ fn listener_client_certificates() {
     .unwrap_err();
     assert_eq!(err.key, "listeners[0].tls.client_auth", "{err}");
 }
+
+#[test]
+fn discovery_defaults_and_errors_name_file_line_and_key() {
+    let pool = |block: &str| {
+        format!("listeners: [{{ bind: \"127.0.0.1:1\" }}]\npools:\n  - name: app\n    discovery:\n{block}")
+    };
+    let c = Config::from_yaml(
+        &pool("      srv: _http._tcp.tomcat.shop.svc.cluster.local\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    let d = c.pools[0].discovery.as_ref().unwrap();
+    assert!(c.pools[0].nodes.is_empty());
+    assert_eq!(
+        d.source,
+        crate::config::DiscoverySource::Srv("_http._tcp.tomcat.shop.svc.cluster.local".into())
+    );
+    assert_eq!((d.resolver, d.route.as_str()), (None, "first_label"));
+    assert_eq!(
+        (
+            d.min_interval,
+            d.max_interval,
+            d.drain_timeout,
+            d.empty_grace
+        ),
+        (
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            Duration::from_secs(600),
+            Duration::from_secs(30)
+        )
+    );
+    assert_eq!((d.weight, d.domain.as_str()), (1, ""));
+    let c = Config::from_yaml(
+        &pool("      host: node\n      port: 8080\n      resolver: 127.0.0.11\n      route: '^(web-\\d+)\\.'\n"),
+        "t.yaml",
+    )
+    .unwrap();
+    let d = c.pools[0].discovery.as_ref().unwrap();
+    assert_eq!(
+        d.source,
+        crate::config::DiscoverySource::Host {
+            name: "node".into(),
+            port: 8080
+        }
+    );
+    assert_eq!(d.resolver, Some("127.0.0.11:53".parse().unwrap()));
+    // (block, key, line, part of the message)
+    let cases: &[(&str, &str, usize, &str)] = &[
+        (
+            "      srv: a.b\n      host: c\n      port: 1\n",
+            "pools[0].discovery.host",
+            6,
+            "not both",
+        ),
+        (
+            "      srv: a.b\n      port: 80\n",
+            "pools[0].discovery.port",
+            6,
+            "goes with host",
+        ),
+        (
+            "      host: a.b\n",
+            "pools[0].discovery.port",
+            4,
+            "host needs a port",
+        ),
+        (
+            "      host: a.b\n      port: 0\n",
+            "pools[0].discovery.port",
+            6,
+            "1 to 65535",
+        ),
+        ("      weight: 2\n", "pools[0].discovery", 4, "needs srv"),
+        (
+            "      srv: \"a..b\"\n",
+            "pools[0].discovery.srv",
+            5,
+            "not a DNS name",
+        ),
+        (
+            "      srv: a.b\n      resolver: dns\n",
+            "pools[0].discovery.resolver",
+            6,
+            "not ip:port",
+        ),
+        (
+            "      srv: a.b\n      route: '^\\w+$'\n",
+            "pools[0].discovery.route",
+            6,
+            "one capture group",
+        ),
+        (
+            "      srv: a.b\n      min_interval: 10s\n      max_interval: 5s\n",
+            "pools[0].discovery.max_interval",
+            7,
+            "at least min_interval",
+        ),
+        (
+            "      srv: a.b\n      drain_timeout: 0s\n",
+            "pools[0].discovery.drain_timeout",
+            6,
+            "more than 0",
+        ),
+        (
+            "      srv: a.b\n      weight: 0\n",
+            "pools[0].discovery.weight",
+            6,
+            "at least 1",
+        ),
+        (
+            "      srv: a.b\n      ttl: 5\n",
+            "pools[0].discovery.ttl",
+            6,
+            "unknown field",
+        ),
+    ];
+    for (block, key, line, part) in cases {
+        let e = Config::from_yaml(&pool(block), "t.yaml").unwrap_err();
+        assert_eq!(
+            (e.file.as_str(), e.key.as_str(), e.line),
+            ("t.yaml", *key, Some(*line)),
+            "{block}: {e}"
+        );
+        assert!(e.message.contains(part), "{block}: {e}");
+    }
+    // Neither nodes nor discovery.
+    let e = Config::from_yaml(
+        "listeners: [{ bind: \"127.0.0.1:1\" }]\npools:\n  - name: app\n",
+        "t.yaml",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("or a discovery block"), "{e}");
+}

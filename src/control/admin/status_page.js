@@ -152,7 +152,8 @@ function buildLayout(s) {
       body.append(r.tr);
     }
     const h2 = el('h2', {textContent: 'pool ' + p.name + ' '},
-      el('small', {textContent: 'binder ' + p.binder + (p.health_checks ? ', health checks on' : '')}));
+      el('small', {textContent: 'binder ' + p.binder + (p.health_checks ? ', health checks on' : '')}),
+      el('small', {className: 'discovery'}));
     const section = el('section', {className: 'pool'}, h2, el('table', {}, el('thead', {}, head), body));
     section.dataset.pool = p.name;
     root.append(section);
@@ -161,7 +162,8 @@ function buildLayout(s) {
 
 function updateRow(r, n, maxLive, key, now, list) {
   r.route.replaceChildren(el('b', {textContent: n.route}), el('br'),
-    el('small', {textContent: n.address + (n.domain ? ' · domain ' + n.domain : '') + ' · weight ' + n.weight}));
+    el('small', {textContent: n.address + (n.domain ? ' · domain ' + n.domain : '') + ' · weight ' + n.weight +
+      (n.source && n.source !== 'file' ? ' · from ' + n.source : '') + (n.leaving ? ' · leaving' : '')}));
   r.state.textContent = n.state;
   r.state.className = 'state ' + n.state;
   r.health.textContent = n.health;
@@ -197,6 +199,15 @@ function updateRow(r, n, maxLive, key, now, list) {
   for (const b of r.buttons) b.hidden = b.dataset.state === n.state;
 }
 
+// A pool's DNS discovery in one line: what is looked up, how many nodes it named, and
+// whether the set in use is stale (the last lookup failed, or an empty answer waits out its
+// grace period).
+function discoveryText(d) {
+  if (!d) return '';
+  return ' · discovery ' + d.kind + ' ' + d.name + ': ' + plural(d.records, 'node', 'nodes') +
+    (d.stale ? ', stale' : '') + (d.error ? ' (' + d.error + ')' : '');
+}
+
 function render(s) {
   const now = Date.now();
   const shape = JSON.stringify(s.pools.map(p => [p.name, p.nodes.map(n => n.route)]));
@@ -211,6 +222,8 @@ function render(s) {
   cluster.className = s.cluster && !s.cluster.connected ? 'bad' : '';
   cluster.title = (s.cluster && s.cluster.error) || '';
   for (const p of s.pools) {
+    const section = document.querySelector('section.pool[data-pool="' + CSS.escape(p.name) + '"] .discovery');
+    if (section) section.textContent = discoveryText(p.discovery);
     const maxLive = Math.max(0, ...p.nodes.map(n => n.live_sessions));
     for (const n of p.nodes) {
       const key = keyOf(p.name, n);
