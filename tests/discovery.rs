@@ -705,3 +705,52 @@ async fn rolling_update_under_load_loses_no_request_and_no_session() {
     // At least 8 rounds of the 200 sessions went through the update.
     assert!(total.requests >= 1600, "{} requests", total.requests);
 }
+
+#[tokio::test]
+async fn an_operator_state_outlasts_leaving_and_coming_back() {
+    let Some(dns) = DnsServer::start(ORIGIN).await else {
+        return;
+    };
+    let store = SessionStore::memory();
+    let (n0, n1) = (
+        node("tomcat-0", &store).await,
+        node("tomcat-1", &store).await,
+    );
+    let both = [("tomcat-0", n0.addr), ("tomcat-1", n1.addr)];
+    dns.set_records(&srv_zone(&both, 1)).await;
+    let lb = balancer(&discovery_yaml(&dns, "", "")).await;
+    wait_node(&lb, "tomcat-1", "active", false).await;
+    let ctl = admin_client(&lb, None);
+    ctl.set_state(
+        "tomcat-1",
+        stickyroute::core::node_state::NodeState::Standby,
+        None,
+    )
+    .await
+    .unwrap();
+    // Leaving does not drain a standby node, and coming back does not activate it.
+    dns.set_records(&srv_zone(&both[..1], 1)).await;
+    wait_node(&lb, "tomcat-1", "standby", true).await;
+    dns.set_records(&srv_zone(&both, 1)).await;
+    wait_node(&lb, "tomcat-1", "standby", false).await;
+    // An active node drains when it leaves; one an operator disabled while it was away stays
+    // disabled when it comes back.
+    ctl.set_state(
+        "tomcat-1",
+        stickyroute::core::node_state::NodeState::Active,
+        None,
+    )
+    .await
+    .unwrap();
+    dns.set_records(&srv_zone(&both[..1], 1)).await;
+    wait_node(&lb, "tomcat-1", "draining", true).await;
+    ctl.set_state(
+        "tomcat-1",
+        stickyroute::core::node_state::NodeState::Disabled,
+        None,
+    )
+    .await
+    .unwrap();
+    dns.set_records(&srv_zone(&both, 1)).await;
+    wait_node(&lb, "tomcat-1", "disabled", false).await;
+}

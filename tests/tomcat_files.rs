@@ -127,7 +127,8 @@ fn texts_under(rel: &str) -> Vec<(String, String)> {
 fn tomcat_profile_mounts_exactly_the_files_the_interop_tests_run() {
     let compose = yaml(COMPOSE_FILE);
     let svcs = services(&compose);
-    // The default `docker compose up` is unchanged: the new services are all in the profile.
+    // The default `docker compose up`: the demo nodes, the store, the balancer and the scalable
+    // `node` service its discovery pool follows; the Tomcat services are all in the profile.
     let default: BTreeSet<&str> = svcs
         .iter()
         .filter(|(_, s)| s["profiles"].is_null())
@@ -135,7 +136,7 @@ fn tomcat_profile_mounts_exactly_the_files_the_interop_tests_run() {
         .collect();
     assert_eq!(
         default,
-        BTreeSet::from(["balancer", "node1", "node2", "node3", "store"])
+        BTreeSet::from(["balancer", "node", "node1", "node2", "node3", "store"])
     );
 
     let tomcats: BTreeMap<&str, &Value> = svcs

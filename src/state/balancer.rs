@@ -16,6 +16,7 @@ use http::StatusCode;
 
 use crate::config::Config;
 use crate::config::NodeSource;
+use crate::core::node_state::NodeState;
 use crate::core::select::Outcome;
 use crate::state::cluster::{default_instance_id, ClusterState};
 use crate::state::discovery::DiscoveryBoard;
@@ -39,6 +40,9 @@ pub struct Balancer {
     pub discovery: DiscoveryBoard,
     /// What every snapshot is built from; the lock serializes rebuilds.
     sources: Mutex<Sources>,
+    /// Operator states of runtime nodes that were removed (`disabled`, `standby`, a drain of
+    /// an operator's): a node that joins again under the same route takes its state back.
+    removed_states: Mutex<std::collections::HashMap<(String, String), NodeState>>,
 }
 
 /// The file's config and the nodes added at runtime: a snapshot's config is their merge.
@@ -72,6 +76,7 @@ impl Balancer {
                 file,
                 nodes: RuntimeNodes::default(),
             }),
+            removed_states: Mutex::default(),
         }))
     }
 
@@ -128,12 +133,56 @@ impl Balancer {
             &|pool, route| self.operator.pinned(pool, route),
         )?);
         hold_new_runtime_nodes_down(&old, &new);
+        self.restore_removed_states(&old, &new);
         self.registry.set_limits(
             new.config.registry.max_sessions,
             new.config.session.idle_timeout,
         );
         self.snapshot.store(new.clone());
         Ok(new)
+    }
+
+    /// Remembers the operator state of a runtime node being removed, when it is one an
+    /// operator set (see [`Balancer::restore_removed_states`]).
+    pub fn remember_removed_state(&self, pool: &str, route: &str, state: NodeState) {
+        let mut m = self
+            .removed_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if state == NodeState::Active {
+            m.remove(&(pool.to_string(), route.to_string()));
+        } else {
+            m.insert((pool.to_string(), route.to_string()), state);
+        }
+    }
+
+    /// Gives a runtime node that joins (a runtime new to `new`) the operator state it had
+    /// when it was removed, unless the group holds one for it.
+    fn restore_removed_states(&self, old: &Snapshot, new: &Snapshot) {
+        let mut m = self
+            .removed_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if m.is_empty() {
+            return;
+        }
+        for pool in &new.pools {
+            let old_pool = old.pool(&pool.cfg.name);
+            for node in pool.nodes.iter().filter(|n| n.source != NodeSource::File) {
+                let known = old_pool
+                    .and_then(|p| p.node(&node.route))
+                    .is_some_and(|o| Arc::ptr_eq(&o.rt, &node.rt));
+                let key = (pool.cfg.name.clone(), node.route.clone());
+                if known {
+                    continue;
+                }
+                if let Some(state) = m.remove(&key) {
+                    if self.operator.pinned(&key.0, &key.1).is_none() {
+                        node.rt.set_state(state);
+                    }
+                }
+            }
+        }
     }
 
     /// Logs "node drained" once per drain for every node that became drained, and re-arms the

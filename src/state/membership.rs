@@ -294,6 +294,15 @@ impl Balancer {
             let drained = view.is_none_or(|v| v.live_sessions == 0 && v.in_flight == 0);
             if drained || now >= l.deadline_ms {
                 let live = view.map_or(0, |v| v.live_sessions);
+                if let Some(node) = node {
+                    // A state leaving set is not the operator's.
+                    let state = if l.drained_by_leave {
+                        NodeState::Active
+                    } else {
+                        node.state()
+                    };
+                    self.remember_removed_state(pool, &n.cfg.route, state);
+                }
                 gone.push((
                     pool.to_string(),
                     n.cfg.route.clone(),
