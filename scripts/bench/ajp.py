@@ -18,7 +18,9 @@ config and the stickyroute config are written into a scratch directory with this
 
   cpu   utime+stime(+cutime+cstime) of the proxy's process tree (httpd: the parent and all its
         children) and of Tomcat's JVM from /proc before and after N requests, divided by N; all
-        must be 2xx with the page's body.  req/s as h2load reports it.
+        must be 2xx with the page's body.  req/s as h2load reports it.  Beside them, the
+        machine's softirq time and TCP segments sent per request (/proc/stat, /proc/net/snmp):
+        loopback TCP input run in softirq context is in neither process's CPU time.
 
 Both proxies run side by side for the whole run; each round measures both, in an order that
 rotates from round to round, after a warm-up of both (JIT of Tomcat and of the proxy paths).
@@ -40,7 +42,8 @@ import sys
 import tempfile
 import time
 
-from compare import CLK_TCK, HOST, Proc, busy_ticks, children_ticks, log, port_open, run_tool, ticks
+from compare import (CLK_TCK, HOST, Proc, busy_ticks, children_ticks, log, port_open, run_tool,
+                     tcp_out_segs, ticks)
 
 SECRET = "stickyroute-bench-ajp-secret"
 ROUTE = "jvm1"
@@ -50,6 +53,7 @@ PAGE = "/bench.txt"
 BODY = ("node=%s " % ROUTE + "x" * 89 + "\n").encode()
 APACHE_MODULES = "/usr/lib/apache2/modules"
 PROXIES = ("stickyroute", "httpd")
+METRICS = ("proxy", "tomcat", "rps", "softirq", "segs")
 
 SERVER_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <Server port="-1" shutdown="SHUTDOWN">
@@ -148,6 +152,13 @@ def get(port, timeout=2.0):
     return int(head.split(b" ", 2)[1]), body, head.decode("latin-1")
 
 
+def softirq_ticks():
+    """The machine's softirq time (/proc/stat): loopback TCP input that the kernel ran in softirq
+    context is counted there, not in the stime of the process it interrupted."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[7])
+
+
 def h2load(port, n, conns):
     return ["h2load", "--h1", "-n", str(n), "-c", str(conns), "-t", "1", "-H", "Cookie: " + COOKIE,
             "http://%s:%d%s" % (HOST, port, PAGE)]
@@ -188,7 +199,7 @@ class Bench:
         self.ports = {"ajp": a.port_base + 9, "stickyroute": a.port_base + 10, "httpd": a.port_base + 11}
         self.deadline = time.time() + a.max_minutes * 60
         self.procs = {}
-        self.results = {p: {"proxy": [], "tomcat": [], "rps": []} for p in PROXIES}
+        self.results = {p: {k: [] for k in METRICS} for p in PROXIES}
 
     def write(self, rel, text):
         path = os.path.join(self.work, rel)
@@ -266,21 +277,25 @@ class Bench:
         pids, tpids = self.procs[name].pids(), self.procs["tomcat"].pids()
 
         def snapshot():
-            return busy_ticks(), ticks(pids), ticks(tpids), children_ticks(), time.time()
+            return (busy_ticks(), ticks(pids), ticks(tpids), children_ticks(), time.time(),
+                    softirq_ticks(), tcp_out_segs())
         c0 = snapshot()
         out = run_tool(h2load(self.ports[name], n, self.a.conns), self.a.timeout)
         c1 = snapshot()
         ok, rps = h2load_result(out)
         proxy_us = (c1[1] - c0[1]) / CLK_TCK * 1e6 / n
         tomcat_us = (c1[2] - c0[2]) / CLK_TCK * 1e6 / n
+        softirq_us = (c1[5] - c0[5]) / CLK_TCK * 1e6 / n
+        segs = (c1[6] - c0[6]) / n
         wall = c1[4] - c0[4]
         other = max(0.0, (c1[0] - c0[0]) - sum(c1[i] - c0[i] for i in (1, 2, 3))) / CLK_TCK / max(wall, 1e-3)
         if ok != n or rps is None:
             log("  %-11s WARNING only %d/%d 2xx (%s)" % (name, ok, n, out.strip().splitlines()[-1:]))
             return None
-        log("  %-11s proxy %6.1f us/req, tomcat %6.1f us/req, %7.0f req/s  (%.1f s, other processes %.2f cores)"
-            % (name, proxy_us, tomcat_us, rps, wall, other))
-        return proxy_us, tomcat_us, rps
+        log("  %-11s proxy %6.1f us/req, tomcat %6.1f us/req, %7.0f req/s, softirq %5.1f us/req, "
+            "%.2f TCP segments/req  (%.1f s, other processes %.2f cores)"
+            % (name, proxy_us, tomcat_us, rps, softirq_us, segs, wall, other))
+        return proxy_us, tomcat_us, rps, softirq_us, segs
 
     def run(self):
         ok = False
@@ -296,7 +311,7 @@ class Bench:
                 for p in order:
                     res = self.load(p, self.a.requests)
                     if res:
-                        for k, v in zip(("proxy", "tomcat", "rps"), res):
+                        for k, v in zip(METRICS, res):
                             self.results[p][k].append(v)
                     if get(self.ports[p])[:2] != (200, BODY):
                         raise RuntimeError("%s: the page changed after the load" % p)
@@ -326,14 +341,16 @@ class Bench:
                   dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), platform.platform(),
                   os.cpu_count(), cpu, tomcat, httpd, sr, self.a.rounds, self.a.requests, self.a.conns))
         print()
-        print("| proxy → Tomcat AJP | proxy CPU µs/req | Tomcat CPU µs/req | req/s |")
-        print("|---|---|---|---|")
+        print("| proxy → Tomcat AJP | proxy CPU µs/req | Tomcat CPU µs/req | req/s "
+              "| softirq µs/req (machine) | TCP segments/req |")
+        print("|---|---|---|---|---|---|")
         rows = {"stickyroute": "stickyroute, defaults (`protocol: ajp`)",
                 "httpd": "Apache httpd, event MPM, mod_proxy_ajp"}
         for p in PROXIES:
             r = self.results[p]
-            print("| %s | %s | %s | %s |" % (rows[p], med(r["proxy"], "%.1f"), med(r["tomcat"], "%.1f"),
-                                            med(r["rps"], "%.0f")))
+            print("| %s | %s | %s | %s | %s | %s |" % (
+                rows[p], med(r["proxy"], "%.1f"), med(r["tomcat"], "%.1f"), med(r["rps"], "%.0f"),
+                med(r["softirq"], "%.1f"), med(r["segs"], "%.2f")))
         a, b = self.results["stickyroute"]["proxy"], self.results["httpd"]["proxy"]
         if a and b:
             print("\nstickyroute / httpd, proxy CPU per request: %.2f×"
