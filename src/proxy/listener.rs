@@ -1,5 +1,6 @@
 //! Listeners: bind, accept, TLS handshake, serve HTTP/1.1 and HTTP/2 (h2c by prior knowledge,
-//! h2 by ALPN) with upgrades, and drain gracefully on shutdown.
+//! h2 by ALPN, the client's preface checked first) with upgrades, and drain gracefully on
+//! shutdown.
 //!
 //! The accept loop never dies on an accept error (it logs and backs off); each connection gets
 //! its own task and span, and holds a permit of the listener's connection limit.
@@ -25,6 +26,7 @@ use tracing::Instrument;
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::h1::{self, RawPools};
+use crate::proxy::h2_preface;
 use crate::proxy::open_streams::{Counted, OpenStreams};
 use crate::proxy::service::{ProxyService, ResetBudget};
 use crate::proxy::tls::{self, TlsError};
@@ -246,8 +248,9 @@ pub async fn serve_listener(a: AcceptLoop) {
 }
 
 /// The hyper connection builder of a listener: HTTP/2 (`listeners[].h2`) for clients that
-/// speak it, by prior knowledge or ALPN; HTTP/1.1 settings for a client that chose `h2` by
-/// ALPN and then spoke HTTP/1.1.
+/// speak it, by prior knowledge or ALPN. Every connection it gets starts with a checked
+/// preface ([`h2_preface`]); its HTTP/1.1 settings bound hyper's own fallback to HTTP/1.1,
+/// which such a connection does not take.
 fn hyper_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -356,7 +359,12 @@ where
                 // carries its state.
                 Box::pin(tunnel.run(client, &shared.tunnels)).await;
             }
-            h1::Outcome::Http2(stream, read) => {
+            h1::Outcome::Http2(mut stream, mut read) => {
+                let timeout = shared.cfg.header_read_timeout;
+                let preface = h2_preface::read(&mut stream, &mut read, timeout);
+                if Box::pin(preface).await != h2_preface::Outcome::Valid {
+                    return;
+                }
                 // HTTP/2 has no `101` upgrade: no tunnel, no permit to share.
                 let tls = stream.is_tls();
                 let service =
@@ -372,7 +380,7 @@ where
 }
 
 /// One TLS client connection: the handshake, then HTTP/1.1 on the native path, or HTTP/2
-/// through hyper when the client chose `h2` by ALPN.
+/// through hyper when the client chose `h2` by ALPN and sent the HTTP/2 preface.
 async fn serve_tls<F>(
     stream: TcpStream,
     client: SocketAddr,
@@ -401,13 +409,21 @@ async fn serve_tls<F>(
             return;
         }
     };
-    let stream = Box::new(stream);
+    let mut stream = Box::new(stream);
     if stream.alpn_protocol() != Some(b"h2") {
         let _permit = permit;
         let stream = ClientIo::Tls(stream);
         Box::pin(serve_native(stream, client, shared, watcher)).await;
         return;
     }
+    // The preface goes back into the session for hyper to read: no replay wrapper on every
+    // read of the connection's life.
+    let mut read = Vec::with_capacity(h2_preface::PREFACE.len());
+    let preface = h2_preface::read(&mut *stream, &mut read, timeout);
+    if Box::pin(preface).await != h2_preface::Outcome::Valid {
+        return;
+    }
+    stream.unread(&read);
     let client_tls = crate::proxy::ajp_client::ClientTls::of(&stream);
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
         .with_listener(&shared.cfg)

@@ -12,6 +12,8 @@
 //! - [`client_io`]: a native-path client connection, plain TCP or a [`tls_session`];
 //! - [`h1`]: the native HTTP/1.1 path on the `crate::h1` codec, on cleartext and TLS
 //!   listeners;
+//! - [`h2_preface`]: the HTTP/2 client preface, checked before a connection goes to hyper, and
+//!   the `GOAWAY` that answers a wrong one;
 //! - [`service`]: the hyper `Service` for HTTP/2 (h2c by prior knowledge on cleartext, `h2` by
 //!   ALPN on TLS) that drives them;
 //! - [`upstream`]: keep-alive connection pools to the nodes; [`idle_conns`]: idle TCP
@@ -30,6 +32,7 @@ pub mod attempt;
 pub mod client_io;
 pub mod deadline;
 pub mod h1;
+pub mod h2_preface;
 pub mod idle_conns;
 pub mod listener;
 pub mod open_streams;

@@ -199,6 +199,18 @@ impl TlsSession {
         &self.conn
     }
 
+    /// Puts `bytes` back in front of the plaintext not yet read: the next reads return them
+    /// first. For a caller that looked at a connection's first bytes before handing it on
+    /// (the HTTP/2 preface), so that the session needs no replay wrapper for its whole life.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        Leftover {
+            buffer: &mut self.plaintext,
+            start: &mut self.plaintext_start,
+            end: &mut self.plaintext_end,
+        }
+        .unread(bytes);
+    }
+
     /// Whether the session holds any pooled buffer (it holds none while idle).
     pub fn holds_buffers(&self) -> bool {
         !self.incoming.is_empty() || !self.outgoing.is_empty() || !self.plaintext.is_empty()
@@ -762,6 +774,30 @@ impl Leftover<'_> {
         }
     }
 
+    /// Puts `bytes` in front of the buffered plaintext, taking a buffer from the pool, moving
+    /// the unread bytes up or growing the buffer when there is no room before them.
+    fn unread(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.buffer.is_empty() {
+            *self.buffer = take_buffer();
+        }
+        let (mut start, mut end) = (*self.start as usize, *self.end as usize);
+        if start < bytes.len() {
+            let shift = bytes.len() - start;
+            if self.buffer.len() < end + shift {
+                self.buffer.resize(end + shift, 0);
+            }
+            self.buffer.copy_within(start..end, start + shift);
+            start += shift;
+            end += shift;
+        }
+        self.buffer[start - bytes.len()..start].copy_from_slice(bytes);
+        *self.start = (start - bytes.len()) as u32;
+        *self.end = end as u32;
+    }
+
     /// Appends `bytes` to the buffered plaintext, taking a buffer from the pool, moving the
     /// unread bytes to the front, or growing it when they do not fit.
     fn keep(&mut self, bytes: &[u8]) {
@@ -907,6 +943,48 @@ mod tests {
         assert!(buffer[..1_000].iter().all(|b| *b == 1));
         assert!(buffer[1_000..11_000].iter().all(|b| *b == 2));
         assert!(buffer[11_000..21_000].iter().all(|b| *b == 3));
+    }
+
+    #[test]
+    fn unread_bytes_come_before_the_buffered_plaintext() {
+        /// Buffered before, its start, bytes put back; what reads return, in order.
+        type Case = (&'static [u8], u32, &'static [u8], &'static [u8]);
+        let cases: &[Case] = &[
+            (b"", 0, b"PRI", b"PRI"),
+            (b"frames", 0, b"PRI", b"PRIframes"),
+            (b"xxxxxframes", 5, b"PRI", b"PRIframes"),
+            (b"xxframes", 2, b"PRI", b"PRIframes"),
+            (b"xxxframes", 3, b"PRI", b"PRIframes"),
+            (b"frames", 0, b"", b"frames"),
+        ];
+        for (before, start_at, back, want) in cases {
+            let (mut buffer, mut start, mut end) = (Vec::new(), 0u32, 0u32);
+            let mut leftover = Leftover {
+                buffer: &mut buffer,
+                start: &mut start,
+                end: &mut end,
+            };
+            leftover.keep(before);
+            *leftover.start = *start_at;
+            leftover.unread(back);
+            let got = &leftover.buffer[*leftover.start as usize..*leftover.end as usize];
+            assert_eq!(got, *want, "{before:?} from {start_at}, {back:?} put back");
+        }
+        // A buffer with no room after the plaintext grows.
+        let (mut buffer, mut start, mut end) = (Vec::new(), 0u32, 0u32);
+        let mut leftover = Leftover {
+            buffer: &mut buffer,
+            start: &mut start,
+            end: &mut end,
+        };
+        leftover.keep(&[1; BUFFER_SIZE]);
+        leftover.unread(&[2; 24]);
+        assert_eq!(
+            (*leftover.start, *leftover.end as usize),
+            (0, BUFFER_SIZE + 24)
+        );
+        assert!(buffer[..24].iter().all(|b| *b == 2));
+        assert!(buffer[24..].iter().all(|b| *b == 1));
     }
 
     #[test]
