@@ -295,11 +295,10 @@ impl Balancer {
             if drained || now >= l.deadline_ms {
                 let live = view.map_or(0, |v| v.live_sessions);
                 if let Some(node) = node {
-                    // A state leaving set is not the operator's.
-                    let state = if l.drained_by_leave {
-                        NodeState::Active
-                    } else {
-                        node.state()
+                    // A drain that leaving set (and nobody changed since) is not the operator's.
+                    let state = match node.state() {
+                        NodeState::Draining if l.drained_by_leave => NodeState::Active,
+                        other => other,
                     };
                     self.remember_removed_state(pool, &n.cfg.route, state);
                 }
