@@ -1050,7 +1050,7 @@ fn listener_client_certificates() {
 }
 
 #[test]
-fn discovery_defaults_and_errors_name_file_line_and_key() {
+fn discovery_defaults() {
     let pool = |block: &str| {
         format!("listeners: [{{ bind: \"127.0.0.1:1\" }}]\npools:\n  - name: app\n    discovery:\n{block}")
     };
@@ -1095,6 +1095,13 @@ fn discovery_defaults_and_errors_name_file_line_and_key() {
         }
     );
     assert_eq!(d.resolver, Some("127.0.0.11:53".parse().unwrap()));
+}
+
+#[test]
+fn discovery_errors_name_file_line_and_key() {
+    let pool = |block: &str| {
+        format!("listeners: [{{ bind: \"127.0.0.1:1\" }}]\npools:\n  - name: app\n    discovery:\n{block}")
+    };
     // (block, key, line, part of the message)
     let cases: &[(&str, &str, usize, &str)] = &[
         (

@@ -420,14 +420,7 @@ impl ProxyService {
             };
             drop(ids);
             attempts.failed(turn, failed)?;
-            if matches!(failure, Failure::Upstream | Failure::Timeout) {
-                // Sent and lost: only a replayable request gets here; start from its copy.
-                if let Some(saved) = &req.replay {
-                    parts = saved.clone();
-                    body = Some(ForwardBody::empty());
-                    cookies_dirty = true;
-                }
-            }
+            restore_replay(req, failure, &mut parts, &mut body, &mut cookies_dirty);
         }
     }
 
@@ -1084,6 +1077,24 @@ impl Body for ResponseBody {
             ResponseBody::Synthetic(full) => full.size_hint(),
             ResponseBody::Upstream { body, .. } => body.size_hint(),
             ResponseBody::Ajp { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// After a failure past sending (only a replayable request gets that far), the next attempt
+/// starts from the request's saved copy.
+fn restore_replay(
+    req: &Prepared<'_>,
+    failure: Failure,
+    parts: &mut http::request::Parts,
+    body: &mut Option<ForwardBody>,
+    cookies_dirty: &mut bool,
+) {
+    if matches!(failure, Failure::Upstream | Failure::Timeout) {
+        if let Some(saved) = &req.replay {
+            *parts = saved.clone();
+            *body = Some(ForwardBody::empty());
+            *cookies_dirty = true;
         }
     }
 }
