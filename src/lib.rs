@@ -5,15 +5,18 @@
 //! Imports point one way, from the outer layers in; nothing imports a layer above it.
 //!
 //! ```text
-//!  cli, demo            check / ctl (admin API client), the demo node and `stickyroute demo`
+//!  cli, demo            check / import / ctl (admin API client), the demo node and `demo`
 //!     │
-//!  control              admin API + status page, health checker, sweeper, cluster task, reload
+//!  control              admin API + status page, health checker, sweeper, cluster task, reload,
+//!     │                 DNS discovery's lookup tasks
 //!     │
 //!  proxy                listeners + TLS, request pipeline, hyper service, upstream pools
 //!     │
-//!  state   store        snapshot, node runtime, registry, metrics, operator/group states │ stores
+//!  state   store        snapshot, node runtime, registry, metrics, operator/group states,
+//!     │      │          runtime nodes (DNS, admin API) and their joining and leaving │ stores
 //!     │      │
-//!  config               YAML → validated Config with file/line/key errors (no I/O)
+//!  config   import      YAML → validated Config with file/line/key errors (no I/O) │
+//!     │                 mod_jk / mod_proxy_balancer configuration → balancer.yaml text (no I/O)
 //!     │
 //!  core    h1   ajp      pure: session id, binders, selection, retry policy, header rewriting
 //!                       │ the HTTP/1.1 codec (parse, validate, frame, write heads; no I/O)
