@@ -85,19 +85,30 @@ async fn metric(lb: &Running, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(&scrape(lb).await, name, labels).unwrap_or(0.0)
 }
 
-#[tokio::test]
-async fn nodes_join_leave_come_back_and_are_removed() {
-    let Some(dns) = DnsServer::start(ORIGIN).await else {
-        return;
-    };
+/// Two demo nodes sharing a store, named by the zone, and a balancer discovering them (its
+/// discovery block extended by `extra`).
+async fn two_discovered(dns: &DnsServer, extra: &str) -> (RunningNode, RunningNode, Running) {
     let store = SessionStore::memory();
     let (n0, n1) = (
         node("tomcat-0", &store).await,
         node("tomcat-1", &store).await,
     );
+    dns.set_records(&srv_zone(
+        &[("tomcat-0", n0.addr), ("tomcat-1", n1.addr)],
+        1,
+    ))
+    .await;
+    let lb = balancer(&discovery_yaml(dns, extra, "")).await;
+    (n0, n1, lb)
+}
+
+#[tokio::test]
+async fn nodes_join_leave_come_back_and_are_removed() {
+    let Some(dns) = DnsServer::start(ORIGIN).await else {
+        return;
+    };
+    let (n0, n1, lb) = two_discovered(&dns, "      drain_timeout: 3s\n").await;
     let both = [("tomcat-0", n0.addr), ("tomcat-1", n1.addr)];
-    dns.set_records(&srv_zone(&both, 1)).await;
-    let lb = balancer(&discovery_yaml(&dns, "      drain_timeout: 3s\n", "")).await;
     let addr = lb.listen_addrs[0];
     wait_node(&lb, "tomcat-0", "active", false).await;
     wait_node(&lb, "tomcat-1", "active", false).await;
@@ -184,17 +195,7 @@ async fn failed_lookups_keep_the_last_set() {
     let Some(mut dns) = DnsServer::start(ORIGIN).await else {
         return;
     };
-    let store = SessionStore::memory();
-    let (n0, n1) = (
-        node("tomcat-0", &store).await,
-        node("tomcat-1", &store).await,
-    );
-    dns.set_records(&srv_zone(
-        &[("tomcat-0", n0.addr), ("tomcat-1", n1.addr)],
-        1,
-    ))
-    .await;
-    let lb = balancer(&discovery_yaml(&dns, "", "")).await;
+    let (_n0, _n1, lb) = two_discovered(&dns, "").await;
     wait_node(&lb, "tomcat-1", "active", false).await;
     let errors = [("pool", "app"), ("result", "error")];
 
@@ -711,14 +712,8 @@ async fn an_operator_state_outlasts_leaving_and_coming_back() {
     let Some(dns) = DnsServer::start(ORIGIN).await else {
         return;
     };
-    let store = SessionStore::memory();
-    let (n0, n1) = (
-        node("tomcat-0", &store).await,
-        node("tomcat-1", &store).await,
-    );
+    let (n0, n1, lb) = two_discovered(&dns, "").await;
     let both = [("tomcat-0", n0.addr), ("tomcat-1", n1.addr)];
-    dns.set_records(&srv_zone(&both, 1)).await;
-    let lb = balancer(&discovery_yaml(&dns, "", "")).await;
     wait_node(&lb, "tomcat-1", "active", false).await;
     let ctl = admin_client(&lb, None);
     ctl.set_state(
