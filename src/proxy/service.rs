@@ -520,15 +520,7 @@ impl ProxyService {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         let issued = rewrite_response_headers(&mut parts.headers, req, &plan);
-        pipeline::learn(
-            &self.balancer,
-            pool,
-            node,
-            req.sep,
-            req.ids.map(|i| i.backend),
-            ids.forward_id.as_deref(),
-            issued.iter().map(String::as_str),
-        );
+        self.learn_issued(req, node, ids, &issued);
         Response::from_parts(
             parts,
             ResponseBody::Ajp {
@@ -536,6 +528,20 @@ impl ProxyService {
                 _guard: guard,
             },
         )
+    }
+
+    /// Tells the registry which session ids the node's response issued (the same for HTTP and
+    /// AJP nodes).
+    fn learn_issued(&self, req: &Prepared<'_>, node: &Node, ids: &Ids<'_>, issued: &[String]) {
+        pipeline::learn(
+            &self.balancer,
+            req.pool,
+            node,
+            req.sep,
+            req.ids.map(|i| i.backend),
+            ids.forward_id.as_deref(),
+            issued.iter().map(String::as_str),
+        );
     }
 
     /// Node-dependent rewriting: the id the backend sees, the failover header.
@@ -579,15 +585,7 @@ impl ProxyService {
             permit: self.permit.clone(),
         });
         let (resp, issued) = respond(resp, conn, guard, req, &plan, upgrade);
-        pipeline::learn(
-            &self.balancer,
-            pool,
-            node,
-            req.sep,
-            req.ids.map(|i| i.backend),
-            ids.forward_id.as_deref(),
-            issued.iter().map(String::as_str),
-        );
+        self.learn_issued(req, node, ids, &issued);
         resp
     }
 }

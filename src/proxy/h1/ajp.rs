@@ -14,12 +14,12 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::buffers::{Buf, PooledResponseHead};
 use super::context::Conn;
-use super::relay::{flush_idle, write_all_idle, write_response};
+use super::relay::{flush_idle, read_body_bytes, write_all_idle, write_response};
 use super::request::Request;
 use crate::ajp::{self, Packet, SendHeaders};
 use crate::config::AjpConfig;
@@ -31,7 +31,6 @@ use crate::proxy::ajp_client::ClientTls;
 use crate::proxy::ajp_exchange::{read_more, HOP_BY_HOP_RESPONSE, SKIPPED_REQUEST};
 use crate::proxy::attempt::Trace;
 use crate::proxy::client_io::ClientIo;
-use crate::proxy::deadline;
 use crate::proxy::pipeline::{self, Ids};
 use crate::state::snapshot::Node;
 
@@ -240,19 +239,7 @@ impl Upload {
             self.input.clear();
             self.pos = 0;
             self.input.reserve(16 * 1024);
-            match deadline::timeout_pending(idle, client.read_buf(&mut self.input)).await {
-                Err(_) => {
-                    let why = format!("no request body byte for {idle:?} (timeouts.body_idle)");
-                    return Err((Failure::ClientStalled, why));
-                }
-                Ok(Ok(0)) | Ok(Err(_)) => {
-                    return Err((
-                        Failure::ClientBody,
-                        "the client closed during the body".into(),
-                    ))
-                }
-                Ok(Ok(_)) => {}
-            }
+            read_body_bytes(client, &mut self.input, idle).await?;
         }
         let n = self.pending.len().min(max);
         self.chunk.clear();

@@ -85,19 +85,7 @@ pub(super) async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
     let mut out = Buf::take();
     loop {
         inb.0.clear();
-        match deadline::timeout_pending(idle, client.read_buf(&mut inb.0)).await {
-            Err(_) => {
-                let why = format!("no request body byte for {idle:?} (timeouts.body_idle)");
-                return Err((Failure::ClientStalled, why));
-            }
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                return Err((
-                    Failure::ClientBody,
-                    "the client closed during the body".into(),
-                ))
-            }
-            Ok(Ok(_)) => {}
-        }
+        read_body_bytes(client, &mut inb.0, idle).await?;
         out.0.clear();
         let (done, used) = reframe(reader, budget, &inb.0, framing, &mut out.0)?;
         if let Err(e) = write_all_idle(upstream, &out.0, idle).await {
@@ -118,6 +106,26 @@ pub(super) async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
 /// Writes all of `buf`, each write within `idle` of the one before
 /// ([`deadline::timeout_pending`]): a peer that stops reading is cut off after `idle`, with
 /// an error of kind `TimedOut`. A write the socket takes at once reads no clock.
+/// Reads more of the client's request body into `buf`: a client silent for `idle` stalled
+/// (`408`, not the node's fault), one that closes or fails ended its body early.
+pub(super) async fn read_body_bytes<C: AsyncRead + Unpin + ?Sized>(
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    idle: Duration,
+) -> Result<(), (Failure, String)> {
+    match deadline::timeout_pending(idle, client.read_buf(buf)).await {
+        Err(_) => {
+            let why = format!("no request body byte for {idle:?} (timeouts.body_idle)");
+            Err((Failure::ClientStalled, why))
+        }
+        Ok(Ok(0)) | Ok(Err(_)) => Err((
+            Failure::ClientBody,
+            "the client closed during the body".into(),
+        )),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
 pub(super) async fn write_all_idle<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     mut buf: &[u8],
