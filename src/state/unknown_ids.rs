@@ -7,9 +7,13 @@
 //! after a `NotFound`, a failover of the same id skips the store and is treated as not found
 //! again (the request is forwarded under the new id, as after a real `NotFound`).
 //!
-//! Bounded by construction: a direct-mapped table of [`UnknownIds::SLOTS`] slots (64 KiB),
-//! each the id's seeded xxh3 hash and its expiry; a new id takes its slot whatever was there.
-//! The mutex is held for one slot read or write, and only on the failover path of a `rename`
+//! Bounded by construction: a table of [`UnknownIds::SLOTS`] slots (64 KiB), each the id's
+//! seeded xxh3 hash and its expiry, in sets of [`UnknownIds::WAYS`] (one cache line). An id
+//! lives in the set its hash picks; a new id takes a free or expired slot of that set, else the
+//! one that expires first. Sets rather than single slots: with one slot per id, two of a
+//! handful of ids that share a slot would evict each other on every request and reach the
+//! store every time; a set holds them all until more ids than it has ways share it.
+//! The mutex is held for one set's read or write, and only on the failover path of a `rename`
 //! pool, which is about to wait for the network anyway. Only `NotFound` is cached: an id the
 //! store knows, or a store error, is asked again every time.
 
@@ -28,6 +32,8 @@ pub struct UnknownIds {
 impl UnknownIds {
     /// Slots in the table: at most this many ids are remembered at once.
     pub const SLOTS: usize = 4096;
+    /// Slots per set.
+    pub const WAYS: usize = 4;
 
     /// A cache that remembers an id for `ttl`; `Duration::ZERO` remembers nothing.
     pub fn new(ttl: Duration) -> Self {
@@ -43,6 +49,12 @@ impl UnknownIds {
         xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), self.seed).max(1)
     }
 
+    /// The slots of the set `h` belongs to.
+    fn set(h: u64) -> std::ops::Range<usize> {
+        let first = (h as usize) % (Self::SLOTS / Self::WAYS) * Self::WAYS;
+        first..first + Self::WAYS
+    }
+
     /// Whether the store said it does not know `id` less than the TTL before `now_ms`.
     pub fn contains(&self, id: &str, now_ms: u64) -> bool {
         if self.ttl_ms == 0 {
@@ -50,8 +62,9 @@ impl UnknownIds {
         }
         let h = self.hash(id);
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let (hash, expires) = slots[(h as usize) % Self::SLOTS];
-        hash == h && now_ms < expires
+        slots[Self::set(h)]
+            .iter()
+            .any(|&(hash, expires)| hash == h && now_ms < expires)
     }
 
     /// Remembers that the store does not know `id`, from `now_ms` on.
@@ -60,8 +73,20 @@ impl UnknownIds {
             return;
         }
         let h = self.hash(id);
+        let expires = now_ms.saturating_add(self.ttl_ms);
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots[(h as usize) % Self::SLOTS] = (h, now_ms.saturating_add(self.ttl_ms));
+        let set = &mut slots[Self::set(h)];
+        // The id's own slot, else a free or expired one, else the one that expires first.
+        let way = set
+            .iter()
+            .position(|&(hash, _)| hash == h)
+            .or_else(|| set.iter().position(|&(hash, e)| hash == 0 || e <= now_ms))
+            .unwrap_or_else(|| {
+                (0..Self::WAYS)
+                    .min_by_key(|&i| set[i].1)
+                    .unwrap_or_default()
+            });
+        set[way] = (h, expires);
     }
 
     /// Ids remembered and not expired at `now_ms` (for tests and the status of the cache).
@@ -93,6 +118,35 @@ mod tests {
         assert!(c.contains("X.jvm1", 10_999));
     }
 
+    /// More ids than a set has ways, all in one set: each stays until it is the one that
+    /// expires first; ids in other sets are untouched.
+    #[test]
+    fn a_full_set_gives_up_the_slot_that_expires_first() {
+        let c = UnknownIds::new(Duration::from_secs(5));
+        let first = c.hash("A0.jvm1");
+        let same_set: Vec<String> = (1..)
+            .map(|i| format!("A{i}.jvm1"))
+            .filter(|id| UnknownIds::set(c.hash(id)) == UnknownIds::set(first))
+            .take(UnknownIds::WAYS)
+            .collect();
+        c.insert("A0.jvm1", 1_000);
+        for (i, id) in same_set[..UnknownIds::WAYS - 1].iter().enumerate() {
+            c.insert(id, 1_001 + i as u64);
+        }
+        // The set is full: all of them are remembered at once.
+        assert!(c.contains("A0.jvm1", 2_000));
+        assert!(same_set[..UnknownIds::WAYS - 1]
+            .iter()
+            .all(|id| c.contains(id, 2_000)));
+        // Renewing A0 keeps its slot; the next id evicts the one that expires first.
+        c.insert("A0.jvm1", 2_000);
+        c.insert(&same_set[UnknownIds::WAYS - 1], 2_001);
+        assert!(c.contains("A0.jvm1", 2_001));
+        assert!(!c.contains(&same_set[0], 2_001), "expires first, evicted");
+        assert!(same_set[1..].iter().all(|id| c.contains(id, 2_001)));
+        assert_eq!(c.len(2_001), UnknownIds::WAYS);
+    }
+
     #[test]
     fn zero_ttl_remembers_nothing() {
         let c = UnknownIds::new(Duration::ZERO);
@@ -109,8 +163,7 @@ mod tests {
         }
         let n = c.len(1_000);
         assert!(n <= UnknownIds::SLOTS, "{n}");
-        // Most slots are used (a direct-mapped table loses some to collisions).
-        assert!(n > UnknownIds::SLOTS * 9 / 10, "{n}");
+        assert!(n > UnknownIds::SLOTS * 99 / 100, "{n}");
         // The latest ids are mostly still there.
         let recent = (99_900..100_000)
             .filter(|i| c.contains(&format!("RANDOM{i}.jvm1"), 1_000))
