@@ -119,6 +119,46 @@ pub enum HeaderKind {
     Forwarded,
 }
 
+/// Whether `name` equals `lower`, a name of lowercase letters and `-` of the same length,
+/// ignoring ASCII case. Every request and response head classifies each of its names
+/// ([`HeaderKind::of`]), so this compares eight bytes at a time instead of byte by byte: a
+/// byte of `name` ORed with `0x20` where `lower` has a letter (bit `0x40` set; `-` has it
+/// clear) equals that letter only for the letter in either case, and where `lower` has `-`
+/// the byte must be `-` itself. Exact for any `name` bytes.
+#[inline]
+fn eq_ignore_case_lower(name: &[u8], lower: &[u8]) -> bool {
+    let n = name.len();
+    if n != lower.len() {
+        return false;
+    }
+    let folds_to = |w: u64, k: u64| (w | ((k & 0x4040_4040_4040_4040) >> 1)) == k;
+    let word = |b: &[u8], at: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[at..at + 8]);
+        u64::from_le_bytes(a)
+    };
+    let half = |b: &[u8], at: usize| {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&b[at..at + 4]);
+        u64::from(u32::from_le_bytes(a))
+    };
+    if n >= 8 {
+        // Whole words, the last one overlapping the one before when `n` is not a multiple.
+        let mut at = 0;
+        while at + 8 < n {
+            if !folds_to(word(name, at), word(lower, at)) {
+                return false;
+            }
+            at += 8;
+        }
+        folds_to(word(name, n - 8), word(lower, n - 8))
+    } else if n >= 4 {
+        folds_to(half(name, 0), half(lower, 0)) && folds_to(half(name, n - 4), half(lower, n - 4))
+    } else {
+        name.eq_ignore_ascii_case(lower)
+    }
+}
+
 impl HeaderKind {
     /// Classifies a header name, case-insensitively.
     pub fn of(name: &[u8]) -> HeaderKind {
@@ -156,7 +196,7 @@ impl HeaderKind {
             _ => &[],
         };
         for &(known, kind) in candidates {
-            if name.eq_ignore_ascii_case(known) {
+            if eq_ignore_case_lower(name, known) {
                 return kind;
             }
         }
@@ -293,6 +333,51 @@ pub(crate) fn read_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-wise comparison against the byte-wise one, for every known name, every
+    /// single-byte change of it at every position, and every byte value there.
+    #[test]
+    fn word_compare_matches_byte_compare() {
+        let known: &[&[u8]] = &[
+            b"te",
+            b"host",
+            b"cookie",
+            b"expect",
+            b"trailer",
+            b"upgrade",
+            b"location",
+            b"forwarded",
+            b"connection",
+            b"keep-alive",
+            b"set-cookie",
+            b"content-length",
+            b"x-forwarded-for",
+            b"proxy-connection",
+            b"x-forwarded-host",
+            b"transfer-encoding",
+            b"x-forwarded-proto",
+            b"proxy-authenticate",
+            b"proxy-authorization",
+        ];
+        for &k in known {
+            assert!(eq_ignore_case_lower(k, k));
+            assert!(eq_ignore_case_lower(&k.to_ascii_uppercase(), k));
+            for at in 0..k.len() {
+                for b in 0..=255u8 {
+                    let mut name = k.to_vec();
+                    name[at] = b;
+                    assert_eq!(
+                        eq_ignore_case_lower(&name, k),
+                        name.eq_ignore_ascii_case(k),
+                        "{:?} vs {:?}",
+                        String::from_utf8_lossy(&name),
+                        String::from_utf8_lossy(k)
+                    );
+                }
+            }
+        }
+        assert!(!eq_ignore_case_lower(b"hos", b"host"));
+    }
 
     #[test]
     fn classify_known_names_any_case() {

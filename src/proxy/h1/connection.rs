@@ -141,9 +141,12 @@ async fn read_head(
     cfg: &ListenerConfig,
 ) -> HeadRead {
     let deadline = Instant::now() + cfg.header_read_timeout;
-    let mut scanned = 0;
+    // `None` until a parse found the head partial: a head that arrives whole (the common
+    // case) is parsed at once; one that arrives in pieces is parsed again only when the new
+    // bytes may complete it.
+    let mut scanned: Option<usize> = None;
     loop {
-        if !buf.is_empty() && h1::may_be_complete(buf, scanned) {
+        if !buf.is_empty() && scanned.is_none_or(|s| h1::may_be_complete(buf, s)) {
             match h1::parse_request(buf, head) {
                 Ok(Parsed::Complete(n)) if n > cfg.max_header_bytes => {
                     return HeadRead::Bad(431, "request header fields too large")
@@ -157,7 +160,9 @@ async fn read_head(
         if buf.len() >= cfg.max_header_bytes {
             return HeadRead::Bad(431, "request header fields too large");
         }
-        scanned = buf.len();
+        if !buf.is_empty() {
+            scanned = Some(buf.len());
+        }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(BUF_SIZE);
         }
