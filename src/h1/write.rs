@@ -350,6 +350,44 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The separator comes out as `": "` and no whitespace trails a value, however the peer
+    /// spaced them; an empty value keeps its line.
+    #[test]
+    fn lines_come_out_normalised_however_they_were_spaced() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nHost:a\r\nA:\t1 \r\nB:  2\t\r\nC: 3\r\nE:\r\nF: \r\nG: 7\r\n\r\n",
+                "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\nE: \r\nF: \r\nG: 7\r\n\r\n",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nA: 1\r\nConnection: close\r\nB: 2\r\nHost: h\r\nTE: x\r\n\r\n",
+                "GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nHost: h\r\nConnection: close\r\n\r\n",
+            ),
+        ];
+        for &(raw, want) in cases {
+            let edits = RequestEdits {
+                close: raw.windows(5).any(|w| w == b"close"),
+                ..RequestEdits::default()
+            };
+            assert_eq!(
+                write_req(raw, &edits),
+                want,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let raw = b"HTTP/1.1 200 OK\r\nA:1\r\nB: 2\r\nContent-Length: 0\r\nC: 3  \r\nD: 4\r\n\r\n";
+        let (got, _) = write_res(raw, false, &ResponseEdits::default());
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
     #[test]
     fn request_strips_hop_by_hop_and_connection_named() {
         let raw = b"GET /a?b HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret, host\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-Sum\r\nUpgrade: h2c\r\nProxy-Authorization: Basic x\r\nX-Secret: s\r\nAccept: */*\r\ncookie: a=1\r\n\r\n";
