@@ -90,6 +90,23 @@ impl Method {
         }
     }
 
+    /// The name of a standard method; `None` for [`Method::Other`], whose bytes are the
+    /// head's.
+    pub fn as_str(self) -> Option<&'static str> {
+        Some(match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Trace => "TRACE",
+            Method::Patch => "PATCH",
+            Method::Connect => "CONNECT",
+            Method::Other => return None,
+        })
+    }
+
     /// Idempotent per RFC 9110 §9.2.2: safe to replay on another node.
     pub fn is_idempotent(self) -> bool {
         matches!(
@@ -691,6 +708,17 @@ mod tests {
             h[14] = b;
             assert!(check_bare_lf(&h).is_err(), "{b:#x} before an LF");
         }
+    }
+
+    #[test]
+    fn method_names_round_trip() {
+        for name in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "CONNECT",
+        ] {
+            assert_eq!(Method::from_bytes(name.as_bytes()).as_str(), Some(name));
+        }
+        assert_eq!(Method::from_bytes(b"get").as_str(), None);
+        assert_eq!(Method::from_bytes(b"PROPFIND").as_str(), None);
     }
 
     #[test]

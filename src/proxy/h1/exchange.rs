@@ -87,7 +87,8 @@ pub(super) async fn exchange(
     let start = Instant::now();
     let snap = conn.balancer.snapshot();
     let mut trace = Trace::default();
-    let result = route_and_forward(client, &buf.0, head, &snap, conn, &mut trace).await;
+    let path = std::str::from_utf8(head.path(&buf.0)).ok();
+    let result = route_and_forward(client, &buf.0, head, path, &snap, conn, &mut trace).await;
     let done = match result {
         Ok(done) => done,
         Err((err, retry_after)) => {
@@ -115,9 +116,18 @@ pub(super) async fn exchange(
             done.keep = false;
         }
     }
-    let method = std::str::from_utf8(head.method_bytes(&buf.0)).unwrap_or("-");
-    let path = std::str::from_utf8(head.path(&buf.0)).unwrap_or("/");
-    trace.finish(conn.balancer, &snap, conn.client, method, path, start);
+    let method = head
+        .method()
+        .as_str()
+        .unwrap_or_else(|| std::str::from_utf8(head.method_bytes(&buf.0)).unwrap_or("-"));
+    trace.finish(
+        conn.balancer,
+        &snap,
+        conn.client,
+        method,
+        path.unwrap_or("/"),
+        start,
+    );
     if let Some(t) = done.tunnel {
         Next::Tunnel(t)
     } else if done.keep {
@@ -128,16 +138,18 @@ pub(super) async fn exchange(
 }
 
 /// Phases 1–2 on the parsed head, then the attempts.
+/// `path` is the head's path as text; `None` when it is not UTF-8.
 async fn route_and_forward(
     client: &mut ClientIo,
     src: &[u8],
     head: &RequestHead,
+    path: Option<&str>,
     snap: &Snapshot,
     conn: &Conn<'_>,
     trace: &mut Trace,
 ) -> Result<Done, Fail> {
     let host = head.host(src).and_then(|h| std::str::from_utf8(h).ok());
-    let path = std::str::from_utf8(head.path(src)).map_err(|_| {
+    let path = path.ok_or_else(|| {
         (
             ProxyError::ClientBody("request target is not UTF-8".into()),
             None,
