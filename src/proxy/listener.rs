@@ -347,8 +347,9 @@ where
         .then(move |outcome| after_native(outcome, shared, watcher, permit))
 }
 
-/// What the end of a native connection calls for: nothing, or one boxed future (only a TLS
-/// close, a tunnel or an HTTP/2 connection carries state, not the idle connection's task).
+/// What the end of a native connection calls for: nothing, or one boxed future that holds
+/// `permit` and `watcher` until it ends (a TLS close, a tunnel or an HTTP/2 connection: their
+/// state is not carried by every idle connection's task).
 fn after_native<F>(
     outcome: h1::Outcome,
     shared: Arc<Shared<F>>,
@@ -370,12 +371,12 @@ where
         // do; a socket just closes.
         h1::Outcome::Finished(ClientIo::Tls(mut tls)) => Box::pin(async move {
             use tokio::io::AsyncWriteExt;
-            let _permit = permit;
+            let _held = (permit, watcher);
             let _ = tokio::time::timeout(CLOSE_NOTIFY, tls.shutdown()).await;
         }),
         // In this task, so the listener's drain sees it.
         h1::Outcome::Upgraded(client, tunnel) => Box::pin(async move {
-            let _permit = permit;
+            let _held = (permit, watcher);
             tunnel.run(client, &shared.tunnels).await;
         }),
         h1::Outcome::Http2(stream, read, client) => {
