@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use stickyroute::demo::node::RouteSource;
 use stickyroute::demo::own_route::PtrLookup;
 
+/// jemalloc rather than glibc's malloc: see the `jemalloc` feature in Cargo.toml.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "stickyroute",

@@ -140,7 +140,7 @@ struct Shared<F> {
     balancer: Arc<Balancer>,
     conns: Arc<UpstreamPools>,
     native: Arc<h1::Context>,
-    exchanges: h1::ExchangePool<F>,
+    exchanges: Arc<h1::ExchangePool<F>>,
     builder: auto::Builder<TokioExecutor>,
     cfg: ListenerConfig,
     tls: Option<TlsAcceptor>,
@@ -203,7 +203,7 @@ pub async fn serve_listener(a: AcceptLoop) {
             shutdown: shutdown.clone(),
             tls: tls.is_some(),
         }),
-        exchanges: h1::exchange_pool(),
+        exchanges: Arc::new(h1::exchange_pool()),
         balancer,
         conns,
         builder,
@@ -310,10 +310,6 @@ const CLOSE_NOTIFY: Duration = Duration::from_secs(1);
 const TUNNEL_CLOSE: Duration = Duration::from_secs(1);
 
 /// One cleartext client connection on the native path ([`serve_native`]).
-///
-/// Not an `async fn`, for size: an async fn copies its arguments into locals, and every idle
-/// connection's task would hold both.
-#[allow(clippy::manual_async_fn)]
 fn serve_cleartext<F>(
     stream: TcpStream,
     client: SocketAddr,
@@ -322,61 +318,99 @@ fn serve_cleartext<F>(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = ()>
 where
-    F: std::future::Future<Output = ()>,
+    F: std::future::Future<Output = ()> + Send + 'static,
 {
-    async move {
-        // Held until the connection ends, a tunnel it became included.
-        let _permit = permit;
-        serve_native(ClientIo::Plain(stream), client, shared, watcher).await;
-    }
+    serve_native(ClientIo::Plain(stream), client, shared, watcher, permit)
 }
 
-/// HTTP/1.1 on the native path until the connection closes; an upgrade becomes a tunnel in
-/// this task, and HTTP/2 with prior knowledge goes to hyper with the bytes already read.
-#[allow(clippy::manual_async_fn)]
+/// HTTP/1.1 on the native path until the connection closes ([`h1::serve`]), then what its
+/// end calls for ([`after_native`]). `permit` (a tunnel included) and `watcher` are held
+/// until then.
+///
+/// Composed, not an `async fn`, for size: an async fn or block keeps its arguments for its
+/// whole life beside the future it moved them into, and every idle connection's task would
+/// hold each of them twice.
 fn serve_native<F>(
     stream: ClientIo,
     client: SocketAddr,
     shared: Arc<Shared<F>>,
     watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl std::future::Future<Output = ()>
 where
-    F: std::future::Future<Output = ()>,
+    F: std::future::Future<Output = ()> + Send + 'static,
 {
-    async move {
-        let native = shared.native.clone();
-        match h1::serve(stream, client, native, &shared.exchanges).await {
-            h1::Outcome::Closed => {}
-            // A TLS client is told the session ends (`close_notify`), as HAProxy and nginx
-            // do; a socket just closes.
-            h1::Outcome::Finished(ClientIo::Tls(mut tls)) => {
-                use tokio::io::AsyncWriteExt;
-                let _ = tokio::time::timeout(CLOSE_NOTIFY, tls.shutdown()).await;
-            }
-            h1::Outcome::Finished(ClientIo::Plain(_)) => {}
-            h1::Outcome::Upgraded(client, tunnel) => {
-                // In this task, so the listener's drain sees it. Boxed: only a tunnel
-                // carries its state.
-                Box::pin(tunnel.run(client, &shared.tunnels)).await;
-            }
-            h1::Outcome::Http2(mut stream, mut read) => {
-                let timeout = shared.cfg.header_read_timeout;
-                let preface = h2_preface::read(&mut stream, &mut read, timeout);
-                if Box::pin(preface).await != h2_preface::Outcome::Valid {
-                    return;
-                }
-                // HTTP/2 has no `101` upgrade: no tunnel, no permit to share.
-                let tls = stream.is_tls();
-                let service =
-                    ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, tls)
-                        .with_listener(&shared.cfg)
-                        .with_tunnels(shared.tunnels.clone(), None);
-                let limit = write_stall_limit(&shared.balancer);
-                let io = TokioIo::new(WriteStall::new(Rewind::new(read, stream), limit));
-                Box::pin(serve_hyper(&shared, io, service, watcher)).await;
-            }
+    use futures_util::FutureExt;
+    let native = shared.native.clone();
+    let exchanges = shared.exchanges.clone();
+    h1::serve(stream, client, native, exchanges)
+        .then(move |outcome| after_native(outcome, shared, watcher, permit))
+}
+
+/// What the end of a native connection calls for: nothing, or one boxed future that holds
+/// `permit` and `watcher` until it ends (a TLS close, a tunnel or an HTTP/2 connection: their
+/// state is not carried by every idle connection's task).
+fn after_native<F>(
+    outcome: h1::Outcome,
+    shared: Arc<Shared<F>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> futures_util::future::Either<
+    std::future::Ready<()>,
+    Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures_util::future::Either;
+    let boxed: Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match outcome {
+        h1::Outcome::Closed | h1::Outcome::Finished(ClientIo::Plain(_)) => {
+            return Either::Left(std::future::ready(()))
         }
+        // A TLS client is told the session ends (`close_notify`), as HAProxy and nginx
+        // do; a socket just closes.
+        h1::Outcome::Finished(ClientIo::Tls(mut tls)) => Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            let _held = (permit, watcher);
+            let _ = tokio::time::timeout(CLOSE_NOTIFY, tls.shutdown()).await;
+        }),
+        // In this task, so the listener's drain sees it.
+        h1::Outcome::Upgraded(client, tunnel) => Box::pin(async move {
+            let _held = (permit, watcher);
+            tunnel.run(client, &shared.tunnels).await;
+        }),
+        h1::Outcome::Http2(stream, read, client) => {
+            Box::pin(serve_h2c(stream, read, client, shared, watcher, permit))
+        }
+    };
+    Either::Right(boxed)
+}
+
+/// HTTP/2 with prior knowledge, after the native path read its first bytes: the preface
+/// checked, then hyper with the bytes already read.
+async fn serve_h2c<F>(
+    mut stream: ClientIo,
+    mut read: Vec<u8>,
+    client: SocketAddr,
+    shared: Arc<Shared<F>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    // HTTP/2 has no `101` upgrade: no tunnel to share the permit with.
+    let _permit = permit;
+    let timeout = shared.cfg.header_read_timeout;
+    if h2_preface::read(&mut stream, &mut read, timeout).await != h2_preface::Outcome::Valid {
+        return;
     }
+    let tls = stream.is_tls();
+    let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, tls)
+        .with_listener(&shared.cfg)
+        .with_tunnels(shared.tunnels.clone(), None);
+    let limit = write_stall_limit(&shared.balancer);
+    let io = TokioIo::new(WriteStall::new(Rewind::new(read, stream), limit));
+    serve_hyper(&shared, io, service, watcher).await;
 }
 
 /// One TLS client connection: the handshake, then HTTP/1.1 on the native path, or HTTP/2
@@ -388,7 +422,7 @@ async fn serve_tls<F>(
     watcher: hyper_util::server::graceful::Watcher,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) where
-    F: std::future::Future<Output = ()>,
+    F: std::future::Future<Output = ()> + Send + 'static,
 {
     let Some(acceptor) = &shared.tls else {
         return;
@@ -411,9 +445,8 @@ async fn serve_tls<F>(
     };
     let mut stream = Box::new(stream);
     if stream.alpn_protocol() != Some(b"h2") {
-        let _permit = permit;
         let stream = ClientIo::Tls(stream);
-        Box::pin(serve_native(stream, client, shared, watcher)).await;
+        Box::pin(serve_native(stream, client, shared, watcher, permit)).await;
         return;
     }
     // The preface goes back into the session for hyper to read: no replay wrapper on every

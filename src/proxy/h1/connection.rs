@@ -1,6 +1,7 @@
-//! One client connection's loop ([`serve`]): wait idle for the next request, read and parse
-//! its head, lend the connection an exchange executor for it, and go on until either side
-//! closes, the client switches to HTTP/2, or an upgrade turns the connection into a tunnel.
+//! One client connection's loop ([`serve`]): wait idle for the next request, lend the
+//! connection an exchange executor to read its head and run its exchange, and go on until
+//! either side closes, the client switches to HTTP/2, or an upgrade turns the connection into
+//! a tunnel.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,15 +9,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use tokio::io::AsyncReadExt;
-
-use super::buffers::{Buf, PooledRequestHead, BUF_SIZE};
+use super::buffers::Buf;
 use super::context::Context;
-use super::exchange::{write_synthetic, Next, Tunnel};
-use super::executor::{ExchangePool, Job};
-use crate::config::ListenerConfig;
-use crate::h1::{self, Parsed, RequestHead};
-use crate::proxy::attempt::Synthetic;
+use super::exchange::{Next, Tunnel};
+use super::executor::{ExchangePool, Job, Turn};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::deadline;
 
@@ -27,8 +23,9 @@ pub enum Outcome {
     /// Done, by either side or a shutdown: the connection only needs closing (a TLS session
     /// says `close_notify` first).
     Finished(ClientIo),
-    /// The client spoke HTTP/2 with prior knowledge: these bytes were read; hyper takes over.
-    Http2(ClientIo, Vec<u8>),
+    /// The client (at this address) spoke HTTP/2 with prior knowledge: these bytes were
+    /// read; hyper takes over.
+    Http2(ClientIo, Vec<u8>, SocketAddr),
     /// The node accepted an upgrade: run the tunnel.
     Upgraded(ClientIo, Tunnel),
 }
@@ -41,8 +38,8 @@ pub fn serve<E>(
     client: ClientIo,
     peer: SocketAddr,
     ctx: Arc<Context>,
-    exchanges: &ExchangePool<E>,
-) -> impl Future<Output = Outcome> + '_
+    exchanges: Arc<ExchangePool<E>>,
+) -> impl Future<Output = Outcome>
 where
     E: Future<Output = ()>,
 {
@@ -51,45 +48,23 @@ where
         // Bytes of the next request read along with the last one (pipelining).
         let mut carry: Option<Buf> = None;
         loop {
-            let mut buf = match carry.take() {
-                Some(b) => b,
-                None => {
-                    if !idle_wait(&mut client, &ctx).await {
-                        return Outcome::Finished(client);
-                    }
-                    Buf::take()
-                }
-            };
-            let mut head = PooledRequestHead::take();
-            match read_head(&mut client, &mut buf.0, &mut head.0, &ctx.cfg).await {
-                HeadRead::Complete => {}
-                HeadRead::Closed => return Outcome::Finished(client),
-                HeadRead::Http2 => return Outcome::Http2(client, std::mem::take(&mut buf.0)),
-                HeadRead::Bad(status, reason) => {
-                    let code =
-                        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
-                    let synthetic = Synthetic::new(code, reason, None);
-                    let _ = Box::pin(write_synthetic(&mut client, &synthetic, false)).await;
-                    return Outcome::Finished(client);
-                }
+            if carry.is_none() && !idle_wait(&mut client, &ctx).await {
+                return Outcome::Finished(client);
             }
-            let job = Job {
-                client,
-                peer,
-                head,
-                ctx,
-            };
-            let Some((job, next)) = exchanges.run((job, buf)).await else {
+            // The head is read on the executor too: its buffers and state are not part of
+            // the connection's own.
+            let job = Job { client, peer, ctx };
+            let Some((job, turn)) = exchanges.run((job, carry)).await else {
                 return Outcome::Closed;
             };
             client = job.client;
             ctx = job.ctx;
-            drop(job.head);
-            match next {
-                Next::Keep(rest) => carry = rest,
-                Next::Close => return Outcome::Finished(client),
-                Next::Tunnel(t) => return Outcome::Upgraded(client, t),
-            }
+            carry = match turn {
+                Turn::Exchanged(Next::Keep(rest)) => rest,
+                Turn::Exchanged(Next::Close) | Turn::Closed => return Outcome::Finished(client),
+                Turn::Exchanged(Next::Tunnel(t)) => return Outcome::Upgraded(client, t),
+                Turn::Http2(read) => return Outcome::Http2(client, read, peer),
+            };
             if ctx.shutdown.is_cancelled() {
                 return Outcome::Finished(client);
             }
@@ -123,54 +98,4 @@ fn idle_wait<'a>(client: &'a mut ClientIo, ctx: &'a Context) -> impl Future<Outp
         }
         Poll::Pending
     })
-}
-
-enum HeadRead {
-    Complete,
-    Closed,
-    Http2,
-    Bad(u16, &'static str),
-}
-
-/// Reads until `buf` holds a complete request head, within `header_read_timeout` of the
-/// moment this request's bytes started to arrive.
-async fn read_head(
-    client: &mut ClientIo,
-    buf: &mut Vec<u8>,
-    head: &mut RequestHead,
-    cfg: &ListenerConfig,
-) -> HeadRead {
-    let deadline = Instant::now() + cfg.header_read_timeout;
-    // `None` until a parse found the head partial: a head that arrives whole (the common
-    // case) is parsed at once; one that arrives in pieces is parsed again only when the new
-    // bytes may complete it.
-    let mut scanned: Option<usize> = None;
-    loop {
-        if !buf.is_empty() && scanned.is_none_or(|s| h1::may_be_complete(buf, s)) {
-            match h1::parse_request(buf, head) {
-                Ok(Parsed::Complete(n)) if n > cfg.max_header_bytes => {
-                    return HeadRead::Bad(431, "request header fields too large")
-                }
-                Ok(Parsed::Complete(_)) => return HeadRead::Complete,
-                Ok(Parsed::Partial) => {}
-                Err(h1::Error::Http2Preface) => return HeadRead::Http2,
-                Err(e) => return HeadRead::Bad(e.status(), e.reason()),
-            }
-        }
-        if buf.len() >= cfg.max_header_bytes {
-            return HeadRead::Bad(431, "request header fields too large");
-        }
-        if !buf.is_empty() {
-            scanned = Some(buf.len());
-        }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(BUF_SIZE);
-        }
-        match deadline::timeout_at(deadline, client.read_buf(buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
-            Ok(Ok(_)) => {}
-            Err(_) if buf.is_empty() => return HeadRead::Closed,
-            Err(_) => return HeadRead::Bad(408, "request head not received in time"),
-        }
-    }
 }

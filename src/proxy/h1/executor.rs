@@ -1,5 +1,6 @@
-//! The exchange executors: long-lived boxed futures that run one request's exchange at a
-//! time, lent to a connection for the length of a request ([`ExchangePool`]).
+//! The exchange executors: long-lived boxed futures that run one request at a time (its head
+//! read, then its exchange), lent to a connection for the length of a request
+//! ([`ExchangePool`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,15 +10,26 @@ use std::task::Poll;
 
 use super::buffers::{Buf, PooledRequestHead, POOLED_BUFS};
 use super::context::{Conn, Context};
-use super::exchange::{exchange, Next};
+use super::exchange::{exchange, write_synthetic, Next};
+use super::head::{read_head, HeadRead};
+use crate::proxy::attempt::Synthetic;
 use crate::proxy::client_io::ClientIo;
 
-/// One request's exchange: what it owns while it runs, handed back when it ends.
+/// One request's connection: what the request owns while it runs, handed back when it ends.
 pub struct Job {
     pub(super) client: ClientIo,
     pub(super) peer: SocketAddr,
-    pub(super) head: PooledRequestHead,
     pub(super) ctx: Arc<Context>,
+}
+
+/// How one request on a connection ended.
+pub enum Turn {
+    /// Its exchange ran: what the connection does next.
+    Exchanged(Next),
+    /// No request came: the client closed, or sent a head that was answered with an error.
+    Closed,
+    /// The client spoke HTTP/2 with prior knowledge: these bytes were read.
+    Http2(Vec<u8>),
 }
 
 /// Where a pooled executor takes its next job `J` from and leaves its result `D`.
@@ -65,7 +77,7 @@ struct Executor<E, J, D> {
 /// polled by whichever connection borrowed it: an idle connection holds a few words, a
 /// request allocates nothing. `E` is [`executor`]'s future, named only through
 /// [`exchange_pool`]; `J` and `D` are what goes in and comes out of one exchange.
-pub struct ExchangePool<E, J = (Job, Buf), D = (Job, Next)> {
+pub struct ExchangePool<E, J = (Job, Option<Buf>), D = (Job, Turn)> {
     make: fn(InboxRef<J, D>) -> E,
     free: Mutex<Vec<Executor<E, J, D>>>,
 }
@@ -82,9 +94,12 @@ impl<E: Future<Output = ()>, J, D> ExchangePool<E, J, D> {
     /// Runs one exchange on a pooled executor, polled by the calling task. `None` only if
     /// the executor's loop ended. An executor whose exchange is dropped before it ends is
     /// dropped with it, never lent again.
-    pub(super) async fn run(&self, job: J) -> Option<D> {
+    ///
+    /// The job goes into the executor's inbox at once: the returned future holds the
+    /// executor only, not a second copy of the job for as long as the exchange runs.
+    pub(super) fn run(&self, job: J) -> impl Future<Output = Option<D>> + '_ {
         let popped = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut ex = popped.unwrap_or_else(|| {
+        let ex = popped.unwrap_or_else(|| {
             let inbox = InboxRef::default();
             Executor {
                 fut: Box::pin((self.make)(inbox.clone())),
@@ -92,45 +107,66 @@ impl<E: Future<Output = ()>, J, D> ExchangePool<E, J, D> {
             }
         });
         lock(&ex.inbox).job = Some(job);
-        let out = std::future::poll_fn(|cx| {
+        let mut lent = Some(ex);
+        std::future::poll_fn(move |cx| {
+            let Some(ex) = lent.as_mut() else {
+                return Poll::Ready(None);
+            };
             if ex.fut.as_mut().poll(cx).is_ready() {
+                lent = None;
                 return Poll::Ready(None); // not reached: the loop does not end
             }
-            match lock(&ex.inbox).done.take() {
-                Some(done) => Poll::Ready(Some(done)),
-                None => Poll::Pending,
+            let done = lock(&ex.inbox).done.take();
+            let Some(done) = done else {
+                return Poll::Pending;
+            };
+            if let Some(ex) = lent.take() {
+                let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+                if free.len() < POOLED_BUFS {
+                    free.push(ex);
+                }
             }
+            Poll::Ready(Some(done))
         })
-        .await;
-        if out.is_some() {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-            if free.len() < POOLED_BUFS {
-                free.push(ex);
-            }
-        }
-        out
     }
 }
 
-/// Runs the exchanges put in `inbox`, one after another, forever. Between two exchanges it
+/// Runs the requests put in `inbox`, one after another, forever. Between two requests it
 /// waits without a waker: only the connection that lends it polls it, and that connection
 /// looks at `done` after every poll.
-async fn executor(inbox: InboxRef<(Job, Buf), (Job, Next)>) {
+async fn executor(inbox: InboxRef<(Job, Option<Buf>), (Job, Turn)>) {
     loop {
-        let (mut job, buf) = next_job(&inbox).await;
-        let next = {
-            let conn = Conn {
-                balancer: &job.ctx.balancer,
-                pools: &job.ctx.pools,
-                ajp: &job.ctx.upstream.ajp,
-                client: job.peer,
-                cfg: &job.ctx.cfg,
-                tls: job.ctx.tls,
-            };
-            exchange(&mut job.client, buf, &job.head.0, &conn).await
-        };
-        lock(&inbox).done = Some((job, next));
+        let (mut job, carry) = next_job(&inbox).await;
+        let turn = request(&mut job, carry).await;
+        lock(&inbox).done = Some((job, turn));
     }
+}
+
+/// One request on the connection: its head (after `carry`, the bytes already read), then its
+/// exchange.
+async fn request(job: &mut Job, carry: Option<Buf>) -> Turn {
+    let mut buf = carry.unwrap_or_else(Buf::take);
+    let mut head = PooledRequestHead::take();
+    match read_head(&mut job.client, &mut buf.0, &mut head.0, &job.ctx.cfg).await {
+        HeadRead::Complete => {}
+        HeadRead::Closed => return Turn::Closed,
+        HeadRead::Http2 => return Turn::Http2(std::mem::take(&mut buf.0)),
+        HeadRead::Bad(status, reason) => {
+            let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
+            let synthetic = Synthetic::new(code, reason, None);
+            let _ = Box::pin(write_synthetic(&mut job.client, &synthetic, false)).await;
+            return Turn::Closed;
+        }
+    }
+    let conn = Conn {
+        balancer: &job.ctx.balancer,
+        pools: &job.ctx.pools,
+        ajp: &job.ctx.upstream.ajp,
+        client: job.peer,
+        cfg: &job.ctx.cfg,
+        tls: job.ctx.tls,
+    };
+    Turn::Exchanged(exchange(&mut job.client, buf, &head.0, &conn).await)
 }
 
 #[cfg(test)]

@@ -24,9 +24,10 @@
 //! request body.
 //!
 //! The files, each importing only those below it:
-//! - `connection`: one client connection's loop ([`serve`]): the idle wait, the request head;
-//! - `executor`: the pooled exchange executors a connection borrows per request
-//!   ([`ExchangePool`]);
+//! - `connection`: one client connection's loop ([`serve`]): the idle wait;
+//! - `executor`: the pooled executors a connection borrows per request ([`ExchangePool`]):
+//!   the request head, then the exchange;
+//! - `head`: reading a request head within `header_read_timeout`;
 //! - `exchange`: one request's exchange: routing, the attempts, the head the node receives;
 //! - `ajp`: the exchange with an AJP/1.3 node (Forward Request, Get Body Chunk, the
 //!   container's packets to the client's response) and CPing;
@@ -42,6 +43,7 @@ mod connection;
 mod context;
 mod exchange;
 mod executor;
+mod head;
 mod node_pool;
 mod relay;
 mod request;
