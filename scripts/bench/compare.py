@@ -215,6 +215,10 @@ def node_of(body):
     return m.group(1) if m else None
 
 
+class OutOfTime(Exception):
+    """--max-minutes reached: the run stops and reports what it measured."""
+
+
 def run_tool(argv, timeout):
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -307,7 +311,12 @@ class Compare:
 
     def check_time(self):
         if time.time() > self.deadline:
-            raise TimeoutError("--max-minutes %s reached" % self.a.max_minutes)
+            raise OutOfTime("--max-minutes %s reached" % self.a.max_minutes)
+
+    def tool(self, argv, timeout):
+        """run_tool, cut short at the --max-minutes deadline."""
+        self.check_time()
+        return run_tool(argv, max(1.0, min(timeout, self.deadline - time.time())))
 
     def wait_answering(self, port, proc, timeout=20):
         end = time.time() + timeout
@@ -373,7 +382,7 @@ class Compare:
                 return (busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time(),
                         ticks(pids, "sys"), tcp_out_segs())
             c0 = snapshot()
-            out = run_tool(h2load(self.proxy_port, self.a.cpu_requests, self.a.cpu_conns, cookie), 600)
+            out = self.tool(h2load(self.proxy_port, self.a.cpu_requests, self.a.cpu_conns, cookie), 600)
             c1 = snapshot()
             ok = h2load_2xx(out)
             us = (c1[1] - c0[1]) / CLK_TCK * 1e6 / self.a.cpu_requests
@@ -400,7 +409,7 @@ class Compare:
                 order.reverse()
             rps = {}
             for target, port in order:
-                out = run_tool(wrk(port, self.a.sat_seconds, self.a.sat_conns, STICKY), self.a.sat_seconds + 30)
+                out = self.tool(wrk(port, self.a.sat_seconds, self.a.sat_conns, STICKY), self.a.sat_seconds + 30)
                 r, bad = wrk_rps(out)
                 if bad or not r:
                     log("  WARNING sat %s: %s non-2xx, rps %s" % (target, bad, r))
@@ -419,8 +428,8 @@ class Compare:
         self.check_time()
         p50 = {}
         for target, port in (("direct", self.direct), ("proxy", self.proxy_port)):
-            out = run_tool(oha(self.a.oha, port, self.a.rate, self.a.lat_seconds, self.a.lat_conns, STICKY),
-                           self.a.lat_seconds + 30)
+            out = self.tool(oha(self.a.oha, port, self.a.rate, self.a.lat_seconds, self.a.lat_conns, STICKY),
+                            self.a.lat_seconds + 30)
             p50[target] = oha_p50_us(out)
         if p50["direct"] is None or p50["proxy"] is None:
             log("  WARNING lat: could not read oha's output")
@@ -435,7 +444,7 @@ class Compare:
         self.start_proxy(name, argv)
         socks = []
         try:
-            run_tool(h2load(self.proxy_port, 2000, 8, STICKY), 60)
+            self.tool(h2load(self.proxy_port, 2000, 8, STICKY), 60)
             time.sleep(0.5)
             base = rss_kb(self.proxy.pids())
             line = "  rss fresh %.1f MiB" % (base / 1024)
@@ -464,35 +473,9 @@ class Compare:
     def run(self):
         self.start_backends()
         try:
-            entries = self.entries()
-            for r in range(self.a.rounds):
-                log("=== round %d/%d" % (r + 1, self.a.rounds))
-                k = r % len(entries)
-                for name, argv in entries[k:] + entries[:k]:
-                    self.check_time()
-                    log("[%s]" % name)
-                    try:
-                        if {"cpu", "sat", "lat"} & set(self.a.phases):
-                            self.start_proxy(name, argv)
-                            try:
-                                problems = self.check_routing()
-                                if problems:
-                                    log("  ROUTING PROBLEMS (measured anyway): %s" % problems)
-                                run_tool(h2load(self.proxy_port, self.a.warmup, self.a.cpu_conns, STICKY), 120)
-                                if "cpu" in self.a.phases:
-                                    self.cpu(name)
-                                if "sat" in self.a.phases:
-                                    self.sat(name)
-                                if "lat" in self.a.phases:
-                                    self.lat(name)
-                            finally:
-                                self.stop_proxy()
-                        if "rss" in self.a.phases:
-                            self.rss(name, argv)
-                    except (RuntimeError, OSError) as e:
-                        self.errors += 1
-                        log("  ERROR %s: %s" % (name, e))
-                        self.stop_proxy()
+            self.rounds()
+        except OutOfTime as e:
+            log("STOPPED: %s; the figures below are those measured so far" % e)
         finally:
             self.stop_proxy()
             if self.backend:
@@ -502,6 +485,41 @@ class Compare:
             else:
                 shutil.rmtree(self.work, ignore_errors=True)
         self.report()
+
+    def rounds(self):
+        entries = self.entries()
+        for r in range(self.a.rounds):
+            log("=== round %d/%d" % (r + 1, self.a.rounds))
+            k = r % len(entries)
+            for name, argv in entries[k:] + entries[:k]:
+                self.check_time()
+                log("[%s]" % name)
+                try:
+                    self.entry(name, argv)
+                except (RuntimeError, OSError) as e:
+                    self.errors += 1
+                    log("  ERROR %s: %s" % (name, e))
+                    self.stop_proxy()
+
+    def entry(self, name, argv):
+        """One proxy's phases in one round: the load phases on one start, rss on a fresh one."""
+        if {"cpu", "sat", "lat"} & set(self.a.phases):
+            self.start_proxy(name, argv)
+            try:
+                problems = self.check_routing()
+                if problems:
+                    log("  ROUTING PROBLEMS (measured anyway): %s" % problems)
+                self.tool(h2load(self.proxy_port, self.a.warmup, self.a.cpu_conns, STICKY), 120)
+                if "cpu" in self.a.phases:
+                    self.cpu(name)
+                if "sat" in self.a.phases:
+                    self.sat(name)
+                if "lat" in self.a.phases:
+                    self.lat(name)
+            finally:
+                self.stop_proxy()
+        if "rss" in self.a.phases:
+            self.rss(name, argv)
 
     def report(self):
         metrics = [("cpu_sticky", "CPU us/req sticky", "%.1f"), ("cpu_new", "CPU us/req new", "%.1f"),
