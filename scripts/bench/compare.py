@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""stickyroute against HAProxy (nbthread 1) and nginx (1 worker): the four figures of issue 13.
+"""stickyroute against HAProxy (nbthread 1) and nginx (1 worker): CPU per request, saturation,
+added latency and idle-connection memory, in cleartext and over TLS.
 
 Run it through ../compare.sh (it raises the fd limit and finds the binary).  Self-contained:
 the configs are in configs/ beside this file, rendered with the ports of this run into a
@@ -7,7 +8,10 @@ scratch directory.  The method is the one of the project's shared benchmark harn
 
   backends   one nginx, 1 worker, three server blocks jvm1..jvm3 (100-byte body, Tomcat-like
              Set-Cookie for requests without JSESSIONID)
-  proxies    each on 127.0.0.1:PROXY, routing the ".jvmN" suffix of JSESSIONID
+             plus /big, a 65536-byte static file per node (sendfile)
+  proxies    each on 127.0.0.1:PROXY, routing the ".jvmN" suffix of JSESSIONID, and on
+             127.0.0.1:TLS with a self-signed ECDSA P-256 certificate made for the run (openssl,
+             in a temp dir removed at the end), ALPN h2 and http/1.1
   workloads  sticky (Cookie: JSESSIONID=0123456789ABCDEF.jvm2) and new (no cookie)
 
   cpu   CPU µs per proxied request: h2load --h1 -c 48 -t 1 -n N (keep-alive, as fast as it
@@ -24,6 +28,28 @@ scratch directory.  The method is the one of the project's shared benchmark harn
         idle; 1.5 s later VmRSS summed over the proxy's processes; all must still be open.
         KiB/conn = (RSS at the last level - RSS fresh) / last level.
 
+The TLS and large-body phases reproduce the team's extra benchmark (shared/bench/extra/extra.sh
+and its tls-idle-rss.py). Each load phase gives the proxy's CPU µs per request the way cpu does
+(all 2xx, over the expected ALPN protocol, sticky cookie), each h2load under a 120 s timeout:
+
+  tls_h1       h2load --h1 -n 100000 -c 32 -t 1 https://127.0.0.1:TLS/ : HTTP/1.1 keep-alive
+               over TLS 1.3 (the TLS record cost, no handshakes)
+  tls_full     a full TLS handshake per request: 5000 requests as batches of
+               h2load --h1 -n 16 -c 16 (fresh clients, one request each, nothing to resume);
+               CPU per handshake + request
+  tls_resumed  a resumed handshake per request: h2load --h1 -n 5000 -c 16 -H 'Connection: close';
+               the proxy closes after each response, h2load reconnects with the session ticket of
+               that client's previous connection (PSK + ECDHE, no certificate signature)
+  tls_h2       h2load -n 100000 -c 32 -m 10 -t 1 (ALPN h2, 10 streams per connection)
+  big          h2load --h1 -n 30000 -c 32 -t 1 http://127.0.0.1:PROXY/big : 64 KiB response
+               bodies in cleartext (every body checked to be 65536 bytes)
+  tls_rss      RSS per idle TLS keep-alive connection: the proxy fresh, warmed with 2000 TLS
+               requests, then 2000 TLS connections that each sent one sticky request and stay
+               idle; 2 s later KiB/conn = (RSS - RSS before) / 2000; all must still be open and
+               the first 50 must still answer.
+
+Before the load phases each proxy gets warm-up requests (cleartext, and TLS h1, TLS h2 and /big
+for the TLS and large-body phases); their order rotates from round to round, like the proxies'.
 Rounds rotate the order of the proxies; every figure printed is the median over rounds.
 Everything is on loopback and bounded: each tool has a timeout, and the whole run stops at
 --max-minutes.  Processes are signalled only by the PIDs this script started.
@@ -45,12 +71,17 @@ import sys
 import tempfile
 import time
 
+import extra_tools
+from extra_tools import LOAD_PHASES, PHASE_TITLES
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONF = os.path.join(HERE, "configs")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 STICKY = "JSESSIONID=0123456789ABCDEF.jvm2"
 ROUTES = ("jvm1", "jvm2", "jvm3")
+BASE_PHASES = ("cpu", "sat", "lat", "rss")
+ALL_PHASES = BASE_PHASES + LOAD_PHASES + ("tls_rss",)
 
 
 def log(*a):
@@ -181,11 +212,12 @@ def port_open(port):
         return False
 
 
-def http_get(port, cookie=None, sock=None, timeout=5.0):
-    """One keep-alive GET: (status, headers, body, sock)."""
+def http_get(port, cookie=None, sock=None, timeout=5.0, path="/"):
+    """One keep-alive GET on sock (plain or TLS; a new plain connection when None):
+    (status, headers, body, sock)."""
     if sock is None:
         sock = socket.create_connection((HOST, port), timeout=timeout)
-    req = "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % port
+    req = "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % (path, port)
     if cookie:
         req += "Cookie: %s\r\n" % cookie
     sock.sendall((req + "\r\n").encode())
@@ -275,9 +307,14 @@ class Compare:
         self.a = a
         self.work = tempfile.mkdtemp(prefix="stickyroute-compare-")
         base = a.port_base
-        self.ports = {"jvm1": base + 1, "jvm2": base + 2, "jvm3": base + 3, "proxy": base + 10}
+        self.ports = {"jvm1": base + 1, "jvm2": base + 2, "jvm3": base + 3, "proxy": base + 10,
+                      "tls": base + 11}
         self.direct = self.ports["jvm2"]
         self.proxy_port = self.ports["proxy"]
+        self.tls_port = self.ports["tls"]
+        self.certdir = tempfile.mkdtemp(prefix="stickyroute-compare-cert-")
+        self.cert = None     # (cert.pem, key.pem, combined.pem), made at the start of run()
+        self.round = 0
         self.backend = None
         self.proxy = None
         self.deadline = time.time() + a.max_minutes * 60
@@ -286,8 +323,11 @@ class Compare:
 
     def render(self, name):
         src = open(os.path.join(CONF, name)).read()
-        for k, v in (("@JVM1@", "jvm1"), ("@JVM2@", "jvm2"), ("@JVM3@", "jvm3"), ("@PROXY@", "proxy")):
+        for k, v in (("@JVM1@", "jvm1"), ("@JVM2@", "jvm2"), ("@JVM3@", "jvm3"), ("@PROXY@", "proxy"),
+                     ("@TLS@", "tls")):
             src = src.replace(k, str(self.ports[v]))
+        for k, v in zip(("@TLS_CERT@", "@TLS_KEY@", "@TLS_PEM@"), self.cert):
+            src = src.replace(k, v)
         path = os.path.join(self.work, name)
         with open(path, "w") as f:
             f.write(src)
@@ -336,16 +376,26 @@ class Compare:
             if port_open(p):
                 sys.exit("port %d is in use; choose another --port-base (nothing was started)" % p)
         d = self.scratch("backend")
+        extra_tools.write_big_files(os.path.join(d, "html"), ROUTES)
         self.backend = Proc("backend", ["nginx", "-p", d + "/", "-c", self.render("backend-nginx.conf"),
                                         "-g", "daemon off;"], os.path.join(d, "stdout.log"))
         for r in ROUTES:
             self.wait_answering(self.ports[r], self.backend)
+            st, _, body, s = http_get(self.ports[r], STICKY, path="/big")
+            s.close()
+            if st != 200 or body.encode("latin-1") != extra_tools.big_body(r):
+                raise RuntimeError("backend %s: /big -> %s, %d bytes" % (r, st, len(body)))
 
     def start_proxy(self, name, argv):
         if port_open(self.proxy_port):
             raise RuntimeError("port %d busy before %s" % (self.proxy_port, name))
         self.proxy = Proc(name, argv, os.path.join(self.scratch(name), "stdout.log"))
         self.wait_answering(self.proxy_port, self.proxy)
+        end = time.time() + 10
+        while not port_open(self.tls_port):
+            if time.time() > end:
+                raise RuntimeError("%s not listening on TLS port %d" % (name, self.tls_port))
+            time.sleep(0.1)
         time.sleep(0.3)
 
     def stop_proxy(self):
@@ -353,7 +403,7 @@ class Compare:
             self.proxy.stop()
             self.proxy = None
         end = time.time() + 10
-        while port_open(self.proxy_port) and time.time() < end:
+        while (port_open(self.proxy_port) or port_open(self.tls_port)) and time.time() < end:
             time.sleep(0.1)
 
     def check_routing(self):
@@ -367,6 +417,17 @@ class Compare:
         s.close()
         if st != 200 or "set-cookie" not in hd:
             problems.append("no cookie -> %s without Set-Cookie" % st)
+        if "big" in self.a.phases:
+            st, _, body, s = http_get(self.proxy_port, STICKY, path="/big")
+            s.close()
+            if st != 200 or body.encode("latin-1") != extra_tools.big_body("jvm2"):
+                problems.append("/big .jvm2 -> %s, %d bytes, %s" % (st, len(body), node_of(body)))
+        if set(self.a.phases) & {"tls_h1", "tls_full", "tls_resumed", "tls_h2", "tls_rss"}:
+            s = extra_tools.tls_connect(extra_tools.client_context(), self.tls_port)
+            with s:
+                st, _, body, _ = http_get(self.tls_port, STICKY, sock=s)
+                if st != 200 or node_of(body) != "jvm2" or s.version() != "TLSv1.3":
+                    problems.append("TLS .jvm2 -> %s %s over %s" % (st, node_of(body), s.version()))
         return problems
 
     def add(self, name, metric, value):
@@ -471,8 +532,9 @@ class Compare:
                 s.close()
 
     def run(self):
-        self.start_backends()
         try:
+            self.cert = extra_tools.make_cert(self.certdir)
+            self.start_backends()
             self.rounds()
         except OutOfTime as e:
             log("STOPPED: %s; the figures below are those measured so far" % e)
@@ -480,6 +542,7 @@ class Compare:
             self.stop_proxy()
             if self.backend:
                 self.backend.stop()
+            shutil.rmtree(self.certdir, ignore_errors=True)
             if self.a.keep or self.errors:
                 log("logs and rendered configs kept in %s" % self.work)
             else:
@@ -489,6 +552,7 @@ class Compare:
     def rounds(self):
         entries = self.entries()
         for r in range(self.a.rounds):
+            self.round = r
             log("=== round %d/%d" % (r + 1, self.a.rounds))
             k = r % len(entries)
             for name, argv in entries[k:] + entries[:k]:
@@ -502,63 +566,155 @@ class Compare:
                     self.stop_proxy()
 
     def entry(self, name, argv):
-        """One proxy's phases in one round: the load phases on one start, rss on a fresh one."""
-        if {"cpu", "sat", "lat"} & set(self.a.phases):
+        """One proxy's phases in one round: the load phases on one start, each RSS phase on a
+        fresh one."""
+        base = [p for p in ("cpu", "sat", "lat") if p in self.a.phases]
+        k = self.round % len(LOAD_PHASES)
+        extra = [p for p in LOAD_PHASES[k:] + LOAD_PHASES[:k] if p in self.a.phases]
+        if base or extra:
             self.start_proxy(name, argv)
             try:
                 problems = self.check_routing()
                 if problems:
                     log("  ROUTING PROBLEMS (measured anyway): %s" % problems)
-                self.tool(h2load(self.proxy_port, self.a.warmup, self.a.cpu_conns, STICKY), 120)
-                if "cpu" in self.a.phases:
-                    self.cpu(name)
-                if "sat" in self.a.phases:
-                    self.sat(name)
-                if "lat" in self.a.phases:
-                    self.lat(name)
+                if base:
+                    self.tool(h2load(self.proxy_port, self.a.warmup, self.a.cpu_conns, STICKY), 120)
+                for phase in base:
+                    getattr(self, phase)(name)
+                if extra:
+                    self.extra_load(name, extra)
             finally:
                 self.stop_proxy()
         if "rss" in self.a.phases:
             self.rss(name, argv)
+        if "tls_rss" in self.a.phases:
+            self.tls_rss(name, argv)
+
+    # ---- TLS and large-body phases (the commands: extra_tools.phase_cmds)
+    def measure(self, cmds, total):
+        """Run cmds one after the other: the proxy's CPU µs per request over all of them
+        (utime+stime+cutime+cstime of its process tree, /proc), the CPU other processes used
+        meanwhile (cores), the wall time and the tools' outputs."""
+        pids, bpids = self.proxy.pids(), self.backend.pids()
+
+        def snapshot():
+            return busy_ticks(), ticks(pids), ticks(bpids), children_ticks(), time.time()
+        c0 = snapshot()
+        outs = [self.tool(c, extra_tools.LOAD_TIMEOUT) for c in cmds]
+        time.sleep(0.2)          # the proxy finishes closing connections inside the window
+        c1 = snapshot()
+        wall = c1[4] - c0[4]
+        ours = sum(c1[i] - c0[i] for i in (1, 2, 3))
+        other = max(0.0, (c1[0] - c0[0]) - ours) / CLK_TCK / max(wall, 1e-3)
+        return (c1[1] - c0[1]) / CLK_TCK * 1e6 / total, other, wall, outs
+
+    def extra_load(self, name, phases):
+        for c in extra_tools.warmup_cmds(self.a, self.tls_port, self.proxy_port, STICKY):
+            self.tool(c, extra_tools.LOAD_TIMEOUT)
+        for phase in phases:
+            self.check_time()
+            cmds, total = extra_tools.phase_cmds(phase, self.a, self.tls_port, self.proxy_port, STICKY)
+            us, other, wall, outs = self.measure(cmds, total)
+            parsed = [extra_tools.parse_h2load(o) for o in outs]
+            problems = extra_tools.load_problems(phase, total, parsed)
+            log("  %-11s %7.1f us/req  (%d req in %.2f s, %s %s; other processes %.2f cores)%s" % (
+                phase, us, total, wall, parsed[0]["tls"] or "cleartext", parsed[0]["proto"], other,
+                "  WARNING %s: not counted" % "; ".join(problems) if problems else ""))
+            if problems:
+                log("    last output: %s" % outs[-1].strip()[-400:].replace("\n", " | "))
+            else:
+                self.add(name, phase, us)
+
+    def tls_rss(self, name, argv):
+        """RSS per idle TLS keep-alive connection (the yardstick's tls-idle-rss.py, on a fresh,
+        warmed proxy)."""
+        self.check_time()
+        self.start_proxy(name, argv)
+        conns = []
+        try:
+            self.tool(extra_tools.h2load_cmd("https://%s:%d/" % (HOST, self.tls_port), 2000, 8, STICKY), 60)
+            time.sleep(0.5)
+            base = rss_kb(self.proxy.pids())
+            ctx = extra_tools.client_context()
+            for i in range(self.a.tls_idle):
+                if i % 250 == 0:
+                    self.check_time()
+                conns.append(extra_tools.tls_connect(ctx, self.tls_port))
+                http_get(self.tls_port, STICKY, sock=conns[-1], timeout=10)
+            time.sleep(2)
+            now = rss_kb(self.proxy.pids())
+            still_open = open_count(conns, select.POLLRDHUP)
+            answering = sum(http_get(self.tls_port, STICKY, sock=s, timeout=10)[0] == 200 for s in conns[:50])
+            per = (now - base) / len(conns)
+            good = still_open == len(conns) and answering == min(50, len(conns))
+            log("  tls_rss fresh %.1f MiB | %d idle TLS: %.1f MiB, %.2f KiB/conn, %d open, %d/%d answer%s" % (
+                base / 1024, len(conns), now / 1024, per, still_open, answering, min(50, len(conns)),
+                "" if good else " (WARNING: connections lost, not counted)"))
+            if good:
+                self.add(name, "tls_rss", per)
+        finally:
+            self.stop_proxy()
+            for s in conns:
+                s.close()
+
+    BASE_METRICS = [("cpu_sticky", "CPU us/req sticky", "%.1f"), ("cpu_new", "CPU us/req new", "%.1f"),
+                    ("sat_sticky", "sat ratio sticky", "%.3f"), ("added_p50", "added p50 us", "%.0f"),
+                    ("kib_per_conn", "KiB/idle conn", "%.2f"), ("kernel_sticky", "kernel us/req sticky", "%.1f"),
+                    ("segs_sticky", "TCP segments/req sticky", "%.2f")]
+    EXTRA_METRICS = [(p, PHASE_TITLES[p] + ("" if p == "tls_rss" else " us/req"),
+                      "%.0f" if p in ("tls_full", "tls_resumed") else "%.1f") for p in ALL_PHASES[4:]]
 
     def report(self):
-        metrics = [("cpu_sticky", "CPU us/req sticky", "%.1f"), ("cpu_new", "CPU us/req new", "%.1f"),
-                   ("sat_sticky", "sat ratio sticky", "%.3f"), ("added_p50", "added p50 us", "%.0f"),
-                   ("kib_per_conn", "KiB/idle conn", "%.2f"), ("kernel_sticky", "kernel us/req sticky", "%.1f"),
-                   ("segs_sticky", "TCP segments/req sticky", "%.2f")]
         med = {p: {m: statistics.median(v) for m, v in ms.items() if v} for p, ms in self.results.items()}
         print()
-        print("medians of %d round(s); %s" % (self.a.rounds, self.describe()))
-        print("| config | " + " | ".join(m[1] for m in metrics) + " |")
-        print("|---" * (len(metrics) + 1) + "|")
-        for p in self.a.only:
-            cells = [(fmt % med[p][m]) if m in med.get(p, {}) else "-" for m, _, fmt in metrics]
-            print("| %s | %s |" % (p, " | ".join(cells)))
-        ref = med.get("haproxy-t1", {})
-        sr = med.get("stickyroute", {})
-        if ref and sr:
-            print()
-            print("stickyroute / haproxy-t1 (goal):")
-            for m, label, goal in (("cpu_sticky", "CPU sticky", "<= 0.80"), ("cpu_new", "CPU new", "<= 0.80"),
-                                   ("sat_sticky", "sat ratio sticky", ">= 1.10"),
-                                   ("added_p50", "added p50", "<= 1.00")):
-                if m in ref and m in sr and ref[m]:
-                    print("  %-17s %6.2f   (%s)" % (label, sr[m] / ref[m], goal))
-            if ref.get("cpu_sticky") and "kernel_sticky" in ref and "kernel_sticky" in sr:
-                # The kernel's part (system calls, TCP on both ends of each loopback send) is the
-                # same for every proxy that makes the same socket calls; a proxy with no user time
-                # at all would still cost this much.
-                print("  %-17s %6.2f   (stickyroute's kernel time alone, / haproxy-t1's total; haproxy-t1's own: %.2f)" % (
-                    "kernel floor", sr["kernel_sticky"] / ref["cpu_sticky"], ref["kernel_sticky"] / ref["cpu_sticky"]))
-            if "kib_per_conn" in sr:
-                print("  %-17s %6.2f KiB (<= 2 KiB; haproxy-t1 %s)" % (
-                    "idle connection", sr["kib_per_conn"],
-                    "%.2f KiB" % ref["kib_per_conn"] if "kib_per_conn" in ref else "-"))
+        print("medians of %d round(s)" % self.a.rounds)
+        if set(BASE_PHASES) & set(self.a.phases):
+            print("%s\n" % self.describe())
+            self.table(med, self.BASE_METRICS)
+            self.goals(med)
+        if set(ALL_PHASES[4:]) & set(self.a.phases):
+            print("\nTLS 1.3 (ECDSA P-256) and 64 KiB bodies, proxy CPU us per request; %s\n" % self.describe_extra())
+            metrics = [m for m in self.EXTRA_METRICS if m[0] in self.a.phases]
+            self.table(med, metrics)
+            ref, sr = med.get("haproxy-t1", {}), med.get("stickyroute", {})
+            if ref and sr:
+                cells = ["%.2f" % (sr[m] / ref[m]) if m in sr and ref.get(m) else "-" for m, _, _ in metrics]
+                print("| stickyroute / haproxy-t1 | %s |" % " | ".join(cells))
         if self.a.json:
             with open(self.a.json, "w") as f:
                 json.dump({"args": vars(self.a), "rounds": self.results, "medians": med}, f, indent=1)
         if not self.a.oha and "lat" in self.a.phases:
             print("\nNOTE: oha not found: the added-latency phase was SKIPPED (cargo install oha --locked)")
+
+    def table(self, med, metrics):
+        print("| config | " + " | ".join(m[1] for m in metrics) + " |")
+        print("|---" * (len(metrics) + 1) + "|")
+        for p in self.a.only:
+            cells = [(fmt % med[p][m]) if m in med.get(p, {}) else "-" for m, _, fmt in metrics]
+            print("| %s | %s |" % (p, " | ".join(cells)))
+
+    def goals(self, med):
+        ref = med.get("haproxy-t1", {})
+        sr = med.get("stickyroute", {})
+        if not (ref and sr):
+            return
+        print()
+        print("stickyroute / haproxy-t1 (goal):")
+        for m, label, goal in (("cpu_sticky", "CPU sticky", "<= 0.80"), ("cpu_new", "CPU new", "<= 0.80"),
+                               ("sat_sticky", "sat ratio sticky", ">= 1.10"),
+                               ("added_p50", "added p50", "<= 1.00")):
+            if m in ref and m in sr and ref[m]:
+                print("  %-17s %6.2f   (%s)" % (label, sr[m] / ref[m], goal))
+        if ref.get("cpu_sticky") and "kernel_sticky" in ref and "kernel_sticky" in sr:
+            # The kernel's part (system calls, TCP on both ends of each loopback send) is the
+            # same for every proxy that makes the same socket calls; a proxy with no user time
+            # at all would still cost this much.
+            print("  %-17s %6.2f   (stickyroute's kernel time alone, / haproxy-t1's total; haproxy-t1's own: %.2f)" % (
+                "kernel floor", sr["kernel_sticky"] / ref["cpu_sticky"], ref["kernel_sticky"] / ref["cpu_sticky"]))
+        if "kib_per_conn" in sr:
+            print("  %-17s %6.2f KiB (<= 2 KiB; haproxy-t1 %s)" % (
+                "idle connection", sr["kib_per_conn"],
+                "%.2f KiB" % ref["kib_per_conn"] if "kib_per_conn" in ref else "-"))
 
     def describe(self):
         a = self.a
@@ -566,22 +722,32 @@ class Compare:
                 "rss: idle %s" % (a.cpu_conns, a.cpu_requests, a.sat_conns, a.sat_pairs, a.sat_seconds,
                                   a.rate, a.lat_conns, a.lat_seconds, ",".join(map(str, a.idle))))
 
+    def describe_extra(self):
+        a = self.a
+        return ("tls_h1: -c %d -n %d; tls_full: %d in batches of %d; tls_resumed: -c %d -n %d; "
+                "tls_h2: -c %d -m %d -n %d; big: -c %d -n %d; tls_rss: %d idle" % (
+                    a.tls_conns, a.tls_requests, a.hs_requests, a.hs_batch, a.resume_conns,
+                    a.resume_requests, a.h2_conns, a.h2_streams, a.h2_requests, a.big_conns,
+                    a.big_requests, a.tls_idle))
 
-def open_count(socks):
+
+def open_count(socks, events=select.POLLIN | select.POLLRDHUP):
+    """How many of socks the peer has not closed (for TLS sockets, events=POLLRDHUP: a session
+    ticket may still sit unread)."""
     po = select.poll()
     for s in socks:
-        po.register(s.fileno(), select.POLLIN | select.POLLRDHUP)
+        po.register(s.fileno(), events)
     return len(socks) - len(po.poll(0))
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True, help="the stickyroute release binary")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--phases", default="cpu,sat,lat,rss", help="subset of cpu,sat,lat,rss")
+    ap.add_argument("--phases", default=",".join(ALL_PHASES), help="subset of " + ",".join(ALL_PHASES))
     ap.add_argument("--only", default="haproxy-t1,nginx-w1,stickyroute", help="proxies, comma-separated")
     ap.add_argument("--quick", action="store_true",
-                    help="a smoke run of about a minute: 1 round, small counts (figures not comparable)")
+                    help="a smoke run of a minute or two: 1 round, small counts (figures not comparable)")
     ap.add_argument("--cpu-requests", type=int, default=200000)
     ap.add_argument("--cpu-conns", type=int, default=48)
     ap.add_argument("--warmup", type=int, default=20000)
@@ -592,21 +758,41 @@ def main():
     ap.add_argument("--lat-seconds", type=int, default=10)
     ap.add_argument("--lat-conns", type=int, default=16)
     ap.add_argument("--idle", default="1000,5000", help="idle connection levels")
+    ap.add_argument("--tls-requests", type=int, default=100000, help="tls_h1 requests")
+    ap.add_argument("--tls-conns", type=int, default=32, help="tls_h1 connections")
+    ap.add_argument("--hs-requests", type=int, default=5000, help="tls_full requests (= handshakes)")
+    ap.add_argument("--hs-batch", type=int, default=16, help="tls_full: fresh clients per h2load run")
+    ap.add_argument("--resume-requests", type=int, default=5000, help="tls_resumed requests (= handshakes)")
+    ap.add_argument("--resume-conns", type=int, default=16, help="tls_resumed concurrent clients")
+    ap.add_argument("--h2-requests", type=int, default=100000, help="tls_h2 requests")
+    ap.add_argument("--h2-conns", type=int, default=32, help="tls_h2 connections")
+    ap.add_argument("--h2-streams", type=int, default=10, help="tls_h2 streams per connection (-m)")
+    ap.add_argument("--big-requests", type=int, default=30000, help="big requests")
+    ap.add_argument("--big-conns", type=int, default=32, help="big connections")
+    ap.add_argument("--tls-idle", type=int, default=2000, help="tls_rss idle TLS connections")
+    ap.add_argument("--extra-warmup", type=int, default=5000,
+                    help="TLS h1 and h2 warm-up requests before the TLS and large-body phases")
     ap.add_argument("--port-base", type=int, default=29080,
-                    help="backends on BASE+1..3, the proxy on BASE+10 (loopback)")
+                    help="backends on BASE+1..3, the proxy on BASE+10 and its TLS listener on BASE+11 (loopback)")
     ap.add_argument("--max-minutes", type=float, default=60, help="hard bound of the whole run")
     ap.add_argument("--json", help="also write the per-round figures and medians here")
     ap.add_argument("--keep", action="store_true",
                     help="keep the scratch directory (logs, rendered configs); kept anyway after an error")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main():
+    a = parse_args()
     if a.quick:
         a.rounds, a.cpu_requests, a.warmup = 1, 10000, 2000
         a.sat_seconds, a.sat_pairs, a.lat_seconds, a.idle = 1, 1, 2, "200,500"
+        a.tls_requests, a.hs_requests, a.resume_requests = 5000, 160, 500
+        a.h2_requests, a.big_requests, a.tls_idle, a.extra_warmup = 10000, 2000, 200, 1000
         a.max_minutes = min(a.max_minutes, 3)
     a.phases = [p for p in a.phases.split(",") if p]
     a.only = [p for p in a.only.split(",") if p]
     a.idle = [int(x) for x in str(a.idle).split(",")]
-    bad = set(a.phases) - {"cpu", "sat", "lat", "rss"}
+    bad = set(a.phases) - set(ALL_PHASES)
     if bad or set(a.only) - {"haproxy-t1", "nginx-w1", "stickyroute"}:
         sys.exit("unknown phase or proxy: %s %s" % (bad, a.only))
     a.oha = shutil.which("oha") or next(
