@@ -306,6 +306,9 @@ class Compare:
     def __init__(self, a):
         self.a = a
         self.work = tempfile.mkdtemp(prefix="stickyroute-compare-")
+        # Traversable by a backend nginx worker that runs as another user (nobody under root),
+        # which serves the /big files below it.
+        os.chmod(self.work, 0o711)
         base = a.port_base
         self.ports = {"jvm1": base + 1, "jvm2": base + 2, "jvm3": base + 3, "proxy": base + 10,
                       "tls": base + 11}
@@ -661,8 +664,8 @@ class Compare:
                     ("sat_sticky", "sat ratio sticky", "%.3f"), ("added_p50", "added p50 us", "%.0f"),
                     ("kib_per_conn", "KiB/idle conn", "%.2f"), ("kernel_sticky", "kernel us/req sticky", "%.1f"),
                     ("segs_sticky", "TCP segments/req sticky", "%.2f")]
-    EXTRA_METRICS = [(p, PHASE_TITLES[p] + ("" if p == "tls_rss" else " us/req"),
-                      "%.0f" if p in ("tls_full", "tls_resumed") else "%.1f") for p in ALL_PHASES[4:]]
+    EXTRA_METRICS = [(p, PHASE_TITLES[p], "%.0f" if p in ("tls_full", "tls_resumed") else "%.1f")
+                     for p in ALL_PHASES[4:]]
 
     def report(self):
         med = {p: {m: statistics.median(v) for m, v in ms.items() if v} for p, ms in self.results.items()}

@@ -16,11 +16,11 @@ BIG_SIZE = 65536
 LOAD_TIMEOUT = 120          # seconds, each h2load command of these phases (as the yardstick)
 
 PHASE_TITLES = {
-    "tls_h1": "TLS h1 keep-alive",
-    "tls_full": "full handshake/req",
-    "tls_resumed": "resumed handshake/req",
-    "tls_h2": "TLS h2 (-m 10)",
-    "big": "64 KiB bodies",
+    "tls_h1": "TLS h1 keep-alive us/req",
+    "tls_full": "full handshake us/req",
+    "tls_resumed": "resumed handshake us/req",
+    "tls_h2": "TLS h2 (-m 10) us/req",
+    "big": "64 KiB bodies us/req",
     "tls_rss": "KiB/idle TLS conn",
 }
 LOAD_PHASES = ("tls_h1", "tls_full", "tls_resumed", "tls_h2", "big")
