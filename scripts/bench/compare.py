@@ -426,11 +426,22 @@ class Compare:
             if st != 200 or body.encode("latin-1") != extra_tools.big_body("jvm2"):
                 problems.append("/big .jvm2 -> %s, %d bytes, %s" % (st, len(body), node_of(body)))
         if set(self.a.phases) & {"tls_h1", "tls_full", "tls_resumed", "tls_h2", "tls_rss"}:
-            s = extra_tools.tls_connect(extra_tools.client_context(), self.tls_port)
+            problems += self.check_tls()
+        return problems
+
+    def check_tls(self):
+        """Sticky routing over TLS 1.3, and a second connection resuming the first one's session
+        (what tls_resumed measures)."""
+        ctx, session, problems = extra_tools.client_context(), None, []
+        for attempt in ("TLS", "resumed TLS"):
+            s = extra_tools.tls_connect(ctx, self.tls_port, session=session)
             with s:
                 st, _, body, _ = http_get(self.tls_port, STICKY, sock=s)
                 if st != 200 or node_of(body) != "jvm2" or s.version() != "TLSv1.3":
-                    problems.append("TLS .jvm2 -> %s %s over %s" % (st, node_of(body), s.version()))
+                    problems.append("%s .jvm2 -> %s %s over %s" % (attempt, st, node_of(body), s.version()))
+                if session is not None and not s.session_reused:
+                    problems.append("the proxy did not resume the TLS session")
+                session = s.session
         return problems
 
     def add(self, name, metric, value):

@@ -145,10 +145,11 @@ def client_context():
     return ctx
 
 
-def tls_connect(ctx, port, timeout=10.0):
+def tls_connect(ctx, port, timeout=10.0, session=None):
+    """A TLS connection to the proxy; session: one to resume (ssl.SSLSession)."""
     raw = socket.create_connection((HOST, port), timeout=timeout)
     try:
-        return ctx.wrap_socket(raw, server_hostname="localhost")
+        return ctx.wrap_socket(raw, server_hostname="localhost", session=session)
     except (OSError, ssl.SSLError):
         raw.close()
         raise
