@@ -10,7 +10,11 @@
 # ---- build ---------------------------------------------------------------------------------
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
-# gcc and libc6-dev (for ring) come with the slim Rust image; nothing links OpenSSL.
+# gcc and libc6-dev (for ring) come with the slim Rust image; make builds jemalloc, the
+# binary's allocator (the `jemalloc` feature); nothing links OpenSSL.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends make \
+ && rm -rf /var/lib/apt/lists/*
 # balancer.yaml: a unit test of config.rs includes it (not needed by this build, kept so it works).
 COPY Cargo.toml Cargo.lock balancer.yaml ./
 COPY src ./src
