@@ -11,6 +11,8 @@ mod dns;
 mod services;
 #[path = "common/wait.rs"]
 mod wait;
+#[path = "common/wrapped.rs"]
+mod wrapped;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -7,6 +7,8 @@
 
 #[path = "common/dns.rs"]
 mod dns;
+#[path = "common/wrapped.rs"]
+mod wrapped;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;

@@ -26,21 +26,22 @@
 //! passes, unless `STICKYROUTE_REQUIRE_SERVICES=1`, which makes it a failure.
 //!
 //! Included by `tests/common/mod.rs` and, through `#[path]`, by test binaries that do not use the
-//! rest of `common` (`dns_server`): it depends on nothing else in `common`.
+//! rest of `common` (`dns_server`): it depends on nothing else in `common` but `wrapped`, which
+//! such a binary includes beside it.
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use super::wrapped::Wrapped;
 use hickory_resolver::proto::op::{Message, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
-use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::Command;
 
 /// The reverse zone served beside the forward zone.
 pub const REVERSE_ORIGIN: &str = "127.in-addr.arpa.";
@@ -157,7 +158,7 @@ struct Zones {
 
 /// A running `knotd` serving two zones on 127.0.0.1; killed and its files removed on drop.
 pub struct DnsServer {
-    process: Option<Knotd>,
+    process: Option<Wrapped>,
     addr: SocketAddr,
     origin: String,
     knotd: PathBuf,
@@ -282,8 +283,8 @@ impl DnsServer {
     /// Kills knotd (`kill -9`) and returns once it is gone: queries then go unanswered (UDP) or
     /// are refused (TCP).
     pub async fn stop(&mut self) {
-        if let Some(process) = self.process.take() {
-            process.stop().await;
+        if let Some(mut process) = self.process.take() {
+            process.stop("-KILL", READY_LIMIT);
         }
     }
 
@@ -324,7 +325,8 @@ impl DnsServer {
         // A pid file left by a killed knotd would make the new one refuse to start.
         let _ = std::fs::remove_file(self.path("knot.pid"));
         let conf = self.path("knot.conf");
-        let process = Knotd::spawn(&self.knotd, &conf, &self.path("knotd.out")).await;
+        let args = ["-c".to_string(), conf.display().to_string()];
+        let mut process = Wrapped::spawn(&self.knotd, &args, &self.path("knotd.out"));
         let deadline = tokio::time::Instant::now() + READY_LIMIT;
         loop {
             let forward_ready = if servfail {
@@ -339,8 +341,8 @@ impl DnsServer {
                 self.process = Some(process);
                 return true;
             }
-            if process.exited() || tokio::time::Instant::now() >= deadline {
-                process.stop().await;
+            if !process.alive() || tokio::time::Instant::now() >= deadline {
+                process.stop("-KILL", READY_LIMIT);
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -494,93 +496,6 @@ zone:
             .ok()?;
         let answer = Message::from_vec(&buf[..n]).ok()?;
         (answer.id() == id).then_some(answer)
-    }
-}
-
-/// `knotd -c CONF` under `sh`: the wrapper starts it with its output appended to `$SR_LOG`, then
-/// waits for end of file on stdin and kills it.
-const WRAPPER: &str = r#""$@" </dev/null >>"$SR_LOG" 2>&1 &
-echo "$!"
-cat >/dev/null
-kill -9 "$!" 2>/dev/null
-wait
-"#;
-
-/// knotd under the wrapper.
-struct Knotd {
-    wrapper: Child,
-    stdin: Option<ChildStdin>,
-    pid: u32,
-}
-
-impl Knotd {
-    async fn spawn(knotd: &Path, conf: &Path, out: &Path) -> Knotd {
-        let mut wrapper = Command::new("sh")
-            .arg("-c")
-            .arg(WRAPPER)
-            .arg("sh")
-            .arg(knotd)
-            .arg("-c")
-            .arg(conf)
-            .env("SR_LOG", out)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start sh for {}: {e}", knotd.display()));
-        let stdout = wrapper.stdout.take().expect("the wrapper's stdout");
-        let mut line = String::new();
-        tokio::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .await
-            .expect("read the wrapper's first line");
-        let pid = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no pid from the knotd wrapper: {line:?}"));
-        Knotd {
-            stdin: wrapper.stdin.take(),
-            wrapper,
-            pid,
-        }
-    }
-
-    /// Has knotd exited (gone or a zombie)?
-    fn exited(&self) -> bool {
-        match std::fs::read_to_string(format!("/proc/{}/status", self.pid)) {
-            Ok(s) => s
-                .lines()
-                .any(|l| l.starts_with("State:") && (l.contains('Z') || l.contains('X'))),
-            Err(_) => true,
-        }
-    }
-
-    /// Closes the wrapper's stdin (it kills knotd) and waits, bounded, for the wrapper to exit.
-    async fn stop(mut self) {
-        drop(self.stdin.take());
-        if tokio::time::timeout(READY_LIMIT, self.wrapper.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.wrapper.start_kill();
-            panic!("the knotd wrapper did not exit within {READY_LIMIT:?}");
-        }
-    }
-}
-
-impl Drop for Knotd {
-    /// Closes the wrapper's stdin (it kills knotd) and waits, bounded and without the runtime,
-    /// for the wrapper to exit.
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.wrapper.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.wrapper.start_kill();
     }
 }
 

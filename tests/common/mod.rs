@@ -242,6 +242,7 @@ pub mod dns;
 pub mod load;
 pub mod services;
 pub mod wait;
+pub mod wrapped;
 #[allow(unused_imports)]
 pub use services::service_url;
 
