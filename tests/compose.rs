@@ -36,13 +36,7 @@ const BALANCER_CONFIG: &str = "deploy/balancer.compose.yaml";
 const INIT_SQL: &str = "deploy/postgres-init.sql";
 const FAILOVER_SCRIPT: &str = "scripts/failover-demo.sh";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+use common::{read_repo_file as read, repo_root as root};
 
 fn yaml(rel: &str) -> Value {
     serde_norway::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))

@@ -31,13 +31,7 @@ const KUBERNETES_VERSION: &str = "1.30.0";
 const BALANCER_FILE: &str = "40-stickyroute.yaml";
 const TOMCAT_FILE: &str = "30-tomcat.yaml";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+use common::{read_repo_file as read, repo_root as root};
 
 /// The manifest files, in the order `kubectl apply -f deploy/kubernetes/` takes them.
 fn manifest_files() -> Vec<PathBuf> {

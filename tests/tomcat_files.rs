@@ -12,7 +12,6 @@ mod common;
 mod tomcat_layout;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 
 use serde_norway::Value;
 use tomcat_layout::*;
@@ -21,13 +20,7 @@ const COMPOSE_FILE: &str = "docker-compose.yml";
 /// Where the official image keeps Tomcat (`CATALINA_HOME` = `CATALINA_BASE`).
 const IMAGE_CATALINA_BASE: &str = "/usr/local/tomcat";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
+use common::{read_repo_file as read, repo_root as root};
 
 fn yaml(rel: &str) -> Value {
     serde_norway::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))

@@ -16,6 +16,16 @@ use stickyroute::demo::node::{DemoNodeConfig, RunningNode};
 use stickyroute::store::SessionStore;
 use tokio::net::{TcpListener, TcpStream};
 
+/// The repository's root directory (where `Cargo.toml` is).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A file of the repository, by its path from the root; panics naming it when it is missing.
+pub fn read_repo_file(rel: &str) -> String {
+    std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
 /// Upper bound for any single step of a test; a hang fails instead of blocking CI.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
