@@ -36,6 +36,9 @@ enum Behavior {
     Silent,
     /// Answers a head with `Content-Length: 1000` and 100 bytes of it, then stalls.
     StallMidBody,
+    /// Answers a head with `Content-Length: 1 MiB` and the first 100 KiB of it (a body the
+    /// balancer splices from socket to socket on cleartext), then stalls.
+    StallMidLongBody,
     /// Answers a 50 MiB body as fast as the connection takes it.
     Huge,
     /// Answers `101 Switching Protocols` and echoes every byte back.
@@ -101,6 +104,12 @@ async fn node_conn(mut s: TcpStream, behavior: Behavior) -> Option<Duration> {
         Behavior::StallMidBody => {
             let mut resp = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec();
             resp.extend_from_slice(&[b'a'; 100]);
+            let _ = s.write_all(&resp).await;
+        }
+        Behavior::StallMidLongBody => {
+            let mut resp =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", 1 << 20).into_bytes();
+            resp.extend_from_slice(&[b'b'; LONG_PART]);
             let _ = s.write_all(&resp).await;
         }
         Behavior::Huge => {
@@ -249,6 +258,40 @@ async fn a_node_stalling_mid_body_is_cut_off_after_body_idle() {
     assert!(took >= Duration::from_millis(250), "closed at {took:?}");
     assert!(took < Duration::from_secs(3), "closed at {took:?}");
     released(lb, &mut closed, "stalled node", 1).await;
+}
+
+/// How much of its 1 MiB body [`Behavior::StallMidLongBody`] sends.
+const LONG_PART: usize = 100 * 1024;
+
+/// The same with a long body, which moves from socket to socket without a copy through user
+/// space: the client gets exactly the part the node sent, then the close after `body_idle`.
+#[tokio::test]
+async fn a_node_stalling_mid_long_body_is_cut_off_after_body_idle() {
+    let (node, mut closed) = raw_node(Behavior::StallMidLongBody).await;
+    let lb = lb_with(node, POOL, "").await;
+    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+    let sent = Instant::now();
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (got, at) = read_to_close(&mut c, DEADLINE)
+        .await
+        .expect("the client connection was never closed");
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 1048576"), "{head}");
+    let body = &got[head_end..];
+    assert_eq!(body.len(), LONG_PART, "only what the node sent");
+    assert!(body.iter().all(|&b| b == b'b'));
+    let took = at - sent;
+    assert!(took >= Duration::from_millis(250), "closed at {took:?}");
+    assert!(took < Duration::from_secs(3), "closed at {took:?}");
+    released(lb, &mut closed, "stalled node, long body", 1).await;
 }
 
 /// The same over h2c (hyper): the body fails for the client after about `body_idle`.

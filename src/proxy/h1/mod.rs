@@ -32,6 +32,8 @@
 //! - `ajp`: the exchange with an AJP/1.3 node (Forward Request, Get Body Chunk, the
 //!   container's packets to the client's response) and CPing;
 //! - `relay`: a streamed request body and the response's bytes, node to client;
+//! - `splice`: a long response body passed from the node's socket to a cleartext client's
+//!   without crossing user space (`splice(2)`);
 //! - `request`: the parsed request every attempt shares;
 //! - `context`: what a connection borrows from its listener ([`Context`], `Conn`);
 //! - `buffers`: per-thread pools of buffers and heads;
@@ -47,6 +49,7 @@ mod head;
 mod node_pool;
 mod relay;
 mod request;
+mod splice;
 
 pub use connection::{serve, Outcome};
 pub use context::Context;

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::buffers::{rest_after, Buf, PooledResponseHead, BUF_SIZE};
 use super::request::Request;
+use super::splice::{self, BodyFault, PlainSocket, Spliced};
 use crate::core::binder::{self, ResponsePlan};
 use crate::core::forwarding::BodyBudget;
 use crate::core::retry::Failure;
@@ -103,9 +104,6 @@ pub(super) async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes all of `buf`, each write within `idle` of the one before
-/// ([`deadline::timeout_pending`]): a peer that stops reading is cut off after `idle`, with
-/// an error of kind `TimedOut`. A write the socket takes at once reads no clock.
 /// Reads more of the client's request body into `buf`: a client silent for `idle` stalled
 /// (`408`, not the node's fault), one that closes or fails ended its body early.
 pub(super) async fn read_body_bytes<C: AsyncRead + Unpin + ?Sized>(
@@ -126,6 +124,9 @@ pub(super) async fn read_body_bytes<C: AsyncRead + Unpin + ?Sized>(
     }
 }
 
+/// Writes all of `buf`, each write within `idle` of the one before
+/// ([`deadline::timeout_pending`]): a peer that stops reading is cut off after `idle`, with
+/// an error of kind `TimedOut`. A write the socket takes at once reads no clock.
 pub(super) async fn write_all_idle<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     mut buf: &[u8],
@@ -175,8 +176,8 @@ pub(super) async fn relay_response<C, U>(
     upload_end: Option<&OnceLock<Instant>>,
 ) -> Result<Relayed, (Failure, String)>
 where
-    C: AsyncWrite + Unpin,
-    U: AsyncRead + Unpin,
+    C: AsyncWrite + Unpin + PlainSocket,
+    U: AsyncRead + Unpin + PlainSocket,
 {
     let pool = req.m.pool;
     let mut inb = Buf::take();
@@ -373,19 +374,11 @@ fn location_rewrite(
     binder::rewrite_path_param(loc, param, from, to)
 }
 
-/// Who broke off a response body.
-enum BodyFault {
-    /// The client stopped reading for `body_idle`, or closed: not the node's fault.
-    Client,
-    /// The node stalled for `body_idle`, closed early or sent a body that does not parse.
-    Node(&'static str),
-}
-
 /// Sends the head in `out` and the body: what followed the head in `early`, then the rest
 /// from the node, as `framing` and `body` say; each read from the node and each write to the
 /// client within `idle` of the one before. `Ok(true)` when the node's connection can be
 /// reused. A small response arrives with its head: one write, no loop, no clock read.
-async fn send_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
+async fn send_body<C: AsyncWrite + Unpin + PlainSocket, U: AsyncRead + Unpin + PlainSocket>(
     client: &mut C,
     upstream: &mut U,
     out: &mut Vec<u8>,
@@ -403,13 +396,22 @@ async fn send_body<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     let mut done = relay_piece(&mut reader, early, rechunk, out).map_err(invalid)?;
     let to_client = |_| BodyFault::Client;
     write_all_idle(client, out, idle).await.map_err(to_client)?;
+    let long = match reader {
+        BodyReader::Length(left) if !done && left > BUF_SIZE as u64 => Some(left),
+        _ => None,
+    };
+    if let (Some(left), false) = (long, rechunk) {
+        if let (Some(c), Some(u)) = (client.plain_socket(), upstream.plain_socket()) {
+            if let Spliced::Done = splice::relay_length(u, c, left, idle).await? {
+                return Ok(true);
+            }
+        }
+    }
     let mut inb = Buf::take();
-    if let BodyReader::Length(left) = reader {
+    if long.is_some() {
         // A long body moves in reads of up to four buffers' worth: a quarter of the system
         // calls of 16 KiB reads. The buffer stays this size in the thread's pool.
-        if left > BUF_SIZE as u64 {
-            inb.0.reserve(LONG_BODY_READ);
-        }
+        inb.0.reserve(LONG_BODY_READ);
     }
     while !done {
         // What a TLS session holds goes out before the wait for the node's next bytes (a

@@ -1,0 +1,235 @@
+//! Long response bodies over real TCP on 127.0.0.1: on a cleartext HTTP/1.1 connection a
+//! `Content-Length` body longer than one buffer moves from the node's socket to the client's
+//! through a pipe (`splice(2)`), never through user space. These tests hold that path to the
+//! copying one's contract: every byte exact and in order, the node's connection reused after
+//! a complete body, a client that leaves mid-body costing only the node's connection (not
+//! blamed on the node), a node that closes mid-body seen as a truncated response and counted
+//! against it. The same exchanges run over h2c, which copies, as the reference.
+
+#[macro_use]
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Byte `i` of every body the node sends: a pattern that a lost, repeated or reordered
+/// piece breaks.
+fn pattern_byte(i: usize) -> u8 {
+    (i.wrapping_mul(7) ^ (i >> 12)) as u8
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(pattern_byte).collect()
+}
+
+/// A raw HTTP/1.1 node: `GET /len/N` answers `N` pattern bytes with a `Content-Length`,
+/// keeping the connection open (a `HEAD` gets the head alone); `GET /cut/N` sends the head of an `N`-byte body and the first
+/// `N / 4` bytes, then closes. Counts the connections it accepted.
+struct RawNode {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+}
+
+async fn raw_node() -> RawNode {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(s));
+        }
+    });
+    RawNode { addr, conns }
+}
+
+async fn serve(mut s: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        buf.drain(..head_end);
+        let is_head = head.starts_with("HEAD ");
+        let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let (kind, n) = target[1..].split_once('/').unwrap_or(("len", "0"));
+        let len: usize = n.parse().unwrap_or(0);
+        let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
+        let body = pattern(len);
+        if kind == "cut" {
+            resp.extend_from_slice(&body[..len / 4]);
+            let _ = s.write_all(&resp).await;
+            return;
+        }
+        if !is_head {
+            resp.extend_from_slice(&body);
+        }
+        if s.write_all(&resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn lb(node: &RawNode) -> stickyroute::control::Running {
+    let pool = "timeouts: { body_idle: 2s, response: 5s }";
+    balancer(&yaml(pool, &[node_line("jvm1", node.addr, "")])).await
+}
+
+fn upstream_errors(lb: &stickyroute::control::Running) -> (u64, u64) {
+    let s = stickyroute::control::admin::status(&lb.balancer);
+    let n = node_report(&s, "jvm1");
+    (n.in_flight, n.upstream_errors)
+}
+
+const SIZES: [usize; 5] = [
+    16 * 1024 + 1,
+    64 * 1024,
+    64 * 1024 + 7,
+    (1 << 20) + 3,
+    5 << 20,
+];
+
+on_both_paths!(long_bodies_arrive_exact_and_the_node_connection_is_reused);
+/// Bodies around and far past one buffer, one after another on one client connection: each
+/// arrives byte for byte, and the node's connection serves them all (it went back to the pool
+/// after every complete body).
+async fn long_bodies_arrive_exact_and_the_node_connection_is_reused(proto: Proto) {
+    let node = raw_node().await;
+    let lb = lb(&node).await;
+    let mut c = proto.open(lb.addr()).await;
+    for len in SIZES {
+        let r = c.get(&format!("/len/{len}"), None).await;
+        assert_eq!(r.status, 200, "{len}");
+        assert_eq!(r.body.len(), len, "{proto}: length of a {len}-byte body");
+        assert!(
+            r.body[..] == pattern(len)[..],
+            "{proto}: bytes of a {len}-byte body"
+        );
+    }
+    assert_eq!(
+        node.conns.load(Ordering::SeqCst),
+        1,
+        "{proto}: one node connection"
+    );
+    assert_eq!(upstream_errors(&lb), (0, 0));
+    lb.stop().await;
+}
+
+/// A client that reads 100 KiB of an 8 MiB body and leaves: the node's connection is closed
+/// (never reused with the rest of the body in it), the node is not blamed, nothing stays in
+/// flight, and the next request gets its whole body on a new node connection.
+#[tokio::test]
+async fn a_client_leaving_mid_long_body_costs_only_the_node_connection() {
+    let node = raw_node().await;
+    let lb = lb(&node).await;
+    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+    c.write_all(b"GET /len/8388608 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = 0;
+    let mut chunk = vec![0u8; 16 * 1024];
+    while got < 100 * 1024 {
+        let n = c.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+    }
+    drop(c);
+    eventually("in flight back to 0", DEADLINE, || async {
+        upstream_errors(&lb).0 == 0
+    })
+    .await;
+    let r = get(lb.addr(), "/len/1048576", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body[..] == pattern(1 << 20)[..]);
+    assert_eq!(
+        node.conns.load(Ordering::SeqCst),
+        2,
+        "a new node connection"
+    );
+    assert_eq!(
+        upstream_errors(&lb),
+        (0, 0),
+        "the client's leaving is not the node's fault"
+    );
+    lb.stop().await;
+}
+
+/// A node that closes a quarter of the way through a 1 MiB body: the client gets the head
+/// and exactly the bytes the node sent, then its connection closes (HTTP/1.1's only way to say
+/// the body was cut); the node has one upstream error and the balancer serves on.
+#[tokio::test]
+async fn a_node_closing_mid_long_body_truncates_and_closes() {
+    let node = raw_node().await;
+    let lb = lb(&node).await;
+    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+    c.write_all(b"GET /cut/1048576 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
+        .await
+        .expect("the client connection was never closed")
+        .unwrap();
+    let head_end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head")
+        + 4;
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 1048576"), "{head}");
+    assert!(
+        got[head_end..] == pattern(1 << 20)[..(1 << 20) / 4],
+        "the bytes the node sent"
+    );
+    eventually("in flight back to 0", DEADLINE, || async {
+        upstream_errors(&lb).0 == 0
+    })
+    .await;
+    assert_eq!(upstream_errors(&lb).1, 1, "the cut counts against the node");
+    let r = get(lb.addr(), "/len/70000", None).await;
+    assert!(r.body[..] == pattern(70000)[..]);
+    lb.stop().await;
+}
+
+/// A `HEAD` of a long body: the head with its `Content-Length`, no body bytes, and the
+/// connection still usable for a `GET` of it.
+#[tokio::test]
+async fn head_of_a_long_body_sends_no_body() {
+    let node = raw_node().await;
+    let lb = lb(&node).await;
+    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+    c.write_all(b"HEAD /len/1048576 HTTP/1.1\r\nHost: app.test\r\n\r\nGET /len/20000 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
+        .await
+        .expect("never closed")
+        .unwrap();
+    let first_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let first = String::from_utf8_lossy(&got[..first_end]).to_ascii_lowercase();
+    assert!(first.contains("content-length: 1048576"), "{first}");
+    let rest = &got[first_end..];
+    assert!(
+        rest.starts_with(b"HTTP/1.1 200"),
+        "the GET's head right after the HEAD's"
+    );
+    let second_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(rest[second_end..] == pattern(20000)[..]);
+    lb.stop().await;
+}
