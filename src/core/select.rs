@@ -271,11 +271,31 @@ fn weighted_pick<P: PoolView>(
 }
 
 /// Power of two choices: two weighted-random candidates, the one with fewer in-flight requests
-/// per unit of weight wins (ties go to the first draw, which keeps the weighted spread).
+/// per unit of weight wins (ties go to the first draw, which keeps the weighted spread). Both
+/// draws are found in one pass over the candidates, after one pass for the total weight.
 fn p2c<P: PoolView>(pool: &P, cands: impl Iterator<Item = usize> + Clone) -> Option<usize> {
+    let total: u64 = cands.clone().map(|i| u64::from(pool.weight(i))).sum();
+    if total == 0 {
+        return None;
+    }
     let mut rng = rand::rng();
-    let a = weighted_pick(pool, cands.clone(), rng.random())?;
-    let b = weighted_pick(pool, cands, rng.random())?;
+    let (ta, tb) = (rng.random::<u64>() % total, rng.random::<u64>() % total);
+    let (mut a, mut b) = (None, None);
+    let mut start = 0u64;
+    for i in cands {
+        let end = start + u64::from(pool.weight(i));
+        if a.is_none() && ta < end {
+            a = Some(i);
+        }
+        if b.is_none() && tb < end {
+            b = Some(i);
+        }
+        if a.is_some() && b.is_some() {
+            break;
+        }
+        start = end;
+    }
+    let (a, b) = (a?, b?);
     let load_a = u128::from(pool.inflight(a)) * u128::from(pool.weight(b));
     let load_b = u128::from(pool.inflight(b)) * u128::from(pool.weight(a));
     Some(if load_b < load_a { b } else { a })
@@ -371,5 +391,92 @@ mod tests {
                 assert_eq!((c.node, c.outcome), (0, Outcome::Hit));
             }
         }
+    }
+
+    /// Active nodes with these weights and in-flight counts, for the spread of new sessions.
+    struct Weighted {
+        weights: Vec<u32>,
+        inflight: Vec<u64>,
+    }
+
+    impl PoolView for Weighted {
+        fn len(&self) -> usize {
+            self.weights.len()
+        }
+        fn index_of(&self, _: &str) -> Option<usize> {
+            None
+        }
+        fn state(&self, _: usize) -> NodeState {
+            NodeState::Active
+        }
+        fn is_up(&self, _: usize, _: u64) -> bool {
+            true
+        }
+        fn weight(&self, node: usize) -> u32 {
+            self.weights[node]
+        }
+        fn domain(&self, _: usize) -> &str {
+            ""
+        }
+        fn redirect(&self, _: usize) -> Option<usize> {
+            None
+        }
+        fn inflight(&self, node: usize) -> u64 {
+            self.inflight[node]
+        }
+        fn route_seed(&self, node: usize) -> u64 {
+            node as u64
+        }
+        fn balance(&self) -> BalanceKind {
+            BalanceKind::P2c
+        }
+        fn cross_domain(&self) -> bool {
+            false
+        }
+        fn next_ticket(&self) -> u64 {
+            0
+        }
+    }
+
+    #[test]
+    fn p2c_spreads_by_weight_and_prefers_the_less_loaded() {
+        // (weights, in flight, share of 10,000 new sessions each node gets: [min, max])
+        type Case<'a> = (&'a [u32], &'a [u64], &'a [(f64, f64)]);
+        let cases: [Case; 4] = [
+            // Equal load: ties go to the first draw, so the spread follows the weights.
+            (&[1, 3], &[0, 0], &[(0.22, 0.28), (0.72, 0.78)]),
+            (
+                &[1, 1, 1],
+                &[5, 5, 5],
+                &[(0.30, 0.37), (0.30, 0.37), (0.30, 0.37)],
+            ),
+            // A node with weight 0 gets nothing.
+            (&[0, 1], &[0, 0], &[(0.0, 0.0), (1.0, 1.0)]),
+            // The busier node loses every draw it shares with the other: it wins only when
+            // both draws pick it, a quarter of the time.
+            (&[1, 1], &[10, 0], &[(0.22, 0.28), (0.72, 0.78)]),
+        ];
+        for (weights, inflight, shares) in cases {
+            let pool = Weighted {
+                weights: weights.to_vec(),
+                inflight: inflight.to_vec(),
+            };
+            let mut got = vec![0u32; weights.len()];
+            for _ in 0..10_000 {
+                got[choose(&pool, None, &[], 1).unwrap().node] += 1;
+            }
+            for (i, &(lo, hi)) in shares.iter().enumerate() {
+                let share = f64::from(got[i]) / 10_000.0;
+                assert!(
+                    lo <= share && share <= hi,
+                    "{weights:?} {inflight:?}: {got:?}"
+                );
+            }
+        }
+        let none = Weighted {
+            weights: vec![0, 0],
+            inflight: vec![0, 0],
+        };
+        assert_eq!(choose(&none, None, &[], 1), Err(NoCandidate::PoolDown));
     }
 }

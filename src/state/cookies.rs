@@ -5,7 +5,10 @@
 //! runtime, so it survives reloads.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::core::cookie::{self, CookieAttrs};
 
@@ -17,19 +20,27 @@ pub const MAX_CONTEXTS: usize = 256;
 #[derive(Debug, Default)]
 pub struct LearnedCookies {
     map: RwLock<HashMap<(String, String), CookieAttrs>>,
-    /// The last `Set-Cookie` attributes learned from, and for what request: the same text
-    /// again (every new session of a pool repeats it) needs no parse.
-    recent: Mutex<Recent>,
+    /// The fingerprint ([`fingerprint`]) of the last `Set-Cookie` attributes learned from and
+    /// of the request they answered, 0 for none: the same text again (every new session of a
+    /// pool repeats it) needs no parse. An atomic rather than a lock: every new session reads
+    /// it, from every worker thread, and a read that writes nothing shares the cache line.
+    recent: AtomicU64,
 }
 
-/// What [`LearnedCookies::seen`] compares: everything `core::cookie::learn`'s result and
-/// its storage depend on.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Recent {
-    name: String,
-    context: String,
-    dir: String,
-    attrs: String,
+/// A 64-bit hash of everything `core::cookie::learn`'s result and its storage depend on: the
+/// cookie name, the request's context and directory, the attribute text. Two different inputs
+/// share one with a chance of 2^-64, and the cost of that is one `Set-Cookie` not learned from.
+fn fingerprint(name: &str, request_path: &str, attrs: &str) -> u64 {
+    let parts = [
+        name,
+        cookie::context_of(request_path),
+        cookie::default_path(request_path),
+        attrs,
+    ];
+    let h = parts
+        .iter()
+        .fold(0x5eed, |h, p| xxh3_64_with_seed(p.as_bytes(), h));
+    h.max(1)
 }
 
 type Map = HashMap<(String, String), CookieAttrs>;
@@ -47,24 +58,13 @@ impl LearnedCookies {
     /// Whether a `Set-Cookie` for `name` with these attributes (`core::cookie::attributes`)
     /// was the last one learned from, in the response to a request path like this one.
     pub fn seen(&self, name: &str, request_path: &str, attrs: &str) -> bool {
-        let r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        r.attrs == attrs
-            && r.name == name
-            && r.context == cookie::context_of(request_path)
-            && r.dir == cookie::default_path(request_path)
+        self.recent.load(Ordering::Relaxed) == fingerprint(name, request_path, attrs)
     }
 
     /// Remembers the `Set-Cookie` attributes just learned from (see [`LearnedCookies::seen`]).
     pub fn remember(&self, name: &str, request_path: &str, attrs: &str) {
-        let mut r = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        let set = |s: &mut String, v: &str| {
-            s.clear();
-            s.push_str(v);
-        };
-        set(&mut r.name, name);
-        set(&mut r.context, cookie::context_of(request_path));
-        set(&mut r.dir, cookie::default_path(request_path));
-        set(&mut r.attrs, attrs);
+        self.recent
+            .store(fingerprint(name, request_path, attrs), Ordering::Relaxed);
     }
 
     /// Records that a node set cookie `name` with `attrs` in the response to `request_path`.
