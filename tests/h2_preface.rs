@@ -2,7 +2,9 @@
 //! connection: over h2c (prior knowledge on a cleartext listener) and over TLS with `h2`
 //! chosen by ALPN, a wrong preface gets an empty `SETTINGS` and a `GOAWAY` with
 //! `PROTOCOL_ERROR` before the connection closes; a right one, sent whole or in pieces, is
-//! served. Clients are raw byte streams read frame by frame, and the `h2` crate.
+//! served. `listeners[].protocols` narrows what a listener speaks: HTTP/2 alone (every
+//! cleartext connection is HTTP/2 from its first byte; TLS offers `h2` alone) or HTTP/1.1
+//! alone. Clients are raw byte streams read frame by frame, and the `h2` crate.
 
 mod common;
 
@@ -78,11 +80,21 @@ struct Setup {
 
 impl Setup {
     async fn start() -> Setup {
+        Setup::speaking("").await
+    }
+
+    /// Both listeners with `listeners[].protocols: protocols` (empty: the default).
+    async fn speaking(protocols: &str) -> Setup {
         let (cert, dir) = test_cert();
         let store = SessionStore::memory();
         let node = node("jvm1", &store).await;
+        let protocols = if protocols.is_empty() {
+            String::new()
+        } else {
+            format!("\n    protocols: {protocols}")
+        };
         let config = format!(
-            "listeners:\n  - bind: \"127.0.0.1:0\"\n  - bind: \"127.0.0.1:0\"\n    tls: {{ cert: \"{}\", key: \"{}\" }}\npools:\n  - name: app\n    nodes:\n      - {{ route: jvm1, address: \"{}\" }}\n",
+            "listeners:\n  - bind: \"127.0.0.1:0\"{protocols}\n  - bind: \"127.0.0.1:0\"{protocols}\n    tls: {{ cert: \"{}\", key: \"{}\" }}\npools:\n  - name: app\n    nodes:\n      - {{ route: jvm1, address: \"{}\" }}\n",
             dir.path().join("cert.pem").display(),
             dir.path().join("key.pem").display(),
             node.addr
@@ -247,40 +259,125 @@ async fn a_preface_sent_in_pieces_is_served_over_h2c_and_tls() {
     s.lb.stop().await;
 }
 
+/// Two requests on one HTTP/2 connection over `io` (the `h2` crate as the client): each is
+/// answered `200` by `jvm1` with a body.
+async fn two_h2_requests(io: Box<dyn Io>, what: &str) {
+    let (send, conn) = h2::client::handshake(io).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    // Two streams on the connection: the replayed preface left hyper in step.
+    for _ in 0..2 {
+        let req = http::Request::get("https://localhost/whoami")
+            .body(())
+            .unwrap();
+        let exchange = async {
+            let mut ready = send.clone().ready().await?;
+            let (resp, _) = ready.send_request(req, true)?;
+            let resp = resp.await?;
+            let status = resp.status().as_u16();
+            let node = resp.headers()["x-node"].to_str().unwrap().to_string();
+            let mut body = resp.into_body();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk: Bytes = chunk?;
+                let _ = body.flow_control().release_capacity(chunk.len());
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok::<_, h2::Error>((status, node, bytes))
+        };
+        let (status, node, body) = tokio::time::timeout(DEADLINE, exchange)
+            .await
+            .expect("h2 request timed out")
+            .expect("h2 request failed");
+        assert_eq!((status, node.as_str()), (200, "jvm1"), "{what}");
+        assert!(!body.is_empty(), "{what}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_clients_are_served_over_h2c_and_tls() {
     let s = Setup::start().await;
     for t in [Transport::H2c, Transport::TlsH2] {
-        let io = s.connect(t).await;
-        let (send, conn) = h2::client::handshake(io).await.expect("h2 handshake");
-        tokio::spawn(conn);
-        // Two streams on the connection: the replayed preface left hyper in step.
-        for _ in 0..2 {
-            let req = http::Request::get("https://localhost/whoami")
-                .body(())
-                .unwrap();
-            let exchange = async {
-                let mut ready = send.clone().ready().await?;
-                let (resp, _) = ready.send_request(req, true)?;
-                let resp = resp.await?;
-                let status = resp.status().as_u16();
-                let node = resp.headers()["x-node"].to_str().unwrap().to_string();
-                let mut body = resp.into_body();
-                let mut bytes = Vec::new();
-                while let Some(chunk) = body.data().await {
-                    let chunk: Bytes = chunk?;
-                    let _ = body.flow_control().release_capacity(chunk.len());
-                    bytes.extend_from_slice(&chunk);
-                }
-                Ok::<_, h2::Error>((status, node, bytes))
-            };
-            let (status, node, body) = tokio::time::timeout(DEADLINE, exchange)
-                .await
-                .expect("h2 request timed out")
-                .expect("h2 request failed");
-            assert_eq!((status, node.as_str()), (200, "jvm1"), "{t:?}");
-            assert!(!body.is_empty(), "{t:?}");
-        }
+        two_h2_requests(s.connect(t).await, &format!("{t:?}")).await;
     }
+    s.lb.stop().await;
+}
+
+/// A TLS connection to the listener with these ALPN offers (none: no ALPN extension); the
+/// protocol chosen, or the handshake's error.
+async fn tls_offering(
+    s: &Setup,
+    offers: &[&[u8]],
+) -> Result<(Box<dyn Io>, Option<Vec<u8>>), std::io::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(s.cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = offers.iter().map(|o| o.to_vec()).collect();
+    let tcp = TcpStream::connect(s.addr(Transport::TlsH2)).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await?;
+    let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    Ok((Box::new(tls), chosen))
+}
+
+/// `listeners[].protocols: [h2]`: a cleartext connection is HTTP/2 from its first byte, so a
+/// wrong preface, an HTTP/1.1 request included, gets `GOAWAY` with `PROTOCOL_ERROR`; TLS
+/// offers `h2` alone by ALPN, refuses a client that offers only `http/1.1`, and reads a client
+/// that offers nothing as HTTP/2 by prior knowledge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_for_http2_alone_reads_every_connection_as_http2() {
+    let s = Setup::speaking("[h2]").await;
+    for bytes in [
+        &b"INVALID CONNECTION PREFACE\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        assert_refused(&s, Transport::H2c, bytes).await;
+    }
+    two_h2_requests(s.connect(Transport::H2c).await, "h2c").await;
+    let (io, chosen) = tls_offering(&s, &[b"h2", b"http/1.1"]).await.unwrap();
+    assert_eq!(chosen.as_deref(), Some(&b"h2"[..]));
+    two_h2_requests(io, "TLS, ALPN h2").await;
+    assert!(
+        tls_offering(&s, &[b"http/1.1"]).await.is_err(),
+        "a client that offers only http/1.1 is refused in the handshake"
+    );
+    let (io, chosen) = tls_offering(&s, &[]).await.unwrap();
+    assert_eq!(chosen, None);
+    two_h2_requests(io, "TLS without ALPN").await;
+    s.lb.stop().await;
+}
+
+/// `listeners[].protocols: [http1]`: the HTTP/2 preface on cleartext is an HTTP/1.1 request
+/// answered `505`; TLS chooses `http/1.1` for a client that offers both, and refuses one that
+/// offers only `h2`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_for_http1_alone_does_not_speak_http2() {
+    let s = Setup::speaking("[http1]").await;
+    let mut io = s.connect(Transport::H2c).await;
+    io.write_all(PREFACE).await.unwrap();
+    io.write_all(EMPTY_SETTINGS).await.unwrap();
+    let got = String::from_utf8_lossy(&read_until_closed(&mut *io).await).into_owned();
+    assert!(got.starts_with("HTTP/1.1 505 "), "{got}");
+    assert_eq!(
+        get(s.addr(Transport::H2c), "/whoami", None).await.status,
+        200
+    );
+    let (mut io, chosen) = tls_offering(&s, &[b"h2", b"http/1.1"]).await.unwrap();
+    assert_eq!(chosen.as_deref(), Some(&b"http/1.1"[..]));
+    io.write_all(b"GET /whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = String::from_utf8_lossy(&read_until_closed(&mut *io).await).into_owned();
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    assert!(
+        tls_offering(&s, &[b"h2"]).await.is_err(),
+        "a client that offers only h2 is refused in the handshake"
+    );
     s.lb.stop().await;
 }

@@ -34,8 +34,8 @@ pub use self::types::CLUSTER_REDIS_ENV;
 pub use self::types::{
     AdminConfig, AjpConfig, ClientAuth, ClusterConfig, Config, DiscoveryConfig, DiscoverySource,
     FailoverConfig, H2Limits, HealthConfig, HealthKind, ListenerConfig, NodeAddr, NodeConfig,
-    NodeProtocol, NodeSource, PoolConfig, RegistryConfig, SessionConfig, Timeouts, TlsConfig,
-    DEFAULT_AJP_PACKET_SIZE, DEFAULT_AJP_PING_AFTER,
+    NodeProtocol, NodeSource, PoolConfig, Protocols, RegistryConfig, SessionConfig, Timeouts,
+    TlsConfig, DEFAULT_AJP_PACKET_SIZE, DEFAULT_AJP_PING_AFTER,
 };
 pub use self::validate::{
     valid_admin_token, DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_RESET_STREAMS, SEPARATORS,

@@ -63,6 +63,17 @@ pub(super) struct RawListener {
     pub(super) tunnel_idle_timeout: Duration,
     #[serde(default)]
     pub(super) h2: RawH2,
+    #[serde(default)]
+    pub(super) protocols: Option<Vec<RawListenerProtocol>>,
+}
+
+/// One entry of `listeners[].protocols`.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RawListenerProtocol {
+    #[serde(rename = "http1")]
+    Http1,
+    #[serde(rename = "h2")]
+    H2,
 }
 
 #[derive(Deserialize, Default)]

@@ -1189,3 +1189,54 @@ fn discovery_errors_name_file_line_and_key() {
     .unwrap_err();
     assert!(e.message.contains("or a discovery block"), "{e}");
 }
+
+/// `listeners[].protocols`: both by default; `[h2]` or `[http1]` alone, in their ALPN offer;
+/// an empty list, a repeat and an unknown protocol refused with file, line and key.
+#[test]
+fn listener_protocols_default_values_and_errors() {
+    let c = Config::from_yaml(GOOD, "t.yaml").unwrap();
+    let both = crate::config::Protocols {
+        http1: true,
+        h2: true,
+    };
+    assert_eq!(c.listeners[0].protocols, both);
+    assert_eq!(both.alpn(), vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    let listener = |v: &str| {
+        GOOD.replace(
+            "  - bind: \"127.0.0.1:8080\"\n",
+            &format!("  - bind: \"127.0.0.1:8080\"\n    protocols: {v}\n"),
+        )
+    };
+    // (value, http1, h2, ALPN offer)
+    let good: [(&str, bool, bool, Vec<&[u8]>); 4] = [
+        ("[h2]", false, true, vec![b"h2"]),
+        ("[http1]", true, false, vec![b"http/1.1"]),
+        ("[http1, h2]", true, true, vec![b"h2", b"http/1.1"]),
+        ("[h2, http1]", true, true, vec![b"h2", b"http/1.1"]),
+    ];
+    for (v, http1, h2, alpn) in good {
+        let c = Config::from_yaml(&listener(v), "t.yaml").unwrap();
+        let p = c.listeners[0].protocols;
+        assert_eq!((p.http1, p.h2), (http1, h2), "{v}");
+        let want: Vec<Vec<u8>> = alpn.iter().map(|a| a.to_vec()).collect();
+        assert_eq!(p.alpn(), want, "{v}");
+    }
+    let bad = [
+        ("[]", "needs http1, h2 or both"),
+        ("[h2, h2]", "h2 is listed twice"),
+        ("[http1, http1]", "http1 is listed twice"),
+        ("[http3]", "unknown variant `http3`"),
+        ("h2", ""),
+    ];
+    for (v, fragment) in bad {
+        let err = Config::from_yaml(&listener(v), "t.yaml").unwrap_err();
+        assert!(err.key.starts_with("listeners[0].protocols"), "{v}: {err}");
+        assert_eq!(err.line, Some(4), "{v}: {err}");
+        assert!(err.message.contains(fragment), "{v}: {err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.yaml:4: key `listeners[0].protocols"),
+            "{err}"
+        );
+    }
+}

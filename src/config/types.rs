@@ -142,6 +142,41 @@ pub struct ListenerConfig {
     pub tunnel_idle_timeout: Duration,
     /// HTTP/2 limits (h2 by ALPN on TLS, h2c by prior knowledge).
     pub h2: H2Limits,
+    /// The protocols the listener speaks to clients.
+    pub protocols: Protocols,
+}
+
+/// `listeners[].protocols`: HTTP/1.1, HTTP/2, or both (the default). On TLS they are the ALPN
+/// offer; on cleartext HTTP/2 is by prior knowledge (h2c), and a listener with HTTP/2 alone
+/// reads every connection as HTTP/2 from its first byte, so a wrong preface is answered as
+/// HTTP/2 requires (`GOAWAY`) rather than as an HTTP/1.1 request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocols {
+    pub http1: bool,
+    pub h2: bool,
+}
+
+impl Default for Protocols {
+    fn default() -> Self {
+        Protocols {
+            http1: true,
+            h2: true,
+        }
+    }
+}
+
+impl Protocols {
+    /// The ALPN protocol ids a TLS listener offers, HTTP/2 first.
+    pub fn alpn(self) -> Vec<Vec<u8>> {
+        let mut ids = Vec::new();
+        if self.h2 {
+            ids.push(b"h2".to_vec());
+        }
+        if self.http1 {
+            ids.push(b"http/1.1".to_vec());
+        }
+        ids
+    }
 }
 
 /// `listeners[].h2`: what one HTTP/2 client connection may ask of the balancer.

@@ -111,7 +111,7 @@ impl Control {
                 {
                     used[i] = true;
                     if let Some(t) = &cfg.tls {
-                        crate::proxy::tls::server_config(t)?;
+                        crate::proxy::tls::server_config(t, cfg.protocols)?;
                     }
                     plan.push(ListenerPlan::Restart(i, cfg.clone()));
                     continue;

@@ -85,7 +85,7 @@ const BACKLOG: u32 = 1024;
 /// through `SO_REUSEPORT`) and loads its TLS files.
 pub async fn bind(cfg: &ListenerConfig, sockets: usize) -> Result<BoundListener, ServerError> {
     let tls = match &cfg.tls {
-        Some(t) => Some(TlsAcceptor::from(tls::server_config(t)?)),
+        Some(t) => Some(TlsAcceptor::from(tls::server_config(t, cfg.protocols)?)),
         None => None,
     };
     let err = |source| ServerError::Bind {
@@ -309,7 +309,9 @@ const CLOSE_NOTIFY: Duration = Duration::from_secs(1);
 /// How long the drain waits for tunnels to close once told to, after the grace period.
 const TUNNEL_CLOSE: Duration = Duration::from_secs(1);
 
-/// One cleartext client connection on the native path ([`serve_native`]).
+/// One cleartext client connection: on the native path ([`serve_native`]), or as HTTP/2
+/// from its first byte on a listener that speaks HTTP/2 alone ([`serve_h2c`], boxed: not
+/// part of every connection's task).
 fn serve_cleartext<F>(
     stream: TcpStream,
     client: SocketAddr,
@@ -320,7 +322,13 @@ fn serve_cleartext<F>(
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    serve_native(ClientIo::Plain(stream), client, shared, watcher, permit)
+    use futures_util::future::Either;
+    let stream = ClientIo::Plain(stream);
+    if !shared.cfg.protocols.http1 {
+        let h2c = serve_h2c(stream, Vec::new(), client, shared, watcher, permit);
+        return Either::Right(Box::pin(h2c));
+    }
+    Either::Left(serve_native(stream, client, shared, watcher, permit))
 }
 
 /// HTTP/1.1 on the native path until the connection closes ([`h1::serve`]), then what its
@@ -444,7 +452,9 @@ async fn serve_tls<F>(
         }
     };
     let mut stream = Box::new(stream);
-    if stream.alpn_protocol() != Some(b"h2") {
+    // Without ALPN (a client that offered none), a listener that speaks HTTP/2 alone reads
+    // HTTP/2 by prior knowledge.
+    if stream.alpn_protocol() != Some(b"h2") && shared.cfg.protocols.http1 {
         let stream = ClientIo::Tls(stream);
         Box::pin(serve_native(stream, client, shared, watcher, permit)).await;
         return;

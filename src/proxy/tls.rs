@@ -9,7 +9,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{ClientAuth, TlsConfig};
+use crate::config::{ClientAuth, Protocols, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -27,8 +27,10 @@ fn show(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Builds the rustls server configuration for a listener.
-pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+/// Builds the rustls server configuration for a listener: its certificate, client
+/// certificates when asked for, and `protocols` as the ALPN offer (a client that offers none
+/// of them is refused in the handshake, as RFC 7301 says).
+pub fn server_config(cfg: &TlsConfig, protocols: Protocols) -> Result<Arc<ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
         .map_err(|e| TlsError::Cert {
             path: show(&cfg.cert),
@@ -57,7 +59,7 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
         Some(auth) => builder.with_client_cert_verifier(client_verifier(auth, provider)?),
     };
     let mut config = builder.with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = protocols.alpn();
     Ok(Arc::new(config))
 }
 

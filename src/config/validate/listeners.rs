@@ -5,8 +5,12 @@ use std::net::SocketAddr;
 
 use super::{parse_addr, valid_admin_token, Ctx, MAX_LIMIT};
 use crate::config::locator::ConfigError;
-use crate::config::raw::{RawAdmin, RawClientAuth, RawH2, RawListener, RawTls};
-use crate::config::types::{AdminConfig, ClientAuth, H2Limits, ListenerConfig, TlsConfig};
+use crate::config::raw::{
+    RawAdmin, RawClientAuth, RawH2, RawListener, RawListenerProtocol, RawTls,
+};
+use crate::config::types::{
+    AdminConfig, ClientAuth, H2Limits, ListenerConfig, Protocols, TlsConfig,
+};
 use crate::core::forwarding::{Cidr, TrustedProxies};
 
 /// `listeners[].h2.max_concurrent_streams` by default: what HAProxy and most servers
@@ -93,7 +97,37 @@ fn validate_listener(
         max_body_bytes: l.max_body_bytes,
         h2: validate_h2(&l.h2, l.max_header_bytes, key, ctx)?,
         tunnel_idle_timeout: l.tunnel_idle_timeout,
+        protocols: validate_protocols(l.protocols.as_deref(), key, ctx)?,
     })
+}
+
+/// `listeners[].protocols`: `http1`, `h2` or both, each at most once; absent means both.
+fn validate_protocols(
+    list: Option<&[RawListenerProtocol]>,
+    key: &str,
+    ctx: &Ctx,
+) -> Result<Protocols, ConfigError> {
+    let Some(list) = list else {
+        return Ok(Protocols::default());
+    };
+    let key = format!("{key}.protocols");
+    if list.is_empty() {
+        return Err(ctx.err(key, "needs http1, h2 or both; omit the key for both"));
+    }
+    let mut p = Protocols {
+        http1: false,
+        h2: false,
+    };
+    for proto in list {
+        let (seen, name) = match proto {
+            RawListenerProtocol::Http1 => (&mut p.http1, "http1"),
+            RawListenerProtocol::H2 => (&mut p.h2, "h2"),
+        };
+        if std::mem::replace(seen, true) {
+            return Err(ctx.err(key, format!("{name} is listed twice")));
+        }
+    }
+    Ok(p)
 }
 
 /// `listeners[].tls`: `client_auth` needs `client_ca`, and `client_ca` alone means

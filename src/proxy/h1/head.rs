@@ -40,7 +40,7 @@ pub(super) async fn read_head(
                 }
                 Ok(Parsed::Complete(_)) => return HeadRead::Complete,
                 Ok(Parsed::Partial) => {}
-                Err(h1::Error::Http2Preface) => return HeadRead::Http2,
+                Err(h1::Error::Http2Preface) if cfg.protocols.h2 => return HeadRead::Http2,
                 Err(e) => return HeadRead::Bad(e.status(), e.reason()),
             }
         }
