@@ -121,10 +121,9 @@ impl Deadline {
     /// Ready once the deadline has passed (seen by the ticker, or at arming).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &self.slot {
+            // Armed without a clock read: a deadline already past expires at the next tick,
+            // within the lateness every deadline has.
             None => {
-                if Instant::now() >= self.at {
-                    return Poll::Ready(());
-                }
                 let Ok(table) = TABLE.try_with(Arc::clone) else {
                     return Poll::Ready(()); // the thread is exiting
                 };
@@ -255,6 +254,29 @@ pub async fn timeout_at<F: Future>(at: Instant, fut: F) -> Result<F::Output, Ela
             return Poll::Ready(Ok(v));
         }
         deadline.poll_expired(cx).map(|()| Err(Elapsed))
+    })
+    .await
+}
+
+/// [`timeout_pending`] for a wait made of several calls (a head read in pieces): `deadline` is
+/// set `limit` after the first moment one of them found its future pending, and bounds every
+/// call from then on. A wait whose bytes are all there reads no clock.
+pub async fn timeout_pending_from<F: Future>(
+    deadline: &mut Option<Instant>,
+    limit: Duration,
+    fut: F,
+) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut armed: Option<Deadline> = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        let at = *deadline.get_or_insert_with(|| Instant::now() + limit);
+        armed
+            .get_or_insert_with(|| Deadline::new(at))
+            .poll_expired(cx)
+            .map(|()| Err(Elapsed))
     })
     .await
 }

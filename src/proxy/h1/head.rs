@@ -20,14 +20,15 @@ pub(super) enum HeadRead {
 }
 
 /// Reads until `buf` holds a complete request head, within `header_read_timeout` of the
-/// moment this request's bytes started to arrive.
+/// first moment a read of this head had to wait (a head that arrives whole, the common case,
+/// reads no clock).
 pub(super) async fn read_head(
     client: &mut ClientIo,
     buf: &mut Vec<u8>,
     head: &mut RequestHead,
     cfg: &ListenerConfig,
 ) -> HeadRead {
-    let deadline = Instant::now() + cfg.header_read_timeout;
+    let mut deadline: Option<Instant> = None;
     // `None` until a parse found the head partial: a head that arrives whole (the common
     // case) is parsed at once; one that arrives in pieces is parsed again only when the new
     // bytes may complete it.
@@ -53,7 +54,8 @@ pub(super) async fn read_head(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(BUF_SIZE);
         }
-        match deadline::timeout_at(deadline, client.read_buf(buf)).await {
+        let limit = cfg.header_read_timeout;
+        match deadline::timeout_pending_from(&mut deadline, limit, client.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
             Ok(Ok(_)) => {}
             Err(_) if buf.is_empty() => return HeadRead::Closed,

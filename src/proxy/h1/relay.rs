@@ -256,11 +256,12 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     let is_head = req.head.method() == Method::Head;
     let t = &req.m.pool.cfg.timeouts;
     let timeout = t.response;
-    // `timeouts.response` counts from the end of the request body: from now when it went out
-    // with the head, else from when the upload ends. Until then the wait goes in slices no
-    // longer than the response timeout (the upload has its own `body_idle` limit), so the
-    // deadline is seen on time once the body's end is known.
-    let mut deadline = upload_end.is_none().then(|| Instant::now() + timeout);
+    // `timeouts.response` counts from the end of the request body: from the first wait for
+    // the node when it went out with the head (no clock read for an answer already there),
+    // else from when the upload ends. Until then the wait goes in slices no longer than the
+    // response timeout (the upload has its own `body_idle` limit), so the deadline is seen on
+    // time once the body's end is known.
+    let mut deadline: Option<Instant> = None;
     let slice = t.body_idle.min(timeout);
     loop {
         if !inb.is_empty() {
@@ -280,11 +281,20 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
         if inb.capacity() - inb.len() < 1024 {
             inb.reserve(BUF_SIZE);
         }
-        if deadline.is_none() {
-            deadline = upload_end.and_then(OnceLock::get).map(|&end| end + timeout);
-        }
-        let at = deadline.unwrap_or_else(|| Instant::now() + slice);
-        match deadline::timeout_at(at, upstream.read_buf(inb)).await {
+        let read = match upload_end {
+            None => {
+                let read = upstream.read_buf(inb);
+                deadline::timeout_pending_from(&mut deadline, timeout, read).await
+            }
+            Some(end) => {
+                if deadline.is_none() {
+                    deadline = end.get().map(|&end| end + timeout);
+                }
+                let at = deadline.unwrap_or_else(|| Instant::now() + slice);
+                deadline::timeout_at(at, upstream.read_buf(inb)).await
+            }
+        };
+        match read {
             Err(_) if deadline.is_none() => {} // still uploading: look again
             Err(_) => return Err((Failure::Timeout, format!("no answer within {timeout:?}"))),
             Ok(Ok(0)) | Ok(Err(_)) => {
