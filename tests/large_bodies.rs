@@ -1,10 +1,12 @@
 //! Long response bodies over real TCP on 127.0.0.1: on a cleartext HTTP/1.1 connection a
 //! `Content-Length` body longer than one buffer moves from the node's socket to the client's
-//! through a pipe (`splice(2)`), never through user space. These tests hold that path to the
-//! copying one's contract: every byte exact and in order, the node's connection reused after
-//! a complete body, a client that leaves mid-body costing only the node's connection (not
-//! blamed on the node), a node that closes mid-body seen as a truncated response and counted
-//! against it. The same exchanges run over h2c, which copies, as the reference.
+//! through a pipe (`splice(2)`), never through user space, and so does a long upload from the
+//! client to the node. These tests hold that path to the copying one's contract: every byte
+//! exact and in order, the node's connection reused after a complete body, a client that
+//! leaves mid-body costing only the node's connection (not blamed on the node), a node that
+//! closes mid-body seen as a truncated response and counted against it, a stalled upload
+//! answered `408`, a node that closes during an upload answered `502`. The same exchanges run
+//! over h2c, which copies, as the reference.
 
 #[macro_use]
 mod common;
@@ -28,8 +30,10 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 /// A raw HTTP/1.1 node: `GET /len/N` answers `N` pattern bytes with a `Content-Length`,
-/// keeping the connection open (a `HEAD` gets the head alone); `GET /cut/N` sends the head of an `N`-byte body and the first
-/// `N / 4` bytes, then closes. Counts the connections it accepted.
+/// keeping the connection open (a `HEAD` gets the head alone); `GET /cut/N` sends the head of
+/// an `N`-byte body and the first `N / 4` bytes, then closes; `POST /check` reads its
+/// `Content-Length` body and answers `ok N` when it is the pattern, else where it differs;
+/// `POST /hangup` closes once the head is read. Counts the connections it accepted.
 struct RawNode {
     addr: SocketAddr,
     conns: Arc<AtomicUsize>,
@@ -66,6 +70,22 @@ async fn serve(mut s: TcpStream) {
         buf.drain(..head_end);
         let is_head = head.starts_with("HEAD ");
         let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+        if target == "/hangup" {
+            return;
+        }
+        if target == "/check" {
+            let Some(answer) = check_upload(&mut s, &mut buf, &head).await else {
+                return;
+            };
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{answer}",
+                answer.len()
+            );
+            if s.write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let (kind, n) = target[1..].split_once('/').unwrap_or(("len", "0"));
         let len: usize = n.parse().unwrap_or(0);
         let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n").into_bytes();
@@ -80,6 +100,40 @@ async fn serve(mut s: TcpStream) {
         }
         if s.write_all(&resp).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Reads the `Content-Length` body of `head` (what `buf` holds of it first): `ok N` when it
+/// is the pattern, else the first offset that differs; `None` when the peer closed early.
+async fn check_upload(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> Option<String> {
+    let len: usize = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut seen = 0;
+    let mut bad = None;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let take = buf.len().min(len - seen);
+        for (k, &b) in buf[..take].iter().enumerate() {
+            if bad.is_none() && b != pattern_byte(seen + k) {
+                bad = Some(seen + k);
+            }
+        }
+        seen += take;
+        buf.drain(..take);
+        if seen == len {
+            return Some(match bad {
+                None => format!("ok {len}"),
+                Some(at) => format!("differs at {at}"),
+            });
+        }
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
 }
@@ -231,5 +285,131 @@ async fn head_of_a_long_body_sends_no_body() {
     );
     let second_end = rest.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert!(rest[second_end..] == pattern(20000)[..]);
+    lb.stop().await;
+}
+
+on_both_paths!(long_uploads_arrive_exact);
+/// Uploads around and far past one buffer, one after another on one client connection: the
+/// node receives each byte for byte.
+async fn long_uploads_arrive_exact(proto: Proto) {
+    let node = raw_node().await;
+    let lb = lb(&node).await;
+    let mut c = proto.open(lb.addr()).await;
+    for len in SIZES {
+        let body = bytes::Bytes::from(pattern(len));
+        let r = c.request(http::Method::POST, "/check", &[], body).await;
+        assert_eq!(
+            (r.status.as_u16(), r.text()),
+            (200, format!("ok {len}")),
+            "{proto}"
+        );
+    }
+    assert_eq!(upstream_errors(&lb), (0, 0));
+    lb.stop().await;
+}
+
+/// A client that sends 100 KiB of a 4 MiB upload and stops: `408` after `body_idle`, the node
+/// not blamed, nothing left in flight.
+#[tokio::test]
+async fn a_client_stalling_mid_long_upload_gets_408() {
+    let node = raw_node().await;
+    let pool = "timeouts: { body_idle: 300ms, response: 5s }";
+    let lb = balancer(&yaml(pool, &[node_line("jvm1", node.addr, "")])).await;
+    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+    let mut req =
+        b"POST /check HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4194304\r\n\r\n".to_vec();
+    req.extend_from_slice(&pattern(100 * 1024));
+    c.write_all(&req).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
+        .await
+        .expect("never answered")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    eventually("in flight back to 0", DEADLINE, || async {
+        upstream_errors(&lb).0 == 0
+    })
+    .await;
+    assert_eq!(
+        upstream_errors(&lb).1,
+        0,
+        "a stalled client is not the node's fault"
+    );
+    lb.stop().await;
+}
+
+/// A node that closes while a 4 MiB upload streams to it: `502`, the node marked down as for
+/// any node that fails a request (the pool's only node: the next request gets the pool's
+/// `503`), nothing left in flight.
+#[tokio::test]
+async fn a_node_closing_during_a_long_upload_gets_502() {
+    let node = raw_node().await;
+    let lb = lb(&node).await;
+    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+    let head = b"POST /hangup HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4194304\r\n\r\n";
+    c.write_all(head).await.unwrap();
+    // The upload may be cut off by the balancer's answer: a failed write is expected.
+    let body = pattern(4 << 20);
+    let (mut rd, mut wr) = c.split();
+    let (_, got) = tokio::join!(wr.write_all(&body), async {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut got)).await;
+        got
+    });
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 502 "), "{text}");
+    eventually("in flight back to 0", DEADLINE, || async {
+        upstream_errors(&lb).0 == 0
+    })
+    .await;
+    let s = stickyroute::control::admin::status(&lb.balancer);
+    assert_eq!(node_report(&s, "jvm1").health, "down");
+    let r = get(lb.addr(), "/len/70000", None).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    lb.stop().await;
+}
+
+/// After a spliced upload and a spliced response, the client's connection is idle like any
+/// other: `keepalive_timeout` closes it (not the much longer `header_read_timeout` of a head
+/// that never comes), and shutdown finds it idle.
+#[tokio::test]
+async fn a_connection_is_idle_after_spliced_bodies() {
+    let node = raw_node().await;
+    let pool = "timeouts: { body_idle: 2s, response: 5s }";
+    let y = yaml(pool, &[node_line("jvm1", node.addr, "")]).replacen(
+        "  - bind: \"127.0.0.1:0\"\n",
+        "  - bind: \"127.0.0.1:0\"\n    keepalive_timeout: 300ms\n    header_read_timeout: 30s\n",
+        1,
+    );
+    let lb = balancer(&y).await;
+    for (what, req) in [
+        ("upload", {
+            let mut r =
+                b"POST /check HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1048576\r\n\r\n"
+                    .to_vec();
+            r.extend_from_slice(&pattern(1 << 20));
+            r
+        }),
+        (
+            "response",
+            b"GET /len/1048576 HTTP/1.1\r\nHost: app.test\r\n\r\n".to_vec(),
+        ),
+    ] {
+        let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+        c.write_all(&req).await.unwrap();
+        let sent = std::time::Instant::now();
+        let mut got = Vec::new();
+        tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the idle connection was never closed"))
+            .unwrap();
+        assert!(got.starts_with(b"HTTP/1.1 200 "), "{what}");
+        let took = sent.elapsed();
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "{what}: closed after {took:?}, not by keepalive_timeout"
+        );
+    }
     lb.stop().await;
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::buffers::{rest_after, Buf, PooledResponseHead, BUF_SIZE};
 use super::request::Request;
-use super::splice::{self, BodyFault, PlainSocket, Spliced};
+use super::splice::{self, PlainSocket, SpliceFault, Spliced};
 use crate::core::binder::{self, ResponsePlan};
 use crate::core::forwarding::BodyBudget;
 use crate::core::retry::Failure;
@@ -73,15 +73,38 @@ pub(super) fn reframe(
 
 /// Streams the rest of the request body from the client to the node, each read and each
 /// write within `body_idle` of the one before, and notes in `upload_end` when it is done.
-/// Returns the bytes read past the body's end (a pipelined request).
-pub(super) async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
+/// Returns the bytes read past the body's end (a pipelined request). A long `Content-Length`
+/// body from a cleartext client is spliced socket to socket (its length was checked against
+/// `max_body_bytes` before anything was sent).
+pub(super) async fn stream_body<C, U>(
     client: &mut C,
     upstream: &mut U,
     reader: &mut BodyReader,
     budget: &mut BodyBudget,
     (framing, idle): (BodyFraming, Duration),
     upload_end: &OnceLock<Instant>,
-) -> Result<Option<Buf>, (Failure, String)> {
+) -> Result<Option<Buf>, (Failure, String)>
+where
+    C: AsyncRead + Unpin + PlainSocket,
+    U: AsyncWrite + Unpin + PlainSocket,
+{
+    if let BodyReader::Length(left) = *reader {
+        if let (true, Some(c), Some(u)) = (
+            left > BUF_SIZE as u64,
+            client.plain_socket(),
+            upstream.plain_socket(),
+        ) {
+            let moved = splice::move_length(c, u, left, idle).await;
+            if let Spliced::Done = moved.map_err(|f| upload_fault(f, idle))? {
+                if !budget.spend(left as usize) {
+                    return Err((Failure::BodyTooLarge, "over max_body_bytes".into()));
+                }
+                *reader = BodyReader::Length(0);
+                let _ = upload_end.set(Instant::now());
+                return Ok(None);
+            }
+        }
+    }
     let mut inb = Buf::take();
     let mut out = Buf::take();
     loop {
@@ -101,6 +124,29 @@ pub(super) async fn stream_body<C: AsyncRead + Unpin, U: AsyncWrite + Unpin>(
             let _ = upload_end.set(Instant::now());
             return Ok(rest_after(&inb.0, used));
         }
+    }
+}
+
+/// An upload's fault, the client being the sender and the node the receiver: the same
+/// verdicts as the copying loop's.
+fn upload_fault(f: SpliceFault, idle: Duration) -> (Failure, String) {
+    match f {
+        SpliceFault::SourceStalled => (
+            Failure::ClientStalled,
+            format!("no request body byte for {idle:?} (timeouts.body_idle)"),
+        ),
+        SpliceFault::SourceClosed | SpliceFault::SourceFailed => (
+            Failure::ClientBody,
+            "the client closed during the body".into(),
+        ),
+        SpliceFault::SinkStalled => (
+            Failure::Upstream,
+            format!("the node took no request body byte for {idle:?} (timeouts.body_idle)"),
+        ),
+        SpliceFault::SinkFailed => (
+            Failure::Upstream,
+            "the node closed during the request body".into(),
+        ),
     }
 }
 
@@ -305,6 +351,26 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     }
 }
 
+/// Who broke off a response body.
+enum BodyFault {
+    /// The client stopped reading for `body_idle`, or closed: not the node's fault.
+    Client,
+    /// The node stalled for `body_idle`, closed early or sent a body that does not parse.
+    Node(&'static str),
+}
+
+impl From<SpliceFault> for BodyFault {
+    /// A response's fault: the node is the sender, the client the receiver.
+    fn from(f: SpliceFault) -> BodyFault {
+        match f {
+            SpliceFault::SourceStalled => BodyFault::Node("stalled mid-body (timeouts.body_idle)"),
+            SpliceFault::SourceClosed => BodyFault::Node("closed mid-body"),
+            SpliceFault::SourceFailed => BodyFault::Node("failed mid-body"),
+            SpliceFault::SinkStalled | SpliceFault::SinkFailed => BodyFault::Client,
+        }
+    }
+}
+
 /// Writes the response head for the client into `out`: `Set-Cookie` and `Location`
 /// rewritten by the binder (only when there is something to rewrite). Returns the session ids
 /// the response issued, and how to send the body.
@@ -412,7 +478,7 @@ async fn send_body<C: AsyncWrite + Unpin + PlainSocket, U: AsyncRead + Unpin + P
     };
     if let (Some(left), false) = (long, rechunk) {
         if let (Some(c), Some(u)) = (client.plain_socket(), upstream.plain_socket()) {
-            if let Spliced::Done = splice::relay_length(u, c, left, idle).await? {
+            if let Spliced::Done = splice::move_length(u, c, left, idle).await? {
                 return Ok(true);
             }
         }

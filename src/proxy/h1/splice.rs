@@ -1,9 +1,10 @@
-//! A long response body moved from the node's socket to a cleartext client's socket through a
-//! pipe with `splice(2)`: the kernel passes the node's pages on to the client's socket and the
-//! body never crosses into user space, which saves a copy in and a copy out of every byte (what
-//! HAProxy's `option splice-auto` does). Only where the bytes pass unchanged: a plain TCP
-//! client, a `Content-Length` body, nothing to re-frame. Everything else is copied through a
-//! buffer by the relay.
+//! A long body moved from one socket to the other through a pipe with `splice(2)`: a response
+//! from the node to a cleartext client, an upload from the client to the node. The kernel
+//! passes the sender's pages on to the receiving socket and the body never crosses into user
+//! space, which saves a copy in and a copy out of every byte (what HAProxy's `option
+//! splice-auto` does). Only where the bytes pass unchanged: a plain TCP client, a
+//! `Content-Length` body, nothing to re-frame. Everything else is copied through a buffer by
+//! the relay.
 //!
 //! Each worker thread keeps a few pipes for reuse. A pipe is reused only when empty: after a
 //! failure that left bytes in it, it is closed.
@@ -19,7 +20,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::{tcp, TcpStream};
 
-use crate::proxy::client_io::{ClientIo, ClientWrite};
+use crate::proxy::client_io::{ClientIo, ClientRead, ClientWrite};
 use crate::proxy::deadline;
 
 /// The most a pipe holds by default (16 pages): the most one splice from the node moves.
@@ -27,13 +28,19 @@ const PIPE_BYTES: usize = 64 * 1024;
 /// Pipes a thread keeps for reuse.
 const POOLED_PIPES: usize = 32;
 
-/// How a body's relay ended early, and whose fault it was.
+/// How a spliced body ended early: which side, and how. The relay says whose fault that is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BodyFault {
-    /// The client stopped taking the response (closed, reset, or no write for `body_idle`).
-    Client,
-    /// The node stalled for `body_idle`, closed early or sent a body that does not parse.
-    Node(&'static str),
+pub(super) enum SpliceFault {
+    /// The sending socket had no byte for `idle`.
+    SourceStalled,
+    /// The sender closed before the body's end.
+    SourceClosed,
+    /// Reading from the sender failed (a reset).
+    SourceFailed,
+    /// The receiving socket took no byte for `idle`.
+    SinkStalled,
+    /// Writing to the receiver failed (closed, reset).
+    SinkFailed,
 }
 
 /// The TCP socket under a stream whose bytes reach the socket unchanged: `None` for TLS.
@@ -50,6 +57,21 @@ impl PlainSocket for TcpStream {
 impl PlainSocket for tcp::ReadHalf<'_> {
     fn plain_socket(&self) -> Option<&TcpStream> {
         Some(self.as_ref())
+    }
+}
+
+impl PlainSocket for tcp::WriteHalf<'_> {
+    fn plain_socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl PlainSocket for ClientRead<'_> {
+    fn plain_socket(&self) -> Option<&TcpStream> {
+        match self {
+            ClientRead::Plain(r) => Some(r.as_ref()),
+            ClientRead::Tls(_) => None,
+        }
     }
 }
 
@@ -121,7 +143,7 @@ fn unsupported(e: &io::Error) -> bool {
     )
 }
 
-/// What [`relay_length`] did.
+/// What [`move_length`] did.
 pub(super) enum Spliced {
     /// All `left` bytes reached the client.
     Done,
@@ -130,32 +152,32 @@ pub(super) enum Spliced {
     Unsupported,
 }
 
-/// Moves the `left` bytes of a `Content-Length` body still to come from `node` to `client`
-/// through a pipe, each wait for the node or the client within `idle` of the last progress,
-/// as the copying relay does. The bytes of the node's socket past the body stay there.
-pub(super) async fn relay_length(
-    node: &TcpStream,
-    client: &TcpStream,
+/// Moves the `left` bytes of a `Content-Length` body still to come from `from` to `to`
+/// through a pipe, each wait for either socket within `idle` of the last progress, as the
+/// copying relay does. Bytes of `from` past the body stay in its socket.
+pub(super) async fn move_length(
+    from: &TcpStream,
+    to: &TcpStream,
     mut left: u64,
     idle: Duration,
-) -> Result<Spliced, BodyFault> {
+) -> Result<Spliced, SpliceFault> {
     let Some(pipe) = Pipe::take() else {
         return Ok(Spliced::Unsupported);
     };
     let pipe_in = pipe.write.as_fd();
-    let (node_fd, client_fd) = (node.as_fd(), client.as_fd());
+    let (from_fd, to_fd) = (from.as_fd(), to.as_fd());
     let mut moved_any = false;
     while left > 0 {
-        // The pipe is empty here, so a splice that would block waits for the node's socket,
+        // The pipe is empty here, so a splice that would block waits for the sender's socket,
         // never for room in the pipe: its readiness may be cleared.
         let want = left.min(PIPE_BYTES as u64) as usize;
-        let held = match node.try_io(Interest::READABLE, || splice(node_fd, pipe_in, want)) {
-            Ok(0) => return Err(BodyFault::Node("closed mid-body")),
+        let held = match from.try_io(Interest::READABLE, || splice(from_fd, pipe_in, want)) {
+            Ok(0) => return Err(SpliceFault::SourceClosed),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match deadline::timeout_pending(idle, node.readable()).await {
-                    Err(_) => return Err(BodyFault::Node("stalled mid-body (timeouts.body_idle)")),
-                    Ok(Err(_)) => return Err(BodyFault::Node("failed mid-body")),
+                match deadline::timeout_pending(idle, from.readable()).await {
+                    Err(_) => return Err(SpliceFault::SourceStalled),
+                    Ok(Err(_)) => return Err(SpliceFault::SourceFailed),
                     Ok(Ok(())) => continue,
                 }
             }
@@ -163,37 +185,51 @@ pub(super) async fn relay_length(
                 pipe.give_back();
                 return Ok(Spliced::Unsupported);
             }
-            Err(_) => return Err(BodyFault::Node("failed mid-body")),
+            Err(_) => return Err(SpliceFault::SourceFailed),
         };
         moved_any = true;
         left -= held as u64;
-        drain(&pipe, client, client_fd, held, idle).await?;
+        drain(&pipe, to, to_fd, held, idle).await?;
     }
     pipe.give_back();
+    settle_readiness(from);
     Ok(Spliced::Done)
 }
 
-/// Writes the `held` bytes in the pipe to the client. The pipe is not empty while this waits,
-/// so a splice that would block waits for room in the client's socket.
+/// Clears tokio's readiness of `from` when the body took all its bytes. tokio takes a read
+/// shorter than asked for as the end of a socket's bytes and clears it; a splice does not, and
+/// a client connection left marked readable would leave its keep-alive wait at once for a
+/// request head that is not there. A peek that would block clears it the way tokio does; bytes
+/// already there (a pipelined request) keep it.
+fn settle_readiness(from: &TcpStream) {
+    let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    let _ = from.try_io(Interest::READABLE, || {
+        socket2::SockRef::from(from).peek(&mut probe)
+    });
+}
+
+/// Writes the `held` bytes in the pipe to `to`. The pipe is not empty while this waits, so a
+/// splice that would block waits for room in the receiving socket.
 async fn drain(
     pipe: &Pipe,
-    client: &TcpStream,
-    client_fd: BorrowedFd<'_>,
+    to: &TcpStream,
+    to_fd: BorrowedFd<'_>,
     mut held: usize,
     idle: Duration,
-) -> Result<(), BodyFault> {
+) -> Result<(), SpliceFault> {
     let pipe_out = pipe.read.as_fd();
     while held > 0 {
-        match client.try_io(Interest::WRITABLE, || splice(pipe_out, client_fd, held)) {
-            Ok(0) => return Err(BodyFault::Client),
+        match to.try_io(Interest::WRITABLE, || splice(pipe_out, to_fd, held)) {
+            Ok(0) => return Err(SpliceFault::SinkFailed),
             Ok(n) => held -= n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match deadline::timeout_pending(idle, client.writable()).await {
+                match deadline::timeout_pending(idle, to.writable()).await {
                     Ok(Ok(())) => {}
-                    Err(_) | Ok(Err(_)) => return Err(BodyFault::Client),
+                    Err(_) => return Err(SpliceFault::SinkStalled),
+                    Ok(Err(_)) => return Err(SpliceFault::SinkFailed),
                 }
             }
-            Err(_) => return Err(BodyFault::Client),
+            Err(_) => return Err(SpliceFault::SinkFailed),
         }
     }
     Ok(())
