@@ -100,6 +100,7 @@ where
                     return Err((Failure::BodyTooLarge, "over max_body_bytes".into()));
                 }
                 *reader = BodyReader::Length(0);
+                splice::settle_readiness(c);
                 let _ = upload_end.set(Instant::now());
                 return Ok(None);
             }

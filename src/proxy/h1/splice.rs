@@ -192,16 +192,16 @@ pub(super) async fn move_length(
         drain(&pipe, to, to_fd, held, idle).await?;
     }
     pipe.give_back();
-    settle_readiness(from);
     Ok(Spliced::Done)
 }
 
-/// Clears tokio's readiness of `from` when the body took all its bytes. tokio takes a read
-/// shorter than asked for as the end of a socket's bytes and clears it; a splice does not, and
-/// a client connection left marked readable would leave its keep-alive wait at once for a
-/// request head that is not there. A peek that would block clears it the way tokio does; bytes
-/// already there (a pipelined request) keep it.
-fn settle_readiness(from: &TcpStream) {
+/// Clears tokio's readiness of a socket a body was spliced from when the body took all its
+/// bytes. tokio takes a read shorter than asked for as the end of a socket's bytes and clears
+/// it; a splice does not, and a client connection left marked readable would leave its
+/// keep-alive wait at once for a request head that is not there. A peek that would block
+/// clears it the way tokio does; bytes already there (a pipelined request) keep it. (A node's
+/// socket needs none: the pool reads it before reuse.)
+pub(super) fn settle_readiness(from: &TcpStream) {
     let mut probe = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     let _ = from.try_io(Interest::READABLE, || {
         socket2::SockRef::from(from).peek(&mut probe)
