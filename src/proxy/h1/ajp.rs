@@ -98,7 +98,7 @@ pub(super) async fn forward(
     let end = relay.run(client, &mut upstream, &mut upload, trace).await?;
     let keep_client = end.keep_client && upload.done;
     if end.reuse {
-        conn.ajp.checkin(node.slot, epoch, upstream);
+        conn.pools.ajp.checkin(node.slot, epoch, upstream);
     }
     Ok(Ended {
         keep: keep_client,

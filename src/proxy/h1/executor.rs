@@ -161,7 +161,6 @@ async fn request(job: &mut Job, carry: Option<Buf>) -> Turn {
     let conn = Conn {
         balancer: &job.ctx.balancer,
         pools: &job.ctx.pools,
-        ajp: &job.ctx.upstream.ajp,
         client: job.peer,
         cfg: &job.ctx.cfg,
         tls: job.ctx.tls,

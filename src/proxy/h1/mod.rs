@@ -34,8 +34,7 @@
 //! - `relay`: a streamed request body and the response's bytes, node to client;
 //! - `request`: the parsed request every attempt shares;
 //! - `context`: what a connection borrows from its listener ([`Context`], `Conn`);
-//! - `buffers`: per-thread pools of buffers and heads;
-//! - `node_pool`: keep-alive connections to the nodes, HTTP/1.1 and AJP ([`RawPools`]).
+//! - `buffers`: per-thread pools of buffers and heads.
 
 mod ajp;
 mod buffers;
@@ -44,7 +43,6 @@ mod context;
 mod exchange;
 mod executor;
 mod head;
-mod node_pool;
 mod relay;
 mod request;
 
@@ -52,4 +50,3 @@ pub use connection::{serve, Outcome};
 pub use context::Context;
 pub use exchange::Tunnel;
 pub use executor::{exchange_pool, ExchangePool};
-pub use node_pool::RawPools;
