@@ -9,6 +9,7 @@
 //!   respond, shared by every protocol;
 //! - [`attempt`]: the attempt loop both protocols run: the node, its slot, the rebind, what a
 //!   failed attempt counts and what `core::retry` decides next, the access-log trace;
+//! - [`buffers`]: per-thread pools of byte buffers and parsed heads, for both paths;
 //! - [`client_io`]: a native-path client connection, plain TCP or a [`tls_session`];
 //! - [`h1`]: the native HTTP/1.1 path on the `crate::h1` codec, on cleartext and TLS
 //!   listeners;
@@ -31,6 +32,7 @@ pub mod access_log;
 pub mod ajp_client;
 pub mod ajp_exchange;
 pub mod attempt;
+pub mod buffers;
 pub mod client_io;
 pub mod deadline;
 pub mod h1;

@@ -151,24 +151,33 @@ pub fn write_native_head(
     h1::write_request_head(src, head, &edits, out);
 }
 
+/// `X-Forwarded-For`, for lookups in a `HeaderMap` without parsing the name.
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+
 /// The head for the node of an HTTP/2 request (the hyper path): its method, origin-form
 /// target and fields, framed as `body` (`Length` when the body's size is known, else
 /// `Chunked`; `Empty` for none). Upgrades do not reach this path (HTTP/2 carries none).
+/// `vals` is scratch space for the forwarding values.
 pub fn write_parts_head(
     parts: &http::request::Parts,
     hop: &Hop<'_>,
     session: &Session<'_>,
     body: BodyFraming,
+    vals: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) {
-    let mut vals = Vec::with_capacity(128);
     let h = &parts.headers;
-    let xff = h.get_all("x-forwarded-for").iter().map(|v| v.as_bytes());
-    let fwd = h
-        .get_all(http::header::FORWARDED)
-        .iter()
-        .map(|v| v.as_bytes());
-    let fields = NodeFields::new(&mut vals, hop, session, xff, fwd);
+    // Looked up only when the chains are kept: a lookup hashes the name.
+    let values = |name: http::HeaderName| {
+        hop.extend
+            .then(|| h.get_all(name))
+            .into_iter()
+            .flatten()
+            .map(http::HeaderValue::as_bytes)
+    };
+    let xff = values(X_FORWARDED_FOR);
+    let fwd = values(http::header::FORWARDED);
+    let fields = NodeFields::new(vals, hop, session, xff, fwd);
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let req = FieldsRequest {
         method: parts.method.as_str().as_bytes(),
@@ -190,7 +199,14 @@ mod tests {
     fn written(req: http::Request<()>, hop: &Hop<'_>, session: &Session<'_>) -> String {
         let (parts, ()) = req.into_parts();
         let mut out = Vec::new();
-        write_parts_head(&parts, hop, session, BodyFraming::Empty, &mut out);
+        write_parts_head(
+            &parts,
+            hop,
+            session,
+            BodyFraming::Empty,
+            &mut Vec::new(),
+            &mut out,
+        );
         String::from_utf8(out).unwrap()
     }
 
@@ -278,7 +294,7 @@ mod tests {
             (BodyFraming::Chunked, "Transfer-Encoding: chunked\r\n"),
         ] {
             let mut out = Vec::new();
-            write_parts_head(&parts, &hop, &session, body, &mut out);
+            write_parts_head(&parts, &hop, &session, body, &mut Vec::new(), &mut out);
             let want = format!("POST /up HTTP/1.1\r\nHost: \r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: http\r\nForwarded: for=192.0.2.7;proto=http\r\nCookie: JSESSIONID=A.jvm1\r\nCookie: o=1\r\n{framing}\r\n");
             assert_eq!(String::from_utf8(out).unwrap(), want);
         }

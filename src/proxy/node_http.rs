@@ -34,13 +34,20 @@ use tokio::net::TcpStream;
 
 use crate::core::retry::Failure;
 use crate::h1::{self, BodyFraming, BodyReader, Parsed, ResponseHead, Step};
+use crate::proxy::buffers::{Buf, PooledResponseHead};
 use crate::proxy::deadline;
 use crate::proxy::upstream::{
     BodyIdle, BodyStalled, BodyTooLarge, BoxError, ForwardBody, UpstreamPools,
 };
 
-/// Read buffer reserved at a time (a head, or a body's next bytes).
-const READ_SIZE: usize = 16 * 1024;
+/// Room for the response head and what comes with it: most responses of a page's assets fit
+/// whole. A small buffer, as each response takes a new one (its bytes go to the client
+/// without a copy) and jemalloc serves small sizes from its per-thread caches.
+const HEAD_READ: usize = 2 * 1024;
+
+/// Room for a body's next bytes: what a `Content-Length` body still owes, within these
+/// bounds; a chunked or close-delimited body reads the most.
+const BODY_READ: std::ops::RangeInclusive<u64> = 1024..=64 * 1024;
 
 /// Pieces queued for one vectored write.
 const MAX_PIECES: usize = 8;
@@ -55,7 +62,7 @@ pub struct Home {
 /// One exchange to send.
 pub struct Exchange {
     /// The request head ([`crate::proxy::node_head::write_parts_head`]).
-    pub head: Vec<u8>,
+    pub head: Buf,
     /// The client's body, when the head declares one.
     pub body: Option<ForwardBody>,
     /// How `head` frames the body: `Length`, `Chunked`, or `Empty` (no `body`).
@@ -78,7 +85,7 @@ pub enum Sent {
 
 /// Sends `ex` on `stream` and reads the response head.
 pub async fn send(stream: TcpStream, mut ex: Exchange, home: Home) -> Sent {
-    let head = std::mem::take(&mut ex.head);
+    let head = std::mem::replace(&mut ex.head, Buf(Vec::new()));
     let body = ex.body.take();
     let mut conn = Box::new(NodeConn {
         stream,
@@ -88,17 +95,19 @@ pub async fn send(stream: TcpStream, mut ex: Exchange, home: Home) -> Sent {
         restorable: None,
         node_write_failed: false,
     });
-    let mut head = ResponseHead::new();
-    let got = head_of(&mut conn, &mut head, &ex).await;
+    let mut pooled = PooledResponseHead::take();
+    let head = &mut pooled.0;
+    let got = head_of(&mut conn, head, &ex).await;
     let head_len = match got {
         Ok(n) => n,
         Err(fault) => return fault.into_sent(&mut conn, ex.reused),
     };
-    let resp = match response(&conn.inb[..head_len], &head) {
+    // The head's bytes are shared by the field values: no copy of them.
+    let src = conn.inb.split_to(head_len).freeze();
+    let resp = match response(&src, head) {
         Ok(r) => r,
         Err(why) => return Sent::Failed(Failure::Upstream, why),
     };
-    conn.inb.advance(head_len);
     conn.restorable = None;
     let reader = BodyReader::new(head.body());
     let keep_alive = head.keep_alive() && !conn.node_write_failed;
@@ -235,7 +244,7 @@ impl NodeConn {
                     }
                 }
             }
-            match ready!(poll_read(&mut self.stream, &mut self.inb, cx)) {
+            match ready!(poll_read(&mut self.stream, &mut self.inb, HEAD_READ, cx)) {
                 Ok(0) => {
                     let why = "the node closed before answering".to_string();
                     return Poll::Ready(Err(HeadFault::Closed(why)));
@@ -250,14 +259,16 @@ impl NodeConn {
     }
 }
 
-/// Reads what the socket has into `inb` (room made first).
+/// Reads what the socket has into `inb`, with room for `want` bytes made first when it has
+/// less than a quarter of that.
 fn poll_read(
     stream: &mut TcpStream,
     inb: &mut BytesMut,
+    want: usize,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
-    if inb.capacity() - inb.len() < 1024 {
-        inb.reserve(READ_SIZE);
+    if inb.capacity() - inb.len() < want / 4 {
+        inb.reserve(want);
     }
     loop {
         match stream.try_read_buf(inb) {
@@ -270,7 +281,7 @@ fn poll_read(
 
 /// The response head as an `http::Response` for the client: hop-by-hop fields and those its
 /// `Connection` names left out; the framing fields are the client protocol's business.
-fn response(src: &[u8], head: &ResponseHead) -> Result<Response<()>, String> {
+fn response(src: &Bytes, head: &ResponseHead) -> Result<Response<()>, String> {
     let status = StatusCode::from_u16(head.status())
         .map_err(|_| format!("invalid response status {}", head.status()))?;
     let mut headers = HeaderMap::with_capacity(head.headers().len());
@@ -282,7 +293,7 @@ fn response(src: &[u8], head: &ResponseHead) -> Result<Response<()>, String> {
         }
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name),
-            HeaderValue::from_bytes(h.value.get(src)),
+            HeaderValue::from_maybe_shared(src.slice(h.value.range())),
         ) else {
             continue;
         };
@@ -305,6 +316,9 @@ enum UploadFault {
 /// The request going out: the bytes queued for the socket, and the client's body still to
 /// come.
 struct Upload {
+    head: Buf,
+    /// How much of `head` was written.
+    head_sent: usize,
     out: VecDeque<Bytes>,
     body: Option<ForwardBody>,
     chunked: bool,
@@ -317,21 +331,16 @@ struct Upload {
 }
 
 impl Upload {
-    fn new(
-        head: Vec<u8>,
-        body: Option<ForwardBody>,
-        framing: BodyFraming,
-        idle: Duration,
-    ) -> Upload {
-        let mut out = VecDeque::with_capacity(4);
-        out.push_back(Bytes::from(head));
+    fn new(head: Buf, body: Option<ForwardBody>, framing: BodyFraming, idle: Duration) -> Upload {
         let (chunked, left) = match framing {
             BodyFraming::Chunked => (true, 0),
             BodyFraming::Length(n) => (false, n),
             BodyFraming::Empty | BodyFraming::CloseDelimited => (false, 0),
         };
         Upload {
-            out,
+            head,
+            head_sent: 0,
+            out: VecDeque::new(),
             body,
             chunked,
             left,
@@ -367,17 +376,23 @@ impl Upload {
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(client_fault(&e))),
                 }
             }
-            if self.out.is_empty() {
+            if !self.pending() {
                 return match self.body {
                     None => Poll::Ready(Ok(())),
                     Some(_) => Poll::Pending,
                 };
             }
             let mut slices = [IoSlice::new(&[]); MAX_PIECES];
-            for (s, b) in slices.iter_mut().zip(&self.out) {
-                *s = IoSlice::new(b);
+            let mut n = 0;
+            let head = &self.head.0[self.head_sent..];
+            if !head.is_empty() {
+                slices[0] = IoSlice::new(head);
+                n = 1;
             }
-            let n = self.out.len().min(MAX_PIECES);
+            for b in self.out.iter().take(MAX_PIECES - n) {
+                slices[n] = IoSlice::new(b);
+                n += 1;
+            }
             match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(UploadFault::Node("wrote nothing".into())))
@@ -407,7 +422,7 @@ impl Upload {
         if data.is_empty() {
             return Ok(());
         }
-        if self.out.is_empty() {
+        if !self.pending() {
             // The node's idle limit counts from when it has something to take.
             self.idle.touch();
         }
@@ -441,8 +456,16 @@ impl Upload {
         Ok(())
     }
 
-    /// Drops `n` written bytes from the front of the queue.
+    /// Bytes wait to be written.
+    fn pending(&self) -> bool {
+        self.head_sent < self.head.0.len() || !self.out.is_empty()
+    }
+
+    /// Drops `n` written bytes from the front: the head's, then the queue's.
     fn advance(&mut self, mut n: usize) {
+        let head = (self.head.0.len() - self.head_sent).min(n);
+        self.head_sent += head;
+        n -= head;
         while n > 0 {
             let Some(front) = self.out.front_mut() else {
                 return;
@@ -560,7 +583,10 @@ impl NodeBody {
                 }
             }
             // Everything in the buffer was decoded (a chunk header's partial bytes stay).
-            match poll_read(&mut conn.stream, &mut conn.inb, cx) {
+            let want = self.reader.remaining().map_or(*BODY_READ.end(), |n| {
+                n.clamp(*BODY_READ.start(), *BODY_READ.end())
+            });
+            match poll_read(&mut conn.stream, &mut conn.inb, want as usize, cx) {
                 Poll::Ready(Ok(0)) => {
                     let end = self.reader.finish_eof();
                     self.keep_alive = false;

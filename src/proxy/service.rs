@@ -36,6 +36,7 @@ use crate::h1::BodyFraming;
 use crate::proxy::ajp_client::ClientTls;
 use crate::proxy::ajp_exchange;
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace, Turn};
+use crate::proxy::buffers::Buf;
 use crate::proxy::node_head;
 use crate::proxy::node_http;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionEdit, SessionIds};
@@ -398,7 +399,7 @@ impl ProxyService {
         parts: &http::request::Parts,
         failover: Option<&str>,
         body: Option<&ForwardBody>,
-    ) -> Vec<u8> {
+    ) -> Buf {
         let hop = node_head::Hop {
             client: self.client.ip(),
             tls: self.tls,
@@ -410,9 +411,9 @@ impl ProxyService {
             failover,
             cookie_lines: None,
         };
-        let mut out = Vec::with_capacity(1024);
+        let (mut out, mut vals) = (Buf::take(), Buf::take());
         let framing = body_framing(parts, body);
-        node_head::write_parts_head(parts, &hop, &session, framing, &mut out);
+        node_head::write_parts_head(parts, &hop, &session, framing, &mut vals.0, &mut out.0);
         out
     }
 

@@ -10,7 +10,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::ajp;
-use super::buffers::{rest_after, Buf};
 use super::context::Conn;
 use super::relay::{flush_idle, reframe, relay_response, stream_body, write_all_idle, Relayed};
 use super::request::Request;
@@ -19,6 +18,7 @@ use crate::core::select::Choice;
 use crate::h1::{BodyFraming, BodyReader, HeaderKind, RequestHead};
 use crate::proxy::ajp_exchange;
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
+use crate::proxy::buffers::{rest_after, Buf};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::node_head;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError};

@@ -33,11 +33,11 @@
 //!   container's packets to the client's response) and CPing;
 //! - `relay`: a streamed request body and the response's bytes, node to client;
 //! - `request`: the parsed request every attempt shares;
-//! - `context`: what a connection borrows from its listener ([`Context`], `Conn`);
-//! - `buffers`: per-thread pools of buffers and heads.
+//! - `context`: what a connection borrows from its listener ([`Context`], `Conn`).
+//!
+//! Buffers and heads come from [`crate::proxy::buffers`], shared with the hyper path.
 
 mod ajp;
-mod buffers;
 mod connection;
 mod context;
 mod exchange;
