@@ -94,6 +94,7 @@ pub async fn send(stream: TcpStream, mut ex: Exchange, home: Home) -> Sent {
         upload_end: None,
         restorable: None,
         node_write_failed: false,
+        heard: false,
     });
     let mut pooled = PooledResponseHead::take();
     let head = &mut pooled.0;
@@ -136,7 +137,7 @@ impl HeadFault {
             }
             // Most often the node closed the idle connection as we took it: the request
             // goes again, with its body when none of it was taken.
-            HeadFault::Closed(why) if reused && conn.inb.is_empty() => {
+            HeadFault::Closed(why) if reused && !conn.heard => {
                 let restorable = match conn.upload.as_mut() {
                     Some(up) => up.untouched(),
                     None => conn.restorable.take(),
@@ -165,6 +166,8 @@ struct NodeConn {
     /// The node stopped taking the request (it answers without reading it all): the socket
     /// is not reused.
     node_write_failed: bool,
+    /// A byte of the response came.
+    heard: bool,
 }
 
 /// Reads the response head (informational ones skipped) while the upload goes on, within
@@ -249,7 +252,7 @@ impl NodeConn {
                     let why = "the node closed before answering".to_string();
                     return Poll::Ready(Err(HeadFault::Closed(why)));
                 }
-                Ok(_) => {}
+                Ok(_) => self.heard = true,
                 Err(e) => {
                     let why = format!("the node's connection failed before answering: {e}");
                     return Poll::Ready(Err(HeadFault::Closed(why)));

@@ -7,8 +7,7 @@
 //! the pool when its exchange ended cleanly and both sides allow keep-alive.
 //!
 //! A client's request body is watched on its way ([`ForwardBody`]): it fails after
-//! `timeouts.body_idle` without a frame, and says when it ended ([`UploadWatch`]), which is
-//! where the request path starts `timeouts.response`.
+//! `timeouts.body_idle` without a frame.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,11 +27,11 @@ use crate::state::snapshot::Node;
 /// The body of a forwarded request: the client's own stream (counted against
 /// `listeners[].max_body_bytes` when it has one), or nothing (a retried request). A client
 /// body that is not empty is watched: it fails with [`BodyStalled`] after `body_idle` without
-/// a frame, and tells [`UploadWatch`] when it ends, where `timeouts.response` starts.
+/// a frame.
 #[derive(Debug)]
 pub struct ForwardBody {
     kind: BodyKind,
-    watch: Option<Box<Upload>>,
+    idle: Option<Box<BodyIdle>>,
 }
 
 #[derive(Debug)]
@@ -40,25 +39,6 @@ enum BodyKind {
     Incoming(Incoming),
     Limited(LimitedBody),
     Empty,
-}
-
-/// Where a client's upload is, for the response timeout and the request path's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UploadState {
-    Streaming,
-    /// The last byte was handed to the node's connection at this instant.
-    Ended(Instant),
-    /// No frame from the client for `body_idle`.
-    Stalled,
-}
-
-/// The request path's view of an upload that the node's connection task polls.
-pub type UploadWatch = tokio::sync::watch::Receiver<UploadState>;
-
-#[derive(Debug)]
-struct Upload {
-    idle: BodyIdle,
-    state: tokio::sync::watch::Sender<UploadState>,
 }
 
 /// The client sent no body frame for `timeouts.body_idle`.
@@ -131,12 +111,7 @@ impl ForwardBody {
         tripped: &Arc<std::sync::atomic::AtomicBool>,
         idle: Duration,
     ) -> ForwardBody {
-        let watch = (!body.is_end_stream()).then(|| {
-            Box::new(Upload {
-                idle: BodyIdle::new(idle),
-                state: tokio::sync::watch::Sender::new(UploadState::Streaming),
-            })
-        });
+        let idle = (!body.is_end_stream()).then(|| Box::new(BodyIdle::new(idle)));
         let kind = match limit {
             None => BodyKind::Incoming(body),
             Some(max) => BodyKind::Limited(LimitedBody {
@@ -145,20 +120,15 @@ impl ForwardBody {
                 tripped: tripped.clone(),
             }),
         };
-        ForwardBody { kind, watch }
+        ForwardBody { kind, idle }
     }
 
     /// No body (a replayed request).
     pub fn empty() -> ForwardBody {
         ForwardBody {
             kind: BodyKind::Empty,
-            watch: None,
+            idle: None,
         }
-    }
-
-    /// Where the upload is; `None` for a body that is empty from the start.
-    pub fn upload(&self) -> Option<UploadWatch> {
-        self.watch.as_ref().map(|w| w.state.subscribe())
     }
 }
 
@@ -205,28 +175,15 @@ impl Body for ForwardBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = this.kind.poll_frame(cx);
-        let Some(w) = this.watch.as_deref_mut() else {
+        let Some(idle) = this.idle.as_deref_mut() else {
             return polled;
         };
         match &polled {
-            Poll::Ready(Some(Ok(_))) => {
-                w.idle.touch();
-                if this.kind.is_end_stream() {
-                    w.state.send_replace(UploadState::Ended(Instant::now()));
-                }
+            Poll::Ready(Some(Ok(_))) => idle.touch(),
+            Poll::Pending if idle.expired(cx) => {
+                return Poll::Ready(Some(Err(Box::new(BodyStalled(idle.limit())))));
             }
-            Poll::Ready(None) => {
-                if *w.state.borrow() == UploadState::Streaming {
-                    w.state.send_replace(UploadState::Ended(Instant::now()));
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {}
-            Poll::Pending => {
-                if w.idle.expired(cx) {
-                    w.state.send_replace(UploadState::Stalled);
-                    return Poll::Ready(Some(Err(Box::new(BodyStalled(w.idle.limit())))));
-                }
-            }
+            _ => {}
         }
         polled
     }
