@@ -1,6 +1,7 @@
 //! The node side of HTTP/2 requests: what an HTTP/1.1 node receives from the hyper path, body
 //! framing and bytes, and how a pooled node connection that died is retried.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -8,14 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A node on hyper's own HTTP/1.1 server that answers every request with its body, saying in
-/// `x-framing` how the body came: `chunked`, `length N`, or `none`.
+/// A node on hyper's own HTTP/1.1 server that answers every request with its body, streamed
+/// back as it arrives (the answer starts before the upload ends), saying in `x-framing` how
+/// the body came: `chunked`, `length N`, or `none`.
 async fn echo_node() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -29,8 +30,7 @@ async fn echo_node() -> SocketAddr {
                     (None, None) => "none".to_string(),
                     (Some(_), Some(_)) => "both".to_string(),
                 };
-                let body = req.into_body().collect().await?.to_bytes();
-                let mut resp = Response::new(Full::new(body));
+                let mut resp = Response::new(req.into_body());
                 resp.headers_mut()
                     .insert("x-framing", framing.parse().unwrap());
                 Ok::<_, hyper::Error>(resp)
@@ -201,5 +201,92 @@ async fn a_dead_pooled_node_connection_is_retried_as_not_sent_over_h2() {
             vec!["POST /second HTTP/1.1".to_string()],
         ]
     );
+    lb.stop().await;
+}
+
+/// A node that answers `413` as soon as it has a request head, without reading the body, and
+/// closes. The balancer must keep reading the answer while it uploads: the client gets the
+/// `413`, not a hang or a `502`.
+async fn refusing_node() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let no = b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big\n";
+                let _ = s.write_all(no).await;
+                // Read on until the balancer closes, so the answer is not lost to a reset.
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+on_both_paths!(a_node_that_answers_before_the_upload_ends_is_heard);
+async fn a_node_that_answers_before_the_upload_ends_is_heard(proto: Proto) {
+    let node = refusing_node().await;
+    let lb = balancer(&yaml("", &[node_line("jvm1", node, "")])).await;
+    let body = Bytes::from(pattern(8 * 1024 * 1024, 9));
+    let r = proto
+        .send(
+            lb.addr(),
+            Method::PUT,
+            "/big",
+            &[("content-length", "8388608")],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.text(), "too big\n");
+    lb.stop().await;
+}
+
+/// A node that answers with a chunked body written a few bytes at a time (chunk headers and
+/// the last chunk split across writes), then keeps the connection.
+async fn trickling_node() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while read_head(&mut s, &mut buf).await.is_some() {
+                    let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;ext=1\r\n,\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+                    for piece in resp.chunks(3) {
+                        if s.write_all(piece).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+on_both_paths!(a_trickled_chunked_answer_arrives_whole);
+async fn a_trickled_chunked_answer_arrives_whole(proto: Proto) {
+    let node = trickling_node().await;
+    let lb = balancer(&yaml("", &[node_line("jvm1", node, "")])).await;
+    let mut c = proto.open(lb.addr()).await;
+    for _ in 0..2 {
+        let r = c.get("/", None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.text(), "hello, world");
+    }
     lb.stop().await;
 }

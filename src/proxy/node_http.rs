@@ -572,20 +572,24 @@ impl NodeBody {
                     }
                     return Poll::Ready(Some(Ok(data)));
                 }
-                Ok(Step::Trailer { end, .. }) => conn.inb.advance(end),
+                // Trailers are not passed on (the native path drops them too).
+                Ok(Step::Trailer { end, .. }) => {
+                    conn.inb.advance(end);
+                    continue;
+                }
                 Ok(Step::Done { consumed }) => {
                     conn.inb.advance(consumed);
                     self.finish();
                     return Poll::Ready(None);
                 }
-                Ok(Step::NeedMore) => {}
+                // The decoder took all of it (a chunk header's start is kept in its state).
+                Ok(Step::NeedMore) => conn.inb.clear(),
                 Err(e) => {
                     self.conn = None;
                     let why = format!("invalid response body: {e}");
                     return Poll::Ready(Some(Err(Box::new(BodyFailed(why)))));
                 }
             }
-            // Everything in the buffer was decoded (a chunk header's partial bytes stay).
             let want = self.reader.remaining().map_or(*BODY_READ.end(), |n| {
                 n.clamp(*BODY_READ.start(), *BODY_READ.end())
             });
