@@ -255,7 +255,7 @@ pub struct FieldsRequest<'a, F> {
 
 /// Writes the request head to send to a node for a request given as fields, by the rules of
 /// [`write_request_head`]: `METHOD target HTTP/1.1`, `Host` first, then the fields that
-/// [`request_field_kept`] keeps, in order, then what [`end_request_head`] adds. `edits.body`
+/// `request_field_kept` keeps, in order, then what `end_request_head` adds. `edits.body`
 /// is the framing to declare (`None`: no body); `edits.replace`, `default_host` and
 /// `target` are the parsed writer's and are not read here: the caller passes the values it
 /// wants. An upgrade is forwarded when `edits.upgrade` and the fields ask for one.

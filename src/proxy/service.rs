@@ -1,11 +1,16 @@
-//! The hyper request path: one `Service` per client connection (HTTP/2, h2c, TLS listeners,
-//! upgrades), driving the phases of [`crate::proxy::pipeline`] over hyper's types.
+//! The hyper request path: one `Service` per HTTP/2 client connection (h2c by prior knowledge,
+//! `h2` by ALPN), driving the phases of [`crate::proxy::pipeline`] over hyper's types. HTTP/2
+//! carries no `Upgrade` (h2 refuses the field, and extended CONNECT is not enabled), so no
+//! request here becomes a tunnel.
 //!
-//! [`ProxyService::forward`] does match and extract and the node-independent rewriting once;
-//! [`ProxyService::attempts`] runs select → connect → rebind → send for each node tried, and
-//! carries out what `core::retry` decides when an attempt fails; the response is rewritten by
-//! the binder and streamed back, its connection returning to the pool when the body ends.
-//! Every failure becomes a short synthetic response with [`ProxyError::status`].
+//! [`ProxyService::forward`] does match and extract once; [`ProxyService::attempts`] runs
+//! select → connect → rebind → send for each node tried, and carries out what `core::retry`
+//! decides when an attempt fails. An HTTP/1.1 node is reached through
+//! [`crate::proxy::node_http`] on a socket of the shared pool, with the head
+//! [`crate::proxy::node_head`] writes from the request's fields; an AJP node through
+//! [`crate::proxy::ajp_exchange`]. The response is rewritten by the binder and streamed back,
+//! the node's socket returning to the pool when the body ends. Every failure becomes a short
+//! synthetic response with [`ProxyError::status`].
 
 use std::convert::Infallible;
 use std::future::Future;
