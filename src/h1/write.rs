@@ -23,7 +23,7 @@
 //! NUL; values taken from a parsed head never do. This is checked in debug builds.
 
 use crate::h1::framing::BodyFraming;
-use crate::h1::header::{list_items, HeaderKind};
+use crate::h1::header::{list_items, Header, HeaderKind};
 use crate::h1::request::{RequestHead, Version};
 use crate::h1::response::ResponseHead;
 
@@ -301,6 +301,17 @@ pub fn write_request_fields<'f, F, I>(
     );
 }
 
+/// The one rule for a node's response field, on both request paths: hop-by-hop fields and
+/// those the response's `Connection` names stay on the node's connection; `Upgrade` goes on
+/// with a `101`.
+pub fn response_field_hop_by_hop(head: &ResponseHead, src: &[u8], h: &Header) -> bool {
+    match h.kind {
+        HeaderKind::Upgrade if head.is_upgrade() => false,
+        k if k.is_hop_by_hop() => true,
+        _ => !head.connection_tokens().is_empty() && head.connection_names(src, h.name.get(src)),
+    }
+}
+
 /// Writes the response head to send to the client and says how to send the body.
 ///
 /// The status line is always `HTTP/1.1` (RFC 9110 §2.5: a server sends its own version).
@@ -333,16 +344,12 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
 
     let upgrade = head.is_upgrade();
-    let has_tokens = !head.connection_tokens().is_empty();
     for (i, h) in head.headers().iter().enumerate() {
         let name = h.name.get(src);
-        match h.kind {
-            HeaderKind::ContentLength | HeaderKind::TransferEncoding => continue,
-            HeaderKind::Upgrade if upgrade => {}
-            k if k.is_hop_by_hop() => continue,
-            _ => {}
-        }
-        if (has_tokens && h.kind != HeaderKind::Upgrade && head.connection_names(src, name))
+        if matches!(
+            h.kind,
+            HeaderKind::ContentLength | HeaderKind::TransferEncoding
+        ) || response_field_hop_by_hop(head, src, h)
             || in_skip(edits.skip, name)
         {
             continue;
@@ -596,10 +603,6 @@ mod tests {
             extra: &fwd,
             ..RequestEdits::default()
         };
-        let upgrade = RequestEdits {
-            upgrade: true,
-            ..RequestEdits::default()
-        };
         type Case<'a> = (
             &'a str,
             &'a [(&'a str, &'a str)],
@@ -665,22 +668,36 @@ mod tests {
                 &chunked,
                 "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n",
             ),
-            (
-                "an upgrade forwarded only when asked and asked for",
-                &[("connection", "Upgrade"), ("upgrade", "websocket"), ("k", "v")],
-                &upgrade,
-                "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nupgrade: websocket\r\nk: v\r\nConnection: upgrade\r\n\r\n",
-            ),
-            (
-                "no upgrade without the Connection token",
-                &[("upgrade", "websocket"), ("k", "v")],
-                &upgrade,
-                "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nk: v\r\n\r\n",
-            ),
         ];
         for (what, fields, edits, want) in cases {
             assert_eq!(write_fields(fields, edits), *want, "{what}");
         }
+    }
+
+    #[test]
+    fn fields_request_upgrade_only_when_asked_and_asked_for() {
+        let upgrade = RequestEdits {
+            upgrade: true,
+            ..RequestEdits::default()
+        };
+        let asked = [
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("k", "v"),
+        ];
+        assert_eq!(
+            write_fields(&asked, &upgrade),
+            "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nupgrade: websocket\r\nk: v\r\nConnection: upgrade\r\n\r\n"
+        );
+        assert_eq!(
+            write_fields(&asked, &RequestEdits::default()),
+            "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nk: v\r\n\r\n"
+        );
+        let no_token = [("upgrade", "websocket"), ("k", "v")];
+        assert_eq!(
+            write_fields(&no_token, &upgrade),
+            "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nk: v\r\n\r\n"
+        );
     }
 
     /// Both writers apply one set of rules: a parsed head whose `Host` comes first, written by

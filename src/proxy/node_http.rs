@@ -282,18 +282,18 @@ fn poll_read(
     }
 }
 
-/// The response head as an `http::Response` for the client: hop-by-hop fields and those its
-/// `Connection` names left out; the framing fields are the client protocol's business.
+/// The response head as an `http::Response` for the client, without the fields that stay on
+/// the node's connection ([`h1::response_field_hop_by_hop`]); `Content-Length` stays, for
+/// hyper to frame the body by.
 fn response(src: &Bytes, head: &ResponseHead) -> Result<Response<()>, String> {
     let status = StatusCode::from_u16(head.status())
         .map_err(|_| format!("invalid response status {}", head.status()))?;
     let mut headers = HeaderMap::with_capacity(head.headers().len());
-    let has_tokens = !head.connection_tokens().is_empty();
     for h in head.headers() {
-        let name = h.name.get(src);
-        if h.kind.is_hop_by_hop() || (has_tokens && head.connection_names(src, name)) {
+        if h1::response_field_hop_by_hop(head, src, h) {
             continue;
         }
+        let name = h.name.get(src);
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name),
             HeaderValue::from_maybe_shared(src.slice(h.value.range())),
@@ -519,6 +519,8 @@ pub struct NodeBody {
     keep_alive: bool,
     home: Home,
     idle: BodyIdle,
+    /// The body's failure, raised at the poll after the one that found it.
+    failed: Option<BoxError>,
 }
 
 impl NodeBody {
@@ -535,6 +537,7 @@ impl NodeBody {
             keep_alive,
             home,
             idle: BodyIdle::new(idle),
+            failed: None,
         };
         if b.reader.is_done() {
             b.finish();
@@ -630,20 +633,32 @@ impl Body for NodeBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.get_mut()
-            .poll_data(cx)
-            .map(|o| o.map(|r| r.map(Frame::data)))
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match this.poll_data(cx) {
+            // Raised at the next poll: the server first writes what it holds of the
+            // response, so a response cut off reaches the client as far as it got (as on
+            // the native path), whatever the timing of the node's close.
+            Poll::Ready(Some(Err(e))) => {
+                this.failed = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            polled => polled.map(|o| o.map(|r| r.map(Frame::data))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.conn.is_none() || self.reader.is_done()
+        self.failed.is_none() && (self.conn.is_none() || self.reader.is_done())
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.reader.remaining() {
             Some(n) if self.conn.is_some() => SizeHint::with_exact(n),
-            Some(_) => SizeHint::with_exact(0),
-            None => SizeHint::default(),
+            Some(_) if self.failed.is_none() => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
         }
     }
 }

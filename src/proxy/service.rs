@@ -638,9 +638,9 @@ fn join_h2_cookies(parts: &mut http::request::Parts) {
     }
 }
 
-/// How the head declares the body: its length when the client's request gives one (or a
-/// `POST`, `PUT` or `PATCH` without a body: `Content-Length: 0`, as hyper's client sent),
-/// chunked when the length is unknown, none for no body.
+/// How the head declares the body: its length when the client's request gives one, chunked
+/// when the length is unknown, none for no body; but `Content-Length: 0` for a `POST`, `PUT`
+/// or `PATCH` without one (servers may answer these `411 Length Required` without a length).
 fn body_framing(parts: &http::request::Parts, body: Option<&ForwardBody>) -> BodyFraming {
     match body.map(|b| b.size_hint().exact()) {
         Some(Some(n)) => BodyFraming::Length(n),
