@@ -29,8 +29,9 @@
 //! on TLS) to hyper through `proxy::service`. Both run the one attempt loop
 //! (`proxy::attempt::Attempts`) over `proxy::pipeline`'s phases: match the pool, extract the id
 //! (`core::session`), select the node (`core::select`), rebind a moved session
-//! (`core::binder`, the store for `rename`), forward (the native path on its own keep-alive
-//! connections, hyper over `proxy::upstream`), and rewrite the response on its way back. AJP/1.3
+//! (`core::binder`, the store for `rename`), forward (both paths on the `h1` codec and one set
+//! of keep-alive node connections, `proxy::upstream`; HTTP/2 requests through
+//! `proxy::node_http`), and rewrite the response on its way back. AJP/1.3
 //! nodes (`protocol: ajp`) are reached from both paths on the `ajp` codec (`proxy::h1::ajp`,
 //! `proxy::ajp_exchange`).
 

@@ -261,13 +261,12 @@ impl Control {
         let tls = bound.tls().cloned();
         tracing::info!(local = %handle.addr, tls = tls.is_some(), workers = bound.sockets.len(), "listening");
         for (i, socket) in bound.sockets.into_iter().enumerate() {
-            let (raw, conns) = self.workers.pools(i);
+            let conns = self.workers.pools(i);
             let accept = server::AcceptLoop {
                 socket,
                 cfg: bound.cfg.clone(),
                 tls: tls.clone(),
                 balancer: self.balancer.clone(),
-                raw,
                 conns,
                 limit: limit.clone(),
                 shutdown: stop.clone(),

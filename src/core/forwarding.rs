@@ -247,8 +247,11 @@ impl BodyBudget {
     }
 }
 
-/// Node-independent rewriting: HTTP/1.1 origin-form, hop-by-hop headers, forwarding headers,
-/// and no client-supplied failover header. `extend_forwarded`: keep the request's
+/// Node-independent rewriting of an HTTP/2 request's fields for an AJP node (the AJP writer
+/// forwards the fields it is given; HTTP/1.1 nodes get theirs from `proxy::node_head`, which
+/// applies the same rules while it writes): HTTP/1.1 origin-form, hop-by-hop headers,
+/// forwarding headers, and no client-supplied failover header. `extend_forwarded`: keep the
+/// request's
 /// `X-Forwarded-For` and `Forwarded` chains and append to them ([`TrustedProxies::extends`]);
 /// otherwise they are replaced by what the balancer saw.
 pub fn prepare_request(

@@ -16,7 +16,8 @@
 //! - [`response`]: [`parse_response`] into a reusable [`ResponseHead`];
 //! - [`chunked`]: the zero-copy [`ChunkedDecoder`] and chunk framing to write;
 //! - [`body`]: [`BodyReader`], one decoder for every framing;
-//! - [`write`]: [`write_request_head`], [`write_response_head`];
+//! - [`write`]: [`write_request_head`], [`write_request_fields`] (a request given as fields),
+//!   [`write_response_head`];
 //! - [`values`]: `X-Forwarded-For` / `Forwarded` values without allocation.
 //!
 //! # How a driver uses it
@@ -117,5 +118,6 @@ pub use response::{parse_response, ResponseHead};
 pub use target::{is_valid_host, TargetForm};
 pub use values::{push_forwarded, push_forwarded_for, push_ip};
 pub use write::{
-    write_request_head, write_response_head, BodyOut, RequestEdits, ResponseEdits, ResponseOut,
+    response_field_hop_by_hop, write_request_fields, write_request_head, write_response_head,
+    BodyOut, FieldsRequest, RequestEdits, ResponseEdits, ResponseOut,
 };

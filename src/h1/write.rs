@@ -23,7 +23,7 @@
 //! NUL; values taken from a parsed head never do. This is checked in debug builds.
 
 use crate::h1::framing::BodyFraming;
-use crate::h1::header::HeaderKind;
+use crate::h1::header::{list_items, Header, HeaderKind};
 use crate::h1::request::{RequestHead, Version};
 use crate::h1::response::ResponseHead;
 
@@ -184,35 +184,52 @@ pub fn write_request_head(
     let mut wrote_host = false;
     for (i, h) in head.headers().iter().enumerate() {
         let name = h.name.get(src);
-        match h.kind {
-            HeaderKind::Host => {
-                wrote_host = true;
-                let value = replacement(edits.replace, i)
-                    .or_else(|| head.host(src))
-                    .unwrap_or(h.value.get(src));
-                field(out, name, value);
-                continue;
-            }
-            HeaderKind::ContentLength | HeaderKind::TransferEncoding => continue,
-            HeaderKind::Upgrade if upgrade => {}
-            k if k.is_hop_by_hop() => continue,
-            _ => {}
-        }
-        if (has_tokens && h.kind != HeaderKind::Upgrade && head.connection_names(src, name))
-            || in_skip(edits.skip, name)
-        {
+        if h.kind == HeaderKind::Host {
+            wrote_host = true;
+            let value = replacement(edits.replace, i)
+                .or_else(|| head.host(src))
+                .unwrap_or(h.value.get(src));
+            field(out, name, value);
             continue;
         }
-        let value = replacement(edits.replace, i).unwrap_or(h.value.get(src));
-        field(out, name, value);
+        let named = |name: &[u8]| has_tokens && head.connection_names(src, name);
+        if request_field_kept(h.kind, name, upgrade, named, edits.skip) {
+            let value = replacement(edits.replace, i).unwrap_or(h.value.get(src));
+            field(out, name, value);
+        }
     }
     if !wrote_host {
         field(out, b"Host", head.host(src).unwrap_or(edits.default_host));
     }
+    end_request_head(edits, edits.body.unwrap_or(head.body()), upgrade, out);
+}
+
+/// The one rule for a client's request field on its way to the node (both writers): framing
+/// fields are regenerated, hop-by-hop fields and those `Connection` names (`named`) dropped
+/// (`Upgrade` kept for an upgrade), the caller's skip list dropped. `Host` is the caller's.
+#[inline]
+fn request_field_kept(
+    kind: HeaderKind,
+    name: &[u8],
+    upgrade: bool,
+    named: impl FnOnce(&[u8]) -> bool,
+    skip: &[&[u8]],
+) -> bool {
+    match kind {
+        HeaderKind::Host | HeaderKind::ContentLength | HeaderKind::TransferEncoding => false,
+        HeaderKind::Upgrade if upgrade => !in_skip(skip, name),
+        k if k.is_hop_by_hop() => false,
+        _ => !named(name) && !in_skip(skip, name),
+    }
+}
+
+/// What ends every request head: the caller's extras, the framing fields for `body`,
+/// `Connection` as needed, the blank line.
+fn end_request_head(edits: &RequestEdits<'_>, body: BodyFraming, upgrade: bool, out: &mut Vec<u8>) {
     for (name, value) in edits.extra {
         field(out, name, value);
     }
-    match edits.body.unwrap_or(head.body()) {
+    match body {
         BodyFraming::Length(n) => content_length(out, n),
         BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyFraming::Empty | BodyFraming::CloseDelimited => {}
@@ -223,6 +240,76 @@ pub fn write_request_head(
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// A request that was not parsed from HTTP/1.1 bytes (the hyper path's HTTP/2 requests): its
+/// method, origin-form target, the `Host` to send and its fields as `(name, value)` pairs
+/// (`fields` makes an iterator over them, in order, each time it is called).
+#[derive(Debug, Clone, Copy)]
+pub struct FieldsRequest<'a, F> {
+    pub method: &'a [u8],
+    pub target: &'a [u8],
+    pub host: &'a [u8],
+    pub fields: F,
+}
+
+/// Writes the request head to send to a node for a request given as fields, by the rules of
+/// [`write_request_head`]: `METHOD target HTTP/1.1`, `Host` first, then the fields that
+/// `request_field_kept` keeps, in order, then what `end_request_head` adds. `edits.body`
+/// is the framing to declare (`None`: no body); `edits.replace`, `default_host` and
+/// `target` are the parsed writer's and are not read here: the caller passes the values it
+/// wants. An upgrade is forwarded when `edits.upgrade` and the fields ask for one.
+pub fn write_request_fields<'f, F, I>(
+    req: FieldsRequest<'_, F>,
+    edits: &RequestEdits<'_>,
+    out: &mut Vec<u8>,
+) where
+    F: Fn() -> I,
+    I: Iterator<Item = (&'f [u8], &'f [u8])>,
+{
+    out.reserve(req.method.len() + req.target.len() + 512);
+    out.extend_from_slice(req.method);
+    out.push(b' ');
+    out.extend_from_slice(req.target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    field(out, b"Host", req.host);
+    let connection = || {
+        (req.fields)()
+            .filter(|(n, _)| HeaderKind::of(n) == HeaderKind::Connection)
+            .map(|(_, v)| v)
+    };
+    let has_tokens = connection().next().is_some();
+    let named = |name: &[u8]| {
+        connection().any(|v| list_items(v, 0).any(|t| t.get(v).eq_ignore_ascii_case(name)))
+    };
+    let upgrade = edits.upgrade
+        && has_tokens
+        && named(b"upgrade")
+        && (req.fields)().any(|(n, _)| HeaderKind::of(n) == HeaderKind::Upgrade);
+    for (name, value) in (req.fields)() {
+        let kind = HeaderKind::of(name);
+        let named = |n: &[u8]| has_tokens && named(n);
+        if request_field_kept(kind, name, upgrade, named, edits.skip) {
+            field(out, name, value);
+        }
+    }
+    end_request_head(
+        edits,
+        edits.body.unwrap_or(BodyFraming::Empty),
+        upgrade,
+        out,
+    );
+}
+
+/// The one rule for a node's response field, on both request paths: hop-by-hop fields and
+/// those the response's `Connection` names stay on the node's connection; `Upgrade` goes on
+/// with a `101`.
+pub fn response_field_hop_by_hop(head: &ResponseHead, src: &[u8], h: &Header) -> bool {
+    match h.kind {
+        HeaderKind::Upgrade if head.is_upgrade() => false,
+        k if k.is_hop_by_hop() => true,
+        _ => !head.connection_tokens().is_empty() && head.connection_names(src, h.name.get(src)),
+    }
 }
 
 /// Writes the response head to send to the client and says how to send the body.
@@ -257,16 +344,12 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
 
     let upgrade = head.is_upgrade();
-    let has_tokens = !head.connection_tokens().is_empty();
     for (i, h) in head.headers().iter().enumerate() {
         let name = h.name.get(src);
-        match h.kind {
-            HeaderKind::ContentLength | HeaderKind::TransferEncoding => continue,
-            HeaderKind::Upgrade if upgrade => {}
-            k if k.is_hop_by_hop() => continue,
-            _ => {}
-        }
-        if (has_tokens && h.kind != HeaderKind::Upgrade && head.connection_names(src, name))
+        if matches!(
+            h.kind,
+            HeaderKind::ContentLength | HeaderKind::TransferEncoding
+        ) || response_field_hop_by_hop(head, src, h)
             || in_skip(edits.skip, name)
         {
             continue;
@@ -478,6 +561,190 @@ mod tests {
             write_req(raw, &RequestEdits::default()),
             "GET /ws HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: k\r\n\r\n"
         );
+    }
+
+    fn write_fields(fields: &[(&str, &str)], edits: &RequestEdits<'_>) -> String {
+        let fields = || fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        let req = FieldsRequest {
+            method: b"POST",
+            target: b"/p?q=1",
+            host: b"app.test",
+            fields,
+        };
+        let mut out = Vec::new();
+        write_request_fields(req, edits, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A request given as fields (an HTTP/2 request's) gets the parsed writer's rules.
+    #[test]
+    fn fields_request_table() {
+        let fwd: [(&[u8], &[u8]); 3] = [
+            (b"X-Forwarded-For", b"192.0.2.7"),
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Host", b"app.test"),
+        ];
+        let skip: [&[u8]; 3] = [
+            b"x-forwarded-for",
+            b"x-forwarded-proto",
+            b"X-Session-Failover",
+        ];
+        let plain = RequestEdits::default();
+        let length = RequestEdits {
+            body: Some(BodyFraming::Length(5)),
+            ..RequestEdits::default()
+        };
+        let chunked = RequestEdits {
+            body: Some(BodyFraming::Chunked),
+            ..RequestEdits::default()
+        };
+        let forwarded = RequestEdits {
+            skip: &skip,
+            extra: &fwd,
+            ..RequestEdits::default()
+        };
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a RequestEdits<'a>,
+            &'a str,
+        );
+        let cases: &[Case] = &[
+            ("no fields", &[], &plain, "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\n\r\n"),
+            (
+                "hop-by-hop fields dropped",
+                &[
+                    ("accept", "*/*"),
+                    ("keep-alive", "timeout=5"),
+                    ("proxy-connection", "keep-alive"),
+                    ("te", "trailers"),
+                    ("trailer", "x-sum"),
+                    ("transfer-encoding", "chunked"),
+                    ("upgrade", "websocket"),
+                    ("proxy-authorization", "Basic x"),
+                    ("cookie", "a=1"),
+                ],
+                &plain,
+                "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\naccept: */*\r\ncookie: a=1\r\n\r\n",
+            ),
+            (
+                "fields named in Connection dropped, a Host token ignored",
+                &[
+                    ("connection", "X-Secret, host"),
+                    ("connection", "x-other"),
+                    ("x-secret", "s"),
+                    ("x-other", "o"),
+                    ("x-kept", "k"),
+                ],
+                &plain,
+                "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nx-kept: k\r\n\r\n",
+            ),
+            (
+                "the client's Host field gives way to the decided host",
+                &[("host", "other.test"), ("a", "1")],
+                &plain,
+                "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\na: 1\r\n\r\n",
+            ),
+            (
+                "forwarding fields replaced, failover header dropped",
+                &[
+                    ("x-forwarded-for", "6.6.6.6"),
+                    ("x-session-failover", "jvm9"),
+                    ("b", "2"),
+                    ("x-forwarded-proto", "gopher"),
+                ],
+                &forwarded,
+                "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nb: 2\r\nX-Forwarded-For: 192.0.2.7\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: app.test\r\n\r\n",
+            ),
+            (
+                "a length body: Content-Length regenerated",
+                &[("content-length", "7"), ("a", "1")],
+                &length,
+                "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\na: 1\r\nContent-Length: 5\r\n\r\n",
+            ),
+            (
+                "a body without a length goes chunked",
+                &[("content-length", "7")],
+                &chunked,
+                "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+        ];
+        for (what, fields, edits, want) in cases {
+            assert_eq!(write_fields(fields, edits), *want, "{what}");
+        }
+    }
+
+    #[test]
+    fn fields_request_upgrade_only_when_asked_and_asked_for() {
+        let upgrade = RequestEdits {
+            upgrade: true,
+            ..RequestEdits::default()
+        };
+        let asked = [
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("k", "v"),
+        ];
+        assert_eq!(
+            write_fields(&asked, &upgrade),
+            "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nupgrade: websocket\r\nk: v\r\nConnection: upgrade\r\n\r\n"
+        );
+        assert_eq!(
+            write_fields(&asked, &RequestEdits::default()),
+            "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nk: v\r\n\r\n"
+        );
+        let no_token = [("upgrade", "websocket"), ("k", "v")];
+        assert_eq!(
+            write_fields(&no_token, &upgrade),
+            "POST /p?q=1 HTTP/1.1\r\nHost: app.test\r\nk: v\r\n\r\n"
+        );
+    }
+
+    /// Both writers apply one set of rules: a parsed head whose `Host` comes first, written by
+    /// either, gives the same bytes.
+    #[test]
+    fn both_request_writers_agree() {
+        let cases: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /x?y=1 HTTP/1.0\r\nHost: a:80\r\nConnection: keep-alive\r\n\r\n",
+            b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-A:   spaced  \r\nTE: trailers\r\n\r\n",
+            b"PUT /u HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\nKeep-Alive: 5\r\n\r\n",
+            b"GET /c HTTP/1.1\r\nHost: a\r\nConnection: close, x-y\r\nx-y: 1\r\nX-Z: 2\r\nProxy-Authorization: b\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+        ];
+        let skip: [&[u8]; 1] = [b"x-z"];
+        for raw in cases {
+            let h = req(raw);
+            for upgrade in [false, true] {
+                let edits = RequestEdits {
+                    skip: &skip,
+                    upgrade,
+                    body: Some(h.body()),
+                    ..RequestEdits::default()
+                };
+                let mut parsed = Vec::new();
+                write_request_head(raw, &h, &edits, &mut parsed);
+                let fields = || {
+                    h.headers()
+                        .iter()
+                        .map(|f| (f.name.get(&raw[..]), f.value.get(&raw[..])))
+                };
+                let given = FieldsRequest {
+                    method: h.method_bytes(raw),
+                    target: h.target(raw),
+                    host: h.host(raw).unwrap(),
+                    fields,
+                };
+                let mut from_fields = Vec::new();
+                write_request_fields(given, &edits, &mut from_fields);
+                assert_eq!(
+                    String::from_utf8_lossy(&from_fields),
+                    String::from_utf8_lossy(&parsed),
+                    "{}",
+                    String::from_utf8_lossy(raw).escape_debug()
+                );
+            }
+        }
     }
 
     fn write_res(raw: &[u8], head_req: bool, edits: &ResponseEdits<'_>) -> (String, ResponseOut) {

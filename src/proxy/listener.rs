@@ -25,7 +25,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::proxy::client_io::ClientIo;
-use crate::proxy::h1::{self, RawPools};
+use crate::proxy::h1;
 use crate::proxy::h2_preface;
 use crate::proxy::open_streams::{Counted, OpenStreams};
 use crate::proxy::service::{ProxyService, ResetBudget};
@@ -156,8 +156,7 @@ pub struct AcceptLoop {
     pub cfg: ListenerConfig,
     pub tls: Option<TlsAcceptor>,
     pub balancer: Arc<Balancer>,
-    /// The worker's keep-alive pools.
-    pub raw: Arc<RawPools>,
+    /// The worker's keep-alive connections to the nodes.
     pub conns: Arc<UpstreamPools>,
     /// The listener's `max_connections`, shared by its accept loops.
     pub limit: Arc<Semaphore>,
@@ -173,7 +172,6 @@ pub async fn serve_listener(a: AcceptLoop) {
         cfg,
         tls,
         balancer,
-        raw,
         conns,
         limit,
         shutdown,
@@ -197,8 +195,7 @@ pub async fn serve_listener(a: AcceptLoop) {
     let shared = Arc::new(Shared {
         native: Arc::new(h1::Context {
             balancer: balancer.clone(),
-            pools: raw,
-            upstream: conns.clone(),
+            pools: conns.clone(),
             cfg: cfg.clone(),
             shutdown: shutdown.clone(),
             tls: tls.is_some(),
@@ -414,8 +411,7 @@ async fn serve_h2c<F>(
     }
     let tls = stream.is_tls();
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, tls)
-        .with_listener(&shared.cfg)
-        .with_tunnels(shared.tunnels.clone(), None);
+        .with_listener(&shared.cfg);
     let limit = write_stall_limit(&shared.balancer);
     let io = TokioIo::new(WriteStall::new(Rewind::new(read, stream), limit));
     serve_hyper(&shared, io, service, watcher).await;
@@ -470,8 +466,9 @@ async fn serve_tls<F>(
     let client_tls = crate::proxy::ajp_client::ClientTls::of(&stream);
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, true)
         .with_listener(&shared.cfg)
-        .with_client_tls(client_tls)
-        .with_tunnels(shared.tunnels.clone(), Some(Arc::new(permit)));
+        .with_client_tls(client_tls);
+    // HTTP/2 has no `101` upgrade: the connection alone holds its permit.
+    let _permit = permit;
     let io = TokioIo::new(WriteStall::new(stream, write_stall_limit(&shared.balancer)));
     Box::pin(serve_hyper(&shared, io, service, watcher)).await;
 }

@@ -9,6 +9,7 @@
 //!   respond, shared by every protocol;
 //! - [`attempt`]: the attempt loop both protocols run: the node, its slot, the rebind, what a
 //!   failed attempt counts and what `core::retry` decides next, the access-log trace;
+//! - [`buffers`]: per-thread pools of byte buffers and parsed heads, for both paths;
 //! - [`client_io`]: a native-path client connection, plain TCP or a [`tls_session`];
 //! - [`h1`]: the native HTTP/1.1 path on the `crate::h1` codec, on cleartext and TLS
 //!   listeners;
@@ -16,8 +17,10 @@
 //!   the `GOAWAY` that answers a wrong one;
 //! - [`service`]: the hyper `Service` for HTTP/2 (h2c by prior knowledge on cleartext, `h2` by
 //!   ALPN on TLS) that drives them;
-//! - [`upstream`]: keep-alive connection pools to the nodes; [`idle_conns`]: idle TCP
-//!   connections per node (native HTTP/1.1, AJP);
+//! - [`upstream`]: the keep-alive connections to the nodes, shared by both paths;
+//!   [`idle_conns`]: idle TCP connections per node (HTTP/1.1, AJP);
+//! - [`node_head`]: the head a node receives, for both paths, on the `crate::h1` writers;
+//! - [`node_http`]: the hyper path's HTTP/1.1 exchange with a node on the `crate::h1` codec;
 //! - [`ajp_exchange`]: AJP nodes: connecting (CPing past `ping_after`), the hyper path's
 //!   exchange, and the client's TLS attributes for them ([`ajp_client`]);
 //! - [`open_streams`]: an HTTP/2 connection's open streams, for its keep-alive limit;
@@ -29,12 +32,15 @@ pub mod access_log;
 pub mod ajp_client;
 pub mod ajp_exchange;
 pub mod attempt;
+pub mod buffers;
 pub mod client_io;
 pub mod deadline;
 pub mod h1;
 pub mod h2_preface;
 pub mod idle_conns;
 pub mod listener;
+pub mod node_head;
+pub mod node_http;
 pub mod open_streams;
 pub mod pipeline;
 pub mod service;

@@ -1,11 +1,16 @@
-//! The hyper request path: one `Service` per client connection (HTTP/2, h2c, TLS listeners,
-//! upgrades), driving the phases of [`crate::proxy::pipeline`] over hyper's types.
+//! The hyper request path: one `Service` per HTTP/2 client connection (h2c by prior knowledge,
+//! `h2` by ALPN), driving the phases of [`crate::proxy::pipeline`] over hyper's types. HTTP/2
+//! carries no `Upgrade` (h2 refuses the field, and extended CONNECT is not enabled), so no
+//! request here becomes a tunnel.
 //!
-//! [`ProxyService::forward`] does match and extract and the node-independent rewriting once;
-//! [`ProxyService::attempts`] runs select → connect → rebind → send for each node tried, and
-//! carries out what `core::retry` decides when an attempt fails; the response is rewritten by
-//! the binder and streamed back, its connection returning to the pool when the body ends.
-//! Every failure becomes a short synthetic response with [`ProxyError::status`].
+//! [`ProxyService::forward`] does match and extract once; [`ProxyService::attempts`] runs
+//! select → connect → rebind → send for each node tried, and carries out what `core::retry`
+//! decides when an attempt fails. An HTTP/1.1 node is reached through
+//! [`crate::proxy::node_http`] on a socket of the shared pool, with the head
+//! [`crate::proxy::node_head`] writes from the request's fields; an AJP node through
+//! [`crate::proxy::ajp_exchange`]. The response is rewritten by the binder and streamed back,
+//! the node's socket returning to the pool when the body ends. Every failure becomes a short
+//! synthetic response with [`ProxyError::status`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,26 +27,25 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use crate::config::AjpConfig;
 use crate::config::ListenerConfig;
 use crate::core::binder::{self, ResponsePlan};
 use crate::core::forwarding::{
-    declared_body_too_large, is_idempotent, is_upgrade, prepare_request, strip_hop_by_hop,
-    TrustedProxies,
+    declared_body_too_large, is_idempotent, prepare_request, strip_hop_by_hop, TrustedProxies,
 };
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
 use crate::core::session::IdLocation;
+use crate::h1::BodyFraming;
 use crate::proxy::ajp_client::ClientTls;
 use crate::proxy::ajp_exchange;
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace, Turn};
+use crate::proxy::buffers::Buf;
+use crate::proxy::node_head;
+use crate::proxy::node_http;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionEdit, SessionIds};
-use crate::proxy::tunnel::{self, TunnelPolicy};
-use crate::proxy::upstream::{
-    self, BodyIdle, ForwardBody, Sender, UploadState, UploadWatch, UpstreamPool, UpstreamPools,
-};
+use crate::proxy::upstream::{self, connect_http, ForwardBody, UpstreamPools};
 use crate::state::node::now_ms;
 use crate::state::snapshot::{Node, Pool, Snapshot};
 use crate::state::Balancer;
@@ -61,10 +65,6 @@ pub struct ProxyService {
     max_body: Option<u64>,
     /// The connection's rapid-reset guard (HTTP/2).
     resets: Option<Arc<ResetBudget>>,
-    /// How the listener's tunnels are bounded, and where they run.
-    tunnels: TunnelPolicy,
-    /// The connection's permit of `listeners[].max_connections`, kept by a tunnel it becomes.
-    permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
     /// The listener's port (`server_port` of AJP requests).
     listener_port: u16,
     /// A TLS client's attributes, for AJP nodes.
@@ -88,8 +88,6 @@ impl ProxyService {
             trusted: TrustedProxies::default(),
             max_body: None,
             resets: None,
-            tunnels: TunnelPolicy::default(),
-            permit: None,
             listener_port: 0,
             client_tls: None,
         }
@@ -105,17 +103,6 @@ impl ProxyService {
     /// against `budget` (see [`ResetBudget`]).
     pub fn with_reset_budget(mut self, budget: Arc<ResetBudget>) -> Self {
         self.resets = Some(budget);
-        self
-    }
-
-    /// The listener's tunnel policy, and the connection permit a tunnel keeps.
-    pub fn with_tunnels(
-        mut self,
-        tunnels: TunnelPolicy,
-        permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
-    ) -> Self {
-        self.tunnels = tunnels;
-        self.permit = permit;
         self
     }
 
@@ -288,20 +275,10 @@ impl ProxyService {
         trace.pool_ix = Some(m.pool_ix);
         let pool = m.pool;
         let settings = &snap.config.session.settings;
-        let client_upgrade = take_client_upgrade(&mut parts);
-        prepare_request(
-            &mut parts,
-            host.as_deref(),
-            self.client,
-            self.tls,
-            &pool.cfg.failover.header,
-            self.trusted.extends(self.client.ip()),
-        );
         // A request that may be replayed after a failure past sending: idempotent, no body.
-        let replay = (pool.cfg.failover.retry_idempotent
+        let replayable = pool.cfg.failover.retry_idempotent
             && is_idempotent(&parts.method)
-            && body.is_end_stream())
-        .then(|| parts.clone());
+            && body.is_end_stream();
         let req = Prepared {
             pool,
             sep: settings.separator,
@@ -313,23 +290,23 @@ impl ProxyService {
             lines: &lines,
             original_uri: &original_uri,
             had_body: !body.is_end_stream(),
-            replay,
+            replayable,
             started_ms,
             path_param: settings.path_param.as_deref(),
+            host: host.as_deref(),
+            extend: self.trusted.extends(self.client.ip()),
         };
-        self.attempts(&req, parts, body, client_upgrade, trace)
-            .await
+        self.attempts(&req, parts, body, trace).await
     }
 
     /// Phases 3–6 for each node tried, through the shared attempt loop ([`Attempts`]):
-    /// connect, send, and the response; on a failure the request is restored for the next
-    /// attempt (from hyper's unsent request, or the replay copy).
+    /// connect, send, and the response. The request's parts stay here for every attempt; a
+    /// body the node did not get comes back for the next one.
     async fn attempts(
         &self,
         req: &Prepared<'_>,
         mut parts: http::request::Parts,
         body: Incoming,
-        mut client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         trace: &mut Trace,
     ) -> Result<Response<ResponseBody>, Fail> {
         let pool = req.pool;
@@ -338,14 +315,12 @@ impl ProxyService {
         let idle = pool.cfg.timeouts.body_idle;
         let mut body = Some(ForwardBody::client(body, self.max_body, &too_large, idle));
         let mut cookies_dirty = false;
-        let replayable = req.replay.is_some();
-        let mut attempts = Attempts::new(pool, req.ids, req.sep, replayable, req.had_body);
+        let mut attempts = Attempts::new(pool, req.ids, req.sep, req.replayable, req.had_body);
         loop {
             let turn = attempts.next(trace).await?;
             let node = turn.node;
             if let Some(cfg) = &node.ajp {
                 let mut state = AjpState {
-                    upgrade: client_upgrade.is_some(),
                     parts: &mut parts,
                     body: &mut body,
                     cookies_dirty: &mut cookies_dirty,
@@ -357,71 +332,94 @@ impl ProxyService {
                     None => continue,
                 }
             }
-            let conns = self.conns.get(node.slot);
             let t = &pool.cfg.timeouts;
-            let checkout = conns
-                .checkout(&node.addr, t.connect, t.idle, turn.fresh, turn.epoch)
-                .await;
-            let (sender, reused) = match checkout {
+            let connected = connect_http(&self.conns, node, t, turn.epoch, turn.fresh).await;
+            let (stream, reused) = match connected {
                 Ok(c) => c,
-                Err(e) => {
-                    let failed = Failed::new(Failure::Connect, e.to_string(), false);
-                    attempts.failed(turn, failed)?;
+                Err(reason) => {
+                    attempts.failed(turn, Failed::new(Failure::Connect, reason, false))?;
                     continue;
                 }
             };
             let ids = attempts.rebind(&turn).await?;
-            self.rewrite_for_node(req, &mut parts, turn.choice, &ids, &mut cookies_dirty);
-            let body_now = body.take().unwrap_or_else(ForwardBody::empty);
-            let request = Request::from_parts(take_parts(&mut parts), body_now);
+            apply_session(
+                &mut parts,
+                req,
+                ids.forward_id.as_deref(),
+                &mut cookies_dirty,
+            );
+            let failover = pipeline::failover_header_value(turn.choice, req.ids.as_ref(), req.sep);
+            let body_now = body.take().filter(|b| !b.is_end_stream());
+            let ex = node_http::Exchange {
+                head: self.node_head(req, &parts, failover.as_deref(), body_now.as_ref()),
+                framing: body_framing(&parts, body_now.as_ref()),
+                body: body_now,
+                is_head: parts.method == http::Method::HEAD,
+                reused,
+                response_timeout: t.response,
+                body_idle: t.body_idle,
+            };
+            let home = node_http::Home {
+                pools: self.conns.clone(),
+                slot: node.slot,
+                epoch: turn.epoch,
+            };
             turn.slot.sending();
             let sent_at = Instant::now();
-            let (failure, reason, err) = match send(sender, request, t.response).await {
-                SendResult::Response(resp, sender) => {
+            let (failure, reason) = match node_http::send(stream, ex, home).await {
+                node_http::Sent::Response(resp) => {
                     trace.upstream = Some(sent_at.elapsed());
-                    let conn = (sender, conns, turn.epoch);
-                    let upgrade = client_upgrade.take();
-                    return Ok(self.respond(req, node, &ids, resp, conn, turn.slot, upgrade));
+                    return Ok(self.respond(req, node, &ids, resp, turn.slot));
                 }
-                SendResult::NotSent(unsent, reason) => {
-                    let (p, b) = unsent.into_parts();
-                    parts = p;
-                    body = Some(b);
-                    cookies_dirty = true;
-                    (Failure::NotSent, reason, None)
+                node_http::Sent::NotSent(unsent, reason) => {
+                    body = unsent;
+                    (Failure::NotSent, reason)
                 }
                 // Not the node's fault, nor a broken client connection.
-                SendResult::ClientBody(reason)
-                | SendResult::Failed(ProxyError::Upstream(reason))
+                node_http::Sent::Failed(Failure::ClientBody, reason)
                     if too_large.load(Ordering::Relaxed) =>
                 {
-                    (Failure::BodyTooLarge, reason, None)
+                    (Failure::BodyTooLarge, reason)
                 }
-                SendResult::ClientBody(reason) => {
-                    tracing::debug!(node = %node.route, reason = %reason, "client request body failed");
-                    (Failure::ClientBody, reason, None)
-                }
-                SendResult::ClientStalled(reason) => {
-                    tracing::debug!(node = %node.route, reason = %reason, "client request body stalled");
-                    (Failure::ClientStalled, reason, None)
-                }
-                SendResult::Failed(err) => {
-                    let failure = match err {
-                        ProxyError::Timeout(_) => Failure::Timeout,
-                        _ => Failure::Upstream,
-                    };
-                    (failure, err.to_string(), Some(err))
+                node_http::Sent::Failed(failure, reason) => {
+                    if matches!(failure, Failure::ClientBody | Failure::ClientStalled) {
+                        tracing::debug!(node = %node.route, reason = %reason, "client request body failed");
+                    }
+                    (failure, reason)
                 }
             };
             let failed = Failed {
-                err,
                 renamed: attempts.renamed(&ids),
                 ..Failed::new(failure, reason, reused)
             };
             drop(ids);
             attempts.failed(turn, failed)?;
-            restore_replay(req, failure, &mut parts, &mut body, &mut cookies_dirty);
         }
+    }
+
+    /// The head for an HTTP/1.1 node ([`node_head::write_parts_head`]).
+    fn node_head(
+        &self,
+        req: &Prepared<'_>,
+        parts: &http::request::Parts,
+        failover: Option<&str>,
+        body: Option<&ForwardBody>,
+    ) -> Buf {
+        let hop = node_head::Hop {
+            client: self.client.ip(),
+            tls: self.tls,
+            extend: req.extend,
+            host: req.host.unwrap_or(""),
+        };
+        let session = node_head::Session {
+            failover_name: req.pool.cfg.failover.header.as_str().as_bytes(),
+            failover,
+            cookie_lines: None,
+        };
+        let (mut out, mut vals) = (Buf::take(), Buf::take());
+        let framing = body_framing(parts, body);
+        node_head::write_parts_head(parts, &hop, &session, framing, &mut vals.0, &mut out.0);
+        out
     }
 
     /// One attempt on an AJP node ([`ajp_exchange`]): `Some` response, or `None` when the
@@ -435,10 +433,6 @@ impl ProxyService {
         st: &mut AjpState<'_>,
         trace: &mut Trace,
     ) -> Result<Option<Response<ResponseBody>>, Fail> {
-        if st.upgrade {
-            let why = "WebSocket upgrades cannot cross AJP (the node speaks AJP/1.3)";
-            return Err((ProxyError::NotImplemented(why), None));
-        }
         let node = turn.node;
         let t = &req.pool.cfg.timeouts;
         let connected =
@@ -451,9 +445,9 @@ impl ProxyService {
             }
         };
         let ids = attempts.rebind(&turn).await?;
-        self.rewrite_for_node(req, st.parts, turn.choice, &ids, st.cookies_dirty);
+        let parts = self.ajp_parts(req, st, turn.choice, &ids);
         let body_now = st.body.take().unwrap_or_else(ForwardBody::empty);
-        let request = Request::from_parts(take_parts(st.parts), body_now);
+        let request = Request::from_parts(parts, body_now);
         turn.slot.sending();
         let sent_at = Instant::now();
         let client = ajp_exchange::ClientSide {
@@ -475,10 +469,7 @@ impl ProxyService {
                     return Ok(Some(self.respond_ajp(req, node, &ids, resp, turn.slot)));
                 }
                 ajp_exchange::Sent::NotSent(unsent, reason) => {
-                    let (p, b) = unsent.into_parts();
-                    *st.parts = p;
-                    *st.body = Some(b);
-                    *st.cookies_dirty = true;
+                    *st.body = Some(unsent.into_body());
                     (Failure::NotSent, reason)
                 }
                 ajp_exchange::Sent::Failed((Failure::ClientBody, reason))
@@ -494,13 +485,6 @@ impl ProxyService {
         };
         drop(ids);
         attempts.failed(turn, failed)?;
-        if matches!(failure, Failure::Upstream | Failure::Timeout) {
-            if let Some(saved) = &req.replay {
-                *st.parts = saved.clone();
-                *st.body = Some(ForwardBody::empty());
-                *st.cookies_dirty = true;
-            }
-        }
         Ok(None)
     }
 
@@ -544,57 +528,59 @@ impl ProxyService {
         );
     }
 
-    /// Node-dependent rewriting: the id the backend sees, the failover header.
-    fn rewrite_for_node(
+    /// The request for an AJP node: the id it must see, then a copy rewritten as
+    /// [`prepare_request`] does (the AJP writer forwards the fields it is given) with the
+    /// failover header.
+    fn ajp_parts(
         &self,
         req: &Prepared<'_>,
-        parts: &mut http::request::Parts,
+        st: &mut AjpState<'_>,
         choice: Choice,
         ids: &Ids<'_>,
-        cookies_dirty: &mut bool,
-    ) {
-        apply_session(parts, req, ids.forward_id.as_deref(), cookies_dirty);
+    ) -> http::request::Parts {
+        apply_session(st.parts, req, ids.forward_id.as_deref(), st.cookies_dirty);
+        let mut parts = st.parts.clone();
         let header = &req.pool.cfg.failover.header;
-        parts.headers.remove(header);
+        prepare_request(
+            &mut parts,
+            req.host,
+            self.client,
+            self.tls,
+            header,
+            req.extend,
+        );
         if let Some(v) = pipeline::failover_header_value(choice, req.ids.as_ref(), req.sep) {
             if let Ok(v) = HeaderValue::from_str(&v) {
                 parts.headers.insert(header.clone(), v);
             }
         }
+        parts
     }
 
     /// Phase 6: passive health from the status, the response rewritten for the client, and
     /// the registry told what the response issued.
-    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
         req: &Prepared<'_>,
         node: &Node,
         ids: &Ids<'_>,
-        resp: Response<Incoming>,
-        conn: (Sender, Arc<UpstreamPool>, u64),
+        resp: Response<node_http::NodeBody>,
         guard: InflightGuard,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<ResponseBody> {
         let pool = req.pool;
         pipeline::judge_response(pool, node, resp.status(), req.started_ms);
         let plan = pipeline::response_plan(pool, req.cookie_name, ids, req.reissue, self.tls);
-        let upgrade = client_upgrade.map(|on| ClientUpgrade {
-            on,
-            policy: self.tunnels.clone(),
-            permit: self.permit.clone(),
-        });
-        let (resp, issued) = respond(resp, conn, guard, req, &plan, upgrade);
+        let (mut parts, body) = resp.into_parts();
+        // The hop-by-hop fields were left out when the head was read.
+        let issued = rewrite_response_headers(&mut parts.headers, req, &plan);
         self.learn_issued(req, node, ids, &issued);
-        resp
+        Response::from_parts(parts, ResponseBody::Upstream { body, guard })
     }
 }
 
 /// What an AJP attempt changes of the request loop's state: the request to send (given back
 /// when it was not sent), the client body, and whether the cookies need rewriting again.
 struct AjpState<'s> {
-    /// The client asked for an upgrade, which AJP cannot carry.
-    upgrade: bool,
     parts: &'s mut http::request::Parts,
     body: &'s mut Option<ForwardBody>,
     cookies_dirty: &'s mut bool,
@@ -616,11 +602,16 @@ struct Prepared<'a> {
     lines: &'a [Option<&'a str>],
     original_uri: &'a Uri,
     had_body: bool,
-    replay: Option<http::request::Parts>,
+    /// Idempotent without a body: may be sent again after a failure past sending.
+    replayable: bool,
     /// `now_ms()` when the request arrived: passive marks older than this are cleared by a
     /// good answer.
     started_ms: u64,
     path_param: Option<&'a str>,
+    /// The request's host as decided ([`request_host`]).
+    host: Option<&'a str>,
+    /// The peer is a trusted proxy: its forwarding chains are extended, not replaced.
+    extend: bool,
 }
 
 /// HTTP/2 may split cookies over several fields; an HTTP/1.1 backend gets one header
@@ -647,170 +638,22 @@ fn join_h2_cookies(parts: &mut http::request::Parts) {
     }
 }
 
-/// Takes hyper's upgrade handle out of a request that asks for an upgrade (WebSocket).
-fn take_client_upgrade(parts: &mut http::request::Parts) -> Option<hyper::upgrade::OnUpgrade> {
-    is_upgrade(&parts.headers).then(|| {
-        let mut tmp = Request::new(());
-        *tmp.extensions_mut() = std::mem::take(&mut parts.extensions);
-        let on = hyper::upgrade::on(&mut tmp);
-        parts.extensions = std::mem::take(tmp.extensions_mut());
-        on
-    })
-}
-
-/// A client's upgrade request, and how the tunnel it may become is bounded.
-struct ClientUpgrade {
-    on: hyper::upgrade::OnUpgrade,
-    policy: TunnelPolicy,
-    permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
-}
-
-/// Rewrites the upstream response for the client and wires up the body (or the tunnel).
-/// Also returns the session ids the response issued (client-facing), for the registry.
-fn respond(
-    resp: Response<Incoming>,
-    conn: (Sender, Arc<UpstreamPool>, u64),
-    guard: InflightGuard,
-    req: &Prepared<'_>,
-    plan: &ResponsePlan<'_>,
-    client_upgrade: Option<ClientUpgrade>,
-) -> (Response<ResponseBody>, Vec<String>) {
-    let (mut parts, body) = resp.into_parts();
-    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(up) = client_upgrade {
-            let mut tmp = Response::new(());
-            *tmp.extensions_mut() = std::mem::take(&mut parts.extensions);
-            let upstream_upgrade = hyper::upgrade::on(&mut tmp);
-            let tasks = up.policy.tasks.clone();
-            tasks.spawn(async move {
-                let _guard = guard;
-                let _conn = conn;
-                let _permit = up.permit;
-                match tokio::try_join!(up.on, upstream_upgrade) {
-                    Ok((client, upstream)) => run_tunnel(client, upstream, &up.policy).await,
-                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                }
-            });
-            return (
-                Response::from_parts(parts, ResponseBody::Synthetic(Full::new(Bytes::new()))),
-                Vec::new(),
-            );
+/// How the head declares the body: its length when the client's request gives one, chunked
+/// when the length is unknown, none for no body; but `Content-Length: 0` for a `POST`, `PUT`
+/// or `PATCH` without one (servers may answer these `411 Length Required` without a length).
+fn body_framing(parts: &http::request::Parts, body: Option<&ForwardBody>) -> BodyFraming {
+    match body.map(|b| b.size_hint().exact()) {
+        Some(Some(n)) => BodyFraming::Length(n),
+        Some(None) => BodyFraming::Chunked,
+        None if matches!(
+            parts.method,
+            http::Method::POST | http::Method::PUT | http::Method::PATCH
+        ) =>
+        {
+            BodyFraming::Length(0)
         }
+        None => BodyFraming::Empty,
     }
-    strip_hop_by_hop(&mut parts.headers, false);
-    let issued = rewrite_response_headers(&mut parts.headers, req, plan);
-    let idle = req.pool.cfg.timeouts.body_idle;
-    let body = ResponseBody::upstream(body, conn, guard, idle);
-    (Response::from_parts(parts, body), issued)
-}
-
-/// The byte tunnel between an upgraded client and node ([`tunnel::relay`]). The node's side
-/// is our own TCP connection: keepalive goes on its socket, after the bytes hyper read past
-/// the node's `101` reached the client.
-async fn run_tunnel(
-    client: hyper::upgrade::Upgraded,
-    upstream: hyper::upgrade::Upgraded,
-    policy: &TunnelPolicy,
-) {
-    use tokio::io::AsyncWriteExt;
-    let mut client = TokioIo::new(client);
-    let end = match upstream.downcast::<TokioIo<tokio::net::TcpStream>>() {
-        Ok(parts) => {
-            let mut node = parts.io.into_inner();
-            tunnel::keepalive(&node);
-            if client.write_all(&parts.read_buf).await.is_err() {
-                return;
-            }
-            tunnel::relay(&mut client, &mut node, policy).await
-        }
-        Err(upstream) => {
-            let mut upstream = TokioIo::new(upstream);
-            tunnel::relay(&mut client, &mut upstream, policy).await
-        }
-    };
-    tracing::debug!(?end, "tunnel closed");
-}
-
-enum SendResult {
-    Response(Response<Incoming>, Sender),
-    NotSent(Request<ForwardBody>, String),
-    Failed(ProxyError),
-    /// The client's own request body failed (aborted upload, length mismatch): not the node's
-    /// fault, so the node is not marked down.
-    ClientBody(String),
-    /// The client stopped sending its body for `timeouts.body_idle`: not the node's fault.
-    ClientStalled(String),
-}
-
-/// Sends on `sender`. A connection that closed before taking the request gives the request
-/// back unsent (`core::retry` decides whether a new connection or another node gets it).
-/// `timeouts.response` counts from the end of the request body.
-async fn send(
-    mut sender: Sender,
-    request: Request<ForwardBody>,
-    response_timeout: Duration,
-) -> SendResult {
-    let upload = request.body().upload();
-    let fut = sender.try_send_request(request);
-    match head_within(fut, upload.clone(), response_timeout).await {
-        None => SendResult::Failed(ProxyError::Timeout(response_timeout)),
-        Some(Ok(resp)) => SendResult::Response(resp, sender),
-        Some(Err(mut e)) => match e.take_message() {
-            Some(req) => SendResult::NotSent(req, e.into_error().to_string()),
-            None => {
-                let err = e.into_error();
-                let stalled = upload
-                    .as_ref()
-                    .is_some_and(|u| *u.borrow() == UploadState::Stalled);
-                if stalled {
-                    return SendResult::ClientStalled(err.to_string());
-                }
-                // A failure of the body we were streaming from the client is a user error.
-                if err.is_user() || err.is_body_write_aborted() {
-                    return SendResult::ClientBody(err.to_string());
-                }
-                SendResult::Failed(ProxyError::Upstream(err.to_string()))
-            }
-        },
-    }
-}
-
-/// `fut` (the node's response head), or `None` once `timeout` passed since the request body
-/// ended: at once for a body that was empty (`upload` is `None`), else when the upload says
-/// so. An upload that goes away without ending (it failed: `fut` fails too) starts the
-/// timeout then, so the wait is bounded whatever happens.
-async fn head_within<F: Future>(
-    fut: F,
-    upload: Option<UploadWatch>,
-    timeout: Duration,
-) -> Option<F::Output> {
-    let expired = async {
-        let end = match upload {
-            None => Instant::now(),
-            Some(mut rx) => {
-                let ended = rx
-                    .wait_for(|s| matches!(s, UploadState::Ended(_)))
-                    .await
-                    .map(|s| *s);
-                match ended {
-                    Ok(UploadState::Ended(at)) => at,
-                    _ => Instant::now(),
-                }
-            }
-        };
-        tokio::time::sleep_until((end + timeout).into()).await;
-    };
-    tokio::select! {
-        r = fut => Some(r),
-        () = expired => None,
-    }
-}
-
-/// Moves the request parts out to send them, leaving an empty shell that is refilled from a
-/// request hyper hands back unsent (or from the replay copy).
-fn take_parts(parts: &mut http::request::Parts) -> http::request::Parts {
-    let (empty, _) = Request::new(()).into_parts();
-    std::mem::replace(parts, empty)
 }
 
 /// Host of the request, or why the client gets a `400`, as the native path decides it
@@ -958,16 +801,13 @@ pub fn synthetic(
     resp
 }
 
-/// The body sent to the client: an upstream body whose connection returns to the pool when it
-/// ends, or a synthetic one.
+/// The body sent to the client: a node's (its socket returns to the pool when it ends), or a
+/// synthetic one.
 pub enum ResponseBody {
+    /// An HTTP/1.1 node's body, and the node's slot held until it ends.
     Upstream {
-        body: Incoming,
-        /// Taken when the body ends and the connection goes back to the pool.
-        conn: Option<(Sender, Arc<UpstreamPool>, u64)>,
+        body: node_http::NodeBody,
         guard: InflightGuard,
-        /// `timeouts.body_idle` between two frames from the node.
-        idle: BodyIdle,
     },
     Synthetic(Full<Bytes>),
     /// An AJP node's body, and the node's slot held until it ends.
@@ -977,46 +817,6 @@ pub enum ResponseBody {
     },
 }
 
-impl ResponseBody {
-    fn upstream(
-        body: Incoming,
-        conn: (Sender, Arc<UpstreamPool>, u64),
-        guard: InflightGuard,
-        idle: Duration,
-    ) -> Self {
-        let mut b = ResponseBody::Upstream {
-            body,
-            conn: Some(conn),
-            guard,
-            idle: BodyIdle::new(idle),
-        };
-        b.release_if_done();
-        b
-    }
-
-    /// Returns the connection to the pool once the upstream body is complete.
-    fn release_if_done(&mut self) {
-        if let ResponseBody::Upstream { body, conn, .. } = self {
-            if body.is_end_stream() {
-                if let Some((sender, pool, epoch)) = conn.take() {
-                    pool.checkin(sender, epoch);
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        self.release_if_done();
-    }
-}
-
-/// The node sent no response body frame for `timeouts.body_idle`.
-#[derive(Debug, thiserror::Error)]
-#[error("the node sent no response body frame for {0:?} (timeouts.body_idle)")]
-pub struct ResponseStalled(pub Duration);
-
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = upstream::BoxError;
@@ -1025,39 +825,25 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        match this {
+        match self.get_mut() {
             ResponseBody::Synthetic(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(|never| match never {}))),
             ResponseBody::Ajp { body, .. } => Pin::new(body).poll_frame(cx),
-            ResponseBody::Upstream {
-                body,
-                conn,
-                guard,
-                idle,
-            } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(Some(Ok(_))) => idle.touch(),
-                    Poll::Pending if idle.expired(cx) => {
-                        // The response started: no retry. The node's connection is dropped
-                        // (not pooled) and the error resets the client's stream or connection.
-                        conn.take();
+            ResponseBody::Upstream { body, guard } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(e))) = &polled {
+                    // The response started: no retry. The error resets the client's stream;
+                    // a node that stalled counts against it.
+                    if let Some(stalled) = e.downcast_ref::<node_http::ResponseStalled>() {
                         let rt = guard.runtime();
                         rt.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-                        let limit = idle.limit();
-                        tracing::warn!(fault = "stalled mid-body (timeouts.body_idle)", idle = ?limit, "response body cut off");
-                        return Poll::Ready(Some(Err(Box::new(ResponseStalled(limit)))));
-                    }
-                    _ => {}
-                }
-                if matches!(polled, Poll::Ready(None)) || body.is_end_stream() {
-                    if let Some((sender, pool, epoch)) = conn.take() {
-                        pool.checkin(sender, epoch);
+                        tracing::warn!(fault = "stalled mid-body (timeouts.body_idle)", idle = ?stalled.0, "response body cut off");
+                    } else {
+                        tracing::debug!(error = %e, "response body cut off");
                     }
                 }
-                polled.map(|o| o.map(|r| r.map_err(Into::into)))
+                polled
             }
         }
     }
@@ -1075,24 +861,6 @@ impl Body for ResponseBody {
             ResponseBody::Synthetic(full) => full.size_hint(),
             ResponseBody::Upstream { body, .. } => body.size_hint(),
             ResponseBody::Ajp { body, .. } => body.size_hint(),
-        }
-    }
-}
-
-/// After a failure past sending (only a replayable request gets that far), the next attempt
-/// starts from the request's saved copy.
-fn restore_replay(
-    req: &Prepared<'_>,
-    failure: Failure,
-    parts: &mut http::request::Parts,
-    body: &mut Option<ForwardBody>,
-    cookies_dirty: &mut bool,
-) {
-    if matches!(failure, Failure::Upstream | Failure::Timeout) {
-        if let Some(saved) = &req.replay {
-            *parts = saved.clone();
-            *body = Some(ForwardBody::empty());
-            *cookies_dirty = true;
         }
     }
 }

@@ -1,46 +1,37 @@
-//! Upstream connections: a keep-alive pool per node, and the body type forwarded upstream.
+//! Upstream connections: the keep-alive sockets of every node ([`UpstreamPools`], one set per
+//! worker for both request paths), connecting ([`connect_http`], [`open_tcp`]), and the body
+//! type the hyper path forwards upstream.
 //!
-//! Our own pool rather than hyper-util's legacy `Client`, for one reason of correctness: the
-//! request path must know whether a request was *sent*. We connect (or check out) first and only
-//! then hand over the request, so a refused connection moves the untouched request, streaming
-//! body included, to the next node; and hyper's `try_send_request` returns a request that a
-//! closing pooled connection did not send. A connection goes back to the pool when its response
-//! body ends (see `proxy::service::ResponseBody`).
+//! We connect (or check out) first and only then send, so a refused connection moves the
+//! untouched request, streaming body included, to the next node. A connection goes back to
+//! the pool when its exchange ended cleanly and both sides allow keep-alive.
 //!
 //! A client's request body is watched on its way ([`ForwardBody`]): it fails after
-//! `timeouts.body_idle` without a frame, and says when it ended ([`UploadWatch`]), which is
-//! where the request path starts `timeouts.response`.
+//! `timeouts.body_idle` without a frame.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::config::NodeAddr;
+use crate::config::{NodeAddr, Timeouts};
 use crate::proxy::idle_conns::IdleConns;
-
-/// How long a checkout waits for a pooled connection that is finishing its last exchange.
-const READY_WAIT: Duration = Duration::from_millis(50);
-
-/// Idle connections kept per node.
-pub const MAX_IDLE_PER_NODE: usize = 512;
+use crate::state::snapshot::Node;
 
 /// The body of a forwarded request: the client's own stream (counted against
 /// `listeners[].max_body_bytes` when it has one), or nothing (a retried request). A client
 /// body that is not empty is watched: it fails with [`BodyStalled`] after `body_idle` without
-/// a frame, and tells [`UploadWatch`] when it ends, where `timeouts.response` starts.
+/// a frame.
 #[derive(Debug)]
 pub struct ForwardBody {
     kind: BodyKind,
-    watch: Option<Box<Upload>>,
+    idle: Option<Box<BodyIdle>>,
 }
 
 #[derive(Debug)]
@@ -48,25 +39,6 @@ enum BodyKind {
     Incoming(Incoming),
     Limited(LimitedBody),
     Empty,
-}
-
-/// Where a client's upload is, for the response timeout and the request path's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UploadState {
-    Streaming,
-    /// The last byte was handed to the node's connection at this instant.
-    Ended(Instant),
-    /// No frame from the client for `body_idle`.
-    Stalled,
-}
-
-/// The request path's view of an upload that the node's connection task polls.
-pub type UploadWatch = tokio::sync::watch::Receiver<UploadState>;
-
-#[derive(Debug)]
-struct Upload {
-    idle: BodyIdle,
-    state: tokio::sync::watch::Sender<UploadState>,
 }
 
 /// The client sent no body frame for `timeouts.body_idle`.
@@ -139,12 +111,7 @@ impl ForwardBody {
         tripped: &Arc<std::sync::atomic::AtomicBool>,
         idle: Duration,
     ) -> ForwardBody {
-        let watch = (!body.is_end_stream()).then(|| {
-            Box::new(Upload {
-                idle: BodyIdle::new(idle),
-                state: tokio::sync::watch::Sender::new(UploadState::Streaming),
-            })
-        });
+        let idle = (!body.is_end_stream()).then(|| Box::new(BodyIdle::new(idle)));
         let kind = match limit {
             None => BodyKind::Incoming(body),
             Some(max) => BodyKind::Limited(LimitedBody {
@@ -153,20 +120,15 @@ impl ForwardBody {
                 tripped: tripped.clone(),
             }),
         };
-        ForwardBody { kind, watch }
+        ForwardBody { kind, idle }
     }
 
     /// No body (a replayed request).
     pub fn empty() -> ForwardBody {
         ForwardBody {
             kind: BodyKind::Empty,
-            watch: None,
+            idle: None,
         }
-    }
-
-    /// Where the upload is; `None` for a body that is empty from the start.
-    pub fn upload(&self) -> Option<UploadWatch> {
-        self.watch.as_ref().map(|w| w.state.subscribe())
     }
 }
 
@@ -213,28 +175,15 @@ impl Body for ForwardBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = this.kind.poll_frame(cx);
-        let Some(w) = this.watch.as_deref_mut() else {
+        let Some(idle) = this.idle.as_deref_mut() else {
             return polled;
         };
         match &polled {
-            Poll::Ready(Some(Ok(_))) => {
-                w.idle.touch();
-                if this.kind.is_end_stream() {
-                    w.state.send_replace(UploadState::Ended(Instant::now()));
-                }
+            Poll::Ready(Some(Ok(_))) => idle.touch(),
+            Poll::Pending if idle.expired(cx) => {
+                return Poll::Ready(Some(Err(Box::new(BodyStalled(idle.limit())))));
             }
-            Poll::Ready(None) => {
-                if *w.state.borrow() == UploadState::Streaming {
-                    w.state.send_replace(UploadState::Ended(Instant::now()));
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {}
-            Poll::Pending => {
-                if w.idle.expired(cx) {
-                    w.state.send_replace(UploadState::Stalled);
-                    return Poll::Ready(Some(Err(Box::new(BodyStalled(w.idle.limit())))));
-                }
-            }
+            _ => {}
         }
         polled
     }
@@ -252,131 +201,47 @@ impl Body for ForwardBody {
     }
 }
 
-pub type Sender = http1::SendRequest<ForwardBody>;
-
 /// The error of a body forwarded either way.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why no connection could be had. Nothing was sent.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("connect to {addr} timed out after {after:?}")]
-    Timeout { addr: NodeAddr, after: Duration },
-    #[error("connect to {addr}: {source}")]
-    Io {
-        addr: NodeAddr,
-        source: std::io::Error,
-    },
-    #[error("handshake with {addr}: {source}")]
-    Handshake {
-        addr: NodeAddr,
-        source: hyper::Error,
-    },
-}
-
-#[derive(Debug)]
-struct Idle {
-    sender: Sender,
-    since: Instant,
-    /// The node's `conn_epoch` when the connection was checked out: a node marked down since
-    /// has a newer epoch, and the connection is dropped instead of reused.
-    epoch: u64,
-}
-
-/// Keep-alive connections of one node.
-#[derive(Debug, Default)]
-pub struct UpstreamPool {
-    idle: Mutex<Vec<Idle>>,
-}
-
-impl UpstreamPool {
-    /// A ready connection: the most recently used idle one that is still open and younger than
-    /// `idle_timeout`, else (or when `fresh`) a new one. The flag says whether it was reused.
-    pub async fn checkout(
-        &self,
-        addr: &NodeAddr,
-        connect_timeout: Duration,
-        idle_timeout: Duration,
-        fresh: bool,
-        epoch: u64,
-    ) -> Result<(Sender, bool), ConnectError> {
-        loop {
-            if fresh {
-                break;
-            }
-            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let Some(mut idle) = idle else { break };
-            if idle.epoch != epoch || idle.since.elapsed() > idle_timeout || idle.sender.is_closed()
-            {
-                continue;
-            }
-            if idle.sender.is_ready() {
-                return Ok((idle.sender, true));
-            }
-            // Just finished an exchange: give it a moment to become idle, never longer (a
-            // connection still streaming a request body would otherwise hold us indefinitely).
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, idle.sender.ready()).await {
-                return Ok((idle.sender, true));
-            }
-        }
-        // Boxed: opening a connection is the rare case; its large future would otherwise be
-        // part of every checkout's.
-        Box::pin(connect(addr, connect_timeout))
-            .await
-            .map(|s| (s, false))
-    }
-
-    /// Returns a connection whose exchange is complete.
-    pub fn checkin(&self, sender: Sender, epoch: u64) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE_PER_NODE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-                epoch,
-            });
-        }
-    }
-
-    /// Drops every idle connection (a node removed or known dead).
-    pub fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-/// The keep-alive pools of every node, by the node's registry slot (dense, stable across
-/// reloads, so a node that survives a reload keeps its idle connections).
+/// The idle keep-alive connections to the nodes, per node slot (dense, stable across
+/// reloads, so a node that survives a reload keeps its idle connections): one set per worker,
+/// shared by both request paths.
 #[derive(Debug, Default)]
 pub struct UpstreamPools {
-    by_slot: RwLock<Vec<Option<Arc<UpstreamPool>>>>,
-    /// Idle AJP connections of AJP nodes, shared by both request paths.
+    /// HTTP/1.1 connections.
+    pub http: IdleConns,
+    /// AJP connections of AJP nodes.
     pub ajp: IdleConns,
 }
 
-impl UpstreamPools {
-    /// The pool of the node with `slot`, made on first use.
-    pub fn get(&self, slot: u32) -> Arc<UpstreamPool> {
-        let i = slot as usize;
-        if let Some(Some(p)) = self
-            .by_slot
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(i)
-        {
-            return p.clone();
+/// A connection to `node` for an HTTP/1.1 exchange: its most recent idle one unless `fresh`,
+/// else a new one within `timeouts.connect`. The flag says whether it was reused; the error
+/// says why no connection could be had (nothing was sent).
+pub async fn connect_http(
+    pools: &UpstreamPools,
+    node: &Node,
+    t: &Timeouts,
+    epoch: u64,
+    fresh: bool,
+) -> Result<(TcpStream, bool), String> {
+    if !fresh {
+        if let Some((s, _)) = pools.http.checkout(node.slot, epoch, t.idle) {
+            return Ok((s, true));
         }
-        let mut w = self.by_slot.write().unwrap_or_else(|e| e.into_inner());
-        if w.len() <= i {
-            w.resize(i + 1, None);
+    }
+    let limit = t.connect;
+    // Boxed, timer included: the rare path's state stays out of every request's.
+    match Box::pin(tokio::time::timeout(limit, open_tcp(&node.addr))).await {
+        Err(_) => Err(format!(
+            "connect to {} timed out after {limit:?}",
+            node.addr
+        )),
+        Ok(Err(e)) => Err(format!("connect to {} failed: {e}", node.addr)),
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok((s, false))
         }
-        w[i].get_or_insert_with(Default::default).clone()
     }
 }
 
@@ -388,38 +253,4 @@ pub async fn open_tcp(addr: &NodeAddr) -> std::io::Result<TcpStream> {
         NodeAddr::Host { host, port } => TcpStream::connect((host.as_str(), *port)).await,
         NodeAddr::Resolved(list) => TcpStream::connect(&list[..]).await,
     }
-}
-
-/// Opens a new HTTP/1.1 connection (upgrades allowed) and spawns its driver task.
-pub async fn connect(addr: &NodeAddr, timeout: Duration) -> Result<Sender, ConnectError> {
-    let stream = match tokio::time::timeout(timeout, open_tcp(addr)).await {
-        Err(_) => {
-            return Err(ConnectError::Timeout {
-                addr: addr.clone(),
-                after: timeout,
-            })
-        }
-        Ok(Err(source)) => {
-            return Err(ConnectError::Io {
-                addr: addr.clone(),
-                source,
-            })
-        }
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ConnectError::Handshake {
-            addr: addr.clone(),
-            source,
-        })?;
-    let addr = addr.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(%addr, error = %e, "upstream connection closed");
-        }
-    });
-    Ok(sender)
 }

@@ -17,17 +17,14 @@ use std::thread::JoinHandle;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use crate::proxy::h1::RawPools;
 use crate::proxy::upstream::UpstreamPools;
 
 /// One worker: where its tasks run, and what its connections reuse.
 struct Worker {
     /// `None` for the inline worker: spawn on the current runtime.
     handle: Option<Handle>,
-    /// Keep-alive connections to the nodes, native path, shared by this worker's listeners
-    /// across reloads.
-    raw: Arc<RawPools>,
-    /// The same for the hyper path (TLS, HTTP/2).
+    /// Keep-alive connections to the nodes, shared by this worker's listeners (both request
+    /// paths) across reloads.
     conns: Arc<UpstreamPools>,
 }
 
@@ -52,7 +49,6 @@ impl Workers {
         Workers {
             workers: vec![Worker {
                 handle: None,
-                raw: Arc::default(),
                 conns: Arc::default(),
             }],
             stop: Mutex::new(Vec::new()),
@@ -80,7 +76,6 @@ impl Workers {
                 })?;
             workers.push(Worker {
                 handle: Some(handle),
-                raw: Arc::default(),
                 conns: Arc::default(),
             });
             stop.push(tx);
@@ -110,10 +105,9 @@ impl Workers {
         }
     }
 
-    /// Worker `i`'s keep-alive pools: native path and hyper path.
-    pub fn pools(&self, i: usize) -> (Arc<RawPools>, Arc<UpstreamPools>) {
-        let w = &self.workers[i];
-        (w.raw.clone(), w.conns.clone())
+    /// Worker `i`'s keep-alive connections to the nodes.
+    pub fn pools(&self, i: usize) -> Arc<UpstreamPools> {
+        self.workers[i].conns.clone()
     }
 
     /// Stops the worker threads (their remaining tasks are dropped) and waits for them.

@@ -17,7 +17,6 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::buffers::{Buf, PooledResponseHead};
 use super::context::Conn;
 use super::relay::{flush_idle, read_body_bytes, write_all_idle, write_response};
 use super::request::Request;
@@ -30,6 +29,7 @@ use crate::h1::{self, BodyFraming, BodyOut, BodyReader, Method, Parsed, Step, Ve
 use crate::proxy::ajp_client::ClientTls;
 use crate::proxy::ajp_exchange::{read_more, HOP_BY_HOP_RESPONSE, SKIPPED_REQUEST};
 use crate::proxy::attempt::Trace;
+use crate::proxy::buffers::{Buf, PooledResponseHead};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::pipeline::{self, Ids};
 use crate::state::snapshot::Node;
@@ -98,7 +98,7 @@ pub(super) async fn forward(
     let end = relay.run(client, &mut upstream, &mut upload, trace).await?;
     let keep_client = end.keep_client && upload.done;
     if end.reuse {
-        conn.ajp.checkin(node.slot, epoch, upstream);
+        conn.pools.ajp.checkin(node.slot, epoch, upstream);
     }
     Ok(Ended {
         keep: keep_client,

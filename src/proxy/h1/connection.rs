@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use super::buffers::Buf;
 use super::context::Context;
 use super::exchange::{Next, Tunnel};
 use super::executor::{ExchangePool, Job, Turn};
+use crate::proxy::buffers::Buf;
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::deadline;
 

@@ -6,18 +6,15 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::node_pool::RawPools;
 use crate::config::ListenerConfig;
-use crate::proxy::idle_conns::IdleConns;
 use crate::proxy::upstream::UpstreamPools;
 use crate::state::Balancer;
 
 /// What one client connection's request code borrows.
 pub(super) struct Conn<'a> {
     pub(super) balancer: &'a Arc<Balancer>,
-    pub(super) pools: &'a RawPools,
-    /// Idle AJP connections (shared with the hyper path).
-    pub(super) ajp: &'a IdleConns,
+    /// Keep-alive connections to the nodes, HTTP/1.1 and AJP (shared with the hyper path).
+    pub(super) pools: &'a UpstreamPools,
     pub(super) client: SocketAddr,
     pub(super) cfg: &'a ListenerConfig,
     /// The client connection is TLS: `X-Forwarded-Proto: https`, `Secure` cookies.
@@ -27,9 +24,8 @@ pub(super) struct Conn<'a> {
 /// What every connection of one accept loop shares, owned.
 pub struct Context {
     pub balancer: Arc<Balancer>,
-    pub pools: Arc<RawPools>,
-    /// The listener's upstream pools, for their AJP connections.
-    pub upstream: Arc<UpstreamPools>,
+    /// The worker's keep-alive connections to the nodes.
+    pub pools: Arc<UpstreamPools>,
     pub cfg: ListenerConfig,
     pub shutdown: CancellationToken,
     /// The listener terminates TLS.

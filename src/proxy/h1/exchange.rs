@@ -10,21 +10,22 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::ajp;
-use super::buffers::{rest_after, Buf};
 use super::context::Conn;
 use super::relay::{flush_idle, reframe, relay_response, stream_body, write_all_idle, Relayed};
 use super::request::Request;
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
-use crate::h1::{self, BodyFraming, BodyReader, HeaderKind, RequestEdits, RequestHead};
+use crate::h1::{BodyFraming, BodyReader, HeaderKind, RequestHead};
 use crate::proxy::ajp_exchange;
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
+use crate::proxy::buffers::{rest_after, Buf};
 use crate::proxy::client_io::ClientIo;
+use crate::proxy::node_head;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError};
 use crate::proxy::tunnel::{self, TunnelPolicy};
-use crate::proxy::upstream::open_tcp;
+use crate::proxy::upstream::connect_http;
 use crate::state::node::now_ms;
-use crate::state::snapshot::{Node, Pool, Snapshot};
+use crate::state::snapshot::{Node, Snapshot};
 
 /// What the connection does after a request.
 pub enum Next {
@@ -210,11 +211,16 @@ async fn attempts(
             return Err((ProxyError::NotImplemented(why), None));
         }
         let connected = match &node.ajp {
-            None => connect(conn, pool, node, epoch, turn.fresh).await,
+            None => connect_http(conn.pools, node, &pool.cfg.timeouts, epoch, turn.fresh).await,
             Some(cfg) => {
                 let t = &pool.cfg.timeouts;
                 Box::pin(ajp_exchange::connect(
-                    conn.ajp, node, cfg, t, epoch, turn.fresh,
+                    &conn.pools.ajp,
+                    node,
+                    cfg,
+                    t,
+                    epoch,
+                    turn.fresh,
                 ))
                 .await
             }
@@ -260,35 +266,6 @@ async fn attempts(
             }
         };
         attempts.failed(turn, failed)?;
-    }
-}
-
-/// A connection to `node`: a pooled one unless `fresh`, else a new one within the connect
-/// timeout. The flag says whether it was reused.
-async fn connect(
-    conn: &Conn<'_>,
-    pool: &Pool,
-    node: &Node,
-    epoch: u64,
-    fresh: bool,
-) -> Result<(TcpStream, bool), String> {
-    if !fresh {
-        if let Some(s) = conn
-            .pools
-            .checkout(node.slot, epoch, pool.cfg.timeouts.idle)
-        {
-            return Ok((s, true));
-        }
-    }
-    let t = pool.cfg.timeouts.connect;
-    // Boxed, timer included: the rare path's state stays out of every connection's.
-    match Box::pin(tokio::time::timeout(t, open_tcp(&node.addr))).await {
-        Err(_) => Err(format!("connect to {} timed out after {t:?}", node.addr)),
-        Ok(Err(e)) => Err(format!("connect to {} failed: {e}", node.addr)),
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok((s, false))
-        }
     }
 }
 
@@ -397,7 +374,7 @@ fn finish(
             reusable,
         } => {
             if reusable {
-                req.pools.checkin(node.slot, epoch, upstream);
+                req.pools.http.checkin(node.slot, epoch, upstream);
             }
             Done {
                 keep: keep_client,
@@ -408,8 +385,8 @@ fn finish(
     }
 }
 
-/// Writes the head the node receives: the session id it must see, the forwarding headers,
-/// the failover header; hop-by-hop headers and client-supplied forwarding headers out.
+/// Writes the head the node receives ([`node_head::write_native_head`]): the session id it
+/// must see, the forwarding fields, the failover header.
 fn write_head(
     req: &Request<'_>,
     conn: &Conn<'_>,
@@ -417,87 +394,23 @@ fn write_head(
     ids: &Ids<'_>,
     out: &mut Vec<u8>,
 ) {
-    let pool = req.m.pool;
     let (cookie_lines, target) = req.session_edit(ids.forward_id.as_deref());
-    let mut vals = Buf::take();
-    let src = req.src;
-    // Kept and extended from a trusted proxy (every line, in order), replaced for anyone else.
-    let extend = conn.cfg.trusted_proxies.extends(conn.client.ip());
-    let chain = |name: &'static [u8]| {
-        crate::core::forwarding::prior_chain(
-            extend,
-            req.head
-                .find_all(src, name)
-                .map(|i| req.head.header_value(i, src)),
-        )
-    };
-    let (xff_prev, fwd_prev) = (chain(b"x-forwarded-for"), chain(b"forwarded"));
-    let xff_prev = xff_prev.as_deref().map(str::as_bytes);
-    h1::push_forwarded_for(&mut vals.0, xff_prev, conn.client.ip());
-    let xff_end = vals.0.len();
-    // The client's address as X-Forwarded-For just wrote it (it ends the value): formatted
-    // once for both headers.
-    let ip_len = ip_text_len(&vals.0[..xff_end]);
-    let v6 = conn.client.ip().to_canonical().is_ipv6();
-    let prev = fwd_prev.as_deref().map(str::as_bytes);
-    // The address as X-Forwarded-For wrote it, copied within the buffer both values share.
-    let ip = xff_end - ip_len..xff_end;
-    let push_ip = |out: &mut Vec<u8>| out.extend_from_within(ip);
-    crate::core::forwarding::push_forwarded(&mut vals.0, prev, push_ip, v6, req.tls, req.host);
     let failover = pipeline::failover_header_value(choice, req.m.ids.as_ref(), req.sep);
-    let fo_name = pool.cfg.failover.header.as_str().as_bytes();
-    let skip: [&[u8]; 7] = [
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"forwarded",
-        b"expect",
-        fo_name,
-        if cookie_lines.is_some() {
-            b"cookie"
-        } else {
-            b""
-        },
-    ];
-    let mut extra: [(&[u8], &[u8]); 24] = [(b"", b""); 24];
-    let mut n = 0;
-    let mut add = |name: &'static [u8], value| {
-        extra[n] = (name, value);
-        n += 1;
+    let hop = node_head::Hop {
+        client: conn.client.ip(),
+        tls: req.tls,
+        // Kept and extended from a trusted proxy, replaced for anyone else.
+        extend: conn.cfg.trusted_proxies.extends(conn.client.ip()),
+        host: req.host,
     };
-    add(b"X-Forwarded-For", &vals.0[..xff_end]);
-    add(
-        b"X-Forwarded-Proto",
-        if req.tls { &b"https"[..] } else { &b"http"[..] },
-    );
-    if !req.host.is_empty() {
-        add(b"X-Forwarded-Host", req.host.as_bytes());
-    }
-    add(b"Forwarded", &vals.0[xff_end..]);
-    for l in cookie_lines.iter().flatten().take(16) {
-        add(b"Cookie", l.as_bytes());
-    }
-    if let Some(v) = &failover {
-        extra[n] = (fo_name, v.as_bytes());
-        n += 1;
-    }
-    let edits = RequestEdits {
-        skip: &skip,
-        extra: &extra[..n],
-        upgrade: req.head.upgrade(),
-        target: target.as_deref().map(str::as_bytes),
-        default_host: req.host.as_bytes(),
-        ..RequestEdits::default()
+    let session = node_head::Session {
+        failover_name: req.m.pool.cfg.failover.header.as_str().as_bytes(),
+        failover: failover.as_deref(),
+        cookie_lines: cookie_lines.as_deref(),
     };
-    h1::write_request_head(src, req.head, &edits, out);
-}
-
-/// Length of the address that ends an X-Forwarded-For value (after its last `", "`).
-fn ip_text_len(xff: &[u8]) -> usize {
-    xff.iter()
-        .rev()
-        .take_while(|&&c| c != b' ' && c != b',')
-        .count()
+    let mut vals = Buf::take();
+    let target = target.as_deref().map(str::as_bytes);
+    node_head::write_native_head(req.src, req.head, &hop, &session, target, &mut vals.0, out);
 }
 
 /// A short text response of the balancer's own ([`Synthetic`]).

@@ -8,11 +8,11 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
-use super::buffers::{Buf, PooledRequestHead, POOLED_BUFS};
 use super::context::{Conn, Context};
 use super::exchange::{exchange, write_synthetic, Next};
 use super::head::{read_head, HeadRead};
 use crate::proxy::attempt::Synthetic;
+use crate::proxy::buffers::{Buf, PooledRequestHead, POOLED_BUFS};
 use crate::proxy::client_io::ClientIo;
 
 /// One request's connection: what the request owns while it runs, handed back when it ends.
@@ -161,7 +161,6 @@ async fn request(job: &mut Job, carry: Option<Buf>) -> Turn {
     let conn = Conn {
         balancer: &job.ctx.balancer,
         pools: &job.ctx.pools,
-        ajp: &job.ctx.upstream.ajp,
         client: job.peer,
         cfg: &job.ctx.cfg,
         tls: job.ctx.tls,

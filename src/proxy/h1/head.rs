@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 
-use super::buffers::BUF_SIZE;
 use crate::config::ListenerConfig;
 use crate::h1::{self, Parsed, RequestHead};
+use crate::proxy::buffers::BUF_SIZE;
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::deadline;
 

@@ -35,18 +35,16 @@
 //! - `splice`: a long response body passed from the node's socket to a cleartext client's
 //!   without crossing user space (`splice(2)`);
 //! - `request`: the parsed request every attempt shares;
-//! - `context`: what a connection borrows from its listener ([`Context`], `Conn`);
-//! - `buffers`: per-thread pools of buffers and heads;
-//! - `node_pool`: keep-alive connections to the nodes, HTTP/1.1 and AJP ([`RawPools`]).
+//! - `context`: what a connection borrows from its listener ([`Context`], `Conn`).
+//!
+//! Buffers and heads come from [`crate::proxy::buffers`], shared with the hyper path.
 
 mod ajp;
-mod buffers;
 mod connection;
 mod context;
 mod exchange;
 mod executor;
 mod head;
-mod node_pool;
 mod relay;
 mod request;
 mod splice;
@@ -55,4 +53,3 @@ pub use connection::{serve, Outcome};
 pub use context::Context;
 pub use exchange::Tunnel;
 pub use executor::{exchange_pool, ExchangePool};
-pub use node_pool::RawPools;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::buffers::{rest_after, Buf, PooledResponseHead, BUF_SIZE};
 use super::request::Request;
 use super::splice::{self, PlainSocket, SpliceFault, Spliced};
 use crate::core::binder::{self, ResponsePlan};
@@ -19,6 +18,7 @@ use crate::h1::{
     ResponseHead, Step, Version,
 };
 use crate::proxy::attempt::Trace;
+use crate::proxy::buffers::{rest_after, Buf, PooledResponseHead, BUF_SIZE};
 use crate::proxy::deadline;
 use crate::proxy::pipeline::{self, Ids};
 use crate::state::snapshot::Node;

@@ -1,10 +1,10 @@
 //! [`Request`]: one parsed request as every attempt to forward it sees it, built once by
 //! the exchange and read by the relay.
 
-use super::node_pool::RawPools;
 use crate::core::session::IdLocation;
 use crate::h1::RequestHead;
 use crate::proxy::pipeline::{self, Matched, SessionEdit};
+use crate::proxy::upstream::UpstreamPools;
 use crate::state::Balancer;
 
 /// What every attempt of one request shares.
@@ -18,7 +18,7 @@ pub(super) struct Request<'a> {
     pub(super) started_ms: u64,
     pub(super) host: &'a str,
     pub(super) balancer: &'a Balancer,
-    pub(super) pools: &'a RawPools,
+    pub(super) pools: &'a UpstreamPools,
     pub(super) tls: bool,
 }
 

@@ -7,19 +7,19 @@ use std::cell::RefCell;
 use crate::h1::{RequestHead, ResponseHead};
 
 /// Size of a pooled buffer; a larger head grows it up to the listener's `max_header_bytes`.
-pub(super) const BUF_SIZE: usize = 16 * 1024;
+pub(crate) const BUF_SIZE: usize = 16 * 1024;
 /// How many buffers, heads or exchange executors one pool keeps for reuse.
-pub(super) const POOLED_BUFS: usize = 256;
+pub(crate) const POOLED_BUFS: usize = 256;
 
 thread_local! {
     static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A buffer from this thread's pool, given back (emptied) on drop.
-pub struct Buf(pub(super) Vec<u8>);
+pub struct Buf(pub(crate) Vec<u8>);
 
 impl Buf {
-    pub(super) fn take() -> Buf {
+    pub(crate) fn take() -> Buf {
         let b = BUFS.with(|p| p.borrow_mut().pop());
         Buf(b.unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
     }
@@ -42,7 +42,7 @@ impl Drop for Buf {
 }
 
 /// The bytes of `buf` after `used`, in a pooled buffer; `None` when there are none.
-pub(super) fn rest_after(buf: &[u8], used: usize) -> Option<Buf> {
+pub(crate) fn rest_after(buf: &[u8], used: usize) -> Option<Buf> {
     let rest = buf.get(used..).filter(|r| !r.is_empty())?;
     let mut b = Buf::take();
     b.0.extend_from_slice(rest);
@@ -55,10 +55,10 @@ thread_local! {
 
 /// A request head from this thread's pool (its field vector keeps its capacity), given back
 /// on drop: an idle connection holds none.
-pub struct PooledRequestHead(pub(super) RequestHead);
+pub struct PooledRequestHead(pub(crate) RequestHead);
 
 impl PooledRequestHead {
-    pub(super) fn take() -> PooledRequestHead {
+    pub(crate) fn take() -> PooledRequestHead {
         let h = REQ_HEADS.with(|p| p.borrow_mut().pop());
         PooledRequestHead(h.unwrap_or_default())
     }
@@ -82,10 +82,10 @@ thread_local! {
 
 /// A response head from this thread's pool (its field vector keeps its capacity), given
 /// back on drop.
-pub(super) struct PooledResponseHead(pub(super) ResponseHead);
+pub(crate) struct PooledResponseHead(pub(crate) ResponseHead);
 
 impl PooledResponseHead {
-    pub(super) fn take() -> PooledResponseHead {
+    pub(crate) fn take() -> PooledResponseHead {
         let h = RESP_HEADS.with(|p| p.borrow_mut().pop());
         PooledResponseHead(h.unwrap_or_default())
     }
