@@ -12,10 +12,13 @@
 //! buffer's bytes as frames without copying them. The socket goes back to the pool when the
 //! response ended cleanly, the upload too, and both sides allow keep-alive.
 //!
-//! How a failure counts ([`Sent`]) is what `core::retry` expects: a reused socket that fails
-//! before a response byte and before a body byte was taken did not get the request
-//! (`NotSent`, the body given back); a head that does not parse is the node's fault
-//! (`Upstream`); the client's body failing is not.
+//! How a failure counts ([`Sent`]) is what `core::retry` expects, and what the native path
+//! decides for the same events: a reused socket that fails before the whole request head was
+//! written, no response byte and no body byte taken, did not get the request (`NotSent`, the
+//! body given back: any request goes again). Once the head went out the node may have acted
+//! on it: a close before the answer is the node's fault (`Upstream`), which only a replayable
+//! request survives. A head that does not parse is the node's fault too; the client's body
+//! failing is not.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -95,6 +98,7 @@ pub async fn send(stream: TcpStream, mut ex: Exchange, home: Home) -> Sent {
         restorable: None,
         node_write_failed: false,
         heard: false,
+        head_out: false,
     });
     let mut pooled = PooledResponseHead::take();
     let head = &mut pooled.0;
@@ -135,9 +139,9 @@ impl HeadFault {
             HeadFault::Timeout(t) => {
                 Sent::Failed(Failure::Timeout, format!("no answer within {t:?}"))
             }
-            // Most often the node closed the idle connection as we took it: the request
-            // goes again, with its body when none of it was taken.
-            HeadFault::Closed(why) if reused && !conn.heard => {
+            // The node closed the idle connection as we took it, before the request head
+            // went out: the request goes again, with its body when none of it was taken.
+            HeadFault::Closed(why) if reused && !conn.heard && !conn.head_written() => {
                 let restorable = match conn.upload.as_mut() {
                     Some(up) => up.untouched(),
                     None => conn.restorable.take(),
@@ -168,6 +172,18 @@ struct NodeConn {
     node_write_failed: bool,
     /// A byte of the response came.
     heard: bool,
+    /// The whole request head was written (kept when the upload ends).
+    head_out: bool,
+}
+
+impl NodeConn {
+    /// Whether the whole request head went to the node: from then on it may have acted on it.
+    fn head_written(&self) -> bool {
+        match &self.upload {
+            Some(up) => up.head_sent == up.head.0.len(),
+            None => self.head_out,
+        }
+    }
 }
 
 /// Reads the response head (informational ones skipped) while the upload goes on, within
@@ -206,6 +222,7 @@ impl NodeConn {
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
                 self.restorable = up.untouched();
+                self.head_out = up.head_sent == up.head.0.len();
                 self.upload = None;
                 self.upload_end = Some(Instant::now());
                 match r {
