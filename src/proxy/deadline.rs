@@ -324,8 +324,10 @@ mod tests {
         assert!(took >= Duration::from_millis(120), "{took:?}");
     }
 
+    /// A deadline already past when armed elapses at the ticker's next look (armed without a
+    /// clock read), not never.
     #[tokio::test]
-    async fn past_deadline_is_elapsed_at_once() {
+    async fn past_deadline_is_elapsed_at_the_next_tick() {
         let r = timeout_at(
             Instant::now() - Duration::from_millis(1),
             std::future::pending::<()>(),
