@@ -308,18 +308,9 @@ async fn tls_offering(
     s: &Setup,
     offers: &[&[u8]],
 ) -> Result<(Box<dyn Io>, Option<Vec<u8>>), std::io::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(s.cert.cert.der().clone()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = offers.iter().map(|o| o.to_vec()).collect();
     let tcp = TcpStream::connect(s.addr(Transport::TlsH2)).await.unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+    let tls = tls_connector_offering(&s.cert, offers)
         .connect(name, tcp)
         .await?;
     let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);

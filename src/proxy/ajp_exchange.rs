@@ -31,7 +31,7 @@ use crate::config::{AjpConfig, Timeouts};
 use crate::core::retry::Failure;
 use crate::proxy::ajp_client::ClientTls;
 use crate::proxy::idle_conns::IdleConns;
-use crate::proxy::upstream::{open_tcp, BodyStalled, BoxError, ForwardBody, UpstreamPools};
+use crate::proxy::upstream::{open_fresh, BodyStalled, BoxError, ForwardBody, UpstreamPools};
 use crate::state::node::NodeRuntime;
 use crate::state::snapshot::Node;
 
@@ -83,18 +83,7 @@ pub async fn connect(
             }
         }
     }
-    let limit = t.connect;
-    match Box::pin(tokio::time::timeout(limit, open_tcp(&node.addr))).await {
-        Err(_) => Err(format!(
-            "connect to {} timed out after {limit:?}",
-            node.addr
-        )),
-        Ok(Err(e)) => Err(format!("connect to {} failed: {e}", node.addr)),
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Ok((s, false))
-        }
-    }
+    Ok((open_fresh(&node.addr, t.connect).await?, false))
 }
 
 /// One CPing/CPong within `limit`.

@@ -230,17 +230,19 @@ pub async fn connect_http(
             return Ok((s, true));
         }
     }
-    let limit = t.connect;
+    Ok((open_fresh(&node.addr, t.connect).await?, false))
+}
+
+/// A new connection to a node within `limit` (`timeouts.connect`), with `TCP_NODELAY`; the
+/// error says why there is none, naming the address. For every node protocol.
+pub async fn open_fresh(addr: &NodeAddr, limit: Duration) -> Result<TcpStream, String> {
     // Boxed, timer included: the rare path's state stays out of every request's.
-    match Box::pin(tokio::time::timeout(limit, open_tcp(&node.addr))).await {
-        Err(_) => Err(format!(
-            "connect to {} timed out after {limit:?}",
-            node.addr
-        )),
-        Ok(Err(e)) => Err(format!("connect to {} failed: {e}", node.addr)),
+    match Box::pin(tokio::time::timeout(limit, open_tcp(addr))).await {
+        Err(_) => Err(format!("connect to {addr} timed out after {limit:?}")),
+        Ok(Err(e)) => Err(format!("connect to {addr} failed: {e}")),
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
-            Ok((s, false))
+            Ok(s)
         }
     }
 }

@@ -375,6 +375,14 @@ pub fn test_cert() -> (rcgen::CertifiedKey, tempfile::TempDir) {
 
 /// A TLS client trusting `cert`, offering `alpn`.
 pub fn tls_connector(cert: &rcgen::CertifiedKey, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    tls_connector_offering(cert, &[alpn])
+}
+
+/// A TLS client trusting `cert` that offers these ALPN protocols (none: no ALPN extension).
+pub fn tls_connector_offering(
+    cert: &rcgen::CertifiedKey,
+    offers: &[&[u8]],
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -383,6 +391,6 @@ pub fn tls_connector(cert: &rcgen::CertifiedKey, alpn: &[u8]) -> tokio_rustls::T
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![alpn.to_vec()];
+    cfg.alpn_protocols = offers.iter().map(|o| o.to_vec()).collect();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
 }
