@@ -116,7 +116,7 @@ pub use request::{
 };
 pub use response::{parse_response, ResponseHead};
 pub use target::{is_valid_host, TargetForm};
-pub use values::{push_forwarded, push_forwarded_for, push_ip};
+pub use values::{push_forwarded_for, push_ip};
 pub use write::{
     response_field_hop_by_hop, write_request_fields, write_request_head, write_response_head,
     BodyOut, FieldsRequest, RequestEdits, ResponseEdits, ResponseOut,

@@ -5,25 +5,22 @@
 //!
 //! ```
 //! use std::net::IpAddr;
-//! use stickyroute::h1::{push_forwarded, push_forwarded_for};
+//! use stickyroute::h1::{push_forwarded_for, push_ip};
 //!
 //! let client: IpAddr = "192.0.2.7".parse().unwrap();
 //! let mut scratch = Vec::with_capacity(256);
 //! push_forwarded_for(&mut scratch, Some(b"10.0.0.1"), client);
 //! let xff_end = scratch.len();
-//! push_forwarded(&mut scratch, None, client, b"http", Some(b"a.example:8080"));
-//! let extra: [(&[u8], &[u8]); 2] = [
-//!     (b"X-Forwarded-For", &scratch[..xff_end]),
-//!     (b"Forwarded", &scratch[xff_end..]),
-//! ];
-//! assert_eq!(extra[0].1, b"10.0.0.1, 192.0.2.7");
-//! assert_eq!(extra[1].1, b"for=192.0.2.7;proto=http;host=\"a.example:8080\"");
+//! push_ip(&mut scratch, "::ffff:10.1.2.3".parse().unwrap());
+//! assert_eq!(&scratch[..xff_end], b"10.0.0.1, 192.0.2.7");
+//! assert_eq!(&scratch[xff_end..], b"10.1.2.3");
 //! ```
+//!
+//! The `Forwarded` value has one writer for both request paths,
+//! `core::forwarding::push_forwarded`.
 
 use std::io::Write as _;
 use std::net::IpAddr;
-
-use crate::h1::header::is_token;
 
 /// Appends `ip` in its usual text form. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a
 /// dual-stack listener reports IPv4 clients) is written as the IPv4 address.
@@ -68,45 +65,6 @@ pub fn push_forwarded_for(out: &mut Vec<u8>, prev: Option<&[u8]>, ip: IpAddr) {
         out.extend_from_slice(b", ");
     }
     push_ip(out, ip);
-}
-
-/// Appends a `Forwarded` value (RFC 7239): the previous value, `", "` and one element
-/// `for=<ip>;proto=<proto>[;host=<host>]`. IPv6 addresses are bracketed and quoted; a host
-/// that is not a token (it has a port, or is an IPv6 literal) is quoted. `host` must be a
-/// validated Host value (it holds no `"` or `\`).
-pub fn push_forwarded(
-    out: &mut Vec<u8>,
-    prev: Option<&[u8]>,
-    ip: IpAddr,
-    proto: &[u8],
-    host: Option<&[u8]>,
-) {
-    if let Some(p) = prev.filter(|p| !p.is_empty()) {
-        out.extend_from_slice(p);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(b"for=");
-    match ip.to_canonical() {
-        v4 @ IpAddr::V4(_) => push_ip(out, v4),
-        v6 @ IpAddr::V6(_) => {
-            out.extend_from_slice(b"\"[");
-            push_ip(out, v6);
-            out.extend_from_slice(b"]\"");
-        }
-    }
-    out.extend_from_slice(b";proto=");
-    out.extend_from_slice(proto);
-    if let Some(h) = host {
-        debug_assert!(!h.iter().any(|&b| b == b'"' || b == b'\\'));
-        out.extend_from_slice(b";host=");
-        if is_token(h) {
-            out.extend_from_slice(h);
-        } else {
-            out.push(b'"');
-            out.extend_from_slice(h);
-            out.push(b'"');
-        }
-    }
 }
 
 #[cfg(test)]
@@ -169,60 +127,13 @@ mod tests {
     }
 
     #[test]
-    fn forwarded() {
-        // (previous value, client ip, proto, host, expected)
-        type Case<'a> = (
-            Option<&'a [u8]>,
-            &'a str,
-            &'a [u8],
-            Option<&'a [u8]>,
-            &'a str,
-        );
-        let cases: &[Case] = &[
-            (None, "192.0.2.7", b"http", None, "for=192.0.2.7;proto=http"),
-            (
-                None,
-                "192.0.2.7",
-                b"https",
-                Some(b"a.example"),
-                "for=192.0.2.7;proto=https;host=a.example",
-            ),
-            (
-                None,
-                "2001:db8::1",
-                b"http",
-                Some(b"a.example:8080"),
-                "for=\"[2001:db8::1]\";proto=http;host=\"a.example:8080\"",
-            ),
-            (
-                Some(b"for=10.0.0.1"),
-                "::ffff:192.0.2.7",
-                b"http",
-                Some(b"[::1]"),
-                "for=10.0.0.1, for=192.0.2.7;proto=http;host=\"[::1]\"",
-            ),
-        ];
-        for (prev, i, proto, host, want) in cases {
-            let mut out = Vec::new();
-            push_forwarded(&mut out, *prev, ip(i), proto, *host);
-            assert_eq!(String::from_utf8(out).unwrap(), *want);
-        }
-    }
-
-    #[test]
     fn appending_keeps_capacity() {
         let mut out = Vec::with_capacity(128);
         let p = out.as_ptr();
         for _ in 0..100 {
             out.clear();
             push_forwarded_for(&mut out, Some(b"10.0.0.1"), ip("2001:db8::1"));
-            push_forwarded(
-                &mut out,
-                None,
-                ip("2001:db8::1"),
-                b"https",
-                Some(b"a.example:443"),
-            );
+            push_ip(&mut out, ip("192.0.2.7"));
         }
         assert_eq!(out.as_ptr(), p);
     }
