@@ -1,7 +1,6 @@
 //! Upstream connections: the keep-alive sockets of every node ([`UpstreamPools`], one set per
-//! worker for both request paths), connecting ([`connect_http`], [`open_fresh`], [`open_tcp`]),
-//! and the body
-//! type the hyper path forwards upstream.
+//! worker for both request paths), connecting ([`connect_http`], [`open_fresh`],
+//! [`open_tcp`]), and the body type the hyper path forwards upstream.
 //!
 //! We connect (or check out) first and only then send, so a refused connection moves the
 //! untouched request, streaming body included, to the next node. A connection goes back to
