@@ -19,31 +19,25 @@ use tokio::net::{TcpListener, TcpStream};
 /// back as it arrives (the answer starts before the upload ends), saying in `x-framing` how
 /// the body came: `chunked`, `length N`, or `none`.
 async fn echo_node() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async {
-                let h = req.headers();
-                let framing = match (h.get("transfer-encoding"), h.get("content-length")) {
-                    (Some(te), None) => te.to_str().unwrap_or("?").to_string(),
-                    (None, Some(cl)) => format!("length {}", cl.to_str().unwrap_or("?")),
-                    (None, None) => "none".to_string(),
-                    (Some(_), Some(_)) => "both".to_string(),
-                };
-                let mut resp = Response::new(req.into_body());
-                resp.headers_mut()
-                    .insert("x-framing", framing.parse().unwrap());
-                Ok::<_, hyper::Error>(resp)
-            });
-            tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    raw_node(|s| async move {
+        let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async {
+            let h = req.headers();
+            let framing = match (h.get("transfer-encoding"), h.get("content-length")) {
+                (Some(te), None) => te.to_str().unwrap_or("?").to_string(),
+                (None, Some(cl)) => format!("length {}", cl.to_str().unwrap_or("?")),
+                (None, None) => "none".to_string(),
+                (Some(_), Some(_)) => "both".to_string(),
+            };
+            let mut resp = Response::new(req.into_body());
+            resp.headers_mut()
+                .insert("x-framing", framing.parse().unwrap());
+            Ok::<_, hyper::Error>(resp)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(s), service)
+            .await;
+    })
+    .await
 }
 
 /// Test bytes that are not a repeating pattern a framing slip could preserve.
@@ -120,41 +114,56 @@ type Seen = Arc<Mutex<Vec<Vec<String>>>>;
 /// it and closes without a byte: a pooled connection that dies as it is reused. Every other
 /// connection answers every request.
 async fn dying_node() -> (SocketAddr, Seen) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen: Seen = Arc::default();
     let all = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let k = {
-                let mut v = all.lock().unwrap();
-                v.push(Vec::new());
-                v.len() - 1
-            };
-            let all = all.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(line) = read_head(&mut s, &mut buf).await else {
-                        return;
-                    };
-                    let n = {
-                        let mut v = all.lock().unwrap();
-                        v[k].push(line);
-                        v[k].len()
-                    };
-                    if k == 0 && n == 2 {
-                        return; // closes without answering
-                    }
-                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                    if s.write_all(ok).await.is_err() {
-                        return;
-                    }
+    let addr = raw_node(move |mut s| {
+        // Numbered in the order the connections were accepted.
+        let k = {
+            let mut v = all.lock().unwrap();
+            v.push(Vec::new());
+            v.len() - 1
+        };
+        let all = all.clone();
+        async move {
+            let mut buf = Vec::new();
+            loop {
+                let Some(line) = read_head(&mut s, &mut buf).await else {
+                    return;
+                };
+                let n = {
+                    let mut v = all.lock().unwrap();
+                    v[k].push(line);
+                    v[k].len()
+                };
+                if k == 0 && n == 2 {
+                    return; // closes without answering
                 }
-            });
+                let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                if s.write_all(ok).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+/// A node on 127.0.0.1:0 that serves each connection it accepts with `serve` (called at the
+/// accept, in order; the future it makes runs as a task of its own).
+async fn raw_node<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve(s));
         }
     });
-    (addr, seen)
+    addr
 }
 
 /// Reads one request head without a body from `s`; returns its request line.
@@ -208,31 +217,25 @@ async fn a_pooled_node_connection_that_dies_after_the_request_went_out(proto: Pr
 /// closes. The balancer must keep reading the answer while it uploads: the client gets the
 /// `413`, not a hang or a `502`.
 async fn refusing_node() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let no = b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big\n";
-                let _ = s.write_all(no).await;
-                // Read on until the balancer closes, so the answer is not lost to a reset.
-                while let Ok(n) = s.read(&mut chunk).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            });
+    raw_node(|mut s| async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-    });
-    addr
+        let no = b"HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big\n";
+        let _ = s.write_all(no).await;
+        // Read on until the balancer closes, so the answer is not lost to a reset.
+        while let Ok(n) = s.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
 }
 
 on_both_paths!(a_node_that_answers_before_the_upload_ends_is_heard);
@@ -257,25 +260,19 @@ async fn a_node_that_answers_before_the_upload_ends_is_heard(proto: Proto) {
 /// A node that answers with a chunked body written a few bytes at a time (chunk headers and
 /// the last chunk split across writes), then keeps the connection.
 async fn trickling_node() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                while read_head(&mut s, &mut buf).await.is_some() {
-                    let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;ext=1\r\n,\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
-                    for piece in resp.chunks(3) {
-                        if s.write_all(piece).await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                    }
+    raw_node(|mut s| async move {
+        let mut buf = Vec::new();
+        while read_head(&mut s, &mut buf).await.is_some() {
+            let resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;ext=1\r\n,\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n";
+            for piece in resp.chunks(3) {
+                if s.write_all(piece).await.is_err() {
+                    return;
                 }
-            });
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 on_both_paths!(a_trickled_chunked_answer_arrives_whole);

@@ -1,8 +1,9 @@
 //! Per-thread pools of what a request borrows only while its bytes move: byte buffers
-//! ([`Buf`]) and parsed request and response heads. An idle keep-alive connection holds none
-//! of them.
+//! ([`Buf`]) and parsed request and response heads, and the two calls every such pool is
+//! made of ([`take_from`], [`give_back`]). An idle keep-alive connection holds none of them.
 
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 use crate::h1::{RequestHead, ResponseHead};
 
@@ -10,6 +11,24 @@ use crate::h1::{RequestHead, ResponseHead};
 pub(crate) const BUF_SIZE: usize = 16 * 1024;
 /// How many buffers, heads or exchange executors one pool keeps for reuse.
 pub(crate) const POOLED_BUFS: usize = 256;
+
+/// One thread's pool of `T`.
+pub(crate) type Pool<T> = LocalKey<RefCell<Vec<T>>>;
+
+/// The most recently given back item of `pool`, if it holds one.
+pub(crate) fn take_from<T>(pool: &'static Pool<T>) -> Option<T> {
+    pool.with(|p| p.borrow_mut().pop())
+}
+
+/// Keeps `item` in `pool` for reuse while it holds fewer than `limit` items; else drops it.
+pub(crate) fn give_back<T>(pool: &'static Pool<T>, item: T, limit: usize) {
+    pool.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < limit {
+            p.push(item);
+        }
+    });
+}
 
 thread_local! {
     static BUFS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -20,8 +39,7 @@ pub struct Buf(pub(crate) Vec<u8>);
 
 impl Buf {
     pub(crate) fn take() -> Buf {
-        let b = BUFS.with(|p| p.borrow_mut().pop());
-        Buf(b.unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
+        Buf(take_from(&BUFS).unwrap_or_else(|| Vec::with_capacity(BUF_SIZE)))
     }
 }
 
@@ -32,12 +50,7 @@ impl Drop for Buf {
             return; // a grown buffer is not kept
         }
         b.clear();
-        BUFS.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOLED_BUFS {
-                p.push(b);
-            }
-        });
+        give_back(&BUFS, b, POOLED_BUFS);
     }
 }
 
@@ -59,20 +72,14 @@ pub struct PooledRequestHead(pub(crate) RequestHead);
 
 impl PooledRequestHead {
     pub(crate) fn take() -> PooledRequestHead {
-        let h = REQ_HEADS.with(|p| p.borrow_mut().pop());
-        PooledRequestHead(h.unwrap_or_default())
+        PooledRequestHead(take_from(&REQ_HEADS).unwrap_or_default())
     }
 }
 
 impl Drop for PooledRequestHead {
     fn drop(&mut self) {
         let h = std::mem::replace(&mut self.0, RequestHead::new());
-        REQ_HEADS.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOLED_BUFS {
-                p.push(h);
-            }
-        });
+        give_back(&REQ_HEADS, h, POOLED_BUFS);
     }
 }
 
@@ -86,19 +93,13 @@ pub(crate) struct PooledResponseHead(pub(crate) ResponseHead);
 
 impl PooledResponseHead {
     pub(crate) fn take() -> PooledResponseHead {
-        let h = RESP_HEADS.with(|p| p.borrow_mut().pop());
-        PooledResponseHead(h.unwrap_or_default())
+        PooledResponseHead(take_from(&RESP_HEADS).unwrap_or_default())
     }
 }
 
 impl Drop for PooledResponseHead {
     fn drop(&mut self) {
         let h = std::mem::replace(&mut self.0, ResponseHead::new());
-        RESP_HEADS.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOLED_BUFS {
-                p.push(h);
-            }
-        });
+        give_back(&RESP_HEADS, h, POOLED_BUFS);
     }
 }

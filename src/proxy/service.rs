@@ -350,9 +350,10 @@ impl ProxyService {
             );
             let failover = pipeline::failover_header_value(turn.choice, req.ids.as_ref(), req.sep);
             let body_now = body.take().filter(|b| !b.is_end_stream());
+            let framing = body_framing(&parts, body_now.as_ref());
             let ex = node_http::Exchange {
-                head: self.node_head(req, &parts, failover.as_deref(), body_now.as_ref()),
-                framing: body_framing(&parts, body_now.as_ref()),
+                head: self.node_head(req, &parts, failover.as_deref(), framing),
+                framing,
                 body: body_now,
                 is_head: parts.method == http::Method::HEAD,
                 reused,
@@ -397,13 +398,13 @@ impl ProxyService {
         }
     }
 
-    /// The head for an HTTP/1.1 node ([`node_head::write_parts_head`]).
+    /// The head for an HTTP/1.1 node ([`node_head::write_parts_head`]), declaring `framing`.
     fn node_head(
         &self,
         req: &Prepared<'_>,
         parts: &http::request::Parts,
         failover: Option<&str>,
-        body: Option<&ForwardBody>,
+        framing: BodyFraming,
     ) -> Buf {
         let hop = node_head::Hop {
             client: self.client.ip(),
@@ -417,7 +418,6 @@ impl ProxyService {
             cookie_lines: None,
         };
         let (mut out, mut vals) = (Buf::take(), Buf::take());
-        let framing = body_framing(parts, body);
         node_head::write_parts_head(parts, &hop, &session, framing, &mut vals.0, &mut out.0);
         out
     }

@@ -49,6 +49,18 @@ pub async fn node_at(addr: SocketAddr, cfg: DemoNodeConfig) -> RunningNode {
 }
 
 /// An address on which nothing listens (bound, then released).
+/// The raw bytes of an HTTP/1.1 message split at the end of its head: the head as lower-case
+/// text, and the bytes after it. Panics when there is no whole head.
+pub fn split_head(raw: &[u8]) -> (String, &[u8]) {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    (head, &raw[end..])
+}
+
 pub async fn dead_addr() -> SocketAddr {
     // On 127.0.0.2, where no test listens: a port released on 127.0.0.1 could be taken by
     // the next listener a test binds on 127.0.0.1:0, and the dead node would answer.

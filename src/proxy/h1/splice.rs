@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::{tcp, TcpStream};
 
+use crate::proxy::buffers::{give_back, take_from};
 use crate::proxy::client_io::{ClientIo, ClientRead, ClientWrite};
 use crate::proxy::deadline;
 
@@ -107,7 +108,7 @@ impl Pipe {
     /// A pipe from this thread's pool, or a new one; `None` when none can be made (out of
     /// descriptors): the caller copies instead.
     fn take() -> Option<Pipe> {
-        if let Some(p) = PIPES.with(|p| p.borrow_mut().pop()) {
+        if let Some(p) = take_from(&PIPES) {
             return Some(p);
         }
         let flags = rustix::pipe::PipeFlags::NONBLOCK | rustix::pipe::PipeFlags::CLOEXEC;
@@ -117,12 +118,7 @@ impl Pipe {
 
     /// Back to the pool; only an empty pipe may be given back.
     fn give_back(self) {
-        PIPES.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOLED_PIPES {
-                p.push(self);
-            }
-        });
+        give_back(&PIPES, self, POOLED_PIPES);
     }
 }
 
