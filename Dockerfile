@@ -17,6 +17,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 # balancer.yaml: a unit test of config.rs includes it (not needed by this build, kept so it works).
 COPY Cargo.toml Cargo.lock balancer.yaml ./
+# .cargo/config.toml: jemalloc's cache settings, baked in at build time.
+COPY .cargo ./.cargo
 COPY src ./src
 COPY benches ./benches
 # Cache mounts keep the registry and the target directory between builds (BuildKit); the

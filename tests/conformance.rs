@@ -1190,8 +1190,10 @@ async fn start_reference(
     yaml: &str,
     tls: bool,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use hyper::body::Incoming;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
+    use stickyroute::proxy::client_body::ClientBody;
     use stickyroute::proxy::service::ProxyService;
     use stickyroute::proxy::upstream::UpstreamPools;
 
@@ -1213,6 +1215,13 @@ async fn start_reference(
             let service = ProxyService::new(balancer.clone(), conns.clone(), client, tls)
                 .with_listener(&listener_cfg);
             let builder = builder.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let service = service.clone();
+                async move {
+                    let req = req.map(ClientBody::other);
+                    Ok::<_, std::convert::Infallible>(service.call(req).await)
+                }
+            });
             conn_tasks.spawn(async move {
                 let _ = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -440,9 +440,10 @@ async fn rename_negative_cache_against_redis() {
     lb.stop().await;
 }
 
-/// Serves `ProxyService` (the hyper path) on a socket of its own, with the settings of the
-/// balancer's first listener, as `proxy::listener` does for h2c and TLS connections.
+/// Serves `ProxyService` (the HTTP/2 path's request rules) with hyper's server, HTTP/1.1 and
+/// h2c, on a socket of its own, with the settings of the balancer's first listener.
 async fn hyper_path(lb: &stickyroute::control::Running) -> std::net::SocketAddr {
+    use stickyroute::proxy::client_body::ClientBody;
     use stickyroute::proxy::service::ProxyService;
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -453,6 +454,13 @@ async fn hyper_path(lb: &stickyroute::control::Running) -> std::net::SocketAddr 
         while let Ok((s, peer)) = l.accept().await {
             let svc =
                 ProxyService::new(balancer.clone(), conns.clone(), peer, false).with_listener(&cfg);
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let svc = svc.clone();
+                async move {
+                    let req = req.map(ClientBody::other);
+                    Ok::<_, std::convert::Infallible>(svc.call(req).await)
+                }
+            });
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(s), svc)

@@ -457,3 +457,48 @@ async fn h2_streams_in_flight_finish_when_the_balancer_stops() {
     assert!(ended.is_ok(), "the connection outlived the balancer");
     drop(send);
 }
+
+/// Every stream of a connection is served in the connection's task: a slow stream does not
+/// hold up the others, and CONNECT (which this proxy does not tunnel) gets `405` as it does
+/// on HTTP/1.1, the connection serving on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_streams_of_one_connection_do_not_wait_for_each_other() {
+    let store = SessionStore::memory();
+    let n1 = node("jvm1", &store).await;
+    let lb = balancer(&yaml("", &[node_line("jvm1", n1.addr, "")])).await;
+    let (send, conn) = h2_client(lb.addr()).await;
+    let driver = tokio::spawn(conn);
+    let mut ready = send.clone().ready().await.unwrap();
+    let (mut slow, _) = ready.send_request(h2_get("/slow?ms=2000"), true).unwrap();
+    let mut fast = Vec::new();
+    for _ in 0..5 {
+        let mut ready = send.clone().ready().await.unwrap();
+        fast.push(ready.send_request(h2_get("/whoami"), true).unwrap().0);
+    }
+    for resp in fast {
+        let resp = tokio::time::timeout(DEADLINE, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // Polled once: the slow stream is still waiting for its node.
+    let polled = tokio::time::timeout(Duration::ZERO, &mut slow).await;
+    assert!(polled.is_err(), "the fast streams waited for the slow one");
+    let slow = tokio::time::timeout(DEADLINE, slow).await.unwrap().unwrap();
+    assert_eq!(slow.status(), 200);
+
+    let connect = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("app.test:443")
+        .body(())
+        .unwrap();
+    let mut ready = send.clone().ready().await.unwrap();
+    let (resp, _) = ready.send_request(connect, true).unwrap();
+    let resp = tokio::time::timeout(DEADLINE, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 405);
+    let mut ready = send.clone().ready().await.unwrap();
+    let (resp, _) = ready.send_request(h2_get("/whoami"), true).unwrap();
+    let resp = tokio::time::timeout(DEADLINE, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    drop((send, ready));
+    driver.abort();
+    lb.stop().await;
+}

@@ -1,10 +1,9 @@
 //! AJP/1.3 nodes, for both request paths: [`connect`] (a pooled connection, CPinged first
 //! when it sat idle past `ajp.ping_after`), the request headers an AJP node is not given
-//! ([`SKIPPED_REQUEST`], [`HOP_BY_HOP_RESPONSE`]), and the hyper path's exchange ([`send`]).
+//! ([`SKIPPED_REQUEST`], [`HOP_BY_HOP_RESPONSE`]), and the HTTP/2 path's exchange ([`send`]).
 //!
-//! On the hyper path the exchange runs in a task of its own, as hyper runs an HTTP/1.1 node
-//! connection: it writes the Forward Request (the request is given back unsent if that
-//! fails), answers each Get Body Chunk from the client's body, hands the Send Headers packet
+//! On the HTTP/2 path the exchange runs in a task of its own: it writes the Forward Request
+//! (the request is given back unsent if that fails), answers each Get Body Chunk from the client's body, hands the Send Headers packet
 //! over as the response head and every Send Body Chunk as a frame of [`AjpBody`]; End
 //! Response ends the body and, with `reuse`, puts the connection back into
 //! [`UpstreamPools::ajp`]. Framing that is malformed or out of order is the node's failure:
@@ -129,7 +128,7 @@ pub struct Home {
     pub rt: Arc<NodeRuntime>,
 }
 
-/// The hyper path's exchange with an AJP node on `stream` (see the module's text).
+/// The HTTP/2 path's exchange with an AJP node on `stream` (see the module's text).
 pub async fn send(
     mut stream: TcpStream,
     request: Request<ForwardBody>,
@@ -176,7 +175,7 @@ pub async fn send(
     }
 }
 
-/// The Forward Request for a request of the hyper path.
+/// The Forward Request for a request of the HTTP/2 path.
 fn write_forward_request(
     parts: &http::request::Parts,
     client: &ClientSide<'_>,

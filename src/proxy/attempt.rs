@@ -1,5 +1,5 @@
 //! The attempt loop of one request, shared by both request paths: the native HTTP/1.1 path
-//! ([`crate::proxy::h1`], cleartext and TLS) and the hyper path ([`crate::proxy::service`],
+//! ([`crate::proxy::h1`], cleartext and TLS) and the HTTP/2 path ([`crate::proxy::service`],
 //! HTTP/2 and h2c).
 //!
 //! [`Attempts`] owns what the attempts of one request share and every decision between

@@ -1,10 +1,9 @@
 //! The HTTP/2 client connection preface (RFC 9113 §3.4): read and checked by the listener
-//! before a connection goes to hyper, on h2c (prior knowledge) and on TLS connections that
+//! before a connection goes to `h2`, on h2c (prior knowledge) and on TLS connections that
 //! chose `h2` by ALPN, and the answer to a wrong one: the server's preface (an empty
 //! `SETTINGS` frame) and a `GOAWAY` with `PROTOCOL_ERROR`, then the connection closes.
 //!
-//! hyper's own check would answer a wrong preface with HTTP/1.1 (its protocol detection falls
-//! back to it) or close without a word. Once per connection, before the first frame: nothing
+//! `h2`'s own check would close without a word. Once per connection, before the first frame: nothing
 //! of it runs per request.
 
 use std::time::Duration;

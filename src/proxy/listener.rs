@@ -9,8 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -27,14 +25,13 @@ use crate::config::{Config, ConfigError, ListenerConfig};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::h1;
 use crate::proxy::h2_preface;
-use crate::proxy::open_streams::{Counted, OpenStreams};
-use crate::proxy::service::{ProxyService, ResetBudget};
+use crate::proxy::h2_server::{self, H2Limits};
+use crate::proxy::service::ProxyService;
 use crate::proxy::tls::{self, TlsError};
 use crate::proxy::tls_session::TlsSession;
 use crate::proxy::tunnel::TunnelPolicy;
 use crate::proxy::upstream::UpstreamPools;
 use crate::proxy::write_stall::WriteStall;
-use crate::state::node::now_ms;
 use crate::state::snapshot::SnapshotError;
 use crate::state::Balancer;
 
@@ -141,7 +138,7 @@ struct Shared<F> {
     conns: Arc<UpstreamPools>,
     native: Arc<h1::Context>,
     exchanges: Arc<h1::ExchangePool<F>>,
-    builder: auto::Builder<TokioExecutor>,
+    h2: H2Limits,
     cfg: ListenerConfig,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
@@ -185,7 +182,7 @@ pub async fn serve_listener(a: AcceptLoop) {
         }
     };
     let local = listener.local_addr().unwrap_or(cfg.bind);
-    let builder = hyper_builder(&cfg);
+    let h2 = H2Limits::of(&cfg);
     let native = TaskTracker::new();
     let tunnels = TunnelPolicy {
         idle: cfg.tunnel_idle_timeout,
@@ -203,7 +200,7 @@ pub async fn serve_listener(a: AcceptLoop) {
         exchanges: Arc::new(h1::exchange_pool()),
         balancer,
         conns,
-        builder,
+        h2,
         cfg: cfg.clone(),
         tls,
         shutdown: shutdown.clone(),
@@ -242,31 +239,6 @@ pub async fn serve_listener(a: AcceptLoop) {
     }
     drop(listener);
     drain(local, graceful, native, &tunnels, grace).await;
-}
-
-/// The hyper connection builder of a listener: HTTP/2 (`listeners[].h2`) for clients that
-/// speak it, by prior knowledge or ALPN. Every connection it gets starts with a checked
-/// preface ([`h2_preface`]); its HTTP/1.1 settings bound hyper's own fallback to HTTP/1.1,
-/// which such a connection does not take.
-fn hyper_builder(cfg: &ListenerConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
-        .max_buf_size(cfg.max_header_bytes);
-    // The reset limits of h2 itself (streams reset before hyper accepted them, resets its
-    // protocol checks force) take the same value as our own budget for streams reset before
-    // their answer (`service::ResetBudget`).
-    let h2 = cfg.h2;
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(h2.max_header_list_size)
-        .max_concurrent_streams(h2.max_concurrent_streams)
-        .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
-        .max_local_error_reset_streams(h2.max_reset_streams as usize);
-    builder
 }
 
 /// After the accept loop stopped: open connections get `grace` to finish (idle keep-alive
@@ -392,7 +364,7 @@ where
 }
 
 /// HTTP/2 with prior knowledge, after the native path read its first bytes: the preface
-/// checked, then hyper with the bytes already read.
+/// checked, then [`h2_server`] with the bytes already read.
 async fn serve_h2c<F>(
     mut stream: ClientIo,
     mut read: Vec<u8>,
@@ -413,12 +385,13 @@ async fn serve_h2c<F>(
     let service = ProxyService::new(shared.balancer.clone(), shared.conns.clone(), client, tls)
         .with_listener(&shared.cfg);
     let limit = write_stall_limit(&shared.balancer);
-    let io = TokioIo::new(WriteStall::new(Rewind::new(read, stream), limit));
-    serve_hyper(&shared, io, service, watcher).await;
+    let io = WriteStall::new(Rewind::new(read, stream), limit);
+    h2_server::serve(io, service, &shared.h2, &shared.shutdown).await;
+    drop(watcher);
 }
 
 /// One TLS client connection: the handshake, then HTTP/1.1 on the native path, or HTTP/2
-/// through hyper when the client chose `h2` by ALPN and sent the HTTP/2 preface.
+/// through [`h2_server`] when the client chose `h2` by ALPN and sent the HTTP/2 preface.
 async fn serve_tls<F>(
     stream: TcpStream,
     client: SocketAddr,
@@ -455,7 +428,7 @@ async fn serve_tls<F>(
         Box::pin(serve_native(stream, client, shared, watcher, permit)).await;
         return;
     }
-    // The preface goes back into the session for hyper to read: no replay wrapper on every
+    // The preface goes back into the session for `h2` to read: no replay wrapper on every
     // read of the connection's life.
     let mut read = Vec::with_capacity(h2_preface::PREFACE.len());
     let preface = h2_preface::read(&mut *stream, &mut read, timeout);
@@ -469,11 +442,12 @@ async fn serve_tls<F>(
         .with_client_tls(client_tls);
     // HTTP/2 has no `101` upgrade: the connection alone holds its permit.
     let _permit = permit;
-    let io = TokioIo::new(WriteStall::new(stream, write_stall_limit(&shared.balancer)));
-    Box::pin(serve_hyper(&shared, io, service, watcher)).await;
+    let io = WriteStall::new(stream, write_stall_limit(&shared.balancer));
+    Box::pin(h2_server::serve(io, service, &shared.h2, &shared.shutdown)).await;
+    drop(watcher);
 }
 
-/// How long a write to a hyper-served client may stay pending: the longest
+/// How long a write to an HTTP/2 client may stay pending: the longest
 /// `pools[].timeouts.body_idle` (the connection is not tied to one pool), read at its start.
 fn write_stall_limit(balancer: &Balancer) -> Duration {
     let snap = balancer.snapshot();
@@ -484,73 +458,7 @@ fn write_stall_limit(balancer: &Balancer) -> Duration {
         .unwrap_or(Duration::from_secs(60))
 }
 
-/// How long a connection cut off for resetting too many streams gets to finish after its
-/// `GOAWAY`, before it is closed whatever it does.
-const CUT_OFF_GRACE: Duration = Duration::from_secs(1);
-
-/// Serves one connection with hyper (HTTP/2, or HTTP/1.1 over TLS) until it ends. It shuts
-/// down gracefully (`GOAWAY`, in-flight streams finish) when the listener stops, and when the
-/// client spent the connection's [`ResetBudget`], then closes after [`CUT_OFF_GRACE`].
-/// `watcher` keeps the listener's drain waiting for it.
-async fn serve_hyper<F, I>(
-    shared: &Shared<F>,
-    io: I,
-    service: ProxyService,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let budget = ResetBudget::new(shared.cfg.h2.max_reset_streams);
-    let streams = OpenStreams::new();
-    let service = Counted::new(service.with_reset_budget(budget.clone()), streams.clone());
-    let conn = shared.builder.serve_connection_with_upgrades(io, service);
-    let mut conn = std::pin::pin!(conn);
-    let cut_off = budget.exhausted();
-    let mut closing = false;
-    let mut close_by: Option<tokio::time::Instant> = None;
-    let keepalive = shared.cfg.keepalive_timeout;
-    let mut idle_check = tokio::time::Instant::now() + keepalive;
-    let ended = loop {
-        let until = close_by.unwrap_or_else(|| tokio::time::Instant::now() + SHUTDOWN_GRACE);
-        tokio::select! {
-            r = conn.as_mut() => break r,
-            // No open stream for the keep-alive timeout: `GOAWAY`, as an idle HTTP/1.1
-            // connection is closed.
-            _ = tokio::time::sleep_until(idle_check), if !closing => {
-                match streams.idle_for(now_ms()) {
-                    Some(idle) if idle >= keepalive => {
-                        tracing::debug!(?idle, "idle HTTP/2 connection closed");
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    Some(idle) => idle_check = tokio::time::Instant::now() + (keepalive - idle),
-                    None => idle_check = tokio::time::Instant::now() + keepalive,
-                }
-            }
-            _ = shared.shutdown.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = cut_off.cancelled(), if close_by.is_none() => {
-                if !closing {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                close_by = Some(tokio::time::Instant::now() + CUT_OFF_GRACE);
-            }
-            _ = tokio::time::sleep_until(until), if close_by.is_some() => {
-                tracing::debug!("connection cut off");
-                break Ok(());
-            }
-        }
-    };
-    drop(watcher);
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "connection ended with error");
-    }
-}
-
-/// A stream that first yields bytes already read from it: hands a connection to hyper after
+/// A stream that first yields bytes already read from it: hands a connection to `h2` after
 /// the native path looked at its first bytes.
 struct Rewind {
     read: Vec<u8>,

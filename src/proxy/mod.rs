@@ -13,35 +13,37 @@
 //! - [`client_io`]: a native-path client connection, plain TCP or a [`tls_session`];
 //! - [`h1`]: the native HTTP/1.1 path on the `crate::h1` codec, on cleartext and TLS
 //!   listeners;
-//! - [`h2_preface`]: the HTTP/2 client preface, checked before a connection goes to hyper, and
+//! - [`h2_preface`]: the HTTP/2 client preface, checked before a connection goes to `h2`, and
 //!   the `GOAWAY` that answers a wrong one;
-//! - [`service`]: the hyper `Service` for HTTP/2 (h2c by prior knowledge on cleartext, `h2` by
-//!   ALPN on TLS) that drives them;
+//! - [`h2_server`]: an HTTP/2 connection (h2c by prior knowledge on cleartext, `h2` by ALPN on
+//!   TLS) and its streams in one task, on the `h2` crate; [`client_body`]: a stream's request
+//!   body;
+//! - [`service`]: the request path of each HTTP/2 stream, on the phases of [`pipeline`];
 //! - [`upstream`]: the keep-alive connections to the nodes, shared by both paths;
 //!   [`idle_conns`]: idle TCP connections per node (HTTP/1.1, AJP);
 //! - [`node_head`]: the head a node receives, for both paths, on the `crate::h1` writers;
-//! - [`node_http`]: the hyper path's HTTP/1.1 exchange with a node on the `crate::h1` codec;
+//! - [`node_http`]: the HTTP/2 path's HTTP/1.1 exchange with a node on the `crate::h1` codec;
 //! - [`ajp_exchange`]: AJP nodes: connecting (CPing past `ping_after`), the hyper path's
 //!   exchange, and the client's TLS attributes for them ([`ajp_client`]);
-//! - [`open_streams`]: an HTTP/2 connection's open streams, for its keep-alive limit;
 //! - [`tunnel`]: byte tunnels for upgraded connections, with their idle limit and keepalive;
 //! - [`deadline`], [`workers`], [`write_stall`]: coarse per-thread deadlines, the worker
-//!   threads, and the bound on a hyper client write that stays pending.
+//!   threads, and the bound on an HTTP/2 client write that stays pending.
 
 pub mod access_log;
 pub mod ajp_client;
 pub mod ajp_exchange;
 pub mod attempt;
 pub mod buffers;
+pub mod client_body;
 pub mod client_io;
 pub mod deadline;
 pub mod h1;
 pub mod h2_preface;
+pub mod h2_server;
 pub mod idle_conns;
 pub mod listener;
 pub mod node_head;
 pub mod node_http;
-pub mod open_streams;
 pub mod pipeline;
 pub mod service;
 pub mod tls;

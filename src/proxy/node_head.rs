@@ -3,7 +3,7 @@
 //! failover header and a rewritten session cookie replace, and `Expect` (the balancer answers
 //! it, not the node). The bytes come from the one set of hop-by-hop and framing rules in
 //! `crate::h1`'s writers: [`write_native_head`] for a parsed HTTP/1.1 head (the native path),
-//! [`write_parts_head`] for an HTTP/2 request's `http::request::Parts` (the hyper path).
+//! [`write_parts_head`] for an HTTP/2 request's `http::request::Parts` (the HTTP/2 path).
 
 use std::net::IpAddr;
 
@@ -154,7 +154,7 @@ pub fn write_native_head(
 /// `X-Forwarded-For`, for lookups in a `HeaderMap` without parsing the name.
 const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
-/// The head for the node of an HTTP/2 request (the hyper path): its method, origin-form
+/// The head for the node of an HTTP/2 request (the HTTP/2 path): its method, origin-form
 /// target and fields, framed as `body` (`Length` when the body's size is known, else
 /// `Chunked`; `Empty` for none). Upgrades do not reach this path (HTTP/2 carries none).
 /// `vals` is scratch space for the forwarding values.

@@ -1,4 +1,4 @@
-//! The hyper path's exchange with an HTTP/1.1 node, on the `crate::h1` codec and a socket of
+//! The HTTP/2 path's exchange with an HTTP/1.1 node, on the `crate::h1` codec and a socket of
 //! the shared keep-alive pool ([`crate::proxy::upstream::UpstreamPools`]), driven in the
 //! client stream's own task: no connection task, no channel between them.
 //!
@@ -301,7 +301,7 @@ fn poll_read(
 
 /// The response head as an `http::Response` for the client, without the fields that stay on
 /// the node's connection ([`h1::response_field_hop_by_hop`]); `Content-Length` stays, for
-/// hyper to frame the body by.
+/// the client's side to frame the body by.
 fn response(src: &Bytes, head: &ResponseHead) -> Result<Response<()>, String> {
     let status = StatusCode::from_u16(head.status())
         .map_err(|_| format!("invalid response status {}", head.status()))?;

@@ -1,6 +1,6 @@
 //! One request's phases, in the order of DESIGN.md "One request, end to end", shared by every
 //! protocol the listeners speak. Both paths, the native HTTP/1.1 one (`proxy::h1`, cleartext
-//! and TLS) and hyper's for HTTP/2 (`proxy::service`), match and extract once, then run the one
+//! and TLS) and the HTTP/2 path's (`proxy::service`), match and extract once, then run the one
 //! attempt loop ([`crate::proxy::attempt::Attempts`]), which calls phases 3–4 and carries out
 //! `core::retry`'s decisions; each path only moves the bytes of phase 5 and applies phase 6:
 //!
@@ -85,6 +85,10 @@ pub enum ProxyError {
     /// What the chosen node's protocol cannot carry (a WebSocket upgrade to an AJP node).
     #[error("{0}")]
     NotImplemented(&'static str),
+    /// CONNECT over HTTP/2: this proxy does not tunnel (the native path refuses it in its
+    /// codec with the same status and reason).
+    #[error("CONNECT not supported")]
+    ConnectUnsupported,
 }
 
 impl ProxyError {
@@ -102,6 +106,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadHost(_) => StatusCode::BAD_REQUEST,
             ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::ConnectUnsupported => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -112,7 +117,8 @@ impl ProxyError {
             | ProxyError::NoCandidate(_)
             | ProxyError::BodyTooLarge
             | ProxyError::BadHost(_)
-            | ProxyError::NotImplemented(_) => self.to_string(),
+            | ProxyError::NotImplemented(_)
+            | ProxyError::ConnectUnsupported => self.to_string(),
             ProxyError::Store(e)
             | ProxyError::Upstream(e)
             | ProxyError::ClientBody(e)

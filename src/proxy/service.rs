@@ -1,5 +1,6 @@
-//! The hyper request path: one `Service` per HTTP/2 client connection (h2c by prior knowledge,
-//! `h2` by ALPN), driving the phases of [`crate::proxy::pipeline`] over hyper's types. HTTP/2
+//! The HTTP/2 request path: one service per HTTP/2 client connection (h2c by prior knowledge,
+//! `h2` by ALPN), driving the phases of [`crate::proxy::pipeline`] for each stream that
+//! [`crate::proxy::h2_server`] hands it, over the `http` crate's types. HTTP/2
 //! carries no `Upgrade` (h2 refuses the field, and extended CONNECT is not enabled), so no
 //! request here becomes a tunnel.
 //!
@@ -12,7 +13,6 @@
 //! the node's socket returning to the pool when the body ends. Every failure becomes a short
 //! synthetic response with [`ProxyError::status`].
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::proxy::client_body::ClientBody;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::config::AjpConfig;
 use crate::config::ListenerConfig;
@@ -115,23 +115,21 @@ impl ProxyService {
     }
 }
 
-impl hyper::service::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            // Dropped unanswered: hyper drops a stream's service future when the client
-            // resets the stream.
-            let watch = this.resets.clone().map(StreamWatch::new);
-            let resp = this.handle(req).await;
+impl ProxyService {
+    /// One stream's request, answered. Dropped unanswered when the client resets the stream,
+    /// which spends from the connection's [`ResetBudget`].
+    pub fn call(
+        &self,
+        req: Request<ClientBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + '_ {
+        let watch = self.resets.clone().map(StreamWatch::new);
+        async move {
+            let resp = self.handle(req).await;
             if let Some(w) = watch {
                 w.answered();
             }
-            Ok(resp)
-        })
+            resp
+        }
     }
 }
 
@@ -141,7 +139,7 @@ impl hyper::service::Service<Request<Incoming>> for ProxyService {
 /// (`listeners[].h2.max_reset_streams`), each answered stream gives one back (up to the
 /// maximum); a reset that finds it empty cancels [`ResetBudget::exhausted`], and the listener
 /// closes the connection with `GOAWAY`. A browser that cancels a few requests among many it
-/// lets finish never gets there. Streams reset before hyper accepted them are h2's own limit
+/// lets finish never gets there. Streams reset before the server accepted them are h2's own limit
 /// (`max_pending_accept_reset_streams`, set to the same value).
 #[derive(Debug)]
 pub struct ResetBudget {
@@ -188,7 +186,7 @@ impl ResetBudget {
 }
 
 /// One stream's request on a connection with a [`ResetBudget`]: spends from it when dropped
-/// before the response head was handed to hyper.
+/// before the response head was handed to the connection.
 struct StreamWatch {
     budget: Arc<ResetBudget>,
     answered: bool,
@@ -217,7 +215,7 @@ impl Drop for StreamWatch {
 }
 
 impl ProxyService {
-    async fn handle(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn handle(&self, req: Request<ClientBody>) -> Response<ResponseBody> {
         let start = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone(); // shares the request's buffer; no copy
@@ -241,10 +239,13 @@ impl ProxyService {
     async fn forward(
         &self,
         snap: &Snapshot,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         trace: &mut Trace,
     ) -> Result<Response<ResponseBody>, Fail> {
         let (mut parts, body) = req.into_parts();
+        if parts.method == http::Method::CONNECT {
+            return Err((ProxyError::ConnectUnsupported, None));
+        }
         // A body declared larger than the listener takes: `413` before anything is read or
         // sent (a body without a length is counted while it streams, in `attempts`).
         let declared = body.size_hint().exact().or_else(|| {
@@ -306,7 +307,7 @@ impl ProxyService {
         &self,
         req: &Prepared<'_>,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: ClientBody,
         trace: &mut Trace,
     ) -> Result<Response<ResponseBody>, Fail> {
         let pool = req.pool;

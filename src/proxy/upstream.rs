@@ -1,6 +1,6 @@
 //! Upstream connections: the keep-alive sockets of every node ([`UpstreamPools`], one set per
 //! worker for both request paths), connecting ([`connect_http`], [`open_fresh`],
-//! [`open_tcp`]), and the body type the hyper path forwards upstream.
+//! [`open_tcp`]), and the body type the HTTP/2 path forwards upstream.
 //!
 //! We connect (or check out) first and only then send, so a refused connection moves the
 //! untouched request, streaming body included, to the next node. A connection goes back to
@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::proxy::client_body::ClientBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
 use crate::config::{NodeAddr, Timeouts};
@@ -36,7 +36,7 @@ pub struct ForwardBody {
 
 #[derive(Debug)]
 enum BodyKind {
-    Incoming(Incoming),
+    Client(ClientBody),
     Limited(LimitedBody),
     Empty,
 }
@@ -92,7 +92,7 @@ impl BodyIdle {
 /// the request path answers `413` rather than blaming the client's connection or the node.
 #[derive(Debug)]
 pub struct LimitedBody {
-    body: Incoming,
+    body: ClientBody,
     left: u64,
     tripped: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -106,14 +106,14 @@ impl ForwardBody {
     /// `body`, counted against `limit` when there is one (`tripped` is set when it passes
     /// it), and held to `idle` between two frames when it is not empty.
     pub fn client(
-        body: Incoming,
+        body: ClientBody,
         limit: Option<u64>,
         tripped: &Arc<std::sync::atomic::AtomicBool>,
         idle: Duration,
     ) -> ForwardBody {
         let idle = (!body.is_end_stream()).then(|| Box::new(BodyIdle::new(idle)));
         let kind = match limit {
-            None => BodyKind::Incoming(body),
+            None => BodyKind::Client(body),
             Some(max) => BodyKind::Limited(LimitedBody {
                 body,
                 left: max,
@@ -135,7 +135,7 @@ impl ForwardBody {
 impl BodyKind {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self {
-            BodyKind::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            BodyKind::Client(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             BodyKind::Limited(l) => {
                 let frame = match Pin::new(&mut l.body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => frame,
@@ -158,7 +158,7 @@ impl BodyKind {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            BodyKind::Incoming(b) => b.is_end_stream(),
+            BodyKind::Client(b) => b.is_end_stream(),
             BodyKind::Limited(l) => l.body.is_end_stream(),
             BodyKind::Empty => true,
         }
@@ -194,7 +194,7 @@ impl Body for ForwardBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            BodyKind::Incoming(b) => b.size_hint(),
+            BodyKind::Client(b) => b.size_hint(),
             BodyKind::Limited(l) => l.body.size_hint(),
             BodyKind::Empty => SizeHint::with_exact(0),
         }

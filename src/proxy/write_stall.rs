@@ -1,10 +1,10 @@
-//! The write-stall guard of client connections served by hyper (TLS, h2c): a client that
+//! The write-stall guard of HTTP/2 client connections (TLS, h2c): a client that
 //! stops reading, so that the socket's send buffer stays full, is cut off after
 //! `pools[].timeouts.body_idle` instead of holding its node connection and in-flight slot.
 //!
-//! The native HTTP/1.1 path bounds each write itself; hyper writes through its connection's
+//! The native HTTP/1.1 path bounds each write itself; `h2` writes through its connection's
 //! stream, so the bound sits there: while `poll_write` (or `poll_flush`) stays pending, a
-//! coarse [`Deadline`] runs (a slot in the thread's deadline table, no timer of tokio's), and when it expires the write fails with `TimedOut`, which ends hyper's connection and
+//! coarse [`Deadline`] runs (a slot in the thread's deadline table, no timer of tokio's), and when it expires the write fails with `TimedOut`, which ends the `h2` connection and
 //! drops the response body and its node connection. Any write that goes through resets it, so
 //! a slow but steady reader is not cut. An idle connection has no pending write and no timer.
 

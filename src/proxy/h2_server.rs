@@ -1,0 +1,344 @@
+//! The HTTP/2 server side of a client connection: the `h2` crate's connection and all its
+//! streams driven in the connection's own task.
+//!
+//! Each stream is a future in the connection's [`FuturesUnordered`], not a task of its own:
+//! no spawn, no wake-up crossing tasks, and the frames that the streams answering in one
+//! wake-up queue leave in one write when the connection is polled after them. A stream's
+//! future runs the service ([`ProxyService::call`]) while watching for the client's reset
+//! (a reset drops it, as a cancelled request), then sends the head and pipes the body under
+//! the stream's send window.
+//!
+//! The connection keeps the limits of a listener's HTTP/1.1 connections: closed with `GOAWAY`
+//! after `keepalive_timeout` without an open stream, on the listener's shutdown, and when the
+//! client spends its [`ResetBudget`] (then closed for good after [`CUT_OFF_GRACE`]).
+
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Request, Response};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ListenerConfig;
+use crate::proxy::client_body::ClientBody;
+use crate::proxy::service::{ProxyService, ResetBudget, ResponseBody};
+use crate::state::node::now_ms;
+
+/// The receive windows a connection and each stream open with (1 MiB, as hyper's server
+/// opens them): a 64 KiB window would stall an upload every 64 KiB for a round trip.
+const WINDOW: u32 = 1024 * 1024;
+
+/// The most response bytes queued per stream beyond its send window.
+const SEND_BUFFER: usize = 400 * 1024;
+
+/// How long a connection cut off for resetting too many streams gets to finish after its
+/// `GOAWAY`, before it is closed whatever it does.
+const CUT_OFF_GRACE: Duration = Duration::from_secs(1);
+
+/// What a listener's HTTP/2 connections share: their settings and when to stop.
+pub struct H2Limits {
+    builder: h2::server::Builder,
+    max_reset_streams: u32,
+    keepalive: Duration,
+}
+
+impl H2Limits {
+    /// The HTTP/2 settings of `cfg` (`listeners[].h2`, `keepalive_timeout`). The reset limits
+    /// of h2 itself (streams reset before they were accepted, resets its protocol checks
+    /// force) take the same value as the [`ResetBudget`] for streams reset before their
+    /// answer.
+    pub fn of(cfg: &ListenerConfig) -> H2Limits {
+        let h2 = cfg.h2;
+        let mut builder = h2::server::Builder::new();
+        builder
+            .initial_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .max_send_buffer_size(SEND_BUFFER)
+            .max_header_list_size(h2.max_header_list_size)
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_pending_accept_reset_streams(h2.max_reset_streams as usize)
+            .max_local_error_reset_streams(Some(h2.max_reset_streams as usize));
+        H2Limits {
+            builder,
+            max_reset_streams: h2.max_reset_streams,
+            keepalive: cfg.keepalive_timeout,
+        }
+    }
+}
+
+/// Serves one HTTP/2 connection (its preface already checked and put back) until it ends.
+pub async fn serve<I>(io: I, service: ProxyService, limits: &H2Limits, shutdown: &CancellationToken)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let budget = ResetBudget::new(limits.max_reset_streams);
+    let service = service.with_reset_budget(budget.clone());
+    let conn = match limits.builder.handshake::<_, Bytes>(io).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::debug!(error = %e, "HTTP/2 handshake failed");
+            return;
+        }
+    };
+    let mut driver = Driver::new(conn, |req, respond| stream(&service, req, respond));
+    let cut_off = budget.exhausted();
+    let mut closing = false;
+    let mut close_by: Option<Instant> = None;
+    let keepalive = limits.keepalive;
+    let mut idle_check = Instant::now() + keepalive;
+    let ended = loop {
+        let until = close_by.unwrap_or_else(|| Instant::now() + keepalive);
+        tokio::select! {
+            biased;
+            r = poll_fn(|cx| driver.poll(cx)) => break r,
+            // No open stream for the keep-alive timeout: `GOAWAY`, as an idle HTTP/1.1
+            // connection is closed.
+            _ = tokio::time::sleep_until(idle_check), if !closing => {
+                match driver.idle_for(now_ms()) {
+                    Some(idle) if idle >= keepalive => {
+                        tracing::debug!(?idle, "idle HTTP/2 connection closed");
+                        closing = true;
+                        driver.graceful_shutdown();
+                    }
+                    Some(idle) => idle_check = Instant::now() + (keepalive - idle),
+                    None => idle_check = Instant::now() + keepalive,
+                }
+            }
+            _ = shutdown.cancelled(), if !closing => {
+                closing = true;
+                driver.graceful_shutdown();
+            }
+            _ = cut_off.cancelled(), if close_by.is_none() => {
+                if !closing {
+                    closing = true;
+                    driver.graceful_shutdown();
+                }
+                close_by = Some(Instant::now() + CUT_OFF_GRACE);
+            }
+            _ = tokio::time::sleep_until(until), if close_by.is_some() => {
+                tracing::debug!("connection cut off");
+                break Ok(());
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "connection ended with error");
+    }
+}
+
+/// The connection and its streams, polled together.
+struct Driver<I, M, F> {
+    conn: h2::server::Connection<I, Bytes>,
+    make: M,
+    streams: FuturesUnordered<std::pin::Pin<Box<F>>>,
+    /// The connection's end, once `h2` gave it; the streams still open then are finished
+    /// (each sees the connection's end as a reset) before the driver ends.
+    ended: Option<Result<(), h2::Error>>,
+    /// `now_ms()` when the last stream ended (or the connection began).
+    idle_since_ms: u64,
+}
+
+impl<I, M, F> Driver<I, M, F>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    M: FnMut(Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> F,
+    F: Future<Output = ()>,
+{
+    fn new(conn: h2::server::Connection<I, Bytes>, make: M) -> Self {
+        Driver {
+            conn,
+            make,
+            streams: FuturesUnordered::new(),
+            ended: None,
+            idle_since_ms: now_ms(),
+        }
+    }
+
+    /// How long the connection has had no open stream, at `now_ms`; `None` while one is open.
+    fn idle_for(&self, now_ms: u64) -> Option<Duration> {
+        if !self.streams.is_empty() {
+            return None;
+        }
+        Some(Duration::from_millis(
+            now_ms.saturating_sub(self.idle_since_ms),
+        ))
+    }
+
+    /// `GOAWAY`: no new stream, the open ones finish.
+    fn graceful_shutdown(&mut self) {
+        self.conn.graceful_shutdown();
+    }
+
+    /// Runs the streams, then the connection (which writes what they queued and reads the
+    /// next frames), until neither has more to do. Ready when the connection has ended and
+    /// its last stream with it.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        let this = self;
+        loop {
+            while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {
+                if this.streams.is_empty() {
+                    this.idle_since_ms = now_ms();
+                }
+            }
+            if let Some(ended) = &mut this.ended {
+                if !this.streams.is_empty() {
+                    return Poll::Pending;
+                }
+                return Poll::Ready(std::mem::replace(ended, Ok(())));
+            }
+            match this.conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    this.streams.push(Box::pin((this.make)(req, respond)))
+                }
+                Poll::Ready(Some(Err(e))) => this.ended = Some(Err(e)),
+                Poll::Ready(None) => this.ended = Some(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// One stream: the service's answer unless the client resets the stream first, then the
+/// answer sent.
+async fn stream(
+    service: &ProxyService,
+    req: Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    let (parts, recv) = req.into_parts();
+    let body = ClientBody::stream(recv, &parts.headers);
+    let resp = {
+        let answer = service.call(Request::from_parts(parts, body));
+        let mut answer = pin!(answer);
+        poll_fn(|cx| {
+            if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
+                return Poll::Ready(Some(resp));
+            }
+            match respond.poll_reset(cx) {
+                Poll::Ready(reason) => {
+                    tracing::debug!(?reason, "stream reset before its answer");
+                    Poll::Ready(None)
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    };
+    if let Some(resp) = resp {
+        send(respond, resp).await;
+    }
+}
+
+/// A response sent on its stream: the head, then the body under the stream's send window.
+/// The head carries no connection-specific field: the request path leaves a node's out
+/// when it reads the head, and makes none of its own.
+async fn send(mut respond: h2::server::SendResponse<Bytes>, resp: Response<ResponseBody>) {
+    let (mut head, body) = resp.into_parts();
+    let end = body.is_end_stream();
+    if !end && !head.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = body.size_hint().exact() {
+            head.headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    let tx = match respond.send_response(Response::from_parts(head, ()), end) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::debug!(error = %e, "response head not sent");
+            respond.send_reset(h2::Reason::INTERNAL_ERROR);
+            return;
+        }
+    };
+    if !end {
+        if let Err(e) = pipe(body, tx).await {
+            tracing::debug!(error = %e, "response body not sent in full");
+        }
+    }
+}
+
+/// A chunk taken from the body, waiting for send window.
+struct Held {
+    data: Bytes,
+    last: bool,
+}
+
+/// The body's frames onto the stream. A chunk is taken from the body before any window is
+/// claimed (claiming first would hold connection window for a body that has nothing yet),
+/// then waits for the stream's window; a client's reset ends it at once.
+async fn pipe(
+    body: ResponseBody,
+    mut tx: h2::SendStream<Bytes>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut body = pin!(body);
+    let mut held: Option<Held> = None;
+    poll_fn(|cx| loop {
+        if let Poll::Ready(reason) = tx.poll_reset(cx) {
+            return Poll::Ready(Err(format!("stream reset: {:?}", reason).into()));
+        }
+        if let Some(h) = held.take() {
+            if tx.capacity() == 0 {
+                match tx.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(_))) => {}
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+                    Poll::Ready(None) => return Poll::Ready(Err("send window closed".into())),
+                    Poll::Pending => {
+                        held = Some(h);
+                        return Poll::Pending;
+                    }
+                }
+                if tx.capacity() == 0 {
+                    held = Some(h);
+                    continue;
+                }
+            }
+            tx.send_data(h.data, h.last)?;
+            if h.last {
+                return Poll::Ready(Ok(()));
+            }
+            continue;
+        }
+        let frame = match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => {
+                tx.send_reset(h2::Reason::INTERNAL_ERROR);
+                return Poll::Ready(Err(e));
+            }
+            Poll::Ready(None) => {
+                tx.send_data(Bytes::new(), true)?;
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        match frame.into_data() {
+            Ok(data) => {
+                let last = body.is_end_stream();
+                if data.is_empty() {
+                    tx.send_data(data, last)?;
+                    if last {
+                        return Poll::Ready(Ok(()));
+                    }
+                    continue;
+                }
+                // One byte claimed: `h2` raises the claim to the buffered length in
+                // `send_data`, and a small claim does not hold window other streams need.
+                tx.reserve_capacity(1);
+                held = Some(Held { data, last });
+            }
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    tx.reserve_capacity(0);
+                    tx.send_trailers(trailers)?;
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    })
+    .await
+}
