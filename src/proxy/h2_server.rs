@@ -263,25 +263,17 @@ async fn send(mut respond: h2::server::SendResponse<Bytes>, resp: Response<Respo
     }
 }
 
-/// A chunk taken from the body, waiting for send window.
-struct Held {
-    data: Bytes,
-    last: bool,
-}
-
 /// The body's frames onto the stream. A chunk is taken from the body before any window is
 /// claimed (claiming first would hold connection window for a body that has nothing yet),
-/// then waits for the stream's window; a client's reset ends it at once.
+/// then waits for the stream's window; a client's reset ends any wait at once.
 async fn pipe(
     body: ResponseBody,
     mut tx: h2::SendStream<Bytes>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut body = pin!(body);
-    let mut held: Option<Held> = None;
+    // A chunk taken from the body, not the last, waiting for send window.
+    let mut held: Option<Bytes> = None;
     poll_fn(|cx| loop {
-        if let Poll::Ready(reason) = tx.poll_reset(cx) {
-            return Poll::Ready(Err(format!("stream reset: {:?}", reason).into()));
-        }
         if let Some(h) = held.take() {
             if tx.capacity() == 0 {
                 match tx.poll_capacity(cx) {
@@ -290,7 +282,7 @@ async fn pipe(
                     Poll::Ready(None) => return Poll::Ready(Err("send window closed".into())),
                     Poll::Pending => {
                         held = Some(h);
-                        return Poll::Pending;
+                        return pending_unless_reset(&mut tx, cx);
                     }
                 }
                 if tx.capacity() == 0 {
@@ -298,10 +290,7 @@ async fn pipe(
                     continue;
                 }
             }
-            tx.send_data(h.data, h.last)?;
-            if h.last {
-                return Poll::Ready(Ok(()));
-            }
+            tx.send_data(h, false)?;
             continue;
         }
         let frame = match body.as_mut().poll_frame(cx) {
@@ -314,22 +303,21 @@ async fn pipe(
                 tx.send_data(Bytes::new(), true)?;
                 return Poll::Ready(Ok(()));
             }
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => return pending_unless_reset(&mut tx, cx),
         };
         match frame.into_data() {
+            // The last chunk goes at once: `h2` holds it until the window lets it out, which
+            // bounds what waits to this one chunk, as a wait for window would.
+            Ok(data) if body.is_end_stream() => {
+                tx.send_data(data, true)?;
+                return Poll::Ready(Ok(()));
+            }
+            Ok(data) if data.is_empty() => {}
             Ok(data) => {
-                let last = body.is_end_stream();
-                if data.is_empty() {
-                    tx.send_data(data, last)?;
-                    if last {
-                        return Poll::Ready(Ok(()));
-                    }
-                    continue;
-                }
                 // One byte claimed: `h2` raises the claim to the buffered length in
                 // `send_data`, and a small claim does not hold window other streams need.
                 tx.reserve_capacity(1);
-                held = Some(Held { data, last });
+                held = Some(data);
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
@@ -341,4 +329,17 @@ async fn pipe(
         }
     })
     .await
+}
+
+/// Pending, with the stream's reset watched so that a client's `RST_STREAM` wakes the wait;
+/// the reset's error if it came.
+fn pending_unless_reset(
+    tx: &mut h2::SendStream<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+    match tx.poll_reset(cx) {
+        Poll::Ready(Ok(reason)) => Poll::Ready(Err(format!("stream reset: {reason:?}").into())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+        Poll::Pending => Poll::Pending,
+    }
 }
