@@ -7,6 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
@@ -268,7 +269,7 @@ async fn trickling_node() -> SocketAddr {
                 if s.write_all(piece).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
     })
@@ -285,5 +286,60 @@ async fn a_trickled_chunked_answer_arrives_whole(proto: Proto) {
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.text(), "hello, world");
     }
+    lb.stop().await;
+}
+
+/// A node that answers each connection's first request with keep-alive, then closes that
+/// connection (as a node whose keep-alive timeout passed) and tells `closed`.
+async fn idle_closing_node(closed: Arc<tokio::sync::Notify>) -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let all = seen.clone();
+    let addr = raw_node(move |mut s| {
+        let k = {
+            let mut v = all.lock().unwrap();
+            v.push(Vec::new());
+            v.len() - 1
+        };
+        let (all, closed) = (all.clone(), closed.clone());
+        async move {
+            let mut buf = Vec::new();
+            let Some(line) = read_head(&mut s, &mut buf).await else {
+                return;
+            };
+            all.lock().unwrap()[k].push(line);
+            let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+            if s.write_all(ok).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            drop(s);
+            closed.notify_one();
+        }
+    })
+    .await;
+    (addr, seen)
+}
+
+on_both_paths!(a_pooled_node_connection_the_node_closed_while_idle_is_not_used);
+/// The node closed a pooled connection while it sat idle: the next request, a POST that may
+/// not be sent twice, goes on a new connection and is answered, not sent into the closed one.
+async fn a_pooled_node_connection_the_node_closed_while_idle_is_not_used(proto: Proto) {
+    let closed = Arc::new(tokio::sync::Notify::new());
+    let (node, seen) = idle_closing_node(closed.clone()).await;
+    let lb = balancer(&yaml("", &[node_line("jvm1", node, "")])).await;
+    let mut c = proto.open(lb.addr()).await;
+    let r = c.get("/first", None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    tokio::time::timeout(DEADLINE, closed.notified())
+        .await
+        .expect("the node did not close");
+    // The close reaches the balancer's socket within a moment on loopback.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = c.request(Method::POST, "/second", &[], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{proto}: {}", r.text());
+    let want = vec![
+        vec!["GET /first HTTP/1.1".to_string()],
+        vec!["POST /second HTTP/1.1".to_string()],
+    ];
+    assert_eq!(*seen.lock().unwrap(), want, "{proto}");
     lb.stop().await;
 }

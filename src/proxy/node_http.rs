@@ -279,6 +279,18 @@ impl NodeConn {
     }
 }
 
+/// Clears tokio's read readiness of a node socket whose last read took exactly the response's
+/// bytes and so left the readiness of their arrival set. The pool's check before the socket's
+/// next use (a read that must find nothing) then makes a system call only when something
+/// arrived since: data, or the node's close (tokio keeps a peer's close as a state of its own
+/// that no clearing removes). Called in the poll of that last read, so no readiness event can
+/// have come in between and be lost; without it, every reuse paid a read that found nothing.
+fn settle_read_readiness(stream: &TcpStream) {
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
+}
+
 /// Reads what the socket has into `inb`, with room for `want` bytes made first when it has
 /// less than a quarter of that.
 fn poll_read(
@@ -556,17 +568,34 @@ impl NodeBody {
             idle: BodyIdle::new(idle),
             failed: None,
         };
+        // The head was read in this poll: when the whole body came with it, nothing of this
+        // response is left in the socket.
+        let whole = (b.reader.remaining()).is_some_and(|n| n <= b.buffered() as u64);
+        if whole {
+            if let Some(conn) = &b.conn {
+                settle_read_readiness(&conn.stream);
+            }
+        }
         if b.reader.is_done() {
-            b.finish();
+            b.finish(false);
         }
         b
     }
 
+    /// Bytes of the body already read from the socket.
+    fn buffered(&self) -> usize {
+        self.conn.as_ref().map_or(0, |c| c.inb.len())
+    }
+
     /// The body ended: the socket goes back to the pool if the exchange left it clean.
-    fn finish(&mut self) {
+    /// `just_read`: the poll that found the end read from the socket.
+    fn finish(&mut self, just_read: bool) {
         let Some(conn) = self.conn.take() else { return };
         let clean = conn.upload.is_none() && !conn.node_write_failed && conn.inb.is_empty();
         if self.keep_alive && clean {
+            if just_read {
+                settle_read_readiness(&conn.stream);
+            }
             let h = &self.home;
             h.pools.http.checkin(h.slot, h.epoch, conn.stream);
         }
@@ -582,13 +611,14 @@ impl NodeBody {
                 return Poll::Ready(Some(Err(Box::new(BodyFailed(why)))));
             }
         }
+        let mut just_read = false;
         loop {
             match self.reader.decode(&conn.inb) {
                 Ok(Step::Data { start, end }) => {
                     conn.inb.advance(start);
                     let data = conn.inb.split_to(end - start).freeze();
                     if self.reader.is_done() {
-                        self.finish();
+                        self.finish(just_read);
                     }
                     return Poll::Ready(Some(Ok(data)));
                 }
@@ -599,7 +629,7 @@ impl NodeBody {
                 }
                 Ok(Step::Done { consumed }) => {
                     conn.inb.advance(consumed);
-                    self.finish();
+                    self.finish(just_read);
                     return Poll::Ready(None);
                 }
                 // The decoder took all of it (a chunk header's start is kept in its state).
@@ -623,7 +653,10 @@ impl NodeBody {
                         Err(e) => Some(Err(Box::new(BodyFailed(format!("the node closed: {e}"))))),
                     });
                 }
-                Poll::Ready(Ok(_)) => self.idle.touch(),
+                Poll::Ready(Ok(_)) => {
+                    self.idle.touch();
+                    just_read = true;
+                }
                 Poll::Ready(Err(e)) => {
                     self.conn = None;
                     let why = format!("the node's connection failed mid-body: {e}");
