@@ -111,6 +111,13 @@ async fn h2_uploads_reach_the_node_byte_exact() {
 /// What the dying node saw: per connection, the request lines it read.
 type Seen = Arc<Mutex<Vec<Vec<String>>>>;
 
+/// A new connection's entry in `all`, numbered in the order the connections were accepted.
+fn next_connection(all: &Seen) -> usize {
+    let mut v = all.lock().unwrap();
+    v.push(Vec::new());
+    v.len() - 1
+}
+
 /// A node whose first connection answers its first request and then, on the next one, reads
 /// it and closes without a byte: a pooled connection that dies as it is reused. Every other
 /// connection answers every request.
@@ -118,12 +125,7 @@ async fn dying_node() -> (SocketAddr, Seen) {
     let seen: Seen = Arc::default();
     let all = seen.clone();
     let addr = raw_node(move |mut s| {
-        // Numbered in the order the connections were accepted.
-        let k = {
-            let mut v = all.lock().unwrap();
-            v.push(Vec::new());
-            v.len() - 1
-        };
+        let k = next_connection(&all);
         let all = all.clone();
         async move {
             let mut buf = Vec::new();
@@ -295,11 +297,7 @@ async fn idle_closing_node(closed: Arc<tokio::sync::Notify>) -> (SocketAddr, See
     let seen: Seen = Arc::default();
     let all = seen.clone();
     let addr = raw_node(move |mut s| {
-        let k = {
-            let mut v = all.lock().unwrap();
-            v.push(Vec::new());
-            v.len() - 1
-        };
+        let k = next_connection(&all);
         let (all, closed) = (all.clone(), closed.clone());
         async move {
             let mut buf = Vec::new();
