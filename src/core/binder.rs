@@ -171,6 +171,13 @@ pub struct SetCookieOutcome {
     pub rewritten: bool,
 }
 
+impl SetCookieOutcome {
+    /// Whether the `Set-Cookie` values changed: only then is the response's set replaced.
+    pub fn changed(&self) -> bool {
+        self.rewritten || self.added
+    }
+}
+
 /// Rewrites the response's `Set-Cookie` values (`values`: every `Set-Cookie` header, in order)
 /// and returns what happened. Rules (DESIGN.md "Binders"):
 /// - a backend cookie re-issuing the forwarded id is rewritten to the client-facing id (keeping

@@ -743,10 +743,11 @@ fn rewrite_response_headers(
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
-        let before = values.clone();
         let path = req.original_uri.path();
-        issued = pipeline::rewrite_set_cookies(req.pool, plan, path, &mut values).issued;
-        if values != before {
+        let outcome = pipeline::rewrite_set_cookies(req.pool, plan, path, &mut values);
+        let changed = outcome.changed();
+        issued = outcome.issued;
+        if changed {
             let raw: Vec<HeaderValue> = headers
                 .get_all(header::SET_COOKIE)
                 .iter()

@@ -144,6 +144,15 @@ mod tests {
             !l.seen("JSESSIONID", "/app/a", "; Path=/app"),
             "only the last one"
         );
+        // Long attributes are told apart by their last byte.
+        let long = format!("; Path=/app; Domain={}", "d".repeat(300));
+        let longer = format!("{long}x");
+        l.remember("JSESSIONID", "/app/a", &long);
+        assert!(l.seen("JSESSIONID", "/app/a", &long));
+        assert!(!l.seen("JSESSIONID", "/app/a", &longer));
+        // The same bytes split otherwise between name and attributes are another cookie.
+        l.remember("JSESSIONID", "/", "x");
+        assert!(!l.seen("JSESSIONIDx", "/", ""));
     }
 
     #[test]

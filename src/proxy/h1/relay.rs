@@ -397,12 +397,12 @@ pub(super) fn write_response(
                 Err(_) => raw.push(i),
             }
         }
-        let before = values.clone();
         let path = std::str::from_utf8(req.head.path(req.src)).unwrap_or("/");
-        issued = pipeline::rewrite_set_cookies(pool, &plan, path, &mut values).issued;
-        if values != before {
+        let outcome = pipeline::rewrite_set_cookies(pool, &plan, path, &mut values);
+        if outcome.changed() {
             rewritten = Some((values, raw));
         }
+        issued = outcome.issued;
     }
     let location = location_rewrite(req, src, resp, &plan);
     let mut replace: [(usize, &[u8]); 1] = [(usize::MAX, b"")];
