@@ -3,12 +3,12 @@
 //! ([`SKIPPED_REQUEST`], [`HOP_BY_HOP_RESPONSE`]), and the HTTP/2 path's exchange ([`send`]).
 //!
 //! On the HTTP/2 path the exchange runs in a task of its own: it writes the Forward Request
-//! (the request is given back unsent if that fails), answers each Get Body Chunk from the client's body, hands the Send Headers packet
-//! over as the response head and every Send Body Chunk as a frame of [`AjpBody`]; End
-//! Response ends the body and, with `reuse`, puts the connection back into
-//! [`UpstreamPools::ajp`]. Framing that is malformed or out of order is the node's failure:
-//! before the head it is returned for `core::retry`, after it the body ends in an error (the
-//! client's stream is reset) and the node's `upstream_errors` counts it.
+//! (the request is given back unsent if that fails), answers each Get Body Chunk from the
+//! client's body, hands the Send Headers packet over as the response head and every Send Body
+//! Chunk as a frame of [`AjpBody`]; End Response ends the body and, with `reuse`, puts the
+//! connection back into [`UpstreamPools::ajp`]. Framing that is malformed or out of order is
+//! the node's failure: before the head it is returned for `core::retry`, after it the body ends
+//! in an error (the client's stream is reset) and the node's `upstream_errors` counts it.
 
 use std::net::SocketAddr;
 use std::pin::Pin;

@@ -3,8 +3,8 @@
 //! chose `h2` by ALPN, and the answer to a wrong one: the server's preface (an empty
 //! `SETTINGS` frame) and a `GOAWAY` with `PROTOCOL_ERROR`, then the connection closes.
 //!
-//! `h2`'s own check would close without a word. Once per connection, before the first frame: nothing
-//! of it runs per request.
+//! `h2`'s own check would close without a word. Once per connection, before the first frame:
+//! nothing of it runs per request.
 
 use std::time::Duration;
 

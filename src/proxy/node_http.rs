@@ -570,7 +570,10 @@ impl NodeBody {
         };
         // The head was read in this poll: when the whole body came with it, nothing of this
         // response is left in the socket.
-        let whole = (b.reader.remaining()).is_some_and(|n| n <= b.buffered() as u64);
+        let whole = b
+            .reader
+            .remaining()
+            .is_some_and(|n| n <= b.buffered() as u64);
         if whole {
             if let Some(conn) = &b.conn {
                 settle_read_readiness(&conn.stream);

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::proxy::client_body::ClientBody;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -42,6 +41,7 @@ use crate::proxy::ajp_client::ClientTls;
 use crate::proxy::ajp_exchange;
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace, Turn};
 use crate::proxy::buffers::Buf;
+use crate::proxy::client_body::ClientBody;
 use crate::proxy::node_head;
 use crate::proxy::node_http;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionEdit, SessionIds};
@@ -113,9 +113,7 @@ impl ProxyService {
         self.listener_port = cfg.bind.port();
         self
     }
-}
 
-impl ProxyService {
     /// One stream's request, answered. Dropped unanswered when the client resets the stream,
     /// which spends from the connection's [`ResetBudget`].
     pub fn call(
@@ -139,8 +137,8 @@ impl ProxyService {
 /// (`listeners[].h2.max_reset_streams`), each answered stream gives one back (up to the
 /// maximum); a reset that finds it empty cancels [`ResetBudget::exhausted`], and the listener
 /// closes the connection with `GOAWAY`. A browser that cancels a few requests among many it
-/// lets finish never gets there. Streams reset before the server accepted them are h2's own limit
-/// (`max_pending_accept_reset_streams`, set to the same value).
+/// lets finish never gets there. Streams reset before the server accepted them are h2's own
+/// limit (`max_pending_accept_reset_streams`, set to the same value).
 #[derive(Debug)]
 pub struct ResetBudget {
     left: std::sync::atomic::AtomicU32,
