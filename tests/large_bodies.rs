@@ -138,6 +138,19 @@ async fn check_upload(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> Optio
     }
 }
 
+/// Sends `req` on a new connection and reads until the balancer closes it; `what` says which
+/// exchange never closed.
+async fn until_closed(lb: &stickyroute::control::Running, req: &[u8], what: &str) -> Vec<u8> {
+    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
+    c.write_all(req).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
+        .unwrap();
+    got
+}
+
 async fn lb(node: &RawNode) -> stickyroute::control::Running {
     let pool = "timeouts: { body_idle: 2s, response: 5s }";
     balancer(&yaml(pool, &[node_line("jvm1", node.addr, "")])).await
@@ -229,15 +242,8 @@ async fn a_client_leaving_mid_long_body_costs_only_the_node_connection() {
 async fn a_node_closing_mid_long_body_truncates_and_closes() {
     let node = raw_node().await;
     let lb = lb(&node).await;
-    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
-    c.write_all(b"GET /cut/1048576 HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
-        .await
-        .expect("the client connection was never closed")
-        .unwrap();
+    let req = b"GET /cut/1048576 HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    let got = until_closed(&lb, req, "the client connection was never closed").await;
     let (head, body) = split_head(&got);
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("content-length: 1048576"), "{head}");
@@ -261,15 +267,8 @@ async fn a_node_closing_mid_long_body_truncates_and_closes() {
 async fn head_of_a_long_body_sends_no_body() {
     let node = raw_node().await;
     let lb = lb(&node).await;
-    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
-    c.write_all(b"HEAD /len/1048576 HTTP/1.1\r\nHost: app.test\r\n\r\nGET /len/20000 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
-        .await
-        .expect("never closed")
-        .unwrap();
+    let req = b"HEAD /len/1048576 HTTP/1.1\r\nHost: app.test\r\n\r\nGET /len/20000 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let got = until_closed(&lb, req, "never closed").await;
     let (first, rest) = split_head(&got);
     assert!(first.contains("content-length: 1048576"), "{first}");
     assert!(
@@ -308,16 +307,10 @@ async fn a_client_stalling_mid_long_upload_gets_408() {
     let node = raw_node().await;
     let pool = "timeouts: { body_idle: 300ms, response: 5s }";
     let lb = balancer(&yaml(pool, &[node_line("jvm1", node.addr, "")])).await;
-    let mut c = TcpStream::connect(lb.addr()).await.unwrap();
     let mut req =
         b"POST /check HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4194304\r\n\r\n".to_vec();
     req.extend_from_slice(&pattern(100 * 1024));
-    c.write_all(&req).await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
-        .await
-        .expect("never answered")
-        .unwrap();
+    let got = until_closed(&lb, &req, "never answered").await;
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
     eventually("in flight back to 0", DEADLINE, || async {
@@ -389,14 +382,9 @@ async fn a_connection_is_idle_after_spliced_bodies() {
             b"GET /len/1048576 HTTP/1.1\r\nHost: app.test\r\n\r\n".to_vec(),
         ),
     ] {
-        let mut c = TcpStream::connect(lb.addr()).await.unwrap();
-        c.write_all(&req).await.unwrap();
         let sent = std::time::Instant::now();
-        let mut got = Vec::new();
-        tokio::time::timeout(DEADLINE, c.read_to_end(&mut got))
-            .await
-            .unwrap_or_else(|_| panic!("{what}: the idle connection was never closed"))
-            .unwrap();
+        let never = format!("{what}: the idle connection was never closed");
+        let got = until_closed(&lb, &req, &never).await;
         assert!(got.starts_with(b"HTTP/1.1 200 "), "{what}");
         let took = sent.elapsed();
         assert!(

@@ -246,13 +246,8 @@ impl ProxyService {
         }
         // A body declared larger than the listener takes: `413` before anything is read or
         // sent (a body without a length is counted while it streams, in `attempts`).
-        let declared = body.size_hint().exact().or_else(|| {
-            parts
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
-        });
+        // The body's size hint is the declared `Content-Length` (`ClientBody` read it).
+        let declared = body.size_hint().exact();
         if declared_body_too_large(self.max_body, declared) {
             return Err((ProxyError::BodyTooLarge, None));
         }
