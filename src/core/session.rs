@@ -37,11 +37,14 @@ pub const MAX_SESSION_ID_BYTES: usize = 256;
 pub enum IdLocation {
     /// In `Cookie` header line `header` (index among the request's `Cookie` lines), value at
     /// bytes `start..end` of that line; `name` is the index into [`SessionSettings::cookies`].
+    /// `sole`: no other cookie of that name is in the request, so a rewrite has nothing to
+    /// drop (`false` when unknown).
     Cookie {
         name: usize,
         header: usize,
         start: usize,
         end: usize,
+        sole: bool,
     },
     /// In the request path, value at bytes `start..end` of the path.
     PathParam { start: usize, end: usize },
@@ -202,10 +205,13 @@ pub fn find_session<'a>(
     is_live: impl Fn(&str) -> bool,
 ) -> Option<FoundId<'a>> {
     for (name_idx, wanted) in settings.cookies.iter().enumerate() {
-        // The common case, one cookie of the name, allocates nothing.
-        let mut found = session_cookies(cookie_lines, name_idx, wanted);
-        let Some(first) = found.next() else { continue };
-        if found.next().is_none() {
+        // The common case, one cookie of the name, takes one pass and allocates nothing.
+        let (first, valid, named) = first_session_cookie(cookie_lines, name_idx, wanted);
+        let Some(mut first) = first else { continue };
+        if valid == 1 {
+            if let IdLocation::Cookie { sole, .. } = &mut first.location {
+                *sole = named == 1;
+            }
             return Some(first);
         }
         let all: Vec<FoundId<'a>> = session_cookies(cookie_lines, name_idx, wanted).collect();
@@ -223,6 +229,47 @@ pub fn find_session<'a>(
     })
 }
 
+/// The first valid value of cookie `wanted` (index `name_idx` of the configured names), how
+/// many of its values are valid and how many cookies have the name at all, in one pass.
+fn first_session_cookie<'a>(
+    cookie_lines: &[Option<&'a str>],
+    name_idx: usize,
+    wanted: &str,
+) -> (Option<FoundId<'a>>, usize, usize) {
+    let (mut first, mut valid, mut named) = (None, 0, 0);
+    for (line_idx, line) in cookie_lines.iter().enumerate() {
+        let Some(line) = line else { continue };
+        for (name, value, start, end) in cookie_pairs(line) {
+            if name != wanted {
+                continue;
+            }
+            named += 1;
+            if !is_valid_id(value) {
+                continue;
+            }
+            valid += 1;
+            if first.is_none() {
+                first = Some(cookie_found(value, name_idx, line_idx, start, end));
+            }
+        }
+    }
+    (first, valid, named)
+}
+
+fn cookie_found(id: &str, name: usize, header: usize, start: usize, end: usize) -> FoundId<'_> {
+    FoundId {
+        id,
+        location: IdLocation::Cookie {
+            name,
+            header,
+            start,
+            end,
+            sole: false,
+        },
+        older_forms: false,
+    }
+}
+
 /// The valid values of cookie `wanted` (index `name_idx` of the configured names), in order.
 fn session_cookies<'a, 'l>(
     cookie_lines: &'l [Option<&'a str>],
@@ -234,18 +281,11 @@ fn session_cookies<'a, 'l>(
         .enumerate()
         .filter_map(|(line_idx, line)| line.map(|l| (line_idx, l)))
         .flat_map(move |(line_idx, line)| {
-            cookie_pairs(line).filter_map(move |(name, value, start, end)| {
-                (name == wanted && is_valid_id(value)).then_some(FoundId {
-                    id: value,
-                    location: IdLocation::Cookie {
-                        name: name_idx,
-                        header: line_idx,
-                        start,
-                        end,
-                    },
-                    older_forms: false,
+            cookie_pairs(line)
+                .filter(move |&(name, value, _, _)| name == wanted && is_valid_id(value))
+                .map(move |(_, value, start, end)| {
+                    cookie_found(value, name_idx, line_idx, start, end)
                 })
-            })
         })
 }
 
@@ -285,16 +325,21 @@ pub fn rewrite_cookie_lines(
     new_id: &str,
 ) -> Option<Vec<String>> {
     let IdLocation::Cookie {
-        header, start, end, ..
+        header,
+        start,
+        end,
+        sole,
+        ..
     } = *loc
     else {
         return None;
     };
-    let duplicates = lines.iter().enumerate().any(|(i, line)| {
-        line.is_some_and(|l| {
-            cookie_pairs(l).any(|(n, _, s, _)| n == cookie_name && (i != header || s != start))
-        })
-    });
+    let duplicates = !sole
+        && lines.iter().enumerate().any(|(i, line)| {
+            line.is_some_and(|l| {
+                cookie_pairs(l).any(|(n, _, s, _)| n == cookie_name && (i != header || s != start))
+            })
+        });
     let unchanged = lines[header].is_some_and(|l| &l[start..end] == new_id);
     if unchanged && !duplicates {
         return None;
@@ -548,6 +593,26 @@ mod tests {
     }
 
     #[test]
+    fn sole_says_whether_other_cookies_share_the_name() {
+        let cases: &[(&[&str], bool)] = &[
+            (&["JSESSIONID=X.jvm1"], true),
+            (&["a=1; JSESSIONID=X.jvm1", "b=2"], true),
+            (&["JSESSIONID=X.jvm1; JSESSIONID="], false),
+            (&["JSESSIONID=X.jvm1", "JSESSIONID=bad,id"], false),
+            (&["JSESSIONID=X.jvm1", "JSESSIONID=X.jvm1"], false),
+            (&["JSESSIONIDX=1; JSESSIONID=X.jvm1"], true),
+        ];
+        for (lines, want) in cases {
+            let lines: Vec<Option<&str>> = lines.iter().map(|l| Some(*l)).collect();
+            let found = find_session(&settings(), &lines, "/", |_| true).unwrap();
+            let IdLocation::Cookie { sole, .. } = found.location else {
+                panic!("{lines:?}: not a cookie");
+            };
+            assert_eq!(sole, *want, "{lines:?}");
+        }
+    }
+
+    #[test]
     fn cookie_names_tried_in_order() {
         let s = SessionSettings {
             cookies: vec!["SESSION".into(), "JSESSIONID".into()],
@@ -615,6 +680,19 @@ mod tests {
                 "X.jvm2",
                 Some(&["JSESSIONID=X.jvm2"]),
             ),
+            // The one valid id unchanged, but other cookies of its name (not valid ids) are
+            // still dropped: the node must see exactly one.
+            (
+                &["JSESSIONID=X.jvm1; JSESSIONID="],
+                "X.jvm1",
+                Some(&["JSESSIONID=X.jvm1"]),
+            ),
+            (
+                &["JSESSIONID=bad,id", "JSESSIONID=X.jvm1"],
+                "X.jvm1",
+                Some(&["JSESSIONID=X.jvm1"]),
+            ),
+            (&["a=1; JSESSIONID=X.jvm1; b=2"], "X.jvm1", None),
         ];
         for (lines, new_id, want) in cases {
             let got = rewrite(lines, new_id);

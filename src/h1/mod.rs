@@ -14,6 +14,7 @@
 //! - [`target`]: request-target forms and Host syntax;
 //! - [`request`]: [`parse_request`] into a reusable [`RequestHead`];
 //! - [`response`]: [`parse_response`] into a reusable [`ResponseHead`];
+//! - `strict_head`: both heads in their strict form (the common case) read without httparse;
 //! - [`chunked`]: the zero-copy [`ChunkedDecoder`] and chunk framing to write;
 //! - [`body`]: [`BodyReader`], one decoder for every framing;
 //! - [`write`]: [`write_request_head`], [`write_request_fields`] (a request given as fields),
@@ -95,6 +96,7 @@ pub mod framing;
 pub mod header;
 pub mod request;
 pub mod response;
+mod strict_head;
 pub mod target;
 pub mod values;
 pub mod write;

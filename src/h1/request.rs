@@ -12,6 +12,7 @@ use std::mem::MaybeUninit;
 
 use crate::h1::framing::{BodyFraming, Framing};
 use crate::h1::header::{self, ConnectionTokens, Header, HeaderKind, Span};
+use crate::h1::strict_head;
 use crate::h1::target::{self, TargetForm};
 use crate::h1::Error;
 
@@ -480,6 +481,17 @@ fn span_in(buf: &[u8], part: &[u8], at: u32) -> Span {
 /// answer [`Error::status`] and close the connection: the head cannot be trusted.
 pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error> {
     out.clear();
+    if let Some(r) = strict_head::request(buf) {
+        // The strict form (no bare LF possible in it), read as httparse would read it.
+        if r.len > MAX_HEAD_LEN {
+            return Err(Error::HeadTooLarge);
+        }
+        let authority = read_request_line(buf, r.method, r.target, r.version, out)?;
+        let fields = read_request_fields(buf, r.fields.iter(buf), out)?;
+        decide_request(buf, authority, fields, out)?;
+        out.head_len = r.len;
+        return Ok(Parsed::Complete(r.len));
+    }
     let mut raw: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -499,7 +511,8 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error>
         return Err(Error::Target);
     };
     let authority = read_request_line(buf, method.as_bytes(), path.as_bytes(), version, out)?;
-    let fields = read_request_fields(buf, req.headers, out)?;
+    let headers = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+    let fields = read_request_fields(buf, headers, out)?;
     decide_request(buf, authority, fields, out)?;
     out.head_len = len;
     Ok(Parsed::Complete(len))
@@ -585,30 +598,30 @@ struct RequestFields {
 
 /// Records every header line in `out` and reads the ones the proxy decides on.
 #[inline]
-fn read_request_fields(
-    buf: &[u8],
-    headers: &[httparse::Header<'_>],
+fn read_request_fields<'b>(
+    buf: &'b [u8],
+    headers: impl Iterator<Item = (&'b [u8], &'b [u8])>,
     out: &mut RequestHead,
 ) -> Result<RequestFields, Error> {
     let mut f = RequestFields::default();
-    for (i, h) in headers.iter().enumerate() {
-        let name = Span::of(buf, h.name.as_bytes());
-        let value = span_in(buf, h.value, name.end);
-        let kind = HeaderKind::of(h.name.as_bytes());
+    for (i, (h_name, h_value)) in headers.enumerate() {
+        let name = Span::of(buf, h_name);
+        let value = span_in(buf, h_value, name.end);
+        let kind = HeaderKind::of(h_name);
         match kind {
             HeaderKind::Host => {
                 f.host_count += 1;
                 out.host_index = u16::try_from(i).ok();
             }
-            HeaderKind::ContentLength => f.framing.content_length(h.value),
-            HeaderKind::TransferEncoding => f.framing.transfer_encoding(h.value),
+            HeaderKind::ContentLength => f.framing.content_length(h_value),
+            HeaderKind::TransferEncoding => f.framing.transfer_encoding(h_value),
             HeaderKind::Connection => header::read_connection(
-                h.value,
+                h_value,
                 value.start,
                 &mut f.conn,
                 &mut out.connection_tokens,
             )?,
-            HeaderKind::Expect => f.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue"),
+            HeaderKind::Expect => f.expect_continue = h_value.eq_ignore_ascii_case(b"100-continue"),
             HeaderKind::Upgrade => f.upgrade_field = true,
             _ => {}
         }

@@ -22,6 +22,7 @@ use crate::h1::request::{
     check_bare_lf, check_line_ends, line_end_fault_first, version_error, Parsed, Version,
     MAX_HEADERS, MAX_HEAD_LEN,
 };
+use crate::h1::strict_head;
 use crate::h1::Error;
 
 /// A parsed response head. Reuse one per node connection, as [`crate::h1::RequestHead`].
@@ -160,6 +161,24 @@ pub fn parse_response(
     out: &mut ResponseHead,
 ) -> Result<Parsed, Error> {
     out.clear();
+    if let Some(r) = strict_head::response(buf) {
+        // The strict form (no bare LF possible in it), read as httparse would read it.
+        if r.len > MAX_HEAD_LEN {
+            return Err(Error::HeadTooLarge);
+        }
+        let reason = Span::of(buf, r.reason);
+        let fields = r.fields.iter(buf);
+        return read_response(
+            buf,
+            r.version,
+            r.code,
+            reason,
+            fields,
+            req_method_is_head,
+            out,
+        )
+        .map(|()| finish(out, r.len));
+    }
     let mut raw: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
@@ -183,6 +202,31 @@ pub fn parse_response(
     let (Some(version), Some(code), Some(reason)) = (res.version, res.code, res.reason) else {
         return Err(Error::Status);
     };
+    let reason = if reason.is_empty() {
+        Span::default()
+    } else {
+        Span::of(buf, reason.as_bytes())
+    };
+    let fields = res.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+    read_response(buf, version, code, reason, fields, req_method_is_head, out)
+        .map(|()| finish(out, len))
+}
+
+fn finish(out: &mut ResponseHead, len: usize) -> Parsed {
+    out.head_len = len;
+    Parsed::Complete(len)
+}
+
+/// The status line's parts and the fields, as either parser read them, into `out`.
+fn read_response<'b>(
+    buf: &'b [u8],
+    version: u8,
+    code: u16,
+    reason: Span,
+    fields: impl Iterator<Item = (&'b [u8], &'b [u8])>,
+    req_method_is_head: bool,
+    out: &mut ResponseHead,
+) -> Result<(), Error> {
     if code < 100 {
         return Err(Error::Status);
     }
@@ -192,29 +236,27 @@ pub fn parse_response(
     } else {
         Version::Http10
     };
-    if !reason.is_empty() {
-        out.reason = Span::of(buf, reason.as_bytes());
-    }
+    out.reason = reason;
     let http10 = out.version == Version::Http10;
 
     let mut framing = Framing::default();
     let mut conn = ConnectionTokens::default();
-    for h in res.headers.iter() {
-        let name = Span::of(buf, h.name.as_bytes());
-        let value = if h.value.is_empty() {
+    for (h_name, h_value) in fields {
+        let name = Span::of(buf, h_name);
+        let value = if h_value.is_empty() {
             Span {
                 start: name.end,
                 end: name.end,
             }
         } else {
-            Span::of(buf, h.value)
+            Span::of(buf, h_value)
         };
-        let kind = HeaderKind::of(h.name.as_bytes());
+        let kind = HeaderKind::of(h_name);
         match kind {
-            HeaderKind::ContentLength => framing.content_length(h.value),
-            HeaderKind::TransferEncoding => framing.transfer_encoding(h.value),
+            HeaderKind::ContentLength => framing.content_length(h_value),
+            HeaderKind::TransferEncoding => framing.transfer_encoding(h_value),
             HeaderKind::Connection => header::read_connection(
-                h.value,
+                h_value,
                 value.start,
                 &mut conn,
                 &mut out.connection_tokens,
@@ -241,8 +283,7 @@ pub fn parse_response(
         && (!http10 || conn.keep_alive)
         && out.body != BodyFraming::CloseDelimited
         && code != 101;
-    out.head_len = len;
-    Ok(Parsed::Complete(len))
+    Ok(())
 }
 
 /// The error for a response head httparse refused.

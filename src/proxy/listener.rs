@@ -6,6 +6,7 @@
 //! its own task and span, and holds a permit of the listener's connection limit.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,7 +195,7 @@ pub async fn serve_listener(a: AcceptLoop) {
             balancer: balancer.clone(),
             pools: conns.clone(),
             cfg: cfg.clone(),
-            shutdown: shutdown.clone(),
+            stopping: AtomicBool::new(false),
             tls: tls.is_some(),
         }),
         exchanges: Arc::new(h1::exchange_pool()),
@@ -238,6 +239,7 @@ pub async fn serve_listener(a: AcceptLoop) {
         }
     }
     drop(listener);
+    shared.native.stop();
     drain(local, graceful, native, &tunnels, grace).await;
 }
 
@@ -251,7 +253,7 @@ async fn drain(
     grace: Duration,
 ) {
     // Idle keep-alive connections wait without a shutdown waiter of their own: wake them to
-    // look at the token.
+    // look at their listener's `stopping` flag, set before this.
     crate::proxy::deadline::nudge_idle();
     native.close();
     tracing::info!(%local, "stopped accepting; draining connections");

@@ -640,6 +640,7 @@ mod tests {
             header: 0,
             start: 11,
             end: 17,
+            sole: false,
         };
         let lines = [Some("JSESSIONID=X.jvm1; lang=en")];
         let cases: Vec<(&IdLocation, Option<&str>, &str, SessionEdit)> = vec![

@@ -65,7 +65,7 @@ where
                 Turn::Exchanged(Next::Tunnel(t)) => return Outcome::Upgraded(client, t),
                 Turn::Http2(read) => return Outcome::Http2(client, read, peer),
             };
-            if ctx.shutdown.is_cancelled() {
+            if ctx.stopping() {
                 return Outcome::Finished(client);
             }
         }
@@ -76,13 +76,13 @@ where
 /// down or stays idle for `keepalive_timeout` (`false`).
 ///
 /// A hand-rolled wait, for size: the readiness waker lives in the socket's own slot, the
-/// deadline is a table slot, and shutdown wakes it through `deadline::nudge_idle`: a few
+/// deadline is a table slot, and a draining listener wakes it through `deadline::nudge_idle`: a few
 /// words in every idle connection's state. Not an `async fn`, for the same reason as
 /// [`serve`].
 fn idle_wait<'a>(client: &'a mut ClientIo, ctx: &'a Context) -> impl Future<Output = bool> + 'a {
     let mut idle = deadline::Deadline::idle(Instant::now() + ctx.cfg.keepalive_timeout);
     std::future::poll_fn(move |cx| {
-        if ctx.shutdown.is_cancelled() {
+        if ctx.stopping() {
             return Poll::Ready(false);
         }
         match client.poll_read_ready(cx) {
@@ -93,7 +93,7 @@ fn idle_wait<'a>(client: &'a mut ClientIo, ctx: &'a Context) -> impl Future<Outp
             return Poll::Ready(false);
         }
         // A shutdown between the first look and arming the deadline.
-        if ctx.shutdown.is_cancelled() {
+        if ctx.stopping() {
             return Poll::Ready(false);
         }
         Poll::Pending

@@ -2,9 +2,8 @@
 //! every connection of one accept loop, and [`Conn`], one client connection's view of it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
 
 use crate::config::ListenerConfig;
 use crate::proxy::upstream::UpstreamPools;
@@ -27,7 +26,22 @@ pub struct Context {
     /// The worker's keep-alive connections to the nodes.
     pub pools: Arc<UpstreamPools>,
     pub cfg: ListenerConfig,
-    pub shutdown: CancellationToken,
+    /// Set when the accept loop stops accepting, before idle connections are woken to look:
+    /// each connection checks it between requests. A load, where the shutdown token's own
+    /// check takes a lock.
+    pub stopping: AtomicBool,
     /// The listener terminates TLS.
     pub tls: bool,
+}
+
+impl Context {
+    /// The listener is draining: finish the request in hand, then close.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Marks the listener as draining (see [`Context::stopping`]).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
 }
