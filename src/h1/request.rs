@@ -481,17 +481,18 @@ fn span_in(buf: &[u8], part: &[u8], at: u32) -> Span {
 /// answer [`Error::status`] and close the connection: the head cannot be trusted.
 pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error> {
     out.clear();
-    if let Some(r) = strict_head::request(buf) {
+    if let Some(r) = strict_head::request(buf, &mut out.headers) {
         // The strict form (no bare LF possible in it), read as httparse would read it.
         if r.len > MAX_HEAD_LEN {
             return Err(Error::HeadTooLarge);
         }
         let authority = read_request_line(buf, r.method, r.target, r.version, out)?;
-        let fields = read_request_fields(buf, r.fields.iter(buf), out)?;
+        let fields = read_request_fields(buf, out)?;
         decide_request(buf, authority, fields, out)?;
         out.head_len = r.len;
         return Ok(Parsed::Complete(r.len));
     }
+    out.headers.clear();
     let mut raw: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -511,8 +512,15 @@ pub fn parse_request(buf: &[u8], out: &mut RequestHead) -> Result<Parsed, Error>
         return Err(Error::Target);
     };
     let authority = read_request_line(buf, method.as_bytes(), path.as_bytes(), version, out)?;
-    let headers = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
-    let fields = read_request_fields(buf, headers, out)?;
+    for h in req.headers.iter() {
+        let name = Span::of(buf, h.name.as_bytes());
+        out.headers.push(Header {
+            name,
+            value: span_in(buf, h.value, name.end),
+            kind: HeaderKind::of(h.name.as_bytes()),
+        });
+    }
+    let fields = read_request_fields(buf, out)?;
     decide_request(buf, authority, fields, out)?;
     out.head_len = len;
     Ok(Parsed::Complete(len))
@@ -596,36 +604,30 @@ struct RequestFields {
     upgrade_field: bool,
 }
 
-/// Records every header line in `out` and reads the ones the proxy decides on.
+/// Reads the fields of `out` (listed by either parser) that the proxy decides on.
 #[inline]
-fn read_request_fields<'b>(
-    buf: &'b [u8],
-    headers: impl Iterator<Item = (&'b [u8], &'b [u8])>,
-    out: &mut RequestHead,
-) -> Result<RequestFields, Error> {
+fn read_request_fields(buf: &[u8], out: &mut RequestHead) -> Result<RequestFields, Error> {
     let mut f = RequestFields::default();
-    for (i, (h_name, h_value)) in headers.enumerate() {
-        let name = Span::of(buf, h_name);
-        let value = span_in(buf, h_value, name.end);
-        let kind = HeaderKind::of(h_name);
-        match kind {
+    for i in 0..out.headers.len() {
+        let h = out.headers[i];
+        let value = h.value.get(buf);
+        match h.kind {
             HeaderKind::Host => {
                 f.host_count += 1;
                 out.host_index = u16::try_from(i).ok();
             }
-            HeaderKind::ContentLength => f.framing.content_length(h_value),
-            HeaderKind::TransferEncoding => f.framing.transfer_encoding(h_value),
+            HeaderKind::ContentLength => f.framing.content_length(value),
+            HeaderKind::TransferEncoding => f.framing.transfer_encoding(value),
             HeaderKind::Connection => header::read_connection(
-                h_value,
-                value.start,
+                value,
+                h.value.start,
                 &mut f.conn,
                 &mut out.connection_tokens,
             )?,
-            HeaderKind::Expect => f.expect_continue = h_value.eq_ignore_ascii_case(b"100-continue"),
+            HeaderKind::Expect => f.expect_continue = value.eq_ignore_ascii_case(b"100-continue"),
             HeaderKind::Upgrade => f.upgrade_field = true,
             _ => {}
         }
-        out.headers.push(Header { name, value, kind });
     }
     Ok(f)
 }

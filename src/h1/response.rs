@@ -161,24 +161,16 @@ pub fn parse_response(
     out: &mut ResponseHead,
 ) -> Result<Parsed, Error> {
     out.clear();
-    if let Some(r) = strict_head::response(buf) {
+    if let Some(r) = strict_head::response(buf, &mut out.headers) {
         // The strict form (no bare LF possible in it), read as httparse would read it.
         if r.len > MAX_HEAD_LEN {
             return Err(Error::HeadTooLarge);
         }
         let reason = Span::of(buf, r.reason);
-        let fields = r.fields.iter(buf);
-        return read_response(
-            buf,
-            r.version,
-            r.code,
-            reason,
-            fields,
-            req_method_is_head,
-            out,
-        )
-        .map(|()| finish(out, r.len));
+        return read_response(buf, r.version, r.code, reason, req_method_is_head, out)
+            .map(|()| finish(out, r.len));
     }
+    out.headers.clear();
     let mut raw: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
         [const { MaybeUninit::uninit() }; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
@@ -207,9 +199,20 @@ pub fn parse_response(
     } else {
         Span::of(buf, reason.as_bytes())
     };
-    let fields = res.headers.iter().map(|h| (h.name.as_bytes(), h.value));
-    read_response(buf, version, code, reason, fields, req_method_is_head, out)
-        .map(|()| finish(out, len))
+    for h in res.headers.iter() {
+        let name = Span::of(buf, h.name.as_bytes());
+        let value = if h.value.is_empty() {
+            Span {
+                start: name.end,
+                end: name.end,
+            }
+        } else {
+            Span::of(buf, h.value)
+        };
+        let kind = HeaderKind::of(h.name.as_bytes());
+        out.headers.push(Header { name, value, kind });
+    }
+    read_response(buf, version, code, reason, req_method_is_head, out).map(|()| finish(out, len))
 }
 
 fn finish(out: &mut ResponseHead, len: usize) -> Parsed {
@@ -217,13 +220,13 @@ fn finish(out: &mut ResponseHead, len: usize) -> Parsed {
     Parsed::Complete(len)
 }
 
-/// The status line's parts and the fields, as either parser read them, into `out`.
-fn read_response<'b>(
-    buf: &'b [u8],
+/// The status line's parts, as either parser read them, into `out`, and what the fields
+/// (listed in `out` by that parser) say.
+fn read_response(
+    buf: &[u8],
     version: u8,
     code: u16,
     reason: Span,
-    fields: impl Iterator<Item = (&'b [u8], &'b [u8])>,
     req_method_is_head: bool,
     out: &mut ResponseHead,
 ) -> Result<(), Error> {
@@ -241,29 +244,20 @@ fn read_response<'b>(
 
     let mut framing = Framing::default();
     let mut conn = ConnectionTokens::default();
-    for (h_name, h_value) in fields {
-        let name = Span::of(buf, h_name);
-        let value = if h_value.is_empty() {
-            Span {
-                start: name.end,
-                end: name.end,
-            }
-        } else {
-            Span::of(buf, h_value)
-        };
-        let kind = HeaderKind::of(h_name);
-        match kind {
-            HeaderKind::ContentLength => framing.content_length(h_value),
-            HeaderKind::TransferEncoding => framing.transfer_encoding(h_value),
+    for i in 0..out.headers.len() {
+        let h = out.headers[i];
+        let value = h.value.get(buf);
+        match h.kind {
+            HeaderKind::ContentLength => framing.content_length(value),
+            HeaderKind::TransferEncoding => framing.transfer_encoding(value),
             HeaderKind::Connection => header::read_connection(
-                h_value,
-                value.start,
+                value,
+                h.value.start,
                 &mut conn,
                 &mut out.connection_tokens,
             )?,
             _ => {}
         }
-        out.headers.push(Header { name, value, kind });
     }
 
     let bodiless = req_method_is_head || code < 200 || code == 204 || code == 304;

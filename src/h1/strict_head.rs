@@ -9,50 +9,32 @@
 //! The strict form is a subset of what httparse accepts: a request line `METHOD SP target SP
 //! HTTP/1.x CRLF` or a status line `HTTP/1.x SP 3DIGIT SP reason CRLF` (reason non-empty,
 //! visible ASCII and spaces); fields `name ":" *SP value CRLF` with a token name and a
-//! non-empty value of visible ASCII and inner spaces; an empty line; at most [`MAX_FIELDS`]
-//! fields. Anything else (a tab, a byte above 0x7e, an empty value, a bare LF, a head not yet
+//! non-empty value of visible ASCII and inner spaces; an empty line; at most
+//! [`MAX_HEADERS`] fields. Anything else (a tab, a byte above 0x7e, an empty value, a bare LF, a head not yet
 //! complete) returns `None` and the caller parses with httparse, which decides: accept,
 //! refuse or wait. What is read here is what httparse would read from the same bytes (the
 //! tests compare the two), so which parser ran changes nothing downstream.
 
-/// Most fields read here; a head with more goes to httparse.
-pub(crate) const MAX_FIELDS: usize = 32;
-
-/// The fields of a head: `[name start, name end, value start, value end]` per field.
-pub(crate) struct Fields {
-    n: usize,
-    spans: [[u32; 4]; MAX_FIELDS],
-}
-
-impl Fields {
-    /// `(name, value)` of each field, in order.
-    pub(crate) fn iter<'b>(&'b self, buf: &'b [u8]) -> impl Iterator<Item = (&'b [u8], &'b [u8])> {
-        self.spans[..self.n].iter().map(move |s| {
-            let [ns, ne, vs, ve] = s.map(|x| x as usize);
-            (&buf[ns..ne], &buf[vs..ve])
-        })
-    }
-}
-
-/// A request head in the strict form.
+/// A request line in the strict form; its fields are in the caller's list.
 pub(crate) struct StrictRequest<'b> {
     pub(crate) method: &'b [u8],
     pub(crate) target: &'b [u8],
     /// 1 for HTTP/1.1, 0 for HTTP/1.0 (httparse's minor version).
     pub(crate) version: u8,
-    pub(crate) fields: Fields,
     /// The head's length, the empty line included.
     pub(crate) len: usize,
 }
 
-/// A response head in the strict form.
+/// A status line in the strict form; its fields are in the caller's list.
 pub(crate) struct StrictResponse<'b> {
     pub(crate) version: u8,
     pub(crate) code: u16,
     pub(crate) reason: &'b [u8],
-    pub(crate) fields: Fields,
     pub(crate) len: usize,
 }
+
+use crate::h1::header::{Header, HeaderKind, Span};
+use crate::h1::request::MAX_HEADERS;
 
 /// RFC 9110 `tchar`, as httparse's token table.
 const TCHAR: [bool; 256] = {
@@ -83,8 +65,9 @@ const TCHAR: [bool; 256] = {
     t
 };
 
-/// Reads `METHOD SP target SP HTTP/1.x CRLF` and the fields of a request at the start of `buf`.
-pub(crate) fn request(buf: &[u8]) -> Option<StrictRequest<'_>> {
+/// Reads `METHOD SP target SP HTTP/1.x CRLF` and the fields of a request at the start of
+/// `buf`, the fields appended to `headers` (partly, when it returns `None`).
+pub(crate) fn request<'b>(buf: &'b [u8], headers: &mut Vec<Header>) -> Option<StrictRequest<'b>> {
     let method_end = token_end(buf, 0);
     if method_end == 0 || buf.get(method_end) != Some(&b' ') {
         return None;
@@ -96,18 +79,18 @@ pub(crate) fn request(buf: &[u8]) -> Option<StrictRequest<'_>> {
     }
     let version = version(buf, target_end + 1)?;
     let at = crlf(buf, target_end + 9)?;
-    let (fields, len) = fields(buf, at)?;
+    let len = fields(buf, at, headers)?;
     Some(StrictRequest {
         method: &buf[..method_end],
         target: &buf[target_start..target_end],
         version,
-        fields,
         len,
     })
 }
 
-/// Reads `HTTP/1.x SP 3DIGIT SP reason CRLF` and the fields of a response at the start of `buf`.
-pub(crate) fn response(buf: &[u8]) -> Option<StrictResponse<'_>> {
+/// Reads `HTTP/1.x SP 3DIGIT SP reason CRLF` and the fields of a response at the start of
+/// `buf`, the fields appended to `headers` (partly, when it returns `None`).
+pub(crate) fn response<'b>(buf: &'b [u8], headers: &mut Vec<Header>) -> Option<StrictResponse<'b>> {
     let version = version(buf, 0)?;
     let line = buf.get(8..13)?;
     if line[0] != b' ' || line[4] != b' ' || !line[1..4].iter().all(u8::is_ascii_digit) {
@@ -121,12 +104,11 @@ pub(crate) fn response(buf: &[u8]) -> Option<StrictResponse<'_>> {
         return None;
     }
     let at = crlf(buf, reason_end)?;
-    let (fields, len) = fields(buf, at)?;
+    let len = fields(buf, at, headers)?;
     Some(StrictResponse {
         version,
         code,
         reason: &buf[13..reason_end],
-        fields,
         len,
     })
 }
@@ -146,18 +128,18 @@ fn crlf(buf: &[u8], at: usize) -> Option<usize> {
     (buf.get(at..at + 2)? == b"\r\n").then_some(at + 2)
 }
 
-/// The fields from `at` to the empty line, and the head's length.
-fn fields(buf: &[u8], mut at: usize) -> Option<(Fields, usize)> {
-    let mut f = Fields {
-        n: 0,
-        spans: [[0; 4]; MAX_FIELDS],
-    };
+/// The fields from `at` to the empty line, appended to `headers`; the head's length.
+fn fields(buf: &[u8], mut at: usize, headers: &mut Vec<Header>) -> Option<usize> {
+    // Spans are u32: a head longer than that is not read here.
+    if u32::try_from(buf.len()).is_err() {
+        return None;
+    }
     loop {
         if let Some(end) = crlf(buf, at) {
-            return Some((f, end));
+            return Some(end);
         }
         let name_end = token_end(buf, at);
-        if name_end == at || buf.get(name_end) != Some(&b':') || f.n == MAX_FIELDS {
+        if name_end == at || buf.get(name_end) != Some(&b':') || headers.len() == MAX_HEADERS {
             return None;
         }
         let mut vs = name_end + 1;
@@ -175,9 +157,12 @@ fn fields(buf: &[u8], mut at: usize) -> Option<(Fields, usize)> {
         while buf[ve - 1] == b' ' {
             ve -= 1;
         }
-        let span = |x: usize| u32::try_from(x).ok();
-        f.spans[f.n] = [span(at)?, span(name_end)?, span(vs)?, span(ve)?];
-        f.n += 1;
+        let name = &buf[at..name_end];
+        headers.push(Header {
+            name: Span::new(at, name_end),
+            value: Span::new(vs, ve),
+            kind: HeaderKind::of(name),
+        });
         at = next;
     }
 }
@@ -263,13 +248,17 @@ mod tests {
         ))
     }
 
+    fn listed(buf: &[u8], headers: &[Header]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        headers
+            .iter()
+            .map(|h| (h.name.get(buf).to_vec(), h.value.get(buf).to_vec()))
+            .collect()
+    }
+
     fn strict_request(buf: &[u8]) -> Option<Reading> {
-        let r = request(buf)?;
-        let fields = r
-            .fields
-            .iter(buf)
-            .map(|(n, v)| (n.to_vec(), v.to_vec()))
-            .collect();
+        let mut headers = Vec::new();
+        let r = request(buf, &mut headers)?;
+        let fields = listed(buf, &headers);
         Some((
             r.method.to_vec(),
             r.target.to_vec(),
@@ -307,9 +296,12 @@ mod tests {
                 String::from_utf8_lossy(c)
             );
         }
-        let b = b"GET / HTTP/1.1\r\nX-B:   c d  \r\n\r\n";
-        let r = request(b).unwrap();
-        assert_eq!(r.fields.iter(b).next(), Some((&b"X-B"[..], &b"c d"[..])));
+        let b = b"GET / HTTP/1.1\r\nX-B:   c d  \r\nHost: h\r\n\r\n";
+        let mut headers = Vec::new();
+        request(b, &mut headers).unwrap();
+        assert_eq!(headers[0].value.get(b), b"c d");
+        assert_eq!(headers[0].kind, HeaderKind::Other);
+        assert_eq!(headers[1].kind, HeaderKind::Host);
     }
 
     #[test]
@@ -335,15 +327,19 @@ mod tests {
             b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
         ];
         for c in cases {
-            assert!(request(c).is_none(), "{:?}", String::from_utf8_lossy(c));
+            assert!(
+                request(c, &mut Vec::new()).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
         }
         let many: Vec<u8> = [
             &b"GET / HTTP/1.1\r\n"[..],
-            &b"X: 1\r\n".repeat(MAX_FIELDS + 1),
+            &b"X: 1\r\n".repeat(MAX_HEADERS + 1),
             b"\r\n",
         ]
         .concat();
-        assert!(request(&many).is_none());
+        assert!(request(&many, &mut Vec::new()).is_none());
     }
 
     #[test]
@@ -405,13 +401,15 @@ mod tests {
     fn responses_agree_with_httparse() {
         let base: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 100\r\nSet-Cookie: JSESSIONID=65eaca7f.jvm2; Path=/; HttpOnly\r\n\r\n";
         let read = |c: &[u8]| {
-            response(c).map(|r| {
-                let fields = r
-                    .fields
-                    .iter(c)
-                    .map(|(n, v)| (n.to_vec(), v.to_vec()))
-                    .collect();
-                (r.version, r.code, r.reason.to_vec(), fields, r.len)
+            let mut headers = Vec::new();
+            response(c, &mut headers).map(|r| {
+                (
+                    r.version,
+                    r.code,
+                    r.reason.to_vec(),
+                    listed(c, &headers),
+                    r.len,
+                )
             })
         };
         assert!(read(base).is_some());
