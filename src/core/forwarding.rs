@@ -351,7 +351,8 @@ pub fn push_forwarded(
         out.extend_from_slice(b"]\"");
     }
     out.extend_from_slice(if tls { b";proto=https" } else { b";proto=http" });
-    if !host.is_empty() && !host.contains(['"', '\\']) {
+    // By bytes: `"` and `\\` are ASCII, and a char pattern decodes every character.
+    if !host.is_empty() && memchr::memchr2(b'"', b'\\', host.as_bytes()).is_none() {
         out.extend_from_slice(b";host=\"");
         out.extend_from_slice(host.as_bytes());
         out.push(b'"');

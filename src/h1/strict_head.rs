@@ -130,38 +130,46 @@ fn crlf(buf: &[u8], at: usize) -> Option<usize> {
 
 /// The fields from `at` to the empty line, appended to `headers`; the head's length.
 fn fields(buf: &[u8], mut at: usize, headers: &mut Vec<Header>) -> Option<usize> {
-    // Spans are u32: a head longer than that is not read here.
-    if u32::try_from(buf.len()).is_err() {
-        return None;
-    }
+    // Spans are u32: a buffer longer than that is not read here.
+    u32::try_from(buf.len()).ok()?;
+    let n = buf.len();
+    // A span of a buffer that fits in u32 (checked above).
+    let span = |start: usize, end: usize| Span {
+        start: start as u32,
+        end: end as u32,
+    };
     loop {
-        if let Some(end) = crlf(buf, at) {
-            return Some(end);
+        if at < n && buf[at] == b'\r' {
+            return crlf(buf, at);
         }
-        let name_end = token_end(buf, at);
-        if name_end == at || buf.get(name_end) != Some(&b':') || headers.len() == MAX_HEADERS {
+        let name_start = at;
+        while at < n && TCHAR[usize::from(buf[at])] {
+            at += 1;
+        }
+        if at == name_start || at >= n || buf[at] != b':' || headers.len() == MAX_HEADERS {
             return None;
         }
-        let mut vs = name_end + 1;
-        while buf.get(vs) == Some(&b' ') {
-            vs += 1;
+        let name_end = at;
+        at += 1;
+        while at < n && buf[at] == b' ' {
+            at += 1;
         }
-        let text_end = text_end(buf, vs);
-        if text_end == vs {
+        let value_start = at;
+        let text_end = text_end(buf, value_start);
+        if text_end == value_start {
             return None;
         }
         let next = crlf(buf, text_end)?;
         // Trailing spaces are not part of the value (httparse trims them too); the value
         // starts with a visible byte, so one is left.
-        let mut ve = text_end;
-        while buf[ve - 1] == b' ' {
-            ve -= 1;
+        let mut value_end = text_end;
+        while buf[value_end - 1] == b' ' {
+            value_end -= 1;
         }
-        let name = &buf[at..name_end];
         headers.push(Header {
-            name: Span::new(at, name_end),
-            value: Span::new(vs, ve),
-            kind: HeaderKind::of(name),
+            name: span(name_start, name_end),
+            value: span(value_start, value_end),
+            kind: HeaderKind::of(&buf[name_start..name_end]),
         });
         at = next;
     }
@@ -169,11 +177,11 @@ fn fields(buf: &[u8], mut at: usize, headers: &mut Vec<Header>) -> Option<usize>
 
 /// The end of the run of token bytes from `at`.
 #[inline]
-fn token_end(buf: &[u8], at: usize) -> usize {
-    buf[at.min(buf.len())..]
-        .iter()
-        .position(|&b| !TCHAR[usize::from(b)])
-        .map_or(buf.len(), |p| at + p)
+fn token_end(buf: &[u8], mut at: usize) -> usize {
+    while at < buf.len() && TCHAR[usize::from(buf[at])] {
+        at += 1;
+    }
+    at.min(buf.len())
 }
 
 /// The end of the run of visible ASCII (0x21..=0x7e) from `at`.

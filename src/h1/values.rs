@@ -58,13 +58,15 @@ pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 }
 
 /// Appends an `X-Forwarded-For` value: the previous value (from the client's field), `", "`
-/// and `ip`; or `ip` alone.
-pub fn push_forwarded_for(out: &mut Vec<u8>, prev: Option<&[u8]>, ip: IpAddr) {
+/// and `ip`; or `ip` alone. Returns where `ip`'s text starts in `out`.
+pub fn push_forwarded_for(out: &mut Vec<u8>, prev: Option<&[u8]>, ip: IpAddr) -> usize {
     if let Some(p) = prev.filter(|p| !p.is_empty()) {
         out.extend_from_slice(p);
         out.extend_from_slice(b", ");
     }
+    let at = out.len();
     push_ip(out, ip);
+    at
 }
 
 #[cfg(test)]
@@ -119,8 +121,9 @@ mod tests {
         push_forwarded_for(&mut out, None, ip("192.0.2.7"));
         assert_eq!(out, b"192.0.2.7");
         out.clear();
-        push_forwarded_for(&mut out, Some(b"10.0.0.1, 10.0.0.2"), ip("::1"));
+        let at = push_forwarded_for(&mut out, Some(b"10.0.0.1, 10.0.0.2"), ip("::1"));
         assert_eq!(out, b"10.0.0.1, 10.0.0.2, ::1");
+        assert_eq!(&out[at..], b"::1");
         out.clear();
         push_forwarded_for(&mut out, Some(b""), ip("192.0.2.7"));
         assert_eq!(out, b"192.0.2.7");

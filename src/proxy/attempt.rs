@@ -291,7 +291,8 @@ impl Trace {
         let line = access_log::Line {
             client,
             method,
-            path: path.split(';').next().unwrap_or("/"),
+            // `;` is ASCII: the cut falls on a character boundary (by bytes, for cost).
+            path: memchr::memchr(b';', path.as_bytes()).map_or(path, |i| &path[..i]),
             status: self.status,
             pool: pool.map_or("-", |p| p.cfg.name.as_str()),
             node: pool

@@ -55,11 +55,12 @@ impl<'a> NodeFields<'a> {
     ) -> NodeFields<'a> {
         let xff_prev = prior_chain(hop.extend, xff);
         let fwd_prev = prior_chain(hop.extend, fwd);
-        h1::push_forwarded_for(vals, xff_prev.as_deref().map(str::as_bytes), hop.client);
+        let ip_start =
+            h1::push_forwarded_for(vals, xff_prev.as_deref().map(str::as_bytes), hop.client);
         let xff_end = vals.len();
         // The client's address as X-Forwarded-For just wrote it (it ends the value), copied
         // within the buffer: formatted once for both fields.
-        let ip = xff_end - ip_text_len(&vals[..xff_end])..xff_end;
+        let ip = ip_start..xff_end;
         let push_ip = |out: &mut Vec<u8>| out.extend_from_within(ip);
         let v6 = hop.client.to_canonical().is_ipv6();
         let prev = fwd_prev.as_deref().map(str::as_bytes);
@@ -116,14 +117,6 @@ impl<'a> NodeFields<'a> {
             ..RequestEdits::default()
         }
     }
-}
-
-/// Length of the address that ends an X-Forwarded-For value (after its last `", "`).
-fn ip_text_len(xff: &[u8]) -> usize {
-    xff.iter()
-        .rev()
-        .take_while(|&&c| c != b' ' && c != b',')
-        .count()
 }
 
 /// The head for the node of a request parsed by the native path (`src` is its buffer):
