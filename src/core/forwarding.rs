@@ -352,7 +352,7 @@ pub fn push_forwarded(
     }
     out.extend_from_slice(if tls { b";proto=https" } else { b";proto=http" });
     // By bytes: `"` and `\\` are ASCII, and a char pattern decodes every character.
-    if !host.is_empty() && memchr::memchr2(b'"', b'\\', host.as_bytes()).is_none() {
+    if !host.is_empty() && !host.bytes().any(|b| b == b'"' || b == b'\\') {
         out.extend_from_slice(b";host=\"");
         out.extend_from_slice(host.as_bytes());
         out.push(b'"');

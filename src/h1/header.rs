@@ -312,6 +312,19 @@ pub(crate) fn read_connection(
     flags: &mut ConnectionTokens,
     tokens: &mut Vec<Span>,
 ) -> Result<(), crate::h1::Error> {
+    // Nearly every `Connection` field is one of these alone (the value comes trimmed): what
+    // the loop below would find, without splitting the list.
+    let whole = Span::new(value_start as usize, value_start as usize + value.len());
+    if value.eq_ignore_ascii_case(b"keep-alive") {
+        flags.keep_alive = true;
+        tokens.push(whole);
+        return Ok(());
+    }
+    if value.eq_ignore_ascii_case(b"close") {
+        flags.close = true;
+        tokens.push(whole);
+        return Ok(());
+    }
     for item in list_items(value, value_start) {
         let rel = (item.start - value_start) as usize..(item.end - value_start) as usize;
         let t = &value[rel];
@@ -481,6 +494,20 @@ mod tests {
         let mut flags = ConnectionTokens::default();
         read_connection(b"CLOSE", 0, &mut flags, &mut tokens).unwrap();
         assert!(flags.close);
+        // A lone option, as the list would give it.
+        for (v, close, keep) in [
+            (&b"keep-alive"[..], false, true),
+            (b"Keep-Alive", false, true),
+            (b"close", true, false),
+            (b"keep-alive,close", true, true),
+        ] {
+            let mut flags = ConnectionTokens::default();
+            let mut tokens = Vec::new();
+            read_connection(v, 7, &mut flags, &mut tokens).unwrap();
+            assert_eq!((flags.close, flags.keep_alive), (close, keep), "{v:?}");
+            let listed: Vec<Span> = list_items(v, 7).collect();
+            assert_eq!(tokens, listed, "{v:?}");
+        }
         assert_eq!(
             read_connection(b"close, a b", 0, &mut flags, &mut tokens),
             Err(crate::h1::Error::HeaderValue)

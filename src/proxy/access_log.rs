@@ -38,6 +38,10 @@ pub enum Format {
 
 struct Sink {
     format: Format,
+    /// Whether the `tracing` filter lets `stickyroute::access` lines through, read once at
+    /// [`install`] (after the subscriber is set): the filter comes from `RUST_LOG` at start
+    /// and never changes, and asking it costs every request a dispatcher lookup.
+    on: bool,
     buffers: Mutex<Vec<Arc<Mutex<Vec<u8>>>>>,
     wake: std::sync::Condvar,
     wake_lock: Mutex<bool>,
@@ -53,6 +57,7 @@ thread_local! {
 pub fn install(format: Format) {
     let sink = Sink {
         format,
+        on: tracing::enabled!(target: "stickyroute::access", tracing::Level::INFO),
         buffers: Mutex::new(Vec::new()),
         wake: std::sync::Condvar::new(),
         wake_lock: Mutex::new(false),
@@ -149,33 +154,30 @@ impl Line<'_> {
         let Some(sink) = SINK.get() else {
             return false;
         };
-        if !tracing::enabled!(target: "stickyroute::access", tracing::Level::INFO) {
+        if !sink.on {
             return true;
         }
-        let buf = LOCAL.with(|l| {
-            l.borrow_mut()
-                .get_or_insert_with(|| {
-                    let b = Arc::new(Mutex::new(Vec::with_capacity(FLUSH_AT)));
-                    sink.buffers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(b.clone());
-                    b
-                })
-                .clone()
-        });
-        let full = {
+        let full = LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            let buf = l.get_or_insert_with(|| {
+                let b = Arc::new(Mutex::new(Vec::with_capacity(FLUSH_AT)));
+                sink.buffers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(b.clone());
+                b
+            });
             let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
             if b.len() > MAX_PENDING {
                 ACCESS_LOG_DROPPED_LINES.fetch_add(1, Ordering::Relaxed);
-                return true;
+                return false;
             }
             match sink.format {
                 Format::Text => self.text(&mut b),
                 Format::Json => self.json(&mut b),
             }
             b.len() >= FLUSH_AT
-        };
+        });
         if full {
             *sink.wake_lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
             sink.wake.notify_one();

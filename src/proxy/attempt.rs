@@ -292,7 +292,10 @@ impl Trace {
             client,
             method,
             // `;` is ASCII: the cut falls on a character boundary (by bytes, for cost).
-            path: memchr::memchr(b';', path.as_bytes()).map_or(path, |i| &path[..i]),
+            path: path
+                .bytes()
+                .position(|b| b == b';')
+                .map_or(path, |i| &path[..i]),
             status: self.status,
             pool: pool.map_or("-", |p| p.cfg.name.as_str()),
             node: pool

@@ -85,6 +85,9 @@ pub struct PoolRuntime {
     pub cookies: crate::state::cookies::LearnedCookies,
 }
 
+/// Pools of at most this many nodes find a route by comparing, larger ones by hashing.
+const LINEAR_ROUTE_LOOKUP: usize = 8;
+
 /// A pool of nodes with its settings.
 #[derive(Debug)]
 pub struct Pool {
@@ -99,8 +102,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Index of the node with this route.
+    /// Index of the node with this route. Every request with a session looks its route up:
+    /// in a pool of a few nodes comparing the routes costs a fraction of hashing one.
     pub fn node_index(&self, route: &str) -> Option<usize> {
+        if self.nodes.len() <= LINEAR_ROUTE_LOOKUP {
+            return self.nodes.iter().position(|n| n.route == route);
+        }
         self.by_route.get(route).copied()
     }
 
@@ -468,6 +475,28 @@ mod select_tests {
       - { route: jvm4, address: \"127.0.0.1:14\", domain: b }
       - { route: jvm5, address: \"127.0.0.1:15\", domain: a, state: standby }
 ";
+
+    #[test]
+    fn routes_are_found_by_comparing_in_small_pools_and_by_hashing_in_large_ones() {
+        for n in [1, LINEAR_ROUTE_LOOKUP, LINEAR_ROUTE_LOOKUP + 1, 40] {
+            let nodes: String = (0..n)
+                .map(|i| {
+                    format!(
+                        "      - {{ route: n{i}, address: \"127.0.0.1:{}\" }}\n",
+                        100 + i
+                    )
+                })
+                .collect();
+            let s = pool(&nodes, "{}");
+            let p = &s.pools[0];
+            for i in 0..n {
+                assert_eq!(p.node_index(&format!("n{i}")), Some(i), "{n} nodes");
+            }
+            for missing in ["", "n", "N0", "n0 ", &format!("n{n}")] {
+                assert_eq!(p.node_index(missing), None, "{n} nodes: {missing:?}");
+            }
+        }
+    }
 
     fn key<'a>(pin: &'a str, id: &'a str) -> Option<SessionKey<'a>> {
         Some(SessionKey {
