@@ -315,12 +315,12 @@ pub(crate) fn read_connection(
     // Nearly every `Connection` field is one of these alone (the value comes trimmed): what
     // the loop below would find, without splitting the list.
     let whole = Span::new(value_start as usize, value_start as usize + value.len());
-    if value.eq_ignore_ascii_case(b"keep-alive") {
+    if eq_ignore_case_lower(value, b"keep-alive") {
         flags.keep_alive = true;
         tokens.push(whole);
         return Ok(());
     }
-    if value.eq_ignore_ascii_case(b"close") {
+    if eq_ignore_case_lower(value, b"close") {
         flags.close = true;
         tokens.push(whole);
         return Ok(());
@@ -500,6 +500,9 @@ mod tests {
             (b"Keep-Alive", false, true),
             (b"close", true, false),
             (b"keep-alive,close", true, true),
+            (b"KEEP-ALIVE", false, true),
+            (b"keep_alive", false, false),
+            (b"clos", false, false),
         ] {
             let mut flags = ConnectionTokens::default();
             let mut tokens = Vec::new();
