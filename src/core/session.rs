@@ -113,13 +113,17 @@ fn last_sep(id: &str, sep: char) -> Option<usize> {
     }
 }
 
-/// Whether `id` holds `sep` at least twice (see [`last_sep`] for why by bytes).
+/// Whether `id` holds `sep` at least twice (see [`last_sep`] for why by a plain loop).
 #[inline]
 pub fn has_two_seps(id: &str, sep: char) -> bool {
     if sep.is_ascii() {
-        memchr::memchr_iter(sep as u8, id.as_bytes())
-            .nth(1)
-            .is_some()
+        let s = sep as u8;
+        id.bytes().rposition(|b| b == s).is_some_and(|last| {
+            id.as_bytes()[..last]
+                .iter()
+                .rposition(|&b| b == s)
+                .is_some()
+        })
     } else {
         id.matches(sep).nth(1).is_some()
     }
@@ -729,6 +733,26 @@ mod tests {
             replace_range(path, s, e, "X.jvm1"),
             "/app/x;jsessionid=X.jvm1?q=1"
         );
+    }
+
+    #[test]
+    fn two_separators() {
+        let cases = [
+            ("X.jvm1.jvm2", '.', true),
+            ("X..jvm2", '.', true),
+            ("..", '.', true),
+            ("X.jvm1", '.', false),
+            (".", '.', false),
+            ("X", '.', false),
+            ("", '.', false),
+            ("X-a-b", '-', true),
+            ("X.a-b", '-', false),
+            ("X§a§b", '§', true),
+            ("X§a", '§', false),
+        ];
+        for (id, sep, want) in cases {
+            assert_eq!(has_two_seps(id, sep), want, "{id:?} {sep:?}");
+        }
     }
 
     #[test]

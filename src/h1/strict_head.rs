@@ -143,9 +143,7 @@ fn fields(buf: &[u8], mut at: usize, headers: &mut Vec<Header>) -> Option<usize>
             return crlf(buf, at);
         }
         let name_start = at;
-        while at < n && TCHAR[usize::from(buf[at])] {
-            at += 1;
-        }
+        at = token_end(buf, at);
         if at == name_start || at >= n || buf[at] != b':' || headers.len() == MAX_HEADERS {
             return None;
         }
@@ -175,10 +173,19 @@ fn fields(buf: &[u8], mut at: usize, headers: &mut Vec<Header>) -> Option<usize>
     }
 }
 
-/// The end of the run of token bytes from `at`.
+/// The end of the run of token bytes from `at`. Eight bytes a step while they are all
+/// token bytes (the lookups combined without a branch each), then byte by byte.
 #[inline]
 fn token_end(buf: &[u8], mut at: usize) -> usize {
-    while at < buf.len() && TCHAR[usize::from(buf[at])] {
+    let t = |b: u8| TCHAR[usize::from(b)];
+    while let Some(w) = buf.get(at..at + 8) {
+        let all = t(w[0]) & t(w[1]) & t(w[2]) & t(w[3]) & t(w[4]) & t(w[5]) & t(w[6]) & t(w[7]);
+        if !all {
+            break;
+        }
+        at += 8;
+    }
+    while at < buf.len() && t(buf[at]) {
         at += 1;
     }
     at.min(buf.len())
@@ -352,7 +359,7 @@ mod tests {
 
     #[test]
     fn every_prefix_and_every_one_byte_change_agrees_with_httparse() {
-        let base: &[u8] = b"GET /p?q HTTP/1.1\r\nHost: h:1\r\nCookie: a=b; JSESSIONID=X.jvm1 \r\nX-Long: 0123456789abcdefghij klm\r\n\r\n";
+        let base: &[u8] = b"GET /p?q HTTP/1.1\r\nHost: h:1\r\nCookie: a=b; JSESSIONID=X.jvm1 \r\nX-Long-Header-Name-17: 0123456789abcdefghij klm\r\n\r\n";
         for end in 0..=base.len() {
             assert!(agrees(&base[..end]), "prefix {end}");
         }

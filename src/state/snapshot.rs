@@ -274,8 +274,9 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.split(']').next().map_or(host, |h| &h[1..]);
     }
-    // By bytes, for cost: every request's host goes through here.
-    match memchr::memrchr(b':', host.as_bytes()) {
+    // By bytes from the end, for cost: every request's host goes through here, and the
+    // port is a few bytes from the end (`memrchr`'s setup costs more on strings this short).
+    match host.bytes().rposition(|b| b == b':') {
         Some(at) if host.as_bytes()[at + 1..].iter().all(u8::is_ascii_digit) => &host[..at],
         _ => host,
     }
