@@ -1,6 +1,7 @@
 //! Per-thread pools of what a request borrows only while its bytes move: byte buffers
 //! ([`Buf`]) and parsed request and response heads, and the two calls every such pool is
-//! made of ([`take_from`], [`give_back`]). An idle keep-alive connection holds none of them.
+//! made of ([`take_from`], [`give_back`]); and a per-thread scratch buffer for one
+//! synchronous call ([`with_scratch`]). An idle keep-alive connection holds none of them.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -52,6 +53,24 @@ impl Drop for Buf {
         b.clear();
         give_back(&BUFS, b, POOLED_BUFS);
     }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer, emptied: for bytes formatted and used within
+/// one synchronous call (a head's forwarding values), cheaper than a pooled [`Buf`].
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.clear();
+        let r = f(&mut s);
+        if s.capacity() > BUF_SIZE {
+            *s = Vec::new(); // a long chain's bytes are not kept
+        }
+        r
+    })
 }
 
 /// The bytes of `buf` after `used`, in a pooled buffer; `None` when there are none.

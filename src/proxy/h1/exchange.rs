@@ -18,7 +18,7 @@ use crate::core::select::Choice;
 use crate::h1::{BodyFraming, BodyReader, HeaderKind, RequestHead};
 use crate::proxy::ajp_exchange;
 use crate::proxy::attempt::{Attempts, Fail, Failed, Synthetic, Trace};
-use crate::proxy::buffers::{rest_after, Buf};
+use crate::proxy::buffers::{self, rest_after, Buf};
 use crate::proxy::client_io::ClientIo;
 use crate::proxy::node_head;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError};
@@ -408,9 +408,10 @@ fn write_head(
         failover: failover.as_deref(),
         cookie_lines: cookie_lines.as_deref(),
     };
-    let mut vals = Buf::take();
     let target = target.as_deref().map(str::as_bytes);
-    node_head::write_native_head(req.src, req.head, &hop, &session, target, &mut vals.0, out);
+    buffers::with_scratch(|vals| {
+        node_head::write_native_head(req.src, req.head, &hop, &session, target, vals, out);
+    });
 }
 
 /// A short text response of the balancer's own ([`Synthetic`]).
