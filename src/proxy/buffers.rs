@@ -1,12 +1,12 @@
 //! Per-thread pools of what a request borrows only while its bytes move: byte buffers
-//! ([`Buf`]) and parsed request and response heads, and the two calls every such pool is
+//! ([`Buf`]) and parsed response heads, and the two calls every such pool is
 //! made of ([`take_from`], [`give_back`]); and a per-thread scratch buffer for one
 //! synchronous call ([`with_scratch`]). An idle keep-alive connection holds none of them.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-use crate::h1::{RequestHead, ResponseHead};
+use crate::h1::ResponseHead;
 
 /// Size of a pooled buffer; a larger head grows it up to the listener's `max_header_bytes`.
 pub(crate) const BUF_SIZE: usize = 16 * 1024;
@@ -79,27 +79,6 @@ pub(crate) fn rest_after(buf: &[u8], used: usize) -> Option<Buf> {
     let mut b = Buf::take();
     b.0.extend_from_slice(rest);
     Some(b)
-}
-
-thread_local! {
-    static REQ_HEADS: RefCell<Vec<RequestHead>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A request head from this thread's pool (its field vector keeps its capacity), given back
-/// on drop: an idle connection holds none.
-pub struct PooledRequestHead(pub(crate) RequestHead);
-
-impl PooledRequestHead {
-    pub(crate) fn take() -> PooledRequestHead {
-        PooledRequestHead(take_from(&REQ_HEADS).unwrap_or_default())
-    }
-}
-
-impl Drop for PooledRequestHead {
-    fn drop(&mut self) {
-        let h = std::mem::replace(&mut self.0, RequestHead::new());
-        give_back(&REQ_HEADS, h, POOLED_BUFS);
-    }
 }
 
 thread_local! {

@@ -11,8 +11,9 @@ use std::task::Poll;
 use super::context::{Conn, Context};
 use super::exchange::{exchange, write_synthetic, Next};
 use super::head::{read_head, HeadRead};
+use crate::h1::RequestHead;
 use crate::proxy::attempt::Synthetic;
-use crate::proxy::buffers::{Buf, PooledRequestHead, POOLED_BUFS};
+use crate::proxy::buffers::{Buf, POOLED_BUFS};
 use crate::proxy::client_io::ClientIo;
 
 /// One request's connection: what the request owns while it runs, handed back when it ends.
@@ -135,19 +136,21 @@ impl<E: Future<Output = ()>, J, D> ExchangePool<E, J, D> {
 /// waits without a waker: only the connection that lends it polls it, and that connection
 /// looks at `done` after every poll.
 async fn executor(inbox: InboxRef<(Job, Option<Buf>), (Job, Turn)>) {
+    // The parsed head is the executor's own, reused from request to request (its field list
+    // keeps its capacity): an idle connection holds none.
+    let mut head = RequestHead::new();
     loop {
         let (mut job, carry) = next_job(&inbox).await;
-        let turn = request(&mut job, carry).await;
+        let turn = request(&mut job, carry, &mut head).await;
         lock(&inbox).done = Some((job, turn));
     }
 }
 
 /// One request on the connection: its head (after `carry`, the bytes already read), then its
 /// exchange.
-async fn request(job: &mut Job, carry: Option<Buf>) -> Turn {
+async fn request(job: &mut Job, carry: Option<Buf>, head: &mut RequestHead) -> Turn {
     let mut buf = carry.unwrap_or_else(Buf::take);
-    let mut head = PooledRequestHead::take();
-    match read_head(&mut job.client, &mut buf.0, &mut head.0, &job.ctx.cfg).await {
+    match read_head(&mut job.client, &mut buf.0, head, &job.ctx.cfg).await {
         HeadRead::Complete => {}
         HeadRead::Closed => return Turn::Closed,
         HeadRead::Http2 => return Turn::Http2(std::mem::take(&mut buf.0)),
@@ -165,7 +168,7 @@ async fn request(job: &mut Job, carry: Option<Buf>) -> Turn {
         cfg: &job.ctx.cfg,
         tls: job.ctx.tls,
     };
-    Turn::Exchanged(exchange(&mut job.client, buf, &head.0, &conn).await)
+    Turn::Exchanged(exchange(&mut job.client, buf, head, &conn).await)
 }
 
 #[cfg(test)]
