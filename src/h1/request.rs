@@ -293,7 +293,8 @@ impl RequestHead {
         self.upgrade
     }
 
-    /// The tokens of the `Connection` fields (the writer strips the fields they name).
+    /// The tokens of the `Connection` fields but `keep-alive`, which names only a hop-by-hop
+    /// field (the writer strips the fields they name).
     pub fn connection_tokens(&self) -> &[Span] {
         &self.connection_tokens
     }

@@ -135,7 +135,7 @@ impl ResponseHead {
         self.status == 101
     }
 
-    /// The tokens of the `Connection` fields.
+    /// The tokens of the `Connection` fields, but `keep-alive` (see `read_connection`).
     pub fn connection_tokens(&self) -> &[Span] {
         &self.connection_tokens
     }
