@@ -135,7 +135,8 @@ impl ResponseHead {
         self.status == 101
     }
 
-    /// The tokens of the `Connection` fields, but `keep-alive` (see `read_connection`).
+    /// The tokens of the `Connection` fields but `keep-alive`, which names only a hop-by-hop
+    /// field.
     pub fn connection_tokens(&self) -> &[Span] {
         &self.connection_tokens
     }
