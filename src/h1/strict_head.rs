@@ -232,6 +232,14 @@ mod tests {
     /// httparse's reading of a complete request head: method, target, version, fields, length.
     type Reading = (Vec<u8>, Vec<u8>, u8, Vec<(Vec<u8>, Vec<u8>)>, usize);
 
+    /// httparse's fields as owned `(name, value)` pairs.
+    fn owned(headers: &[httparse::Header<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        headers
+            .iter()
+            .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
+            .collect()
+    }
+
     fn httparse_request(buf: &[u8]) -> Option<Reading> {
         let mut raw = [const { MaybeUninit::uninit() }; 64];
         let mut req = httparse::Request::new(&mut []);
@@ -241,11 +249,7 @@ mod tests {
             Ok(httparse::Status::Complete(len)) => len,
             _ => return None,
         };
-        let fields = req
-            .headers
-            .iter()
-            .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
-            .collect();
+        let fields = owned(req.headers);
         Some((
             req.method?.as_bytes().to_vec(),
             req.path?.as_bytes().to_vec(),
@@ -390,11 +394,7 @@ mod tests {
             Ok(httparse::Status::Complete(len)) => len,
             _ => return None,
         };
-        let fields = res
-            .headers
-            .iter()
-            .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
-            .collect();
+        let fields = owned(res.headers);
         Some((
             res.version?,
             res.code?,
