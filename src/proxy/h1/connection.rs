@@ -76,9 +76,9 @@ where
 /// down or stays idle for `keepalive_timeout` (`false`).
 ///
 /// A hand-rolled wait, for size: the readiness waker lives in the socket's own slot, the
-/// deadline is a table slot, and a draining listener wakes it through `deadline::nudge_idle`: a few
-/// words in every idle connection's state. Not an `async fn`, for the same reason as
-/// [`serve`].
+/// deadline is a table slot, and a draining listener wakes it through
+/// `deadline::nudge_idle`: a few words in every idle connection's state. Not an `async fn`,
+/// for the same reason as [`serve`].
 fn idle_wait<'a>(client: &'a mut ClientIo, ctx: &'a Context) -> impl Future<Output = bool> + 'a {
     let mut idle = deadline::Deadline::idle(Instant::now() + ctx.cfg.keepalive_timeout);
     std::future::poll_fn(move |cx| {
@@ -92,7 +92,7 @@ fn idle_wait<'a>(client: &'a mut ClientIo, ctx: &'a Context) -> impl Future<Outp
         if idle.poll_expired(cx).is_ready() {
             return Poll::Ready(false);
         }
-        // A shutdown between the first look and arming the deadline.
+        // A drain between the first look and arming the deadline.
         if ctx.stopping() {
             return Poll::Ready(false);
         }
