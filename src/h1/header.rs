@@ -222,6 +222,9 @@ impl HeaderKind {
     }
 }
 
+/// At most this many header lines in a head (hyper's default too); more is a 431.
+pub const MAX_HEADERS: usize = 100;
+
 /// One header field line: where its name and value are, and what it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {

@@ -111,10 +111,10 @@ pub use chunked::{
 };
 pub use error::Error;
 pub use framing::{parse_content_length, BodyFraming, MAX_CONTENT_LENGTH};
-pub use header::{Header, HeaderKind, Span};
+pub use header::{Header, HeaderKind, Span, MAX_HEADERS};
 pub use request::{
-    may_be_complete, parse_request, Method, Parsed, RequestHead, Version, MAX_HEADERS,
-    MAX_HEAD_LEN, MAX_TARGET_LEN,
+    may_be_complete, parse_request, Method, Parsed, RequestHead, Version, MAX_HEAD_LEN,
+    MAX_TARGET_LEN,
 };
 pub use response::{parse_response, ResponseHead};
 pub use target::{is_valid_host, TargetForm};

@@ -11,13 +11,10 @@
 use std::mem::MaybeUninit;
 
 use crate::h1::framing::{BodyFraming, Framing};
-use crate::h1::header::{self, ConnectionTokens, Header, HeaderKind, Span};
+use crate::h1::header::{self, ConnectionTokens, Header, HeaderKind, Span, MAX_HEADERS};
 use crate::h1::strict_head;
 use crate::h1::target::{self, TargetForm};
 use crate::h1::Error;
-
-/// At most this many header lines in a head (hyper's default too); more is a 431.
-pub const MAX_HEADERS: usize = 100;
 
 /// At most this many bytes of head (request or status line, fields, blank line); more is a
 /// 431. A driver whose buffer holds this much without a complete head answers 431.

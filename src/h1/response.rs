@@ -17,10 +17,10 @@
 use std::mem::MaybeUninit;
 
 use crate::h1::framing::{BodyFraming, Framing};
-use crate::h1::header::{self, ConnectionTokens, Header, HeaderKind, Span};
+use crate::h1::header::{self, ConnectionTokens, Header, HeaderKind, Span, MAX_HEADERS};
 use crate::h1::request::{
     check_bare_lf, check_line_ends, line_end_fault_first, version_error, Parsed, Version,
-    MAX_HEADERS, MAX_HEAD_LEN,
+    MAX_HEAD_LEN,
 };
 use crate::h1::strict_head;
 use crate::h1::Error;

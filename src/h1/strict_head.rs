@@ -10,9 +10,9 @@
 //! HTTP/1.x CRLF` or a status line `HTTP/1.x SP 3DIGIT SP reason CRLF` (reason non-empty,
 //! visible ASCII and spaces); fields `name ":" *SP value CRLF` with a token name and a
 //! non-empty value of visible ASCII and inner spaces; an empty line; at most
-//! [`MAX_HEADERS`] fields. Anything else (a tab, a byte above 0x7e, an empty value, a bare LF, a head not yet
-//! complete) returns `None` and the caller parses with httparse, which decides: accept,
-//! refuse or wait. What is read here is what httparse would read from the same bytes (the
+//! [`MAX_HEADERS`] fields. Anything else (a tab, a byte above 0x7e, an empty value, a bare
+//! LF, a head not yet complete) returns `None` and the caller parses with httparse, which
+//! decides: accept, refuse or wait. What is read here is what httparse would read from the same bytes (the
 //! tests compare the two), so which parser ran changes nothing downstream.
 
 /// A request line in the strict form; its fields are in the caller's list.
@@ -33,8 +33,7 @@ pub(crate) struct StrictResponse<'b> {
     pub(crate) len: usize,
 }
 
-use crate::h1::header::{Header, HeaderKind, Span};
-use crate::h1::request::MAX_HEADERS;
+use crate::h1::header::{Header, HeaderKind, Span, MAX_HEADERS};
 
 /// RFC 9110 `tchar`, as httparse's token table.
 const TCHAR: [bool; 256] = {
