@@ -113,20 +113,10 @@ fn last_sep(id: &str, sep: char) -> Option<usize> {
     }
 }
 
-/// Whether `id` holds `sep` at least twice (see [`last_sep`] for why by a plain loop).
+/// Whether `id` holds `sep` at least twice: a separator before its last one.
 #[inline]
 pub fn has_two_seps(id: &str, sep: char) -> bool {
-    if sep.is_ascii() {
-        let s = sep as u8;
-        id.bytes().rposition(|b| b == s).is_some_and(|last| {
-            id.as_bytes()[..last]
-                .iter()
-                .rposition(|&b| b == s)
-                .is_some()
-        })
-    } else {
-        id.matches(sep).nth(1).is_some()
-    }
+    last_sep(id, sep).is_some_and(|at| last_sep(&id[..at], sep).is_some())
 }
 
 /// Is `value` acceptable as a session id? Printable ASCII without the characters that would

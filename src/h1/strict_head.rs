@@ -33,36 +33,7 @@ pub(crate) struct StrictResponse<'b> {
     pub(crate) len: usize,
 }
 
-use crate::h1::header::{Header, HeaderKind, Span, MAX_HEADERS};
-
-/// RFC 9110 `tchar`, as httparse's token table.
-const TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    t
-};
+use crate::h1::header::{is_tchar, Header, HeaderKind, Span, MAX_HEADERS};
 
 /// Reads `METHOD SP target SP HTTP/1.x CRLF` and the fields of a request at the start of
 /// `buf`, the fields appended to `headers` (partly, when it returns `None`).
@@ -176,7 +147,7 @@ fn fields(buf: &[u8], mut at: usize, headers: &mut Vec<Header>) -> Option<usize>
 /// check measured slower on the few bytes of `Host` or `Date`).
 #[inline]
 fn token_end(buf: &[u8], mut at: usize) -> usize {
-    while at < buf.len() && TCHAR[usize::from(buf[at])] {
+    while at < buf.len() && is_tchar(buf[at]) {
         at += 1;
     }
     at.min(buf.len())
