@@ -29,8 +29,9 @@ const COOKIE: &str = "_ga=GA1.2.1234567890.1700000000; theme=dark; \
 /// Phases 1–3 of the request path, through the functions the request path calls.
 fn decide(snap: &Snapshot, cookie: &str, path: &str) -> usize {
     let lines = [Some(cookie)];
-    let m = pipeline::match_and_extract(snap, Some("app.example"), path, &lines, now_ms()).unwrap();
-    pipeline::select(m.pool, m.ids.map(|i| i.key()), &[])
+    let now = now_ms();
+    let m = pipeline::match_and_extract(snap, Some("app.example"), path, &lines, now).unwrap();
+    pipeline::select(m.pool, m.ids.map(|i| i.key()), &[], now)
         .unwrap()
         .node
 }

@@ -195,12 +195,10 @@ pub fn rewrite_set_cookies(
     let mut outcome = SetCookieOutcome::default();
     let mut backend_set_session = false;
     for value in values.iter_mut() {
-        let Some((name, backend_value)) = crate::core::cookie::name_value(value) else {
+        let Some(backend_value) = crate::core::cookie::value_if_named(value, plan.cookie_name)
+        else {
             continue;
         };
-        if name != plan.cookie_name {
-            continue;
-        }
         backend_set_session = true;
         if backend_value.is_empty() {
             continue; // the application deletes its session cookie: pass through

@@ -195,8 +195,11 @@ impl HeaderKind {
             19 => &[(b"proxy-authorization", HeaderKind::ProxyAuthorization)],
             _ => &[],
         };
+        // The first letter tells most candidates of one length apart: one byte compared
+        // before the whole name (every known name starts with a letter, which `| 0x20`
+        // lower-cases; the full compare decides).
         for &(known, kind) in candidates {
-            if eq_ignore_case_lower(name, known) {
+            if name[0] | 0x20 == known[0] && eq_ignore_case_lower(name, known) {
                 return kind;
             }
         }
@@ -448,6 +451,47 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(name)
             );
+        }
+    }
+
+    /// Every one-byte change of every known name (all 256 values at each position, the
+    /// first letter included) is classified as the known name it then equals in any case,
+    /// else as another field.
+    #[test]
+    fn one_byte_changes_of_known_names() {
+        let known: &[(&[u8], HeaderKind)] = &[
+            (b"te", HeaderKind::Te),
+            (b"host", HeaderKind::Host),
+            (b"cookie", HeaderKind::Cookie),
+            (b"expect", HeaderKind::Expect),
+            (b"trailer", HeaderKind::Trailer),
+            (b"upgrade", HeaderKind::Upgrade),
+            (b"location", HeaderKind::Location),
+            (b"forwarded", HeaderKind::Forwarded),
+            (b"connection", HeaderKind::Connection),
+            (b"keep-alive", HeaderKind::KeepAlive),
+            (b"set-cookie", HeaderKind::SetCookie),
+            (b"content-length", HeaderKind::ContentLength),
+            (b"x-forwarded-for", HeaderKind::XForwardedFor),
+            (b"proxy-connection", HeaderKind::ProxyConnection),
+            (b"x-forwarded-host", HeaderKind::XForwardedHost),
+            (b"transfer-encoding", HeaderKind::TransferEncoding),
+            (b"x-forwarded-proto", HeaderKind::XForwardedProto),
+            (b"proxy-authenticate", HeaderKind::ProxyAuthenticate),
+            (b"proxy-authorization", HeaderKind::ProxyAuthorization),
+        ];
+        for &(name, _) in known {
+            for at in 0..name.len() {
+                for v in 0..=255u8 {
+                    let mut n = name.to_vec();
+                    n[at] = v;
+                    let want = known
+                        .iter()
+                        .find(|(k, _)| n.eq_ignore_ascii_case(k))
+                        .map_or(HeaderKind::Other, |&(_, kind)| kind);
+                    assert_eq!(HeaderKind::of(&n), want, "{n:?}");
+                }
+            }
         }
     }
 

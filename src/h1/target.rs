@@ -117,26 +117,42 @@ pub fn is_valid_host(v: &[u8]) -> bool {
             _ => return false,
         }
     } else {
-        match v.iter().position(|&b| b == b':') {
-            Some(c) => (&v[..c], Some(&v[c + 1..])),
-            None => (v, None),
+        // The name's bytes checked and the `:` found in one pass.
+        let mut c = 0;
+        while c < v.len() && v[c] != b':' {
+            if !HOST_BYTE[usize::from(v[c])] {
+                return false;
+            }
+            c += 1;
+        }
+        if c == v.len() {
+            (v, None)
+        } else {
+            (&v[..c], Some(&v[c + 1..]))
         }
     };
     if host.is_empty() {
         return false;
     }
-    if host[0] != b'[' && !host.iter().all(|&b| HOST_BYTE[usize::from(b)]) {
-        return false;
-    }
     match port {
         None => true,
-        Some(p) => {
-            !p.is_empty()
-                && p.len() <= 5
-                && p.iter().all(u8::is_ascii_digit)
-                && p.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 65535
-        }
+        Some(p) => is_port(p),
     }
+}
+
+/// 1 to 5 digits, at most 65535.
+fn is_port(p: &[u8]) -> bool {
+    if p.is_empty() || p.len() > 5 {
+        return false;
+    }
+    let mut n = 0u32;
+    for &d in p {
+        if !d.is_ascii_digit() {
+            return false;
+        }
+        n = n * 10 + u32::from(d - b'0');
+    }
+    n <= 65535
 }
 
 /// Parses the request target `t`, which starts at offset `start` of the head buffer.

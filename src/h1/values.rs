@@ -27,34 +27,56 @@ use std::net::IpAddr;
 pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip.to_canonical() {
         IpAddr::V4(v4) => {
-            // Written into a stack buffer and appended once: every request writes the client's
-            // address (X-Forwarded-For, the access log), and a copy per octet cost more than
-            // the digits.
-            let mut text = [0u8; 15];
-            let mut len = 0;
-            for (k, octet) in v4.octets().into_iter().enumerate() {
-                if k > 0 {
-                    text[len] = b'.';
-                    len += 1;
+            // Every request writes its client's address (X-Forwarded-For, the access log), and
+            // the requests a thread serves in a row mostly come from one client (a keep-alive
+            // connection): the last address written on this thread is kept in its text form.
+            let key = u32::from(v4);
+            let (text, len) = LAST_V4.with(|c| {
+                let (k, text, len) = c.get();
+                if k == Some(key) {
+                    return (text, len);
                 }
-                if octet >= 100 {
-                    text[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    text[len] = b'0' + octet / 10 % 10;
-                    len += 1;
-                }
-                text[len] = b'0' + octet % 10;
-                len += 1;
-            }
-            out.extend_from_slice(&text[..len]);
+                let (text, len) = v4_text(v4.octets());
+                c.set((Some(key), text, len));
+                (text, len)
+            });
+            out.extend_from_slice(&text[..usize::from(len)]);
         }
         IpAddr::V6(v6) => {
             // std's formatting (RFC 5952) writes straight into the Vec: no temporary.
             let _ = write!(out, "{v6}");
         }
     }
+}
+
+thread_local! {
+    /// The IPv4 address [`push_ip`] wrote last on this thread, and its text.
+    static LAST_V4: std::cell::Cell<(Option<u32>, [u8; 15], u8)> =
+        const { std::cell::Cell::new((None, [0; 15], 0)) };
+}
+
+/// The dotted-decimal text of an IPv4 address and its length, written into a stack buffer
+/// (a copy per octet cost more than the digits).
+fn v4_text(octets: [u8; 4]) -> ([u8; 15], u8) {
+    let mut text = [0u8; 15];
+    let mut len = 0;
+    for (k, octet) in octets.into_iter().enumerate() {
+        if k > 0 {
+            text[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            text[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            text[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        text[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    (text, len as u8)
 }
 
 /// Appends an `X-Forwarded-For` value: the previous value (from the client's field), `", "`
@@ -97,6 +119,28 @@ mod tests {
             let mut out = b"x".to_vec();
             push_ip(&mut out, ip(i));
             assert_eq!(&out[1..], want.as_bytes(), "{i}");
+        }
+    }
+
+    /// The thread's last address is written from its kept text: an address written twice
+    /// in a row, then another, then the first again, each as `Display` writes it.
+    #[test]
+    fn repeated_and_alternating_ipv4_addresses() {
+        let seq = [
+            "10.0.0.1",
+            "10.0.0.1",
+            "192.0.2.255",
+            "10.0.0.1",
+            "1.2.3.4",
+            "1.2.3.4",
+        ];
+        for s in seq {
+            let a: std::net::Ipv4Addr = s.parse().unwrap();
+            for ip in [IpAddr::V4(a), IpAddr::V6(a.to_ipv6_mapped())] {
+                let mut out = b"x".to_vec();
+                push_ip(&mut out, ip);
+                assert_eq!(&out[1..], s.as_bytes());
+            }
         }
     }
 

@@ -38,6 +38,8 @@ pub struct RequestEdits<'a> {
     pub replace: &'a [(usize, &'a [u8])],
     /// Fields appended after the client's, as `(name, value)`.
     pub extra: &'a [(&'a [u8], &'a [u8])],
+    /// `Cookie` lines appended after `extra` (the session's lines, rewritten).
+    pub cookies: &'a [String],
     /// The framing to declare; `None` declares the parsed one ([`RequestHead::body`]).
     /// [`BodyFraming::CloseDelimited`] is not a request framing and declares nothing.
     pub body: Option<BodyFraming>,
@@ -60,6 +62,7 @@ impl Default for RequestEdits<'_> {
             skip: &[],
             replace: &[],
             extra: &[],
+            cookies: &[],
             body: None,
             upgrade: false,
             close: false,
@@ -277,6 +280,9 @@ fn request_field_kept(
 fn end_request_head(edits: &RequestEdits<'_>, body: BodyFraming, upgrade: bool, out: &mut Vec<u8>) {
     for (name, value) in edits.extra {
         field(out, name, value);
+    }
+    for value in edits.cookies {
+        field(out, b"Cookie", value.as_bytes());
     }
     match body {
         BodyFraming::Length(n) => content_length(out, n),

@@ -15,7 +15,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
@@ -76,7 +76,8 @@ pub async fn connect(
     fresh: bool,
 ) -> Result<(TcpStream, bool), String> {
     if !fresh {
-        while let Some((mut s, idle_for)) = idle.checkout(node.slot, epoch, t.idle) {
+        while let Some((mut s, idle_for)) = idle.checkout(node.slot, epoch, t.idle, Instant::now())
+        {
             if idle_for <= cfg.ping_after || cping(&mut s, t.connect).await.is_ok() {
                 return Ok((s, true));
             }

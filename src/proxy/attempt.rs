@@ -27,6 +27,7 @@ use crate::core::select::{Choice, Outcome};
 use crate::proxy::access_log;
 use crate::proxy::deadline;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError, SessionIds};
+use crate::state::node::now_ms;
 use crate::state::snapshot::{Node, Pool, Snapshot};
 use crate::state::Balancer;
 
@@ -41,6 +42,9 @@ pub struct Attempts<'a> {
     /// Idempotent, no body, `retry_idempotent`: may be sent again after a failure past sending.
     replayable: bool,
     had_body: bool,
+    /// [`crate::state::node::now_ms`] when the request started: the first attempt's
+    /// selection reads no clock of its own.
+    started_ms: u64,
     tried: Vec<usize>,
     number: usize,
     /// The next attempt goes to this node again, on a new connection.
@@ -96,6 +100,7 @@ impl<'a> Attempts<'a> {
         sep: char,
         replayable: bool,
         had_body: bool,
+        started_ms: u64,
     ) -> Attempts<'a> {
         Attempts {
             pool,
@@ -103,6 +108,7 @@ impl<'a> Attempts<'a> {
             sep,
             replayable,
             had_body,
+            started_ms,
             tried: Vec::new(),
             number: 0,
             fresh_next: None,
@@ -120,7 +126,13 @@ impl<'a> Attempts<'a> {
             Some(same) => same,
             None => {
                 let key = self.ids.map(|i| i.key());
-                pipeline::select(pool, key, &self.tried)
+                // A later attempt follows a failure that may have taken a while: its own time.
+                let now = if self.number == 1 {
+                    self.started_ms
+                } else {
+                    now_ms()
+                };
+                pipeline::select(pool, key, &self.tried, now)
                     .map_err(|e| (e, Some(pipeline::retry_after(pool))))?
             }
         };
@@ -261,6 +273,8 @@ pub struct Trace {
     pub upstream: Option<Duration>,
     /// The status the client got.
     pub status: u16,
+    /// When the response was sent, if the path read the clock then: the request's end.
+    pub end: Option<Instant>,
 }
 
 impl Trace {
@@ -285,9 +299,10 @@ impl Trace {
         method: &str,
         path: &str,
         start: Instant,
-    ) {
+    ) -> Instant {
         let pool = self.pool_ix.map(|i| &snap.pools[i]);
-        let elapsed = start.elapsed();
+        let end = self.end.unwrap_or_else(Instant::now);
+        let elapsed = end.saturating_duration_since(start);
         let line = access_log::Line {
             client,
             method,
@@ -316,6 +331,7 @@ impl Trace {
             status,
             elapsed,
         );
+        end
     }
 }
 

@@ -82,22 +82,27 @@ pub(crate) fn rest_after(buf: &[u8], used: usize) -> Option<Buf> {
 }
 
 thread_local! {
-    static RESP_HEADS: RefCell<Vec<ResponseHead>> = const { RefCell::new(Vec::new()) };
+    static RESP_HEADS: RefCell<Vec<Box<ResponseHead>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A response head from this thread's pool (its field vector keeps its capacity), given
-/// back on drop.
-pub(crate) struct PooledResponseHead(pub(crate) ResponseHead);
+/// back on drop. Boxed: taking and giving back move a pointer, not the head.
+pub(crate) struct PooledResponseHead(Option<Box<ResponseHead>>);
 
 impl PooledResponseHead {
     pub(crate) fn take() -> PooledResponseHead {
-        PooledResponseHead(take_from(&RESP_HEADS).unwrap_or_default())
+        PooledResponseHead(Some(take_from(&RESP_HEADS).unwrap_or_default()))
+    }
+
+    pub(crate) fn head(&mut self) -> &mut ResponseHead {
+        self.0.get_or_insert_default()
     }
 }
 
 impl Drop for PooledResponseHead {
     fn drop(&mut self) {
-        let h = std::mem::replace(&mut self.0, ResponseHead::new());
-        give_back(&RESP_HEADS, h, POOLED_BUFS);
+        if let Some(h) = self.0.take() {
+            give_back(&RESP_HEADS, h, POOLED_BUFS);
+        }
     }
 }

@@ -30,19 +30,21 @@ impl std::fmt::Debug for IdleConns {
 
 impl IdleConns {
     /// The most recent idle connection of the node that is open, of the current `epoch` and
-    /// idle no longer than `idle_timeout`, and how long it was idle.
+    /// idle no longer than `idle_timeout` at `now` (the request's start: no clock read of its
+    /// own), and how long it was idle.
     pub fn checkout(
         &self,
         slot: u32,
         epoch: u64,
         idle_timeout: Duration,
+        now: Instant,
     ) -> Option<(TcpStream, Duration)> {
         loop {
             let conn = {
                 let mut all = self.by_slot.lock().unwrap_or_else(|e| e.into_inner());
                 all.get_mut(slot as usize)?.pop()?
             };
-            let idle = conn.since.elapsed();
+            let idle = now.saturating_duration_since(conn.since);
             if conn.epoch != epoch || idle > idle_timeout {
                 continue;
             }

@@ -37,10 +37,13 @@ pub struct Session<'a> {
 const MAX_COOKIE_LINES: usize = 16;
 
 /// The skip list and extra fields of a forwarded head, borrowed from the values buffer.
+/// The session's cookie lines are a slice of their own: a list sized for them would be
+/// filled with blanks on every request, and most requests carry none.
 struct NodeFields<'a> {
     skip: [&'a [u8]; 7],
-    extra: [(&'a [u8], &'a [u8]); 5 + MAX_COOKIE_LINES],
+    extra: [(&'a [u8], &'a [u8]); 5],
     n: usize,
+    cookies: &'a [String],
 }
 
 impl<'a> NodeFields<'a> {
@@ -81,8 +84,11 @@ impl<'a> NodeFields<'a> {
         ];
         let mut f = NodeFields {
             skip,
-            extra: [(b"", b""); 5 + MAX_COOKIE_LINES],
+            extra: [(b"", b""); 5],
             n: 0,
+            cookies: session
+                .cookie_lines
+                .map_or(&[], |l| &l[..l.len().min(MAX_COOKIE_LINES)]),
         };
         f.add(b"X-Forwarded-For", &vals[..xff_end]);
         f.add(
@@ -93,12 +99,6 @@ impl<'a> NodeFields<'a> {
             f.add(b"X-Forwarded-Host", hop.host.as_bytes());
         }
         f.add(b"Forwarded", &vals[xff_end..]);
-        for l in session.cookie_lines.iter().copied().flatten() {
-            if f.n == f.extra.len() - 1 {
-                break;
-            }
-            f.add(b"Cookie", l.as_bytes());
-        }
         if let Some(v) = session.failover {
             f.add(session.failover_name, v.as_bytes());
         }
@@ -114,6 +114,7 @@ impl<'a> NodeFields<'a> {
         RequestEdits {
             skip: &self.skip,
             extra: &self.extra[..self.n],
+            cookies: self.cookies,
             ..RequestEdits::default()
         }
     }

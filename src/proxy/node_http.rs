@@ -101,7 +101,7 @@ pub async fn send(stream: TcpStream, mut ex: Exchange, home: Home) -> Sent {
         head_out: false,
     });
     let mut pooled = PooledResponseHead::take();
-    let head = &mut pooled.0;
+    let head = pooled.head();
     let got = head_of(&mut conn, head, &ex).await;
     let head_len = match got {
         Ok(n) => n,

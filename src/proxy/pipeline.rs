@@ -238,8 +238,9 @@ pub fn select(
     pool: &Pool,
     session: Option<SessionKey<'_>>,
     tried: &[usize],
+    now_ms: u64,
 ) -> Result<Choice, ProxyError> {
-    let choice = select::choose(pool, session, tried, now_ms()).map_err(ProxyError::NoCandidate)?;
+    let choice = select::choose(pool, session, tried, now_ms).map_err(ProxyError::NoCandidate)?;
     if choice.outcome == Outcome::Failover {
         let node = &pool.nodes[choice.node];
         node.rt.stats.failovers_in.fetch_add(1, Ordering::Relaxed);
@@ -501,7 +502,7 @@ pub fn learn_cookie_attrs<'v>(
     set_cookies: impl IntoIterator<Item = &'v str>,
 ) {
     for v in set_cookies {
-        if !matches!(cookie::name_value(v), Some((n, _)) if n == cookie_name) {
+        if cookie::value_if_named(v, cookie_name).is_none() {
             continue;
         }
         let raw = cookie::attributes(v);

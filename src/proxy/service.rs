@@ -309,7 +309,14 @@ impl ProxyService {
         let idle = pool.cfg.timeouts.body_idle;
         let mut body = Some(ForwardBody::client(body, self.max_body, &too_large, idle));
         let mut cookies_dirty = false;
-        let mut attempts = Attempts::new(pool, req.ids, req.sep, req.replayable, req.had_body);
+        let mut attempts = Attempts::new(
+            pool,
+            req.ids,
+            req.sep,
+            req.replayable,
+            req.had_body,
+            req.started_ms,
+        );
         loop {
             let turn = attempts.next(trace).await?;
             let node = turn.node;
@@ -327,7 +334,8 @@ impl ProxyService {
                 }
             }
             let t = &pool.cfg.timeouts;
-            let connected = connect_http(&self.conns, node, t, turn.epoch, turn.fresh).await;
+            let connected =
+                connect_http(&self.conns, node, t, turn.epoch, turn.fresh, Instant::now()).await;
             let (stream, reused) = match connected {
                 Ok(c) => c,
                 Err(reason) => {

@@ -224,9 +224,10 @@ pub async fn connect_http(
     t: &Timeouts,
     epoch: u64,
     fresh: bool,
+    now: Instant,
 ) -> Result<(TcpStream, bool), String> {
     if !fresh {
-        if let Some((s, _)) = pools.http.checkout(node.slot, epoch, t.idle) {
+        if let Some((s, _)) = pools.http.checkout(node.slot, epoch, t.idle, now) {
             return Ok((s, true));
         }
     }

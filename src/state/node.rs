@@ -13,9 +13,14 @@ use crate::core::node_state::NodeState;
 
 /// Milliseconds on a process-local monotonic clock (never 0, so 0 can mean "unset").
 pub fn now_ms() -> u64 {
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] of an instant already read (a request's start): one clock read serves both.
+pub fn ms_at(at: Instant) -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    Instant::now().duration_since(start).as_millis() as u64 + 1
+    let start = *START.get_or_init(|| at);
+    at.saturating_duration_since(start).as_millis() as u64 + 1
 }
 
 /// Health of one node: passive marks (connect errors, timeouts, `fail_on_status`) expire after

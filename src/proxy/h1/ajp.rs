@@ -450,7 +450,7 @@ impl<'r, 'a> Relay<'r, 'a> {
         let mut src = Buf::take();
         http1_head(h, is_head, &mut src.0);
         let mut pooled = PooledResponseHead::take();
-        let resp = &mut pooled.0;
+        let resp = pooled.head();
         match h1::parse_response(&src.0, is_head, resp) {
             Ok(Parsed::Complete(_)) => {}
             Ok(Parsed::Partial) | Err(_) => {

@@ -45,12 +45,17 @@ where
 {
     let (mut client, mut ctx) = (client, ctx);
     async move {
-        // Bytes of the next request read along with the last one (pipelining).
-        let mut carry: Option<Buf> = None;
+        let mut next = Between::Idle(Instant::now());
         loop {
-            if carry.is_none() && !idle_wait(&mut client, &ctx).await {
-                return Outcome::Finished(client);
-            }
+            let carry = match next {
+                Between::Carry(bytes) => Some(bytes),
+                Between::Idle(since) => {
+                    if !idle_wait(&mut client, &ctx, since).await {
+                        return Outcome::Finished(client);
+                    }
+                    None
+                }
+            };
             // The head is read on the executor too: its buffers and state are not part of
             // the connection's own.
             let job = Job { client, peer, ctx };
@@ -59,8 +64,9 @@ where
             };
             client = job.client;
             ctx = job.ctx;
-            carry = match turn {
-                Turn::Exchanged(Next::Keep(rest)) => rest,
+            next = match turn {
+                Turn::Exchanged(Next::Keep(Some(rest), _)) => Between::Carry(rest),
+                Turn::Exchanged(Next::Keep(None, end)) => Between::Idle(end),
                 Turn::Exchanged(Next::Close) | Turn::Closed => return Outcome::Finished(client),
                 Turn::Exchanged(Next::Tunnel(t)) => return Outcome::Upgraded(client, t),
                 Turn::Http2(read) => return Outcome::Http2(client, read, peer),
@@ -72,15 +78,27 @@ where
     }
 }
 
+/// What comes between two requests on a connection.
+enum Between {
+    /// Bytes of the next request read along with the last one (pipelining).
+    Carry(Buf),
+    /// A wait for the next request, idle since this instant (the last response's end).
+    Idle(Instant),
+}
+
 /// Waits, holding no buffer, until the idle client sends bytes (`true`), or closes, shuts
-/// down or stays idle for `keepalive_timeout` (`false`).
+/// down or stays idle for `keepalive_timeout` since `since` (`false`).
 ///
 /// A hand-rolled wait, for size: the readiness waker lives in the socket's own slot, the
 /// deadline is a table slot, and a draining listener wakes it through
 /// `deadline::nudge_idle`: a few words in every idle connection's state. Not an `async fn`,
 /// for the same reason as [`serve`].
-fn idle_wait<'a>(client: &'a mut ClientIo, ctx: &'a Context) -> impl Future<Output = bool> + 'a {
-    let mut idle = deadline::Deadline::idle(Instant::now() + ctx.cfg.keepalive_timeout);
+fn idle_wait<'a>(
+    client: &'a mut ClientIo,
+    ctx: &'a Context,
+    since: Instant,
+) -> impl Future<Output = bool> + 'a {
+    let mut idle = deadline::Deadline::idle(since + ctx.cfg.keepalive_timeout);
     std::future::poll_fn(move |cx| {
         if ctx.stopping() {
             return Poll::Ready(false);

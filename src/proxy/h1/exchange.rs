@@ -11,7 +11,9 @@ use tokio::net::TcpStream;
 
 use super::ajp;
 use super::context::Conn;
-use super::relay::{flush_idle, reframe, relay_response, stream_body, write_all_idle, Relayed};
+use super::relay::{
+    flush_idle, reframe, relay_response, stream_body, write_all_idle, Relayed, ResponseFrom,
+};
 use super::request::Request;
 use crate::core::retry::Failure;
 use crate::core::select::Choice;
@@ -24,13 +26,14 @@ use crate::proxy::node_head;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, ProxyError};
 use crate::proxy::tunnel::{self, TunnelPolicy};
 use crate::proxy::upstream::connect_http;
-use crate::state::node::now_ms;
+use crate::state::node::ms_at;
 use crate::state::snapshot::{Node, Snapshot};
 
 /// What the connection does after a request.
 pub enum Next {
-    /// Keep it open; `Some` holds the bytes of the next request already read.
-    Keep(Option<Buf>),
+    /// Keep it open; `Some` holds the bytes of the next request already read. The instant
+    /// is when the response went out, where the keep-alive wait starts.
+    Keep(Option<Buf>, Instant),
     Close,
     Tunnel(Tunnel),
 }
@@ -89,7 +92,8 @@ pub(super) async fn exchange(
     let snap = conn.balancer.snapshot();
     let mut trace = Trace::default();
     let path = std::str::from_utf8(head.path(&buf.0)).ok();
-    let result = route_and_forward(client, &buf.0, head, path, &snap, conn, &mut trace).await;
+    let result = route_and_forward(client, &buf.0, head, path, &snap, conn, &mut trace, start);
+    let result = result.await;
     let done = match result {
         Ok(done) => done,
         Err((err, retry_after)) => {
@@ -116,12 +120,13 @@ pub(super) async fn exchange(
         if flush_idle(client, idle).await.is_err() {
             done.keep = false;
         }
+        trace.end = None; // the flush is part of the request's time
     }
     let method = head
         .method()
         .as_str()
         .unwrap_or_else(|| std::str::from_utf8(head.method_bytes(&buf.0)).unwrap_or("-"));
-    trace.finish(
+    let end = trace.finish(
         conn.balancer,
         &snap,
         conn.client,
@@ -132,7 +137,7 @@ pub(super) async fn exchange(
     if let Some(t) = done.tunnel {
         Next::Tunnel(t)
     } else if done.keep {
-        Next::Keep(done.rest)
+        Next::Keep(done.rest, end)
     } else {
         Next::Close
     }
@@ -140,6 +145,7 @@ pub(super) async fn exchange(
 
 /// Phases 1–2 on the parsed head, then the attempts.
 /// `path` is the head's path as text; `None` when it is not UTF-8.
+#[allow(clippy::too_many_arguments)]
 async fn route_and_forward(
     client: &mut ClientIo,
     src: &[u8],
@@ -148,6 +154,7 @@ async fn route_and_forward(
     snap: &Snapshot,
     conn: &Conn<'_>,
     trace: &mut Trace,
+    start: Instant,
 ) -> Result<Done, Fail> {
     let host = head.host(src).and_then(|h| std::str::from_utf8(h).ok());
     let path = path.ok_or_else(|| {
@@ -169,7 +176,7 @@ async fn route_and_forward(
             n += 1;
         }
     }
-    let started_ms = now_ms();
+    let started_ms = ms_at(start);
     let m = pipeline::match_and_extract(snap, host, path, &lines[..n], started_ms)
         .map_err(|e| (e, None))?;
     trace.pool_ix = Some(m.pool_ix);
@@ -179,6 +186,7 @@ async fn route_and_forward(
         src,
         m,
         lines: &lines[..n],
+        start,
         sep: settings.separator,
         path_param: settings.path_param.as_deref(),
         started_ms,
@@ -202,7 +210,14 @@ async fn attempts(
         && req.head.method().is_idempotent()
         && matches!(req.head.body(), BodyFraming::Empty);
     let had_body = !matches!(req.head.body(), BodyFraming::Empty);
-    let mut attempts = Attempts::new(pool, req.m.ids, req.sep, replayable, had_body);
+    let mut attempts = Attempts::new(
+        pool,
+        req.m.ids,
+        req.sep,
+        replayable,
+        had_body,
+        req.started_ms,
+    );
     loop {
         let turn = attempts.next(trace).await?;
         let (node, choice, epoch) = (turn.node, turn.choice, turn.epoch);
@@ -211,7 +226,10 @@ async fn attempts(
             return Err((ProxyError::NotImplemented(why), None));
         }
         let connected = match &node.ajp {
-            None => connect_http(conn.pools, node, &pool.cfg.timeouts, epoch, turn.fresh).await,
+            None => {
+                let t = &pool.cfg.timeouts;
+                connect_http(conn.pools, node, t, epoch, turn.fresh, req.start).await
+            }
             Some(cfg) => {
                 let t = &pool.cfg.timeouts;
                 Box::pin(ajp_exchange::connect(
@@ -234,7 +252,7 @@ async fn attempts(
                 let r = match &node.ajp {
                     None => {
                         forward(
-                            client, upstream, req, conn, node, choice, &ids, epoch, trace,
+                            client, upstream, req, conn, node, choice, &ids, epoch, sent_at, trace,
                         )
                         .await
                     }
@@ -251,7 +269,11 @@ async fn attempts(
                 };
                 match r {
                     Ok(mut done) => {
-                        trace.upstream.get_or_insert(sent_at.elapsed());
+                        let end = Instant::now();
+                        trace.end = Some(end);
+                        trace
+                            .upstream
+                            .get_or_insert(end.saturating_duration_since(sent_at));
                         // A tunnel keeps its connection to the node, and so its slot.
                         if let Some(t) = &mut done.tunnel {
                             t.slot = Some(turn.slot);
@@ -281,6 +303,7 @@ async fn forward(
     choice: Choice,
     ids: &Ids<'_>,
     epoch: u64,
+    sent_at: Instant,
     trace: &mut Trace,
 ) -> Result<Done, (Failure, String)> {
     let mut out = Buf::take();
@@ -293,10 +316,11 @@ async fn forward(
     if upstream.write_all(&out.0).await.is_err() {
         return Err((Failure::NotSent, "the connection to the node closed".into()));
     }
-    drop(out);
     if body_done {
         let rest = rest_after(req.src, req.head.head_len() + used);
-        let relayed = relay_response(client, &mut upstream, req, node, ids, trace, None).await?;
+        let from = ResponseFrom::Sent(sent_at);
+        let relay = relay_response(client, &mut upstream, req, node, ids, trace, from, out);
+        let relayed = relay.await?;
         return Ok(finish(upstream, req, node, epoch, relayed, rest));
     }
     if req.head.expect_continue() {
@@ -330,7 +354,8 @@ async fn forward(
                 node,
                 ids,
                 trace,
-                Some(&upload_end)
+                ResponseFrom::Upload(&upload_end),
+                out,
             ),
         )
     });

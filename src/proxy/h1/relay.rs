@@ -210,9 +210,19 @@ pub(super) enum Relayed {
     Upgrade { head: Buf, early: Vec<u8> },
 }
 
+/// Where `timeouts.response` counts from.
+#[derive(Clone, Copy)]
+pub(super) enum ResponseFrom<'a> {
+    /// The request went out whole, its head written at this instant.
+    Sent(Instant),
+    /// A request body still streaming: set when its last byte went to the node.
+    Upload(&'a OnceLock<Instant>),
+}
+
 /// Reads the node's response head (1xx forwarded and skipped), rewrites it, streams the body.
 /// Until the final head is parsed nothing reaches the client, so a failure can be retried.
-/// `upload_end`: set when a request body still streaming ends (`None`: it was sent).
+/// `out` is the buffer the request's head went out in, reused for the response's.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn relay_response<C, U>(
     client: &mut C,
     upstream: &mut U,
@@ -220,7 +230,8 @@ pub(super) async fn relay_response<C, U>(
     node: &Node,
     ids: &Ids<'_>,
     trace: &mut Trace,
-    upload_end: Option<&OnceLock<Instant>>,
+    from: ResponseFrom<'_>,
+    mut out: Buf,
 ) -> Result<Relayed, (Failure, String)>
 where
     C: AsyncWrite + Unpin + PlainSocket,
@@ -229,12 +240,12 @@ where
     let pool = req.m.pool;
     let mut inb = Buf::take();
     let mut pooled = PooledResponseHead::take();
-    let resp = &mut pooled.0;
-    let head_len = read_response_head(client, upstream, req, &mut inb.0, resp, upload_end).await?;
+    let resp = pooled.head();
+    let head_len = read_response_head(client, upstream, req, &mut inb.0, resp, from).await?;
     trace.status = resp.status();
     let status = http::StatusCode::from_u16(resp.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
     pipeline::judge_response(pool, node, status, req.started_ms);
-    let mut out = Buf::take();
+    out.0.clear();
     let (issued, rout) = write_response(req, &inb.0, resp, ids, &mut out.0);
     pipeline::learn(
         req.balancer,
@@ -298,17 +309,19 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
     req: &Request<'_>,
     inb: &mut Vec<u8>,
     resp: &mut ResponseHead,
-    upload_end: Option<&OnceLock<Instant>>,
+    from: ResponseFrom<'_>,
 ) -> Result<usize, (Failure, String)> {
     let is_head = req.head.method() == Method::Head;
     let t = &req.m.pool.cfg.timeouts;
     let timeout = t.response;
-    // `timeouts.response` counts from the end of the request body: from the first wait for
-    // the node when it went out with the head (no clock read for an answer already there),
-    // else from when the upload ends. Until then the wait goes in slices no longer than the
-    // response timeout (the upload has its own `body_idle` limit), so the deadline is seen on
-    // time once the body's end is known.
-    let mut deadline: Option<Instant> = None;
+    // `timeouts.response` counts from the end of the request body: from when the head went
+    // out when the body went with it, else from when the upload ends. Until then the wait goes
+    // in slices no longer than the response timeout (the upload has its own `body_idle`
+    // limit), so the deadline is seen on time once the body's end is known.
+    let mut deadline: Option<Instant> = match from {
+        ResponseFrom::Sent(at) => Some(at + timeout),
+        ResponseFrom::Upload(_) => None,
+    };
     let slice = t.body_idle.min(timeout);
     loop {
         if !inb.is_empty() {
@@ -328,12 +341,12 @@ async fn read_response_head<C: AsyncWrite + Unpin, U: AsyncRead + Unpin>(
         if inb.capacity() - inb.len() < 1024 {
             inb.reserve(BUF_SIZE);
         }
-        let read = match upload_end {
-            None => {
+        let read = match from {
+            ResponseFrom::Sent(_) => {
                 let read = upstream.read_buf(inb);
                 deadline::timeout_pending_from(&mut deadline, timeout, read).await
             }
-            Some(end) => {
+            ResponseFrom::Upload(end) => {
                 if deadline.is_none() {
                     deadline = end.get().map(|&end| end + timeout);
                 }
@@ -389,7 +402,9 @@ pub(super) fn write_response(
     let mut rewritten: Option<(Vec<String>, Vec<usize>)> = None;
     let has_set_cookie = resp.indices(HeaderKind::SetCookie).next().is_some();
     if has_set_cookie || plan.client_changed || plan.reissue {
-        let mut values = Vec::new();
+        // Room for the node's values and one of the balancer's: no regrowth on the way.
+        let set_cookies = resp.indices(HeaderKind::SetCookie).count();
+        let mut values = Vec::with_capacity(set_cookies + 1);
         let mut raw = Vec::new(); // not UTF-8: kept as they were
         for i in resp.indices(HeaderKind::SetCookie) {
             match std::str::from_utf8(resp.header_value(i, src)) {

@@ -1,6 +1,8 @@
 //! [`Request`]: one parsed request as every attempt to forward it sees it, built once by
 //! the exchange and read by the relay.
 
+use std::time::Instant;
+
 use crate::core::session::IdLocation;
 use crate::h1::RequestHead;
 use crate::proxy::pipeline::{self, Matched, SessionEdit};
@@ -15,6 +17,8 @@ pub(super) struct Request<'a> {
     pub(super) lines: &'a [Option<&'a str>],
     pub(super) sep: char,
     pub(super) path_param: Option<&'a str>,
+    /// When the exchange started, and the same in [`crate::state::node::now_ms`]'s scale.
+    pub(super) start: Instant,
     pub(super) started_ms: u64,
     pub(super) host: &'a str,
     pub(super) balancer: &'a Balancer,
