@@ -195,11 +195,8 @@ impl HeaderKind {
             19 => &[(b"proxy-authorization", HeaderKind::ProxyAuthorization)],
             _ => &[],
         };
-        // The first letter tells most candidates of one length apart: one byte compared
-        // before the whole name (every known name starts with a letter, which `| 0x20`
-        // lower-cases; the full compare decides).
         for &(known, kind) in candidates {
-            if name[0] | 0x20 == known[0] && eq_ignore_case_lower(name, known) {
+            if eq_ignore_case_lower(name, known) {
                 return kind;
             }
         }

@@ -118,6 +118,23 @@ impl Deadline {
         }
     }
 
+    /// Moves the deadline to `at`. An armed slot keeps its place and its waker (one lock, no
+    /// arming again): what a connection's keep-alive wait does between two requests. An
+    /// expired one is given back, and the next poll arms anew.
+    pub fn reset(&mut self, at: Instant) {
+        self.at = at;
+        if let Some((table, i)) = &self.slot {
+            let mut t = lock(table);
+            if let Some(Slot::Armed { deadline, .. }) = t.slots.get_mut(*i as usize) {
+                *deadline = at;
+                return;
+            }
+            t.release(*i);
+            drop(t);
+            self.slot = None;
+        }
+    }
+
     /// Ready once the deadline has passed (seen by the ticker, or at arming).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         match &self.slot {
@@ -348,6 +365,37 @@ mod tests {
         });
         assert_eq!(armed, 0);
         assert!(slots <= 1, "slots are reused: {slots}");
+    }
+
+    /// A reset moves an armed deadline in place (the slot and its waker kept), and gives an
+    /// expired one back so that the next poll arms it anew.
+    #[tokio::test]
+    async fn reset_moves_armed_and_rearms_expired_deadlines() {
+        async fn expired(d: &mut Deadline) -> bool {
+            std::future::poll_fn(|cx| Poll::Ready(d.poll_expired(cx).is_ready())).await
+        }
+        let mut d = Deadline::idle(Instant::now() + Duration::from_millis(60));
+        assert!(!expired(&mut d).await, "armed at the first poll");
+        let slot = d.slot.as_ref().map(|(_, i)| *i);
+        d.reset(Instant::now() + Duration::from_secs(60));
+        assert_eq!(d.slot.as_ref().map(|(_, i)| *i), slot, "the same slot");
+        tokio::time::sleep(Duration::from_millis(60) + 3 * TICK).await;
+        assert!(!expired(&mut d).await, "moved past the old deadline");
+
+        d.reset(Instant::now() + Duration::from_millis(10));
+        let start = Instant::now();
+        std::future::poll_fn(|cx| d.poll_expired(cx)).await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(expired(&mut d).await);
+
+        d.reset(Instant::now() + Duration::from_secs(60));
+        assert!(d.slot.is_none(), "an expired slot is given back");
+        assert!(!expired(&mut d).await, "armed anew");
+        d.reset(Instant::now() + Duration::from_millis(10));
+        std::future::poll_fn(|cx| d.poll_expired(cx)).await;
+        drop(d);
+        let armed = TABLE.with(|t| lock(t).armed);
+        assert_eq!(armed, 0);
     }
 
     #[tokio::test]

@@ -45,12 +45,17 @@ where
 {
     let (mut client, mut ctx) = (client, ctx);
     async move {
-        let mut next = Between::Idle(Instant::now());
+        let now = Instant::now();
+        let mut next = Between::Idle(now);
+        // The keep-alive deadline, one slot for the connection's life: moved at each wait
+        // rather than armed and given back around every request.
+        let mut idle = deadline::Deadline::idle(now + ctx.cfg.keepalive_timeout);
         loop {
             let carry = match next {
                 Between::Carry(bytes) => Some(bytes),
                 Between::Idle(since) => {
-                    if !idle_wait(&mut client, &ctx, since).await {
+                    idle.reset(since + ctx.cfg.keepalive_timeout);
+                    if !idle_wait(&mut client, &ctx, &mut idle).await {
                         return Outcome::Finished(client);
                     }
                     None
@@ -87,7 +92,7 @@ enum Between {
 }
 
 /// Waits, holding no buffer, until the idle client sends bytes (`true`), or closes, shuts
-/// down or stays idle for `keepalive_timeout` since `since` (`false`).
+/// down or reaches the `idle` deadline (`false`).
 ///
 /// A hand-rolled wait, for size: the readiness waker lives in the socket's own slot, the
 /// deadline is a table slot, and a draining listener wakes it through
@@ -96,9 +101,8 @@ enum Between {
 fn idle_wait<'a>(
     client: &'a mut ClientIo,
     ctx: &'a Context,
-    since: Instant,
+    idle: &'a mut deadline::Deadline,
 ) -> impl Future<Output = bool> + 'a {
-    let mut idle = deadline::Deadline::idle(since + ctx.cfg.keepalive_timeout);
     std::future::poll_fn(move |cx| {
         if ctx.stopping() {
             return Poll::Ready(false);
