@@ -70,10 +70,12 @@ pub fn install(format: Format) {
         .spawn(|| loop {
             let Some(sink) = SINK.get() else { return };
             {
+                // A wake-up asked for while the last flush ran is not lost: the flag is
+                // looked at before waiting.
                 let woken = sink.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
                 let (mut woken, _) = sink
                     .wake
-                    .wait_timeout(woken, FLUSH_EVERY)
+                    .wait_timeout_while(woken, FLUSH_EVERY, |w| !*w)
                     .unwrap_or_else(|e| e.into_inner());
                 *woken = false;
             }
@@ -179,8 +181,13 @@ impl Line<'_> {
             b.len() >= FLUSH_AT
         });
         if full {
-            *sink.wake_lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            sink.wake.notify_one();
+            // One wake-up per flush: a full buffer stays full until the writer runs, and
+            // every line until then would otherwise wake it again (a system call each).
+            let mut woken = sink.wake_lock.lock().unwrap_or_else(|e| e.into_inner());
+            if !*woken {
+                *woken = true;
+                sink.wake.notify_one();
+            }
         }
         true
     }

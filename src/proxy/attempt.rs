@@ -154,16 +154,26 @@ impl<'a> Attempts<'a> {
         })
     }
 
+    /// Phase 4 when the turn keeps the session where it is (no failover): the ids at once,
+    /// without a wait. `None`: the turn needs [`Attempts::rebind`].
+    pub fn kept(&self, turn: &Turn<'a>) -> Option<Ids<'_>> {
+        let Some(ids) = self.ids else {
+            return Some(Ids::default());
+        };
+        (turn.choice.outcome != Outcome::Failover)
+            .then(|| pipeline::kept_ids(Some(&ids), self.renamed_to.as_deref()))
+    }
+
     /// Phase 4: the ids of this request on the turn's node. After a `rename` by an earlier
     /// attempt, from the id the session was renamed to.
     pub async fn rebind(&self, turn: &Turn<'a>) -> Result<Ids<'_>, Fail> {
+        if let Some(ids) = self.kept(turn) {
+            return Ok(ids);
+        }
         let Some(ids) = self.ids else {
-            return Ok(Ids::default());
+            return Ok(Ids::default()); // not reached: `kept` answers a request without a session
         };
         let renamed = self.renamed_to.as_deref();
-        if turn.choice.outcome != Outcome::Failover {
-            return Ok(pipeline::kept_ids(Some(&ids), renamed));
-        }
         let backend = renamed.unwrap_or(ids.backend);
         // Boxed: only a failover awaits the binder (and maybe a store); a hit does not carry
         // its future's size.

@@ -246,7 +246,11 @@ async fn attempts(
         let failed = match connected {
             Err(reason) => Failed::new(Failure::Connect, reason, false),
             Ok((upstream, reused)) => {
-                let ids = attempts.rebind(&turn).await?;
+                // A hit's ids at once; only a failover waits for its rebind.
+                let ids = match attempts.kept(&turn) {
+                    Some(ids) => ids,
+                    None => attempts.rebind(&turn).await?,
+                };
                 turn.slot.sending();
                 let sent_at = Instant::now();
                 let r = match &node.ajp {
