@@ -1,8 +1,10 @@
 //! The access log, off the request path: one line per request appended to a buffer of the
 //! thread that served it, written out by a writer thread every [`FLUSH_EVERY`] (or sooner when
 //! a buffer fills). A request pays for formatting its line into memory (hand-written, no
-//! `fmt` machinery, no allocation once the buffer has grown) and one uncontended lock; the
-//! `write(2)` happens elsewhere, a batch at a time.
+//! `fmt` machinery) and one uncontended lock; the `write(2)` happens elsewhere, a batch at a
+//! time. A thread's lines go into chunks of [`FLUSH_AT`] bytes: a full chunk is set aside and
+//! a new one started (the writer gives emptied ones back), so a writer that falls behind
+//! never makes a request copy the lines already pending, as growing one buffer would.
 //!
 //! When the writer cannot keep up, a line that would grow a buffer past [`MAX_PENDING`] is
 //! dropped and counted ([`dropped`], `stickyroute_access_log_dropped_total`): a slow disk must
@@ -26,8 +28,64 @@ use crate::state::metrics::ACCESS_LOG_DROPPED_LINES;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// A thread's pending lines beyond which new lines are dropped.
 pub const MAX_PENDING: usize = 4 << 20;
-/// A buffer this full is written without waiting for the timer.
+/// A chunk this full is set aside for the writer, which is woken without waiting for the
+/// timer.
 const FLUSH_AT: usize = 64 << 10;
+/// A chunk's room beyond [`FLUSH_AT`]: the longest usual line still fits without growing it.
+const CHUNK_ROOM: usize = 16 << 10;
+
+/// One thread's lines not written yet.
+#[derive(Default)]
+struct Pending {
+    /// Full chunks, oldest first.
+    full: Vec<Vec<u8>>,
+    /// The chunk being filled.
+    current: Vec<u8>,
+    /// Emptied chunks the writer gave back, for the next ones.
+    spare: Vec<Vec<u8>>,
+    /// Bytes in `full` and `current`.
+    len: usize,
+}
+
+impl Pending {
+    /// The chunk to append a line to, a new one when the current is full.
+    fn chunk(&mut self) -> &mut Vec<u8> {
+        if self.current.len() >= FLUSH_AT || self.current.capacity() == 0 {
+            let next = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| Vec::with_capacity(FLUSH_AT + CHUNK_ROOM));
+            let done = std::mem::replace(&mut self.current, next);
+            if !done.is_empty() {
+                self.full.push(done);
+            }
+        }
+        &mut self.current
+    }
+
+    /// Every pending chunk, oldest first, for the writer.
+    fn take(&mut self) -> Vec<Vec<u8>> {
+        let mut chunks = std::mem::take(&mut self.full);
+        if !self.current.is_empty() {
+            let spare = self.spare.pop().unwrap_or_default();
+            chunks.push(std::mem::replace(&mut self.current, spare));
+        }
+        self.len = 0;
+        chunks
+    }
+
+    /// Chunks the writer emptied: two are kept for the next lines, the rest freed.
+    fn give_back(&mut self, chunks: Vec<Vec<u8>>) {
+        for mut c in chunks {
+            if self.spare.len() < 2 && c.capacity() >= FLUSH_AT {
+                c.clear();
+                self.spare.push(c);
+            }
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Pending>>;
 
 /// The line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +100,7 @@ struct Sink {
     /// [`install`] (after the subscriber is set): the filter comes from `RUST_LOG` at start
     /// and never changes, and asking it costs every request a dispatcher lookup.
     on: bool,
-    buffers: Mutex<Vec<Arc<Mutex<Vec<u8>>>>>,
+    buffers: Mutex<Vec<Shared>>,
     wake: std::sync::Condvar,
     wake_lock: Mutex<bool>,
 }
@@ -50,7 +108,7 @@ struct Sink {
 static SINK: OnceLock<Sink> = OnceLock::new();
 
 thread_local! {
-    static LOCAL: RefCell<Option<Arc<Mutex<Vec<u8>>>>> = const { RefCell::new(None) };
+    static LOCAL: RefCell<Option<Shared>> = const { RefCell::new(None) };
 }
 
 /// Starts the writer thread; lines go to standard output. Call once, before serving.
@@ -94,25 +152,26 @@ pub fn dropped() -> u64 {
 /// Writes every pending line now (the writer thread's tick, and shutdown).
 pub fn flush() {
     let Some(sink) = SINK.get() else { return };
-    let buffers: Vec<Arc<Mutex<Vec<u8>>>> = sink
+    let buffers: Vec<Shared> = sink
         .buffers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let mut out = std::io::stdout().lock();
-    let mut batch = Vec::new();
     for b in buffers {
-        {
-            let mut pending = b.lock().unwrap_or_else(|e| e.into_inner());
-            if pending.is_empty() {
+        let chunks = {
+            let mut p = b.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len == 0 {
                 continue;
             }
-            // Swap, keeping the thread's buffer capacity for its next lines.
-            std::mem::swap(&mut *pending, &mut batch);
-            pending.reserve(batch.capacity().min(FLUSH_AT * 2));
+            p.take()
+        };
+        for c in &chunks {
+            let _ = out.write_all(c);
         }
-        let _ = out.write_all(&batch);
-        batch.clear();
+        b.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(chunks);
     }
     let _ = out.flush();
 }
@@ -162,23 +221,27 @@ impl Line<'_> {
         let full = LOCAL.with(|l| {
             let mut l = l.borrow_mut();
             let buf = l.get_or_insert_with(|| {
-                let b = Arc::new(Mutex::new(Vec::with_capacity(FLUSH_AT)));
+                let b = Shared::default();
                 sink.buffers
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(b.clone());
                 b
             });
-            let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
-            if b.len() > MAX_PENDING {
+            let mut p = buf.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len > MAX_PENDING {
                 ACCESS_LOG_DROPPED_LINES.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
+            let chunk = p.chunk();
+            let before = chunk.len();
             match sink.format {
-                Format::Text => self.text(&mut b),
-                Format::Json => self.json(&mut b),
+                Format::Text => self.text(chunk),
+                Format::Json => self.json(chunk),
             }
-            b.len() >= FLUSH_AT
+            let (added, filled) = (chunk.len() - before, chunk.len() >= FLUSH_AT);
+            p.len += added;
+            filled
         });
         if full {
             // One wake-up per flush: a full buffer stays full until the writer runs, and
@@ -347,6 +410,35 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines appended past several chunks come out whole and in order; no chunk grows past
+    /// the room it was made with; emptied chunks are reused, two at most kept.
+    #[test]
+    fn pending_lines_in_chunks() {
+        let mut p = Pending::default();
+        let mut want = Vec::new();
+        for i in 0..3000 {
+            let line = format!("line {i} {}\n", "x".repeat(i % 97));
+            let c = p.chunk();
+            c.extend_from_slice(line.as_bytes());
+            p.len += line.len();
+            want.extend_from_slice(line.as_bytes());
+        }
+        assert_eq!(p.len, want.len());
+        let chunks = p.take();
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        assert!(chunks
+            .iter()
+            .all(|c| c.capacity() == FLUSH_AT + CHUNK_ROOM && c.len() < FLUSH_AT + 200));
+        assert_eq!(chunks.concat(), want);
+        assert_eq!((p.len, p.take().len()), (0, 0));
+
+        p.give_back(chunks);
+        assert_eq!(p.spare.len(), 2);
+        p.chunk().extend_from_slice(b"next\n");
+        p.len += 5;
+        assert_eq!(p.take().concat(), b"next\n");
+    }
 
     #[test]
     fn civil_dates() {
