@@ -255,7 +255,7 @@ mod tests {
     }
 
     /// The cut for a value that starts with the name agrees with the general reading, for
-    /// the name asked and for others, on the cases above and with the name at every length.
+    /// the name asked and for others (a prefix of it, another case, another name).
     #[test]
     fn value_if_named_reads_like_name_value() {
         let cases = [

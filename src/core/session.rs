@@ -774,7 +774,8 @@ mod tests {
     }
 
     /// The eight-byte search against a byte loop: every byte value at every position of
-    /// lengths 0 to 40 (words, remainders, and a byte just above or below the one sought).
+    /// lengths 0 to 40 (whole words and remainders), for bytes sought at both ends of the
+    /// range and in it.
     #[test]
     fn contains_byte_finds_what_a_loop_finds() {
         for len in 0..40 {

@@ -55,16 +55,20 @@ pub struct Entry {
     pub seen: u32,
 }
 
-/// Keys are already xxh3 hashes: pass them through.
+/// The hasher of the registry's two maps, one rule per key type: a session's key (`u64`) is
+/// already an xxh3 hash and passes through; a node's slot number (a small `u32`) is spread by
+/// one multiplication (Fibonacci hashing: its bits reach the high bits, which pick the map's
+/// shard and control bytes). The per-node map is read on every new session, and SipHash cost
+/// more than the rest of the update.
 #[derive(Default, Clone, Copy)]
-pub struct PreHashed(u64);
+pub struct KeyHash(u64);
 
-impl Hasher for PreHashed {
+impl Hasher for KeyHash {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used for `u64` keys; fold anything else in.
+        // Only the two integer writes are used; fold anything else in.
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
@@ -72,30 +76,12 @@ impl Hasher for PreHashed {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
-}
-
-type SessionMap = DashMap<u64, Entry, BuildHasherDefault<PreHashed>>;
-
-/// Hashes a node's slot number (a small `u32`) by one multiplication: the map of per-node
-/// numbers is read on every new session, and SipHash cost more than the rest of the update.
-#[derive(Default, Clone, Copy)]
-pub struct SlotHash(u64);
-
-impl Hasher for SlotHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
     fn write_u32(&mut self, n: u32) {
-        // Fibonacci hashing: the slot's bits spread over the high bits, which pick the
-        // map's shard and its control bytes.
         self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
+
+type SessionMap = DashMap<u64, Entry, BuildHasherDefault<KeyHash>>;
 
 /// Per-node numbers kept by the registry.
 #[derive(Debug, Default)]
@@ -112,7 +98,7 @@ pub struct Registry {
     len: AtomicUsize,
     max: AtomicUsize,
     idle_s: AtomicU32,
-    nodes: DashMap<u32, NodeSessions, BuildHasherDefault<SlotHash>>,
+    nodes: DashMap<u32, NodeSessions, BuildHasherDefault<KeyHash>>,
     rejected: AtomicU64,
     expired: AtomicU64,
     start: Instant,
