@@ -12,8 +12,8 @@
 //! non-empty value of visible ASCII and inner spaces; an empty line; at most
 //! [`MAX_HEADERS`] fields. Anything else (a tab, a byte above 0x7e, an empty value, a bare
 //! LF, a head not yet complete) returns `None` and the caller parses with httparse, which
-//! decides: accept, refuse or wait. What is read here is what httparse would read from the same bytes (the
-//! tests compare the two), so which parser ran changes nothing downstream.
+//! decides: accept, refuse or wait. What is read here is what httparse would read from the
+//! same bytes (the tests compare the two), so which parser ran changes nothing downstream.
 
 /// A request line in the strict form; its fields are in the caller's list.
 pub(crate) struct StrictRequest<'b> {

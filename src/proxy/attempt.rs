@@ -157,21 +157,27 @@ impl<'a> Attempts<'a> {
     /// Phase 4 when the turn keeps the session where it is (no failover): the ids at once,
     /// without a wait. `None`: the turn needs [`Attempts::rebind`].
     pub fn kept(&self, turn: &Turn<'a>) -> Option<Ids<'_>> {
-        let Some(ids) = self.ids else {
-            return Some(Ids::default());
-        };
-        (turn.choice.outcome != Outcome::Failover)
-            .then(|| pipeline::kept_ids(Some(&ids), self.renamed_to.as_deref()))
+        self.kept_or_moved(turn).ok()
+    }
+
+    /// The ids of a turn that keeps the session (or of a request without one), else the
+    /// session a failover moves.
+    fn kept_or_moved(&self, turn: &Turn<'a>) -> Result<Ids<'_>, SessionIds<'a>> {
+        match self.ids {
+            None => Ok(Ids::default()),
+            Some(ids) if turn.choice.outcome != Outcome::Failover => {
+                Ok(pipeline::kept_ids(Some(&ids), self.renamed_to.as_deref()))
+            }
+            Some(ids) => Err(ids),
+        }
     }
 
     /// Phase 4: the ids of this request on the turn's node. After a `rename` by an earlier
     /// attempt, from the id the session was renamed to.
     pub async fn rebind(&self, turn: &Turn<'a>) -> Result<Ids<'_>, Fail> {
-        if let Some(ids) = self.kept(turn) {
-            return Ok(ids);
-        }
-        let Some(ids) = self.ids else {
-            return Ok(Ids::default()); // not reached: `kept` answers a request without a session
+        let ids = match self.kept_or_moved(turn) {
+            Ok(kept) => return Ok(kept),
+            Err(moved) => moved,
         };
         let renamed = self.renamed_to.as_deref();
         let backend = renamed.unwrap_or(ids.backend);

@@ -33,8 +33,8 @@ pub struct Session<'a> {
     pub cookie_lines: Option<&'a [String]>,
 }
 
-/// Cookie lines at most forwarded after a rewrite.
-const MAX_COOKIE_LINES: usize = 16;
+/// Cookie lines at most forwarded after a rewrite (to an HTTP or an AJP node).
+pub(crate) const MAX_COOKIE_LINES: usize = 16;
 
 /// The skip list and extra fields of a forwarded head, borrowed from the values buffer.
 /// The session's cookie lines are a slice of their own: a list sized for them would be

@@ -31,6 +31,7 @@ use crate::proxy::ajp_exchange::{read_more, HOP_BY_HOP_RESPONSE, SKIPPED_REQUEST
 use crate::proxy::attempt::Trace;
 use crate::proxy::buffers::{Buf, PooledResponseHead};
 use crate::proxy::client_io::ClientIo;
+use crate::proxy::node_head::MAX_COOKIE_LINES;
 use crate::proxy::pipeline::{self, Ids};
 use crate::state::snapshot::Node;
 
@@ -135,7 +136,7 @@ fn write_forward_request(
     if head.host(src).is_some() && head.find(src, b"host").is_none() {
         headers.push((b"Host", req.host.as_bytes()));
     }
-    for l in cookie_lines.iter().flatten().take(16) {
+    for l in cookie_lines.iter().flatten().take(MAX_COOKIE_LINES) {
         headers.push((b"Cookie", l.as_bytes()));
     }
     if let Some(v) = &failover {
