@@ -425,7 +425,14 @@ impl Upload {
                 slices[n] = IoSlice::new(b);
                 n += 1;
             }
-            match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+            // One piece (a head alone, the usual request) goes out with `send`: `writev` takes
+            // the kernel's longer file path for the same bytes.
+            let wrote = if n == 1 {
+                Pin::new(&mut *io).poll_write(cx, &slices[0])
+            } else {
+                Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n])
+            };
+            match wrote {
                 Poll::Ready(Ok(0)) => {
                     return Poll::Ready(Err(UploadFault::Node("wrote nothing".into())))
                 }
