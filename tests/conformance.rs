@@ -1218,8 +1218,8 @@ async fn start_reference(
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let service = service.clone();
                 async move {
-                    let req = req.map(ClientBody::other);
-                    Ok::<_, std::convert::Infallible>(service.call(req).await)
+                    let (mut parts, body) = req.map(ClientBody::other).into_parts();
+                    Ok::<_, std::convert::Infallible>(service.call(&mut parts, body).await)
                 }
             });
             conn_tasks.spawn(async move {

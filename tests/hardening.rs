@@ -457,8 +457,8 @@ async fn hyper_path(lb: &stickyroute::control::Running) -> std::net::SocketAddr 
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let svc = svc.clone();
                 async move {
-                    let req = req.map(ClientBody::other);
-                    Ok::<_, std::convert::Infallible>(svc.call(req).await)
+                    let (mut parts, body) = req.map(ClientBody::other).into_parts();
+                    Ok::<_, std::convert::Infallible>(svc.call(&mut parts, body).await)
                 }
             });
             tokio::spawn(async move {

@@ -269,13 +269,13 @@ pub fn scalar(s: &str) -> String {
 /// A duration in the largest unit that writes it exactly: `250ms`, `10s`, `5m`, `2h`.
 pub fn duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 || ms == 0 {
+    if !ms.is_multiple_of(1000) || ms == 0 {
         return format!("{ms}ms");
     }
     let s = ms / 1000;
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")

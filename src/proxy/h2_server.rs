@@ -13,7 +13,7 @@
 //! client spends its [`ResetBudget`] (then closed for good after [`CUT_OFF_GRACE`]).
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -195,7 +195,11 @@ where
             }
             match this.conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
-                    this.streams.push(Box::pin((this.make)(req, respond)))
+                    // The stream's future is made straight into its box: made first and
+                    // then boxed, its whole size is copied.
+                    let slot = Box::<F>::new_uninit();
+                    let stream = Box::write(slot, (this.make)(req, respond));
+                    this.streams.push(Box::into_pin(stream))
                 }
                 Poll::Ready(Some(Err(e))) => this.ended = Some(Err(e)),
                 Poll::Ready(None) => this.ended = Some(Ok(())),
@@ -206,40 +210,50 @@ where
 }
 
 /// One stream: the service's answer unless the client resets the stream first, then the
-/// answer sent.
-async fn stream(
-    service: &ProxyService,
+/// answer sent. The request is split here, outside the future, so that the future holds its
+/// head once (a request given to an `async fn` stays in its future beside what is taken out
+/// of it).
+fn stream<'a>(
+    service: &'a ProxyService,
     req: Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
-) {
-    let (parts, recv) = req.into_parts();
+) -> impl Future<Output = ()> + 'a {
+    let (mut parts, recv) = req.into_parts();
     let body = ClientBody::stream(recv, &parts.headers);
-    let resp = {
-        let answer = service.call(Request::from_parts(parts, body));
-        let mut answer = pin!(answer);
-        poll_fn(|cx| {
-            if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
-                return Poll::Ready(Some(resp));
-            }
-            match respond.poll_reset(cx) {
-                Poll::Ready(reason) => {
-                    tracing::debug!(?reason, "stream reset before its answer");
-                    Poll::Ready(None)
+    async move {
+        let resp = {
+            let mut answer = pin!(service.call(&mut parts, body));
+            poll_fn(|cx| {
+                if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
+                    return Poll::Ready(Some(resp));
                 }
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-    };
-    if let Some(resp) = resp {
-        send(respond, resp).await;
+                match respond.poll_reset(cx) {
+                    Poll::Ready(reason) => {
+                        tracing::debug!(?reason, "stream reset before its answer");
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await
+        };
+        let Some((body, tx)) = resp.and_then(|resp| send_head(respond, resp)) else {
+            return;
+        };
+        if let Err(e) = pipe(body, tx).await {
+            tracing::debug!(error = %e, "response body not sent in full");
+        }
     }
 }
 
-/// A response sent on its stream: the head, then the body under the stream's send window.
-/// The head carries no connection-specific field: the request path leaves a node's out
-/// when it reads the head, and makes none of its own.
-async fn send(mut respond: h2::server::SendResponse<Bytes>, resp: Response<ResponseBody>) {
+/// A response's head sent on its stream; its body and the stream to send it on, when it has
+/// one (the body goes under the stream's send window, in [`pipe`]). The head carries no
+/// connection-specific field: the request path leaves a node's out when it reads the head,
+/// and makes none of its own.
+fn send_head(
+    mut respond: h2::server::SendResponse<Bytes>,
+    resp: Response<ResponseBody>,
+) -> Option<(ResponseBody, h2::SendStream<Bytes>)> {
     let (mut head, body) = resp.into_parts();
     let end = body.is_end_stream();
     if !end && !head.headers.contains_key(header::CONTENT_LENGTH) {
@@ -248,17 +262,12 @@ async fn send(mut respond: h2::server::SendResponse<Bytes>, resp: Response<Respo
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
     }
-    let tx = match respond.send_response(Response::from_parts(head, ()), end) {
-        Ok(tx) => tx,
+    match respond.send_response(Response::from_parts(head, ()), end) {
+        Ok(tx) => (!end).then_some((body, tx)),
         Err(e) => {
             tracing::debug!(error = %e, "response head not sent");
             respond.send_reset(h2::Reason::INTERNAL_ERROR);
-            return;
-        }
-    };
-    if !end {
-        if let Err(e) = pipe(body, tx).await {
-            tracing::debug!(error = %e, "response body not sent in full");
+            None
         }
     }
 }
@@ -267,10 +276,9 @@ async fn send(mut respond: h2::server::SendResponse<Bytes>, resp: Response<Respo
 /// claimed (claiming first would hold connection window for a body that has nothing yet),
 /// then waits for the stream's window; a client's reset ends any wait at once.
 async fn pipe(
-    body: ResponseBody,
+    mut body: ResponseBody,
     mut tx: h2::SendStream<Bytes>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut body = pin!(body);
     // A chunk taken from the body, not the last, waiting for send window.
     let mut held: Option<Bytes> = None;
     poll_fn(|cx| loop {
@@ -293,7 +301,7 @@ async fn pipe(
             tx.send_data(h, false)?;
             continue;
         }
-        let frame = match body.as_mut().poll_frame(cx) {
+        let frame = match Pin::new(&mut body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(e))) => {
                 tx.send_reset(h2::Reason::INTERNAL_ERROR);

@@ -4,7 +4,7 @@
 //! carries no `Upgrade` (h2 refuses the field, and extended CONNECT is not enabled), so no
 //! request here becomes a tunnel.
 //!
-//! [`ProxyService::forward`] does match and extract once; [`ProxyService::attempts`] runs
+//! [`ProxyService::handle`] does match and extract once; [`ProxyService::attempts`] runs
 //! select → connect → rebind → send for each node tried, and carries out what `core::retry`
 //! decides when an attempt fails. An HTTP/1.1 node is reached through
 //! [`crate::proxy::node_http`] on a socket of the shared pool, with the head
@@ -47,7 +47,7 @@ use crate::proxy::node_http;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionEdit, SessionIds};
 use crate::proxy::upstream::{self, connect_http, ForwardBody, UpstreamPools};
 use crate::state::node::now_ms;
-use crate::state::snapshot::{Node, Pool, Snapshot};
+use crate::state::snapshot::{Node, Pool};
 use crate::state::Balancer;
 
 pub use crate::proxy::pipeline::ProxyError;
@@ -114,20 +114,16 @@ impl ProxyService {
         self
     }
 
-    /// One stream's request, answered. Dropped unanswered when the client resets the stream,
-    /// which spends from the connection's [`ResetBudget`].
-    pub fn call(
-        &self,
-        req: Request<ClientBody>,
-    ) -> impl Future<Output = Response<ResponseBody>> + '_ {
+    /// One stream's request, answered: its head in `parts` (which the attempts rewrite for
+    /// each node tried), its body in `body`. Dropped unanswered when the client resets the
+    /// stream, which spends from the connection's [`ResetBudget`].
+    pub fn call<'s>(
+        &'s self,
+        parts: &'s mut http::request::Parts,
+        body: ClientBody,
+    ) -> impl Future<Output = Response<ResponseBody>> + 's {
         let watch = self.resets.clone().map(StreamWatch::new);
-        async move {
-            let resp = self.handle(req).await;
-            if let Some(w) = watch {
-                w.answered();
-            }
-            resp
-        }
+        self.handle(parts, body, watch)
     }
 }
 
@@ -213,13 +209,71 @@ impl Drop for StreamWatch {
 }
 
 impl ProxyService {
-    async fn handle(&self, req: Request<ClientBody>) -> Response<ResponseBody> {
+    /// Phases 1–2 (match, extract) and the node-independent rewriting, then the attempts;
+    /// the outcome logged and counted. One future from here to the node's answer: the
+    /// request's head is borrowed, not moved, down the levels, and each level's future is
+    /// copied into its caller's when awaited, so fewer and smaller levels are fewer bytes
+    /// moved per request.
+    async fn handle(
+        &self,
+        parts: &mut http::request::Parts,
+        body: ClientBody,
+        watch: Option<StreamWatch>,
+    ) -> Response<ResponseBody> {
         let start = Instant::now();
-        let method = req.method().clone();
-        let uri = req.uri().clone(); // shares the request's buffer; no copy
+        let method = parts.method.clone();
+        // The client's target as sent: the log names it and each attempt rewrites from it.
+        let original_uri = parts.uri.clone(); // shares the request's buffer; no copy
         let mut trace = Trace::default();
         let snap = self.balancer.snapshot();
-        let resp = match self.forward(&snap, req, &mut trace).await {
+        let answer = 'forward: {
+            let host = match self.admit(parts, &body) {
+                Ok(host) => host,
+                Err(e) => break 'forward Err(e),
+            };
+            let started_ms = now_ms();
+            // The client's cookies as sent: each attempt rewrites from these.
+            let cookie_values: Vec<HeaderValue> = parts
+                .headers
+                .get_all(header::COOKIE)
+                .iter()
+                .cloned()
+                .collect();
+            let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
+            let path = original_uri.path();
+            let m =
+                match pipeline::match_and_extract(&snap, host.as_deref(), path, &lines, started_ms)
+                {
+                    Ok(m) => m,
+                    Err(e) => break 'forward Err((e, None)),
+                };
+            trace.pool_ix = Some(m.pool_ix);
+            let pool = m.pool;
+            let settings = &snap.config.session.settings;
+            // A request that may be replayed after a failure past sending: idempotent, no body.
+            let replayable = pool.cfg.failover.retry_idempotent
+                && is_idempotent(&parts.method)
+                && body.is_end_stream();
+            let req = Prepared {
+                pool,
+                sep: settings.separator,
+                ids: m.ids,
+                cookie_name: m.cookie_name,
+                location: m.found.as_ref().map(|f| &f.location),
+                reissue: m.found.as_ref().is_some_and(|f| f.older_forms),
+                cookie_values: &cookie_values,
+                lines: &lines,
+                original_uri: &original_uri,
+                had_body: !body.is_end_stream(),
+                replayable,
+                started_ms,
+                path_param: settings.path_param.as_deref(),
+                host: host.as_deref(),
+                extend: self.trusted.extends(self.client.ip()),
+            };
+            self.attempts(&req, parts, body, &mut trace).await
+        };
+        let resp = match answer {
             Ok(resp) => resp,
             Err((err, retry_after)) => {
                 trace.warn_failed(&snap, &err);
@@ -229,68 +283,39 @@ impl ProxyService {
         };
         trace.status = resp.status().as_u16();
         let (client, method) = (self.client, method.as_str());
-        trace.finish(&self.balancer, &snap, client, method, uri.path(), start);
+        trace.finish(
+            &self.balancer,
+            &snap,
+            client,
+            method,
+            original_uri.path(),
+            start,
+        );
+        if let Some(w) = watch {
+            w.answered();
+        }
         resp
     }
 
-    /// Phases 1–2 (match, extract) and the node-independent rewriting, then the attempts.
-    async fn forward(
+    /// Phase 1's refusals, before anything is read or sent: `CONNECT`, a body declared
+    /// larger than the listener takes (`413`; a body without a length is counted while it
+    /// streams, in `attempts`), a bad `Host`. The request's host when admitted, its cookie
+    /// fields joined into one.
+    fn admit(
         &self,
-        snap: &Snapshot,
-        req: Request<ClientBody>,
-        trace: &mut Trace,
-    ) -> Result<Response<ResponseBody>, Fail> {
-        let (mut parts, body) = req.into_parts();
+        parts: &mut http::request::Parts,
+        body: &ClientBody,
+    ) -> Result<Option<String>, Fail> {
         if parts.method == http::Method::CONNECT {
             return Err((ProxyError::ConnectUnsupported, None));
         }
-        // A body declared larger than the listener takes: `413` before anything is read or
-        // sent (a body without a length is counted while it streams, in `attempts`).
         // The body's size hint is the declared `Content-Length` (`ClientBody` read it).
-        let declared = body.size_hint().exact();
-        if declared_body_too_large(self.max_body, declared) {
+        if declared_body_too_large(self.max_body, body.size_hint().exact()) {
             return Err((ProxyError::BodyTooLarge, None));
         }
-        let host = request_host(&parts).map_err(|r| (ProxyError::BadHost(r), None))?;
-        join_h2_cookies(&mut parts);
-        let started_ms = now_ms();
-        // The client's cookies and target as sent: each attempt rewrites from these.
-        let cookie_values: Vec<HeaderValue> = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .cloned()
-            .collect();
-        let original_uri = parts.uri.clone();
-        let lines: Vec<Option<&str>> = cookie_values.iter().map(|v| v.to_str().ok()).collect();
-        let path = original_uri.path();
-        let m = pipeline::match_and_extract(snap, host.as_deref(), path, &lines, started_ms)
-            .map_err(|e| (e, None))?;
-        trace.pool_ix = Some(m.pool_ix);
-        let pool = m.pool;
-        let settings = &snap.config.session.settings;
-        // A request that may be replayed after a failure past sending: idempotent, no body.
-        let replayable = pool.cfg.failover.retry_idempotent
-            && is_idempotent(&parts.method)
-            && body.is_end_stream();
-        let req = Prepared {
-            pool,
-            sep: settings.separator,
-            ids: m.ids,
-            cookie_name: m.cookie_name,
-            location: m.found.as_ref().map(|f| &f.location),
-            reissue: m.found.as_ref().is_some_and(|f| f.older_forms),
-            cookie_values: &cookie_values,
-            lines: &lines,
-            original_uri: &original_uri,
-            had_body: !body.is_end_stream(),
-            replayable,
-            started_ms,
-            path_param: settings.path_param.as_deref(),
-            host: host.as_deref(),
-            extend: self.trusted.extends(self.client.ip()),
-        };
-        self.attempts(&req, parts, body, trace).await
+        let host = request_host(parts).map_err(|r| (ProxyError::BadHost(r), None))?;
+        join_h2_cookies(parts);
+        Ok(host)
     }
 
     /// Phases 3–6 for each node tried, through the shared attempt loop ([`Attempts`]):
@@ -299,7 +324,7 @@ impl ProxyService {
     async fn attempts(
         &self,
         req: &Prepared<'_>,
-        mut parts: http::request::Parts,
+        parts: &mut http::request::Parts,
         body: ClientBody,
         trace: &mut Trace,
     ) -> Result<Response<ResponseBody>, Fail> {
@@ -322,7 +347,7 @@ impl ProxyService {
             let node = turn.node;
             if let Some(cfg) = &node.ajp {
                 let mut state = AjpState {
-                    parts: &mut parts,
+                    parts: &mut *parts,
                     body: &mut body,
                     cookies_dirty: &mut cookies_dirty,
                     too_large: &too_large,
@@ -344,17 +369,12 @@ impl ProxyService {
                 }
             };
             let ids = attempts.rebind(&turn).await?;
-            apply_session(
-                &mut parts,
-                req,
-                ids.forward_id.as_deref(),
-                &mut cookies_dirty,
-            );
+            apply_session(parts, req, ids.forward_id.as_deref(), &mut cookies_dirty);
             let failover = pipeline::failover_header_value(turn.choice, req.ids.as_ref(), req.sep);
             let body_now = body.take().filter(|b| !b.is_end_stream());
-            let framing = body_framing(&parts, body_now.as_ref());
+            let framing = body_framing(parts, body_now.as_ref());
             let ex = node_http::Exchange {
-                head: self.node_head(req, &parts, failover.as_deref(), framing),
+                head: self.node_head(req, parts, failover.as_deref(), framing),
                 framing,
                 body: body_now,
                 is_head: parts.method == http::Method::HEAD,
