@@ -21,7 +21,7 @@
 //! failing is not.
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -86,8 +86,10 @@ pub enum Sent {
     Failed(Failure, String),
 }
 
-/// Sends `ex` on `stream` and reads the response head.
-pub async fn send(stream: TcpStream, mut ex: Exchange, home: Home) -> Sent {
+/// Sends `ex` on `stream` and reads the response head. The connection is set up before the
+/// future is made, which holds `ex` once: an `async fn` keeps each argument it takes apart
+/// beside the parts, and the future is copied whole into the request's when awaited.
+pub fn send(stream: TcpStream, mut ex: Exchange, home: Home) -> impl Future<Output = Sent> {
     let head = std::mem::replace(&mut ex.head, Buf(Vec::new()));
     let body = ex.body.take();
     let mut conn = Box::new(NodeConn {
@@ -101,23 +103,25 @@ pub async fn send(stream: TcpStream, mut ex: Exchange, home: Home) -> Sent {
         head_out: false,
     });
     let mut pooled = PooledResponseHead::take();
-    let head = pooled.head();
-    let got = head_of(&mut conn, head, &ex).await;
-    let head_len = match got {
-        Ok(n) => n,
-        Err(fault) => return fault.into_sent(&mut conn, ex.reused),
-    };
-    // The head's bytes are shared by the field values: no copy of them.
-    let src = conn.inb.split_to(head_len).freeze();
-    let resp = match response(&src, head) {
-        Ok(r) => r,
-        Err(why) => return Sent::Failed(Failure::Upstream, why),
-    };
-    conn.restorable = None;
-    let reader = BodyReader::new(head.body());
-    let keep_alive = head.keep_alive() && !conn.node_write_failed;
-    let body = NodeBody::new(conn, reader, keep_alive, home, ex.body_idle);
-    Sent::Response(resp.map(|()| body))
+    async move {
+        let head = pooled.head();
+        let got = head_of(&mut conn, head, &ex).await;
+        let head_len = match got {
+            Ok(n) => n,
+            Err(fault) => return fault.into_sent(&mut conn, ex.reused),
+        };
+        // The head's bytes are shared by the field values: no copy of them.
+        let src = conn.inb.split_to(head_len).freeze();
+        let resp = match response(&src, head) {
+            Ok(r) => r,
+            Err(why) => return Sent::Failed(Failure::Upstream, why),
+        };
+        conn.restorable = None;
+        let reader = BodyReader::new(head.body());
+        let keep_alive = head.keep_alive() && !conn.node_write_failed;
+        let body = NodeBody::new(conn, reader, keep_alive, home, ex.body_idle);
+        Sent::Response(resp.map(|()| body))
+    }
 }
 
 /// Why no response head came.
