@@ -368,7 +368,11 @@ impl ProxyService {
                     continue;
                 }
             };
-            let ids = attempts.rebind(&turn).await?;
+            // A hit's ids at once; only a failover waits for its rebind.
+            let ids = match attempts.kept(&turn) {
+                Some(ids) => ids,
+                None => attempts.rebind(&turn).await?,
+            };
             apply_session(parts, req, ids.forward_id.as_deref(), &mut cookies_dirty);
             let failover = pipeline::failover_header_value(turn.choice, req.ids.as_ref(), req.sep);
             let body_now = body.take().filter(|b| !b.is_end_stream());
@@ -466,7 +470,10 @@ impl ProxyService {
                 return Ok(None);
             }
         };
-        let ids = attempts.rebind(&turn).await?;
+        let ids = match attempts.kept(&turn) {
+            Some(ids) => ids,
+            None => attempts.rebind(&turn).await?,
+        };
         let parts = self.ajp_parts(req, st, turn.choice, &ids);
         let body_now = st.body.take().unwrap_or_else(ForwardBody::empty);
         let request = Request::from_parts(parts, body_now);
