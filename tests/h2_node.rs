@@ -108,6 +108,68 @@ async fn h2_uploads_reach_the_node_byte_exact() {
     lb.stop().await;
 }
 
+/// All the streams a client opens at once on one connection, more than the server takes
+/// from the connection in one batch (the default 100 concurrent streams), are answered, each
+/// with its own body: the node echoes each upload back as it streams, so most answers have
+/// their head before their body and are sent while their bodies still come in.
+#[tokio::test]
+async fn a_hundred_streams_opened_at_once_each_get_their_own_answer() {
+    let node = echo_node().await;
+    let lb = balancer(&yaml("", &[node_line("jvm1", node, "")])).await;
+    let s = TcpStream::connect(lb.addr()).await.unwrap();
+    // Windows that hold every answer: the answers are read one after the other, and with
+    // h2's default 64 KiB for the connection the later ones would wait for it.
+    let (sender, conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .handshake::<_, Bytes>(s)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut sender = sender.ready().await.unwrap();
+    // The server's SETTINGS (100 concurrent streams) are in before the streams are opened.
+    let first = Request::get(format!("http://{TEST_HOST}/warm"))
+        .body(())
+        .unwrap();
+    let (warm, _) = sender.send_request(first, true).unwrap();
+    let warm = tokio::time::timeout(DEADLINE, warm).await.unwrap().unwrap();
+    assert_eq!(warm.status(), 200);
+    drop(warm);
+    let mut answers = Vec::new();
+    for i in 0..100u32 {
+        sender = sender.ready().await.unwrap();
+        let req = Request::post(format!("http://{TEST_HOST}/echo/{i}"))
+            .body(())
+            .unwrap();
+        let (response, mut stream) = sender.send_request(req, false).unwrap();
+        let body = pattern(100 + i as usize * 37, i);
+        stream.send_data(Bytes::from(body.clone()), true).unwrap();
+        answers.push((response, body));
+    }
+    for (i, (response, sent)) in answers.into_iter().enumerate() {
+        let resp = tokio::time::timeout(DEADLINE, response)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "stream {i}");
+        let mut got = Vec::new();
+        let mut body = resp.into_body();
+        while let Some(data) = tokio::time::timeout(DEADLINE, body.data()).await.unwrap() {
+            let data = data.unwrap();
+            let _ = body.flow_control().release_capacity(data.len());
+            got.extend_from_slice(&data);
+        }
+        assert!(
+            got == sent,
+            "stream {i} got another stream's bytes or lost some"
+        );
+    }
+    connection.abort();
+    lb.stop().await;
+}
+
 /// What the dying node saw: per connection, the request lines it read.
 type Seen = Arc<Mutex<Vec<Vec<String>>>>;
 

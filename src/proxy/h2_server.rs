@@ -5,8 +5,14 @@
 //! no spawn, no wake-up crossing tasks, and the frames that the streams answering in one
 //! wake-up queue leave in one write when the connection is polled after them. A stream's
 //! future runs the service ([`ProxyService::call`]) while watching for the client's reset
-//! (a reset drops it, as a cancelled request), then sends the head and pipes the body under
-//! the stream's send window.
+//! (a reset drops it, as a cancelled request); the driver sends the answer's head and pipes
+//! its body under the stream's send window ([`BodyPipe`]).
+//!
+//! Work of one kind is done for all the streams at hand before work of the other: the
+//! streams opened are all taken before any runs, and the answers ready are all computed
+//! before their heads go to `h2`. Done per stream, the `h2` connection's code and the request
+//! path's alternate, and each evicts the other from the instruction cache (callgrind's cache
+//! simulation, `h2load -c 32 -m 10`: a fifth of the instruction-cache misses per request).
 //!
 //! The connection keeps the limits of a listener's HTTP/1.1 connections: closed with `GOAWAY`
 //! after `keepalive_timeout` without an open stream, on the listener's shutdown, and when the
@@ -37,6 +43,9 @@ const WINDOW: u32 = 1024 * 1024;
 
 /// The most response bytes queued per stream beyond its send window.
 const SEND_BUFFER: usize = 400 * 1024;
+
+/// The most streams taken from the connection in a row before the ones taken run.
+const ACCEPT_BATCH: usize = 64;
 
 /// How long a connection cut off for resetting too many streams gets to finish after its
 /// `GOAWAY`, before it is closed whatever it does.
@@ -94,7 +103,8 @@ where
     let keepalive = limits.keepalive;
     let mut idle_check = Instant::now() + keepalive;
     let ended = loop {
-        let until = close_by.unwrap_or_else(|| Instant::now() + keepalive);
+        // Polled only once `close_by` is set.
+        let until = close_by.unwrap_or(idle_check);
         tokio::select! {
             biased;
             r = poll_fn(|cx| driver.poll(cx)) => break r,
@@ -133,11 +143,18 @@ where
     }
 }
 
-/// The connection and its streams, polled together.
+/// A stream's answer and the stream to send it on.
+type Answer = (Response<ResponseBody>, h2::server::SendResponse<Bytes>);
+
+/// The connection and its streams, polled together. A stream is first a future of the
+/// service's answer, then, once its head is sent, a [`BodyPipe`] while its body goes out.
 struct Driver<I, M, F> {
     conn: h2::server::Connection<I, Bytes>,
     make: M,
     streams: FuturesUnordered<std::pin::Pin<Box<F>>>,
+    /// The answers that came in one pass over the streams, sent together after it.
+    answers: Vec<Answer>,
+    bodies: FuturesUnordered<BodyPipe>,
     /// The connection's end, once `h2` gave it; the streams still open then are finished
     /// (each sees the connection's end as a reset) before the driver ends.
     ended: Option<Result<(), h2::Error>>,
@@ -149,21 +166,28 @@ impl<I, M, F> Driver<I, M, F>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     M: FnMut(Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> F,
-    F: Future<Output = ()>,
+    F: Future<Output = Option<Answer>>,
 {
     fn new(conn: h2::server::Connection<I, Bytes>, make: M) -> Self {
         Driver {
             conn,
             make,
             streams: FuturesUnordered::new(),
+            answers: Vec::new(),
+            bodies: FuturesUnordered::new(),
             ended: None,
             idle_since_ms: now_ms(),
         }
     }
 
+    /// Whether no stream is open: none waits for its answer nor sends its body.
+    fn no_stream(&self) -> bool {
+        self.streams.is_empty() && self.bodies.is_empty()
+    }
+
     /// How long the connection has had no open stream, at `now_ms`; `None` while one is open.
     fn idle_for(&self, now_ms: u64) -> Option<Duration> {
-        if !self.streams.is_empty() {
+        if !self.no_stream() {
             return None;
         }
         Some(Duration::from_millis(
@@ -182,72 +206,115 @@ where
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
         let this = self;
         loop {
-            while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {
-                if this.streams.is_empty() {
-                    this.idle_since_ms = now_ms();
-                }
+            if this.run_streams(cx) && this.no_stream() {
+                this.idle_since_ms = now_ms();
             }
-            if let Some(ended) = &mut this.ended {
-                if !this.streams.is_empty() {
+            if this.ended.is_some() {
+                if !this.no_stream() {
                     return Poll::Pending;
                 }
-                return Poll::Ready(std::mem::replace(ended, Ok(())));
+                return Poll::Ready(this.ended.take().unwrap_or(Ok(())));
             }
-            match this.conn.poll_accept(cx) {
+            if this.accept(cx) {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Polls the streams that were woken, then sends the answers they gave together, and
+    /// then the bodies. The service's code runs for every answer, then `h2`'s for every
+    /// head, rather than the two alternating per stream. True when a stream ended.
+    fn run_streams(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut ended = false;
+        while let Poll::Ready(Some(answer)) = self.streams.poll_next_unpin(cx) {
+            match answer {
+                Some(answer) => self.answers.push(answer),
+                None => ended = true,
+            }
+        }
+        for (resp, respond) in self.answers.drain(..) {
+            let Some((body, tx)) = send_head(respond, resp) else {
+                ended = true;
+                continue;
+            };
+            // Most bodies are in hand with their head and go at once; only one that is not
+            // is kept (and allocated for) among the bodies under way.
+            let mut pipe = BodyPipe::new(body, tx);
+            match Pin::new(&mut pipe).poll(cx) {
+                Poll::Ready(()) => ended = true,
+                Poll::Pending => self.bodies.push(pipe),
+            }
+        }
+        while let Poll::Ready(Some(())) = self.bodies.poll_next_unpin(cx) {
+            ended = true;
+        }
+        ended
+    }
+
+    /// Takes the streams the client opened, up to [`ACCEPT_BATCH`] of them, before any of
+    /// them runs: the `h2` connection's code runs for the whole batch, then the streams' for
+    /// theirs, instead of the two alternating per stream and evicting each other from the
+    /// instruction cache. True when the connection has nothing more for now.
+    fn accept(&mut self, cx: &mut Context<'_>) -> bool {
+        for taken in 0..ACCEPT_BATCH {
+            match self.conn.poll_accept(cx) {
                 Poll::Ready(Some(Ok((req, respond)))) => {
                     // The stream's future is made straight into its box: made first and
                     // then boxed, its whole size is copied.
                     let slot = Box::<F>::new_uninit();
-                    let stream = Box::write(slot, (this.make)(req, respond));
-                    this.streams.push(Box::into_pin(stream))
+                    let stream = Box::write(slot, (self.make)(req, respond));
+                    self.streams.push(Box::into_pin(stream))
                 }
-                Poll::Ready(Some(Err(e))) => this.ended = Some(Err(e)),
-                Poll::Ready(None) => this.ended = Some(Ok(())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    self.ended = Some(Err(e));
+                    return false;
+                }
+                Poll::Ready(None) => {
+                    self.ended = Some(Ok(()));
+                    return false;
+                }
+                // The connection registered its wake-up. Streams taken in this batch have
+                // not run yet: they run first, and the connection is polled again after them.
+                Poll::Pending => return taken == 0,
             }
         }
+        false
     }
 }
 
-/// One stream: the service's answer unless the client resets the stream first, then the
-/// answer sent. The request is split here, outside the future, so that the future holds its
-/// head once (a request given to an `async fn` stays in its future beside what is taken out
-/// of it).
+/// One stream until its answer: the service's answer and the stream to send it on, or
+/// `None` when the client reset the stream first (the service's future is dropped then, as a
+/// cancelled request). The request is split here, outside the future, so that the future
+/// holds its head once (a request given to an `async fn` stays in its future beside what is
+/// taken out of it).
 fn stream<'a>(
     service: &'a ProxyService,
     req: Request<h2::RecvStream>,
     mut respond: h2::server::SendResponse<Bytes>,
-) -> impl Future<Output = ()> + 'a {
+) -> impl Future<Output = Option<Answer>> + 'a {
     let (mut parts, recv) = req.into_parts();
     let body = ClientBody::stream(recv, &parts.headers);
     async move {
-        let resp = {
-            let mut answer = pin!(service.call(&mut parts, body));
-            poll_fn(|cx| {
-                if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
-                    return Poll::Ready(Some(resp));
+        let mut answer = pin!(service.call(&mut parts, body));
+        let resp = poll_fn(|cx| {
+            if let Poll::Ready(resp) = answer.as_mut().poll(cx) {
+                return Poll::Ready(Some(resp));
+            }
+            match respond.poll_reset(cx) {
+                Poll::Ready(reason) => {
+                    tracing::debug!(?reason, "stream reset before its answer");
+                    Poll::Ready(None)
                 }
-                match respond.poll_reset(cx) {
-                    Poll::Ready(reason) => {
-                        tracing::debug!(?reason, "stream reset before its answer");
-                        Poll::Ready(None)
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await
-        };
-        let Some((body, tx)) = resp.and_then(|resp| send_head(respond, resp)) else {
-            return;
-        };
-        if let Err(e) = pipe(body, tx).await {
-            tracing::debug!(error = %e, "response body not sent in full");
-        }
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        resp.map(|resp| (resp, respond))
     }
 }
 
 /// A response's head sent on its stream; its body and the stream to send it on, when it has
-/// one (the body goes under the stream's send window, in [`pipe`]). The head carries no
+/// one (the body goes under the stream's send window, in [`BodyPipe`]). The head carries no
 /// connection-specific field: the request path leaves a node's out when it reads the head,
 /// and makes none of its own.
 fn send_head(
@@ -272,71 +339,98 @@ fn send_head(
     }
 }
 
-/// The body's frames onto the stream. A chunk is taken from the body before any window is
-/// claimed (claiming first would hold connection window for a body that has nothing yet),
-/// then waits for the stream's window; a client's reset ends any wait at once.
-async fn pipe(
-    mut body: ResponseBody,
-    mut tx: h2::SendStream<Bytes>,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // A chunk taken from the body, not the last, waiting for send window.
-    let mut held: Option<Bytes> = None;
-    poll_fn(|cx| loop {
-        if let Some(h) = held.take() {
-            if tx.capacity() == 0 {
-                match tx.poll_capacity(cx) {
-                    Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
-                    Poll::Ready(None) => return Poll::Ready(Err("send window closed".into())),
-                    Poll::Pending => {
-                        held = Some(h);
-                        return pending_unless_reset(&mut tx, cx);
+/// A response's body going onto its stream. A chunk is taken from the body before any
+/// window is claimed (claiming first would hold connection window for a body that has
+/// nothing yet), then waits for the stream's window; a client's reset ends any wait at once.
+struct BodyPipe {
+    body: ResponseBody,
+    tx: h2::SendStream<Bytes>,
+    /// A chunk taken from the body, not the last, waiting for send window.
+    held: Option<Bytes>,
+}
+
+type PipeError = Box<dyn std::error::Error + Send + Sync>;
+
+impl BodyPipe {
+    fn new(body: ResponseBody, tx: h2::SendStream<Bytes>) -> BodyPipe {
+        BodyPipe {
+            body,
+            tx,
+            held: None,
+        }
+    }
+
+    /// Sends what the body has and the window lets out; ready when the body is sent whole.
+    fn pump(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PipeError>> {
+        let BodyPipe { body, tx, held } = self;
+        loop {
+            if let Some(h) = held.take() {
+                if tx.capacity() == 0 {
+                    match tx.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(_))) => {}
+                        Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e.into())),
+                        Poll::Ready(None) => return Poll::Ready(Err("send window closed".into())),
+                        Poll::Pending => {
+                            *held = Some(h);
+                            return pending_unless_reset(tx, cx);
+                        }
+                    }
+                    if tx.capacity() == 0 {
+                        *held = Some(h);
+                        continue;
                     }
                 }
-                if tx.capacity() == 0 {
-                    held = Some(h);
-                    continue;
+                tx.send_data(h, false)?;
+                continue;
+            }
+            let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => {
+                    tx.send_reset(h2::Reason::INTERNAL_ERROR);
+                    return Poll::Ready(Err(e));
                 }
-            }
-            tx.send_data(h, false)?;
-            continue;
-        }
-        let frame = match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => {
-                tx.send_reset(h2::Reason::INTERNAL_ERROR);
-                return Poll::Ready(Err(e));
-            }
-            Poll::Ready(None) => {
-                tx.send_data(Bytes::new(), true)?;
-                return Poll::Ready(Ok(()));
-            }
-            Poll::Pending => return pending_unless_reset(&mut tx, cx),
-        };
-        match frame.into_data() {
-            // The last chunk goes at once: `h2` holds it until the window lets it out, which
-            // bounds what waits to this one chunk, as a wait for window would.
-            Ok(data) if body.is_end_stream() => {
-                tx.send_data(data, true)?;
-                return Poll::Ready(Ok(()));
-            }
-            Ok(data) if data.is_empty() => {}
-            Ok(data) => {
-                // One byte claimed: `h2` raises the claim to the buffered length in
-                // `send_data`, and a small claim does not hold window other streams need.
-                tx.reserve_capacity(1);
-                held = Some(data);
-            }
-            Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    tx.reserve_capacity(0);
-                    tx.send_trailers(trailers)?;
+                Poll::Ready(None) => {
+                    tx.send_data(Bytes::new(), true)?;
                     return Poll::Ready(Ok(()));
                 }
+                Poll::Pending => return pending_unless_reset(tx, cx),
+            };
+            match frame.into_data() {
+                // The last chunk goes at once: `h2` holds it until the window lets it out,
+                // which bounds what waits to this one chunk, as a wait for window would.
+                Ok(data) if body.is_end_stream() => {
+                    tx.send_data(data, true)?;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(data) if data.is_empty() => {}
+                Ok(data) => {
+                    // One byte claimed: `h2` raises the claim to the buffered length in
+                    // `send_data`, and a small claim does not hold window other streams need.
+                    tx.reserve_capacity(1);
+                    *held = Some(data);
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        tx.reserve_capacity(0);
+                        tx.send_trailers(trailers)?;
+                        return Poll::Ready(Ok(()));
+                    }
+                }
             }
         }
-    })
-    .await
+    }
+}
+
+impl Future for BodyPipe {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let r = std::task::ready!(self.get_mut().pump(cx));
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "response body not sent in full");
+        }
+        Poll::Ready(())
+    }
 }
 
 /// Pending, with the stream's reset watched so that a client's `RST_STREAM` wakes the wait;
@@ -344,7 +438,7 @@ async fn pipe(
 fn pending_unless_reset(
     tx: &mut h2::SendStream<Bytes>,
     cx: &mut Context<'_>,
-) -> Poll<Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+) -> Poll<Result<(), PipeError>> {
     match tx.poll_reset(cx) {
         Poll::Ready(Ok(reason)) => Poll::Ready(Err(format!("stream reset: {reason:?}").into())),
         Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
