@@ -294,6 +294,15 @@ pub struct Trace {
 }
 
 impl Trace {
+    /// The node's answer is in: one clock read for the time it took since `sent_at` (unless
+    /// the path noted it already) and for the request's end.
+    pub fn answered(&mut self, sent_at: Instant) {
+        let end = Instant::now();
+        self.end = Some(end);
+        self.upstream
+            .get_or_insert(end.saturating_duration_since(sent_at));
+    }
+
     /// Logs a request's error as a warning when it is the balancer's or a node's (5xx), with
     /// the internal detail the client does not see.
     pub fn warn_failed(&self, snap: &Snapshot, err: &ProxyError) {

@@ -46,7 +46,7 @@ use crate::proxy::node_head;
 use crate::proxy::node_http;
 use crate::proxy::pipeline::{self, Ids, InflightGuard, SessionEdit, SessionIds};
 use crate::proxy::upstream::{self, connect_http, ForwardBody, UpstreamPools};
-use crate::state::node::now_ms;
+use crate::state::node::ms_at;
 use crate::state::snapshot::{Node, Pool};
 use crate::state::Balancer;
 
@@ -231,7 +231,8 @@ impl ProxyService {
                 Ok(host) => host,
                 Err(e) => break 'forward Err(e),
             };
-            let started_ms = now_ms();
+            // The clock read once for the request's start serves its `now_ms` too.
+            let started_ms = ms_at(start);
             // The client's cookies as sent: each attempt rewrites from these.
             let cookie_values: Vec<HeaderValue> = parts
                 .headers
@@ -266,6 +267,7 @@ impl ProxyService {
                 original_uri: &original_uri,
                 had_body: !body.is_end_stream(),
                 replayable,
+                start,
                 started_ms,
                 path_param: settings.path_param.as_deref(),
                 host: host.as_deref(),
@@ -360,7 +362,7 @@ impl ProxyService {
             }
             let t = &pool.cfg.timeouts;
             let connected =
-                connect_http(&self.conns, node, t, turn.epoch, turn.fresh, Instant::now()).await;
+                connect_http(&self.conns, node, t, turn.epoch, turn.fresh, req.start).await;
             let (stream, reused) = match connected {
                 Ok(c) => c,
                 Err(reason) => {
@@ -395,7 +397,7 @@ impl ProxyService {
             let sent_at = Instant::now();
             let (failure, reason) = match node_http::send(stream, ex, home).await {
                 node_http::Sent::Response(resp) => {
-                    trace.upstream = Some(sent_at.elapsed());
+                    trace.answered(sent_at);
                     return Ok(self.respond(req, node, &ids, resp, turn.slot));
                 }
                 node_http::Sent::NotSent(unsent, reason) => {
@@ -494,7 +496,7 @@ impl ProxyService {
         let (failure, reason) =
             match ajp_exchange::send(stream, request, &client, cfg, t, home).await {
                 ajp_exchange::Sent::Response(resp) => {
-                    trace.upstream = Some(sent_at.elapsed());
+                    trace.answered(sent_at);
                     return Ok(Some(self.respond_ajp(req, node, &ids, resp, turn.slot)));
                 }
                 ajp_exchange::Sent::NotSent(unsent, reason) => {
@@ -633,6 +635,9 @@ struct Prepared<'a> {
     had_body: bool,
     /// Idempotent without a body: may be sent again after a failure past sending.
     replayable: bool,
+    /// When the request arrived: the pooled node connection's age at checkout is measured
+    /// from it, as on the HTTP/1.1 path.
+    start: Instant,
     /// `now_ms()` when the request arrived: passive marks older than this are cleared by a
     /// good answer.
     started_ms: u64,

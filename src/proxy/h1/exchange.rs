@@ -273,11 +273,7 @@ async fn attempts(
                 };
                 match r {
                     Ok(mut done) => {
-                        let end = Instant::now();
-                        trace.end = Some(end);
-                        trace
-                            .upstream
-                            .get_or_insert(end.saturating_duration_since(sent_at));
+                        trace.answered(sent_at);
                         // A tunnel keeps its connection to the node, and so its slot.
                         if let Some(t) = &mut done.tunnel {
                             t.slot = Some(turn.slot);
