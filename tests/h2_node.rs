@@ -48,6 +48,18 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// An HTTP/2 response's whole body, its window given back as the bytes come.
+async fn body_of(resp: Response<h2::RecvStream>) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut body = resp.into_body();
+    while let Some(data) = tokio::time::timeout(DEADLINE, body.data()).await.unwrap() {
+        let data = data.unwrap();
+        let _ = body.flow_control().release_capacity(data.len());
+        got.extend_from_slice(&data);
+    }
+    got
+}
+
 #[tokio::test]
 async fn h2_uploads_reach_the_node_byte_exact() {
     let node = echo_node().await;
@@ -72,9 +84,7 @@ async fn h2_uploads_reach_the_node_byte_exact() {
     // A body without a length, in DATA frames of several sizes: forwarded chunked.
     let s = TcpStream::connect(lb.addr()).await.unwrap();
     let (sender, conn) = h2::client::handshake(s).await.unwrap();
-    let connection = tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let connection = tokio::spawn(conn);
     let mut sender = sender.ready().await.unwrap();
     let req = Request::post(format!("http://{TEST_HOST}/upload"))
         .body(())
@@ -96,13 +106,7 @@ async fn h2_uploads_reach_the_node_byte_exact() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-framing"], "chunked");
-    let mut got = Vec::new();
-    let mut body = resp.into_body();
-    while let Some(data) = tokio::time::timeout(DEADLINE, body.data()).await.unwrap() {
-        let data = data.unwrap();
-        let _ = body.flow_control().release_capacity(data.len());
-        got.extend_from_slice(&data);
-    }
+    let got = body_of(resp).await;
     assert!(got == pieces.concat(), "the node got other bytes");
     connection.abort();
     lb.stop().await;
@@ -125,9 +129,7 @@ async fn a_hundred_streams_opened_at_once_each_get_their_own_answer() {
         .handshake::<_, Bytes>(s)
         .await
         .unwrap();
-    let connection = tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let connection = tokio::spawn(conn);
     let mut sender = sender.ready().await.unwrap();
     // The server's SETTINGS (100 concurrent streams) are in before the streams are opened.
     let first = Request::get(format!("http://{TEST_HOST}/warm"))
@@ -154,13 +156,7 @@ async fn a_hundred_streams_opened_at_once_each_get_their_own_answer() {
             .unwrap()
             .unwrap();
         assert_eq!(resp.status(), 200, "stream {i}");
-        let mut got = Vec::new();
-        let mut body = resp.into_body();
-        while let Some(data) = tokio::time::timeout(DEADLINE, body.data()).await.unwrap() {
-            let data = data.unwrap();
-            let _ = body.flow_control().release_capacity(data.len());
-            got.extend_from_slice(&data);
-        }
+        let got = body_of(resp).await;
         assert!(
             got == sent,
             "stream {i} got another stream's bytes or lost some"

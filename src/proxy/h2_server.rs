@@ -12,7 +12,7 @@
 //! streams opened are all taken before any runs, and the answers ready are all computed
 //! before their heads go to `h2`. Done per stream, the `h2` connection's code and the request
 //! path's alternate, and each evicts the other from the instruction cache (callgrind's cache
-//! simulation, `h2load -c 32 -m 10`: a fifth of the instruction-cache misses per request).
+//! simulation, `h2load -c 32 -m 10`: two fifths of the instruction-cache misses per request).
 //!
 //! The connection keeps the limits of a listener's HTTP/1.1 connections: closed with `GOAWAY`
 //! after `keepalive_timeout` without an open stream, on the listener's shutdown, and when the
